@@ -1,0 +1,29 @@
+# Two entry points that work on a fresh machine: `make run` and `make test`.
+# Each creates .venv if missing and installs torch==2.13.0 first (the CPU wheel;
+# an unpinned torch would pull several GB of CUDA packages), then the project.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.whitevec-installed
+
+.PHONY: run test setup eval-demo clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+run: eval-demo
+
+eval-demo: $(STAMP)
+	$(VENV)/bin/whitevec eval sts service/demo/sample_pairs.tsv --beta 0 1 --gamma 0 1 --dim 48 32 16
+
+clean:
+	rm -rf $(VENV) .pytest_cache

@@ -1,0 +1,70 @@
+import json
+import subprocess
+import sys
+
+import pytest
+
+from service.cli import main
+from tests.conftest import SHARED_DATA
+
+
+def test_eval_sts_json_is_one_object_with_every_combination(tiny_model_dir, pairs_file, capsys):
+    rc = main(["eval", "sts", str(pairs_file), "--model", str(tiny_model_dir), "--beta", "0", "1",
+               "--gamma", "0", "0.5", "1", "--dim", "32", "8", "--json"])
+    assert rc == 0
+    report = json.loads(capsys.readouterr().out)
+    assert {"model", "pooling", "n_pairs", "raw", "results"} <= report.keys()
+    assert report["n_pairs"] == 10 and report["pooling"] == "first-last-avg"
+    combos = {(r["beta"], r["gamma"], r["dim"]) for r in report["results"]}
+    assert combos == {(b, g, d) for b in (0, 1) for g in (0, 0.5, 1) for d in (32, 8)}
+    assert all(-100 <= r["spearman"] <= 100 for r in report["results"])
+    # β=γ=0 at full dim is a rotation: cosines, hence the score, equal the raw one.
+    rotation = next(r for r in report["results"] if (r["beta"], r["gamma"], r["dim"]) == (0, 0, 32))
+    assert rotation["spearman"] == pytest.approx(report["raw"], abs=1e-3)
+
+
+def test_eval_sts_table_marks_best_and_plots(tiny_model_dir, pairs_file, tmp_path, capsys):
+    out = tmp_path / "plot.png"
+    rc = main(["eval", "sts", str(pairs_file), "--model", str(tiny_model_dir), "--pooling", "cls",
+               "--dim", "32", "16", "--plot", str(out)])
+    assert rc == 0
+    text = capsys.readouterr().out
+    assert "raw (no whitening)" in text and "8.33" in text
+    assert sum(line.startswith("*") for line in text.splitlines()) == 1
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_eval_sts_fit_file(tiny_model_dir, pairs_file, tmp_path, capsys):
+    fit = tmp_path / "fit.txt"
+    fit.write_text("\n".join(f"the {w} sat on the mat" for w in "cat dog house car tree river city".split() * 6))
+    rc = main(["eval", "sts", str(pairs_file), "--model", str(tiny_model_dir), "--fit-file", str(fit), "--json"])
+    assert rc == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["n_fit_vectors"] == 42 and report["fit_on"] == str(fit)
+
+
+def test_bad_inputs_exit_2_with_a_message(tiny_model_dir, tmp_path, capsys):
+    bad = tmp_path / "bad.tsv"
+    bad.write_text("one\ttwo\tthree\n")
+    assert main(["eval", "sts", str(bad), "--model", str(tiny_model_dir)]) == 2
+    assert "bad.tsv:1: expected sentence1<TAB>sentence2<TAB>score" in capsys.readouterr().err
+    assert main(["eval", "sts", str(bad), "--model", str(tmp_path / "missing")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+
+
+def test_console_script_on_real_data_with_bundled_model(tmp_path):
+    """The installed `whitevec` command on 200 real STS-B pairs: a trained model scores well."""
+    source = SHARED_DATA / "sts-b-en" / "dev.tsv"
+    if not source.is_file():
+        pytest.skip("../shared/data is not present")
+    sample = tmp_path / "dev200.tsv"
+    sample.write_text("".join(source.read_text(encoding="utf-8").splitlines(keepends=True)[:200]), encoding="utf-8")
+    proc = subprocess.run([sys.executable, "-m", "service.cli", "eval", "sts", str(sample), "--beta", "0", "1",
+                           "--gamma", "0", "1", "--dim", "384", "64", "--json"],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    assert report["model"] == "all-MiniLM-L6-v2" and report["pooling"] == "last-avg"
+    assert report["raw"] > 75
+    by = {(r["beta"], r["gamma"], r["dim"]): r["spearman"] for r in report["results"]}
+    assert by[(0.0, 0.0, 384)] == pytest.approx(report["raw"], abs=0.01)
