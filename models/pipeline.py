@@ -26,7 +26,11 @@ class Pipeline:
 
     def output_dim(self, whiten: bool = True, dim: int | None = None) -> int:
         if whiten and self.whitening is not None:
-            return self.whitening.output_dim(dim if dim is not None else self.whitening.params.dim)
+            served = self.whitening.output_dim(self.whitening.params.dim)
+            if dim is not None and dim > served:
+                raise WhiteningError(f"dim {dim} is above the {served} dims this version's whitening serves; "
+                                     "ask for fewer, or rebuild with a larger whitening dim")
+            return served if dim is None else dim
         if dim is not None and dim != self.encoder.dim:
             raise WhiteningError(
                 f"dim {dim} needs a fitted whitening; none is loaded yet (build an index first), or omit dim"

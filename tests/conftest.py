@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import time
+from contextlib import asynccontextmanager
 from pathlib import Path
 
+import httpx
 import pytest
 import torch
 from transformers import BertConfig, BertModel, BertTokenizer
@@ -72,3 +76,77 @@ def pairs_file(tmp_path) -> Path:
 
 def write_json(path: Path, data) -> None:
     path.write_text(json.dumps(data), encoding="utf-8")
+
+
+# --- service fixtures ------------------------------------------------------------------------
+
+ADMIN_TOKEN = "test-admin-token"
+ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+
+TOPICS = {
+    "weather": ["the sun is out today", "heavy rain in the city", "a good day with blue sky", "今天天气不错"],
+    "animals": ["the cat sat on the mat", "a dog in the house", "the red cat is good", "我们的朋友是小狗"],
+    "travel": ["the car by the river", "a city with a big tree", "the train to the city", "中国的大城市"],
+}
+
+
+def demo_documents(n_each: int = 1) -> list[dict]:
+    """Small documents the suite writes itself: a few topics, English and Chinese."""
+    docs = []
+    for topic, texts in TOPICS.items():
+        for rep in range(n_each):
+            for i, text in enumerate(texts):
+                suffix = "" if rep == 0 else f" {rep}"
+                docs.append({"id": f"{topic}-{i}-{rep}", "text": text + suffix, "metadata": {"topic": topic}})
+    return docs
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture
+def settings(tmp_path, tiny_model_dir):
+    from service.settings import Settings
+
+    return Settings(data_dir=tmp_path / "data", model_dir=tiny_model_dir, admin_token=ADMIN_TOKEN,
+                    max_wait_ms=1, device="cpu")
+
+
+async def wait_ready(client: httpx.AsyncClient, timeout: float = 60) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        r = await client.get("/readyz")
+        if r.status_code == 200:
+            return r.json()
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"not ready after {timeout}s: {r.text}")
+
+
+async def wait_job(client: httpx.AsyncClient, job_id: str, timeout: float = 120) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        job = (await client.get(f"/admin/jobs/{job_id}", headers=ADMIN)).json()
+        if job["state"] in ("succeeded", "failed", "cancelled"):
+            return job
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"job {job_id} did not finish: {job}")
+
+
+@asynccontextmanager
+async def serving(settings):
+    """The real app, lifespan and all, behind httpx's ASGI transport."""
+    from service.app import create_app
+
+    app = create_app(settings)
+    async with app.router.lifespan_context(app):
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://whitevec") as client:
+            await wait_ready(client)
+            yield app, client
+
+
+async def rebuild(client: httpx.AsyncClient, body: dict) -> dict:
+    r = await client.post("/admin/index/rebuild", json=body, headers=ADMIN)
+    assert r.status_code == 202, r.text
+    return await wait_job(client, r.json()["job_id"])
