@@ -20,7 +20,9 @@ $(STAMP): pyproject.toml
 test: $(STAMP)
 	$(PY) -m pytest -q
 
-run: eval-demo
+# The service on the bundled model; builds the demo index into ./data on first run.
+run: $(STAMP)
+	$(VENV)/bin/whitevec serve --demo --data-dir data --host 127.0.0.1 --port 8000
 
 eval-demo: $(STAMP)
 	$(VENV)/bin/whitevec eval sts service/demo/sample_pairs.tsv --beta 0 1 --gamma 0 1 --dim 48 32 16

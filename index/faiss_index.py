@@ -54,7 +54,7 @@ class IndexSpec:
             return replace(self, nlist=nlist, nprobe=nprobe)
         if self.type == "hnsw":
             return replace(self, m=self.m or 32, ef_construction=self.ef_construction or 80,
-                           ef_search=self.ef_search or 64)
+                           ef_search=self.ef_search or 128)
         return self
 
     def to_dict(self) -> dict:

@@ -6,6 +6,7 @@ import argparse
 import json
 import logging
 import sys
+from pathlib import Path
 
 from models.errors import WhitevecError
 
@@ -19,7 +20,7 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
                    help="default: the folder's sentence-transformers pooling, else first-last-avg")
     p.add_argument("--tokenizer", choices=TOKENIZERS, default=None, help="bert (default) or wobert (jieba words)")
     p.add_argument("--max-length", type=int, default=None, help="tokens per text; longer texts are truncated and counted")
-    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--batch-size", type=int, default=None, help="texts per model batch (default 32)")
     p.add_argument("--device", default=None, help="torch device (default: cuda when available, else cpu)")
 
 
@@ -27,7 +28,7 @@ def _encoder(args: argparse.Namespace):
     from models.encoder import Encoder
 
     return Encoder(args.model, pooling=args.pooling, tokenizer=args.tokenizer, max_length=args.max_length,
-                   device=args.device, batch_size=args.batch_size)
+                   device=args.device, batch_size=args.batch_size or 32)
 
 
 def cmd_eval_sts(args: argparse.Namespace) -> int:
@@ -48,6 +49,84 @@ def cmd_eval_sts(args: argparse.Namespace) -> int:
     return 0
 
 
+def _settings(args: argparse.Namespace, **extra):
+    """Settings from WHITEVEC_* variables, overridden by the flags that were given."""
+    from service.settings import Settings
+
+    flags = {"data_dir": args.data_dir, "model_dir": args.model, "pooling": args.pooling,
+             "tokenizer": args.tokenizer, "max_length": args.max_length, "device": args.device,
+             "max_batch": args.batch_size, **extra}
+    return Settings(**{k: v for k, v in flags.items() if v is not None})
+
+
+def _index_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--beta", type=float, default=None, help="whitening β (default WHITEVEC_WHITEN_BETA, 0)")
+    p.add_argument("--gamma", type=float, default=None, help="whitening γ (default WHITEVEC_WHITEN_GAMMA, 0)")
+    p.add_argument("--dim", type=int, default=None, help="kept dims (default WHITEVEC_WHITEN_DIM, all)")
+    p.add_argument("--index-type", choices=("flat", "ivf", "hnsw"), default=None)
+    for name in ("nlist", "nprobe", "m", "ef-construction", "ef-search"):
+        p.add_argument(f"--{name}", type=int, default=None, help="index parameter (default: from corpus size)")
+
+
+def _build(rt, args: argparse.Namespace, documents, encoder=None) -> dict:
+    from index.documents import check_documents
+
+    check_documents(documents, rt.settings.max_documents)
+    spec = rt.index_spec({"type": args.index_type, "nlist": args.nlist, "nprobe": args.nprobe, "m": args.m,
+                          "ef_construction": args.ef_construction, "ef_search": args.ef_search})
+    params = rt.whitening_params(args.beta, args.gamma, args.dim)
+    return rt.rebuild(None, documents, params, spec, encoder=encoder, progress_bar=True)
+
+
+def cmd_index_build(args: argparse.Namespace) -> int:
+    from index.documents import read_jsonl
+    from service.runtime import Runtime
+
+    rt = Runtime(_settings(args))
+    documents = read_jsonl(Path(args.file))
+    if args.model is not None:  # an explicit model replaces the served one
+        encoder = rt.new_encoder()
+    else:
+        rt.load()
+        encoder = None
+    result = _build(rt, args, documents, encoder)
+    print(json.dumps(result, indent=2))
+    print(f"version {result['version']} is now active in {rt.settings.data_dir}; "
+          "a running server picks it up when restarted", file=sys.stderr)
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from index.documents import read_jsonl
+    from service.app import create_app
+    from service.runtime import DEMO_CORPUS
+
+    app = create_app(_settings(args))
+    rt = app.state.runtime
+    if args.demo and rt.versions.active() is None:
+        print(f"no index in {rt.settings.data_dir}: building the demo index from {DEMO_CORPUS.name}",
+              file=sys.stderr)
+        rt.load()
+        args.index_type = args.nlist = args.nprobe = args.m = args.ef_construction = args.ef_search = None
+        args.beta = args.gamma = args.dim = None
+        _build(rt, args, read_jsonl(DEMO_CORPUS))
+    base = f"http://{args.host}:{args.port}"
+    token_note = "generated for this run; set WHITEVEC_ADMIN_TOKEN to fix it" if rt.admin_token_generated else "from WHITEVEC_ADMIN_TOKEN"
+    print(f"""
+whitevec on {base}   (docs: {base}/docs)
+admin token ({token_note}):
+    {rt.admin_token}
+try:
+    curl -s {base}/search -H 'content-type: application/json' -d '{{"query": "will it rain tomorrow?", "k": 3}}'
+    curl -s {base}/embed -H 'content-type: application/json' -d '{{"texts": ["hello world"]}}'
+    curl -s {base}/admin/jobs -H 'Authorization: Bearer {rt.admin_token}'
+""", flush=True)
+    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="whitevec", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
@@ -64,12 +143,29 @@ def build_parser() -> argparse.ArgumentParser:
     sts.add_argument("--json", action="store_true", help="print exactly one JSON object")
     sts.add_argument("--plot", default=None, metavar="OUT.png", help="draw Spearman against dim")
     sts.set_defaults(func=cmd_eval_sts)
+
+    serve = sub.add_parser("serve", help="run the HTTP service (settings also from WHITEVEC_* variables)")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--data-dir", default=None, help="versions, jobs and the import folder (default ./data)")
+    serve.add_argument("--log-level", default="info")
+    serve.add_argument("--demo", action="store_true", help="build the bundled demo index first if none exists")
+    _add_model_args(serve)
+    serve.set_defaults(func=cmd_serve)
+
+    idx = sub.add_parser("index", help="manage the index").add_subparsers(dest="index_command", required=True)
+    build = idx.add_parser("build", help="build and activate a new version from a JSONL file of documents")
+    build.add_argument("file", help="JSONL: one {\"id\", \"text\", \"metadata\"?} object per line")
+    build.add_argument("--data-dir", default=None)
+    _add_model_args(build)
+    _index_args(build)
+    build.set_defaults(func=cmd_index_build)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+    logging.basicConfig(level=logging.INFO if args.verbose or args.command == "serve" else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     try:
         return args.func(args)

@@ -52,7 +52,9 @@ class Runtime:
                        tokenizer=s.tokenizer, max_length=s.max_length, device=s.device, batch_size=s.max_batch)
 
     def load(self) -> None:
-        """Load the active version, or the configured model alone when no index exists yet."""
+        """Load the active version, or the configured model alone when no index exists yet (once)."""
+        if self.bundle is not None:
+            return
         try:
             self.versions.cleanup_partial()
             active = self.versions.active()

@@ -1,0 +1,61 @@
+"""Helpers shared by the benchmarks: a served process on loopback and percentile tables."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_server(data_dir: Path, token: str, extra_env: dict | None = None) -> tuple[str, subprocess.Popen]:
+    port = free_port()
+    env = {**os.environ, "WHITEVEC_DATA_DIR": str(data_dir), "WHITEVEC_ADMIN_TOKEN": token, **(extra_env or {})}
+    proc = subprocess.Popen([sys.executable, "-m", "service.cli", "serve", "--port", str(port), "--log-level",
+                             "warning"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    base = f"http://127.0.0.1:{port}"
+    for _ in range(600):
+        try:
+            if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
+                return base, proc
+        except httpx.TransportError:
+            pass
+        time.sleep(0.2)
+    proc.kill()
+    raise RuntimeError("server did not become ready")
+
+
+def wait_job(client: httpx.Client, job_id: str, headers: dict) -> dict:
+    while True:
+        job = client.get(f"/admin/jobs/{job_id}", headers=headers).json()
+        if job["state"] in ("succeeded", "failed", "cancelled"):
+            return job
+        time.sleep(0.2)
+
+
+def sts_sentences(limit: int) -> list[str]:
+    """Distinct real sentences from STS-B (en), read at run time from ../shared/data."""
+    out: dict[str, None] = {}
+    for name in ("train.tsv", "dev.tsv"):
+        for line in (SHARED / "sts-b-en" / name).read_text(encoding="utf-8").splitlines():
+            for s in line.split("\t")[:2]:
+                out.setdefault(s.strip(), None)
+    return [s for s in out if s][:limit]
+
+
+def pct(samples_s: list[float]) -> tuple[float, float]:
+    ms = np.asarray(samples_s) * 1000
+    return float(np.percentile(ms, 50)), float(np.percentile(ms, 99))
