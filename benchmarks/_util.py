@@ -21,13 +21,14 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(data_dir: Path, token: str, extra_env: dict | None = None) -> tuple[str, subprocess.Popen]:
+def start_server(data_dir: Path, token: str, args: tuple[str, ...] = ()) -> tuple[str, subprocess.Popen]:
+    """`whitevec serve` on a free loopback port; returns once /readyz answers 200."""
     port = free_port()
-    env = {**os.environ, "WHITEVEC_DATA_DIR": str(data_dir), "WHITEVEC_ADMIN_TOKEN": token, **(extra_env or {})}
+    env = {**os.environ, "WHITEVEC_DATA_DIR": str(data_dir), "WHITEVEC_ADMIN_TOKEN": token}
     proc = subprocess.Popen([sys.executable, "-m", "service.cli", "serve", "--port", str(port), "--log-level",
-                             "warning"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                             "warning", *args], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     base = f"http://127.0.0.1:{port}"
-    for _ in range(600):
+    for _ in range(900):
         try:
             if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
                 return base, proc

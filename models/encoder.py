@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +29,7 @@ ProgressFn = Callable[[int, int], None]
 class EncodeResult:
     vectors: np.ndarray  # float32, (n, d), pooled, neither whitened nor normalised
     truncated: list[bool]  # True where the text was longer than max_length tokens
+    tokens: list[int] = field(default_factory=list)  # tokens the model saw per text, [CLS]/[SEP] included
 
 
 def default_device() -> torch.device:
@@ -113,8 +114,9 @@ class Encoder:
         out = np.zeros((n, self.dim), dtype=np.float32)
         truncated = [False] * n
         if n == 0:
-            return EncodeResult(out, truncated)
+            return EncodeResult(out, truncated, [])
         ids = self.tokenizer.encode(texts)
+        tokens = [min(len(row), self.max_length) for row in ids]
         order = sorted(range(n), key=lambda i: -len(ids[i]))
         size = batch_size or self.batch_size
         with torch.inference_mode(), tqdm(total=n, disable=not progress, desc="encoding", unit="sent") as bar:
@@ -130,4 +132,4 @@ class Encoder:
         n_cut = sum(truncated)
         if n_cut:
             log.info("%d of %d texts were longer than %d tokens and were truncated", n_cut, n, self.max_length)
-        return EncodeResult(out, truncated)
+        return EncodeResult(out, truncated, tokens)

@@ -48,4 +48,4 @@ class Pipeline:
               normalize: bool = True) -> EncodeResult:
         self.output_dim(whiten, dim)
         raw = self.encoder.encode(texts)
-        return EncodeResult(self.postprocess(raw.vectors, whiten, dim, normalize), raw.truncated)
+        return EncodeResult(self.postprocess(raw.vectors, whiten, dim, normalize), raw.truncated, raw.tokens)

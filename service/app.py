@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-import hmac
 import logging
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import asdict
+from pathlib import Path
 
-from fastapi import APIRouter, Depends, FastAPI, Header, Request
+from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
 from index.documents import check_documents, parse_document, read_jsonl, resolve_import_path
@@ -17,15 +18,18 @@ from index.faiss_index import INDEX_TYPES
 from index.versions import Bundle
 from models.encoder import EncodeResult
 from models.errors import WhitevecError
+from models.evaluation import read_pairs
+from models.training import TrainConfig, classes_from_examples, classes_from_pairs, read_training_file
 
 from . import errors
-from .batcher import QueueFull
+from .deps import check_texts, encode, get_runtime, require_admin, require_api_key
 from .errors import (Conflict, Forbidden, InvalidRequest, NotFound, NotReady, Overloaded, PayloadTooLarge,
                      Unauthorized, responses)
 from .jobs import JobNotCancellable, UnknownJob
+from .openai_compat import router as openai_router
 from .runtime import Runtime
 from .schemas import (EmbedRequest, EmbedResponse, JobAccepted, JobOut, RebuildRequest, SearchRequest,
-                      SearchResponse)
+                      SearchResponse, TrainAccepted, TrainRequest)
 from .settings import Settings
 
 log = logging.getLogger("whitevec")
@@ -80,39 +84,9 @@ class BodyLimit:
         await response(scope, receive, send)
 
 
-def get_runtime(request: Request) -> Runtime:
-    return request.app.state.runtime
-
-
-def require_admin(request: Request, authorization: str | None = Header(None)) -> None:
-    token = get_runtime(request).admin_token
-    if not authorization or not authorization.startswith("Bearer "):
-        raise Unauthorized("admin endpoints need `Authorization: Bearer <admin token>` (WHITEVEC_ADMIN_TOKEN)")
-    if not hmac.compare_digest(authorization[7:].encode(), token.encode()):
-        raise Forbidden("the admin token is wrong")
-
-
-def check_texts(rt: Runtime, texts: list[str], field: str) -> None:
-    s = rt.settings
-    if len(texts) > s.max_texts:
-        raise InvalidRequest(f"{len(texts)} {field} exceed the limit of {s.max_texts} per request "
-                             "(WHITEVEC_MAX_TEXTS); split them into several requests", param=field)
-    for i, text in enumerate(texts):
-        if len(text) > s.max_text_chars:
-            raise InvalidRequest(f"{field}[{i}] has {len(text)} characters, above the limit of {s.max_text_chars} "
-                                 "(WHITEVEC_MAX_TEXT_CHARS)", param=field)
-
-
-async def encode(rt: Runtime, bundle: Bundle, texts: list[str]) -> EncodeResult:
-    try:
-        return await rt.batcher.encode(bundle.encoder, texts)
-    except QueueFull as exc:
-        raise Overloaded(f"{exc}; retry after a moment", headers={"Retry-After": "1"}) from exc
-
-
 ENCODE_ERRORS = (InvalidRequest, NotReady, Overloaded)
 
-data = APIRouter(tags=["data"])
+data = APIRouter(tags=["data"], dependencies=[Depends(require_api_key)])
 admin = APIRouter(prefix="/admin", tags=["admin"], dependencies=[Depends(require_admin)])
 ops = APIRouter(tags=["operations"])
 
@@ -182,6 +156,35 @@ async def rebuild(req: RebuildRequest, rt: Runtime = Depends(get_runtime)) -> Re
     return JSONResponse({"job_id": job_id}, status_code=202)
 
 
+@admin.post("/train", status_code=202, response_model=TrainAccepted,
+            responses=responses(Unauthorized, Forbidden, InvalidRequest, NotReady, PayloadTooLarge))
+async def train(req: TrainRequest, rt: Runtime = Depends(get_runtime)) -> Response:
+    """Start an AM-Softmax fine-tuning job in a separate process; `activate` swaps in the new model
+    with a re-encoded corpus, refitted whitening and a rebuilt index, as one version."""
+    bundle = rt.require_bundle()
+    examples = [e.model_dump() for e in req.examples] if req.examples is not None else None
+    pairs = [p.model_dump() for p in req.pairs] if req.pairs is not None else None
+    if req.path is not None:
+        path = resolve_import_path(rt.settings.import_dir, req.path)
+        examples, pairs = await asyncio.to_thread(read_training_file, path)
+    data = classes_from_examples(examples) if examples is not None else classes_from_pairs(pairs or [], req.pair_threshold)
+    eval_path = None
+    if req.eval_path is not None:
+        eval_path = resolve_import_path(rt.settings.import_dir, req.eval_path)
+        await asyncio.to_thread(read_pairs, eval_path)
+    if req.activate and bundle.index is None:
+        raise InvalidRequest("activate needs an index to re-encode: build one first (POST /admin/index/rebuild), "
+                             "or set activate to false", param="activate")
+    fields = req.model_dump(include=set(TrainConfig.__dataclass_fields__))
+    config = TrainConfig(**fields)
+    spec = rt.training_spec(asdict(config), examples, pairs, req.pair_threshold, eval_path, req.name)
+    if Path(spec["out_dir"]).exists():
+        raise InvalidRequest(f"model folder {spec['out_dir']} already exists; choose another `name`", param="name")
+    job_id = rt.jobs.submit("train", lambda ctx: rt.train(ctx, spec, req.activate))
+    return JSONResponse({"job_id": job_id, "classes": data.n_classes, "texts": len(data.texts),
+                         "warnings": data.warnings}, status_code=202)
+
+
 def job_or_404(rt: Runtime, job_id: str) -> dict:
     try:
         return rt.jobs.get(job_id)
@@ -233,6 +236,8 @@ async def readyz(rt: Runtime = Depends(get_runtime)) -> dict:
         "model_dim": enc.dim,
         "version": bundle.version,
         "whitening": None if w is None else {"version": w.version, **w.params.to_dict()},
+        "limits": {"max_texts": rt.settings.max_texts, "max_text_chars": rt.settings.max_text_chars,
+                   "max_k": rt.settings.max_k, "max_body_bytes": rt.settings.max_body_bytes},
         "index": {
             "loaded": index is not None,
             "type": index.spec.type if index else None,
@@ -287,6 +292,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return response
 
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
-    for router in (data, admin, ops):
+    for router in (data, admin, ops, openai_router):
         app.include_router(router)
     return app

@@ -122,5 +122,5 @@ class Batcher:
                 end = start + len(item.texts)
                 if not item.future.done():
                     item.future.set_result(EncodeResult(np.ascontiguousarray(result.vectors[start:end]),
-                                                        result.truncated[start:end]))
+                                                        result.truncated[start:end], result.tokens[start:end]))
                 start = end

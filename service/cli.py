@@ -127,6 +127,37 @@ try:
     return 0
 
 
+def cmd_train(args: argparse.Namespace) -> int:
+    from dataclasses import asdict
+
+    from models.training import TrainConfig, classes_from_examples, classes_from_pairs, read_training_file, train
+    from service.runtime import Runtime
+
+    rt = Runtime(_settings(args))
+    config = TrainConfig(scale=args.scale, margin=args.margin, epochs=args.epochs, batch_size=args.batch_size or 32,
+                         lr=args.lr, centre_lr=args.centre_lr, warmup=args.warmup, grad_accum=args.grad_accum,
+                         max_length=args.train_max_length, seed=args.seed, max_steps=args.max_steps)
+    examples, pairs = read_training_file(Path(args.file))
+    data = classes_from_examples(examples) if examples is not None else classes_from_pairs(pairs, args.pair_threshold)
+    print(f"{data.n_classes} classes, {len(data.texts)} sentences ({data.dropped} alone in their class, dropped)",
+          file=sys.stderr)
+    if args.model is not None:
+        encoder = rt.new_encoder()
+    else:
+        rt.load()  # the served model: the active version's, else the configured or bundled one
+        encoder = rt.require_bundle().encoder
+    out = Path(args.out) if args.out else rt.settings.data_dir / "models" / f"{encoder.identity.name}-amsoftmax"
+    report = train(encoder, data, config, out, Path(args.eval_pairs) if args.eval_pairs else None, progress=True)
+    summary = {k: v for k, v in report.items() if k != "loss"}
+    summary["model_dir"] = str(out)
+    summary["settings"] = asdict(config)
+    if args.activate:
+        rt.load()
+        summary["activation"] = rt.activate_model(None, out)
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="whitevec", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
@@ -160,6 +191,28 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_args(build)
     _index_args(build)
     build.set_defaults(func=cmd_index_build)
+
+    tr = sub.add_parser("train", help="AM-Softmax fine-tuning (the same as POST /admin/train, in the shell)")
+    tr.add_argument("file", help="TSV pairs (sentence1<TAB>sentence2<TAB>score), or JSONL of "
+                    "{\"text\", \"label\"} examples or {\"text_a\", \"text_b\", \"score\"} pairs")
+    tr.add_argument("--pair-threshold", type=float, default=4.0, help="pairs scoring ≥ this are one class")
+    tr.add_argument("--data-dir", default=None)
+    _add_model_args(tr)
+    tr.add_argument("--out", default=None, help="output model folder (default DATA_DIR/models/NAME-amsoftmax)")
+    tr.add_argument("--epochs", type=int, default=1)
+    tr.add_argument("--lr", type=float, default=2e-5, help="encoder learning rate")
+    tr.add_argument("--centre-lr", type=float, default=1e-3, help="class-centre learning rate")
+    tr.add_argument("--warmup", type=float, default=0.1, help="fraction of steps warming up")
+    tr.add_argument("--grad-accum", type=int, default=1)
+    tr.add_argument("--train-max-length", type=int, default=64, help="tokens per sentence while training")
+    tr.add_argument("--seed", type=int, default=0)
+    tr.add_argument("--max-steps", type=int, default=None)
+    tr.add_argument("--scale", type=float, default=30.0, help="s")
+    tr.add_argument("--margin", type=float, default=0.35, help="m")
+    tr.add_argument("--eval-pairs", default=None, help="pairs file: Spearman before and after")
+    tr.add_argument("--activate", action="store_true",
+                    help="re-encode the data dir's corpus with the new model and serve it as a new version")
+    tr.set_defaults(func=cmd_train)
     return parser
 
 

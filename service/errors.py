@@ -107,17 +107,31 @@ def _validation_message(exc: RequestValidationError) -> tuple[int, str, str | No
     return 422, "; ".join(parts), param
 
 
+_OPENAI_TYPES = {429: "rate_limit_error", 500: "server_error", 503: "server_error"}
+
+
+def _respond(request: Request, status: int, type_: str, message: str, param: str | None = None,
+             headers: dict[str, str] | None = None) -> JSONResponse:
+    """Under /v1 errors follow OpenAI: 400 for invalid requests, `type` one of OpenAI's, our type as `code`."""
+    if request.url.path.startswith("/v1/"):
+        body = ErrorBody(error=ErrorDetail(type=_OPENAI_TYPES.get(status, "invalid_request_error"),
+                                           message=message, param=param, code=type_))
+        status = {422: 400, 403: 401}.get(status, status)  # OpenAI: invalid request 400, bad key 401
+        return JSONResponse(body.model_dump(), status_code=status, headers=headers)
+    return error_response(status, type_, message, param, headers)
+
+
 def install(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
         if exc.status == 500:
             log.error("%s %s failed: %s", request.method, request.url.path, exc.message)
-        return error_response(exc.status, exc.type, exc.message, exc.param, exc.headers)
+        return _respond(request, exc.status, exc.type, exc.message, exc.param, exc.headers)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
         status, message, param = _validation_message(exc)
-        return error_response(status, "malformed_body" if status == 400 else "invalid_request", message, param)
+        return _respond(request, status, "malformed_body" if status == 400 else "invalid_request", message, param)
 
     @app.exception_handler(WhitevecError)
     async def _domain(request: Request, exc: WhitevecError) -> JSONResponse:

@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import secrets
+import subprocess
+import sys
+import threading
+import time
 from pathlib import Path
 
 from index.build import build_version
@@ -133,3 +139,83 @@ class Runtime:
         return {"version": result.version, "documents": m["documents"]["count"], "index": m["index"],
                 "whitening": {k: m["whitening"][k] for k in ("version", "params", "rank", "output_dim", "jl_dim")},
                 "seconds": m["build_seconds"], "warnings": m["warnings"]}
+
+    # --- training -------------------------------------------------------------------------
+
+    def train(self, ctx: JobContext, spec: dict, activate: bool) -> dict:
+        """Run models.training in a child process with bounded threads; optionally activate the result."""
+        work = self.settings.data_dir / "training" / ctx.id
+        work.mkdir(parents=True, exist_ok=True)
+        spec = {**spec, "config": {**spec["config"], "threads": self.settings.train_threads}}
+        (work / "config.json").write_text(json.dumps(spec), encoding="utf-8")
+        threads = str(self.settings.train_threads)
+        env = {**os.environ, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads, "TOKENIZERS_PARALLELISM": "false"}
+        with open(work / "stderr.log", "w") as err:
+            proc = subprocess.Popen([sys.executable, "-m", "models.training", str(work / "config.json")],
+                                    stdout=subprocess.PIPE, stderr=err, text=True, env=env)
+            watcher = threading.Thread(target=self._stop_on_cancel, args=(ctx, proc), daemon=True)
+            watcher.start()
+            report, error = None, None
+            assert proc.stdout is not None
+            for line in proc.stdout:
+                event = json.loads(line)
+                kind = event["event"]
+                if kind == "start":
+                    ctx.progress(0, 1, phase="training", classes=event["n_classes"], texts=event["n_texts"])
+                elif kind == "step":
+                    ctx.progress(event["step"], event["total"], phase="training", loss=round(event["loss"], 5))
+                elif kind == "eval":
+                    ctx.progress(*self._progress(ctx), **{f"eval_{event['when']}": event["spearman"]})
+                elif kind == "error":
+                    error = event["error"]
+                elif kind == "done":
+                    report = event["report"]
+            rc = proc.wait()
+        ctx.check_cancelled()
+        if report is None:
+            tail = (work / "stderr.log").read_text(errors="replace")[-500:].strip()
+            reason = error or (f"the training process was killed by signal {-rc} (out of memory?)" if rc < 0
+                               else f"the training process exited with status {rc}: {tail}")
+            raise RuntimeError(reason)
+        result = {"model_dir": spec["out_dir"], "report": report}
+        if activate:
+            result["activation"] = self.activate_model(ctx, Path(spec["out_dir"]))
+        return result
+
+    @staticmethod
+    def _progress(ctx: JobContext) -> tuple[int, int]:
+        live = ctx.runner._live[ctx.id]
+        return live["done"], live["total"]
+
+    @staticmethod
+    def _stop_on_cancel(ctx: JobContext, proc: subprocess.Popen) -> None:
+        while proc.poll() is None:
+            if ctx.cancel_event.wait(0.2):
+                proc.terminate()
+                return
+
+    def activate_model(self, ctx: JobContext | None, model_dir: Path) -> dict:
+        """Re-encode the served corpus with a new model, refit whitening with the current (β, γ, dim),
+        rebuild the index, and swap all of it in as one new version."""
+        bundle = self.require_bundle()
+        if bundle.store is None or bundle.index is None or bundle.pipeline.whitening is None:
+            raise RuntimeError("there is no index to re-encode; build one first, then activate the model")
+        enc = bundle.encoder
+        encoder = Encoder(model_dir, pooling=enc.pooling.mode, tokenizer=enc.tokenizer.kind, max_length=enc.max_length,
+                          device=self.settings.device, batch_size=self.settings.max_batch)
+        documents = bundle.store.all()
+        return self.rebuild(ctx, documents, bundle.pipeline.whitening.params, bundle.index.spec, encoder=encoder)
+
+    def training_spec(self, config: dict, examples: list[dict] | None, pairs: list[dict] | None,
+                      pair_threshold: float, eval_path: Path | None, name: str | None) -> dict:
+        """What the worker needs: the served model, the data, where to write."""
+        enc = self.require_bundle().encoder
+        stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
+        out = self.settings.data_dir / "models" / (name or f"{enc.identity.name}-amsoftmax-{stamp}")
+        return {
+            "model": {"path": str(enc.model_dir), "pooling": enc.pooling.mode, "tokenizer": enc.tokenizer.kind,
+                      "max_length": enc.max_length},
+            "device": self.settings.device, "config": config, "examples": examples, "pairs": pairs,
+            "pair_threshold": pair_threshold, "eval_path": str(eval_path) if eval_path else None,
+            "out_dir": str(out),
+        }

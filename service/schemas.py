@@ -107,6 +107,12 @@ class JobAccepted(BaseModel):
     job_id: str
 
 
+class TrainAccepted(JobAccepted):
+    classes: int = Field(description="Classes formed from the data.")
+    texts: int = Field(description="Sentences used (those in one-member classes are dropped).")
+    warnings: list[str]
+
+
 class JobProgress(BaseModel):
     done: int
     total: int
@@ -123,3 +129,50 @@ class JobOut(BaseModel):
     error: str | None
     result: dict[str, Any] | None
     detail: dict[str, Any] = Field(default_factory=dict, description="Live figures (e.g. training loss).")
+
+
+class ExampleIn(Strict):
+    text: NonEmpty
+    label: str | int
+
+
+class PairIn(Strict):
+    text_a: NonEmpty
+    text_b: NonEmpty
+    score: float
+
+
+class TrainRequest(Strict):
+    examples: list[ExampleIn] | None = Field(None, min_length=1, description="Same label, same meaning.")
+    pairs: list[PairIn] | None = Field(None, min_length=1, description="Scored pairs; see pair_threshold.")
+    path: NonEmpty | None = Field(None, description="A JSONL (examples or pairs) or TSV (pairs) file in the "
+                                  "import folder.")
+    pair_threshold: float = Field(4.0, description="Pairs scoring at or above it are joined into one class.")
+    eval_path: NonEmpty | None = Field(None, description="Pairs file in the import folder: Spearman before/after.")
+    epochs: int = Field(1, ge=1)
+    batch_size: int = Field(32, ge=1)
+    lr: float = Field(2e-5, gt=0, description="Encoder learning rate.")
+    centre_lr: float = Field(1e-3, gt=0, description="Class-centre learning rate.")
+    warmup: float = Field(0.1, ge=0, lt=1, description="Fraction of steps with linear warm-up.")
+    grad_accum: int = Field(1, ge=1)
+    max_length: int = Field(64, ge=2, le=512)
+    seed: int = 0
+    max_steps: int | None = Field(None, ge=1)
+    scale: float = Field(30.0, gt=0, description="s: logit scale.")
+    margin: float = Field(0.35, ge=0, lt=1, description="m: margin subtracted from the true class's cosine.")
+    activate: bool = Field(False, description="Re-encode the corpus with the new model, refit whitening, "
+                           "rebuild the index and serve them as one new version.")
+    name: str | None = Field(None, pattern=r"^[A-Za-z0-9._-]{1,80}$", description="Output model folder name.")
+
+    @model_validator(mode="after")
+    def _one_of(self) -> "TrainRequest":
+        if sum(x is not None for x in (self.examples, self.pairs, self.path)) != 1:
+            raise ValueError("give exactly one of `examples`, `pairs` or `path`")
+        return self
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{
+        "examples": [{"text": "How do I reset my password?", "label": "pw"},
+                     {"text": "I forgot my password", "label": "pw"},
+                     {"text": "Where is my parcel?", "label": "ship"},
+                     {"text": "Track my order", "label": "ship"}],
+        "epochs": 1, "activate": True}]})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from pydantic import Field, SecretStr
@@ -37,7 +38,10 @@ class Settings(BaseSettings):
 
     admin_token: SecretStr | None = Field(None, description="Bearer token for /admin; none: one is generated "
                                           "at start and printed, so admin is never open.")
+    api_key: SecretStr | None = Field(None, description="Bearer key for /embed, /search and /v1/*; none: open.")
     keep_versions: int = Field(3, ge=1, description="Versions kept on disk, the active one included.")
+    train_threads: int = Field(max(1, (os.cpu_count() or 2) // 2), ge=1,
+                               description="Torch threads of the training process (the rest keep serving).")
 
     @property
     def import_dir(self) -> Path:

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import socket
+import subprocess
+import sys
 import time
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -89,6 +93,16 @@ TOPICS = {
     "travel": ["the car by the river", "a city with a big tree", "the train to the city", "中国的大城市"],
 }
 
+TRAIN_EXAMPLES = [
+    {"text": t, "label": label}
+    for label, texts in {
+        "weather": ["the sun is out", "a good day with sun", "blue sky and sun", "rain in the city"],
+        "animals": ["the cat sat on the mat", "a cat and a dog", "the dog is in the house", "a red cat"],
+        "travel": ["the car by the river", "a train to the city", "the city by the river", "a big car"],
+    }.items()
+    for t in texts
+]
+
 
 def demo_documents(n_each: int = 1) -> list[dict]:
     """Small documents the suite writes itself: a few topics, English and Chinese."""
@@ -150,3 +164,50 @@ async def rebuild(client: httpx.AsyncClient, body: dict) -> dict:
     r = await client.post("/admin/index/rebuild", json=body, headers=ADMIN)
     assert r.status_code == 202, r.text
     return await wait_job(client, r.json()["job_id"])
+
+
+# --- a real `whitevec serve` process on loopback -----------------------------------------------
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class ServeProcess:
+    """`python -m service.cli serve` on a free loopback port; stopped by stop()."""
+
+    def __init__(self, args: list[str], env: dict[str, str], ready: bool = True, timeout: float = 180) -> None:
+        import tempfile
+
+        self.port = free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        # A file, not a pipe: an unread pipe fills up with access logs and blocks the server.
+        self.log = tempfile.NamedTemporaryFile("w+", prefix="whitevec-serve-", suffix=".log")
+        self.proc = subprocess.Popen([sys.executable, "-m", "service.cli", "serve", "--port", str(self.port), *args],
+                                     env={**os.environ, **env}, stdout=self.log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                status = httpx.get(f"{self.base}/readyz", timeout=1).status_code
+                if status == 200 or (not ready and status == 503):
+                    return
+            except httpx.TransportError:
+                pass
+            if self.proc.poll() is not None:
+                raise AssertionError(self.output())
+            time.sleep(0.1)
+        self.stop()
+        raise AssertionError(f"whitevec serve did not answer on {self.base}")
+
+    def output(self) -> str:
+        self.log.seek(0)
+        return self.log.read()[-5000:]
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+        self.log.close()

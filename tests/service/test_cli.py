@@ -68,3 +68,29 @@ def test_console_script_on_real_data_with_bundled_model(tmp_path):
     assert report["raw"] > 75
     by = {(r["beta"], r["gamma"], r["dim"]): r["spearman"] for r in report["results"]}
     assert by[(0.0, 0.0, 384)] == pytest.approx(report["raw"], abs=0.01)
+
+
+def test_index_build_and_train_activate_from_the_shell(tiny_model_dir, tmp_path, capsys):
+    from index.versions import VersionStore
+    from tests.conftest import TRAIN_EXAMPLES, demo_documents
+
+    docs = tmp_path / "docs.jsonl"
+    docs.write_text("\n".join(json.dumps(d) for d in demo_documents()))
+    data = tmp_path / "data"
+    assert main(["index", "build", str(docs), "--data-dir", str(data), "--model", str(tiny_model_dir),
+                 "--index-type", "hnsw", "--dim", "16"]) == 0
+    built = json.loads(capsys.readouterr().out)
+    assert built["documents"] == 12 and built["index"]["spec"]["type"] == "hnsw"
+    assert VersionStore(data).active() == built["version"]
+
+    examples = tmp_path / "train.jsonl"
+    examples.write_text("\n".join(json.dumps(e) for e in TRAIN_EXAMPLES))
+    assert main(["train", str(examples), "--data-dir", str(data), "--epochs", "3", "--batch-size", "6",
+                 "--out", str(tmp_path / "tuned"), "--activate"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["steps"] == 6 and summary["n_classes"] == 3
+    active = VersionStore(data).active()
+    assert active == summary["activation"]["version"] != built["version"]
+    manifest = VersionStore(data).manifest(active)
+    assert manifest["model"]["path"] == str((tmp_path / "tuned").resolve())
+    assert manifest["index"]["spec"]["type"] == "hnsw" and manifest["whitening"]["params"]["dim"] == 16

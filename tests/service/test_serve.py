@@ -1,47 +1,23 @@
 """A real `whitevec serve` process on loopback with the bundled model."""
 
 import json
-import os
-import socket
-import subprocess
-import sys
 import time
 
 import httpx
 import pytest
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from tests.conftest import ServeProcess
 
 
 @pytest.fixture
 def server(tmp_path):
-    port = free_port()
-    env = {**os.environ, "WHITEVEC_ADMIN_TOKEN": "serve-test", "WHITEVEC_DATA_DIR": str(tmp_path / "data")}
-    proc = subprocess.Popen([sys.executable, "-m", "service.cli", "serve", "--port", str(port), "--demo"],
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 180
-    try:
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert proc.poll() is None, proc.stdout.read()
-            time.sleep(0.2)
-        yield base, proc
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+    proc = ServeProcess(["--demo"], {"WHITEVEC_ADMIN_TOKEN": "serve-test", "WHITEVEC_DATA_DIR": str(tmp_path / "data")})
+    yield proc.base
+    proc.stop()
 
 
-def test_serve_bundled_model_with_demo_index(server, tmp_path):
-    base, proc = server
+def test_serve_bundled_model_with_demo_index(server):
+    base = server
     ready = httpx.get(f"{base}/readyz").json()
     assert ready["model"] == "all-MiniLM-L6-v2" and ready["dim"] == 384
     assert ready["index"]["loaded"] and ready["index"]["count"] > 250

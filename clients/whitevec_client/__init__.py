@@ -1,0 +1,9 @@
+"""whitevec-client: the Python SDK for a whitevec server."""
+
+from ._client import AsyncClient, Client
+from .errors import AuthError, JobFailed, NotReady, Overloaded, ServerError, ValidationError, WhitevecError
+from .types import Hit, Job, JobProgress
+
+__all__ = ["AsyncClient", "AuthError", "Client", "Hit", "Job", "JobFailed", "JobProgress", "NotReady",
+           "Overloaded", "ServerError", "ValidationError", "WhitevecError"]
+__version__ = "0.1.0"

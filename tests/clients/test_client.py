@@ -1,0 +1,209 @@
+"""The SDK against a real `whitevec serve` on loopback (tiny model), sync and async."""
+
+import asyncio
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+
+from tests.conftest import TRAIN_EXAMPLES, ServeProcess, demo_documents, free_port
+from whitevec_client import (AsyncClient, AuthError, Client, Hit, Job, JobFailed, JobProgress, NotReady, Overloaded,
+                             ServerError, ValidationError)
+from whitevec_client._core import Core
+
+ADMIN, KEY = "sdk-admin", "sdk-key"
+DOCS = demo_documents()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory, tiny_model_dir):
+    data = tmp_path_factory.mktemp("sdk-data")
+    proc = ServeProcess(["--model", str(tiny_model_dir)], {
+        "WHITEVEC_DATA_DIR": str(data), "WHITEVEC_ADMIN_TOKEN": ADMIN, "WHITEVEC_API_KEY": KEY,
+        "WHITEVEC_MAX_TEXTS": "4", "WHITEVEC_DEVICE": "cpu"})
+    with Client(proc.base, api_key=KEY, admin_token=ADMIN) as wv:
+        job = wv.wait(wv.rebuild_index(documents=DOCS, whitening={"beta": 1, "gamma": 1, "dim": 8}), progress=False)
+        assert job.state == "succeeded"
+    yield proc.base
+    proc.stop()
+
+
+@pytest.fixture
+def wv(server):
+    with Client(server, api_key=KEY, admin_token=ADMIN) as client:
+        yield client
+
+
+def test_embed_splits_requests_and_keeps_order(wv):
+    texts = [d["text"] for d in DOCS[:10]]  # 10 texts, server limit 4: three requests
+    together = wv.embed(texts)
+    one_by_one = [wv.embed([t])[0] for t in texts]
+    np.testing.assert_allclose(together, one_by_one, atol=1e-5)
+    arr = wv.embed(texts, dim=4, as_numpy=True)
+    assert arr.shape == (10, 4) and arr.dtype == np.float32
+    raw = wv.embed(texts[:2], whiten=False, normalize=False)
+    assert len(raw[0]) == 32 and abs(np.linalg.norm(raw[0]) - 1) > 1e-3
+    with pytest.raises(TypeError, match="list of texts"):
+        wv.embed("just one string")
+
+
+def test_search_single_and_many_in_order(wv):
+    hits = wv.search(DOCS[2]["text"], k=3)
+    assert isinstance(hits[0], Hit) and hits[0].id == DOCS[2]["id"] and len(hits) == 3
+    assert hits[0].metadata == DOCS[2]["metadata"]
+    queries = [d["text"] for d in DOCS[:6]]  # split across two requests
+    many = wv.search(queries, k=2)
+    assert [h[0].id for h in many] == [d["id"] for d in DOCS[:6]]
+
+
+def test_jobs_train_wait_and_cancel(wv, capsys):
+    job = wv.train(examples=TRAIN_EXAMPLES, epochs=3, batch_size=6, lr=1e-3)
+    assert isinstance(job, Job) and job.kind == "train"
+    done = wv.wait(job, timeout=300, progress=True, poll=0.2)
+    assert done.state == "succeeded" and done.result["report"]["steps"] == 6
+    assert "train" in capsys.readouterr().err  # the tqdm bar was drawn
+    assert done.id in [j.id for j in wv.jobs()] and wv.job(done.id).state == "succeeded"
+
+    long = wv.train(examples=TRAIN_EXAMPLES, epochs=100_000)
+    while wv.job(long.id).progress.done < 1:
+        pass
+    assert wv.cancel(long.id).id == long.id
+    with pytest.raises(JobFailed, match="cancelled") as failed:
+        wv.wait(long.id, progress=False, poll=0.1)
+    assert failed.value.job.state == "cancelled" and failed.value.job.error
+
+
+def test_wait_times_out(wv):
+    job = wv.train(examples=TRAIN_EXAMPLES, epochs=100_000)
+    with pytest.raises(TimeoutError, match="still"):
+        wv.wait(job, timeout=0.3, progress=False, poll=0.1)
+    wv.cancel(job.id)
+    with pytest.raises(JobFailed):
+        wv.wait(job, progress=False, poll=0.1)
+
+
+def test_error_classes(server, wv):
+    with pytest.raises(ValidationError, match="texts.0") as bad:
+        wv.embed([""])
+    assert bad.value.status == 422 and bad.value.param == "texts.0"
+    with pytest.raises(ValidationError, match="above the limit"):
+        wv.search("cat", k=1000)
+    with pytest.raises(ValidationError, match="duplicate document ids"):
+        wv.rebuild_index(documents=[{"id": "a", "text": "x"}, {"id": "a", "text": "y"}])
+    with pytest.raises(ValidationError) as missing:
+        wv.job("nope")
+    assert missing.value.status == 404
+    with Client(server, api_key="wrong", admin_token="wrong", retries=0) as bad_auth:
+        with pytest.raises(AuthError) as auth:
+            bad_auth.search("cat")
+        assert auth.value.status == 403
+        with pytest.raises(AuthError):
+            bad_auth.jobs()
+    with Client(server, retries=0) as no_key:
+        with pytest.raises(AuthError, match="WHITEVEC_API_KEY"):
+            no_key.embed(["x"])
+
+
+def test_connection_errors_are_server_errors_after_retries():
+    with Client(f"http://127.0.0.1:{free_port()}", retries=2, backoff=0.01) as down:
+        with pytest.raises(ServerError, match="could not reach"):
+            down.search("x")
+    assert isinstance(Core.error_for(httpx.Response(500, json={"error": {"message": "boom"}})), ServerError)
+    assert isinstance(Core.error_for(httpx.Response(502, text="bad gateway")), ServerError)
+
+
+def test_not_ready_when_the_model_cannot_load(tmp_path, tiny_model_dir):
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "config.json").write_text("{}")
+    proc = ServeProcess(["--model", str(broken)], {"WHITEVEC_DATA_DIR": str(tmp_path / "d")}, ready=False)
+    try:
+        with Client(proc.base, retries=1, backoff=0.01) as wv:
+            with pytest.raises(NotReady, match="has no weights"):
+                wv.embed(["x"])
+    finally:
+        proc.stop()
+
+
+def test_overloaded_and_retries_on_429(tmp_path, tiny_model_dir):
+    proc = ServeProcess(["--model", str(tiny_model_dir)], {
+        "WHITEVEC_DATA_DIR": str(tmp_path / "d"), "WHITEVEC_MAX_QUEUE": "2", "WHITEVEC_MAX_WAIT_MS": "100"})
+
+    async def burst(retries: int):
+        async with AsyncClient(proc.base, retries=retries, backoff=0.05) as wv:
+            await wv.embed(["warm up"])
+            return await asyncio.gather(*[wv.embed(["hello", "world"]) for _ in range(10)],
+                                        return_exceptions=True)
+    try:
+        results = asyncio.run(burst(0))
+        overloaded = [r for r in results if isinstance(r, Overloaded)]
+        assert overloaded and overloaded[0].retry_after == 1.0 and overloaded[0].status == 429
+        assert all(isinstance(r, (list, Overloaded)) for r in results)
+        assert all(isinstance(r, list) and len(r) == 2 for r in asyncio.run(burst(12)))
+    finally:
+        proc.stop()
+
+
+def test_only_idempotent_calls_retry():
+    core = Core("http://x", None, None, retries=3, backoff=0.1)
+    busy = Overloaded("full", 429, retry_after=2.0)
+    assert 2.0 <= core.retry_delay(0, busy, idempotent=True) <= 3.0  # Retry-After, plus jitter
+    assert core.retry_delay(0, busy, idempotent=False) is None
+    assert core.retry_delay(3, busy, idempotent=True) is None
+    assert core.retry_delay(0, ValidationError("bad", 422), idempotent=True) is None
+
+
+def test_async_client_has_the_same_methods(server):
+    async def run():
+        async with AsyncClient(server, api_key=KEY, admin_token=ADMIN) as wv:
+            texts = [d["text"] for d in DOCS[:6]]
+            vectors = await wv.embed(texts)
+            hits = await wv.search(texts, k=1)
+            job = await wv.wait(await wv.rebuild_index(documents=DOCS, whitening={"dim": 8}), progress=False)
+            jobs = await wv.jobs()
+            return vectors, hits, job, jobs
+    vectors, hits, job, jobs = asyncio.run(run())
+    assert len(vectors) == 6 and [h[0].id for h in hits] == [d["id"] for d in DOCS[:6]]
+    assert job.state == "succeeded" and job.id in [j.id for j in jobs]
+    sync_methods = {m for m in dir(Client) if not m.startswith("_")}
+    assert sync_methods == {m for m in dir(AsyncClient) if not m.startswith("_")}
+
+
+def test_environment_variables(server, monkeypatch):
+    monkeypatch.setenv("WHITEVEC_URL", server)
+    monkeypatch.setenv("WHITEVEC_API_KEY", KEY)
+    monkeypatch.setenv("WHITEVEC_ADMIN_TOKEN", ADMIN)
+    with Client() as wv:
+        assert wv.search(DOCS[0]["text"], k=1)[0].id == DOCS[0]["id"]
+        assert wv.jobs()
+
+
+def test_types_agree_with_the_server_openapi(settings):
+    from service.app import create_app
+
+    spec = create_app(settings).openapi()["components"]["schemas"]
+
+    def shape(schema: dict, defs: dict) -> dict:
+        def kind(p: dict) -> object:
+            if "$ref" in p:
+                return p["$ref"].split("/")[-1].replace("JobOut", "Job")
+            if "anyOf" in p:
+                return sorted(str(kind(x)) for x in p["anyOf"])
+            return (p.get("type"), tuple(p.get("enum", ())))
+        return {name: kind(p) for name, p in schema["properties"].items()}
+
+    for ours, theirs in [(Hit, "Hit"), (JobProgress, "JobProgress"), (Job, "JobOut")]:
+        mine = ours.model_json_schema(ref_template="#/components/schemas/{model}")
+        assert shape(mine, {}) == shape(spec[theirs], {}), ours.__name__
+        assert set(mine.get("required", [])) == set(spec[theirs].get("required", [])), ours.__name__
+
+
+def test_client_distribution_is_light():
+    meta = tomllib.loads((Path(__file__).resolve().parents[2] / "clients" / "pyproject.toml").read_text())
+    assert {d.split(">")[0].split("=")[0] for d in meta["project"]["dependencies"]} == {"httpx", "pydantic"}
+    code = "import sys, whitevec_client; assert not {'torch', 'faiss', 'fastapi', 'models', 'service'} & set(sys.modules)"
+    subprocess.run([sys.executable, "-c", code], check=True)

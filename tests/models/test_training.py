@@ -1,0 +1,117 @@
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from models.encoder import Encoder
+from models.errors import WhitevecError
+from models.training import (TrainConfig, TrainingDataError, am_softmax_logits, am_softmax_loss,
+                             classes_from_examples, classes_from_pairs, read_training_file, train)
+from tests.conftest import TRAIN_EXAMPLES as EXAMPLES
+
+def test_loss_matches_hand_computation():
+    e = torch.tensor([[3.0, 4.0, 0.0], [0.0, 1.0, 1.0]])
+    c = torch.tensor([[1.0, 0.0, 0.0], [0.0, 2.0, 0.0], [0.0, 0.0, 5.0]])
+    y = torch.tensor([1, 2])
+    s, m = 30.0, 0.35
+    # By hand: ê0 = (.6, .8, 0), ê1 = (0, .7071, .7071); ĉ = unit axes.
+    cos = [[0.6, 0.8, 0.0], [0.0, 1 / math.sqrt(2), 1 / math.sqrt(2)]]
+    total = 0.0
+    for i, yi in enumerate([1, 2]):
+        logits = [s * (cos[i][j] - (m if j == yi else 0.0)) for j in range(3)]
+        total += -(logits[yi] - math.log(sum(math.exp(v) for v in logits)))
+    assert am_softmax_loss(e, c, y, s, m).item() == pytest.approx(total / 2, rel=1e-5)
+
+
+def test_margin_lowers_only_the_true_class_logit_by_s_times_m():
+    torch.manual_seed(0)
+    e, c, y = torch.randn(5, 8), torch.randn(4, 8), torch.tensor([0, 3, 1, 1, 2])
+    with_margin = am_softmax_logits(e, c, y, 30.0, 0.35)
+    without = am_softmax_logits(e, c, y, 30.0, 0.0)
+    diff = without - with_margin
+    expected = torch.zeros_like(diff)
+    expected[torch.arange(5), y] = 30.0 * 0.35
+    torch.testing.assert_close(diff, expected)
+
+
+def test_groups_from_pairs_are_connected_components():
+    pairs = [
+        {"text_a": "a", "text_b": "b", "score": 5.0},
+        {"text_a": "b", "text_b": "c", "score": 4.0},  # joins c to a-b: overlap
+        {"text_a": "d", "text_b": "e", "score": 4.5},
+        {"text_a": "c", "text_b": "d", "score": 3.9},  # below the threshold: stays apart
+        {"text_a": "f", "text_b": "g", "score": 1.0},  # f, g alone: dropped
+    ]
+    data = classes_from_pairs(pairs, threshold=4.0)
+    groups = {}
+    for text, label in zip(data.texts, data.labels):
+        groups.setdefault(label, set()).add(text)
+    assert sorted(map(sorted, groups.values())) == [["a", "b", "c"], ["d", "e"]]
+    assert data.dropped == 2 and "dropped 2" in data.warnings[0]
+
+
+def test_examples_need_two_classes_of_two():
+    with pytest.raises(TrainingDataError, match="at least 2 classes"):
+        classes_from_examples([{"text": "a", "label": 1}, {"text": "b", "label": 1}])
+    with pytest.raises(TrainingDataError, match="at least 2 classes"):
+        classes_from_examples([{"text": "a", "label": 1}, {"text": "b", "label": 2}])
+    with pytest.raises(TrainingDataError, match="examples\\[1\\]: text"):
+        classes_from_examples([{"text": "a", "label": 1}, {"text": " ", "label": 1}])
+    data = classes_from_examples(EXAMPLES + [{"text": "alone", "label": "solo"}])
+    assert data.n_classes == 3 and data.dropped == 1 and "alone" not in data.texts
+
+
+def test_config_validation():
+    with pytest.raises(WhitevecError, match="epochs must be ≥ 1"):
+        TrainConfig(epochs=0)
+    with pytest.raises(WhitevecError, match="margin"):
+        TrainConfig(margin=1.5)
+
+
+def test_training_files(tmp_path):
+    tsv = tmp_path / "p.tsv"
+    tsv.write_text("a\tb\t5\nc\td\t1\n")
+    assert read_training_file(tsv) == (None, [{"text_a": "a", "text_b": "b", "score": 5.0},
+                                             {"text_a": "c", "text_b": "d", "score": 1.0}])
+    jl = tmp_path / "e.jsonl"
+    jl.write_text("\n".join(json.dumps(e) for e in EXAMPLES[:2]))
+    assert read_training_file(jl) == (EXAMPLES[:2], None)
+    jl.write_text('{"text": "a"}\n')
+    with pytest.raises(TrainingDataError, match="every line must be"):
+        read_training_file(jl)
+
+
+def test_short_training_run_lowers_the_loss_and_saves_a_loadable_model(tiny_model_dir, tmp_path, pairs_file):
+    encoder = Encoder(tiny_model_dir, device="cpu")
+    data = classes_from_examples(EXAMPLES)
+    config = TrainConfig(epochs=40, batch_size=12, lr=1e-3, centre_lr=1e-2, warmup=0.0, seed=0)
+    out = tmp_path / "trained"
+    events = []
+    report = train(encoder, data, config, out, eval_path=pairs_file, on_event=events.append)
+    losses = report["loss"]
+    assert len(losses) == report["steps"] == 40
+    assert np.mean(losses[-5:]) < 0.5 * np.mean(losses[:5])
+    assert "eval_before" in report and "eval_after" in report
+    assert [e["event"] for e in events].count("step") == 40
+    saved = json.loads((out / "report.json").read_text())
+    assert saved["n_classes"] == 3 and (out / "loss.png").read_bytes()[:4] == b"\x89PNG"
+    # The saved folder loads through the same loader, keeps the pooling, and encodes like the trained model.
+    reloaded = Encoder(out, device="cpu")
+    assert reloaded.pooling.mode == encoder.pooling.mode
+    assert reloaded.identity.fingerprint != Encoder(tiny_model_dir, device="cpu").identity.fingerprint
+    np.testing.assert_allclose(reloaded.encode(["a red cat"]).vectors, encoder.encode(["a red cat"]).vectors,
+                               atol=1e-5)
+    # Trained vectors separate the classes: same-class cosine above cross-class cosine.
+    v = reloaded.encode(data.texts).vectors
+    v /= np.linalg.norm(v, axis=1, keepdims=True)
+    sims, labels = v @ v.T, np.array(data.labels)
+    same = sims[(labels[:, None] == labels[None]) & ~np.eye(len(labels), dtype=bool)].mean()
+    assert same > sims[labels[:, None] != labels[None]].mean() + 0.2
+
+
+def test_max_steps_caps_the_run(tiny_model_dir, tmp_path):
+    report = train(Encoder(tiny_model_dir, device="cpu"), classes_from_examples(EXAMPLES),
+                   TrainConfig(epochs=5, batch_size=4, max_steps=3), tmp_path / "m")
+    assert report["steps"] == 3 and len(report["loss"]) == 3

@@ -1,0 +1,125 @@
+"""AM-Softmax training as a background job over HTTP, in its own process."""
+
+import asyncio
+import shutil
+
+import numpy as np
+import pytest
+
+from models.encoder import Encoder
+from tests.conftest import ADMIN, TRAIN_EXAMPLES, demo_documents, rebuild, serving, wait_job
+
+pytestmark = pytest.mark.anyio
+
+FAST = {"epochs": 15, "batch_size": 12, "lr": 1e-3, "centre_lr": 1e-2, "warmup": 0.0}
+
+
+async def start_training(client, body: dict) -> str:
+    r = await client.post("/admin/train", json=body, headers=ADMIN)
+    assert r.status_code == 202, r.text
+    return r.json()["job_id"]
+
+
+async def test_train_and_activate_end_to_end(settings, pairs_file):
+    async with serving(settings) as (app, client):
+        shutil.copy(pairs_file, settings.import_dir / "eval.tsv")
+        first = await rebuild(client, {"documents": demo_documents(), "whitening": {"beta": 0, "gamma": 0, "dim": 16}})
+        old_ready = (await client.get("/readyz")).json()
+        job_id = await start_training(client, {"examples": TRAIN_EXAMPLES, **FAST, "eval_path": "eval.tsv",
+                                               "activate": True, "name": "tiny-tuned"})
+        job = await wait_job(client, job_id)
+        assert job["state"] == "succeeded", job
+        assert job["kind"] == "train" and job["detail"]["loss"] >= 0 and "eval_before" in job["detail"]
+        report = job["result"]["report"]
+        assert report["steps"] == 15 and report["n_classes"] == 3 and "eval_after" in report
+        activation = job["result"]["activation"]
+        assert activation["documents"] == 12 and activation["whitening"]["params"] == {"beta": 0.0, "gamma": 0.0,
+                                                                                       "dim": 16}
+        ready = (await client.get("/readyz")).json()
+        assert ready["model"] == "tiny-tuned" and ready["version"] == activation["version"] != first["result"]["version"]
+        assert ready["dim"] == 16 and ready["index"]["count"] == 12 and ready["model_dir"] != old_ready["model_dir"]
+        # The served vectors are the new model's: raw /embed equals encoding with the saved folder.
+        model_dir = settings.data_dir / "models" / "tiny-tuned"
+        assert (model_dir / "report.json").is_file() and (model_dir / "loss.png").is_file()
+        raw = (await client.post("/embed", json={"texts": ["a red cat"], "whiten": False,
+                                                 "normalize": False})).json()["embeddings"]
+        np.testing.assert_allclose(raw, Encoder(model_dir, device="cpu").encode(["a red cat"]).vectors, atol=1e-4)
+        top = (await client.post("/search", json={"query": demo_documents()[3]["text"], "k": 1})).json()
+        assert top["version"] == activation["version"]
+        assert top["results"][0]["hits"][0]["id"] == demo_documents()[3]["id"]
+
+
+async def test_searches_succeed_while_training(settings):
+    async with serving(settings) as (app, client):
+        await rebuild(client, {"documents": demo_documents()})
+        job_id = await start_training(client, {"examples": TRAIN_EXAMPLES, **FAST, "epochs": 60})
+        codes, running = [], 0
+        while True:
+            job = (await client.get(f"/admin/jobs/{job_id}", headers=ADMIN)).json()
+            r = await client.post("/search", json={"query": "the cat", "k": 3})
+            codes.append(r.status_code)
+            running += job["state"] == "running"
+            if job["state"] in ("succeeded", "failed", "cancelled"):
+                break
+            await asyncio.sleep(0.02)
+        assert job["state"] == "succeeded" and running > 3 and set(codes) == {200}
+
+
+async def test_cancel_stops_training_and_keeps_the_bundle(settings):
+    async with serving(settings) as (app, client):
+        first = await rebuild(client, {"documents": demo_documents()})
+        model = (await client.get("/readyz")).json()["model"]
+        job_id = await start_training(client, {"examples": TRAIN_EXAMPLES, **FAST, "epochs": 100_000,
+                                               "activate": True})
+        while (await client.get(f"/admin/jobs/{job_id}", headers=ADMIN)).json()["progress"]["done"] < 2:
+            await asyncio.sleep(0.05)
+        assert (await client.post(f"/admin/jobs/{job_id}/cancel", headers=ADMIN)).status_code == 200
+        job = await wait_job(client, job_id)
+        assert job["state"] == "cancelled" and job["progress"]["total"] > job["progress"]["done"] >= 2
+        ready = (await client.get("/readyz")).json()
+        assert ready["version"] == first["result"]["version"] and ready["model"] == model
+
+
+async def test_failed_training_leaves_the_bundle_serving(settings, tmp_path, tiny_model_dir):
+    settings.model_dir = shutil.copytree(tiny_model_dir, tmp_path / "vanishing")
+    async with serving(settings) as (app, client):
+        first = await rebuild(client, {"documents": demo_documents()})
+        before = (await client.post("/search", json={"query": "rain", "k": 3})).json()
+        (settings.model_dir / "model.safetensors").unlink()  # the weights disappear under the server
+        job = await wait_job(client, await start_training(client, {"examples": TRAIN_EXAMPLES, **FAST,
+                                                                   "activate": True}))
+        assert job["state"] == "failed" and "no weights" in job["error"]
+        assert (await client.post("/search", json={"query": "rain", "k": 3})).json() == before
+        assert (await client.get("/readyz")).json()["version"] == first["result"]["version"]
+
+
+@pytest.mark.parametrize("body,fragment", [
+    ({"examples": [{"text": "a", "label": 1}, {"text": "b", "label": 1}]}, "at least 2 classes"),
+    ({"examples": [{"text": "a", "label": 1}, {"text": "b", "label": 2}, {"text": "c", "label": 3}]},
+     "at least 2 classes"),
+    ({"examples": [{"text": "", "label": 1}, {"text": "b", "label": 1}]}, "examples.0.text"),
+    ({"examples": TRAIN_EXAMPLES, "epochs": 0}, "epochs"),
+    ({"examples": TRAIN_EXAMPLES, "learning_rate": 0.1}, "unknown field"),
+    ({"examples": TRAIN_EXAMPLES, "pairs": [{"text_a": "a", "text_b": "b", "score": 5}]}, "exactly one"),
+    ({"pairs": [{"text_a": "a", "text_b": "b", "score": 1}, {"text_a": "c", "text_b": "d", "score": 2}]},
+     "lower pair_threshold"),
+    ({"path": "../../etc/passwd"}, "outside the import folder"),
+    ({"examples": TRAIN_EXAMPLES, "eval_path": "nope.tsv"}, "not a file"),
+    ({"examples": TRAIN_EXAMPLES, "name": "../escape"}, "name"),
+])
+async def test_bad_training_requests(settings, body, fragment):
+    async with serving(settings) as (app, client):
+        await rebuild(client, {"documents": demo_documents()})
+        r = await client.post("/admin/train", json=body, headers=ADMIN)
+        assert r.status_code == 422, r.text
+        assert fragment in r.json()["error"]["message"]
+
+
+async def test_activate_needs_an_index_and_singletons_warn(settings):
+    async with serving(settings) as (app, client):
+        r = await client.post("/admin/train", json={"examples": TRAIN_EXAMPLES, "activate": True}, headers=ADMIN)
+        assert r.status_code == 422 and "build one first" in r.json()["error"]["message"]
+        r = await client.post("/admin/train", json={"examples": TRAIN_EXAMPLES + [{"text": "solo", "label": "x"}],
+                                                    "max_steps": 1}, headers=ADMIN)
+        assert r.status_code == 202 and r.json()["warnings"] == ["dropped 1 sentence(s) in classes of one sentence only"]
+        assert (await wait_job(client, r.json()["job_id"]))["state"] == "succeeded"
