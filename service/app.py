@@ -15,8 +15,6 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
 from index.documents import check_documents, parse_document, read_jsonl, resolve_import_path
 from index.faiss_index import INDEX_TYPES
-from index.versions import Bundle
-from models.encoder import EncodeResult
 from models.errors import WhitevecError
 from models.evaluation import read_pairs
 from models.training import TrainConfig, classes_from_examples, classes_from_pairs, read_training_file
