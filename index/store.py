@@ -56,9 +56,5 @@ class DocumentStore:
             rows = self._conn.execute("SELECT id, text, metadata FROM docs ORDER BY row").fetchall()
         return [Document(i, t, json.loads(m)) for i, t, m in rows]
 
-    def count(self) -> int:
-        with self._lock:
-            return self._conn.execute("SELECT COUNT(*) FROM docs").fetchone()[0]
-
     def close(self) -> None:
         self._conn.close()

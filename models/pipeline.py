@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .encoder import EncodeResult, Encoder
+from .encoder import Encoder
 from .errors import WhiteningError
 from .whitening import Whitening
 
@@ -43,9 +43,3 @@ class Pipeline:
         if whiten and self.whitening is not None:
             vectors = self.whitening.transform(vectors, dim=dim)
         return l2_normalize(vectors) if normalize else vectors
-
-    def embed(self, texts: list[str], whiten: bool = True, dim: int | None = None,
-              normalize: bool = True) -> EncodeResult:
-        self.output_dim(whiten, dim)
-        raw = self.encoder.encode(texts)
-        return EncodeResult(self.postprocess(raw.vectors, whiten, dim, normalize), raw.truncated, raw.tokens)

@@ -189,12 +189,6 @@ class Whitening:
             "created_at": self.created_at,
         }
 
-    def with_params(self, params: WhiteningParams) -> "Whitening":
-        """The same fit with other default (β, γ, dim)."""
-        self.output_dim(params.dim)
-        return Whitening(self.mu, self.u, self.lambdas, n_vectors=self.n_vectors, identity=self.identity,
-                         params=params, created_at=self.created_at)
-
     def save(self, path: str | Path) -> Path:
         """One .npz file, written to a temp name, fsynced and renamed: a crash leaves the old file."""
         path = Path(path)

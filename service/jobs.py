@@ -58,6 +58,11 @@ class JobContext:
         if self.cancelled:
             raise JobCancelled("cancelled on request")
 
+    def note(self, **detail: Any) -> None:
+        """Add live figures (an eval score, say) to the job's detail without moving its progress."""
+        record = self.runner._live[self.id]
+        self.progress(record["done"], record["total"], **detail)
+
     def progress(self, done: int, total: int, **detail: Any) -> None:
         """Record progress; written through to SQLite at most twice a second (always at the end)."""
         record = self.runner._live[self.id]

@@ -165,7 +165,7 @@ class Runtime:
                 elif kind == "step":
                     ctx.progress(event["step"], event["total"], phase="training", loss=round(event["loss"], 5))
                 elif kind == "eval":
-                    ctx.progress(*self._progress(ctx), **{f"eval_{event['when']}": event["spearman"]})
+                    ctx.note(**{f"eval_{event['when']}": event["spearman"]})
                 elif kind == "error":
                     error = event["error"]
                 elif kind == "done":
@@ -181,11 +181,6 @@ class Runtime:
         if activate:
             result["activation"] = self.activate_model(ctx, Path(spec["out_dir"]))
         return result
-
-    @staticmethod
-    def _progress(ctx: JobContext) -> tuple[int, int]:
-        live = ctx.runner._live[ctx.id]
-        return live["done"], live["total"]
 
     @staticmethod
     def _stop_on_cancel(ctx: JobContext, proc: subprocess.Popen) -> None:
