@@ -25,7 +25,7 @@ def start_server(data_dir: Path, token: str, args: tuple[str, ...] = ()) -> tupl
     """`whitevec serve` on a free loopback port; returns once /readyz answers 200."""
     port = free_port()
     env = {**os.environ, "WHITEVEC_DATA_DIR": str(data_dir), "WHITEVEC_ADMIN_TOKEN": token}
-    proc = subprocess.Popen([sys.executable, "-m", "service.cli", "serve", "--port", str(port), "--log-level",
+    proc = subprocess.Popen([sys.executable, "-m", "whitevec.service.cli", "serve", "--port", str(port), "--log-level",
                              "warning", *args], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     base = f"http://127.0.0.1:{port}"
     for _ in range(900):

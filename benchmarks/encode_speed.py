@@ -13,9 +13,9 @@ from pathlib import Path
 
 import torch
 
-from models.encoder import Encoder
-from models.evaluation import read_pairs
-from models.loader import bundled_model_dir
+from whitevec.models.encoder import Encoder
+from whitevec.models.evaluation import read_pairs
+from whitevec.models.loader import bundled_model_dir
 
 DEFAULT_FILE = Path(__file__).resolve().parents[2] / "shared" / "data" / "sts-b-en" / "dev.tsv"
 

@@ -10,7 +10,7 @@ import time
 
 import numpy as np
 
-from index.faiss_index import IndexSpec, VectorIndex
+from whitevec.index.faiss_index import IndexSpec, VectorIndex
 
 
 def synthetic(n: int, d: int, seed: int, kind: str) -> np.ndarray:

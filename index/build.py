@@ -6,15 +6,27 @@ import logging
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
-from models.encoder import Encoder
-from models.pipeline import l2_normalize
-from models.whitening import Whitening, WhiteningParams, jl_dim
+from whitevec.models.encoder import Encoder
+from whitevec.models.pipeline import l2_normalize
+from whitevec.models.whitening import Whitening, WhiteningParams, jl_dim
 
 from .faiss_index import IndexSpec, VectorIndex
 from .store import DocumentStore, Document
-from .versions import DOCS_FILE, INDEX_FILE, WHITENING_FILE, VersionStore, encoder_manifest
+from .versions import DOCS_FILE, INDEX_FILE, WHITENING_FILE, VersionStore, describe_parts, encoder_manifest
+
+#: Below this many documents an approximate index (ivf, hnsw) is slower and less exact than flat.
+MIN_APPROX_VECTORS = 10_000
+
+
+def choose_spec(spec: IndexSpec, n: int, min_approx: int = MIN_APPROX_VECTORS) -> tuple[IndexSpec, str | None]:
+    """The index to build for n documents, and a warning when the asked type was replaced by flat."""
+    if spec.type != "flat" and n < min_approx:
+        return IndexSpec("flat"), (f"built a flat (exact) index instead of {spec.type}: {n} documents are below "
+                                   f"{min_approx} (WHITEVEC_MIN_APPROX_VECTORS), where {spec.type} is slower "
+                                   "and less accurate than exact search")
+    return spec, None
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +47,7 @@ def build_version(
     spec: IndexSpec,
     on_progress: ProgressFn | None = None,
     progress_bar: bool = False,
+    min_approx: int = MIN_APPROX_VECTORS,
 ) -> BuildResult:
     """Write a complete new version folder; the caller decides when to activate it.
 
@@ -46,27 +59,34 @@ def build_version(
     try:
         texts = [d.text for d in documents]
         raw = encoder.encode(texts, progress=progress_bar, on_progress=on_progress)
+        warnings = []
         fit = Whitening.fit(raw.vectors, identity=encoder.identity, params=whitening)
+        dim, lowered = fit.effective_dim(whitening.gamma, whitening.dim)
+        if lowered:
+            warnings.append(lowered)
+            fit = fit.with_params(replace(whitening, dim=dim))
+        spec, replaced = choose_spec(spec, len(documents), min_approx)
+        if replaced:
+            warnings.append(replaced)
         vectors = l2_normalize(fit.transform(raw.vectors))
         index = VectorIndex.build(vectors, spec, use_gpu=False)
         fit.save(tmp / WHITENING_FILE)
         index.save(tmp / INDEX_FILE)
         count = DocumentStore.write(tmp / DOCS_FILE, documents)
-        warnings = []
-        if fit.rank < fit.output_dim(whitening.dim) and whitening.gamma > 0:
-            warnings.append(f"only {fit.rank} directions carry variance in {count} documents; whitening with "
-                            f"gamma > 0 beyond dim {fit.rank} amplifies noise: lower dim or add documents")
+        for warning in warnings:
+            log.warning(warning)
         manifest = {
             "version": version,
             "created_at": time.time(),
             "build_seconds": round(time.time() - started, 3),
             "model": encoder_manifest(encoder),
-            "whitening": {**fit.meta(), "output_dim": fit.output_dim(whitening.dim)},
+            "whitening": {**fit.meta(), "output_dim": fit.output_dim(fit.params.dim)},
             "index": {"spec": index.spec.to_dict(), "dim": index.dim, "count": index.count},
             "documents": {"count": count, "truncated": int(sum(raw.truncated))},
             "n_vectors": index.count,
             "jl_dim": jl_dim(count),
             "warnings": warnings,
+            "parts": describe_parts(tmp),
         }
         versions.commit(version, tmp, manifest)
     except BaseException:

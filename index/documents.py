@@ -6,11 +6,27 @@ import json
 from collections import Counter
 from pathlib import Path
 
-from models.errors import WhitevecError
+from whitevec.models.errors import WhitevecError
+from whitevec.models.files import check_unicode, iter_jsonl
 
 from .store import Document
 
 FIELDS = {"id", "text", "metadata"}
+#: Deepest metadata nesting accepted (JSON objects and arrays).
+MAX_METADATA_DEPTH = 32
+#: Longest import path accepted, in characters.
+MAX_PATH_CHARS = 1024
+
+
+def _depth(value: object, limit: int) -> int:
+    """Nesting depth of a JSON value, stopping once past `limit`."""
+    if limit < 0:
+        return 1
+    if isinstance(value, dict):
+        return 1 + max((_depth(v, limit - 1) for v in value.values()), default=0)
+    if isinstance(value, list):
+        return 1 + max((_depth(v, limit - 1) for v in value), default=0)
+    return 0
 
 
 def parse_document(obj: object, where: str) -> Document:
@@ -26,21 +42,20 @@ def parse_document(obj: object, where: str) -> Document:
         raise WhitevecError(f"{where}: `text` must be a non-empty string")
     if metadata is not None and not isinstance(metadata, dict):
         raise WhitevecError(f"{where}: `metadata` must be a JSON object")
+    if metadata and _depth(metadata, MAX_METADATA_DEPTH) > MAX_METADATA_DEPTH:
+        raise WhitevecError(f"{where}: `metadata` is nested more than {MAX_METADATA_DEPTH} levels deep; flatten it")
+    check_unicode(doc_id, f"{where}: `id`")
+    check_unicode(text, f"{where}: `text`")
+    if metadata:
+        check_unicode(json.dumps(metadata, ensure_ascii=False), f"{where}: `metadata`")
     return Document(doc_id, text, metadata or {})
 
 
 def read_jsonl(path: Path) -> list[Document]:
     """One document per line; the first bad line is an error naming it."""
     docs = []
-    with open(path, encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise WhitevecError(f"{path.name}:{lineno}: not valid JSON ({exc.msg})") from exc
-            docs.append(parse_document(obj, f"{path.name}:{lineno}"))
+    for lineno, obj in iter_jsonl(path):
+        docs.append(parse_document(obj, f"{path.name}:{lineno}"))
     return docs
 
 
@@ -58,11 +73,21 @@ def check_documents(docs: list[Document], max_documents: int) -> None:
 
 def resolve_import_path(import_dir: Path, path: str) -> Path:
     """A file inside the import folder; traversal and symlinks leading out are refused."""
+    shown = repr(path[:80] + "…") if len(path) > 80 else repr(path)
+    if "\x00" in path:
+        raise WhitevecError(f"path {shown} contains a NUL character; give a plain file name")
+    if len(path) > MAX_PATH_CHARS:
+        raise WhitevecError(f"path {shown} is {len(path)} characters long, above {MAX_PATH_CHARS}; use a shorter name")
     root = import_dir.resolve()
-    target = (root / path).resolve()
-    if not target.is_relative_to(root) or target == root:
-        raise WhitevecError(f"path {path!r} is outside the import folder {root}; put the file there and "
-                            "give its name relative to it")
-    if not target.is_file():
-        raise WhitevecError(f"path {path!r} is not a file in the import folder {root}")
+    try:
+        target = (root / path).resolve()
+        inside = target.is_relative_to(root) and target != root
+        is_file = inside and target.is_file()
+    except (OSError, ValueError) as exc:
+        raise WhitevecError(f"path {shown} cannot be used: {getattr(exc, 'strerror', None) or exc}") from None
+    if not inside:
+        raise WhitevecError(f"path {shown} is outside the import folder; put the file in the data dir's "
+                            "import/ folder and give its name relative to it")
+    if not is_file:
+        raise WhitevecError(f"path {shown} is not a file in the import folder (the data dir's import/)")
     return target

@@ -1,27 +1,65 @@
 """FAISS inner-product search over L2-normalised vectors, on the best device available.
 
-Device choice, reported by /readyz: `faiss-gpu` when FAISS sees GPUs (flat and
-IVF are moved there; persisted through a CPU copy), `torch-cuda` when FAISS is
-CPU-only but torch has CUDA (exact search as a matmul + top-k on the GPU),
-`cpu` otherwise.
+Device choice (`choose_device`, reported by /readyz): `faiss-gpu` when FAISS sees GPUs
+(flat and IVF are copied there; persisted from the CPU copy), `torch-cuda` when FAISS is
+CPU-only but torch has CUDA (exact search as a chunked matmul + top-k), `cpu` otherwise.
+WHITEVEC_DEVICE=cpu keeps search on the CPU too.
+
+FAISS GPU indexes are not thread-safe: every search of a GPU index runs in one dedicated
+thread (`SerialSearcher`), which also coalesces queued queries into one call. CPU FAISS
+searches are thread-safe and run in the default thread pool.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import math
+import queue
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+from typing import Any
 
-import faiss
 import numpy as np
 import torch
 
+logging.getLogger("faiss.loader").setLevel(logging.WARNING)  # "Could not load library with AVX512" noise
+import faiss  # noqa: E402
+
+from whitevec.models.errors import WhitevecError  # noqa: E402
+
+log = logging.getLogger(__name__)
+
 INDEX_TYPES = ("flat", "ivf", "hnsw")
+#: FAISS GPU's largest nprobe (and k): GPU_MAX_SELECTION_K.
+FAISS_GPU_MAX_NPROBE = 2048
+#: The torch search holds at most this many scores at once (queries × chunk of the corpus).
+TORCH_SCORE_BUDGET = 1 << 26
 
 
 def faiss_gpu_count() -> int:
     get = getattr(faiss, "get_num_gpus", None)
     return int(get()) if get else 0
+
+
+def index_cpu_to_gpu(index: faiss.Index) -> faiss.Index:  # pragma: no cover - needs FAISS with GPUs
+    return faiss.index_cpu_to_all_gpus(index)
+
+
+def choose_device(spec: "IndexSpec", use_gpu: bool, device: str | None, faiss_gpus: int, torch_cuda: bool) -> str:
+    """Where an index is searched: `faiss-gpu`, `torch-cuda` or `cpu` (see the module docstring)."""
+    if not use_gpu or (device is not None and not device.startswith("cuda")):
+        return "cpu"
+    if faiss_gpus > 0 and spec.type == "flat":
+        return "faiss-gpu"
+    if faiss_gpus > 0 and spec.type == "ivf" and (spec.nprobe or 1) <= FAISS_GPU_MAX_NPROBE:
+        return "faiss-gpu"
+    if torch_cuda and spec.type == "flat":
+        return "torch-cuda"
+    return "cpu"
 
 
 @dataclass(frozen=True)
@@ -61,24 +99,114 @@ class IndexSpec:
         return {k: v for k, v in asdict(self).items() if v is not None}
 
 
+@dataclass(frozen=True)
+class SearchParams:
+    """Per-request search parameters (validated against the index by VectorIndex.search_params)."""
+
+    nprobe: int | None = None
+    ef_search: int | None = None
+
+    def faiss(self) -> Any:
+        if self.nprobe is not None:
+            return faiss.SearchParametersIVF(nprobe=self.nprobe)
+        if self.ef_search is not None:
+            return faiss.SearchParametersHNSW(efSearch=self.ef_search)
+        return None
+
+
+def torch_topk(vectors: torch.Tensor, queries: np.ndarray, k: int,
+               budget: int = TORCH_SCORE_BUDGET) -> tuple[np.ndarray, np.ndarray]:
+    """Exact top-k by inner product over `vectors` (on any torch device), a chunk of the corpus at a
+    time so the score matrix never exceeds `budget` elements."""
+    n = vectors.shape[0]
+    q = torch.from_numpy(np.ascontiguousarray(queries, dtype=np.float32)).to(vectors.device)
+    chunk = max(k, budget // max(1, q.shape[0]))
+    best_s: torch.Tensor | None = None
+    best_i: torch.Tensor | None = None
+    for start in range(0, n, chunk):
+        scores = q @ vectors[start : start + chunk].T
+        s, i = torch.topk(scores, min(k, scores.shape[1]), dim=1)
+        i = i + start
+        if best_s is None or best_i is None:
+            best_s, best_i = s, i
+            continue
+        merged_s, merged_i = torch.cat([best_s, s], dim=1), torch.cat([best_i, i], dim=1)
+        best_s, pos = torch.topk(merged_s, min(k, merged_s.shape[1]), dim=1)
+        best_i = torch.gather(merged_i, 1, pos)
+    assert best_s is not None and best_i is not None
+    return best_s.cpu().numpy(), best_i.cpu().numpy()
+
+
+class SerialSearcher:
+    """Runs every search in one thread; queries queued meanwhile with the same (k, params) are
+    stacked into one call. For indexes that must not be searched concurrently (FAISS GPU)."""
+
+    def __init__(self, search: Callable[[np.ndarray, int, SearchParams], tuple[np.ndarray, np.ndarray]],
+                 name: str = "whitevec-search") -> None:
+        self._search = search
+        self._queue: queue.Queue = queue.Queue()
+        self._thread = threading.Thread(target=self._work, name=name, daemon=True)
+        self._thread.start()
+
+    def submit(self, queries: np.ndarray, k: int, params: SearchParams) -> Future:
+        future: Future = Future()
+        self._queue.put((queries, k, params, future))
+        return future
+
+    def close(self) -> None:
+        self._queue.put(None)
+
+    def _work(self) -> None:
+        while (first := self._queue.get()) is not None:
+            group, rest = [first], []
+            while True:
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if item is None:
+                    rest.append(item)
+                    break
+                (group if item[1:3] == first[1:3] else rest).append(item)
+            for item in rest:
+                self._queue.put(item)
+            self._run(group)
+
+    def _run(self, group: list) -> None:
+        k, params = group[0][1], group[0][2]
+        try:
+            scores, ids = self._search(np.concatenate([g[0] for g in group]), k, params)
+        except Exception as exc:
+            for g in group:
+                g[3].set_exception(exc)
+            return
+        start = 0
+        for queries, _, _, future in group:
+            end = start + len(queries)
+            future.set_result((scores[start:end], ids[start:end]))
+            start = end
+
+
 class VectorIndex:
     """A built FAISS index whose int ids are row positions 0..n-1 in the document store."""
 
-    def __init__(self, index: faiss.Index, spec: IndexSpec, use_gpu: bool = True) -> None:
+    def __init__(self, index: faiss.Index, spec: IndexSpec, use_gpu: bool = True, device: str | None = None) -> None:
         self.spec = spec
         self.dim = index.d
         self.cpu_index = index
         self._apply_search_params(index)
-        self.device = "cpu"
-        self._search_index = index
+        self.device = choose_device(spec, use_gpu, device, faiss_gpu_count() if use_gpu else 0,
+                                    use_gpu and torch.cuda.is_available())
+        self._gpu_index: faiss.Index | None = None
         self._torch_vectors: torch.Tensor | None = None
-        if use_gpu and faiss_gpu_count() > 0 and spec.type in ("flat", "ivf"):
-            self._search_index = faiss.index_cpu_to_all_gpus(index)  # pragma: no cover - needs a GPU
-            self.device = "faiss-gpu"
-        elif use_gpu and spec.type == "flat" and torch.cuda.is_available():  # pragma: no cover - needs a GPU
+        self._serial: SerialSearcher | None = None
+        if self.device == "faiss-gpu":
+            self._gpu_index = index_cpu_to_gpu(index)
+            self._serial = SerialSearcher(self._search_gpu, "whitevec-faiss-gpu")
+        elif self.device == "torch-cuda":  # pragma: no cover - needs a GPU
             xb = index.reconstruct_n(0, index.ntotal)
-            self._torch_vectors = torch.from_numpy(xb).to("cuda")
-            self.device = "torch-cuda"
+            self._torch_vectors = torch.from_numpy(xb).to(device or "cuda")
+            self._serial = SerialSearcher(self._search_torch, "whitevec-torch-search")
 
     def _apply_search_params(self, index: faiss.Index) -> None:
         if self.spec.type == "ivf":
@@ -106,19 +234,62 @@ class VectorIndex:
         index.add(x)
         return cls(index, spec, use_gpu)
 
-    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """(scores, ids), each (n_queries, min(k, count)); ids are row positions."""
+    def search_params(self, nprobe: int | None, ef_search: int | None, max_nprobe: int,
+                      max_ef_search: int) -> SearchParams:
+        """Check per-request parameters against this index; errors say what is allowed."""
+        t = self.spec.type
+        if nprobe is not None:
+            if t != "ivf":
+                raise WhitevecError(f"nprobe applies to ivf indexes; this version's index is {t}: omit nprobe")
+            limit = min(self.spec.nlist or 1, max_nprobe)
+            if nprobe > limit:
+                raise WhitevecError(f"nprobe {nprobe} is above {limit} (the index's nlist {self.spec.nlist}, "
+                                    f"WHITEVEC_MAX_NPROBE {max_nprobe})")
+        if ef_search is not None:
+            if t != "hnsw":
+                raise WhitevecError(f"ef_search applies to hnsw indexes; this version's index is {t}: omit ef_search")
+            if ef_search > max_ef_search:
+                raise WhitevecError(f"ef_search {ef_search} is above WHITEVEC_MAX_EF_SEARCH {max_ef_search}")
+        return SearchParams(nprobe, ef_search)
+
+    def search(self, queries: np.ndarray, k: int,
+               params: SearchParams = SearchParams()) -> tuple[np.ndarray, np.ndarray]:
+        """(scores, ids), each (n_queries, min(k, count)); ids are row positions. Blocking."""
+        if self._serial is not None and not self._needs_cpu(params):
+            return self._serial.submit(np.ascontiguousarray(queries, dtype=np.float32), k, params).result()
+        return self._search_cpu(queries, k, params)
+
+    async def search_async(self, queries: np.ndarray, k: int,
+                           params: SearchParams = SearchParams()) -> tuple[np.ndarray, np.ndarray]:
+        if self._serial is not None and not self._needs_cpu(params):
+            future = self._serial.submit(np.ascontiguousarray(queries, dtype=np.float32), k, params)
+            return await asyncio.wrap_future(future)
+        return await asyncio.to_thread(self._search_cpu, queries, k, params)
+
+    def _needs_cpu(self, params: SearchParams) -> bool:
+        """FAISS GPU cannot probe more than FAISS_GPU_MAX_NPROBE lists: such a query runs on the CPU copy."""
+        return self.device == "faiss-gpu" and (params.nprobe or 0) > FAISS_GPU_MAX_NPROBE
+
+    def _search_cpu(self, queries: np.ndarray, k: int, params: SearchParams) -> tuple[np.ndarray, np.ndarray]:
         q = np.ascontiguousarray(queries, dtype=np.float32)
-        k = min(k, self.count)
-        if self._torch_vectors is not None:  # pragma: no cover - needs a GPU
-            scores, ids = torch.topk(torch.from_numpy(q).to("cuda") @ self._torch_vectors.T, k, dim=1)
-            return scores.cpu().numpy(), ids.cpu().numpy()
-        scores, ids = self._search_index.search(q, k)
-        return scores, ids
+        return self.cpu_index.search(q, min(k, self.count), params=params.faiss())
+
+    def _search_gpu(self, queries: np.ndarray, k: int, params: SearchParams) -> tuple[np.ndarray, np.ndarray]:
+        assert self._gpu_index is not None
+        return self._gpu_index.search(queries, min(k, self.count), params=params.faiss())
+
+    def _search_torch(self, queries: np.ndarray, k: int,
+                      params: SearchParams) -> tuple[np.ndarray, np.ndarray]:  # pragma: no cover - needs a GPU
+        assert self._torch_vectors is not None
+        return torch_topk(self._torch_vectors, queries, min(k, self.count))
+
+    def close(self) -> None:
+        if self._serial is not None:
+            self._serial.close()
 
     def save(self, path: Path) -> None:
         faiss.write_index(self.cpu_index, str(path))
 
     @classmethod
-    def load(cls, path: Path, spec: IndexSpec, use_gpu: bool = True) -> "VectorIndex":
-        return cls(faiss.read_index(str(path)), spec, use_gpu)
+    def load(cls, path: Path, spec: IndexSpec, use_gpu: bool = True, device: str | None = None) -> "VectorIndex":
+        return cls(faiss.read_index(str(path)), spec, use_gpu, device)

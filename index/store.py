@@ -50,6 +50,10 @@ class DocumentStore:
                                        rows).fetchall()
         return {r: Document(i, t, json.loads(m)) for r, i, t, m in found}
 
+    def count(self) -> int:
+        with self._lock:
+            return int(self._conn.execute("SELECT COUNT(*) FROM docs").fetchone()[0])
+
     def all(self) -> list[Document]:
         """Every document in row order (used to re-encode the corpus with a new model)."""
         with self._lock:

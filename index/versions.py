@@ -1,31 +1,40 @@
 """Versioned serving bundles: model + whitening + FAISS index + documents, one folder each.
 
-    data_dir/versions/<version>/manifest.json   ids and parameters of every part
+    data_dir/versions/<version>/manifest.json   ids, parameters, sizes and SHA-256 of every part
                                /whitening.npz
                                /index.faiss
                                /docs.sqlite
-    data_dir/versions/ACTIVE                    {"version": "<version>"}
+    data_dir/versions/ACTIVE                    {"version", "activated_at", "history": [...]}
+    data_dir/.lock                              held by the one process using the data dir
 
 A version is written under `.tmp-<version>`, fsynced, renamed into place, and only
 then named by ACTIVE, which is replaced atomically (temp file, fsync, os.replace).
 A crash at any moment therefore leaves the previous version active and whole.
+
+Loading verifies every part against the manifest (size, checksum) and the loaded parts
+against each other (vector count, dims, whitening version): a damaged or mixed-up
+version is refused (VersionDamaged), never served. ACTIVE carries the activation
+history, so pruning keeps what was actually served, newest first.
 """
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
 import json
 import logging
 import os
 import secrets
 import shutil
+import sqlite3
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from models.encoder import Encoder
-from models.errors import ModelFolderError, WhitevecError
-from models.pipeline import Pipeline
-from models.whitening import Whitening
+from whitevec.models.encoder import Encoder
+from whitevec.models.errors import ModelFolderError, WhitevecError
+from whitevec.models.pipeline import Pipeline
+from whitevec.models.whitening import Whitening
 
 from .faiss_index import IndexSpec, VectorIndex
 from .store import DocumentStore
@@ -37,6 +46,66 @@ POINTER = "ACTIVE"
 WHITENING_FILE = "whitening.npz"
 INDEX_FILE = "index.faiss"
 DOCS_FILE = "docs.sqlite"
+PARTS = (WHITENING_FILE, INDEX_FILE, DOCS_FILE)
+HISTORY_LIMIT = 100
+
+
+class VersionDamaged(WhitevecError):
+    """A version's files do not match its manifest (damaged, truncated, or copied from another version)."""
+
+
+class DataDirLocked(WhitevecError):
+    """Another whitevec process is using the data dir."""
+
+
+def file_digest(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def describe_parts(folder: Path) -> dict:
+    """Size and SHA-256 of each part, for the manifest."""
+    return {name: {"bytes": (folder / name).stat().st_size, "sha256": file_digest(folder / name)} for name in PARTS}
+
+
+class DataDirLock:
+    """An exclusive flock on data_dir/.lock for the life of a server or a CLI build.
+
+    The kernel drops it when the process dies (kill -9 included), so it never needs cleaning.
+    """
+
+    def __init__(self, data_dir: Path) -> None:
+        self.path = Path(data_dir) / ".lock"
+        self._fd: int | None = None
+
+    @property
+    def held(self) -> bool:
+        return self._fd is not None
+
+    def acquire(self, what: str) -> None:
+        if self._fd is not None:
+            return
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 200).decode(errors="replace").strip() or "another process"
+            os.close(fd)
+            raise DataDirLocked(
+                f"data dir {self.path.parent} is in use by {holder}; stop it first, or send the work to the "
+                "running server (POST /admin/index/rebuild), or use another --data-dir"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{what} (pid {os.getpid()})".encode())
+        self._fd = fd
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # closing drops the flock
+            self._fd = None
 
 
 def fsync_path(path: Path) -> None:
@@ -91,10 +160,25 @@ class VersionStore:
     def pointer(self) -> Path:
         return self.root / POINTER
 
-    def active(self) -> str | None:
+    def _pointer_data(self) -> dict:
         if not self.pointer.is_file():
-            return None
-        return json.loads(self.pointer.read_text(encoding="utf-8"))["version"]
+            return {}
+        try:
+            return json.loads(self.pointer.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise VersionDamaged(f"{self.pointer} is unreadable ({exc}); it names the active version: "
+                                 "rebuild the index, or write {\"version\": \"<a folder name>\"} into it") from exc
+
+    def active(self) -> str | None:
+        return self._pointer_data().get("version")
+
+    def history(self) -> list[dict]:
+        """Activations, newest first: [{"version", "activated_at"}] (the active one is first)."""
+        data = self._pointer_data()
+        history = list(data.get("history") or [])
+        if data.get("version") and (not history or history[0].get("version") != data["version"]):
+            history.insert(0, {"version": data["version"], "activated_at": data.get("activated_at")})
+        return history
 
     def folder(self, version: str) -> Path:
         return self.root / version
@@ -124,32 +208,71 @@ class VersionStore:
     def activate(self, version: str) -> None:
         if not (self.folder(version) / MANIFEST).is_file():
             raise WhitevecError(f"version {version} is not complete; refusing to activate it")
-        write_json_atomic(self.pointer, {"version": version, "activated_at": time.time()})
+        now = time.time()
+        history = [h for h in self.history() if h.get("version") != version]
+        history.insert(0, {"version": version, "activated_at": now})
+        write_json_atomic(self.pointer, {"version": version, "activated_at": now, "history": history[:HISTORY_LIMIT]})
 
     def manifest(self, version: str) -> dict:
         return json.loads((self.folder(version) / MANIFEST).read_text(encoding="utf-8"))
 
-    def cleanup_partial(self) -> None:
-        """Remove what a crashed rebuild left behind; complete versions are untouched."""
+    def cleanup_partial(self) -> list[str]:
+        """At start (data dir locked): remove what a crashed rebuild left behind — temp folders
+        and files, and complete versions that were never activated. Returns what was removed."""
+        removed = []
         for path in self.root.iterdir():
             if path.name.startswith(".tmp-"):
                 shutil.rmtree(path, ignore_errors=True)
+                removed.append(path.name)
             elif path.name.endswith(".tmp"):
                 path.unlink(missing_ok=True)
+                removed.append(path.name)
+        activated = {h["version"] for h in self.history()}
+        for version in self.versions():
+            if version not in activated:
+                shutil.rmtree(self.folder(version), ignore_errors=True)
+                removed.append(version)
+        return removed
 
-    def prune(self, keep: int) -> list[str]:
-        """Delete all but the newest `keep` versions; never the active one."""
-        active = self.active()
-        old = [v for v in self.versions() if v != active]
-        doomed = old[: max(0, len(old) - max(keep - 1, 0))]
+    def prune(self, keep: int, protect: set[str] | frozenset[str] = frozenset()) -> list[str]:
+        """Keep the `keep` most recently activated versions (always the active and the previously
+        active one, and any in `protect`); delete the rest, never-activated ones first."""
+        history = [h["version"] for h in self.history() if (self.folder(h["version"]) / MANIFEST).is_file()]
+        kept = set(history[: max(keep, 2)]) | set(protect)
+        doomed = [v for v in self.versions() if v not in kept]
         for version in doomed:
             shutil.rmtree(self.folder(version), ignore_errors=True)
         return doomed
 
+    def verify_files(self, version: str) -> dict:
+        """The manifest, after checking every part's size and SHA-256 against it (VersionDamaged if not)."""
+        folder = self.folder(version)
+        try:
+            manifest = self.manifest(version)
+        except (OSError, ValueError) as exc:
+            raise VersionDamaged(f"version {version}: manifest.json is unreadable ({exc})") from exc
+        parts = manifest.get("parts")
+        if parts is None:
+            log.warning("version %s predates checksums; checking counts and dims only", version)
+            return manifest
+        for name in PARTS:
+            path, want = folder / name, parts.get(name)
+            if want is None or not path.is_file():
+                raise VersionDamaged(f"version {version}: {name} is missing")
+            size = path.stat().st_size
+            if size != want["bytes"]:
+                raise VersionDamaged(f"version {version}: {name} has {size} bytes, the manifest says {want['bytes']}")
+            if file_digest(path) != want["sha256"]:
+                raise VersionDamaged(f"version {version}: {name} does not match its checksum (damaged, or copied "
+                                     "from another version)")
+        return manifest
+
     def load(self, version: str, encoder: Encoder | None = None, device: str | None = None,
              use_gpu: bool = True) -> Bundle:
-        """Load a version; reuses `encoder` when it is the manifest's model, else loads that model."""
-        manifest = self.manifest(version)
+        """Load a verified version; reuses `encoder` when it is the manifest's model, else loads that model."""
+        if not (self.folder(version) / MANIFEST).is_file():
+            raise VersionDamaged(f"version {version} has no folder with a manifest in {self.root}")
+        manifest = self.verify_files(version)
         model = manifest["model"]
         same = encoder is not None and encoder_manifest(encoder) == model
         if not same:
@@ -162,8 +285,37 @@ class VersionStore:
                     "rebuild the index with the current model"
                 )
         folder = self.folder(version)
-        whitening = Whitening.load(folder / WHITENING_FILE)
-        pipeline = Pipeline(encoder, whitening)
-        spec = IndexSpec(**manifest["index"]["spec"])
-        index = VectorIndex.load(folder / INDEX_FILE, spec, use_gpu=use_gpu)
-        return Bundle(pipeline, version, manifest, index, DocumentStore(folder / DOCS_FILE))
+        try:
+            whitening = Whitening.load(folder / WHITENING_FILE)
+            pipeline = Pipeline(encoder, whitening)
+            spec = IndexSpec(**manifest["index"]["spec"])
+            index = VectorIndex.load(folder / INDEX_FILE, spec, use_gpu=use_gpu, device=device)
+            store = DocumentStore(folder / DOCS_FILE)
+        except (RuntimeError, OSError, ValueError, KeyError, sqlite3.Error) as exc:
+            raise VersionDamaged(f"version {version} could not be loaded: {exc}") from exc
+        _check_consistent(version, manifest, whitening, index, store)
+        return Bundle(pipeline, version, manifest, index, store)
+
+
+def _check_consistent(version: str, manifest: dict, whitening: Whitening, index: VectorIndex,
+                      store: DocumentStore) -> None:
+    """The loaded parts agree with the manifest and with each other."""
+    problems = []
+    count = manifest["index"]["count"]
+    if index.count != count:
+        problems.append(f"index.faiss holds {index.count} vectors, the manifest says {count}")
+    try:
+        docs = store.count()
+    except sqlite3.Error as exc:
+        docs = None
+        problems.append(f"docs.sqlite is unreadable ({exc})")
+    if docs is not None and docs != count:
+        problems.append(f"docs.sqlite holds {docs} documents, the manifest says {count}")
+    if index.dim != manifest["index"]["dim"] or index.dim != manifest["whitening"]["output_dim"]:
+        problems.append(f"index.faiss has {index.dim} dims, the manifest says {manifest['index']['dim']}")
+    if whitening.version != manifest["whitening"]["version"]:
+        problems.append(f"whitening.npz is fit {whitening.version}, the manifest says {manifest['whitening']['version']}")
+    if problems:
+        store.close()
+        index.close()
+        raise VersionDamaged(f"version {version} is inconsistent: " + "; ".join(problems))

@@ -17,6 +17,7 @@ from transformers.utils import logging as hf_logging
 from .errors import ModelFolderError
 from .loader import ModelIdentity, bundled_model_dir, fingerprint, resolve_model_dir
 from .pooling import Pooling, default_pooling
+from .st_modules import copy_modules, load_head
 from .tokenizers import Batch, TextTokenizer, default_tokenizer
 
 log = logging.getLogger(__name__)
@@ -77,13 +78,15 @@ class Encoder:
                     f"model folder {path} has no trained pooler weights; choose pooling cls, last-avg or first-last-avg"
                 )
         self.model = model.eval().to(self.device)
+        head, out_dim = load_head(path, int(model.config.hidden_size))
+        self.head = head.to(self.device) if head is not None else None
         max_positions = int(getattr(model.config, "max_position_embeddings", 512))
         self.max_length = max_length or _default_max_length(path, max_positions)
         if not 2 <= self.max_length <= max_positions:
             raise ModelFolderError(f"max_length {self.max_length} is outside 2..{max_positions} for model folder {path}")
         name = "all-MiniLM-L6-v2" if path == bundled_model_dir().resolve() else path.name
         self.identity = ModelIdentity(
-            name=name, fingerprint=fingerprint(path), pooling=self.pooling.mode, dim=int(model.config.hidden_size)
+            name=name, fingerprint=fingerprint(path), pooling=self.pooling.mode, dim=out_dim
         )
 
     @property
@@ -100,7 +103,21 @@ class Encoder:
             output_hidden_states=self.pooling.needs_hidden_states,
             return_dict=True,
         )
-        return self.pooling(outputs, mask)
+        pooled = self.pooling(outputs, mask)
+        return self.head(pooled) if self.head is not None else pooled
+
+    def save_modules(self, out_dir: Path) -> None:
+        """Carry the folder's sentence-transformers modules (Dense, Normalize) to a saved copy."""
+        copy_modules(self.model_dir, out_dir)
+
+    def tokenize(self, texts: list[str]) -> tuple[list[list[int]], list[bool]]:
+        """Model-ready ids (truncated to max_length) and truncation flags; cost bounded by max_length."""
+        return self.tokenizer.encode_truncated(texts, self.max_length)
+
+    def embed_tokens(self, ids: list[list[int]]) -> np.ndarray:
+        """Pooled float32 vectors for one batch of ids (rows in the given order)."""
+        with torch.inference_mode():
+            return self.forward(self.tokenizer.pad(ids, self.max_length)).float().cpu().numpy()
 
     def encode(
         self,
@@ -112,24 +129,19 @@ class Encoder:
         """Pooled float32 vectors in input order, with per-text truncation flags."""
         n = len(texts)
         out = np.zeros((n, self.dim), dtype=np.float32)
-        truncated = [False] * n
         if n == 0:
-            return EncodeResult(out, truncated, [])
-        ids = self.tokenizer.encode(texts)
-        tokens = [min(len(row), self.max_length) for row in ids]
+            return EncodeResult(out, [], [])
+        ids, truncated = self.tokenize(texts)
         order = sorted(range(n), key=lambda i: -len(ids[i]))
         size = batch_size or self.batch_size
-        with torch.inference_mode(), tqdm(total=n, disable=not progress, desc="encoding", unit="sent") as bar:
+        with tqdm(total=n, disable=not progress, desc="encoding", unit="sent") as bar:
             for start in range(0, n, size):
                 idx = order[start : start + size]
-                batch = self.tokenizer.pad([ids[i] for i in idx], self.max_length)
-                out[idx] = self.forward(batch).float().cpu().numpy()
-                for i, cut in zip(idx, batch.truncated):
-                    truncated[i] = cut
+                out[idx] = self.embed_tokens([ids[i] for i in idx])
                 bar.update(len(idx))
                 if on_progress is not None:
                     on_progress(min(start + size, n), n)
         n_cut = sum(truncated)
         if n_cut:
             log.info("%d of %d texts were longer than %d tokens and were truncated", n_cut, n, self.max_length)
-        return EncodeResult(out, truncated, tokens)
+        return EncodeResult(out, truncated, [len(row) for row in ids])

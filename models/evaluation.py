@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -11,6 +12,7 @@ from scipy.stats import spearmanr
 
 from .encoder import Encoder
 from .errors import WhitevecError
+from .files import iter_lines
 from .whitening import Whitening, WhiteningParams, jl_dim
 
 
@@ -27,23 +29,24 @@ def read_pairs(path: str | Path) -> StsPairs:
     path = Path(path)
     if not path.is_file():
         raise WhitevecError(f"pairs file {path} does not exist")
-    with open(path, encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, 1):
-            line = line.rstrip("\n\r")
-            if not line.strip():
-                continue
-            parts = line.split("\t")
-            try:
-                if len(parts) != 3:
-                    raise ValueError(f"{len(parts)} tab-separated fields")
-                score = float(parts[2])
-            except ValueError as exc:
-                raise WhitevecError(
-                    f"{path}:{lineno}: expected sentence1<TAB>sentence2<TAB>score ({exc})"
-                ) from exc
-            a.append(parts[0])
-            b.append(parts[1])
-            scores.append(score)
+    for lineno, line in iter_lines(path):
+        line = line.rstrip("\n\r")
+        if not line.strip():
+            continue
+        parts = line.split("\t")
+        try:
+            if len(parts) != 3:
+                raise ValueError(f"{len(parts)} tab-separated fields")
+            score = float(parts[2])
+            if not math.isfinite(score):
+                raise ValueError(f"score {parts[2]!r} is not a finite number")
+        except ValueError as exc:
+            raise WhitevecError(
+                f"{path.name}:{lineno}: expected sentence1<TAB>sentence2<TAB>score ({exc})"
+            ) from exc
+        a.append(parts[0])
+        b.append(parts[1])
+        scores.append(score)
     if len(scores) < 2:
         raise WhitevecError(f"pairs file {path} has fewer than 2 pairs")
     return StsPairs(a, b, np.asarray(scores, dtype=np.float64))
@@ -52,10 +55,9 @@ def read_pairs(path: str | Path) -> StsPairs:
 def read_sentences(path: str | Path) -> list[str]:
     """Sentences to fit on: both columns of a pairs file, or one sentence per line."""
     out: list[str] = []
-    with open(path, encoding="utf-8") as fh:
-        for line in fh:
-            parts = line.rstrip("\n\r").split("\t")
-            out.extend(p for p in (parts[:2] if len(parts) == 3 else parts[:1]) if p.strip())
+    for _, line in iter_lines(Path(path)):
+        parts = line.rstrip("\n\r").split("\t")
+        out.extend(p for p in (parts[:2] if len(parts) == 3 else parts[:1]) if p.strip())
     return out
 
 

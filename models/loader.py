@@ -71,9 +71,12 @@ def check_model_dir(path: Path) -> None:
 
 
 def fingerprint(path: Path) -> str:
-    """A content hash of config and weights: two folders with equal fingerprints encode alike."""
+    """A content hash of config, weights and the sentence-transformers modules applied after
+    pooling: two folders with equal fingerprints encode alike."""
+    from .st_modules import head_files
+
     digest = hashlib.sha256()
-    for file in [path / "config.json", *_weight_files(path)]:
+    for file in [path / "config.json", *_weight_files(path), *head_files(path)]:
         with open(file, "rb") as fh:
             for chunk in iter(lambda: fh.read(1 << 20), b""):
                 digest.update(chunk)

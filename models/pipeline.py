@@ -25,13 +25,16 @@ class Pipeline:
         self.whitening = whitening
 
     def output_dim(self, whiten: bool = True, dim: int | None = None) -> int:
+        if not whiten and dim is not None:
+            raise WhiteningError(f"dim {dim} keeps the first whitened axes, so it needs whiten: true; "
+                                 "with whiten: false omit dim (raw vectors have all their dims)")
         if whiten and self.whitening is not None:
             served = self.whitening.output_dim(self.whitening.params.dim)
             if dim is not None and dim > served:
                 raise WhiteningError(f"dim {dim} is above the {served} dims this version's whitening serves; "
                                      "ask for fewer, or rebuild with a larger whitening dim")
             return served if dim is None else dim
-        if dim is not None and dim != self.encoder.dim:
+        if dim is not None:
             raise WhiteningError(
                 f"dim {dim} needs a fitted whitening; none is loaded yet (build an index first), or omit dim"
             )

@@ -1,19 +1,17 @@
-"""The four poolings of the BERT-whitening evaluation, as one small saveable step."""
+"""The four poolings of the BERT-whitening evaluation (plus max, for sentence-transformers folders
+that use it), as one small saveable step."""
 
 from __future__ import annotations
 
 import json
-import logging
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from .errors import ModelFolderError
+from .st_modules import st_pooling
 
-log = logging.getLogger(__name__)
-
-POOLINGS = ("cls", "pooler", "last-avg", "first-last-avg")
+POOLINGS = ("cls", "pooler", "last-avg", "first-last-avg", "max")
 DEFAULT_POOLING = "first-last-avg"
 CONFIG_NAME = "whitevec_pooling.json"
 
@@ -45,6 +43,9 @@ class Pooling:
             return outputs.pooler_output
         if self.mode == "last-avg":
             return masked_mean(outputs.last_hidden_state, attention_mask)
+        if self.mode == "max":  # as sentence-transformers: padding can never be the maximum
+            hidden = outputs.last_hidden_state
+            return hidden.masked_fill(attention_mask.unsqueeze(-1) == 0, torch.finfo(hidden.dtype).min).max(dim=1).values
         # first-last-avg: hidden_states[0] is the embedding layer, [1] the first transformer layer.
         first = masked_mean(outputs.hidden_states[1], attention_mask)
         last = masked_mean(outputs.hidden_states[-1], attention_mask)
@@ -58,38 +59,9 @@ class Pooling:
         return cls(json.loads((folder / CONFIG_NAME).read_text(encoding="utf-8"))["mode"])
 
 
-_ST_MODES = {"pooling_mode_cls_token": "cls", "pooling_mode_mean_tokens": "last-avg"}
-
-
 def default_pooling(model_dir: Path) -> str:
-    """The folder's own pooling: whitevec's config, else sentence-transformers', else first-last-avg."""
+    """The folder's own pooling: whitevec's config, else sentence-transformers' (mapped, or refused
+    when whitevec cannot reproduce it), else first-last-avg."""
     if (model_dir / CONFIG_NAME).is_file():
         return Pooling.load(model_dir).mode
-    st_config = _sentence_transformers_pooling_config(model_dir)
-    if st_config is None:
-        return DEFAULT_POOLING
-    for key, mode in _ST_MODES.items():
-        if st_config.get(key):
-            return mode
-    log.warning(
-        "model folder %s uses a sentence-transformers pooling whitevec does not implement (%s); "
-        "using %s", model_dir, st_config, DEFAULT_POOLING,
-    )
-    return DEFAULT_POOLING
-
-
-def _sentence_transformers_pooling_config(model_dir: Path) -> dict | None:
-    modules = model_dir / "modules.json"
-    candidates = []
-    if modules.is_file():
-        try:
-            for module in json.loads(modules.read_text(encoding="utf-8")):
-                if module.get("type", "").endswith("Pooling"):
-                    candidates.append(model_dir / module.get("path", "") / "config.json")
-        except (json.JSONDecodeError, AttributeError) as exc:
-            raise ModelFolderError(f"model folder {model_dir} has an unreadable modules.json: {exc}") from exc
-    candidates.append(model_dir / "1_Pooling" / "config.json")
-    for path in candidates:
-        if path.is_file():
-            return json.loads(path.read_text(encoding="utf-8"))
-    return None
+    return st_pooling(model_dir) or DEFAULT_POOLING

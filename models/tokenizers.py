@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,6 +15,10 @@ from .errors import ModelFolderError
 
 TOKENIZERS = ("bert", "wobert")
 CONFIG_NAME = "whitevec_tokenizer.json"
+
+#: A long text is first tokenized as a prefix of max_length × this many characters, cut at
+#: whitespace; only when that prefix yields too few tokens is the whole text tokenized.
+PREFIX_CHARS_PER_TOKEN = 12
 
 
 @dataclass
@@ -43,6 +48,8 @@ class TextTokenizer:
         self.hf.model_max_length = 1 << 30  # we truncate ourselves, and report it
         self.vocab: dict[str, int] = self.hf.get_vocab()
         self.lower = bool(getattr(self.hf, "do_lower_case", False))
+        accents = getattr(self.hf, "strip_accents", None)  # BERT: None means "as lowercase does"
+        self.strip_accents = self.lower if accents is None else bool(accents)
         if self.hf.cls_token_id is None or self.hf.sep_token_id is None:
             raise ModelFolderError(f"model folder {model_dir} has a tokenizer without [CLS]/[SEP] tokens")
         if kind == "wobert":
@@ -55,14 +62,21 @@ class TextTokenizer:
         """Tokens without special tokens (for inspection and tests)."""
         return self.hf.convert_ids_to_tokens(self._ids(text))
 
+    def normalize(self, text: str) -> str:
+        """WoBERT's reference tokenizer lowercases and strips accents before jieba (as BERT's does)."""
+        if self.lower:
+            text = text.lower()
+        if self.strip_accents:
+            text = "".join(c for c in unicodedata.normalize("NFD", text) if unicodedata.category(c) != "Mn")
+        return text
+
     def _ids(self, text: str) -> list[int]:
         if self.kind == "bert":
             return self.hf(text, add_special_tokens=False)["input_ids"]
         ids: list[int] = []
-        for word in self._jieba.lcut(text, HMM=False):
-            key = word.lower() if self.lower else word
-            if key in self.vocab:
-                ids.append(self.vocab[key])
+        for word in self._jieba.lcut(self.normalize(text), HMM=False):
+            if word in self.vocab:
+                ids.append(self.vocab[word])
             elif word.strip():
                 ids.extend(self.hf(word, add_special_tokens=False)["input_ids"])
         return ids
@@ -73,6 +87,25 @@ class TextTokenizer:
         if self.kind == "bert":
             return self.hf(list(texts), add_special_tokens=True)["input_ids"]
         return [[cls, *self._ids(t), sep] for t in texts]
+
+    def encode_truncated(self, texts: list[str], max_length: int) -> tuple[list[list[int]], list[bool]]:
+        """Ids with [CLS]/[SEP], truncated to max_length (keeping [SEP] last), and which texts lost tokens.
+
+        Work is bounded by max_length, not by the text: a long text is tokenized as a prefix
+        cut at whitespace (a token boundary for BERT's and jieba's pre-tokenizers, so the
+        prefix's tokens are the full text's first tokens); only if the prefix is too short to
+        fill max_length is the whole text tokenized.
+        """
+        window = max_length * PREFIX_CHARS_PER_TOKEN
+        heads = [_head(t, window) for t in texts]
+        ids = self.encode(heads)
+        redo = [i for i, row in enumerate(ids) if heads[i] is not texts[i] and len(row) <= max_length]
+        if redo:
+            for i, row in zip(redo, self.encode([texts[i] for i in redo])):
+                ids[i] = row
+        sep = self.hf.sep_token_id
+        truncated = [len(row) > max_length for row in ids]
+        return [row[: max_length - 1] + [sep] if cut else row for row, cut in zip(ids, truncated)], truncated
 
     def pad(self, ids: list[list[int]], max_length: int) -> Batch:
         """Truncate to max_length (keeping [SEP] last) and right-pad into tensors."""
@@ -90,6 +123,16 @@ class TextTokenizer:
     def save(self, folder: Path) -> None:
         self.hf.save_pretrained(str(folder))
         (folder / CONFIG_NAME).write_text(json.dumps({"kind": self.kind}) + "\n", encoding="utf-8")
+
+
+def _head(text: str, window: int) -> str:
+    """The text up to the last whitespace within `window` characters, or the text itself."""
+    if len(text) <= window:
+        return text
+    for cut in range(window, window // 2, -1):
+        if text[cut].isspace():
+            return text[:cut]
+    return text
 
 
 def default_tokenizer(model_dir: Path) -> str:

@@ -4,7 +4,7 @@ to its own class centre than to any other by a margin.
     logits_j = s · (cos θ_j − m·[j = y]),   cos θ_j = ê · ĉ_j   (ê, ĉ L2-normalised)
 
 Run in-process (`train(...)`, used by `whitevec train`) or as a worker process
-(`python -m models.training CONFIG.json`, used by the service's training job), which
+(`python -m whitevec.models.training CONFIG.json`, used by the service's training job), which
 prints one JSON line per event on stdout.
 """
 
@@ -28,6 +28,7 @@ import torch.nn.functional as F
 
 from .errors import WhitevecError
 from .evaluation import cosine_spearman, encode_unique, read_pairs
+from .files import check_unicode, iter_jsonl
 
 log = logging.getLogger(__name__)
 
@@ -64,15 +65,19 @@ class TrainingData:
 def _check_text(text: object, where: str) -> str:
     if not isinstance(text, str) or not text.strip():
         raise TrainingDataError(f"{where}: text must be a non-empty string")
+    check_unicode(text, where)
     return text
 
 
 def classes_from_examples(examples: list[dict]) -> TrainingData:
-    """`[{"text", "label"}]`: same label, same meaning."""
-    groups: dict[object, list[str]] = {}
+    """`[{"text", "label"}]`: same label, same meaning. Labels compare as text, so 1 and "1" are one class."""
+    groups: dict[str, list[str]] = {}
     for i, ex in enumerate(examples):
         text = _check_text(ex.get("text"), f"examples[{i}]")
-        groups.setdefault(ex.get("label"), []).append(text)
+        label = ex.get("label")
+        if isinstance(label, bool) or not isinstance(label, (str, int)):
+            raise TrainingDataError(f"examples[{i}]: label must be a string or an integer")
+        groups.setdefault(str(label), []).append(text)
     return _finish(list(groups.values()))
 
 
@@ -90,8 +95,11 @@ def classes_from_pairs(pairs: list[dict], threshold: float) -> TrainingData:
     for i, p in enumerate(pairs):
         a = _check_text(p.get("text_a"), f"pairs[{i}].text_a")
         b = _check_text(p.get("text_b"), f"pairs[{i}].text_b")
+        score = p.get("score")
+        if isinstance(score, bool) or not isinstance(score, (int, float)) or not math.isfinite(score):
+            raise TrainingDataError(f"pairs[{i}].score must be a finite number")
         find(a), find(b)
-        if float(p["score"]) >= threshold:
+        if float(score) >= threshold:
             parent[find(a)] = find(b)
     groups: dict[str, list[str]] = {}
     for text in parent:
@@ -122,14 +130,7 @@ def read_training_file(path: Path) -> tuple[list[dict] | None, list[dict] | None
     if path.suffix.lower() in (".tsv", ".txt"):
         sts = read_pairs(path)
         return None, [{"text_a": a, "text_b": b, "score": s} for a, b, s in zip(sts.a, sts.b, sts.scores)]
-    rows = []
-    with open(path, encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, 1):
-            if line.strip():
-                try:
-                    rows.append(json.loads(line))
-                except json.JSONDecodeError as exc:
-                    raise TrainingDataError(f"{path.name}:{lineno}: not valid JSON ({exc.msg})") from exc
+    rows = [obj for _, obj in iter_jsonl(path)]
     if rows and all(isinstance(r, dict) and {"text", "label"} <= r.keys() for r in rows):
         return rows, None
     if rows and all(isinstance(r, dict) and {"text_a", "text_b", "score"} <= r.keys() for r in rows):
@@ -139,6 +140,14 @@ def read_training_file(path: Path) -> tuple[list[dict] | None, list[dict] | None
 
 
 # --- training -------------------------------------------------------------------------------
+
+def initial_centres(vectors: np.ndarray, labels: torch.Tensor, n_classes: int) -> torch.Tensor:
+    """Each class centre starts at the normalised mean of its members' normalised vectors: unit
+    length for every class, so Adam moves large and small classes alike (a sum would not)."""
+    unit = F.normalize(torch.from_numpy(np.asarray(vectors, dtype=np.float32)), dim=-1)
+    sums = torch.zeros(n_classes, unit.shape[1]).index_add_(0, labels, unit)
+    return F.normalize(sums, dim=-1)
+
 
 @dataclass
 class TrainConfig:
@@ -169,14 +178,48 @@ class TrainConfig:
 StepFn = Callable[[dict], None]
 
 
-def _spearman(encoder, eval_path: Path) -> float:
+#: Pairs scoring at least this are paraphrases for hit@1.
+PARAPHRASE_SCORE = 4.0
+
+
+def paraphrase_hit_at_1(texts_a: list[str], texts_b: list[str], scores: np.ndarray, vectors_a: np.ndarray,
+                        vectors_b: np.ndarray, threshold: float = PARAPHRASE_SCORE) -> float | None:
+    """Share of paraphrase queries whose nearest other sentence (among all of the file's
+    sentences, by cosine) is one of its paraphrases; both directions of each pair ≥ threshold.
+    None when the file has no such pair."""
+    corpus: dict[str, np.ndarray] = {}
+    for text, vec in zip(texts_a + texts_b, np.concatenate([vectors_a, vectors_b])):
+        corpus.setdefault(text, vec)
+    names = list(corpus)
+    where = {t: i for i, t in enumerate(names)}
+    matrix = np.stack([corpus[t] for t in names]).astype(np.float64)
+    matrix /= np.maximum(np.linalg.norm(matrix, axis=1, keepdims=True), 1e-12)
+    partners: dict[str, set[str]] = {}
+    for a, b, score in zip(texts_a, texts_b, scores):
+        if score >= threshold and a != b:
+            partners.setdefault(a, set()).add(b)
+            partners.setdefault(b, set()).add(a)
+    if not partners:
+        return None
+    queries = list(partners)
+    sims = matrix[[where[q] for q in queries]] @ matrix.T
+    sims[np.arange(len(queries)), [where[q] for q in queries]] = -np.inf  # not itself
+    best = sims.argmax(axis=1)
+    hits = sum(names[j] in partners[q] for q, j in zip(queries, best))
+    return round(100.0 * hits / len(queries), 2)
+
+
+def evaluate_pairs(encoder, eval_path: Path) -> dict:
+    """Spearman ×100 of cosine vs gold, and paraphrase hit@1 (%), on a pairs file."""
     pairs = read_pairs(eval_path)
     n = len(pairs.scores)
     was_training = encoder.model.training
     encoder.model.eval()
     vectors = encode_unique(encoder, pairs.a + pairs.b)
     encoder.model.train(was_training)
-    return round(cosine_spearman(vectors[:n], vectors[n:], pairs.scores), 4)
+    a, b = vectors[:n], vectors[n:]
+    return {"spearman": round(cosine_spearman(a, b, pairs.scores), 4),
+            "hit_at_1": paraphrase_hit_at_1(pairs.a, pairs.b, pairs.scores, a, b)}
 
 
 def train(encoder, data: TrainingData, config: TrainConfig, out_dir: Path, eval_path: Path | None = None,
@@ -198,16 +241,14 @@ def train(encoder, data: TrainingData, config: TrainConfig, out_dir: Path, eval_
     report: dict = {"settings": asdict(config), "n_texts": len(data.texts), "n_classes": data.n_classes,
                     "dropped": data.dropped, "warnings": data.warnings, "steps": total, "loss": []}
     if eval_path is not None:
-        report["eval_before"] = _spearman(encoder, eval_path)
-        emit({"event": "eval", "when": "before", "spearman": report["eval_before"]})
+        before = evaluate_pairs(encoder, eval_path)
+        report["eval_before"], report["hit_at_1_before"] = before["spearman"], before["hit_at_1"]
+        emit({"event": "eval", "when": "before", **before})
 
-    # Class centres start at the mean of their members' (normalised) vectors.
     encoder.model.eval()
-    vectors = torch.from_numpy(encoder.encode(data.texts, batch_size=64).vectors)
-    vectors = F.normalize(vectors, dim=-1)
     labels_all = torch.tensor(data.labels)
-    centres = torch.zeros(data.n_classes, vectors.shape[1]).index_add_(0, labels_all, vectors)
-    centres = torch.nn.Parameter(centres.to(encoder.device))
+    centres = torch.nn.Parameter(initial_centres(encoder.encode(data.texts, batch_size=64).vectors,
+                                                 labels_all, data.n_classes).to(encoder.device))
 
     optimizer = torch.optim.AdamW([{"params": encoder.model.parameters(), "lr": config.lr},
                                    {"params": [centres], "lr": config.centre_lr, "weight_decay": 0.0}])
@@ -255,8 +296,9 @@ def train(encoder, data: TrainingData, config: TrainConfig, out_dir: Path, eval_
         encoder.model.eval()
     report["train_seconds"] = round(time.time() - loop_started, 2)
     if eval_path is not None:
-        report["eval_after"] = _spearman(encoder, eval_path)
-        emit({"event": "eval", "when": "after", "spearman": report["eval_after"]})
+        after = evaluate_pairs(encoder, eval_path)
+        report["eval_after"], report["hit_at_1_after"] = after["spearman"], after["hit_at_1"]
+        emit({"event": "eval", "when": "after", **after})
     report["seconds"] = round(time.time() - started, 2)
     report["steps_per_second"] = round(step / max(report["train_seconds"], 1e-9), 3)  # the loop alone
     save_model(encoder, out_dir, report)
@@ -264,19 +306,45 @@ def train(encoder, data: TrainingData, config: TrainConfig, out_dir: Path, eval_
 
 
 def save_model(encoder, out_dir: Path, report: dict) -> None:
-    """Hugging Face folder + whitevec pooling/tokenizer configs + report.json + loss.png, written atomically."""
-    tmp = out_dir.with_name(out_dir.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    encoder.model.save_pretrained(str(tmp))
-    encoder.tokenizer.save(tmp)
-    encoder.pooling.save(tmp)
-    (tmp / "sentence_bert_config.json").write_text(json.dumps({"max_seq_length": encoder.max_length}))
-    (tmp / "report.json").write_text(json.dumps(report, indent=2))
-    plot_loss(report, tmp / "loss.png")
-    if out_dir.exists():
-        shutil.rmtree(out_dir)
-    os.replace(tmp, out_dir)
+    """Hugging Face folder + whitevec pooling/tokenizer configs + report.json + loss.png.
+
+    Atomic: written and fsynced under a temp name beside out_dir, then renamed into place
+    (an existing out_dir is renamed away first and removed after), so a crash leaves either
+    the old folder or the new one, never a mix.
+    """
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tag = f"{os.getpid()}-{random.getrandbits(24):06x}"
+    tmp = out_dir.with_name(f".tmp-{out_dir.name}-{tag}")
+    tmp.mkdir()
+    try:
+        encoder.model.save_pretrained(str(tmp))
+        encoder.tokenizer.save(tmp)
+        encoder.pooling.save(tmp)
+        encoder.save_modules(tmp)
+        (tmp / "sentence_bert_config.json").write_text(json.dumps({"max_seq_length": encoder.max_length}))
+        (tmp / "report.json").write_text(json.dumps(report, indent=2))
+        plot_loss(report, tmp / "loss.png")
+        for path in tmp.rglob("*"):
+            if path.is_file():
+                with open(path, "rb") as fh:
+                    os.fsync(fh.fileno())
+        old = out_dir.with_name(f".old-{out_dir.name}-{tag}")
+        if out_dir.exists():
+            os.rename(out_dir, old)
+        os.rename(tmp, out_dir)
+        _fsync_dir(out_dir.parent)
+        shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def plot_loss(report: dict, out: Path) -> None:

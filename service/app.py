@@ -8,20 +8,22 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import asdict
-from pathlib import Path
 
 from fastapi import APIRouter, Depends, FastAPI, Request
-from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
+from fastapi.staticfiles import StaticFiles
 
-from index.documents import check_documents, parse_document, read_jsonl, resolve_import_path
-from index.faiss_index import INDEX_TYPES
-from models.errors import WhitevecError
-from models.evaluation import read_pairs
-from models.training import TrainConfig, classes_from_examples, classes_from_pairs, read_training_file
+from whitevec.index.documents import check_documents, parse_document, read_jsonl, resolve_import_path
+from whitevec.index.faiss_index import INDEX_TYPES
+from whitevec.models.errors import WhitevecError
+from whitevec.models.evaluation import read_pairs
+from whitevec.models.training import TrainConfig, classes_from_examples, classes_from_pairs, read_training_file
 
 from . import errors
+from .body import body_openapi, install_openapi, json_body
 from .deps import check_texts, encode, get_runtime, require_admin, require_api_key
-from .errors import (Conflict, Forbidden, InvalidRequest, NotFound, NotReady, Overloaded, PayloadTooLarge,
+from .errors import (COMMON, Conflict, Forbidden, NotFound, NotReady, Overloaded, PayloadTooLarge, ServerError,
                      Unauthorized, responses)
 from .jobs import JobNotCancellable, UnknownJob
 from .openai_compat import router as openai_router
@@ -31,6 +33,8 @@ from .schemas import (EmbedRequest, EmbedResponse, JobAccepted, JobOut, RebuildR
 from .settings import Settings
 
 log = logging.getLogger("whitevec")
+
+VERSION = "0.1.0"
 
 
 class BodyLimit:
@@ -48,6 +52,9 @@ class BodyLimit:
         too_large = PayloadTooLarge(f"request body is larger than {self.max_bytes} bytes "
                                     "(WHITEVEC_MAX_BODY_BYTES); split it into smaller requests")
         if length is not None:
+            if not length.isdigit():
+                bad = errors.MalformedBody(f"Content-Length {length.decode(errors='replace')!r} is not a number")
+                return await self._reject(bad, scope, receive, send)
             if int(length) > self.max_bytes:
                 return await self._reject(too_large, scope, receive, send)
             return await self.app(scope, receive, send)
@@ -77,25 +84,64 @@ class BodyLimit:
         return await self.app(scope, replay, send)
 
     @staticmethod
-    async def _reject(exc: PayloadTooLarge, scope, receive, send) -> None:
-        response = errors.error_response(exc.status, exc.type, exc.message)
+    async def _reject(exc: errors.ApiError, scope, receive, send) -> None:
+        response = errors.api_error_response(scope.get("path", ""), exc)
         await response(scope, receive, send)
 
 
-ENCODE_ERRORS = (InvalidRequest, NotReady, Overloaded)
+class Observe:
+    """Pure ASGI: request metrics by route and status, and a JSON 500 for anything unexpected.
+
+    No exception escapes as plain text: one that reaches here is logged with its traceback
+    and answered in the documented error shape (if the response has not started).
+    """
+
+    def __init__(self, app, runtime: Runtime) -> None:
+        self.app = app
+        self.runtime = runtime
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        start = time.perf_counter()
+        status, started = 500, False
+
+        async def watch(message) -> None:
+            nonlocal status, started
+            if message["type"] == "http.response.start":
+                status, started = message["status"], True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, watch)
+        except Exception as exc:
+            log.exception("%s %s failed", scope.get("method"), scope.get("path"))
+            if not started:
+                error = ServerError(f"internal error ({type(exc).__name__}); the server log has the details")
+                await errors.api_error_response(scope.get("path", ""), error)(scope, receive, watch)
+        finally:
+            path = getattr(scope.get("route"), "path", "unmatched")
+            metrics = self.runtime.metrics
+            metrics.requests.labels(path, scope.get("method", ""), str(status)).inc()
+            metrics.latency.labels(path, scope.get("method", "")).observe(time.perf_counter() - start)
+
+
+ENCODE_ERRORS = (*COMMON, Overloaded)
 
 data = APIRouter(tags=["data"], dependencies=[Depends(require_api_key)])
 admin = APIRouter(prefix="/admin", tags=["admin"], dependencies=[Depends(require_admin)])
 ops = APIRouter(tags=["operations"])
 
 
-@data.post("/embed", response_model=EmbedResponse, responses=responses(*ENCODE_ERRORS))
-async def embed(req: EmbedRequest, rt: Runtime = Depends(get_runtime)) -> Response:
+@data.post("/embed", response_model=EmbedResponse, openapi_extra=body_openapi(EmbedRequest),
+           responses=responses(*ENCODE_ERRORS, Unauthorized, Forbidden))
+async def embed(request: Request, req: EmbedRequest = Depends(json_body(EmbedRequest)),
+                rt: Runtime = Depends(get_runtime)) -> Response:
     """Vectors for texts: pooled, whitened with the active version's fit, normalised."""
     check_texts(rt, req.texts, "texts")
     bundle = rt.require_bundle()
     out_dim = bundle.pipeline.output_dim(req.whiten, req.dim)
-    raw = await encode(rt, bundle, req.texts)
+    raw = await encode(rt, bundle, req.texts, request)
     vectors = bundle.pipeline.postprocess(raw.vectors, req.whiten, req.dim, req.normalize)
     return JSONResponse({
         "model": bundle.encoder.identity.name, "dim": out_dim, "embeddings": vectors.tolist(),
@@ -104,20 +150,24 @@ async def embed(req: EmbedRequest, rt: Runtime = Depends(get_runtime)) -> Respon
     })
 
 
-@data.post("/search", response_model=SearchResponse, responses=responses(*ENCODE_ERRORS, Conflict))
-async def search(req: SearchRequest, rt: Runtime = Depends(get_runtime)) -> Response:
+@data.post("/search", response_model=SearchResponse, openapi_extra=body_openapi(SearchRequest),
+           responses=responses(*ENCODE_ERRORS, Conflict, Unauthorized, Forbidden))
+async def search(request: Request, req: SearchRequest = Depends(json_body(SearchRequest)),
+                 rt: Runtime = Depends(get_runtime)) -> Response:
     """Nearest documents by cosine for one query or several; results in query order."""
     queries = [req.query] if req.query is not None else list(req.queries or [])
     check_texts(rt, queries, "queries")
     if req.k > rt.settings.max_k:
-        raise InvalidRequest(f"k={req.k} is above the limit of {rt.settings.max_k} (WHITEVEC_MAX_K)", param="k")
+        raise errors.InvalidRequest(f"k={req.k} is above the limit of {rt.settings.max_k} (WHITEVEC_MAX_K)",
+                                    param="k")
     bundle = rt.require_bundle()
     if bundle.index is None or bundle.store is None:
-        raise Conflict("no index has been built yet: POST /admin/index/rebuild with documents, "
-                       "or run `whitevec index build FILE.jsonl`")
-    raw = await encode(rt, bundle, queries)
+        raise Conflict(rt.no_index_message())
+    params = bundle.index.search_params(req.nprobe, req.ef_search, rt.settings.max_nprobe,
+                                        rt.settings.max_ef_search)
+    raw = await encode(rt, bundle, queries, request)
     vectors = bundle.pipeline.postprocess(raw.vectors)
-    scores, ids = await asyncio.to_thread(bundle.index.search, vectors, req.k)
+    scores, ids = await bundle.index.search_async(vectors, req.k, params)
     docs = await asyncio.to_thread(bundle.store.get, sorted({int(i) for i in ids.ravel() if i >= 0}))
     results = []
     for query, row_scores, row_ids in zip(queries, scores, ids):
@@ -127,10 +177,17 @@ async def search(req: SearchRequest, rt: Runtime = Depends(get_runtime)) -> Resp
     return JSONResponse({"results": results, "version": bundle.version})
 
 
-@admin.post("/index/rebuild", status_code=202, response_model=JobAccepted,
-            responses=responses(Unauthorized, Forbidden, InvalidRequest, NotReady, PayloadTooLarge))
-async def rebuild(req: RebuildRequest, rt: Runtime = Depends(get_runtime)) -> Response:
-    """Start a job that encodes the documents, fits whitening, builds the index and swaps it in."""
+ADMIN_ERRORS = (*COMMON, Unauthorized, Forbidden)
+
+
+@admin.post("/index/rebuild", status_code=202, response_model=JobAccepted, openapi_extra=body_openapi(RebuildRequest),
+            responses=responses(*ADMIN_ERRORS))
+async def rebuild(req: RebuildRequest = Depends(json_body(RebuildRequest)),
+                  rt: Runtime = Depends(get_runtime)) -> Response:
+    """Start a job that encodes the documents, fits whitening, builds the index and swaps it in.
+
+    The model is the one served when the job runs (a training job queued before it with
+    `activate` changes it), never the one served at submit time."""
     bundle = rt.require_bundle()
     if req.path is not None:
         path = resolve_import_path(rt.settings.import_dir, req.path)
@@ -140,23 +197,16 @@ async def rebuild(req: RebuildRequest, rt: Runtime = Depends(get_runtime)) -> Re
     check_documents(documents, rt.settings.max_documents)
     w = req.whitening
     params = rt.whitening_params(w.beta if w else None, w.gamma if w else None, w.dim if w else None)
-    if params.dim is not None and params.dim > bundle.encoder.dim:
-        raise InvalidRequest(f"whitening dim {params.dim} is above the model's {bundle.encoder.dim} dims",
-                             param="whitening.dim")
-    try:
-        spec = rt.index_spec(req.index.model_dump() if req.index else None)
-        spec.resolved(len(documents))
-    except ValueError as exc:
-        raise InvalidRequest(str(exc), param="index") from exc
-    encoder = bundle.encoder
-    job_id = rt.jobs.submit("index.rebuild", lambda ctx: rt.rebuild(ctx, documents, params, spec, encoder),
+    rt.check_whitening_dim(params, bundle.encoder)
+    spec = rt.index_spec(req.index.model_dump() if req.index else None, len(documents))
+    job_id = rt.jobs.submit("index.rebuild", lambda ctx: rt.rebuild(ctx, documents, params, spec),
                             total=len(documents))
     return JSONResponse({"job_id": job_id}, status_code=202)
 
 
-@admin.post("/train", status_code=202, response_model=TrainAccepted,
-            responses=responses(Unauthorized, Forbidden, InvalidRequest, NotReady, PayloadTooLarge))
-async def train(req: TrainRequest, rt: Runtime = Depends(get_runtime)) -> Response:
+@admin.post("/train", status_code=202, response_model=TrainAccepted, openapi_extra=body_openapi(TrainRequest),
+            responses=responses(*ADMIN_ERRORS))
+async def train(req: TrainRequest = Depends(json_body(TrainRequest)), rt: Runtime = Depends(get_runtime)) -> Response:
     """Start an AM-Softmax fine-tuning job in a separate process; `activate` swaps in the new model
     with a re-encoded corpus, refitted whitening and a rebuilt index, as one version."""
     bundle = rt.require_bundle()
@@ -171,16 +221,15 @@ async def train(req: TrainRequest, rt: Runtime = Depends(get_runtime)) -> Respon
         eval_path = resolve_import_path(rt.settings.import_dir, req.eval_path)
         await asyncio.to_thread(read_pairs, eval_path)
     if req.activate and bundle.index is None:
-        raise InvalidRequest("activate needs an index to re-encode: build one first (POST /admin/index/rebuild), "
-                             "or set activate to false", param="activate")
+        raise errors.InvalidRequest("activate needs an index to re-encode: build one first "
+                                    "(POST /admin/index/rebuild), or set activate to false", param="activate")
     fields = req.model_dump(include=set(TrainConfig.__dataclass_fields__))
     config = TrainConfig(**fields)
-    spec = rt.training_spec(asdict(config), examples, pairs, req.pair_threshold, eval_path, req.name)
-    if Path(spec["out_dir"]).exists():
-        raise InvalidRequest(f"model folder {spec['out_dir']} already exists; choose another `name`", param="name")
-    job_id = rt.jobs.submit("train", lambda ctx: rt.train(ctx, spec, req.activate))
+    out_dir = rt.model_output_dir(req.name)
+    job_id = rt.jobs.submit("train", lambda ctx: rt.train(ctx, rt.training_spec(
+        asdict(config), examples, pairs, req.pair_threshold, eval_path, out_dir), req.activate))
     return JSONResponse({"job_id": job_id, "classes": data.n_classes, "texts": len(data.texts),
-                         "warnings": data.warnings}, status_code=202)
+                         "warnings": data.warnings, "model_name": out_dir.name}, status_code=202)
 
 
 def job_or_404(rt: Runtime, job_id: str) -> dict:
@@ -204,7 +253,8 @@ async def get_job(job_id: str, rt: Runtime = Depends(get_runtime)) -> dict:
 @admin.post("/jobs/{job_id}/cancel", response_model=JobOut,
             responses=responses(Unauthorized, Forbidden, NotFound, Conflict))
 async def cancel_job(job_id: str, rt: Runtime = Depends(get_runtime)) -> dict:
-    """Ask a queued or running job to stop; it ends `cancelled` and the served version is untouched."""
+    """Stop a queued job at once (it ends `cancelled`), or ask a running one to stop; the served
+    version is untouched either way."""
     job_or_404(rt, job_id)
     try:
         return rt.jobs.cancel(job_id)
@@ -220,35 +270,31 @@ async def healthz() -> dict:
 
 @ops.get("/readyz", responses=responses(NotReady))
 async def readyz(rt: Runtime = Depends(get_runtime)) -> dict:
-    """200 once /embed can be answered; what is served."""
-    bundle = rt.require_bundle()
-    enc, index, w = bundle.encoder, bundle.index, bundle.pipeline.whitening
-    return {
-        "status": "ready",
-        "model": enc.identity.name,
-        "model_dir": str(enc.model_dir),
-        "pooling": enc.pooling.mode,
-        "tokenizer": enc.tokenizer.kind,
-        "encoder_device": str(enc.device),
-        "dim": bundle.pipeline.output_dim(),
-        "model_dim": enc.dim,
-        "version": bundle.version,
-        "whitening": None if w is None else {"version": w.version, **w.params.to_dict()},
-        "limits": {"max_texts": rt.settings.max_texts, "max_text_chars": rt.settings.max_text_chars,
-                   "max_k": rt.settings.max_k, "max_body_bytes": rt.settings.max_body_bytes},
-        "index": {
-            "loaded": index is not None,
-            "type": index.spec.type if index else None,
-            "device": index.device if index else None,
-            "count": index.count if index else 0,
-        },
-    }
+    """200 once /embed can be answered, with what is served; 503 while loading or if the encoder stopped."""
+    rt.require_bundle()
+    if not rt.batcher.running:
+        raise NotReady(rt.batcher.error or "the encoder is not running", headers={"Retry-After": "5"})
+    return rt.ready_report()
 
 
 @ops.get("/metrics", response_class=PlainTextResponse)
 async def metrics(rt: Runtime = Depends(get_runtime)) -> Response:
     """Prometheus text format."""
     return Response(rt.metrics.render(), media_type="text/plain; version=0.0.4")
+
+
+def _install_docs(app: FastAPI) -> None:
+    """Swagger UI from the swagger-ui-bundle package: /docs works with no network."""
+    import swagger_ui_bundle
+
+    app.mount("/static/swagger", StaticFiles(directory=str(swagger_ui_bundle.swagger_ui_path)), name="swagger")
+
+    @app.get("/docs", include_in_schema=False)
+    async def docs() -> HTMLResponse:
+        return get_swagger_ui_html(openapi_url="/openapi.json", title="whitevec — API",
+                                   swagger_js_url="/static/swagger/swagger-ui-bundle.js",
+                                   swagger_css_url="/static/swagger/swagger-ui.css",
+                                   swagger_favicon_url="data:,")
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -259,37 +305,33 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        runtime.jobs.start()
-        await runtime.batcher.start()
-        if runtime.admin_token_generated:
-            log.warning("no WHITEVEC_ADMIN_TOKEN set; generated admin token: %s", runtime.admin_token)
-        loading = asyncio.create_task(asyncio.to_thread(runtime.load))  # /healthz answers meanwhile
+        runtime.lock()  # one process per data dir: refuses with a clear message otherwise
         try:
-            yield
-        finally:
+            runtime.jobs.start()
+            await runtime.batcher.start()
+            runtime.announce_token()
+            loading = asyncio.create_task(asyncio.to_thread(runtime.load))  # /healthz answers meanwhile
             try:
-                await loading
-            except Exception:  # already logged and reported by /readyz
-                pass
-            await runtime.batcher.stop()
-            await asyncio.to_thread(runtime.jobs.stop)
+                yield
+            finally:
+                try:
+                    await loading
+                except Exception:  # already logged and reported by /readyz
+                    pass
+                await runtime.batcher.stop()
+                await asyncio.to_thread(runtime.jobs.stop)
+        finally:
+            runtime.unlock()
 
-    app = FastAPI(title="whitevec", version="0.1.0", lifespan=lifespan,
-                  description="Sentence embeddings with tunable whitening, and FAISS search over them.")
+    app = FastAPI(title="whitevec", version=VERSION, lifespan=lifespan, docs_url=None, redoc_url=None,
+                  description="Sentence embeddings with tunable whitening, and FAISS search over them. "
+                              "Errors are always `{\"error\": {\"type\", \"message\", \"param\", \"code\"}}`.")
     app.state.runtime = runtime
     errors.install(app)
-
-    @app.middleware("http")
-    async def observe(request: Request, call_next):
-        start = time.perf_counter()
-        response = await call_next(request)
-        route = request.scope.get("route")
-        path = getattr(route, "path", "unmatched")
-        runtime.metrics.requests.labels(path, request.method, str(response.status_code)).inc()
-        runtime.metrics.latency.labels(path, request.method).observe(time.perf_counter() - start)
-        return response
-
+    install_openapi(app)
+    _install_docs(app)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(Observe, runtime=runtime)
     for router in (data, admin, ops, openai_router):
         app.include_router(router)
     return app

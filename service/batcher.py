@@ -1,126 +1,252 @@
-"""Coalesces concurrent encode work into model batches, off the event loop, behind a bounded queue."""
+"""Coalesces concurrent encode work into model batches bounded by tokens, off the event loop.
+
+Cost is counted in tokens after truncation, not in texts: a request of 256 × 20,000
+characters weighs what the model will actually do for it. Each request is tokenized in a
+tokenizer thread (overlapping the model's forward in the model thread), admitted only if
+the queue's token budget has room (else QueueFull → 429), and split into rows. Each model
+batch takes rows of similar length up to `max_batch_tokens` padded tokens, serving the
+request with the least work left first, so a small request never waits behind a large one
+for more than one batch; a request older than STARVATION_S goes first whatever its size.
+
+Failures stay with their request: if a batch fails, its requests are retried one by one,
+and only the one that fails alone gets the error. A request whose caller went away (its
+future cancelled) is not encoded. If the batcher itself dies, `error` says why and every
+later call fails at once (the service answers 503) instead of hanging.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
-from models.encoder import EncodeResult, Encoder
+from whitevec.models.encoder import EncodeResult, Encoder
 
 log = logging.getLogger(__name__)
 
+#: A request waiting longer than this is served before smaller ones (no starvation).
+STARVATION_S = 1.0
+
 
 class QueueFull(Exception):
-    """More texts are waiting than the queue holds; the caller should retry later."""
+    """More tokens are waiting than the queue holds; the caller should retry later."""
 
 
-@dataclass
-class _Item:
+class BatcherStopped(Exception):
+    """The batcher is not running (stopped, or died with the reason given)."""
+
+
+@dataclass(eq=False)
+class _Request:
     encoder: Encoder
-    texts: list[str]
+    ids: list[list[int]]
+    truncated: list[bool]
     future: asyncio.Future
+    seq: int
+    arrived: float
+    cost: int
+    out: np.ndarray
+    todo: list[int] = field(default_factory=list)  # rows not yet sent, longest first
+    in_flight: int = 0
+
+    @property
+    def left(self) -> int:
+        return sum(len(self.ids[r]) for r in self.todo)
 
 
 class Batcher:
-    """Requests wait up to max_wait_ms for company, then go to the model together.
-
-    The queue is bounded in texts (max_queue): a request that would overflow it is
-    refused at once (QueueFull → 429) instead of piling up latency. One model thread
-    runs batches in turn; items of different encoders (a model swap) never share a batch.
-    """
-
-    def __init__(self, max_batch: int, max_wait_ms: float, max_queue: int,
+    def __init__(self, max_batch: int, max_batch_tokens: int, max_queue_tokens: int,
                  on_batch: Callable[[int], None] | None = None) -> None:
         self.max_batch = max_batch
-        self.max_wait = max_wait_ms / 1000.0
-        self.max_queue = max_queue
+        self.max_batch_tokens = max_batch_tokens
+        self.max_queue_tokens = max_queue_tokens
         self.on_batch = on_batch
-        self.pending = 0
-        self._queue: asyncio.Queue[_Item] | None = None
+        self.pending = 0  # tokens admitted and not yet finished
+        self.error: str | None = None
+        self._requests: list[_Request] = []
+        self._wake: asyncio.Event | None = None
         self._task: asyncio.Task | None = None
-        self._executor: ThreadPoolExecutor | None = None
+        self._model: ThreadPoolExecutor | None = None
+        self._tokenizer: ThreadPoolExecutor | None = None
+        self._seq = itertools.count()
+
+    @property
+    def running(self) -> bool:
+        return self._task is not None and not self._task.done()
 
     async def start(self) -> None:
-        self._queue = asyncio.Queue()
-        self._executor = ThreadPoolExecutor(1, thread_name_prefix="whitevec-model")
+        self._wake = asyncio.Event()
+        self._model = ThreadPoolExecutor(1, thread_name_prefix="whitevec-model")
+        self._tokenizer = ThreadPoolExecutor(1, thread_name_prefix="whitevec-tokenize")
+        self.error = None
         self._task = asyncio.create_task(self._run(), name="whitevec-batcher")
+        self._task.add_done_callback(self._on_exit)
+
+    def _on_exit(self, task: asyncio.Task) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            exc = task.exception()
+            self.error = f"the encoder loop stopped: {type(exc).__name__}: {exc}"
+            log.error("%s; the service answers 503 until restarted", self.error, exc_info=exc)
+        self._fail_all(BatcherStopped(self.error or "the server is shutting down"))
+
+    def _fail_all(self, exc: Exception) -> None:
+        for req in self._requests:
+            if not req.future.done():
+                req.future.set_exception(exc)
+        self._requests.clear()
+        self.pending = 0
 
     async def stop(self) -> None:
-        if self._task is not None:
+        """Stop the loop; every request still waiting is answered (with BatcherStopped)."""
+        if self._task is not None and not self._task.done():
             self._task.cancel()
             try:
                 await self._task
             except asyncio.CancelledError:
                 pass
-        while self._queue is not None and not self._queue.empty():
-            item = self._queue.get_nowait()
-            if not item.future.done():
-                item.future.set_exception(RuntimeError("server is shutting down"))
-        if self._executor is not None:
-            self._executor.shutdown(wait=True)
+        self._fail_all(BatcherStopped("the server is shutting down"))
+        for pool in (self._model, self._tokenizer):
+            if pool is not None:
+                pool.shutdown(wait=True)
 
     def try_acquire(self, n: int) -> bool:
-        """Reserve queue room for n texts; a lone request larger than the queue still runs."""
-        if self.pending and self.pending + n > self.max_queue:
+        """Reserve room for n tokens; a lone request larger than the whole queue still runs."""
+        if self.pending and self.pending + n > self.max_queue_tokens:
             return False
         self.pending += n
         return True
 
     async def encode(self, encoder: Encoder, texts: list[str]) -> EncodeResult:
-        if self._queue is None:
-            raise RuntimeError("batcher is not started")
-        if not self.try_acquire(len(texts)):
-            raise QueueFull(f"{self.pending} texts are waiting for the model (limit {self.max_queue})")
-        future = asyncio.get_running_loop().create_future()
-        self._queue.put_nowait(_Item(encoder, texts, future))
-        return await future
+        if not self.running or self._wake is None:
+            raise BatcherStopped(self.error or "the batcher is not running")
+        loop = asyncio.get_running_loop()
+        try:
+            ids, truncated = await loop.run_in_executor(self._tokenizer, encoder.tokenize, texts)
+        except RuntimeError as exc:  # the pool was shut down meanwhile
+            if self.running:
+                raise
+            raise BatcherStopped(self.error or "the server is shutting down") from exc
+        if not self.running:
+            raise BatcherStopped(self.error or "the server is shutting down")
+        cost = sum(len(row) for row in ids)
+        if not self.try_acquire(cost):
+            raise QueueFull(f"{self.pending} tokens are waiting for the model (limit {self.max_queue_tokens}, "
+                            "WHITEVEC_MAX_QUEUE_TOKENS)")
+        req = _Request(encoder, ids, truncated, loop.create_future(), next(self._seq), loop.time(), cost,
+                       np.zeros((len(ids), encoder.dim), dtype=np.float32),
+                       sorted(range(len(ids)), key=lambda r: -len(ids[r])))
+        self._requests.append(req)
+        self._wake.set()
+        try:
+            vectors = await req.future
+        finally:
+            if not req.future.done():  # the caller went away: drop its rows that were not sent yet
+                req.future.cancel()
+            self._discard_if_abandoned(req)
+        return EncodeResult(vectors, truncated, [len(row) for row in ids])
+
+    def _discard_if_abandoned(self, req: _Request) -> None:
+        if req.future.cancelled() and req in self._requests:
+            self._requests.remove(req)
+            self.pending -= req.cost
+
+    def _release(self, req: _Request) -> None:
+        if req in self._requests:
+            self._requests.remove(req)
+            self.pending -= req.cost
+
+    # --- the loop ----------------------------------------------------------------------------
+
+    def _next_batch(self, now: float) -> list[tuple[_Request, list[int]]]:
+        """Rows for one model batch: one encoder, at most max_batch rows and max_batch_tokens padded tokens."""
+        ready = [r for r in self._requests if r.todo and not r.future.done()]
+        if not ready:
+            return []
+        ready.sort(key=lambda r: (now - r.arrived < STARVATION_S, r.left if now - r.arrived < STARVATION_S else 0,
+                                  r.seq))
+        encoder = ready[0].encoder
+        picked: list[tuple[_Request, list[int]]] = []
+        rows, width = 0, 0
+        for req in ready:
+            if req.encoder is not encoder:
+                continue
+            take: list[int] = []
+            for r in req.todo:
+                w = max(width, len(req.ids[r]))
+                if rows and (rows + 1 > self.max_batch or w * (rows + 1) > self.max_batch_tokens):
+                    break
+                take.append(r)
+                rows, width = rows + 1, w
+            if take:
+                del req.todo[: len(take)]
+                req.in_flight += len(take)
+                picked.append((req, take))
+            if rows >= self.max_batch or (take and req.todo):
+                break
+        return picked
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
-        assert self._queue is not None
+        assert self._wake is not None
         while True:
-            items = [await self._queue.get()]
-            size = len(items[0].texts)
-            deadline = loop.time() + self.max_wait
-            while size < self.max_batch:
-                remaining = deadline - loop.time()
-                if remaining <= 0:
-                    break
-                try:
-                    item = await asyncio.wait_for(self._queue.get(), remaining)
-                except TimeoutError:
-                    break
-                items.append(item)
-                size += len(item.texts)
-            await self._run_batch(loop, items)
-
-    async def _run_batch(self, loop: asyncio.AbstractEventLoop, items: list[_Item]) -> None:
-        groups: dict[int, list[_Item]] = {}
-        for item in items:
-            groups.setdefault(id(item.encoder), []).append(item)
-        for group in groups.values():
-            texts = [t for item in group for t in item.texts]
-            try:
-                result = await loop.run_in_executor(self._executor, group[0].encoder.encode, texts, self.max_batch)
-            except Exception as exc:  # the model failed: every waiting request hears why
-                log.exception("encoding a batch of %d texts failed", len(texts))
-                for item in group:
-                    if not item.future.done():
-                        item.future.set_exception(exc)
+            batch = self._next_batch(loop.time())
+            if not batch:
+                self._wake.clear()
+                await self._wake.wait()
                 continue
-            finally:
-                self.pending -= len(texts)
-            if self.on_batch is not None:
-                self.on_batch(len(texts))
-            start = 0
-            for item in group:
-                end = start + len(item.texts)
-                if not item.future.done():
-                    item.future.set_result(EncodeResult(np.ascontiguousarray(result.vectors[start:end]),
-                                                        result.truncated[start:end], result.tokens[start:end]))
-                start = end
+            await self._run_batch(loop, batch)
+
+    async def _run_batch(self, loop: asyncio.AbstractEventLoop, batch: list[tuple[_Request, list[int]]]) -> None:
+        encoder = batch[0][0].encoder
+        rows = [req.ids[r] for req, take in batch for r in take]
+        try:
+            vectors = await loop.run_in_executor(self._model, encoder.embed_tokens, rows)
+        except Exception as exc:
+            if len(batch) == 1:
+                self._finish(batch[0], None, exc)
+                return
+            log.warning("a batch of %d requests failed (%s); retrying them one by one", len(batch), exc)
+            for part in batch:  # isolate the guilty request
+                if part[0].future.done():
+                    self._finish(part, None, None)
+                    continue
+                try:
+                    one = await loop.run_in_executor(self._model, encoder.embed_tokens,
+                                                     [part[0].ids[r] for r in part[1]])
+                except Exception as single:
+                    self._finish(part, None, single)
+                else:
+                    self._finish(part, one, None)
+            return
+        if self.on_batch is not None:
+            self.on_batch(len(rows))
+        start = 0
+        for part in batch:
+            end = start + len(part[1])
+            self._finish(part, vectors[start:end], None)
+            start = end
+
+    def _finish(self, part: tuple[_Request, list[int]], vectors: np.ndarray | None, error: Exception | None) -> None:
+        req, take = part
+        req.in_flight -= len(take)
+        if req.future.done():  # abandoned, or already failed by another of its batches
+            if req.in_flight == 0:
+                self._release(req)
+            return
+        if error is not None:
+            log.warning("encoding failed for one request of %d texts: %s", len(req.ids), error)
+            req.future.set_exception(error)
+            req.todo.clear()
+            if req.in_flight == 0:
+                self._release(req)
+            return
+        assert vectors is not None
+        req.out[take] = vectors
+        if not req.todo and req.in_flight == 0:
+            req.future.set_result(req.out)
+            self._release(req)

@@ -8,12 +8,12 @@ import logging
 import sys
 from pathlib import Path
 
-from models.errors import WhitevecError
+from whitevec.models.errors import WhitevecError
 
 
 def _add_model_args(p: argparse.ArgumentParser) -> None:
-    from models.pooling import POOLINGS
-    from models.tokenizers import TOKENIZERS
+    from whitevec.models.pooling import POOLINGS
+    from whitevec.models.tokenizers import TOKENIZERS
 
     p.add_argument("--model", default=None, help="local Hugging Face model folder (default: bundled all-MiniLM-L6-v2)")
     p.add_argument("--pooling", choices=POOLINGS, default=None,
@@ -25,14 +25,14 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
 
 
 def _encoder(args: argparse.Namespace):
-    from models.encoder import Encoder
+    from whitevec.models.encoder import Encoder
 
     return Encoder(args.model, pooling=args.pooling, tokenizer=args.tokenizer, max_length=args.max_length,
                    device=args.device, batch_size=args.batch_size or 32)
 
 
 def cmd_eval_sts(args: argparse.Namespace) -> int:
-    from models.evaluation import evaluate_sts, format_table, plot_results
+    from whitevec.models.evaluation import evaluate_sts, format_table, plot_results
 
     encoder = _encoder(args)
     dims = args.dim or [None]
@@ -51,7 +51,7 @@ def cmd_eval_sts(args: argparse.Namespace) -> int:
 
 def _settings(args: argparse.Namespace, **extra):
     """Settings from WHITEVEC_* variables, overridden by the flags that were given."""
-    from service.settings import Settings
+    from whitevec.service.settings import Settings
 
     flags = {"data_dir": args.data_dir, "model_dir": args.model, "pooling": args.pooling,
              "tokenizer": args.tokenizer, "max_length": args.max_length, "device": args.device,
@@ -69,7 +69,7 @@ def _index_args(p: argparse.ArgumentParser) -> None:
 
 
 def _build(rt, args: argparse.Namespace, documents, encoder=None) -> dict:
-    from index.documents import check_documents
+    from whitevec.index.documents import check_documents
 
     check_documents(documents, rt.settings.max_documents)
     spec = rt.index_spec({"type": args.index_type, "nlist": args.nlist, "nprobe": args.nprobe, "m": args.m,
@@ -79,32 +79,39 @@ def _build(rt, args: argparse.Namespace, documents, encoder=None) -> dict:
 
 
 def cmd_index_build(args: argparse.Namespace) -> int:
-    from index.documents import read_jsonl
-    from service.runtime import Runtime
+    from whitevec.index.documents import read_jsonl
+    from whitevec.service.runtime import Runtime
 
+    path = Path(args.file)
+    if not path.is_file():
+        raise WhitevecError(f"{path} is not a file; give a JSONL file of {{\"id\", \"text\", \"metadata\"?}} lines")
     rt = Runtime(_settings(args))
-    documents = read_jsonl(Path(args.file))
-    if args.model is not None:  # an explicit model replaces the served one
-        encoder = rt.new_encoder()
-    else:
-        rt.load()
-        encoder = None
-    result = _build(rt, args, documents, encoder)
+    rt.lock("`whitevec index build`")  # refuses while a server uses this data dir
+    try:
+        documents = read_jsonl(path)
+        if args.model is not None:  # an explicit model replaces the served one
+            encoder = rt.new_encoder()
+        else:
+            rt.load()
+            encoder = None
+        result = _build(rt, args, documents, encoder)
+    finally:
+        rt.unlock()
     print(json.dumps(result, indent=2))
-    print(f"version {result['version']} is now active in {rt.settings.data_dir}; "
-          "a running server picks it up when restarted", file=sys.stderr)
+    print(f"version {result['version']} is now active in {rt.settings.data_dir}", file=sys.stderr)
     return 0
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from index.documents import read_jsonl
-    from service.app import create_app
-    from service.runtime import DEMO_CORPUS
+    from whitevec.index.documents import read_jsonl
+    from whitevec.service.app import create_app
+    from whitevec.service.runtime import DEMO_CORPUS
 
     app = create_app(_settings(args))
     rt = app.state.runtime
+    rt.lock()  # before anything touches the data dir; the app's lifespan keeps it
     if args.demo and rt.versions.active() is None:
         print(f"no index in {rt.settings.data_dir}: building the demo index from {DEMO_CORPUS.name}",
               file=sys.stderr)
@@ -113,40 +120,54 @@ def cmd_serve(args: argparse.Namespace) -> int:
         args.beta = args.gamma = args.dim = None
         _build(rt, args, read_jsonl(DEMO_CORPUS))
     base = f"http://{args.host}:{args.port}"
-    token_note = "generated for this run; set WHITEVEC_ADMIN_TOKEN to fix it" if rt.admin_token_generated else "from WHITEVEC_ADMIN_TOKEN"
+    if rt.admin_token_generated:  # printed here once, to the console; never logged
+        rt.announce_token()
+        admin_header = f"Authorization: Bearer {rt.admin_token}"
+    else:
+        admin_header = "Authorization: Bearer $WHITEVEC_ADMIN_TOKEN"
+    key = " -H 'Authorization: Bearer $WHITEVEC_API_KEY'" if rt.settings.api_key is not None else ""
     print(f"""
 whitevec on {base}   (docs: {base}/docs)
-admin token ({token_note}):
-    {rt.admin_token}
 try:
-    curl -s {base}/search -H 'content-type: application/json' -d '{{"query": "will it rain tomorrow?", "k": 3}}'
-    curl -s {base}/embed -H 'content-type: application/json' -d '{{"texts": ["hello world"]}}'
-    curl -s {base}/admin/jobs -H 'Authorization: Bearer {rt.admin_token}'
-""", flush=True)
+    curl -s {base}/search -H 'content-type: application/json'{key} -d '{{"query": "will it rain tomorrow?", "k": 3}}'
+    curl -s {base}/embed -H 'content-type: application/json'{key} -d '{{"texts": ["hello world"]}}'
+    curl -s {base}/admin/jobs -H '{admin_header}'
+""", file=sys.stderr, flush=True)
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
     return 0
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+
+    from whitevec.service.runtime import Runtime
+
+    path = Path(args.file)
+    if not path.is_file():
+        raise WhitevecError(f"{path} is not a file; give a TSV of pairs or a JSONL of examples or pairs")
+    rt = Runtime(_settings(args))
+    if args.activate:  # before the long part: refuse now if a server uses the data dir
+        rt.lock("`whitevec train --activate`")
+    try:
+        return _train(rt, args, path)
+    finally:
+        rt.unlock()
+
+
+def _train(rt, args: argparse.Namespace, path: Path) -> int:
     from dataclasses import asdict
 
-    from models.training import TrainConfig, classes_from_examples, classes_from_pairs, read_training_file, train
-    from service.runtime import Runtime
+    from whitevec.models.training import TrainConfig, classes_from_examples, classes_from_pairs, read_training_file, train
 
-    rt = Runtime(_settings(args))
     config = TrainConfig(scale=args.scale, margin=args.margin, epochs=args.epochs, batch_size=args.batch_size or 32,
                          lr=args.lr, centre_lr=args.centre_lr, warmup=args.warmup, grad_accum=args.grad_accum,
                          max_length=args.train_max_length, seed=args.seed, max_steps=args.max_steps)
-    examples, pairs = read_training_file(Path(args.file))
+    examples, pairs = read_training_file(path)
     data = classes_from_examples(examples) if examples is not None else classes_from_pairs(pairs, args.pair_threshold)
     print(f"{data.n_classes} classes, {len(data.texts)} sentences ({data.dropped} alone in their class, dropped)",
           file=sys.stderr)
-    if args.model is not None:
-        encoder = rt.new_encoder()
-    else:
-        rt.load()  # the served model: the active version's, else the configured or bundled one
-        encoder = rt.require_bundle().encoder
-    out = Path(args.out) if args.out else rt.settings.data_dir / "models" / f"{encoder.identity.name}-amsoftmax"
+    # the served model (the active version's, else the configured or bundled one), read-only
+    encoder = rt.new_encoder() if args.model is not None else rt.served_encoder()
+    out = Path(args.out) if args.out else rt.model_output_dir(None, base=encoder.identity.name)
     report = train(encoder, data, config, out, Path(args.eval_pairs) if args.eval_pairs else None, progress=True)
     summary = {k: v for k, v in report.items() if k != "loss"}
     summary["model_dir"] = str(out)
@@ -158,8 +179,18 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("whitevec")
+    except PackageNotFoundError:  # pragma: no cover - running from a source tree that is not installed
+        return "unknown"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="whitevec", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"whitevec {_version()}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -225,6 +256,9 @@ def main(argv: list[str] | None = None) -> int:
     except WhitevecError as exc:
         print(f"whitevec: error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("whitevec: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

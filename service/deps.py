@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 
-from fastapi import Header, Request
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from index.versions import Bundle
-from models.encoder import EncodeResult
+from whitevec.index.versions import Bundle
+from whitevec.models.encoder import EncodeResult
 
-from .batcher import QueueFull
-from .errors import Forbidden, InvalidRequest, Overloaded, Unauthorized
+from .batcher import BatcherStopped, QueueFull
+from .errors import ClientClosedRequest, Forbidden, InvalidRequest, NotReady, Overloaded, Unauthorized
 from .runtime import Runtime
+
+admin_bearer = HTTPBearer(auto_error=False, scheme_name="AdminToken",
+                          description="WHITEVEC_ADMIN_TOKEN (generated and printed at start when unset).")
+api_bearer = HTTPBearer(auto_error=False, scheme_name="ApiKey",
+                        description="WHITEVEC_API_KEY, needed only when the server sets one.")
 
 
 def get_runtime(request: Request) -> Runtime:
@@ -19,6 +26,7 @@ def get_runtime(request: Request) -> Runtime:
 
 
 def check_texts(rt: Runtime, texts: list[str], field: str) -> None:
+    """Limits and text rules shared by /embed, /search and /v1/embeddings."""
     s = rt.settings
     if len(texts) > s.max_texts:
         raise InvalidRequest(f"{len(texts)} {field} exceed the limit of {s.max_texts} per request "
@@ -29,27 +37,49 @@ def check_texts(rt: Runtime, texts: list[str], field: str) -> None:
                                  "(WHITEVEC_MAX_TEXT_CHARS)", param=field)
 
 
-async def encode(rt: Runtime, bundle: Bundle, texts: list[str]) -> EncodeResult:
+async def _until_disconnected(request: Request) -> None:
+    """Returns when the client closes the connection (the body has been read already)."""
+    while True:
+        message = await request.receive()
+        if message["type"] == "http.disconnect":
+            return
+
+
+async def encode(rt: Runtime, bundle: Bundle, texts: list[str], request: Request) -> EncodeResult:
+    """Encode through the batcher; a client that goes away first has nothing encoded for it."""
+    work = asyncio.ensure_future(rt.batcher.encode(bundle.encoder, texts))
+    gone = asyncio.ensure_future(_until_disconnected(request))
     try:
-        return await rt.batcher.encode(bundle.encoder, texts)
+        await asyncio.wait({work, gone}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        gone.cancel()
+    if not work.done():
+        work.cancel()
+        raise ClientClosedRequest("the client closed the connection before its vectors were ready")
+    try:
+        return work.result()
     except QueueFull as exc:
         raise Overloaded(f"{exc}; retry after a moment", headers={"Retry-After": "1"}) from exc
+    except BatcherStopped as exc:
+        raise NotReady(str(exc), headers={"Retry-After": "5"}) from exc
 
 
-def _check_bearer(authorization: str | None, token: str, what: str, variable: str) -> None:
-    if not authorization or not authorization.startswith("Bearer "):
+def _check_bearer(credentials: HTTPAuthorizationCredentials | None, token: str, what: str, variable: str) -> None:
+    if credentials is None:
         raise Unauthorized(f"{what} need `Authorization: Bearer <{variable}>`")
-    if not hmac.compare_digest(authorization[7:].encode(), token.encode()):
+    if not hmac.compare_digest(credentials.credentials.encode(), token.encode()):
         raise Forbidden(f"the {variable} is wrong")
 
 
-def require_admin(request: Request, authorization: str | None = Header(None)) -> None:
+def require_admin(request: Request,
+                  credentials: HTTPAuthorizationCredentials | None = Depends(admin_bearer)) -> None:
     """Admin endpoints need the admin token (generated and printed at start when none is set)."""
-    _check_bearer(authorization, get_runtime(request).admin_token, "admin endpoints", "admin token")
+    _check_bearer(credentials, get_runtime(request).admin_token, "admin endpoints", "admin token")
 
 
-def require_api_key(request: Request, authorization: str | None = Header(None)) -> None:
+def require_api_key(request: Request,
+                    credentials: HTTPAuthorizationCredentials | None = Depends(api_bearer)) -> None:
     """When WHITEVEC_API_KEY is set, data endpoints (/embed, /search, /v1/*) need it."""
     key = get_runtime(request).settings.api_key
     if key is not None:
-        _check_bearer(authorization, key.get_secret_value(), "these endpoints", "WHITEVEC_API_KEY")
+        _check_bearer(credentials, key.get_secret_value(), "these endpoints", "WHITEVEC_API_KEY")

@@ -1,21 +1,30 @@
 """Named API errors and their status codes, in one place; every error body is
-`{"error": {"type", "message", "param", "code"}}` (OpenAI's shape, so /v1 clients read it too)."""
+`{"error": {"type", "message", "param", "code"}}` (OpenAI's shape, so /v1 clients read it too).
+
+Routes declare the errors they can answer with `responses(...)`; the handlers below turn
+every failure — ours, the framework's (404, 405), validation, and unexpected exceptions —
+into that one shape.
+"""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from models.errors import ModelFolderError, WhiteningError, WhitevecError
+from whitevec.models.errors import ModelFolderError, WhiteningError, WhitevecError
 
 log = logging.getLogger(__name__)
 
 
 class ApiError(Exception):
+    """Base: an answer with a status, a type and a message that says what to fix."""
+
     status = 500
     type = "server_error"
 
@@ -26,45 +35,90 @@ class ApiError(Exception):
         self.param = param
 
 
-class InvalidRequest(ApiError):
-    status, type = 422, "invalid_request"
-
-
 class MalformedBody(ApiError):
+    """The body is not JSON, or nested too deeply."""
+
     status, type = 400, "malformed_body"
 
 
 class Unauthorized(ApiError):
+    """No bearer token was sent."""
+
     status, type = 401, "unauthorized"
 
 
 class Forbidden(ApiError):
+    """The bearer token is wrong."""
+
     status, type = 403, "forbidden"
 
 
 class NotFound(ApiError):
+    """No such route, job, document or model."""
+
     status, type = 404, "not_found"
 
 
+class MethodNotAllowed(ApiError):
+    """The route exists but not for this method."""
+
+    status, type = 405, "method_not_allowed"
+
+
 class Conflict(ApiError):
+    """The request cannot be served in the current state (no index yet, job already ended)."""
+
     status, type = 409, "conflict"
 
 
 class PayloadTooLarge(ApiError):
+    """The body is over WHITEVEC_MAX_BODY_BYTES."""
+
     status, type = 413, "payload_too_large"
 
 
+class UnsupportedMediaType(ApiError):
+    """The body was not sent as application/json."""
+
+    status, type = 415, "unsupported_media_type"
+
+
+class InvalidRequest(ApiError):
+    """A field is missing, of the wrong type, or out of its limits."""
+
+    status, type = 422, "invalid_request"
+
+
 class Overloaded(ApiError):
+    """The encode queue is full; retry after Retry-After seconds."""
+
     status, type = 429, "overloaded"
 
 
+class ClientClosedRequest(ApiError):
+    """The client went away before its answer was ready (nothing was encoded for it)."""
+
+    status, type = 499, "client_closed_request"
+
+
+class ServerError(ApiError):
+    """An unexpected failure inside whitevec; the server log has the traceback."""
+
+    status, type = 500, "server_error"
+
+
 class NotReady(ApiError):
+    """The model is still loading, or the encoder stopped; retry after Retry-After seconds."""
+
     status, type = 503, "not_ready"
 
 
+#: Errors every data route can answer with, besides its own.
+COMMON = (MalformedBody, PayloadTooLarge, UnsupportedMediaType, InvalidRequest, ServerError, NotReady)
+
 #: Errors from the models/index packages, by class: bad input unless the server's own model is broken.
 DOMAIN_ERRORS: list[tuple[type[Exception], type[ApiError]]] = [
-    (ModelFolderError, ApiError),
+    (ModelFolderError, ServerError),
     (WhiteningError, InvalidRequest),
     (WhitevecError, InvalidRequest),
 ]
@@ -89,14 +143,25 @@ def error_response(status: int, type_: str, message: str, param: str | None = No
 
 def responses(*errors: type[ApiError]) -> dict:
     """OpenAPI `responses=` for a route: the error statuses it declares."""
-    return {e.status: {"model": ErrorBody, "description": e.__doc__ or e.type} for e in errors}
+    out: dict = {}
+    for e in errors:
+        entry = out.setdefault(e.status, {"model": ErrorBody, "description": ""})
+        doc = (e.__doc__ or e.type).strip()
+        entry["description"] = f"{entry['description']} {doc}".strip()
+    return out
 
 
-def _validation_message(exc: RequestValidationError) -> tuple[int, str, str | None]:
+def validation_message(errors: Sequence[dict]) -> tuple[int, str, str | None]:
+    """(status, message, param) for pydantic errors: 400 when the body is not JSON, else 422 naming each field."""
     parts, param = [], None
-    for err in exc.errors():
+    for err in errors:
         if err.get("type") == "json_invalid":
-            return 400, f"request body is not valid JSON: {err.get('ctx', {}).get('error', err.get('msg'))}", None
+            detail = str(err.get("ctx", {}).get("error", err.get("msg")))
+            if "hex escape" in detail or "surrogate" in detail:
+                detail += " (a lone UTF-16 surrogate such as \\ud800 is not text: send valid Unicode)"
+            elif "recursion limit" in detail:
+                detail += " (the JSON is nested too deeply)"
+            return 400, f"request body is not valid JSON: {detail}", None
         loc = [str(p) for p in err.get("loc", ()) if p != "body"]
         where = ".".join(loc) or "body"
         param = param or where
@@ -110,10 +175,10 @@ def _validation_message(exc: RequestValidationError) -> tuple[int, str, str | No
 _OPENAI_TYPES = {429: "rate_limit_error", 500: "server_error", 503: "server_error"}
 
 
-def _respond(request: Request, status: int, type_: str, message: str, param: str | None = None,
-             headers: dict[str, str] | None = None) -> JSONResponse:
+def respond(path: str, status: int, type_: str, message: str, param: str | None = None,
+            headers: dict[str, str] | None = None) -> JSONResponse:
     """Under /v1 errors follow OpenAI: 400 for invalid requests, `type` one of OpenAI's, our type as `code`."""
-    if request.url.path.startswith("/v1/"):
+    if path.startswith("/v1/"):
         body = ErrorBody(error=ErrorDetail(type=_OPENAI_TYPES.get(status, "invalid_request_error"),
                                            message=message, param=param, code=type_))
         status = {422: 400, 403: 401}.get(status, status)  # OpenAI: invalid request 400, bad key 401
@@ -121,21 +186,43 @@ def _respond(request: Request, status: int, type_: str, message: str, param: str
     return error_response(status, type_, message, param, headers)
 
 
+def api_error_response(path: str, exc: ApiError) -> JSONResponse:
+    return respond(path, exc.status, exc.type, exc.message, exc.param, exc.headers)
+
+
+def domain_to_api(exc: WhitevecError) -> ApiError:
+    for cls, api in DOMAIN_ERRORS:
+        if isinstance(exc, cls):
+            return api(str(exc))
+    return InvalidRequest(str(exc))  # pragma: no cover - WhitevecError is the last entry
+
+
 def install(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
-        if exc.status == 500:
+        if exc.status >= 500:
             log.error("%s %s failed: %s", request.method, request.url.path, exc.message)
-        return _respond(request, exc.status, exc.type, exc.message, exc.param, exc.headers)
+        return api_error_response(request.url.path, exc)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
-        status, message, param = _validation_message(exc)
-        return _respond(request, status, "malformed_body" if status == 400 else "invalid_request", message, param)
+        status, message, param = validation_message(exc.errors())
+        return respond(request.url.path, status, "malformed_body" if status == 400 else "invalid_request",
+                       message, param)
 
     @app.exception_handler(WhitevecError)
     async def _domain(request: Request, exc: WhitevecError) -> JSONResponse:
-        for cls, api in DOMAIN_ERRORS:
-            if isinstance(exc, cls):
-                return await _api_error(request, api(str(exc)))
-        raise exc  # pragma: no cover
+        return await _api_error(request, domain_to_api(exc))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if exc.status_code == 404:
+            error: ApiError = NotFound(f"no route {request.url.path}; GET /docs lists the API")
+        elif exc.status_code == 405:
+            allowed = (exc.headers or {}).get("Allow", "")
+            error = MethodNotAllowed(f"{request.method} is not allowed on {request.url.path}"
+                                     + (f"; use {allowed}" if allowed else ""), headers=exc.headers)
+        else:
+            error = ApiError(str(exc.detail), headers=exc.headers)
+            error.status, error.type = exc.status_code, "http_error"
+        return api_error_response(request.url.path, error)

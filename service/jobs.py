@@ -2,7 +2,9 @@
 
 One worker thread runs jobs in submission order, so a rebuild and a training
 never compete for the CPU or race to swap the served version. Records survive
-restarts; a job found `running` or `queued` at startup is marked failed with why.
+restarts; a job found `running` or `queued` when the runner starts (the data dir
+is locked by then, so no other process owns them) is marked failed with why.
+A queued job that is cancelled is `cancelled` at once and never runs.
 """
 
 from __future__ import annotations
@@ -80,7 +82,7 @@ JobFn = Callable[[JobContext], dict]
 
 class JobRunner:
     def __init__(self, db_path: Path) -> None:
-        self._db = sqlite3.connect(db_path, check_same_thread=False)
+        self._db = sqlite3.connect(db_path, check_same_thread=False, timeout=10)
         self._lock = threading.Lock()
         with self._lock, self._db:
             self._db.execute("""CREATE TABLE IF NOT EXISTS jobs (
@@ -88,17 +90,22 @@ class JobRunner:
                 done INTEGER NOT NULL DEFAULT 0, total INTEGER NOT NULL DEFAULT 0,
                 created_at REAL NOT NULL, started_at REAL, finished_at REAL,
                 error TEXT, result TEXT, detail TEXT NOT NULL DEFAULT '{}')""")
+        self._queue: queue.Queue[tuple[str, JobFn] | None] = queue.Queue()
+        self._contexts: dict[str, JobContext] = {}
+        self._live: dict[str, dict] = {}
+        self._thread: threading.Thread | None = None
+        self._transition = threading.Lock()
+        self._running: str | None = None
+
+    def start(self) -> None:
+        """Mark what a stopped process left running or queued as failed, then start the worker.
+        Call only while holding the data dir's lock."""
+        with self._lock, self._db:
             now = time.time()
             self._db.execute("UPDATE jobs SET state='failed', finished_at=?, error=? WHERE state='running'",
                              (now, "the server stopped while this job was running; submit it again"))
             self._db.execute("UPDATE jobs SET state='failed', finished_at=?, error=? WHERE state='queued'",
                              (now, "the server stopped before this job started; submit it again"))
-        self._queue: queue.Queue[tuple[str, JobFn] | None] = queue.Queue()
-        self._contexts: dict[str, JobContext] = {}
-        self._live: dict[str, dict] = {}
-        self._thread: threading.Thread | None = None
-
-    def start(self) -> None:
         self._thread = threading.Thread(target=self._work, name="whitevec-jobs", daemon=True)
         self._thread.start()
 
@@ -128,11 +135,12 @@ class JobRunner:
     def _work(self) -> None:
         while (entry := self._queue.get()) is not None:
             job_id, fn = entry
-            ctx = self._contexts[job_id]
-            if ctx.cancelled:
-                self._finish(job_id, "cancelled", error="cancelled before it started")
-                continue
-            self._write(job_id, state="running", started_at=time.time())
+            with self._transition:  # queued → running, or cancel got there first
+                ctx = self._contexts.get(job_id)
+                if ctx is None:  # cancelled while queued: already final
+                    continue
+                self._write(job_id, state="running", started_at=time.time())
+                self._running = job_id
             try:
                 result = fn(ctx)
             except JobCancelled as exc:
@@ -141,7 +149,10 @@ class JobRunner:
                 log.exception("job %s failed", job_id)
                 self._finish(job_id, "failed", error=f"{type(exc).__name__}: {exc}" if not str(exc) else str(exc))
             else:
+                self._live[job_id]["detail"]["phase"] = "done"
                 self._finish(job_id, "succeeded", result=result)
+            finally:
+                self._running = None
 
     def _finish(self, job_id: str, state: str, error: str | None = None, result: dict | None = None) -> None:
         live = self._live.get(job_id, {})
@@ -160,7 +171,8 @@ class JobRunner:
         else:
             detail_obj = json.loads(detail or "{}")
         return {
-            "id": job_id, "kind": kind, "state": state, "progress": {"done": done, "total": total},
+            "id": job_id, "kind": kind, "state": state,
+            "progress": {"done": done, "total": total, "phase": detail_obj.get("phase")},
             "created_at": _iso(created), "started_at": _iso(started), "finished_at": _iso(finished),
             "error": error, "result": json.loads(result) if result else None, "detail": detail_obj,
         }
@@ -181,9 +193,12 @@ class JobRunner:
         job = self.get(job_id)
         if job["state"] in FINAL:
             raise JobNotCancellable(f"job {job_id} already {job['state']}; nothing to cancel")
-        ctx = self._contexts.get(job_id)
-        if ctx is not None:
-            ctx.cancel_event.set()
+        with self._transition:
+            ctx = self._contexts.get(job_id)
+            if ctx is not None:
+                ctx.cancel_event.set()
+                if self._running != job_id:  # still queued: final now, and it never runs
+                    self._finish(job_id, "cancelled", error="cancelled before it started")
         return self.get(job_id)
 
     def counts(self) -> dict[str, int]:

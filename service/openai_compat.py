@@ -6,25 +6,30 @@ import base64
 from typing import Literal
 
 import numpy as np
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from models.errors import WhiteningError
+from whitevec.models.errors import WhiteningError
 
+from .body import body_openapi, json_body
 from .deps import check_texts, encode, get_runtime, require_api_key
-from .errors import InvalidRequest, NotFound, NotReady, Overloaded, Unauthorized, responses
+from .errors import COMMON, InvalidRequest, NotFound, NotReady, Overloaded, Unauthorized, responses
 from .runtime import Runtime
+from .schemas import NonEmpty
 
 #: Model names a client may send besides the served model's own.
 ALIASES = ("whitevec", "default")
 
 
 class EmbeddingsRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
-        {"input": ["hello world", "你好，世界"], "model": "all-MiniLM-L6-v2", "encoding_format": "float"}]})
+    """Validated as strictly as /embed: non-empty texts, no token arrays, no coercion."""
 
-    input: str | list[str] = Field(description="Text or texts to embed (token arrays are not accepted).")
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False, json_schema_extra={"examples": [
+        {"input": ["hello world", "你好，世界"], "model": "whitevec", "encoding_format": "float"}]})
+
+    input: NonEmpty | list[NonEmpty] = Field(description="Text or non-empty list of texts (token arrays are "
+                                             "not accepted).")
     model: str = Field(description="The served model's name (GET /v1/models), or `whitevec`.")
     dimensions: int | None = Field(None, ge=1, description="Kept whitened dims, at most the fitted dim.")
     encoding_format: Literal["float", "base64"] = "float"
@@ -52,12 +57,14 @@ class EmbeddingsResponse(BaseModel):
 router = APIRouter(prefix="/v1", tags=["openai"], dependencies=[Depends(require_api_key)])
 
 
-@router.post("/embeddings", response_model=EmbeddingsResponse,
-             responses=responses(InvalidRequest, Unauthorized, NotFound, Overloaded, NotReady))
-async def embeddings(req: EmbeddingsRequest, rt: Runtime = Depends(get_runtime)) -> Response:
-    """OpenAI's embeddings API over the active version: whitened (dims = `dimensions`) and normalised."""
+@router.post("/embeddings", response_model=EmbeddingsResponse, openapi_extra=body_openapi(EmbeddingsRequest),
+             responses=responses(*COMMON, Unauthorized, NotFound, Overloaded))
+async def embeddings(request: Request, req: EmbeddingsRequest = Depends(json_body(EmbeddingsRequest)),
+                     rt: Runtime = Depends(get_runtime)) -> Response:
+    """OpenAI's embeddings API over the active version: whitened (dims = `dimensions`) and normalised.
+    `model` may always be `whitevec`: that alias survives a model change (a fine-tune's activation)."""
     texts = [req.input] if isinstance(req.input, str) else req.input
-    if not texts or any(not t.strip() for t in texts):
+    if not texts:
         raise InvalidRequest("input must be a non-empty string or a non-empty list of non-empty strings",
                              param="input")
     check_texts(rt, texts, "input")
@@ -69,7 +76,7 @@ async def embeddings(req: EmbeddingsRequest, rt: Runtime = Depends(get_runtime))
         bundle.pipeline.output_dim(True, req.dimensions)
     except WhiteningError as exc:
         raise InvalidRequest(str(exc), param="dimensions") from exc
-    raw = await encode(rt, bundle, texts)
+    raw = await encode(rt, bundle, texts, request)
     vectors = bundle.pipeline.postprocess(raw.vectors, True, req.dimensions, True).astype(np.float32)
     if req.encoding_format == "base64":
         data = [base64.b64encode(v.astype("<f4").tobytes()).decode() for v in vectors]
@@ -87,5 +94,5 @@ async def models(rt: Runtime = Depends(get_runtime)) -> dict:
     """The one served model, in OpenAI's list shape."""
     bundle = rt.require_bundle()
     created = int((bundle.manifest or {}).get("created_at", 0))
-    return {"object": "list", "data": [{"id": bundle.encoder.identity.name, "object": "model",
-                                         "created": created, "owned_by": "whitevec"}]}
+    return {"object": "list", "data": [{"id": name, "object": "model", "created": created, "owned_by": "whitevec"}
+                                        for name in (bundle.encoder.identity.name, "whitevec")]}

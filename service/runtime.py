@@ -1,27 +1,31 @@
-"""The service's live state: the served bundle, the batcher, the job runner, and the rebuild job."""
+"""The service's live state: the served bundle, the batcher, the job runner, and the jobs' work."""
 
 from __future__ import annotations
 
 import json
 import logging
 import os
+import re
 import secrets
+import shutil
 import subprocess
 import sys
 import threading
 import time
 from pathlib import Path
 
-from index.build import build_version
-from index.faiss_index import IndexSpec
-from index.store import Document
-from index.versions import Bundle, VersionStore
-from models.encoder import Encoder
-from models.pipeline import Pipeline
-from models.whitening import WhiteningParams
+from whitevec.index.build import build_version
+from whitevec.index.faiss_index import IndexSpec
+from whitevec.index.store import Document
+from whitevec.index.versions import Bundle, DataDirLock, VersionStore
+from whitevec.models.encoder import Encoder
+from whitevec.models.errors import WhitevecError
+from whitevec.models.loader import bundled_model_dir
+from whitevec.models.pipeline import Pipeline
+from whitevec.models.whitening import WhiteningParams
 
 from .batcher import Batcher
-from .errors import NotReady
+from .errors import InvalidRequest, NotReady
 from .jobs import JobContext, JobRunner
 from .metrics import Metrics
 from .settings import Settings
@@ -29,6 +33,9 @@ from .settings import Settings
 log = logging.getLogger("whitevec")
 
 DEMO_CORPUS = Path(__file__).resolve().parent / "demo" / "corpus.jsonl"
+#: Suffixes earlier fine-tunes added to a model name; stripped so names never grow.
+_FINETUNE_SUFFIX = re.compile(r"(-ft-\d{8}T\d{6}-[0-9a-f]{4}|-amsoftmax(-\d{8}T\d{6})?)$")
+MODEL_BASE_CHARS = 40
 
 
 class Runtime:
@@ -37,9 +44,10 @@ class Runtime:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         settings.import_dir.mkdir(parents=True, exist_ok=True)
         self.versions = VersionStore(settings.data_dir)
+        self._lock = DataDirLock(settings.data_dir)
         self.jobs = JobRunner(settings.data_dir / "jobs.sqlite")
         self.metrics = Metrics()
-        self.batcher = Batcher(settings.max_batch, settings.max_wait_ms, settings.max_queue,
+        self.batcher = Batcher(settings.max_batch, settings.max_batch_tokens, settings.max_queue_tokens,
                                on_batch=self.metrics.batch_size.observe)
         self.metrics.bind(lambda: self.batcher.pending,
                           lambda: self.bundle.index.count if self.bundle and self.bundle.index else 0,
@@ -47,10 +55,63 @@ class Runtime:
         token = settings.admin_token.get_secret_value() if settings.admin_token else None
         self.admin_token_generated = token is None
         self.admin_token = token or secrets.token_urlsafe(24)
+        self._token_announced = False
         self.bundle: Bundle | None = None
         self.load_error: str | None = None
+        self.refused: dict | None = None  # the active version, when it could not be served, and why
 
-    # --- loading and swapping -------------------------------------------------------------
+    # --- the data dir ----------------------------------------------------------------------
+
+    def lock(self, what: str = "a whitevec server") -> None:
+        """Hold the data dir for this process (idempotent); DataDirLocked names the holder."""
+        self._lock.acquire(what)
+
+    def unlock(self) -> None:
+        self._lock.release()
+
+    def announce_token(self) -> None:
+        """A generated admin token is printed once, to the console — never to the log."""
+        if self.admin_token_generated and not self._token_announced:
+            self._token_announced = True
+            print(f"whitevec: no WHITEVEC_ADMIN_TOKEN set; admin token for this run: {self.admin_token}",
+                  file=sys.stderr, flush=True)
+
+    def cleanup_at_start(self) -> None:
+        """With the data dir locked: crash leftovers of rebuilds, trainings and model saves."""
+        removed = self.versions.cleanup_partial()
+        if removed:
+            log.info("removed leftovers of interrupted rebuilds: %s", ", ".join(removed))
+        shutil.rmtree(self.settings.data_dir / "training", ignore_errors=True)
+        models = self.settings.data_dir / "models"
+        if models.is_dir():
+            for path in models.iterdir():
+                if path.name.startswith((".tmp-", ".old-")):
+                    shutil.rmtree(path, ignore_errors=True)
+        self.prune_models()
+
+    def prune_models(self) -> list[str]:
+        """Delete fine-tuned folders in DATA_DIR/models that no kept version uses, past the newest keep_models."""
+        models = self.settings.data_dir / "models"
+        if not models.is_dir():
+            return []
+        used = set()
+        for version in self.versions.versions():
+            try:
+                used.add(Path(self.versions.manifest(version)["model"]["path"]).resolve())
+            except (OSError, ValueError, KeyError):
+                continue
+        if self.bundle is not None:
+            used.add(self.bundle.encoder.model_dir.resolve())
+        unused = sorted((p for p in models.iterdir() if p.is_dir() and not p.name.startswith(".")
+                         and p.resolve() not in used), key=lambda p: p.stat().st_mtime, reverse=True)
+        doomed = unused[self.settings.keep_models:]
+        for path in doomed:
+            shutil.rmtree(path, ignore_errors=True)
+        if doomed:
+            log.info("removed unused fine-tuned models: %s", ", ".join(p.name for p in doomed))
+        return [p.name for p in doomed]
+
+    # --- loading and swapping --------------------------------------------------------------
 
     def new_encoder(self, model_dir: Path | None = None) -> Encoder:
         s = self.settings
@@ -58,27 +119,59 @@ class Runtime:
                        tokenizer=s.tokenizer, max_length=s.max_length, device=s.device, batch_size=s.max_batch)
 
     def load(self) -> None:
-        """Load the active version, or the configured model alone when no index exists yet (once)."""
+        """Load the active version (verified); if it is damaged, the newest intact version that was
+        served before; if none, the configured model alone. Once."""
         if self.bundle is not None:
             return
         try:
-            self.versions.cleanup_partial()
-            active = self.versions.active()
-            if active is None:
-                self.bundle = Bundle(Pipeline(self.new_encoder()))
-            else:
-                self.bundle = self.versions.load(active, device=self.settings.device,
-                                                 use_gpu=self.settings.use_gpu_index)
-                self._warn_if_model_setting_differs()
+            self.lock()
+            self.cleanup_at_start()
+            self.bundle = self._load_best()
         except Exception as exc:
             self.load_error = str(exc)
             log.error("whitevec could not load its model bundle: %s", exc)
             raise
         log.info("whitevec ready: %s", self.describe())
 
-    def _warn_if_model_setting_differs(self) -> None:
+    def _load_best(self) -> Bundle:
+        active = self.versions.active()
+        if active is None:
+            return Bundle(Pipeline(self.new_encoder()))
+        history = [h["version"] for h in self.versions.history()]
+        candidates = list(dict.fromkeys([*history, *reversed(self.versions.versions())]))
+        reason = None
+        for version in candidates:
+            try:
+                bundle = self.versions.load(version, device=self.settings.device, use_gpu=self.settings.use_gpu_index)
+            except WhitevecError as exc:
+                log.error("refusing version %s: %s", version, exc)
+                if version == active:
+                    reason = str(exc)
+                continue
+            if version != active:
+                self.refused = {"version": active, "reason": reason, "served_instead": version}
+                log.error("the active version %s cannot be served (%s); serving %s, the newest intact version, "
+                          "until a rebuild or an activation replaces it", active, reason, version)
+            else:
+                self._warn_if_model_setting_differs(bundle)
+            return bundle
+        self.refused = {"version": active, "reason": reason, "served_instead": None}
+        log.error("no intact version in %s (the active one, %s: %s); serving the configured model without an "
+                  "index until a rebuild", self.versions.root, active, reason)
+        return Bundle(Pipeline(self.new_encoder()))
+
+    def served_encoder(self) -> Encoder:
+        """The model a server on this data dir serves, loaded read-only (no lock, no cleanup)."""
+        active = self.versions.active()
+        if active is None:
+            return self.new_encoder()
+        model = self.versions.verify_files(active)["model"]
+        return Encoder(model["path"], pooling=model["pooling"], tokenizer=model["tokenizer"],
+                       max_length=model["max_length"], device=self.settings.device)
+
+    def _warn_if_model_setting_differs(self, bundle: Bundle) -> None:
         wanted = self.settings.model_dir
-        served = self.bundle.encoder.model_dir
+        served = bundle.encoder.model_dir
         if wanted is not None and Path(wanted).resolve() != served:
             log.warning("WHITEVEC_MODEL_DIR is %s but the active version was built with %s; serving %s. "
                         "Rebuild the index (whitevec index build --model …) to switch models.",
@@ -97,90 +190,201 @@ class Runtime:
                            headers={"Retry-After": "2"})
         return self.bundle
 
+    def no_index_message(self) -> str:
+        if self.refused is not None:
+            return (f"the active version {self.refused['version']} cannot be served ({self.refused['reason']}) "
+                    "and no other intact version exists: rebuild the index (POST /admin/index/rebuild)")
+        return ("no index has been built yet: POST /admin/index/rebuild with documents, "
+                "or run `whitevec index build FILE.jsonl`")
+
+    def model_source(self, encoder: Encoder) -> str:
+        """Where the served model comes from, without absolute paths."""
+        path = encoder.model_dir
+        if path == bundled_model_dir().resolve():
+            return "bundled"
+        try:
+            return "data dir: " + str(path.relative_to(self.settings.data_dir.resolve()))
+        except ValueError:
+            return "model folder " + path.name
+
+    def ready_report(self) -> dict:
+        bundle = self.require_bundle()
+        enc, index, w = bundle.encoder, bundle.index, bundle.pipeline.whitening
+        s = self.settings
+        return {
+            "status": "ready" if self.refused is None else "degraded",
+            "model": enc.identity.name,
+            "model_source": self.model_source(enc),
+            "pooling": enc.pooling.mode,
+            "tokenizer": enc.tokenizer.kind,
+            "encoder_device": str(enc.device),
+            "dim": bundle.pipeline.output_dim(),
+            "model_dim": enc.dim,
+            "version": bundle.version,
+            "refused": self.refused,
+            "whitening": None if w is None else {"version": w.version, **w.params.to_dict()},
+            "limits": {"max_texts": s.max_texts, "max_text_chars": s.max_text_chars, "max_k": s.max_k,
+                       "max_body_bytes": s.max_body_bytes, "max_nprobe": s.max_nprobe,
+                       "max_ef_search": s.max_ef_search},
+            "index": {
+                "loaded": index is not None,
+                "type": index.spec.type if index else None,
+                "spec": index.spec.to_dict() if index else None,
+                "device": index.device if index else None,
+                "count": index.count if index else 0,
+            },
+        }
+
     def activate(self, version: str, encoder: Encoder | None) -> Bundle:
-        """Load a written version fully, then point at it, then serve it: a failure changes nothing."""
+        """Load a written version fully (verified), then point at it, then serve it: a failure changes nothing."""
         bundle = self.versions.load(version, encoder=encoder, device=self.settings.device,
                                     use_gpu=self.settings.use_gpu_index)
         self.versions.activate(version)
-        self.bundle = bundle
-        pruned = self.versions.prune(self.settings.keep_versions)
+        previous, self.bundle, self.refused = self.bundle, bundle, None
+        protect = {previous.version} if previous is not None and previous.version else set()
+        pruned = self.versions.prune(self.settings.keep_versions, protect=protect)
         if pruned:
             log.info("pruned old versions %s", ", ".join(pruned))
+        self.prune_models()
         log.info("serving version %s: %s", version, self.describe())
         return bundle
 
-    # --- rebuilds -------------------------------------------------------------------------
+    # --- rebuilds --------------------------------------------------------------------------
 
     def whitening_params(self, beta: float | None, gamma: float | None, dim: int | None) -> WhiteningParams:
         s = self.settings
         return WhiteningParams(s.whiten_beta if beta is None else beta, s.whiten_gamma if gamma is None else gamma,
                                s.whiten_dim if dim is None else dim)
 
-    def index_spec(self, fields: dict | None) -> IndexSpec:
+    @staticmethod
+    def check_whitening_dim(params: WhiteningParams, encoder: Encoder) -> None:
+        if params.dim is not None and params.dim > encoder.dim:
+            raise InvalidRequest(f"whitening dim {params.dim} is above the model's {encoder.dim} dims",
+                                 param="whitening.dim")
+
+    def index_spec(self, fields: dict | None, n: int | None = None) -> IndexSpec:
+        """The asked index spec over the defaults; checked against n documents when given."""
         fields = {k: v for k, v in (fields or {}).items() if v is not None}
         fields.setdefault("type", self.settings.index_type)
-        return IndexSpec(**fields)
+        try:
+            spec = IndexSpec(**fields)
+            if n is not None and n >= self.settings.min_approx_vectors:
+                spec.resolved(n)
+        except ValueError as exc:
+            raise InvalidRequest(str(exc), param="index") from exc
+        return spec
 
     def rebuild(self, ctx: JobContext | None, documents: list[Document], whitening: WhiteningParams,
                 spec: IndexSpec, encoder: Encoder | None = None, progress_bar: bool = False) -> dict:
-        """Encode with the served model (or `encoder`), fit, index, write a version, swap it in."""
+        """Encode with `encoder`, or the model served when this runs, fit, index, write a version, swap it in."""
         encoder = encoder or self.require_bundle().encoder
+        self.check_whitening_dim(whitening, encoder)
 
         def on_progress(done: int, total: int) -> None:
             if ctx is not None:
                 ctx.check_cancelled()
                 ctx.progress(done, total, phase="encoding")
 
-        result = build_version(self.versions, encoder, documents, whitening, spec, on_progress, progress_bar)
+        result = build_version(self.versions, encoder, documents, whitening, spec, on_progress, progress_bar,
+                               min_approx=self.settings.min_approx_vectors)
         if ctx is not None:
             ctx.check_cancelled()
         self.activate(result.version, encoder)
         m = result.manifest
         return {"version": result.version, "documents": m["documents"]["count"], "index": m["index"],
+                "model": m["model"]["name"],
                 "whitening": {k: m["whitening"][k] for k in ("version", "params", "rank", "output_dim", "jl_dim")},
                 "seconds": m["build_seconds"], "warnings": m["warnings"]}
 
-    # --- training -------------------------------------------------------------------------
+    # --- training --------------------------------------------------------------------------
+
+    def model_output_dir(self, name: str | None, base: str | None = None) -> Path:
+        """Where a fine-tune is written: `name`, or a bounded unique name from the served model's base name."""
+        models = self.settings.data_dir / "models"
+        if name is not None:
+            out = models / name
+            if out.exists():
+                raise InvalidRequest(f"a model named {name!r} already exists in the data dir; choose another "
+                                     "`name`, or omit it for a generated one", param="name")
+            return out
+        base = base or self.require_bundle().encoder.identity.name
+        while (stripped := _FINETUNE_SUFFIX.sub("", base)) != base:
+            base = stripped
+        base = base[:MODEL_BASE_CHARS] or "model"
+        while True:
+            out = models / f"{base}-ft-{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{secrets.token_hex(2)}"
+            if not out.exists():
+                return out
+
+    def training_spec(self, config: dict, examples: list[dict] | None, pairs: list[dict] | None,
+                      pair_threshold: float, eval_path: Path | None, out_dir: Path) -> dict:
+        """What the worker needs: the model served when the job runs, the data, where to write."""
+        enc = self.require_bundle().encoder
+        return {
+            "model": {"path": str(enc.model_dir), "pooling": enc.pooling.mode, "tokenizer": enc.tokenizer.kind,
+                      "max_length": enc.max_length},
+            "device": self.settings.device, "config": config, "examples": examples, "pairs": pairs,
+            "pair_threshold": pair_threshold, "eval_path": str(eval_path) if eval_path else None,
+            "out_dir": str(out_dir),
+        }
 
     def train(self, ctx: JobContext, spec: dict, activate: bool) -> dict:
-        """Run models.training in a child process with bounded threads; optionally activate the result."""
+        """Run whitevec.models.training in a child process with bounded threads; optionally activate the result.
+        The work folder is removed when the job ends, whatever the outcome."""
         work = self.settings.data_dir / "training" / ctx.id
         work.mkdir(parents=True, exist_ok=True)
+        try:
+            report = self._run_training(ctx, spec, work)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+        result = {"model_dir": Path(spec["out_dir"]).name, "report": report}
+        if activate:
+            result["activation"] = self.activate_model(ctx, Path(spec["out_dir"]))
+        else:
+            self.prune_models()
+        return result
+
+    def _run_training(self, ctx: JobContext, spec: dict, work: Path) -> dict:
         spec = {**spec, "config": {**spec["config"], "threads": self.settings.train_threads}}
         (work / "config.json").write_text(json.dumps(spec), encoding="utf-8")
         threads = str(self.settings.train_threads)
         env = {**os.environ, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads, "TOKENIZERS_PARALLELISM": "false"}
         with open(work / "stderr.log", "w") as err:
-            proc = subprocess.Popen([sys.executable, "-m", "models.training", str(work / "config.json")],
+            proc = subprocess.Popen([sys.executable, "-m", "whitevec.models.training", str(work / "config.json")],
                                     stdout=subprocess.PIPE, stderr=err, text=True, env=env)
             watcher = threading.Thread(target=self._stop_on_cancel, args=(ctx, proc), daemon=True)
             watcher.start()
             report, error = None, None
             assert proc.stdout is not None
-            for line in proc.stdout:
-                event = json.loads(line)
-                kind = event["event"]
-                if kind == "start":
-                    ctx.progress(0, 1, phase="training", classes=event["n_classes"], texts=event["n_texts"])
-                elif kind == "step":
-                    ctx.progress(event["step"], event["total"], phase="training", loss=round(event["loss"], 5))
-                elif kind == "eval":
-                    ctx.note(**{f"eval_{event['when']}": event["spearman"]})
-                elif kind == "error":
-                    error = event["error"]
-                elif kind == "done":
-                    report = event["report"]
-            rc = proc.wait()
+            try:
+                for line in proc.stdout:
+                    try:
+                        event = json.loads(line)
+                        kind = event["event"]
+                    except (ValueError, KeyError, TypeError):
+                        raise RuntimeError(f"the training process printed a line that is not one of its JSON "
+                                           f"events ({line.strip()[:200]!r}); it was stopped") from None
+                    if kind == "start":
+                        ctx.progress(0, 1, phase="training", classes=event["n_classes"], texts=event["n_texts"])
+                    elif kind == "step":
+                        ctx.progress(event["step"], event["total"], phase="training", loss=round(event["loss"], 5))
+                    elif kind == "eval":
+                        ctx.note(**{f"eval_{event['when']}": event["spearman"],
+                                    f"hit_at_1_{event['when']}": event.get("hit_at_1")})
+                    elif kind == "error":
+                        error = event["error"]
+                    elif kind == "done":
+                        report = event["report"]
+            finally:
+                if proc.poll() is None and report is None:
+                    proc.kill()
+                rc = proc.wait()
         ctx.check_cancelled()
         if report is None:
             tail = (work / "stderr.log").read_text(errors="replace")[-500:].strip()
-            reason = error or (f"the training process was killed by signal {-rc} (out of memory?)" if rc < 0
-                               else f"the training process exited with status {rc}: {tail}")
-            raise RuntimeError(reason)
-        result = {"model_dir": spec["out_dir"], "report": report}
-        if activate:
-            result["activation"] = self.activate_model(ctx, Path(spec["out_dir"]))
-        return result
+            raise RuntimeError(error or (f"the training process was killed by signal {-rc} (out of memory?)" if rc < 0
+                                         else f"the training process exited with status {rc}: {tail}"))
+        return report
 
     @staticmethod
     def _stop_on_cancel(ctx: JobContext, proc: subprocess.Popen) -> None:
@@ -201,16 +405,3 @@ class Runtime:
         documents = bundle.store.all()
         return self.rebuild(ctx, documents, bundle.pipeline.whitening.params, bundle.index.spec, encoder=encoder)
 
-    def training_spec(self, config: dict, examples: list[dict] | None, pairs: list[dict] | None,
-                      pair_threshold: float, eval_path: Path | None, name: str | None) -> dict:
-        """What the worker needs: the served model, the data, where to write."""
-        enc = self.require_bundle().encoder
-        stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
-        out = self.settings.data_dir / "models" / (name or f"{enc.identity.name}-amsoftmax-{stamp}")
-        return {
-            "model": {"path": str(enc.model_dir), "pooling": enc.pooling.mode, "tokenizer": enc.tokenizer.kind,
-                      "max_length": enc.max_length},
-            "device": self.settings.device, "config": config, "examples": examples, "pairs": pairs,
-            "pair_threshold": pair_threshold, "eval_path": str(eval_path) if eval_path else None,
-            "out_dir": str(out),
-        }

@@ -10,7 +10,9 @@ NonEmpty = Annotated[str, StringConstraints(min_length=1, pattern=r"\S")]
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True)
+    """Unknown fields and wrong types are refused; NaN and ±inf are not numbers here."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
 
 
 class EmbedRequest(Strict):
@@ -36,6 +38,10 @@ class SearchRequest(Strict):
     query: NonEmpty | None = Field(None, description="One query; or use `queries`.")
     queries: list[NonEmpty] | None = Field(None, min_length=1, description="Several queries, answered in order.")
     k: int = Field(10, ge=1, description="Hits per query.")
+    nprobe: int | None = Field(None, ge=1, description="ivf only: clusters visited per query, at most the "
+                               "index's nlist (and WHITEVEC_MAX_NPROBE); null: the version's own.")
+    ef_search: int | None = Field(None, ge=1, description="hnsw only: candidate list per query, at most "
+                                  "WHITEVEC_MAX_EF_SEARCH; null: the version's own.")
 
     @model_validator(mode="after")
     def _one_of(self) -> "SearchRequest":
@@ -116,6 +122,8 @@ class TrainAccepted(JobAccepted):
 class JobProgress(BaseModel):
     done: int
     total: int
+    phase: str | None = Field(None, description="What done/total count: `encoding` (documents), `training` "
+                              "(steps), `done` once finished.")
 
 
 class JobOut(BaseModel):
@@ -162,7 +170,7 @@ class TrainRequest(Strict):
     margin: float = Field(0.35, ge=0, lt=1, description="m: margin subtracted from the true class's cosine.")
     activate: bool = Field(False, description="Re-encode the corpus with the new model, refit whitening, "
                            "rebuild the index and serve them as one new version.")
-    name: str | None = Field(None, pattern=r"^[A-Za-z0-9._-]{1,80}$", description="Output model folder name.")
+    name: str | None = Field(None, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,79}$", description="Output model folder name.")
 
     @model_validator(mode="after")
     def _one_of(self) -> "TrainRequest":

@@ -28,18 +28,27 @@ class Settings(BaseSettings):
     index_type: str = Field("flat", description="Default index type for rebuilds: flat, ivf or hnsw.")
 
     max_batch: int = Field(32, ge=1, description="Most texts the batcher sends to the model at once.")
-    max_wait_ms: float = Field(5.0, ge=0, description="How long the batcher waits to fill a batch.")
-    max_queue: int = Field(1024, ge=1, description="Most texts waiting for the model; beyond it requests get 429.")
+    max_batch_tokens: int = Field(8192, ge=1, description="Most padded tokens (rows × longest row) in one model "
+                                  "batch; a single text longer than this still runs alone.")
+    max_queue_tokens: int = Field(32768, ge=1, description="Most tokens (after truncation) admitted and not yet "
+                                  "encoded; beyond it requests get 429. A lone request larger than this still runs.")
     max_texts: int = Field(256, ge=1, description="Most texts (or queries) in one /embed or /search request.")
     max_text_chars: int = Field(20_000, ge=1, description="Longest text accepted, in characters.")
     max_k: int = Field(100, ge=1, description="Largest k for /search.")
     max_body_bytes: int = Field(64 * 1024 * 1024, ge=1024, description="Largest request body; beyond it 413.")
     max_documents: int = Field(2_000_000, ge=2, description="Most documents in one rebuild.")
+    max_nprobe: int = Field(2048, ge=1, description="Largest per-request `nprobe` on /search (ivf).")
+    max_ef_search: int = Field(4096, ge=1, description="Largest per-request `ef_search` on /search (hnsw).")
+    min_approx_vectors: int = Field(10_000, ge=1, description="Below this many documents a rebuild asking for "
+                                    "ivf or hnsw builds flat (exact and faster at that size), with a warning.")
 
     admin_token: SecretStr | None = Field(None, description="Bearer token for /admin; none: one is generated "
                                           "at start and printed, so admin is never open.")
     api_key: SecretStr | None = Field(None, description="Bearer key for /embed, /search and /v1/*; none: open.")
-    keep_versions: int = Field(3, ge=1, description="Versions kept on disk, the active one included.")
+    keep_versions: int = Field(3, ge=2, description="Versions kept on disk, by activation history: the active "
+                               "and the previously active one always, then the most recently activated.")
+    keep_models: int = Field(2, ge=0, description="Fine-tuned model folders in DATA_DIR/models kept besides those "
+                             "used by kept versions (the newest ones).")
     train_threads: int = Field(max(1, (os.cpu_count() or 2) // 2), ge=1,
                                description="Torch threads of the training process (the rest keep serving).")
 

@@ -9,7 +9,7 @@ import socket
 import subprocess
 import sys
 import time
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 
 import httpx
@@ -46,14 +46,14 @@ def tiny_model_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_encoder(tiny_model_dir):
-    from models.encoder import Encoder
+    from whitevec.models.encoder import Encoder
 
     return Encoder(tiny_model_dir, device="cpu")
 
 
 @pytest.fixture(scope="session")
 def bundled_encoder():
-    from models.encoder import Encoder
+    from whitevec.models.encoder import Encoder
 
     return Encoder(device="cpu")
 
@@ -122,10 +122,10 @@ def anyio_backend() -> str:
 
 @pytest.fixture
 def settings(tmp_path, tiny_model_dir):
-    from service.settings import Settings
+    from whitevec.service.settings import Settings
 
     return Settings(data_dir=tmp_path / "data", model_dir=tiny_model_dir, admin_token=ADMIN_TOKEN,
-                    max_wait_ms=1, device="cpu")
+                    device="cpu")
 
 
 async def wait_ready(client: httpx.AsyncClient, timeout: float = 60) -> dict:
@@ -151,13 +151,30 @@ async def wait_job(client: httpx.AsyncClient, job_id: str, timeout: float = 120)
 @asynccontextmanager
 async def serving(settings):
     """The real app, lifespan and all, behind httpx's ASGI transport."""
-    from service.app import create_app
+    from whitevec.service.app import create_app
 
     app = create_app(settings)
     async with app.router.lifespan_context(app):
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://whitevec") as client:
             await wait_ready(client)
             yield app, client
+
+
+@contextmanager
+def slowed_encoder(app, seconds: float):
+    """Make every model batch of the served encoder take at least `seconds` (deterministic overlap)."""
+    encoder = app.state.runtime.bundle.encoder
+    original = encoder.embed_tokens
+
+    def slow(ids):
+        time.sleep(seconds)
+        return original(ids)
+
+    encoder.embed_tokens = slow
+    try:
+        yield encoder
+    finally:
+        del encoder.embed_tokens
 
 
 async def rebuild(client: httpx.AsyncClient, body: dict) -> dict:
@@ -175,7 +192,7 @@ def free_port() -> int:
 
 
 class ServeProcess:
-    """`python -m service.cli serve` on a free loopback port; stopped by stop()."""
+    """`python -m whitevec.service.cli serve` on a free loopback port; stopped by stop()."""
 
     def __init__(self, args: list[str], env: dict[str, str], ready: bool = True, timeout: float = 180) -> None:
         import tempfile
@@ -184,7 +201,7 @@ class ServeProcess:
         self.base = f"http://127.0.0.1:{self.port}"
         # A file, not a pipe: an unread pipe fills up with access logs and blocks the server.
         self.log = tempfile.NamedTemporaryFile("w+", prefix="whitevec-serve-", suffix=".log")
-        self.proc = subprocess.Popen([sys.executable, "-m", "service.cli", "serve", "--port", str(self.port), *args],
+        self.proc = subprocess.Popen([sys.executable, "-m", "whitevec.service.cli", "serve", "--port", str(self.port), *args],
                                      env={**os.environ, **env}, stdout=self.log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

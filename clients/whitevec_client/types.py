@@ -17,6 +17,7 @@ class Hit(BaseModel):
 class JobProgress(BaseModel):
     done: int
     total: int
+    phase: Optional[str] = None
 
 
 class Job(BaseModel):

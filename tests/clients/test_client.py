@@ -131,12 +131,12 @@ def test_not_ready_when_the_model_cannot_load(tmp_path, tiny_model_dir):
 
 def test_overloaded_and_retries_on_429(tmp_path, tiny_model_dir):
     proc = ServeProcess(["--model", str(tiny_model_dir)], {
-        "WHITEVEC_DATA_DIR": str(tmp_path / "d"), "WHITEVEC_MAX_QUEUE": "2", "WHITEVEC_MAX_WAIT_MS": "100"})
+        "WHITEVEC_DATA_DIR": str(tmp_path / "d"), "WHITEVEC_MAX_QUEUE_TOKENS": "1"})
 
     async def burst(retries: int):
         async with AsyncClient(proc.base, retries=retries, backoff=0.05) as wv:
             await wv.embed(["warm up"])
-            return await asyncio.gather(*[wv.embed(["hello", "world"]) for _ in range(10)],
+            return await asyncio.gather(*[wv.embed(["hello", "world"]) for _ in range(20)],
                                         return_exceptions=True)
     try:
         results = asyncio.run(burst(0))
@@ -183,7 +183,7 @@ def test_environment_variables(server, monkeypatch):
 
 
 def test_types_agree_with_the_server_openapi(settings):
-    from service.app import create_app
+    from whitevec.service.app import create_app
 
     spec = create_app(settings).openapi()["components"]["schemas"]
 
@@ -205,5 +205,5 @@ def test_types_agree_with_the_server_openapi(settings):
 def test_client_distribution_is_light():
     meta = tomllib.loads((Path(__file__).resolve().parents[2] / "clients" / "pyproject.toml").read_text())
     assert {d.split(">")[0].split("=")[0] for d in meta["project"]["dependencies"]} == {"httpx", "pydantic"}
-    code = "import sys, whitevec_client; assert not {'torch', 'faiss', 'fastapi', 'models', 'service'} & set(sys.modules)"
+    code = "import sys, whitevec_client; assert not {'torch', 'faiss', 'fastapi', 'whitevec.models', 'whitevec.service'} & set(sys.modules)"
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from index.faiss_index import IndexSpec, VectorIndex
+from whitevec.index.faiss_index import IndexSpec, VectorIndex
 
 
 def clustered(n: int, d: int = 32, seed: int = 0) -> np.ndarray:

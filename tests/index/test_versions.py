@@ -2,13 +2,13 @@ import json
 
 import pytest
 
-from index.build import build_version
-from index.documents import check_documents, read_jsonl, resolve_import_path
-from index.faiss_index import IndexSpec
-from index.store import Document
-from index.versions import VersionStore
-from models.errors import ModelFolderError, WhitevecError
-from models.whitening import WhiteningParams
+from whitevec.index.build import build_version
+from whitevec.index.documents import check_documents, read_jsonl, resolve_import_path
+from whitevec.index.faiss_index import IndexSpec
+from whitevec.index.store import Document
+from whitevec.index.versions import VersionStore
+from whitevec.models.errors import ModelFolderError, WhitevecError
+from whitevec.models.whitening import WhiteningParams
 from tests.conftest import demo_documents, make_tiny_bert
 
 
@@ -33,7 +33,7 @@ def test_build_commit_activate_load(tmp_path, tiny_encoder):
 
 
 def test_refuses_a_model_that_changed_since_the_build(tmp_path):
-    from models.encoder import Encoder
+    from whitevec.models.encoder import Encoder
 
     folder = make_tiny_bert(tmp_path / "m")
     store = VersionStore(tmp_path / "data")

@@ -3,9 +3,9 @@ import shutil
 import numpy as np
 import pytest
 
-from models.encoder import Encoder
-from models.errors import ModelFolderError
-from models.loader import fingerprint, resolve_model_dir
+from whitevec.models.encoder import Encoder
+from whitevec.models.errors import ModelFolderError
+from whitevec.models.loader import fingerprint, resolve_model_dir
 from tests.conftest import make_tiny_bert
 
 
@@ -53,7 +53,7 @@ def test_bundled_model_matches_sentence_transformers(bundled_encoder):
     """The real all-MiniLM-L6-v2: same vectors as its reference implementation."""
     from sentence_transformers import SentenceTransformer
 
-    from models.loader import bundled_model_dir
+    from whitevec.models.loader import bundled_model_dir
 
     texts = ["A man is playing a guitar.", "Someone plays an instrument.", "The stock market fell today."]
     ours = bundled_encoder.encode(texts).vectors

@@ -6,9 +6,9 @@ import pytest
 import torch
 from transformers import BertModel
 
-from models.encoder import Encoder
-from models.errors import ModelFolderError
-from models.pooling import Pooling, default_pooling
+from whitevec.models.encoder import Encoder
+from whitevec.models.errors import ModelFolderError
+from whitevec.models.pooling import Pooling, default_pooling
 
 TEXTS = ["the cat sat on the mat", "hello", "今天天气不错"]
 
@@ -65,7 +65,7 @@ def test_default_pooling_comes_from_the_folder(tiny_model_dir, tmp_path, bundled
 
 def test_unknown_pooling_is_named():
     with pytest.raises(ValueError, match="choose one of cls, pooler"):
-        Pooling("max")
+        Pooling("weighted-mean")
 
 
 def test_pooler_without_trained_weights_is_refused(tmp_path):

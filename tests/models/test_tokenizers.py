@@ -1,6 +1,6 @@
 import pytest
 
-from models.tokenizers import TextTokenizer
+from whitevec.models.tokenizers import TextTokenizer
 
 
 @pytest.fixture(scope="module")

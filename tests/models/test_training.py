@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 import torch
 
-from models.encoder import Encoder
-from models.errors import WhitevecError
-from models.training import (TrainConfig, TrainingDataError, am_softmax_logits, am_softmax_loss,
+from whitevec.models.encoder import Encoder
+from whitevec.models.errors import WhitevecError
+from whitevec.models.training import (TrainConfig, TrainingDataError, am_softmax_logits, am_softmax_loss,
                              classes_from_examples, classes_from_pairs, read_training_file, train)
 from tests.conftest import TRAIN_EXAMPLES as EXAMPLES
 

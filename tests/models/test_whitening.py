@@ -1,10 +1,10 @@
 import numpy as np
 import pytest
 
-from models.errors import WhiteningError, WhiteningMismatchError
-from models.loader import ModelIdentity
-from models.pipeline import Pipeline
-from models.whitening import Whitening, WhiteningParams, jl_dim
+from whitevec.models.errors import WhiteningError, WhiteningMismatchError
+from whitevec.models.loader import ModelIdentity
+from whitevec.models.pipeline import Pipeline
+from whitevec.models.whitening import Whitening, WhiteningParams, jl_dim
 
 IDENTITY = ModelIdentity(name="m", fingerprint="abc", pooling="cls", dim=16)
 

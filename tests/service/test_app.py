@@ -8,7 +8,7 @@ import sqlite3
 import numpy as np
 import pytest
 
-from tests.conftest import ADMIN, demo_documents, rebuild, serving, wait_job
+from tests.conftest import ADMIN, demo_documents, rebuild, serving, slowed_encoder, wait_job
 
 pytestmark = pytest.mark.anyio
 
@@ -17,7 +17,9 @@ async def test_health_ready_and_embed_before_any_index(settings):
     async with serving(settings) as (app, client):
         assert (await client.get("/healthz")).json() == {"status": "ok"}
         ready = (await client.get("/readyz")).json()
-        assert ready["index"] == {"loaded": False, "type": None, "device": None, "count": 0}
+        assert ready["index"] == {"loaded": False, "type": None, "spec": None, "device": None, "count": 0}
+        assert ready["status"] == "ready" and ready["model_source"] == "model folder tiny-bert0"
+        assert "/" not in json.dumps({k: v for k, v in ready.items() if k != "model_source"})
         assert ready["dim"] == 32 and ready["pooling"] == "first-last-avg" and ready["version"] is None
         r = await client.post("/embed", json={"texts": ["hello world", "the cat"]})
         assert r.status_code == 200, r.text
@@ -35,11 +37,12 @@ async def test_rebuild_then_search_and_embed(settings):
         docs = demo_documents()
         job = await rebuild(client, {"documents": docs, "whitening": {"beta": 1, "gamma": 1, "dim": 8}})
         assert job["state"] == "succeeded", job
-        assert job["progress"] == {"done": len(docs), "total": len(docs)}
+        assert job["progress"] == {"done": len(docs), "total": len(docs), "phase": "done"}
         assert job["result"]["documents"] == len(docs) and job["result"]["whitening"]["output_dim"] == 8
         assert job["started_at"] and job["finished_at"]
         ready = (await client.get("/readyz")).json()
-        assert ready["index"] == {"loaded": True, "type": "flat", "device": "cpu", "count": len(docs)}
+        assert ready["index"] == {"loaded": True, "type": "flat", "spec": {"type": "flat"}, "device": "cpu",
+                                  "count": len(docs)}
         assert ready["dim"] == 8 and ready["version"] == job["result"]["version"]
 
         queries = [docs[5]["text"], docs[0]["text"]]
@@ -68,11 +71,11 @@ async def test_rebuild_then_search_and_embed(settings):
 
 async def test_search_matches_exact_reference(settings, tiny_encoder):
     """Served scores equal the formula applied by hand: whiten with the saved fit, normalise, dot."""
-    from models.whitening import Whitening
+    from whitevec.models.whitening import Whitening
 
     async with serving(settings) as (app, client):
         docs = demo_documents()
-        job = await rebuild(client, {"documents": docs, "whitening": {"beta": 0.5, "gamma": 0.5, "dim": 16}})
+        job = await rebuild(client, {"documents": docs, "whitening": {"beta": 0.5, "gamma": 0.5, "dim": 10}})
         folder = settings.data_dir / "versions" / job["result"]["version"]
         fit = Whitening.load(folder / "whitening.npz")
         raw = tiny_encoder.encode([d["text"] for d in docs] + ["a red car"]).vectors.astype(np.float64)
@@ -142,6 +145,7 @@ async def test_malformed_json_and_oversized_body(settings):
     ({}, "exactly one"),
 ])
 async def test_bad_rebuild_requests(settings, body, fragment):
+    settings.min_approx_vectors = 2  # so ivf parameters are checked on this small corpus
     async with serving(settings) as (app, client):
         r = await client.post("/admin/index/rebuild", json=body, headers=ADMIN)
         assert r.status_code == 422, r.text
@@ -188,8 +192,10 @@ async def test_rebuild_from_import_folder_and_path_refusal(settings, tmp_path):
             r = await client.post("/admin/index/rebuild", json={"path": path}, headers=ADMIN)
             assert r.status_code == 422 and fragment in r.json()["error"]["message"], (path, r.text)
         job = await rebuild(client, {"path": "docs.jsonl", "index": {"type": "hnsw"}})
-        assert job["state"] == "succeeded" and job["result"]["index"]["spec"]["type"] == "hnsw"
-        assert (await client.get("/readyz")).json()["index"]["type"] == "hnsw"
+        # 12 documents are far below WHITEVEC_MIN_APPROX_VECTORS: exact search, said in the warnings
+        assert job["state"] == "succeeded" and job["result"]["index"]["spec"]["type"] == "flat"
+        assert any("built a flat (exact) index instead of hnsw" in w for w in job["result"]["warnings"])
+        assert (await client.get("/readyz")).json()["index"]["type"] == "flat"
 
 
 async def test_searches_during_a_rebuild_all_succeed(settings):
@@ -212,7 +218,7 @@ async def test_searches_during_a_rebuild_all_succeed(settings):
 
 
 async def test_exception_mid_rebuild_leaves_old_version_serving(settings, monkeypatch):
-    import index.build
+    import whitevec.index.build
 
     async with serving(settings) as (app, client):
         first = await rebuild(client, {"documents": demo_documents()})
@@ -220,7 +226,7 @@ async def test_exception_mid_rebuild_leaves_old_version_serving(settings, monkey
 
         def boom(*args, **kwargs):
             raise RuntimeError("disk on fire")
-        monkeypatch.setattr(index.build.VectorIndex, "build", boom)
+        monkeypatch.setattr(whitevec.index.build.VectorIndex, "build", boom)
         job = await rebuild(client, {"documents": demo_documents(n_each=2)})
         assert job["state"] == "failed" and "disk on fire" in job["error"]
         after = (await client.post("/search", json={"query": "rain", "k": 3})).json()
@@ -289,9 +295,10 @@ async def test_old_versions_are_pruned(settings):
 
 
 async def test_queue_full_answers_429_with_retry_after(settings):
-    settings.max_queue, settings.max_wait_ms = 2, 50
+    settings.max_queue_tokens = 8  # "hello world" is 3 tokens: two requests fit, the rest wait
     async with serving(settings) as (app, client):
-        rs = await asyncio.gather(*[client.post("/embed", json={"texts": ["hello", "world"]}) for _ in range(12)])
+        with slowed_encoder(app, 0.2):
+            rs = await asyncio.gather(*[client.post("/embed", json={"texts": ["hello world"]}) for _ in range(12)])
         codes = [r.status_code for r in rs]
         assert 429 in codes and 200 in codes and set(codes) <= {200, 429}
         rejected = next(r for r in rs if r.status_code == 429)

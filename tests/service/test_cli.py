@@ -4,7 +4,7 @@ import sys
 
 import pytest
 
-from service.cli import main
+from whitevec.service.cli import main
 from tests.conftest import SHARED_DATA
 
 
@@ -59,7 +59,7 @@ def test_console_script_on_real_data_with_bundled_model(tmp_path):
         pytest.skip("../shared/data is not present")
     sample = tmp_path / "dev200.tsv"
     sample.write_text("".join(source.read_text(encoding="utf-8").splitlines(keepends=True)[:200]), encoding="utf-8")
-    proc = subprocess.run([sys.executable, "-m", "service.cli", "eval", "sts", str(sample), "--beta", "0", "1",
+    proc = subprocess.run([sys.executable, "-m", "whitevec.service.cli", "eval", "sts", str(sample), "--beta", "0", "1",
                            "--gamma", "0", "1", "--dim", "384", "64", "--json"],
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
@@ -70,8 +70,10 @@ def test_console_script_on_real_data_with_bundled_model(tmp_path):
     assert by[(0.0, 0.0, 384)] == pytest.approx(report["raw"], abs=0.01)
 
 
-def test_index_build_and_train_activate_from_the_shell(tiny_model_dir, tmp_path, capsys):
-    from index.versions import VersionStore
+def test_index_build_and_train_activate_from_the_shell(tiny_model_dir, tmp_path, capsys, monkeypatch):
+    from whitevec.index.versions import VersionStore
+
+    monkeypatch.setenv("WHITEVEC_MIN_APPROX_VECTORS", "2")  # a real hnsw on 12 documents
     from tests.conftest import TRAIN_EXAMPLES, demo_documents
 
     docs = tmp_path / "docs.jsonl"

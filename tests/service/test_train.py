@@ -6,7 +6,7 @@ import shutil
 import numpy as np
 import pytest
 
-from models.encoder import Encoder
+from whitevec.models.encoder import Encoder
 from tests.conftest import ADMIN, TRAIN_EXAMPLES, demo_documents, rebuild, serving, wait_job
 
 pytestmark = pytest.mark.anyio
@@ -37,7 +37,8 @@ async def test_train_and_activate_end_to_end(settings, pairs_file):
                                                                                        "dim": 16}
         ready = (await client.get("/readyz")).json()
         assert ready["model"] == "tiny-tuned" and ready["version"] == activation["version"] != first["result"]["version"]
-        assert ready["dim"] == 16 and ready["index"]["count"] == 12 and ready["model_dir"] != old_ready["model_dir"]
+        assert ready["dim"] == 16 and ready["index"]["count"] == 12 and ready["model_source"] == "data dir: models/tiny-tuned"
+        assert old_ready["model_source"] == "model folder tiny-bert0"
         # The served vectors are the new model's: raw /embed equals encoding with the saved folder.
         model_dir = settings.data_dir / "models" / "tiny-tuned"
         assert (model_dir / "report.json").is_file() and (model_dir / "loss.png").is_file()

@@ -1,0 +1,1 @@
+"""FAISS indexes, the document store and versioned serving bundles."""

@@ -1,0 +1,60 @@
+"""Document texts and metadata in SQLite, keyed by the index's row positions."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+@dataclass
+class Document:
+    id: str
+    text: str
+    metadata: dict = field(default_factory=dict)
+
+
+class DocumentStore:
+    """Read side of one version's docs.sqlite; row i is the vector with FAISS id i."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, check_same_thread=False)
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def write(path: Path, documents: Iterable[Document]) -> int:
+        """Write a new store (the caller writes into a fresh version folder)."""
+        conn = sqlite3.connect(path)
+        try:
+            conn.execute("CREATE TABLE docs (row INTEGER PRIMARY KEY, id TEXT NOT NULL UNIQUE, "
+                         "text TEXT NOT NULL, metadata TEXT NOT NULL)")
+            conn.executemany(
+                "INSERT INTO docs VALUES (?, ?, ?, ?)",
+                ((i, d.id, d.text, json.dumps(d.metadata, ensure_ascii=False)) for i, d in enumerate(documents)),
+            )
+            conn.commit()
+            return conn.execute("SELECT COUNT(*) FROM docs").fetchone()[0]
+        finally:
+            conn.close()
+
+    def get(self, rows: list[int]) -> dict[int, Document]:
+        if not rows:
+            return {}
+        marks = ",".join("?" * len(rows))
+        with self._lock:
+            found = self._conn.execute(f"SELECT row, id, text, metadata FROM docs WHERE row IN ({marks})",
+                                       rows).fetchall()
+        return {r: Document(i, t, json.loads(m)) for r, i, t, m in found}
+
+    def all(self) -> list[Document]:
+        """Every document in row order (used to re-encode the corpus with a new model)."""
+        with self._lock:
+            rows = self._conn.execute("SELECT id, text, metadata FROM docs ORDER BY row").fetchall()
+        return [Document(i, t, json.loads(m)) for i, t, m in rows]
+
+    def close(self) -> None:
+        self._conn.close()

@@ -1,0 +1,135 @@
+"""The encoder pipeline: tokenize → forward → pool, in length-sorted batches."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+from transformers import AutoModel
+from transformers.utils import logging as hf_logging
+
+from .errors import ModelFolderError
+from .loader import ModelIdentity, bundled_model_dir, fingerprint, resolve_model_dir
+from .pooling import Pooling, default_pooling
+from .tokenizers import Batch, TextTokenizer, default_tokenizer
+
+log = logging.getLogger(__name__)
+hf_logging.disable_progress_bar()
+
+ProgressFn = Callable[[int, int], None]
+
+
+@dataclass
+class EncodeResult:
+    vectors: np.ndarray  # float32, (n, d), pooled, neither whitened nor normalised
+    truncated: list[bool]  # True where the text was longer than max_length tokens
+    tokens: list[int] = field(default_factory=list)  # tokens the model saw per text, [CLS]/[SEP] included
+
+
+def default_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def _default_max_length(model_dir: Path, max_positions: int) -> int:
+    st_config = model_dir / "sentence_bert_config.json"
+    if st_config.is_file():
+        value = json.loads(st_config.read_text(encoding="utf-8")).get("max_seq_length")
+        if value:
+            return min(int(value), max_positions)
+    return min(512, max_positions)
+
+
+class Encoder:
+    """A local BERT-family model turned into sentence vectors.
+
+    Sentences are sorted by token length before batching so each batch pads to
+    its own longest member, not to the corpus's; results come back in input order.
+    """
+
+    def __init__(
+        self,
+        model_dir: str | Path | None = None,
+        pooling: str | None = None,
+        tokenizer: str | None = None,
+        max_length: int | None = None,
+        device: str | torch.device | None = None,
+        batch_size: int = 32,
+    ) -> None:
+        path = resolve_model_dir(model_dir)
+        self.model_dir = path
+        self.pooling = Pooling(pooling or default_pooling(path))
+        self.tokenizer = TextTokenizer(path, tokenizer or default_tokenizer(path))
+        self.device = torch.device(device) if device is not None else default_device()
+        self.batch_size = batch_size
+        try:
+            model, info = AutoModel.from_pretrained(str(path), local_files_only=True, output_loading_info=True)
+        except (OSError, ValueError) as exc:
+            raise ModelFolderError(f"model folder {path} could not be loaded: {exc}") from exc
+        if self.pooling.mode == "pooler":
+            if getattr(model, "pooler", None) is None or any("pooler" in k for k in info["missing_keys"]):
+                raise ModelFolderError(
+                    f"model folder {path} has no trained pooler weights; choose pooling cls, last-avg or first-last-avg"
+                )
+        self.model = model.eval().to(self.device)
+        max_positions = int(getattr(model.config, "max_position_embeddings", 512))
+        self.max_length = max_length or _default_max_length(path, max_positions)
+        if not 2 <= self.max_length <= max_positions:
+            raise ModelFolderError(f"max_length {self.max_length} is outside 2..{max_positions} for model folder {path}")
+        name = "all-MiniLM-L6-v2" if path == bundled_model_dir().resolve() else path.name
+        self.identity = ModelIdentity(
+            name=name, fingerprint=fingerprint(path), pooling=self.pooling.mode, dim=int(model.config.hidden_size)
+        )
+
+    @property
+    def dim(self) -> int:
+        return self.identity.dim
+
+    def forward(self, batch: Batch) -> torch.Tensor:
+        """Pooled vectors for one padded batch; differentiable unless called under inference_mode."""
+        input_ids = batch.input_ids.to(self.device)
+        mask = batch.attention_mask.to(self.device)
+        outputs = self.model(
+            input_ids=input_ids,
+            attention_mask=mask,
+            output_hidden_states=self.pooling.needs_hidden_states,
+            return_dict=True,
+        )
+        return self.pooling(outputs, mask)
+
+    def encode(
+        self,
+        texts: list[str],
+        batch_size: int | None = None,
+        progress: bool = False,
+        on_progress: ProgressFn | None = None,
+    ) -> EncodeResult:
+        """Pooled float32 vectors in input order, with per-text truncation flags."""
+        n = len(texts)
+        out = np.zeros((n, self.dim), dtype=np.float32)
+        truncated = [False] * n
+        if n == 0:
+            return EncodeResult(out, truncated, [])
+        ids = self.tokenizer.encode(texts)
+        tokens = [min(len(row), self.max_length) for row in ids]
+        order = sorted(range(n), key=lambda i: -len(ids[i]))
+        size = batch_size or self.batch_size
+        with torch.inference_mode(), tqdm(total=n, disable=not progress, desc="encoding", unit="sent") as bar:
+            for start in range(0, n, size):
+                idx = order[start : start + size]
+                batch = self.tokenizer.pad([ids[i] for i in idx], self.max_length)
+                out[idx] = self.forward(batch).float().cpu().numpy()
+                for i, cut in zip(idx, batch.truncated):
+                    truncated[i] = cut
+                bar.update(len(idx))
+                if on_progress is not None:
+                    on_progress(min(start + size, n), n)
+        n_cut = sum(truncated)
+        if n_cut:
+            log.info("%d of %d texts were longer than %d tokens and were truncated", n_cut, n, self.max_length)
+        return EncodeResult(out, truncated, tokens)

@@ -1,0 +1,17 @@
+"""Errors raised by the models package; the service maps each to an HTTP status in one place."""
+
+
+class WhitevecError(Exception):
+    """Base of every error whitevec raises on purpose; the message says what to fix."""
+
+
+class ModelFolderError(WhitevecError):
+    """A model folder is missing, incomplete, or asks for something it cannot provide."""
+
+
+class WhiteningError(WhitevecError):
+    """Whitening cannot be fitted or applied as asked (bad input, dim out of range)."""
+
+
+class WhiteningMismatchError(WhiteningError):
+    """A whitening fit is applied to vectors of another model, pooling or dimension."""

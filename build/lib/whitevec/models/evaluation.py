@@ -1,0 +1,154 @@
+"""STS evaluation of raw and whitened vectors (the BERT-whitening protocol)."""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from scipy.stats import spearmanr
+
+from .encoder import Encoder
+from .errors import WhitevecError
+from .whitening import Whitening, WhiteningParams, jl_dim
+
+
+@dataclass
+class StsPairs:
+    a: list[str]
+    b: list[str]
+    scores: np.ndarray
+
+
+def read_pairs(path: str | Path) -> StsPairs:
+    """`sentence1<TAB>sentence2<TAB>score` lines; a malformed line is an error naming it."""
+    a, b, scores = [], [], []
+    path = Path(path)
+    if not path.is_file():
+        raise WhitevecError(f"pairs file {path} does not exist")
+    with open(path, encoding="utf-8") as fh:
+        for lineno, line in enumerate(fh, 1):
+            line = line.rstrip("\n\r")
+            if not line.strip():
+                continue
+            parts = line.split("\t")
+            try:
+                if len(parts) != 3:
+                    raise ValueError(f"{len(parts)} tab-separated fields")
+                score = float(parts[2])
+            except ValueError as exc:
+                raise WhitevecError(
+                    f"{path}:{lineno}: expected sentence1<TAB>sentence2<TAB>score ({exc})"
+                ) from exc
+            a.append(parts[0])
+            b.append(parts[1])
+            scores.append(score)
+    if len(scores) < 2:
+        raise WhitevecError(f"pairs file {path} has fewer than 2 pairs")
+    return StsPairs(a, b, np.asarray(scores, dtype=np.float64))
+
+
+def read_sentences(path: str | Path) -> list[str]:
+    """Sentences to fit on: both columns of a pairs file, or one sentence per line."""
+    out: list[str] = []
+    with open(path, encoding="utf-8") as fh:
+        for line in fh:
+            parts = line.rstrip("\n\r").split("\t")
+            out.extend(p for p in (parts[:2] if len(parts) == 3 else parts[:1]) if p.strip())
+    return out
+
+
+def encode_unique(encoder: Encoder, texts: list[str], progress: bool = False) -> np.ndarray:
+    """Encode each distinct text once; rows come back in the order of `texts`."""
+    unique = list(dict.fromkeys(texts))
+    where = {t: i for i, t in enumerate(unique)}
+    vectors = encoder.encode(unique, progress=progress).vectors
+    return vectors[[where[t] for t in texts]]
+
+
+def cosine_spearman(a: np.ndarray, b: np.ndarray, scores: np.ndarray) -> float:
+    """Spearman ×100 between the pairs' cosine similarity and the gold scores."""
+    a = a / np.maximum(np.linalg.norm(a, axis=1, keepdims=True), 1e-12)
+    b = b / np.maximum(np.linalg.norm(b, axis=1, keepdims=True), 1e-12)
+    return float(spearmanr((a * b).sum(axis=1), scores).statistic * 100)
+
+
+def evaluate_sts(
+    encoder: Encoder,
+    pairs_path: str | Path,
+    betas: list[float],
+    gammas: list[float],
+    dims: list[int | None],
+    fit_path: str | Path | None = None,
+    progress: bool = False,
+) -> dict:
+    """Raw score plus one row per (β, γ, dim); whitening is fitted once and reused for every row."""
+    pairs = read_pairs(pairs_path)
+    n = len(pairs.scores)
+    vectors = encode_unique(encoder, pairs.a + pairs.b, progress=progress)
+    a, b = vectors[:n], vectors[n:]
+    fit_vectors = vectors if fit_path is None else encode_unique(encoder, read_sentences(fit_path), progress)
+    whitening = Whitening.fit(fit_vectors, identity=encoder.identity)
+    results = []
+    for beta, gamma, dim in itertools.product(betas, gammas, dims):
+        WhiteningParams(beta, gamma, dim)
+        k = whitening.output_dim(dim)
+        score = cosine_spearman(whitening.transform(a, beta, gamma, k), whitening.transform(b, beta, gamma, k), pairs.scores)
+        results.append({"beta": beta, "gamma": gamma, "dim": k, "spearman": round(score, 4)})
+    return {
+        "model": encoder.identity.name,
+        "pooling": encoder.pooling.mode,
+        "tokenizer": encoder.tokenizer.kind,
+        "n_pairs": n,
+        "fit_on": str(fit_path) if fit_path else "eval file",
+        "n_fit_vectors": whitening.n_vectors,
+        "jl_dim": jl_dim(whitening.n_vectors),
+        "raw": round(cosine_spearman(a, b, pairs.scores), 4),
+        "results": results,
+    }
+
+
+def format_table(report: dict) -> str:
+    """A plain-text table with the best row marked."""
+    best = max(report["results"], key=lambda r: r["spearman"])
+    lines = [
+        f"model {report['model']}  pooling {report['pooling']}  tokenizer {report['tokenizer']}  "
+        f"pairs {report['n_pairs']}  whitening fitted on {report['fit_on']} ({report['n_fit_vectors']} vectors)",
+        f"Johnson-Lindenstrauss guidance: dim > 8.33·ln N = {report['jl_dim']} for N = {report['n_fit_vectors']}",
+        f"raw (no whitening): {report['raw']:.2f}",
+        "",
+        f"  {'beta':>5} {'gamma':>5} {'dim':>5} {'spearman':>9}",
+    ]
+    for r in report["results"]:
+        mark = "*" if r is best else " "
+        lines.append(f"{mark} {r['beta']:>5g} {r['gamma']:>5g} {r['dim']:>5d} {r['spearman']:>9.2f}")
+    lines.append("\n(* marks the best row)")
+    return "\n".join(lines)
+
+
+def plot_results(report: dict, out: str | Path) -> Path:
+    """Spearman against dim, one line per (β, γ), the raw score as a dashed reference."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    groups: dict[tuple[float, float], list[tuple[int, float]]] = {}
+    for r in report["results"]:
+        groups.setdefault((r["beta"], r["gamma"]), []).append((r["dim"], r["spearman"]))
+    for (beta, gamma), points in groups.items():
+        points.sort()
+        ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=f"β={beta:g}, γ={gamma:g}")
+    ax.axhline(report["raw"], color="black", linestyle="--", label=f"raw ({report['raw']:.2f})")
+    ax.set_xlabel("dim")
+    ax.set_ylabel("Spearman × 100")
+    ax.set_title(f"{report['model']} ({report['pooling']}), {report['n_pairs']} pairs")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    out = Path(out)
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
+    return out

@@ -1,0 +1,1 @@
+"""The whitevec HTTP service, its settings, jobs and command line."""

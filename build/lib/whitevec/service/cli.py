@@ -1,0 +1,231 @@
+"""The `whitevec` command line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from whitevec.models.errors import WhitevecError
+
+
+def _add_model_args(p: argparse.ArgumentParser) -> None:
+    from whitevec.models.pooling import POOLINGS
+    from whitevec.models.tokenizers import TOKENIZERS
+
+    p.add_argument("--model", default=None, help="local Hugging Face model folder (default: bundled all-MiniLM-L6-v2)")
+    p.add_argument("--pooling", choices=POOLINGS, default=None,
+                   help="default: the folder's sentence-transformers pooling, else first-last-avg")
+    p.add_argument("--tokenizer", choices=TOKENIZERS, default=None, help="bert (default) or wobert (jieba words)")
+    p.add_argument("--max-length", type=int, default=None, help="tokens per text; longer texts are truncated and counted")
+    p.add_argument("--batch-size", type=int, default=None, help="texts per model batch (default 32)")
+    p.add_argument("--device", default=None, help="torch device (default: cuda when available, else cpu)")
+
+
+def _encoder(args: argparse.Namespace):
+    from whitevec.models.encoder import Encoder
+
+    return Encoder(args.model, pooling=args.pooling, tokenizer=args.tokenizer, max_length=args.max_length,
+                   device=args.device, batch_size=args.batch_size or 32)
+
+
+def cmd_eval_sts(args: argparse.Namespace) -> int:
+    from whitevec.models.evaluation import evaluate_sts, format_table, plot_results
+
+    encoder = _encoder(args)
+    dims = args.dim or [None]
+    report = evaluate_sts(encoder, args.file, args.beta, args.gamma, dims, fit_path=args.fit_file,
+                          progress=not args.json)
+    if args.plot:
+        plot_results(report, args.plot)
+    if args.json:
+        print(json.dumps(report))
+    else:
+        print(format_table(report))
+        if args.plot:
+            print(f"plot written to {args.plot}")
+    return 0
+
+
+def _settings(args: argparse.Namespace, **extra):
+    """Settings from WHITEVEC_* variables, overridden by the flags that were given."""
+    from whitevec.service.settings import Settings
+
+    flags = {"data_dir": args.data_dir, "model_dir": args.model, "pooling": args.pooling,
+             "tokenizer": args.tokenizer, "max_length": args.max_length, "device": args.device,
+             "max_batch": args.batch_size, **extra}
+    return Settings(**{k: v for k, v in flags.items() if v is not None})
+
+
+def _index_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--beta", type=float, default=None, help="whitening β (default WHITEVEC_WHITEN_BETA, 0)")
+    p.add_argument("--gamma", type=float, default=None, help="whitening γ (default WHITEVEC_WHITEN_GAMMA, 0)")
+    p.add_argument("--dim", type=int, default=None, help="kept dims (default WHITEVEC_WHITEN_DIM, all)")
+    p.add_argument("--index-type", choices=("flat", "ivf", "hnsw"), default=None)
+    for name in ("nlist", "nprobe", "m", "ef-construction", "ef-search"):
+        p.add_argument(f"--{name}", type=int, default=None, help="index parameter (default: from corpus size)")
+
+
+def _build(rt, args: argparse.Namespace, documents, encoder=None) -> dict:
+    from whitevec.index.documents import check_documents
+
+    check_documents(documents, rt.settings.max_documents)
+    spec = rt.index_spec({"type": args.index_type, "nlist": args.nlist, "nprobe": args.nprobe, "m": args.m,
+                          "ef_construction": args.ef_construction, "ef_search": args.ef_search})
+    params = rt.whitening_params(args.beta, args.gamma, args.dim)
+    return rt.rebuild(None, documents, params, spec, encoder=encoder, progress_bar=True)
+
+
+def cmd_index_build(args: argparse.Namespace) -> int:
+    from whitevec.index.documents import read_jsonl
+    from whitevec.service.runtime import Runtime
+
+    rt = Runtime(_settings(args))
+    documents = read_jsonl(Path(args.file))
+    if args.model is not None:  # an explicit model replaces the served one
+        encoder = rt.new_encoder()
+    else:
+        rt.load()
+        encoder = None
+    result = _build(rt, args, documents, encoder)
+    print(json.dumps(result, indent=2))
+    print(f"version {result['version']} is now active in {rt.settings.data_dir}; "
+          "a running server picks it up when restarted", file=sys.stderr)
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from whitevec.index.documents import read_jsonl
+    from whitevec.service.app import create_app
+    from whitevec.service.runtime import DEMO_CORPUS
+
+    app = create_app(_settings(args))
+    rt = app.state.runtime
+    if args.demo and rt.versions.active() is None:
+        print(f"no index in {rt.settings.data_dir}: building the demo index from {DEMO_CORPUS.name}",
+              file=sys.stderr)
+        rt.load()
+        args.index_type = args.nlist = args.nprobe = args.m = args.ef_construction = args.ef_search = None
+        args.beta = args.gamma = args.dim = None
+        _build(rt, args, read_jsonl(DEMO_CORPUS))
+    base = f"http://{args.host}:{args.port}"
+    token_note = "generated for this run; set WHITEVEC_ADMIN_TOKEN to fix it" if rt.admin_token_generated else "from WHITEVEC_ADMIN_TOKEN"
+    print(f"""
+whitevec on {base}   (docs: {base}/docs)
+admin token ({token_note}):
+    {rt.admin_token}
+try:
+    curl -s {base}/search -H 'content-type: application/json' -d '{{"query": "will it rain tomorrow?", "k": 3}}'
+    curl -s {base}/embed -H 'content-type: application/json' -d '{{"texts": ["hello world"]}}'
+    curl -s {base}/admin/jobs -H 'Authorization: Bearer {rt.admin_token}'
+""", flush=True)
+    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from dataclasses import asdict
+
+    from whitevec.models.training import TrainConfig, classes_from_examples, classes_from_pairs, read_training_file, train
+    from whitevec.service.runtime import Runtime
+
+    rt = Runtime(_settings(args))
+    config = TrainConfig(scale=args.scale, margin=args.margin, epochs=args.epochs, batch_size=args.batch_size or 32,
+                         lr=args.lr, centre_lr=args.centre_lr, warmup=args.warmup, grad_accum=args.grad_accum,
+                         max_length=args.train_max_length, seed=args.seed, max_steps=args.max_steps)
+    examples, pairs = read_training_file(Path(args.file))
+    data = classes_from_examples(examples) if examples is not None else classes_from_pairs(pairs, args.pair_threshold)
+    print(f"{data.n_classes} classes, {len(data.texts)} sentences ({data.dropped} alone in their class, dropped)",
+          file=sys.stderr)
+    if args.model is not None:
+        encoder = rt.new_encoder()
+    else:
+        rt.load()  # the served model: the active version's, else the configured or bundled one
+        encoder = rt.require_bundle().encoder
+    out = Path(args.out) if args.out else rt.settings.data_dir / "models" / f"{encoder.identity.name}-amsoftmax"
+    report = train(encoder, data, config, out, Path(args.eval_pairs) if args.eval_pairs else None, progress=True)
+    summary = {k: v for k, v in report.items() if k != "loss"}
+    summary["model_dir"] = str(out)
+    summary["settings"] = asdict(config)
+    if args.activate:
+        rt.load()
+        summary["activation"] = rt.activate_model(None, out)
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="whitevec", description=__doc__)
+    parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    ev = sub.add_parser("eval", help="evaluate encoders").add_subparsers(dest="eval_command", required=True)
+    sts = ev.add_parser("sts", help="Spearman of cosine vs gold score on sentence1<TAB>sentence2<TAB>score lines")
+    sts.add_argument("file")
+    _add_model_args(sts)
+    sts.add_argument("--beta", type=float, nargs="+", default=[1.0], help="mean-removal weights (default 1)")
+    sts.add_argument("--gamma", type=float, nargs="+", default=[1.0], help="variance-equalisation weights (default 1)")
+    sts.add_argument("--dim", type=int, nargs="+", default=None, help="kept dims (default: all)")
+    sts.add_argument("--fit-file", default=None, help="fit whitening on this file's sentences instead of FILE's")
+    sts.add_argument("--json", action="store_true", help="print exactly one JSON object")
+    sts.add_argument("--plot", default=None, metavar="OUT.png", help="draw Spearman against dim")
+    sts.set_defaults(func=cmd_eval_sts)
+
+    serve = sub.add_parser("serve", help="run the HTTP service (settings also from WHITEVEC_* variables)")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--data-dir", default=None, help="versions, jobs and the import folder (default ./data)")
+    serve.add_argument("--log-level", default="info")
+    serve.add_argument("--demo", action="store_true", help="build the bundled demo index first if none exists")
+    _add_model_args(serve)
+    serve.set_defaults(func=cmd_serve)
+
+    idx = sub.add_parser("index", help="manage the index").add_subparsers(dest="index_command", required=True)
+    build = idx.add_parser("build", help="build and activate a new version from a JSONL file of documents")
+    build.add_argument("file", help="JSONL: one {\"id\", \"text\", \"metadata\"?} object per line")
+    build.add_argument("--data-dir", default=None)
+    _add_model_args(build)
+    _index_args(build)
+    build.set_defaults(func=cmd_index_build)
+
+    tr = sub.add_parser("train", help="AM-Softmax fine-tuning (the same as POST /admin/train, in the shell)")
+    tr.add_argument("file", help="TSV pairs (sentence1<TAB>sentence2<TAB>score), or JSONL of "
+                    "{\"text\", \"label\"} examples or {\"text_a\", \"text_b\", \"score\"} pairs")
+    tr.add_argument("--pair-threshold", type=float, default=4.0, help="pairs scoring ≥ this are one class")
+    tr.add_argument("--data-dir", default=None)
+    _add_model_args(tr)
+    tr.add_argument("--out", default=None, help="output model folder (default DATA_DIR/models/NAME-amsoftmax)")
+    tr.add_argument("--epochs", type=int, default=1)
+    tr.add_argument("--lr", type=float, default=2e-5, help="encoder learning rate")
+    tr.add_argument("--centre-lr", type=float, default=1e-3, help="class-centre learning rate")
+    tr.add_argument("--warmup", type=float, default=0.1, help="fraction of steps warming up")
+    tr.add_argument("--grad-accum", type=int, default=1)
+    tr.add_argument("--train-max-length", type=int, default=64, help="tokens per sentence while training")
+    tr.add_argument("--seed", type=int, default=0)
+    tr.add_argument("--max-steps", type=int, default=None)
+    tr.add_argument("--scale", type=float, default=30.0, help="s")
+    tr.add_argument("--margin", type=float, default=0.35, help="m")
+    tr.add_argument("--eval-pairs", default=None, help="pairs file: Spearman before and after")
+    tr.add_argument("--activate", action="store_true",
+                    help="re-encode the data dir's corpus with the new model and serve it as a new version")
+    tr.set_defaults(func=cmd_train)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose or args.command == "serve" else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    try:
+        return args.func(args)
+    except WhitevecError as exc:
+        print(f"whitevec: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

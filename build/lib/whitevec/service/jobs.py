@@ -1,0 +1,192 @@
+"""Background jobs (index rebuilds, training) with their records in SQLite.
+
+One worker thread runs jobs in submission order, so a rebuild and a training
+never compete for the CPU or race to swap the served version. Records survive
+restarts; a job found `running` or `queued` at startup is marked failed with why.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import queue
+import sqlite3
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+STATES = ("queued", "running", "succeeded", "failed", "cancelled")
+FINAL = ("succeeded", "failed", "cancelled")
+
+
+class JobCancelled(Exception):
+    """Raised inside a job when its cancel was asked for."""
+
+
+class UnknownJob(KeyError):
+    pass
+
+
+class JobNotCancellable(ValueError):
+    pass
+
+
+def _iso(ts: float | None) -> str | None:
+    return None if ts is None else datetime.fromtimestamp(ts, timezone.utc).isoformat(timespec="milliseconds")
+
+
+class JobContext:
+    """What a running job sees: progress reporting, live detail and its cancel flag."""
+
+    def __init__(self, runner: "JobRunner", job_id: str) -> None:
+        self.runner = runner
+        self.id = job_id
+        self.cancel_event = threading.Event()
+        self._last_write = 0.0
+
+    @property
+    def cancelled(self) -> bool:
+        return self.cancel_event.is_set()
+
+    def check_cancelled(self) -> None:
+        if self.cancelled:
+            raise JobCancelled("cancelled on request")
+
+    def note(self, **detail: Any) -> None:
+        """Add live figures (an eval score, say) to the job's detail without moving its progress."""
+        record = self.runner._live[self.id]
+        self.progress(record["done"], record["total"], **detail)
+
+    def progress(self, done: int, total: int, **detail: Any) -> None:
+        """Record progress; written through to SQLite at most twice a second (always at the end)."""
+        record = self.runner._live[self.id]
+        record["done"], record["total"] = int(done), int(total)
+        if detail:
+            record["detail"].update(detail)
+        now = time.monotonic()
+        if now - self._last_write >= 0.5 or done >= total:
+            self._last_write = now
+            self.runner._write(self.id, done=int(done), total=int(total), detail=json.dumps(record["detail"]))
+
+
+JobFn = Callable[[JobContext], dict]
+
+
+class JobRunner:
+    def __init__(self, db_path: Path) -> None:
+        self._db = sqlite3.connect(db_path, check_same_thread=False)
+        self._lock = threading.Lock()
+        with self._lock, self._db:
+            self._db.execute("""CREATE TABLE IF NOT EXISTS jobs (
+                id TEXT PRIMARY KEY, kind TEXT NOT NULL, state TEXT NOT NULL,
+                done INTEGER NOT NULL DEFAULT 0, total INTEGER NOT NULL DEFAULT 0,
+                created_at REAL NOT NULL, started_at REAL, finished_at REAL,
+                error TEXT, result TEXT, detail TEXT NOT NULL DEFAULT '{}')""")
+            now = time.time()
+            self._db.execute("UPDATE jobs SET state='failed', finished_at=?, error=? WHERE state='running'",
+                             (now, "the server stopped while this job was running; submit it again"))
+            self._db.execute("UPDATE jobs SET state='failed', finished_at=?, error=? WHERE state='queued'",
+                             (now, "the server stopped before this job started; submit it again"))
+        self._queue: queue.Queue[tuple[str, JobFn] | None] = queue.Queue()
+        self._contexts: dict[str, JobContext] = {}
+        self._live: dict[str, dict] = {}
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._work, name="whitevec-jobs", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Cancel what runs or waits, then wait for the worker to finish."""
+        for ctx in list(self._contexts.values()):
+            ctx.cancel_event.set()
+        self._queue.put(None)
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def _write(self, job_id: str, **fields: Any) -> None:
+        cols = ", ".join(f"{k}=?" for k in fields)
+        with self._lock, self._db:
+            self._db.execute(f"UPDATE jobs SET {cols} WHERE id=?", (*fields.values(), job_id))
+
+    def submit(self, kind: str, fn: JobFn, total: int = 0) -> str:
+        job_id = uuid.uuid4().hex[:16]
+        with self._lock, self._db:
+            self._db.execute("INSERT INTO jobs (id, kind, state, total, created_at) VALUES (?, ?, 'queued', ?, ?)",
+                             (job_id, kind, total, time.time()))
+        self._contexts[job_id] = JobContext(self, job_id)
+        self._live[job_id] = {"done": 0, "total": total, "detail": {}}
+        self._queue.put((job_id, fn))
+        return job_id
+
+    def _work(self) -> None:
+        while (entry := self._queue.get()) is not None:
+            job_id, fn = entry
+            ctx = self._contexts[job_id]
+            if ctx.cancelled:
+                self._finish(job_id, "cancelled", error="cancelled before it started")
+                continue
+            self._write(job_id, state="running", started_at=time.time())
+            try:
+                result = fn(ctx)
+            except JobCancelled as exc:
+                self._finish(job_id, "cancelled", error=str(exc))
+            except Exception as exc:  # a job's failure is its record, never the server's
+                log.exception("job %s failed", job_id)
+                self._finish(job_id, "failed", error=f"{type(exc).__name__}: {exc}" if not str(exc) else str(exc))
+            else:
+                self._finish(job_id, "succeeded", result=result)
+
+    def _finish(self, job_id: str, state: str, error: str | None = None, result: dict | None = None) -> None:
+        live = self._live.get(job_id, {})
+        self._write(job_id, state=state, finished_at=time.time(), error=error,
+                    result=None if result is None else json.dumps(result),
+                    done=live.get("done", 0), total=live.get("total", 0),
+                    detail=json.dumps(live.get("detail", {})))
+        self._contexts.pop(job_id, None)
+        self._live.pop(job_id, None)
+
+    def _row_to_dict(self, row: tuple) -> dict:
+        (job_id, kind, state, done, total, created, started, finished, error, result, detail) = row
+        live = self._live.get(job_id)
+        if live is not None and state == "running":
+            done, total, detail_obj = live["done"], live["total"], dict(live["detail"])
+        else:
+            detail_obj = json.loads(detail or "{}")
+        return {
+            "id": job_id, "kind": kind, "state": state, "progress": {"done": done, "total": total},
+            "created_at": _iso(created), "started_at": _iso(started), "finished_at": _iso(finished),
+            "error": error, "result": json.loads(result) if result else None, "detail": detail_obj,
+        }
+
+    def get(self, job_id: str) -> dict:
+        with self._lock:
+            row = self._db.execute("SELECT * FROM jobs WHERE id=?", (job_id,)).fetchone()
+        if row is None:
+            raise UnknownJob(job_id)
+        return self._row_to_dict(row)
+
+    def list(self, limit: int = 100) -> list[dict]:
+        with self._lock:
+            rows = self._db.execute("SELECT * FROM jobs ORDER BY created_at DESC LIMIT ?", (limit,)).fetchall()
+        return [self._row_to_dict(r) for r in rows]
+
+    def cancel(self, job_id: str) -> dict:
+        job = self.get(job_id)
+        if job["state"] in FINAL:
+            raise JobNotCancellable(f"job {job_id} already {job['state']}; nothing to cancel")
+        ctx = self._contexts.get(job_id)
+        if ctx is not None:
+            ctx.cancel_event.set()
+        return self.get(job_id)
+
+    def counts(self) -> dict[str, int]:
+        with self._lock:
+            found = dict(self._db.execute("SELECT state, COUNT(*) FROM jobs GROUP BY state").fetchall())
+        return {s: found.get(s, 0) for s in STATES}

@@ -1,0 +1,42 @@
+"""Prometheus metrics, in a registry of the app's own (several apps can live in one process)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+
+
+class _JobsCollector:
+    def __init__(self, counts: Callable[[], dict[str, int]]) -> None:
+        self.counts = counts
+
+    def collect(self):
+        family = GaugeMetricFamily("whitevec_jobs", "Jobs by state.", labels=["state"])
+        for state, n in self.counts().items():
+            family.add_metric([state], n)
+        yield family
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter("whitevec_requests", "HTTP requests by route and status.",
+                                ["route", "method", "status"], registry=self.registry)
+        self.latency = Histogram("whitevec_request_duration_seconds", "HTTP request latency by route.",
+                                 ["route", "method"], registry=self.registry,
+                                 buckets=(0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))
+        self.batch_size = Histogram("whitevec_batch_size", "Texts per model batch.", registry=self.registry,
+                                    buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256))
+        self.queue_depth = Gauge("whitevec_queue_depth", "Texts waiting for the model.", registry=self.registry)
+        self.index_size = Gauge("whitevec_index_vectors", "Vectors in the served index.", registry=self.registry)
+
+    def bind(self, queue_depth: Callable[[], float], index_size: Callable[[], float],
+             job_counts: Callable[[], dict[str, int]]) -> None:
+        self.queue_depth.set_function(queue_depth)
+        self.index_size.set_function(index_size)
+        self.registry.register(_JobsCollector(job_counts))
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

@@ -1,0 +1,91 @@
+"""OpenAI-compatible embeddings (`POST /v1/embeddings`, `GET /v1/models`), so existing OpenAI clients work."""
+
+from __future__ import annotations
+
+import base64
+from typing import Literal
+
+import numpy as np
+from fastapi import APIRouter, Depends
+from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel, ConfigDict, Field
+
+from whitevec.models.errors import WhiteningError
+
+from .deps import check_texts, encode, get_runtime, require_api_key
+from .errors import InvalidRequest, NotFound, NotReady, Overloaded, Unauthorized, responses
+from .runtime import Runtime
+
+#: Model names a client may send besides the served model's own.
+ALIASES = ("whitevec", "default")
+
+
+class EmbeddingsRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+        {"input": ["hello world", "你好，世界"], "model": "all-MiniLM-L6-v2", "encoding_format": "float"}]})
+
+    input: str | list[str] = Field(description="Text or texts to embed (token arrays are not accepted).")
+    model: str = Field(description="The served model's name (GET /v1/models), or `whitevec`.")
+    dimensions: int | None = Field(None, ge=1, description="Kept whitened dims, at most the fitted dim.")
+    encoding_format: Literal["float", "base64"] = "float"
+    user: str | None = None
+
+
+class Embedding(BaseModel):
+    object: Literal["embedding"] = "embedding"
+    index: int
+    embedding: list[float] | str
+
+
+class Usage(BaseModel):
+    prompt_tokens: int
+    total_tokens: int
+
+
+class EmbeddingsResponse(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[Embedding]
+    model: str
+    usage: Usage
+
+
+router = APIRouter(prefix="/v1", tags=["openai"], dependencies=[Depends(require_api_key)])
+
+
+@router.post("/embeddings", response_model=EmbeddingsResponse,
+             responses=responses(InvalidRequest, Unauthorized, NotFound, Overloaded, NotReady))
+async def embeddings(req: EmbeddingsRequest, rt: Runtime = Depends(get_runtime)) -> Response:
+    """OpenAI's embeddings API over the active version: whitened (dims = `dimensions`) and normalised."""
+    texts = [req.input] if isinstance(req.input, str) else req.input
+    if not texts or any(not t.strip() for t in texts):
+        raise InvalidRequest("input must be a non-empty string or a non-empty list of non-empty strings",
+                             param="input")
+    check_texts(rt, texts, "input")
+    bundle = rt.require_bundle()
+    name = bundle.encoder.identity.name
+    if req.model != name and req.model not in ALIASES:
+        raise NotFound(f"model {req.model!r} is not served here; use {name!r} (GET /v1/models)", param="model")
+    try:
+        bundle.pipeline.output_dim(True, req.dimensions)
+    except WhiteningError as exc:
+        raise InvalidRequest(str(exc), param="dimensions") from exc
+    raw = await encode(rt, bundle, texts)
+    vectors = bundle.pipeline.postprocess(raw.vectors, True, req.dimensions, True).astype(np.float32)
+    if req.encoding_format == "base64":
+        data = [base64.b64encode(v.astype("<f4").tobytes()).decode() for v in vectors]
+    else:
+        data = vectors.tolist()
+    tokens = int(sum(raw.tokens))
+    return JSONResponse({
+        "object": "list", "model": name, "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+        "data": [{"object": "embedding", "index": i, "embedding": e} for i, e in enumerate(data)],
+    })
+
+
+@router.get("/models", responses=responses(Unauthorized, NotReady))
+async def models(rt: Runtime = Depends(get_runtime)) -> dict:
+    """The one served model, in OpenAI's list shape."""
+    bundle = rt.require_bundle()
+    created = int((bundle.manifest or {}).get("created_at", 0))
+    return {"object": "list", "data": [{"id": bundle.encoder.identity.name, "object": "model",
+                                         "created": created, "owned_by": "whitevec"}]}

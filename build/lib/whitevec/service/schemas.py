@@ -1,0 +1,178 @@
+"""Request and response bodies. Unknown fields and wrong types are refused (422), never coerced."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+
+NonEmpty = Annotated[str, StringConstraints(min_length=1, pattern=r"\S")]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class EmbedRequest(Strict):
+    texts: list[NonEmpty] = Field(min_length=1, description="Texts to embed, in order.")
+    whiten: bool = Field(True, description="Apply the active version's whitening; false: raw pooled vectors.")
+    dim: int | None = Field(None, ge=1, description="Kept dims (≤ the fitted dim); null: the version's default.")
+    normalize: bool = Field(True, description="L2-normalise each vector.")
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{"texts": ["How do I reset my password?"],
+                                                               "whiten": True, "dim": None, "normalize": True}]})
+
+
+class EmbedResponse(BaseModel):
+    model: str
+    dim: int
+    embeddings: list[list[float]]
+    truncated: list[bool] = Field(description="True where a text was longer than the model's max length.")
+    whitened: bool = Field(description="False when whiten was asked but no whitening is fitted yet.")
+    version: str | None = Field(description="The serving version (null before any index is built).")
+
+
+class SearchRequest(Strict):
+    query: NonEmpty | None = Field(None, description="One query; or use `queries`.")
+    queries: list[NonEmpty] | None = Field(None, min_length=1, description="Several queries, answered in order.")
+    k: int = Field(10, ge=1, description="Hits per query.")
+
+    @model_validator(mode="after")
+    def _one_of(self) -> "SearchRequest":
+        if (self.query is None) == (self.queries is None):
+            raise ValueError("give exactly one of `query` (a string) or `queries` (a list of strings)")
+        return self
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{"query": "cheap flights to Tokyo", "k": 5},
+                                                              {"queries": ["天气预报", "weather forecast"], "k": 3}]})
+
+
+class Hit(BaseModel):
+    id: str
+    score: float
+    text: str
+    metadata: dict[str, Any]
+
+
+class QueryResult(BaseModel):
+    query: str
+    hits: list[Hit]
+
+
+class SearchResponse(BaseModel):
+    results: list[QueryResult]
+    version: str
+
+
+class DocumentIn(Strict):
+    id: NonEmpty
+    text: NonEmpty
+    metadata: dict[str, Any] | None = None
+
+
+class WhiteningIn(Strict):
+    beta: float | None = Field(None, ge=0, le=1, description="Mean removal; null: the server default.")
+    gamma: float | None = Field(None, ge=0, le=1, description="Variance equalisation; null: the server default.")
+    dim: int | None = Field(None, ge=1, description="Kept dims; null: the server default.")
+
+
+class IndexIn(Strict):
+    type: Literal["flat", "ivf", "hnsw"] | None = Field(None, description="null: the server default.")
+    nlist: int | None = Field(None, ge=1)
+    nprobe: int | None = Field(None, ge=1)
+    m: int | None = Field(None, ge=1)
+    ef_construction: int | None = Field(None, ge=1)
+    ef_search: int | None = Field(None, ge=1)
+
+
+class RebuildRequest(Strict):
+    documents: list[DocumentIn] | None = Field(None, min_length=1)
+    path: NonEmpty | None = Field(None, description="A JSONL file of documents inside the data dir's import folder.")
+    whitening: WhiteningIn | None = None
+    index: IndexIn | None = None
+
+    @model_validator(mode="after")
+    def _one_of(self) -> "RebuildRequest":
+        if (self.documents is None) == (self.path is None):
+            raise ValueError("give exactly one of `documents` (a list) or `path` (a file in the import folder)")
+        return self
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{
+        "documents": [{"id": "faq-1", "text": "Reset your password from the login page.", "metadata": {"lang": "en"}},
+                      {"id": "faq-2", "text": "登录页面可以重置密码。"}],
+        "whitening": {"beta": 0, "gamma": 0, "dim": 256}, "index": {"type": "flat"}}]})
+
+
+class JobAccepted(BaseModel):
+    job_id: str
+
+
+class TrainAccepted(JobAccepted):
+    classes: int = Field(description="Classes formed from the data.")
+    texts: int = Field(description="Sentences used (those in one-member classes are dropped).")
+    warnings: list[str]
+
+
+class JobProgress(BaseModel):
+    done: int
+    total: int
+
+
+class JobOut(BaseModel):
+    id: str
+    kind: str
+    state: Literal["queued", "running", "succeeded", "failed", "cancelled"]
+    progress: JobProgress
+    created_at: str
+    started_at: str | None
+    finished_at: str | None
+    error: str | None
+    result: dict[str, Any] | None
+    detail: dict[str, Any] = Field(default_factory=dict, description="Live figures (e.g. training loss).")
+
+
+class ExampleIn(Strict):
+    text: NonEmpty
+    label: str | int
+
+
+class PairIn(Strict):
+    text_a: NonEmpty
+    text_b: NonEmpty
+    score: float
+
+
+class TrainRequest(Strict):
+    examples: list[ExampleIn] | None = Field(None, min_length=1, description="Same label, same meaning.")
+    pairs: list[PairIn] | None = Field(None, min_length=1, description="Scored pairs; see pair_threshold.")
+    path: NonEmpty | None = Field(None, description="A JSONL (examples or pairs) or TSV (pairs) file in the "
+                                  "import folder.")
+    pair_threshold: float = Field(4.0, description="Pairs scoring at or above it are joined into one class.")
+    eval_path: NonEmpty | None = Field(None, description="Pairs file in the import folder: Spearman before/after.")
+    epochs: int = Field(1, ge=1)
+    batch_size: int = Field(32, ge=1)
+    lr: float = Field(2e-5, gt=0, description="Encoder learning rate.")
+    centre_lr: float = Field(1e-3, gt=0, description="Class-centre learning rate.")
+    warmup: float = Field(0.1, ge=0, lt=1, description="Fraction of steps with linear warm-up.")
+    grad_accum: int = Field(1, ge=1)
+    max_length: int = Field(64, ge=2, le=512)
+    seed: int = 0
+    max_steps: int | None = Field(None, ge=1)
+    scale: float = Field(30.0, gt=0, description="s: logit scale.")
+    margin: float = Field(0.35, ge=0, lt=1, description="m: margin subtracted from the true class's cosine.")
+    activate: bool = Field(False, description="Re-encode the corpus with the new model, refit whitening, "
+                           "rebuild the index and serve them as one new version.")
+    name: str | None = Field(None, pattern=r"^[A-Za-z0-9._-]{1,80}$", description="Output model folder name.")
+
+    @model_validator(mode="after")
+    def _one_of(self) -> "TrainRequest":
+        if sum(x is not None for x in (self.examples, self.pairs, self.path)) != 1:
+            raise ValueError("give exactly one of `examples`, `pairs` or `path`")
+        return self
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{
+        "examples": [{"text": "How do I reset my password?", "label": "pw"},
+                     {"text": "I forgot my password", "label": "pw"},
+                     {"text": "Where is my parcel?", "label": "ship"},
+                     {"text": "Track my order", "label": "ship"}],
+        "epochs": 1, "activate": True}]})

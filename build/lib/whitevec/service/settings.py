@@ -1,0 +1,49 @@
+"""Every knob of the service, from the environment (prefix WHITEVEC_) or arguments."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="WHITEVEC_", extra="ignore")
+
+    data_dir: Path = Field(Path("data"), description="Versions, jobs database and the import folder live here.")
+    model_dir: Path | None = Field(None, description="Local Hugging Face model folder; none: bundled all-MiniLM-L6-v2. "
+                                   "Used until an index exists; after that the active version's model is served.")
+    pooling: str | None = Field(None, description="cls, pooler, last-avg or first-last-avg; none: the folder's own.")
+    tokenizer: str | None = Field(None, description="bert or wobert; none: the folder's own (bert).")
+    max_length: int | None = Field(None, description="Tokens per text; longer texts are truncated and flagged.")
+    device: str | None = Field(None, description="Torch device for the encoder; none: cuda when available, else cpu.")
+    use_gpu_index: bool = Field(True, description="Search on the GPU when FAISS or torch can.")
+
+    whiten_beta: float = Field(0.0, ge=0, le=1, description="Default β for rebuilds (mean removal). 0 keeps "
+                               "similarity-trained models' accuracy; 1 is classic BERT-whitening.")
+    whiten_gamma: float = Field(0.0, ge=0, le=1, description="Default γ for rebuilds (variance equalisation).")
+    whiten_dim: int | None = Field(None, ge=1, description="Default kept dims for rebuilds; none: all.")
+    index_type: str = Field("flat", description="Default index type for rebuilds: flat, ivf or hnsw.")
+
+    max_batch: int = Field(32, ge=1, description="Most texts the batcher sends to the model at once.")
+    max_wait_ms: float = Field(5.0, ge=0, description="How long the batcher waits to fill a batch.")
+    max_queue: int = Field(1024, ge=1, description="Most texts waiting for the model; beyond it requests get 429.")
+    max_texts: int = Field(256, ge=1, description="Most texts (or queries) in one /embed or /search request.")
+    max_text_chars: int = Field(20_000, ge=1, description="Longest text accepted, in characters.")
+    max_k: int = Field(100, ge=1, description="Largest k for /search.")
+    max_body_bytes: int = Field(64 * 1024 * 1024, ge=1024, description="Largest request body; beyond it 413.")
+    max_documents: int = Field(2_000_000, ge=2, description="Most documents in one rebuild.")
+
+    admin_token: SecretStr | None = Field(None, description="Bearer token for /admin; none: one is generated "
+                                          "at start and printed, so admin is never open.")
+    api_key: SecretStr | None = Field(None, description="Bearer key for /embed, /search and /v1/*; none: open.")
+    keep_versions: int = Field(3, ge=1, description="Versions kept on disk, the active one included.")
+    train_threads: int = Field(max(1, (os.cpu_count() or 2) // 2), ge=1,
+                               description="Torch threads of the training process (the rest keep serving).")
+
+    @property
+    def import_dir(self) -> Path:
+        """Rebuild and training files must lie inside this folder."""
+        return self.data_dir / "import"
