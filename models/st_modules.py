@@ -17,11 +17,12 @@ import torch
 
 from .errors import ModelFolderError
 
-#: sentence-transformers pooling flags → whitevec pooling.
-ST_POOLINGS = {"pooling_mode_cls_token": "cls", "pooling_mode_mean_tokens": "last-avg",
-               "pooling_mode_max_tokens": "max"}
-_UNSUPPORTED_POOLINGS = ("pooling_mode_mean_sqrt_len_tokens", "pooling_mode_weightedmean_tokens",
-                         "pooling_mode_lasttoken")
+#: sentence-transformers pooling modes → whitevec pooling (others are refused).
+ST_POOLINGS = {"cls": "cls", "mean": "last-avg", "max": "max"}
+#: Legacy boolean keys (sentence-transformers < 6) → mode names.
+_LEGACY_KEYS = {"pooling_mode_cls_token": "cls", "pooling_mode_mean_tokens": "mean",
+                "pooling_mode_max_tokens": "max", "pooling_mode_mean_sqrt_len_tokens": "mean_sqrt_len_tokens",
+                "pooling_mode_weightedmean_tokens": "weightedmean", "pooling_mode_lasttoken": "lasttoken"}
 ACTIVATIONS = {
     "torch.nn.modules.activation.Tanh": torch.nn.Tanh,
     "torch.nn.modules.linear.Identity": torch.nn.Identity,
@@ -67,17 +68,25 @@ def st_pooling(model_dir: Path) -> str | None:
                 config = json.loads(path.read_text(encoding="utf-8"))
             except (OSError, ValueError) as exc:
                 raise ModelFolderError(f"model folder {model_dir}: unreadable {path.name} ({exc})") from exc
-            chosen = [mode for key, mode in ST_POOLINGS.items() if config.get(key)]
-            other = [key for key in _UNSUPPORTED_POOLINGS if config.get(key)]
-            if other or len(chosen) != 1:
-                named = ", ".join(k for k in (*ST_POOLINGS, *_UNSUPPORTED_POOLINGS) if config.get(k)) or "none"
+            modes = _st_modes(config)
+            if len(modes) != 1 or modes[0] not in ST_POOLINGS:
                 raise ModelFolderError(
-                    f"model folder {model_dir} uses sentence-transformers pooling {named}, which whitevec does "
-                    "not implement (it maps exactly one of cls, mean, max); choose a pooling explicitly "
-                    "(--pooling / WHITEVEC_POOLING: cls, pooler, last-avg, first-last-avg, max)"
+                    f"model folder {model_dir} uses sentence-transformers pooling {' + '.join(modes) or 'none'}, "
+                    "which whitevec does not implement (it maps exactly one of cls, mean, max); choose a pooling "
+                    "explicitly (--pooling / WHITEVEC_POOLING: cls, pooler, last-avg, first-last-avg, max)"
                 )
-            return chosen[0]
+            return ST_POOLINGS[modes[0]]
     return None
+
+
+def _st_modes(config: dict) -> list[str]:
+    """Pooling mode names from either config format (`pooling_mode` or legacy boolean keys)."""
+    mode = config.get("pooling_mode")
+    if isinstance(mode, str):
+        return [mode]
+    if isinstance(mode, list):
+        return [str(m) for m in mode]
+    return [name for key, name in _LEGACY_KEYS.items() if config.get(key)]
 
 
 def _dense(model_dir: Path, folder: Path, in_dim: int) -> tuple[torch.nn.Module, int]:

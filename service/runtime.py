@@ -59,6 +59,7 @@ class Runtime:
         self.bundle: Bundle | None = None
         self.load_error: str | None = None
         self.refused: dict | None = None  # the active version, when it could not be served, and why
+        self.training_command = [sys.executable, "-m", "whitevec.models.training"]  # + the job's config file
 
     # --- the data dir ----------------------------------------------------------------------
 
@@ -350,7 +351,7 @@ class Runtime:
         threads = str(self.settings.train_threads)
         env = {**os.environ, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads, "TOKENIZERS_PARALLELISM": "false"}
         with open(work / "stderr.log", "w") as err:
-            proc = subprocess.Popen([sys.executable, "-m", "whitevec.models.training", str(work / "config.json")],
+            proc = subprocess.Popen([*self.training_command, str(work / "config.json")],
                                     stdout=subprocess.PIPE, stderr=err, text=True, env=env)
             watcher = threading.Thread(target=self._stop_on_cancel, args=(ctx, proc), daemon=True)
             watcher.start()

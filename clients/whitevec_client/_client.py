@@ -9,7 +9,7 @@ from typing import Any, Dict, List, Optional, Sequence, Union
 import httpx
 
 from ._core import Core
-from .errors import WhitevecError
+from .errors import VersionChanged, WhitevecError
 from .types import Hit, Job
 
 Texts = Sequence[str]
@@ -58,10 +58,16 @@ class Client:
 
     def embed(self, texts: Texts, dim: Optional[int] = None, whiten: bool = True, normalize: bool = True,
               as_numpy: bool = False) -> Any:
-        """Vectors in input order; inputs above the server's limit go in several requests."""
+        """Vectors in input order; inputs above the server's limit go in several requests, all answered
+        by one version (retried when a rebuild lands in between; VersionChanged if it keeps changing)."""
         self._limits()
         bodies = self._core.embed_bodies(texts, dim, whiten, normalize)
-        return self._core.embed_result([self._request("POST", "/embed", b) for b in bodies], as_numpy)
+        for attempt in range(self._core.retries + 1):
+            try:
+                return self._core.embed_result([self._request("POST", "/embed", b) for b in bodies], as_numpy)
+            except VersionChanged:
+                if attempt >= self._core.retries:
+                    raise
 
     def search(self, query: Query, k: int = 10) -> Union[List[Hit], List[List[Hit]]]:
         """One query → list[Hit]; a list of queries → list[list[Hit]], in query order."""
@@ -145,7 +151,12 @@ class AsyncClient:
                     as_numpy: bool = False) -> Any:
         await self._limits()
         bodies = self._core.embed_bodies(texts, dim, whiten, normalize)
-        return self._core.embed_result([await self._request("POST", "/embed", b) for b in bodies], as_numpy)
+        for attempt in range(self._core.retries + 1):
+            try:
+                return self._core.embed_result([await self._request("POST", "/embed", b) for b in bodies], as_numpy)
+            except VersionChanged:
+                if attempt >= self._core.retries:
+                    raise
 
     async def search(self, query: Query, k: int = 10) -> Union[List[Hit], List[List[Hit]]]:
         await self._limits()

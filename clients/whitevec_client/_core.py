@@ -10,7 +10,8 @@ from typing import Any, Dict, List, Optional, Sequence, Union
 
 import httpx
 
-from .errors import AuthError, JobFailed, NotReady, Overloaded, ServerError, ValidationError, WhitevecError
+from .errors import (AuthError, JobFailed, NotReady, Overloaded, ServerError, ValidationError, VersionChanged,
+                     WhitevecError)
 from .types import Hit, Job
 
 DEFAULT_URL = "http://127.0.0.1:8000"
@@ -83,6 +84,10 @@ class Core:
 
     @staticmethod
     def embed_result(answers: List[Dict[str, Any]], as_numpy: bool) -> Any:
+        """All chunks' vectors in order; VersionChanged if the chunks came from different versions."""
+        versions = list(dict.fromkeys(a.get("version") for a in answers))
+        if len(versions) > 1:
+            raise VersionChanged(versions)
         vectors = [v for a in answers for v in a["embeddings"]]
         if as_numpy:
             import numpy as np

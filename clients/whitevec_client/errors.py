@@ -45,6 +45,16 @@ class ServerError(WhitevecError):
     """5xx, or the server could not be reached."""
 
 
+class VersionChanged(WhitevecError):
+    """A split embed() got answers from two index versions (a rebuild landed in between) and the
+    retries did not get a consistent set; vectors from two spaces are never returned."""
+
+    def __init__(self, versions: Any) -> None:
+        super().__init__(f"the server switched versions while answering ({', '.join(map(str, versions))}); "
+                         "retry the call")
+        self.versions = versions
+
+
 class JobFailed(WhitevecError):
     """A job ended failed or cancelled; `job` holds its record and `message` the server's reason."""
 

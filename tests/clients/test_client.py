@@ -3,6 +3,7 @@
 import asyncio
 import subprocess
 import sys
+import time
 import tomllib
 from pathlib import Path
 
@@ -69,8 +70,10 @@ def test_jobs_train_wait_and_cancel(wv, capsys):
     assert done.id in [j.id for j in wv.jobs()] and wv.job(done.id).state == "succeeded"
 
     long = wv.train(examples=TRAIN_EXAMPLES, epochs=100_000)
+    deadline = time.monotonic() + 120
     while wv.job(long.id).progress.done < 1:
-        pass
+        assert time.monotonic() < deadline, "the training job never reported a step"
+        time.sleep(0.05)
     assert wv.cancel(long.id).id == long.id
     with pytest.raises(JobFailed, match="cancelled") as failed:
         wv.wait(long.id, progress=False, poll=0.1)
@@ -133,19 +136,51 @@ def test_overloaded_and_retries_on_429(tmp_path, tiny_model_dir):
     proc = ServeProcess(["--model", str(tiny_model_dir)], {
         "WHITEVEC_DATA_DIR": str(tmp_path / "d"), "WHITEVEC_MAX_QUEUE_TOKENS": "1"})
 
+    texts = [[f"hello {w}", f"world {w}"] for w in "cat dog sun rain car tree city river house mat".split() * 2]
+
     async def burst(retries: int):
         async with AsyncClient(proc.base, retries=retries, backoff=0.05) as wv:
             await wv.embed(["warm up"])
-            return await asyncio.gather(*[wv.embed(["hello", "world"]) for _ in range(20)],
-                                        return_exceptions=True)
+            return await asyncio.gather(*[wv.embed(t) for t in texts], return_exceptions=True)
     try:
         results = asyncio.run(burst(0))
         overloaded = [r for r in results if isinstance(r, Overloaded)]
         assert overloaded and overloaded[0].retry_after == 1.0 and overloaded[0].status == 429
         assert all(isinstance(r, (list, Overloaded)) for r in results)
-        assert all(isinstance(r, list) and len(r) == 2 for r in asyncio.run(burst(12)))
+        retried = asyncio.run(burst(12))
+        assert all(isinstance(r, list) and len(r) == 2 for r in retried)
+        with Client(proc.base) as wv:  # each caller got its own texts' vectors back
+            np.testing.assert_allclose(np.array(retried), np.array([wv.embed(t) for t in texts]), atol=1e-5)
     finally:
         proc.stop()
+
+
+def test_split_embed_never_mixes_versions(server):
+    """A rebuild that lands between the chunks of one embed(): the client retries rather than
+    return vectors from two spaces; if it keeps changing, VersionChanged."""
+    from whitevec_client import VersionChanged
+
+    texts = [d["text"] for d in DOCS[:10]]  # three requests at the server's limit of 4
+    switches = {"left": 1}
+
+    def rebuild_between_chunks(response: httpx.Response) -> None:
+        if response.request.url.path == "/embed" and switches["left"] > 0:
+            switches["left"] -= 1
+            with Client(server, api_key=KEY, admin_token=ADMIN) as admin:
+                admin.wait(admin.rebuild_index(documents=DOCS, whitening={"beta": 1, "gamma": 1, "dim": 8}),
+                           progress=False)
+
+    with Client(server, api_key=KEY, admin_token=ADMIN) as wv:
+        wv._http.event_hooks["response"] = [rebuild_between_chunks]
+        got = wv.embed(texts)
+        assert switches["left"] == 0
+        wv._http.event_hooks["response"] = []
+        np.testing.assert_allclose(got, wv.embed(texts), atol=1e-5)  # all from the new version
+        switches["left"] = 100
+        wv._http.event_hooks["response"] = [rebuild_between_chunks]
+        wv._core.retries = 1
+        with pytest.raises(VersionChanged, match="switched versions"):
+            wv.embed(texts)
 
 
 def test_only_idempotent_calls_retry():

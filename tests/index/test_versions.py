@@ -76,3 +76,24 @@ def test_import_paths(tmp_path):
     for bad in ("../x", "/etc/passwd", "sub/../../x", "."):
         with pytest.raises(WhitevecError):
             resolve_import_path(root, bad)
+
+
+def test_rank_deficient_corpus_with_gamma_lowers_dim_and_says_so(tmp_path, tiny_encoder):
+    """12 documents in 32 dims at γ = 1: serving dim 32 would scale unseen query directions ~1000×."""
+    store = VersionStore(tmp_path)
+    result = build_version(store, tiny_encoder, docs(), WhiteningParams(1, 1, 32), IndexSpec("flat"))
+    assert result.manifest["whitening"]["output_dim"] == 11
+    assert any("lowered from 32 to 11" in w for w in result.manifest["warnings"])
+    bundle = store.load(result.version, encoder=tiny_encoder)
+    q = bundle.pipeline.postprocess(tiny_encoder.encode(["the cat sat on the mat"]).vectors)
+    scores, _ = bundle.index.search(q, 3)
+    assert scores[0, 0] > 0.9  # the query's own document is still found as itself
+
+
+def test_small_corpora_are_built_flat_with_a_warning(tmp_path, tiny_encoder):
+    store = VersionStore(tmp_path)
+    result = build_version(store, tiny_encoder, docs(), WhiteningParams(), IndexSpec("ivf"))
+    assert result.manifest["index"]["spec"] == {"type": "flat"}
+    assert any("instead of ivf" in w for w in result.manifest["warnings"])
+    kept = build_version(store, tiny_encoder, docs(), WhiteningParams(), IndexSpec("hnsw"), min_approx=2)
+    assert kept.manifest["index"]["spec"]["type"] == "hnsw"

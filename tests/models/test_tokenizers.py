@@ -42,3 +42,32 @@ def test_truncation_is_reported_and_keeps_sep(bert):
 def test_unknown_tokenizer_is_named(tiny_model_dir):
     with pytest.raises(ValueError, match="bert, wobert"):
         TextTokenizer(tiny_model_dir, "sentencepiece")
+
+
+def test_wobert_normalises_before_jieba(wobert):
+    """As the reference tokenizer: lower-case and strip accents first, then jieba, then the vocab."""
+    assert wobert.tokenize("今天HÉLLO世界") == ["今天", "hello", "世界"]
+    assert wobert.tokenize("CÂT sat") == ["cat", "sat"]
+
+
+@pytest.mark.parametrize("text", [
+    "the cat sat on the mat " * 400,                     # long English, whitespace everywhere
+    "今天天气不错我们的朋友" * 300,                         # long Chinese, no whitespace at all
+    ("hello 世界 " * 200) + "x" * 3000,                   # mixed, ending in one huge word
+    "short text",
+])
+@pytest.mark.parametrize("kind", ["bert", "wobert"])
+def test_bounded_tokenization_equals_full_tokenization(tiny_model_dir, text, kind):
+    tok = TextTokenizer(tiny_model_dir, kind)
+    for max_length in (16, 64):
+        ids, truncated = tok.encode_truncated([text], max_length)
+        full = tok.encode([text])[0]
+        want = full if len(full) <= max_length else full[: max_length - 1] + [tok.hf.sep_token_id]
+        assert ids[0] == want and truncated[0] == (len(full) > max_length)
+
+
+def test_bounded_tokenization_on_the_bundled_model(bundled_encoder):
+    text = " ".join(f"word{i} and some more text, with punctuation!" for i in range(2000))
+    ids, truncated = bundled_encoder.tokenize([text])
+    full = bundled_encoder.tokenizer.encode([text])[0]
+    assert truncated == [True] and ids[0] == full[: bundled_encoder.max_length - 1] + [full[-1]]

@@ -115,3 +115,51 @@ def test_max_steps_caps_the_run(tiny_model_dir, tmp_path):
     report = train(Encoder(tiny_model_dir, device="cpu"), classes_from_examples(EXAMPLES),
                    TrainConfig(epochs=5, batch_size=4, max_steps=3), tmp_path / "m")
     assert report["steps"] == 3 and len(report["loss"]) == 3
+
+
+def test_centres_start_at_unit_length_whatever_the_class_size():
+    from whitevec.models.training import initial_centres
+
+    rng = np.random.default_rng(0)
+    vectors = rng.normal(size=(13, 8)).astype(np.float32) * 5
+    labels = torch.tensor([0] * 10 + [1] * 3)
+    centres = initial_centres(vectors, labels, 2)
+    np.testing.assert_allclose(centres.norm(dim=1).numpy(), 1.0, atol=1e-6)
+    unit = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+    want = unit[:10].mean(axis=0)
+    np.testing.assert_allclose(centres[0].numpy(), want / np.linalg.norm(want), atol=1e-6)
+
+
+def test_labels_compare_as_text():
+    from whitevec.models.training import classes_from_examples
+
+    data = classes_from_examples([{"text": "a", "label": 1}, {"text": "b", "label": "1"},
+                                  {"text": "c", "label": 2}, {"text": "d", "label": "2"}])
+    assert data.n_classes == 2 and data.labels == [0, 0, 1, 1]
+    with pytest.raises(TrainingDataError, match="label must be"):
+        classes_from_examples([{"text": "a", "label": [1]}, {"text": "b", "label": 1}])
+
+
+def test_paraphrase_hit_at_1_against_brute_force():
+    from whitevec.models.training import paraphrase_hit_at_1
+
+    rng = np.random.default_rng(1)
+    a = [f"a{i}" for i in range(30)]
+    b = [f"b{i}" for i in range(30)]
+    scores = rng.uniform(0, 5, 30)
+    va, vb = rng.normal(size=(30, 6)), rng.normal(size=(30, 6))
+    vb[:15] = va[:15] + 0.05 * rng.normal(size=(15, 6))  # half the pairs are near each other
+    got = paraphrase_hit_at_1(a, b, scores, va, vb)
+    texts, vecs = a + b, np.concatenate([va, vb])
+    vecs = vecs / np.linalg.norm(vecs, axis=1, keepdims=True)
+    hits = total = 0
+    for i in range(30):
+        if scores[i] < 4:
+            continue
+        for q, partner in ((i, 30 + i), (30 + i, i)):
+            sims = vecs @ vecs[q]
+            sims[q] = -np.inf
+            hits += int(np.argmax(sims) == partner)
+            total += 1
+    assert got == pytest.approx(100 * hits / total, abs=0.01)
+    assert paraphrase_hit_at_1(a, b, np.zeros(30), va, vb) is None

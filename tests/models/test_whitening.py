@@ -147,3 +147,50 @@ def test_parameter_validation():
 def test_jl_estimate():
     assert jl_dim(3000) == 67  # 8.33 · ln 3000 = 66.7
     assert jl_dim(10) == 20
+
+
+def test_subtracting_the_mean_first_keeps_float32_error_small():
+    """(x − βμ)·W in float32 against the float64 formula, at |μ| ≈ 43 as for raw BERT vectors."""
+    rng = np.random.default_rng(3)
+    d = 64
+    offset = rng.normal(size=d)
+    offset *= 43 / np.linalg.norm(offset)
+    x = rng.normal(size=(400, d)) * np.geomspace(1.0, 0.01, d) + offset
+    fit = Whitening.fit(x)
+    want = (x - fit.mu) @ fit.u @ np.diag(fit.lambdas ** -0.5)
+    got = fit.transform(x, 1, 1, None)
+    naive = x.astype(np.float32) @ fit.kernel(1, None) - (fit.mu @ fit.kernel(1, None).astype(np.float64)).astype(np.float32)
+    err, naive_err = np.abs(got - want).max(), np.abs(naive - want).max()
+    assert err * 2 < naive_err, (err, naive_err)
+
+
+def test_one_kernel_per_gamma_serves_every_dim():
+    fit = Whitening.fit(anisotropic())
+    for k in range(1, 17):
+        for beta in (0, 0.5, 1):
+            fit.transform(anisotropic(10), beta, 1, k)
+    assert len(fit._kernels) == 1
+    full = fit.kernel(1, None)
+    assert fit.kernel(1, 5).base is full or np.shares_memory(fit.kernel(1, 5), full)
+
+
+def test_dim_is_capped_at_the_rank_when_gamma_is_positive():
+    x = anisotropic(n=10, d=16)  # at most 9 directions carry variance
+    fit = Whitening.fit(x)
+    assert fit.rank == 9
+    dim, why = fit.effective_dim(1.0, 16)
+    assert dim == 9 and "lowered from 16 to 9" in why
+    assert fit.effective_dim(0.0, 16) == (16, None)  # a rotation amplifies nothing
+    assert fit.effective_dim(1.0, 5) == (5, None)
+
+
+def test_dim_without_whitening_says_whiten_is_needed():
+    from whitevec.models.encoder import Encoder  # noqa: F401  (the pipeline's type)
+
+    class _Enc:
+        dim = 16
+        identity = IDENTITY
+
+    pipe = Pipeline(_Enc(), Whitening.fit(anisotropic(), identity=IDENTITY))
+    with pytest.raises(WhiteningError, match="needs whiten: true"):
+        pipe.output_dim(False, 8)

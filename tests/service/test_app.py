@@ -4,6 +4,7 @@ import asyncio
 import json
 import os
 import sqlite3
+import threading
 
 import numpy as np
 import pytest
@@ -199,22 +200,34 @@ async def test_rebuild_from_import_folder_and_path_refusal(settings, tmp_path):
 
 
 async def test_searches_during_a_rebuild_all_succeed(settings):
+    """The rebuild is held inside its encoding (an event), so the searches provably overlap it."""
     async with serving(settings) as (app, client):
         first = await rebuild(client, {"documents": demo_documents()})
-        r = await client.post("/admin/index/rebuild", json={"documents": demo_documents(n_each=300)}, headers=ADMIN)
+        encoder = app.state.runtime.bundle.encoder
+        original, inside, release = encoder.embed_tokens, threading.Event(), threading.Event()
+
+        def held(ids):
+            if threading.current_thread().name.startswith("whitevec-jobs"):
+                inside.set()
+                release.wait(30)
+            return original(ids)
+
+        encoder.embed_tokens = held
+        r = await client.post("/admin/index/rebuild", json={"documents": demo_documents(n_each=2)}, headers=ADMIN)
         job_id = r.json()["job_id"]
-        statuses, versions, states = [], set(), set()
-        while True:
-            job = (await client.get(f"/admin/jobs/{job_id}", headers=ADMIN)).json()
-            states.add(job["state"])
-            resp = await client.post("/search", json={"query": "the cat", "k": 2})
-            statuses.append(resp.status_code)
-            versions.add(resp.json().get("version"))
-            if job["state"] in ("succeeded", "failed", "cancelled"):
-                break
-        assert job["state"] == "succeeded" and "running" in states
-        assert set(statuses) == {200} and len(statuses) > 3
-        assert first["result"]["version"] in versions  # served the old version while building
+        assert await asyncio.to_thread(inside.wait, 30)
+        queries = [f"the cat {i}" for i in range(20)]
+        answers = await asyncio.gather(*[client.post("/search", json={"query": q, "k": 2}) for q in queries])
+        assert [a.status_code for a in answers] == [200] * 20
+        assert {a.json()["version"] for a in answers} == {first["result"]["version"]}
+        assert [a.json()["results"][0]["query"] for a in answers] == queries
+        assert (await client.get(f"/admin/jobs/{job_id}", headers=ADMIN)).json()["state"] == "running"
+        release.set()
+        job = await wait_job(client, job_id)
+        del encoder.embed_tokens
+        assert job["state"] == "succeeded"
+        after = (await client.post("/search", json={"query": "the cat", "k": 2})).json()
+        assert after["version"] == job["result"]["version"] != first["result"]["version"]
 
 
 async def test_exception_mid_rebuild_leaves_old_version_serving(settings, monkeypatch):

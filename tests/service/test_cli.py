@@ -96,3 +96,20 @@ def test_index_build_and_train_activate_from_the_shell(tiny_model_dir, tmp_path,
     manifest = VersionStore(data).manifest(active)
     assert manifest["model"]["path"] == str((tmp_path / "tuned").resolve())
     assert manifest["index"]["spec"]["type"] == "hnsw" and manifest["whitening"]["params"]["dim"] == 16
+
+
+def test_version_and_clean_one_line_errors(tmp_path):
+    from importlib.metadata import version
+
+    run = lambda *args: subprocess.run([sys.executable, "-m", "whitevec.service.cli", *args],  # noqa: E731
+                                       capture_output=True, text=True, timeout=120)
+    proc = run("--version")
+    assert proc.returncode == 0 and proc.stdout.strip() == f"whitevec {version('whitevec')}"
+    proc = run("index", "build", str(tmp_path / "missing.jsonl"), "--data-dir", str(tmp_path / "d"))
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().count("\n") == 0 and "missing.jsonl is not a file" in proc.stderr
+    bad = tmp_path / "bad.jsonl"
+    bad.write_bytes(b'{"id": "a", "text": "\xff"}\n')
+    proc = run("index", "build", str(bad), "--data-dir", str(tmp_path / "d"))
+    assert proc.returncode == 2 and "bad.jsonl:1: not UTF-8" in proc.stderr and "Traceback" not in proc.stderr
+    assert "Could not load library" not in proc.stderr  # FAISS's loader noise is silenced

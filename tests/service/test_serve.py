@@ -9,9 +9,14 @@ import pytest
 from tests.conftest import ServeProcess
 
 
-@pytest.fixture
-def server(tmp_path):
-    proc = ServeProcess(["--demo"], {"WHITEVEC_ADMIN_TOKEN": "serve-test", "WHITEVEC_DATA_DIR": str(tmp_path / "data")})
+SERVERS: list[ServeProcess] = []
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    proc = ServeProcess(["--demo"], {"WHITEVEC_ADMIN_TOKEN": "serve-test",
+                                     "WHITEVEC_DATA_DIR": str(tmp_path_factory.mktemp("serve") / "data")})
+    SERVERS.append(proc)
     yield proc.base
     proc.stop()
 
@@ -40,3 +45,25 @@ def test_serve_bundled_model_with_demo_index(server):
     assert job["state"] == "succeeded", json.dumps(job)
     top = httpx.post(f"{base}/search", json={"query": "a bike", "k": 1}).json()["results"][0]["hits"][0]
     assert top["id"] == "d0"
+
+
+def test_configured_admin_token_is_never_echoed(server):
+    proc_output = SERVERS[-1].output()
+    assert "serve-test" not in proc_output
+    assert "Bearer $WHITEVEC_ADMIN_TOKEN" in proc_output
+
+
+def test_generated_token_printed_once_to_the_console_and_api_key_in_examples(tmp_path, tiny_model_dir):
+    proc = ServeProcess(["--model", str(tiny_model_dir)], {
+        "WHITEVEC_DATA_DIR": str(tmp_path / "data"), "WHITEVEC_API_KEY": "k3y"})
+    try:
+        ready = httpx.get(f"{proc.base}/readyz", headers={"Authorization": "Bearer k3y"}).json()
+        out = proc.output()
+    finally:
+        proc.stop()
+    line = next(ln for ln in out.splitlines() if "admin token for this run" in ln)
+    token = line.rsplit(" ", 1)[1]
+    assert out.count(token) == 2  # the announcement and the admin curl example, nothing else
+    assert not any(token in ln for ln in out.splitlines() if " INFO " in ln or " WARNING " in ln)
+    assert "-H 'Authorization: Bearer $WHITEVEC_API_KEY'" in out
+    assert str(tmp_path) not in json.dumps(ready) and str(tiny_model_dir) not in json.dumps(ready)

@@ -1,0 +1,191 @@
+"""Stored versions (issue 8): damage is detected, never served; pruning follows activation history;
+one process per data dir."""
+
+import json
+import os
+import shutil
+
+import pytest
+
+from tests.conftest import ADMIN, demo_documents, rebuild, serving
+from whitevec.index.build import build_version
+from whitevec.index.faiss_index import IndexSpec
+from whitevec.index.store import Document
+from whitevec.index.versions import DataDirLock, DataDirLocked, VersionDamaged, VersionStore
+from whitevec.models.whitening import WhiteningParams
+
+pytestmark = pytest.mark.anyio
+
+
+def docs(n_each: int = 1) -> list[Document]:
+    return [Document(d["id"], d["text"], d["metadata"]) for d in demo_documents(n_each)]
+
+
+def build(store: VersionStore, encoder, n_each: int = 1, dim: int = 8) -> str:
+    return build_version(store, encoder, docs(n_each), WhiteningParams(0, 0, dim), IndexSpec()).version
+
+
+def flip_bytes(path, offset: int = 200, n: int = 16) -> None:
+    data = bytearray(path.read_bytes())
+    offset = min(offset, len(data) - n)
+    data[offset:offset + n] = bytes((b ^ 0x5A) for b in data[offset:offset + n])
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("part", ["index.faiss", "docs.sqlite", "whitening.npz"])
+def test_random_bytes_in_any_part_are_refused(tmp_path, tiny_encoder, part):
+    store = VersionStore(tmp_path)
+    version = build(store, tiny_encoder)
+    store.load(version, encoder=tiny_encoder)  # intact: loads
+    flip_bytes(store.folder(version) / part)
+    with pytest.raises(VersionDamaged, match=f"{part} does not match its checksum"):
+        store.load(version, encoder=tiny_encoder)
+
+
+def test_truncated_and_missing_parts_are_refused(tmp_path, tiny_encoder):
+    store = VersionStore(tmp_path)
+    version = build(store, tiny_encoder)
+    index = store.folder(version) / "index.faiss"
+    index.write_bytes(index.read_bytes()[:100])
+    with pytest.raises(VersionDamaged, match="index.faiss has 100 bytes"):
+        store.load(version, encoder=tiny_encoder)
+    index.unlink()
+    with pytest.raises(VersionDamaged, match="index.faiss is missing"):
+        store.load(version, encoder=tiny_encoder)
+
+
+def test_a_part_copied_from_another_version_is_refused(tmp_path, tiny_encoder):
+    store = VersionStore(tmp_path)
+    a = build(store, tiny_encoder)
+    b = build(store, tiny_encoder, n_each=2)
+    shutil.copy(store.folder(b) / "docs.sqlite", store.folder(a) / "docs.sqlite")
+    with pytest.raises(VersionDamaged, match="docs.sqlite"):
+        store.load(a, encoder=tiny_encoder)
+
+
+def test_counts_are_checked_even_without_checksums(tmp_path, tiny_encoder):
+    """A manifest of a version written before checksums existed: the parts must still agree."""
+    store = VersionStore(tmp_path)
+    a = build(store, tiny_encoder)
+    b = build(store, tiny_encoder, n_each=2)
+    manifest = store.manifest(a)
+    del manifest["parts"]
+    (store.folder(a) / "manifest.json").write_text(json.dumps(manifest))
+    shutil.copy(store.folder(b) / "index.faiss", store.folder(a) / "index.faiss")
+    with pytest.raises(VersionDamaged, match="index.faiss holds 24 vectors, the manifest says 12"):
+        store.load(a, encoder=tiny_encoder)
+
+
+async def test_damaged_active_version_serves_the_newest_intact_one(settings):
+    async with serving(settings) as (app, client):
+        first = (await rebuild(client, {"documents": demo_documents()}))["result"]["version"]
+        second = (await rebuild(client, {"documents": demo_documents(2)}))["result"]["version"]
+        before = (await client.post("/search", json={"query": "rain", "k": 3})).json()
+    flip_bytes(settings.data_dir / "versions" / second / "index.faiss")
+    async with serving(settings) as (app, client):
+        ready = (await client.get("/readyz")).json()
+        assert ready["status"] == "degraded" and ready["version"] == first
+        assert ready["refused"]["version"] == second and "checksum" in ready["refused"]["reason"]
+        after = (await client.post("/search", json={"query": "rain", "k": 3})).json()
+        assert after["version"] == first and after != before
+        # a rebuild replaces the damaged version and clears the degraded state
+        third = (await rebuild(client, {"documents": demo_documents()}))["result"]["version"]
+        ready = (await client.get("/readyz")).json()
+        assert ready["status"] == "ready" and ready["version"] == third and ready["refused"] is None
+
+
+async def test_no_intact_version_left_says_to_rebuild(settings):
+    async with serving(settings) as (app, client):
+        only = (await rebuild(client, {"documents": demo_documents()}))["result"]["version"]
+    (settings.data_dir / "versions" / only / "docs.sqlite").write_bytes(b"garbage")
+    async with serving(settings) as (app, client):
+        ready = (await client.get("/readyz")).json()
+        assert ready["refused"]["served_instead"] is None and ready["index"]["loaded"] is False
+        r = await client.post("/search", json={"query": "rain"})
+        assert r.status_code == 409 and f"active version {only} cannot be served" in r.json()["error"]["message"]
+        job = await rebuild(client, {"documents": demo_documents()})
+        assert job["state"] == "succeeded"
+
+
+def test_prune_follows_activation_history(tmp_path, tiny_encoder):
+    store = VersionStore(tmp_path)
+    v = [build(store, tiny_encoder) for _ in range(4)]
+    for version in v:
+        store.activate(version)
+    store.activate(v[0])  # a rollback: v0 is active again, v3 was active just before
+    never = build(store, tiny_encoder)  # complete but never activated (a crash before activation)
+    pruned = store.prune(keep=2)
+    assert set(pruned) == {v[1], v[2], never}
+    assert set(store.versions()) == {v[0], v[3]}
+    assert [h["version"] for h in store.history()][:2] == [v[0], v[3]]
+
+
+def test_start_removes_never_activated_leftovers_only(tmp_path, tiny_encoder):
+    store = VersionStore(tmp_path)
+    served = build(store, tiny_encoder)
+    store.activate(served)
+    leftover = build(store, tiny_encoder)
+    version, tmp = store.new_version()
+    assert set(store.cleanup_partial()) == {leftover, tmp.name}
+    assert store.versions() == [served] and not tmp.exists()
+
+
+def test_one_process_per_data_dir(tmp_path):
+    first, second = DataDirLock(tmp_path), DataDirLock(tmp_path)
+    first.acquire("a whitevec server")
+    with pytest.raises(DataDirLocked, match=f"is in use by a whitevec server \\(pid {os.getpid()}\\)"):
+        second.acquire("`whitevec index build`")
+    first.release()
+    second.acquire("`whitevec index build`")
+    second.release()
+
+
+async def test_a_second_server_on_the_same_data_dir_refuses_to_start(settings):
+    from whitevec.service.app import create_app
+
+    async with serving(settings) as (app, client):
+        job = await rebuild(client, {"documents": demo_documents()})
+        other = create_app(settings)
+        with pytest.raises(DataDirLocked):
+            async with other.router.lifespan_context(other):
+                pass
+        # the refused server marked nothing: the first one's jobs are as they were
+        jobs = (await client.get("/admin/jobs", headers=ADMIN)).json()
+        assert [j["state"] for j in jobs] == ["succeeded"] and jobs[0]["id"] == job["id"]
+
+
+def test_cli_build_beside_a_server_is_refused(settings, tmp_path, capsys):
+    from whitevec.service.cli import main
+    from whitevec.service.runtime import Runtime
+
+    server = Runtime(settings)
+    server.lock()
+    path = tmp_path / "docs.jsonl"
+    path.write_text("\n".join(json.dumps(d) for d in demo_documents()))
+    assert main(["index", "build", str(path), "--data-dir", str(settings.data_dir)]) == 2
+    err = capsys.readouterr().err
+    assert "is in use by a whitevec server" in err and "Traceback" not in err and err.count("\n") == 1
+    server.unlock()
+
+
+def test_unused_fine_tuned_models_are_pruned(settings, tiny_model_dir, tiny_encoder):
+    import time
+
+    from whitevec.service.runtime import Runtime
+
+    settings.keep_models = 1
+    rt = Runtime(settings)
+    models = settings.data_dir / "models"
+    made = []
+    for i in range(4):
+        folder = models / f"m{i}"
+        shutil.copytree(tiny_model_dir, folder)
+        os.utime(folder, (time.time() + i, time.time() + i))
+        made.append(folder)
+    (models / ".tmp-m9-123").mkdir()
+    used = build_version(rt.versions, type(tiny_encoder)(made[0], device="cpu"), docs(), WhiteningParams(),
+                         IndexSpec())
+    rt.versions.activate(used.version)
+    rt.cleanup_at_start()
+    # m0 is used by a kept version, m3 is the newest unused one, m1 and m2 go, and so does the temp folder
+    assert sorted(p.name for p in models.iterdir()) == ["m0", "m3"]

@@ -1,0 +1,273 @@
+"""Hostile input and failure isolation through the real app (issue 8, "Requests")."""
+
+import asyncio
+import json
+import threading
+
+import numpy as np
+import pytest
+
+from tests.conftest import ADMIN, demo_documents, rebuild, serving, slowed_encoder, wait_job
+
+pytestmark = pytest.mark.anyio
+
+
+def distinct_texts(n: int, prefix: str = "query") -> list[str]:
+    """Different texts per request, so a batcher that swapped results would fail the check."""
+    words = "the cat dog sat on hello world search vector index model red blue green house car tree".split()
+    return [f"{prefix} {words[i % len(words)]} {words[(i * 7 + 3) % len(words)]} {i}" for i in range(n)]
+
+
+async def test_lone_surrogate_in_v1_is_a_clear_400_and_harms_no_one(settings):
+    async with serving(settings) as (app, client):
+        await rebuild(client, {"documents": demo_documents()})
+        bad = b'{"input": "\\ud800", "model": "whitevec"}'
+        queries = distinct_texts(40)
+
+        async def innocent(q: str):
+            return await client.post("/search", json={"query": q, "k": 2})
+
+        answers = await asyncio.gather(
+            *[client.post("/v1/embeddings", content=bad, headers={"content-type": "application/json"})
+              for _ in range(5)],
+            *[innocent(q) for q in queries])
+        for r in answers[:5]:
+            assert r.status_code == 400, r.text
+            error = r.json()["error"]
+            assert "surrogate" in error["message"] and error["type"] == "invalid_request_error"
+        assert [r.status_code for r in answers[5:]] == [200] * len(queries)
+        assert [r.json()["results"][0]["query"] for r in answers[5:]] == queries
+
+
+async def test_a_failing_request_fails_alone_in_its_batch(settings):
+    """If a model batch fails, its requests are retried one by one: only the guilty one fails."""
+    async with serving(settings) as (app, client):
+        encoder = app.state.runtime.bundle.encoder
+        poison = encoder.tokenizer.hf.convert_tokens_to_ids("mat")
+        original = encoder.embed_tokens
+
+        def fragile(ids):
+            if any(poison in row for row in ids):
+                raise RuntimeError("this model cannot stand mats")
+            return original(ids)
+
+        encoder.embed_tokens = fragile
+        texts = distinct_texts(30, "good")
+        good = [client.post("/embed", json={"texts": [t]}) for t in texts]
+        answers = await asyncio.gather(client.post("/embed", json={"texts": ["the cat sat on the mat"]}), *good)
+        assert answers[0].status_code == 500
+        assert answers[0].json()["error"]["type"] == "server_error"
+        assert [r.status_code for r in answers[1:]] == [200] * len(texts)
+        del encoder.embed_tokens
+        want = encoder.encode(texts).vectors
+        got = np.array([r.json()["embeddings"][0] for r in answers[1:]])
+        want /= np.linalg.norm(want, axis=1, keepdims=True)
+        np.testing.assert_allclose(got, want, atol=1e-5)  # each request got its own vector back
+
+
+async def test_a_request_whose_client_left_is_not_encoded(settings):
+    """Raw ASGI: the client disconnects while the model is busy with someone else."""
+    async with serving(settings) as (app, client):
+        seen: list[list[int]] = []
+        encoder = app.state.runtime.bundle.encoder
+        original = encoder.embed_tokens
+        entered = threading.Event()
+
+        def recording(ids):
+            seen.extend(ids)
+            entered.set()
+            import time
+            time.sleep(0.3)
+            return original(ids)
+
+        encoder.embed_tokens = recording
+        busy = asyncio.create_task(client.post("/embed", json={"texts": ["hello world"]}))
+        await asyncio.to_thread(entered.wait, 5)
+
+        body = json.dumps({"texts": ["a green tree by the river"]}).encode()
+        disconnect = asyncio.Event()
+        messages = [{"type": "http.request", "body": body, "more_body": False}]
+        sent: list[dict] = []
+
+        async def receive():
+            if messages:
+                return messages.pop(0)
+            await disconnect.wait()
+            return {"type": "http.disconnect"}
+
+        async def send(message):
+            sent.append(message)
+
+        scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
+                 "scheme": "http", "path": "/embed", "raw_path": b"/embed", "query_string": b"",
+                 "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+                 "client": ("127.0.0.1", 1), "server": ("whitevec", 80), "root_path": ""}
+        gone = asyncio.create_task(app(scope, receive, send))
+        await asyncio.sleep(0.05)
+        disconnect.set()
+        await gone
+        assert (await busy).status_code == 200
+        await asyncio.sleep(0.4)  # the model is free again; nothing of the gone request may run
+        tree = encoder.tokenizer.hf.convert_tokens_to_ids("tree")
+        assert not any(tree in row for row in seen)
+        assert sent[0]["status"] == 499 and app.state.runtime.batcher.pending == 0
+        del encoder.embed_tokens
+
+
+async def test_a_dead_batcher_makes_the_server_unready_not_hang(settings):
+    async with serving(settings) as (app, client):
+        batcher = app.state.runtime.batcher
+
+        def broken(now):
+            raise RuntimeError("scheduler bug")
+
+        batcher._next_batch = broken
+        r = await asyncio.wait_for(client.post("/embed", json={"texts": ["hello"]}), 5)
+        assert r.status_code == 503 and "scheduler bug" in r.json()["error"]["message"]
+        ready = await client.get("/readyz")
+        assert ready.status_code == 503 and "encoder loop stopped" in ready.json()["error"]["message"]
+        r = await asyncio.wait_for(client.post("/embed", json={"texts": ["again"]}), 5)
+        assert r.status_code == 503
+
+
+@pytest.mark.parametrize("method,path,body,headers,status,fragment", [
+    ("GET", "/nope", None, {}, 404, "no route /nope"),
+    ("DELETE", "/embed", None, {}, 405, "DELETE is not allowed on /embed"),
+    ("POST", "/embed", b"texts=hello", {"content-type": "application/x-www-form-urlencoded"}, 415,
+     "Content-Type: application/json"),
+    ("POST", "/embed", b'{"texts": ["a"]}', {}, 415, "no Content-Type"),
+    ("POST", "/embed", b"not json", {"content-type": "application/json"}, 400, "not valid JSON"),
+    ("POST", "/embed", b"", {"content-type": "application/json"}, 400, "not valid JSON"),
+    ("POST", "/embed", b'{"texts": ' + b"[" * 5000 + b"]" * 5000 + b"}", {"content-type": "application/json"},
+     400, "nested too deeply"),
+    ("POST", "/embed", b'{"texts": ["a\\ud800"]}', {"content-type": "application/json"}, 400, "surrogate"),
+    ("POST", "/embed", b'{"texts": ["\\ud83d\\ude00 ok"], "dim": 64, "whiten": false}',
+     {"content-type": "application/json"}, 422, "needs whiten: true"),
+    ("POST", "/search", b'{"query": "a", "k": NaN}', {"content-type": "application/json"}, 422, "k"),
+    ("POST", "/v1/embeddings", b'{"input": [1, 2], "model": "whitevec"}', {"content-type": "application/json"},
+     400, "input"),
+    ("POST", "/v1/embeddings", b'{"input": ["ok", "  "], "model": "whitevec"}', {"content-type": "application/json"},
+     400, "input.list[constrained-str].1"),
+    ("POST", "/v1/embeddings", b'{"input": [], "model": "whitevec"}', {"content-type": "application/json"},
+     400, "input"),
+])
+async def test_every_error_has_the_documented_shape(settings, method, path, body, headers, status, fragment):
+    async with serving(settings) as (app, client):
+        r = await client.request(method, path, content=body, headers=headers)
+        assert r.status_code == status, r.text
+        error = r.json()["error"]
+        assert set(error) == {"type", "message", "param", "code"} and fragment in error["message"], error
+
+
+async def test_unexpected_exception_is_a_json_500(settings, monkeypatch):
+    async with serving(settings) as (app, client):
+        monkeypatch.setattr(type(app.state.runtime), "ready_report", lambda self: 1 / 0)
+        r = await client.get("/readyz")
+        assert r.status_code == 500
+        assert r.json()["error"]["type"] == "server_error" and "ZeroDivisionError" in r.json()["error"]["message"]
+        assert (await client.get("/healthz")).status_code == 200
+        metrics = (await client.get("/metrics")).text
+        assert 'route="/readyz",status="500"' in metrics
+
+
+async def test_openapi_declares_error_statuses_and_bearer_auth(settings):
+    async with serving(settings) as (app, client):
+        spec = (await client.get("/openapi.json")).json()
+        for path in ("/embed", "/search", "/v1/embeddings"):
+            op = spec["paths"][path]["post"]
+            assert {"400", "413", "415", "422", "429", "503"} <= op["responses"].keys(), path
+            assert op["requestBody"]["content"]["application/json"]["schema"]["$ref"].startswith("#/components/")
+        schemes = spec["components"]["securitySchemes"]
+        assert schemes["AdminToken"] == {"type": "http", "scheme": "bearer",
+                                         "description": schemes["AdminToken"]["description"]}
+        assert {"AdminToken": []} in spec["paths"]["/admin/index/rebuild"]["post"]["security"]
+        for name in ("RebuildRequest", "DocumentIn", "SearchRequest", "EmbeddingsRequest"):
+            assert name in spec["components"]["schemas"]
+
+
+async def test_docs_are_served_without_a_network(settings):
+    async with serving(settings) as (app, client):
+        html = (await client.get("/docs")).text
+        assert "/static/swagger/swagger-ui-bundle.js" in html and "cdn" not in html.lower()
+        for asset in ("swagger-ui-bundle.js", "swagger-ui.css"):
+            r = await client.get(f"/static/swagger/{asset}")
+            assert r.status_code == 200 and len(r.content) > 10_000
+
+
+async def test_large_bodies_are_parsed_off_the_event_loop(settings, monkeypatch):
+    from whitevec.service import body as body_module
+    from whitevec.service.schemas import RebuildRequest
+
+    seen = []
+    original = RebuildRequest.model_validate_json.__func__
+
+    def recording(cls, data, *args, **kwargs):
+        seen.append((len(data), threading.current_thread() is threading.main_thread()))
+        return original(cls, data, *args, **kwargs)
+
+    monkeypatch.setattr(RebuildRequest, "model_validate_json", classmethod(recording))
+    async with serving(settings) as (app, client):
+        docs = [{"id": f"d{i}", "text": "the cat sat on the mat " * 20} for i in range(2000)]
+        r = await client.post("/admin/index/rebuild", json={"documents": docs}, headers=ADMIN)
+        assert r.status_code == 202
+        await wait_job(client, r.json()["job_id"])
+        small = await client.post("/admin/index/rebuild", json={"documents": demo_documents()}, headers=ADMIN)
+        assert small.status_code == 202
+        await wait_job(client, small.json()["job_id"])
+    big, little = seen
+    assert big[0] > body_module.LARGE_BODY and big[1] is False  # a worker thread
+    assert little[0] < body_module.LARGE_BODY and little[1] is True
+
+
+@pytest.mark.parametrize("path,fragment", [
+    ("a\x00b.jsonl", "NUL"),
+    ("x" * 5000, "characters long"),
+    ("y" * 300 + ".jsonl", "cannot be used"),
+])
+async def test_hostile_import_paths_are_422(settings, path, fragment):
+    async with serving(settings) as (app, client):
+        r = await client.post("/admin/index/rebuild", json={"path": path}, headers=ADMIN)
+        assert r.status_code == 422 and fragment in r.json()["error"]["message"], r.text
+
+
+@pytest.mark.parametrize("content,fragment", [
+    (b'{"id": "a", "text": "ok"}\n{"id": "b", "text": "\xff\xfe bad"}\n', "docs.jsonl:2: not UTF-8"),
+    (b'{"id": "a", "text": "ok", "metadata": ' + b'{"x": ' * 3000 + b"1" + b"}" * 3000 + b"}\n",
+     "docs.jsonl:1: JSON nested too deeply"),
+    (b'{"id": "a", "text": "ok", "metadata": ' + b'{"x": ' * 40 + b"1" + b"}" * 40 + b"}\n",
+     "docs.jsonl:1: `metadata` is nested more than 32"),
+    (b'{"id": "a", "text": "lone \\ud800 surrogate"}\n{"id": "b", "text": "fine"}\n',
+     "docs.jsonl:1: `text` contains a lone surrogate"),
+])
+async def test_hostile_import_files_are_422(settings, content, fragment):
+    async with serving(settings) as (app, client):
+        (settings.import_dir / "docs.jsonl").write_bytes(content)
+        r = await client.post("/admin/index/rebuild", json={"path": "docs.jsonl"}, headers=ADMIN)
+        assert r.status_code == 422 and fragment in r.json()["error"]["message"], r.text
+
+
+async def test_big_requests_do_not_stall_small_ones(settings):
+    """Batches are bounded by tokens and the request with the least work left goes first."""
+    settings.max_batch_tokens = 64
+    async with serving(settings) as (app, client):
+        order: list[int] = []
+        encoder = app.state.runtime.bundle.encoder
+        original = encoder.embed_tokens
+        small_id = encoder.tokenizer.hf.convert_tokens_to_ids("river")
+
+        def recording(ids):
+            order.append(sum(small_id in row for row in ids))
+            import time
+            time.sleep(0.02)
+            return original(ids)
+
+        encoder.embed_tokens = recording
+        big = asyncio.create_task(client.post("/embed", json={"texts": [" ".join(["cat"] * 60)] * 40}))
+        while not order:
+            await asyncio.sleep(0.005)
+        small = await client.post("/embed", json={"texts": ["river"]})
+        assert small.status_code == 200
+        assert (await big).status_code == 200
+        del encoder.embed_tokens
+        # 40 rows of 62 tokens take 40 batches of one row at 64 tokens; "river" ran within the next two
+        assert len(order) == 41 and 1 in order[:3]

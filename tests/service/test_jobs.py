@@ -1,0 +1,105 @@
+"""Job states and the training job's edges (issue 8)."""
+
+import asyncio
+import re
+import sys
+import threading
+import time
+
+import pytest
+
+from tests.conftest import ADMIN, TRAIN_EXAMPLES, demo_documents, rebuild, serving, wait_job
+from whitevec.service.jobs import JobRunner
+
+pytestmark = pytest.mark.anyio
+
+FAST = {"epochs": 15, "batch_size": 12, "lr": 1e-3, "centre_lr": 1e-2, "warmup": 0.0}
+
+
+def test_a_cancelled_queued_job_is_cancelled_at_once_and_stays_so(tmp_path):
+    runner = JobRunner(tmp_path / "jobs.sqlite")
+    runner.start()
+    release, ran = threading.Event(), []
+    blocking = runner.submit("block", lambda ctx: (release.wait(10), {})[1])
+    queued = runner.submit("never", lambda ctx: ran.append(1) or {})
+    while runner.get(blocking)["state"] != "running":
+        time.sleep(0.005)
+    record = runner.cancel(queued)
+    assert record["state"] == "cancelled" and record["error"] == "cancelled before it started"
+    release.set()
+    while runner.get(blocking)["state"] != "succeeded":
+        time.sleep(0.005)
+    assert runner.get(blocking)["progress"]["phase"] == "done"
+    runner.stop()
+    assert ran == []
+    again = JobRunner(tmp_path / "jobs.sqlite")
+    again.start()  # a restart: the cancelled job stays cancelled
+    assert again.get(queued)["state"] == "cancelled"
+    again.stop()
+
+
+def test_only_start_marks_a_stopped_process_jobs_failed(tmp_path):
+    """A JobRunner opened beside a live one (a CLI on the same db) must not fail its jobs."""
+    runner = JobRunner(tmp_path / "jobs.sqlite")
+    runner.start()
+    release = threading.Event()
+    job = runner.submit("block", lambda ctx: (release.wait(10), {})[1])
+    while runner.get(job)["state"] != "running":
+        time.sleep(0.005)
+    JobRunner(tmp_path / "jobs.sqlite")  # opened, not started
+    assert runner.get(job)["state"] == "running"
+    release.set()
+    runner.stop()
+
+
+async def test_a_non_json_line_from_the_training_process_fails_the_job_and_ends_it(settings, tmp_path):
+    pid_file = tmp_path / "child.pid"
+    script = f"import os, time; open({str(pid_file)!r}, 'w').write(str(os.getpid())); print('hello'); time.sleep(60)"
+    async with serving(settings) as (app, client):
+        await rebuild(client, {"documents": demo_documents()})
+        app.state.runtime.training_command = [sys.executable, "-c", script]
+        r = await client.post("/admin/train", json={"examples": TRAIN_EXAMPLES, "max_steps": 1}, headers=ADMIN)
+        started = time.monotonic()
+        job = await wait_job(client, r.json()["job_id"], timeout=30)
+        assert job["state"] == "failed" and "not one of its JSON events ('hello')" in job["error"]
+        assert time.monotonic() - started < 20
+        pid = int(pid_file.read_text())
+        with pytest.raises(ProcessLookupError):
+            for _ in range(50):  # the child was killed (and reaped)
+                import os
+                os.kill(pid, 0)
+                await asyncio.sleep(0.1)
+        assert not (settings.data_dir / "training").exists() or not any((settings.data_dir / "training").iterdir())
+
+
+async def test_a_rebuild_queued_behind_train_activate_uses_the_new_model(settings):
+    async with serving(settings) as (app, client):
+        await rebuild(client, {"documents": demo_documents()})
+        r = await client.post("/admin/train", json={"examples": TRAIN_EXAMPLES, **FAST, "activate": True},
+                              headers=ADMIN)
+        train_id = r.json()["job_id"]
+        name = r.json()["model_name"]
+        r = await client.post("/admin/index/rebuild", json={"documents": demo_documents(2)}, headers=ADMIN)
+        rebuild_job = await wait_job(client, r.json()["job_id"])
+        assert (await wait_job(client, train_id))["state"] == "succeeded"
+        assert rebuild_job["state"] == "succeeded" and rebuild_job["result"]["model"] == name
+        ready = (await client.get("/readyz")).json()
+        assert ready["model"] == name and ready["version"] == rebuild_job["result"]["version"]
+        assert not any((settings.data_dir / "training").iterdir())  # work folders are cleaned
+
+
+def test_generated_model_names_are_bounded_and_unique(settings):
+    from whitevec.service.runtime import Runtime
+
+    rt = Runtime(settings)
+    name = "all-MiniLM-L6-v2"
+    seen = set()
+    for _ in range(30):  # thirty generations of train + activate
+        out = rt.model_output_dir(None, base=name)
+        assert out.name not in seen
+        seen.add(out.name)
+        out.mkdir(parents=True)
+        name = out.name
+        assert re.fullmatch(r"all-MiniLM-L6-v2-ft-\d{8}T\d{6}-[0-9a-f]{4}", name), name
+    long = rt.model_output_dir(None, base="x" * 300 + "-amsoftmax-20260101T000000")
+    assert len(long.name) <= 40 + 25
