@@ -33,6 +33,7 @@ from pathlib import Path
 
 from whitevec.models.encoder import Encoder
 from whitevec.models.errors import ModelFolderError, WhitevecError
+from whitevec.models.files import fsync_path
 from whitevec.models.pipeline import Pipeline
 from whitevec.models.whitening import Whitening
 
@@ -106,15 +107,6 @@ class DataDirLock:
         if self._fd is not None:
             os.close(self._fd)  # closing drops the flock
             self._fd = None
-
-
-def fsync_path(path: Path) -> None:
-    """fsync a file or a directory (so a rename inside it is durable)."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def write_json_atomic(path: Path, data: dict) -> None:

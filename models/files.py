@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -43,3 +44,12 @@ def iter_jsonl(path: Path) -> Iterator[tuple[int, object]]:
             raise WhitevecError(f"{path.name}:{lineno}: not valid JSON ({exc.msg})") from None
         except RecursionError:
             raise WhitevecError(f"{path.name}:{lineno}: JSON nested too deeply; flatten it") from None
+
+
+def fsync_path(path: Path) -> None:
+    """fsync a file or a directory (so a rename inside it is durable)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

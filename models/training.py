@@ -28,7 +28,7 @@ import torch.nn.functional as F
 
 from .errors import WhitevecError
 from .evaluation import cosine_spearman, encode_unique, read_pairs
-from .files import check_unicode, iter_jsonl
+from .files import check_unicode, fsync_path, iter_jsonl
 
 log = logging.getLogger(__name__)
 
@@ -326,25 +326,17 @@ def save_model(encoder, out_dir: Path, report: dict) -> None:
         plot_loss(report, tmp / "loss.png")
         for path in tmp.rglob("*"):
             if path.is_file():
-                with open(path, "rb") as fh:
-                    os.fsync(fh.fileno())
+                fsync_path(path)
         old = out_dir.with_name(f".old-{out_dir.name}-{tag}")
         if out_dir.exists():
             os.rename(out_dir, old)
         os.rename(tmp, out_dir)
-        _fsync_dir(out_dir.parent)
+        fsync_path(out_dir.parent)
         shutil.rmtree(old, ignore_errors=True)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
 
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def plot_loss(report: dict, out: Path) -> None:

@@ -1,1 +1,0 @@
-"""FAISS indexes, the document store and versioned serving bundles."""

@@ -1,1 +1,0 @@
-"""The whitevec HTTP service, its settings, jobs and command line."""
