@@ -21,11 +21,13 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(data_dir: Path, token: str, args: tuple[str, ...] = ()) -> tuple[str, subprocess.Popen]:
-    """`whitevec serve` on a free loopback port; returns once /readyz answers 200."""
+def start_server(data_dir: Path, token: str, args: tuple[str, ...] = (), module: str = "whitevec.service.cli",
+                 env: dict[str, str] | None = None) -> tuple[str, subprocess.Popen]:
+    """`whitevec serve` on a free loopback port; returns once /readyz answers 200. `module` and `env`
+    let a benchmark start another checkout (an older commit) for a side-by-side figure."""
     port = free_port()
-    env = {**os.environ, "WHITEVEC_DATA_DIR": str(data_dir), "WHITEVEC_ADMIN_TOKEN": token}
-    proc = subprocess.Popen([sys.executable, "-m", "whitevec.service.cli", "serve", "--port", str(port), "--log-level",
+    env = {**os.environ, "WHITEVEC_DATA_DIR": str(data_dir), "WHITEVEC_ADMIN_TOKEN": token, **(env or {})}
+    proc = subprocess.Popen([sys.executable, "-m", module, "serve", "--port", str(port), "--log-level",
                              "warning", *args], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     base = f"http://127.0.0.1:{port}"
     for _ in range(900):

@@ -192,9 +192,10 @@ async def rebuild(req: RebuildRequest = Depends(json_body(RebuildRequest)),
     if req.path is not None:
         path = resolve_import_path(rt.settings.import_dir, req.path)
         documents = await asyncio.to_thread(read_jsonl, path)
-    else:
-        documents = [parse_document(d.model_dump(), f"documents[{i}]") for i, d in enumerate(req.documents or [])]
-    check_documents(documents, rt.settings.max_documents)
+    else:  # a worker thread: for 100k+ documents this loop would stall the event loop for seconds
+        documents = await asyncio.to_thread(lambda: [parse_document(d.model_dump(), f"documents[{i}]")
+                                                     for i, d in enumerate(req.documents or [])])
+    await asyncio.to_thread(check_documents, documents, rt.settings.max_documents)
     w = req.whitening
     params = rt.whitening_params(w.beta if w else None, w.gamma if w else None, w.dim if w else None)
     rt.check_whitening_dim(params, bundle.encoder)
@@ -328,7 +329,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                               "Errors are always `{\"error\": {\"type\", \"message\", \"param\", \"code\"}}`.")
     app.state.runtime = runtime
     errors.install(app)
-    install_openapi(app)
+    install_openapi(app, settings)
     _install_docs(app)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(Observe, runtime=runtime)

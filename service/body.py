@@ -2,9 +2,12 @@
 off the event loop when large.
 
 FastAPI's own body handling parses with `json.loads` on the event loop (a deep document is
-a RecursionError, a 60 MB body ~1 GB of Python objects) and validates the objects after.
-Here pydantic's Rust parser validates straight from the bytes, with a recursion limit, and a
-body above LARGE_BODY is handled in a worker thread so other requests keep being answered.
+a RecursionError) and validates the objects after, all on the event loop. Here pydantic's Rust
+parser validates small bodies straight from the bytes, with a recursion limit. A body above
+LARGE_BODY goes to a worker thread; since pydantic holds the GIL for a whole validation call (2 s
+for 60 MB of documents), the long lists a model names in `__chunked__` are validated one item at
+a time there, so the event loop gets the GIL between items, and each raw item is dropped once
+validated, so the raw and the validated copies of a list are never both whole in memory.
 """
 
 from __future__ import annotations
@@ -13,10 +16,12 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
+import pydantic_core
 from fastapi import FastAPI, Request
 from pydantic import BaseModel, ValidationError
 
 from .errors import InvalidRequest, MalformedBody, UnsupportedMediaType, validation_message
+from .settings import Settings
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -43,15 +48,47 @@ def json_body(model: type[M]) -> Callable[[Request], Awaitable[M]]:
             raise UnsupportedMediaType(f"the body must be JSON: send it with `Content-Type: application/json` "
                                        f"(this request had {got})")
         body = await request.body()
-        try:
-            if len(body) > LARGE_BODY:
-                return await asyncio.to_thread(model.model_validate_json, body)
-            return model.model_validate_json(body)
-        except ValidationError as exc:
-            status, message, param = validation_message(exc.errors(include_url=False))
-            raise (MalformedBody if status == 400 else InvalidRequest)(message, param=param) from None
+        if len(body) > LARGE_BODY:
+            return await asyncio.to_thread(_validate_large, model, body)
+        return _validate(model.model_validate_json, body)
 
     return parse
+
+
+def _validate(fn: Callable, data: object, prefix: tuple = ()) -> M:
+    try:
+        return fn(data)
+    except ValidationError as exc:
+        errors = exc.errors(include_url=False)
+        for err in errors:
+            err["loc"] = (*prefix, *err.get("loc", ()))
+        status, message, param = validation_message(errors)
+        raise (MalformedBody if status == 400 else InvalidRequest)(message, param=param) from None
+
+
+def _validate_large(model: type[M], body: bytes) -> M:
+    """Validate a large body in a worker thread, item by item for the model's `__chunked__` lists."""
+    try:
+        data = pydantic_core.from_json(body)
+    except ValueError as exc:
+        _validate(model.model_validate_json, body)  # the same 400 message as a small body's
+        raise MalformedBody(f"request body is not valid JSON: {exc}") from None  # pragma: no cover
+    chunked: dict[str, list] = {}
+    if isinstance(data, dict):
+        for name, item_model in getattr(model, "__chunked__", {}).items():
+            items = data.get(name)
+            if isinstance(items, list) and len(items) > 1:
+                validated = []
+                for i, item in enumerate(items):
+                    validated.append(_validate(item_model.model_validate_json, pydantic_core.to_json(item),
+                                               (name, i)))
+                    items[i] = None  # drop the raw item now that its validated copy exists
+                chunked[name] = validated
+                data[name] = [validated[0].model_dump(mode="json")]  # the rest is checked with one item
+    result = _validate(model.model_validate_json, pydantic_core.to_json(data))
+    for name, validated in chunked.items():
+        object.__setattr__(result, name, validated)  # the items were validated above, one by one
+    return result
 
 
 def body_openapi(model: type[BaseModel]) -> dict:
@@ -61,8 +98,62 @@ def body_openapi(model: type[BaseModel]) -> dict:
         "application/json": {"schema": {"$ref": f"#/components/schemas/{model.__name__}"}}}}}
 
 
-def install_openapi(app: FastAPI) -> None:
-    """Add the schemas of bodies read by json_body to the app's OpenAPI components."""
+def _limit(node: dict, **constraints: object) -> None:
+    """Set constraints on a schema node, or on its non-null anyOf branch of the matching kind."""
+    kind = "array" if {"maxItems", "minItems"} & constraints.keys() else None
+    branches = node.get("anyOf", [node])
+    for branch in branches:
+        if branch.get("type") == "null":
+            continue
+        if kind == "array" and branch.get("type") != "array":
+            continue
+        if "maxLength" in constraints and branch.get("type") == "array":
+            branch = branch["items"]
+        if "maximum" in constraints and branch.get("type") not in ("integer", "number"):
+            continue
+        branch.update(constraints)
+
+
+def _apply_limits(components: dict, settings: Settings) -> None:
+    """The server's own limits (WHITEVEC_MAX_*) in the published schemas, so clients see them."""
+    s = settings
+    props = {name: components[name]["properties"] for name in ("EmbedRequest", "SearchRequest",
+                                                               "EmbeddingsRequest", "RebuildRequest")
+             if name in components}
+    if "EmbedRequest" in props:
+        _limit(props["EmbedRequest"]["texts"], maxItems=s.max_texts)
+        _limit(props["EmbedRequest"]["texts"], maxLength=s.max_text_chars)
+    if "SearchRequest" in props:
+        search = props["SearchRequest"]
+        _limit(search["query"], maxLength=s.max_text_chars)
+        _limit(search["queries"], maxItems=s.max_texts)
+        _limit(search["queries"], maxLength=s.max_text_chars)
+        _limit(search["k"], maximum=s.max_k)
+        _limit(search["nprobe"], maximum=s.max_nprobe)
+        _limit(search["ef_search"], maximum=s.max_ef_search)
+    if "EmbeddingsRequest" in props:
+        _limit(props["EmbeddingsRequest"]["input"], maxItems=s.max_texts)
+        for branch in props["EmbeddingsRequest"]["input"].get("anyOf", []):
+            target = branch["items"] if branch.get("type") == "array" else branch
+            target["maxLength"] = s.max_text_chars
+    if "RebuildRequest" in props:
+        _limit(props["RebuildRequest"]["documents"], maxItems=s.max_documents)
+
+
+def _drop_scheme(schema: dict, name: str) -> None:
+    """Remove a security scheme that the server does not enforce (no WHITEVEC_API_KEY set)."""
+    for path in schema.get("paths", {}).values():
+        for op in path.values():
+            if isinstance(op, dict) and "security" in op:
+                op["security"] = [req for req in op["security"] if name not in req]
+                if not op["security"]:
+                    del op["security"]
+    schema.get("components", {}).get("securitySchemes", {}).pop(name, None)
+
+
+def install_openapi(app: FastAPI, settings: Settings) -> None:
+    """Add the schemas of bodies read by json_body to the app's OpenAPI components, with the
+    server's limits; declare the API key scheme only when a key is enforced."""
     original = app.openapi
 
     def openapi() -> dict:
@@ -75,6 +166,9 @@ def install_openapi(app: FastAPI) -> None:
             for sub, definition in body.pop("$defs", {}).items():
                 components.setdefault(sub, definition)
             components[name] = body
+        _apply_limits(components, settings)
+        if settings.api_key is None:
+            _drop_scheme(schema, "ApiKey")
         app.openapi_schema = schema
         return schema
 

@@ -200,7 +200,7 @@ def domain_to_api(exc: WhitevecError) -> ApiError:
 def install(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
-        if exc.status >= 500:
+        if exc.status == 500:
             log.error("%s %s failed: %s", request.method, request.url.path, exc.message)
         return api_error_response(request.url.path, exc)
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import base64
-from typing import Literal
+from typing import Annotated, Literal
 
 import numpy as np
 from fastapi import APIRouter, Depends, Request
@@ -28,7 +28,7 @@ class EmbeddingsRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False, json_schema_extra={"examples": [
         {"input": ["hello world", "你好，世界"], "model": "whitevec", "encoding_format": "float"}]})
 
-    input: NonEmpty | list[NonEmpty] = Field(description="Text or non-empty list of texts (token arrays are "
+    input: NonEmpty | Annotated[list[NonEmpty], Field(min_length=1)] = Field(description="Text or non-empty list of texts (token arrays are "
                                              "not accepted).")
     model: str = Field(description="The served model's name (GET /v1/models), or `whitevec`.")
     dimensions: int | None = Field(None, ge=1, description="Kept whitened dims, at most the fitted dim.")

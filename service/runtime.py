@@ -91,7 +91,8 @@ class Runtime:
         self.prune_models()
 
     def prune_models(self) -> list[str]:
-        """Delete fine-tuned folders in DATA_DIR/models that no kept version uses, past the newest keep_models."""
+        """Delete fine-tuned folders in DATA_DIR/models that no kept version uses, past the newest keep_models.
+        Only folders whitevec wrote (they hold a report.json) are candidates; a user's own folder is never touched."""
         models = self.settings.data_dir / "models"
         if not models.is_dir():
             return []
@@ -104,7 +105,8 @@ class Runtime:
         if self.bundle is not None:
             used.add(self.bundle.encoder.model_dir.resolve())
         unused = sorted((p for p in models.iterdir() if p.is_dir() and not p.name.startswith(".")
-                         and p.resolve() not in used), key=lambda p: p.stat().st_mtime, reverse=True)
+                         and (p / "report.json").is_file() and p.resolve() not in used),
+                        key=lambda p: p.stat().st_mtime, reverse=True)
         doomed = unused[self.settings.keep_models:]
         for path in doomed:
             shutil.rmtree(path, ignore_errors=True)

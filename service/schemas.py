@@ -9,6 +9,12 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_vali
 NonEmpty = Annotated[str, StringConstraints(min_length=1, pattern=r"\S")]
 
 
+def exactly_one(*names: str) -> list[dict]:
+    """JSON Schema for "exactly one of these fields is given (not null)", as the validators enforce."""
+    return [{"required": [name], "properties": {other: ({"not": {"type": "null"}} if other == name else {"type": "null"})
+                                                for other in names}} for name in names]
+
+
 class Strict(BaseModel):
     """Unknown fields and wrong types are refused; NaN and ±inf are not numbers here."""
 
@@ -50,7 +56,8 @@ class SearchRequest(Strict):
         return self
 
     model_config = ConfigDict(json_schema_extra={"examples": [{"query": "cheap flights to Tokyo", "k": 5},
-                                                              {"queries": ["天气预报", "weather forecast"], "k": 3}]})
+                                                              {"queries": ["天气预报", "weather forecast"], "k": 3}],
+                                                 "oneOf": exactly_one("query", "queries")})
 
 
 class Hit(BaseModel):
@@ -92,6 +99,8 @@ class IndexIn(Strict):
 
 
 class RebuildRequest(Strict):
+    __chunked__ = {"documents": DocumentIn}  # validated item by item when the body is large (service/body.py)
+
     documents: list[DocumentIn] | None = Field(None, min_length=1)
     path: NonEmpty | None = Field(None, description="A JSONL file of documents inside the data dir's import folder.")
     whitening: WhiteningIn | None = None
@@ -106,7 +115,7 @@ class RebuildRequest(Strict):
     model_config = ConfigDict(json_schema_extra={"examples": [{
         "documents": [{"id": "faq-1", "text": "Reset your password from the login page.", "metadata": {"lang": "en"}},
                       {"id": "faq-2", "text": "登录页面可以重置密码。"}],
-        "whitening": {"beta": 0, "gamma": 0, "dim": 256}, "index": {"type": "flat"}}]})
+        "whitening": {"beta": 0, "gamma": 0}, "index": {"type": "flat"}}], "oneOf": exactly_one("documents", "path")})
 
 
 class JobAccepted(BaseModel):
@@ -151,16 +160,18 @@ class PairIn(Strict):
 
 
 class TrainRequest(Strict):
+    __chunked__ = {"examples": ExampleIn, "pairs": PairIn}  # validated item by item when the body is large
+
     examples: list[ExampleIn] | None = Field(None, min_length=1, description="Same label, same meaning.")
     pairs: list[PairIn] | None = Field(None, min_length=1, description="Scored pairs; see pair_threshold.")
     path: NonEmpty | None = Field(None, description="A JSONL (examples or pairs) or TSV (pairs) file in the "
                                   "import folder.")
     pair_threshold: float = Field(4.0, description="Pairs scoring at or above it are joined into one class.")
     eval_path: NonEmpty | None = Field(None, description="Pairs file in the import folder: Spearman before/after.")
-    epochs: int = Field(1, ge=1)
+    epochs: int = Field(3, ge=1)
     batch_size: int = Field(32, ge=1)
-    lr: float = Field(2e-5, gt=0, description="Encoder learning rate.")
-    centre_lr: float = Field(1e-3, gt=0, description="Class-centre learning rate.")
+    lr: float = Field(5e-5, gt=0, description="Encoder learning rate.")
+    centre_lr: float = Field(1e-2, gt=0, description="Class-centre learning rate.")
     warmup: float = Field(0.1, ge=0, lt=1, description="Fraction of steps with linear warm-up.")
     grad_accum: int = Field(1, ge=1)
     max_length: int = Field(64, ge=2, le=512)
@@ -183,4 +194,4 @@ class TrainRequest(Strict):
                      {"text": "I forgot my password", "label": "pw"},
                      {"text": "Where is my parcel?", "label": "ship"},
                      {"text": "Track my order", "label": "ship"}],
-        "epochs": 1, "activate": True}]})
+        "activate": True}], "oneOf": exactly_one("examples", "pairs", "path")})

@@ -180,12 +180,14 @@ def test_unused_fine_tuned_models_are_pruned(settings, tiny_model_dir, tiny_enco
     for i in range(4):
         folder = models / f"m{i}"
         shutil.copytree(tiny_model_dir, folder)
+        (folder / "report.json").write_text("{}")  # written by whitevec's training
         os.utime(folder, (time.time() + i, time.time() + i))
         made.append(folder)
+    shutil.copytree(tiny_model_dir, models / "users-own")  # no report.json: never pruned
     (models / ".tmp-m9-123").mkdir()
     used = build_version(rt.versions, type(tiny_encoder)(made[0], device="cpu"), docs(), WhiteningParams(),
                          IndexSpec())
     rt.versions.activate(used.version)
     rt.cleanup_at_start()
     # m0 is used by a kept version, m3 is the newest unused one, m1 and m2 go, and so does the temp folder
-    assert sorted(p.name for p in models.iterdir()) == ["m0", "m3"]
+    assert sorted(p.name for p in models.iterdir()) == ["m0", "m3", "users-own"]

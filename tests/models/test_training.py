@@ -150,7 +150,7 @@ def test_paraphrase_hit_at_1_against_brute_force():
     va, vb = rng.normal(size=(30, 6)), rng.normal(size=(30, 6))
     vb[:15] = va[:15] + 0.05 * rng.normal(size=(15, 6))  # half the pairs are near each other
     got = paraphrase_hit_at_1(a, b, scores, va, vb)
-    texts, vecs = a + b, np.concatenate([va, vb])
+    vecs = np.concatenate([va, vb])
     vecs = vecs / np.linalg.norm(vecs, axis=1, keepdims=True)
     hits = total = 0
     for i in range(30):
@@ -163,3 +163,26 @@ def test_paraphrase_hit_at_1_against_brute_force():
             total += 1
     assert got == pytest.approx(100 * hits / total, abs=0.01)
     assert paraphrase_hit_at_1(a, b, np.zeros(30), va, vb) is None
+
+
+def test_a_crash_while_saving_leaves_the_old_model_whole(tiny_model_dir, tmp_path, monkeypatch):
+    import whitevec.models.training as training
+    from whitevec.models.training import save_model
+
+    encoder = Encoder(tiny_model_dir, device="cpu")
+    out = tmp_path / "models" / "m"
+    report = {"loss": [1.0, 0.5], "settings": {"scale": 30, "margin": 0.35}, "n_classes": 2}
+    save_model(encoder, out, report)
+    before = Encoder(out, device="cpu").encode(["hello"]).vectors
+
+    def crash(*args):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(training, "plot_loss", crash)
+    with torch.no_grad():
+        for p in encoder.model.parameters():
+            p.add_(1.0)
+    with pytest.raises(OSError, match="disk full"):
+        save_model(encoder, out, report)
+    assert sorted(p.name for p in out.parent.iterdir()) == ["m"]  # no temp folder left
+    np.testing.assert_allclose(Encoder(out, device="cpu").encode(["hello"]).vectors, before)

@@ -7,7 +7,7 @@ import threading
 import numpy as np
 import pytest
 
-from tests.conftest import ADMIN, demo_documents, rebuild, serving, slowed_encoder, wait_job
+from tests.conftest import ADMIN, demo_documents, rebuild, serving, wait_job
 
 pytestmark = pytest.mark.anyio
 
@@ -194,29 +194,40 @@ async def test_docs_are_served_without_a_network(settings):
             assert r.status_code == 200 and len(r.content) > 10_000
 
 
-async def test_large_bodies_are_parsed_off_the_event_loop(settings, monkeypatch):
-    from whitevec.service import body as body_module
-    from whitevec.service.schemas import RebuildRequest
+async def test_large_bodies_are_validated_while_the_event_loop_keeps_running(settings, monkeypatch):
+    """A large rebuild body is validated document by document in a worker thread; the event loop
+    keeps running meanwhile (a ticker task advances between the first and the last document)."""
+    from whitevec.service.schemas import DocumentIn
 
-    seen = []
-    original = RebuildRequest.model_validate_json.__func__
+    ticks = {"n": 0}
+    seen: list[tuple[int, bool]] = []
+    original = DocumentIn.model_validate_json.__func__
 
     def recording(cls, data, *args, **kwargs):
-        seen.append((len(data), threading.current_thread() is threading.main_thread()))
+        seen.append((ticks["n"], threading.current_thread() is threading.main_thread()))
         return original(cls, data, *args, **kwargs)
 
-    monkeypatch.setattr(RebuildRequest, "model_validate_json", classmethod(recording))
+    monkeypatch.setattr(DocumentIn, "model_validate_json", classmethod(recording))
+
+    async def ticker():
+        while True:
+            ticks["n"] += 1
+            await asyncio.sleep(0.001)
+
     async with serving(settings) as (app, client):
-        docs = [{"id": f"d{i}", "text": "the cat sat on the mat " * 20} for i in range(2000)]
+        docs = [{"id": f"d{i}", "text": f"the cat sat on the mat {i} " * 4} for i in range(20_000)]
+        task = asyncio.create_task(ticker())
         r = await client.post("/admin/index/rebuild", json={"documents": docs}, headers=ADMIN)
+        task.cancel()
         assert r.status_code == 202
         await wait_job(client, r.json()["job_id"])
-        small = await client.post("/admin/index/rebuild", json={"documents": demo_documents()}, headers=ADMIN)
-        assert small.status_code == 202
-        await wait_job(client, small.json()["job_id"])
-    big, little = seen
-    assert big[0] > body_module.LARGE_BODY and big[1] is False  # a worker thread
-    assert little[0] < body_module.LARGE_BODY and little[1] is True
+        bad = docs[:5000] + [{"id": "x", "text": ""}]
+        r = await client.post("/admin/index/rebuild", json={"documents": bad}, headers=ADMIN)
+        assert r.status_code == 422 and "documents.5000.text" in r.json()["error"]["message"]
+    big = seen[:20_000]
+    assert len(big) == 20_000
+    assert not any(on_main for _, on_main in big)  # never on the event loop's thread
+    assert big[-1][0] > big[0][0]  # the loop ran while the documents were validated
 
 
 @pytest.mark.parametrize("path,fragment", [
