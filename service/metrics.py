@@ -29,7 +29,7 @@ class Metrics:
                                  buckets=(0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))
         self.batch_size = Histogram("whitevec_batch_size", "Texts per model batch.", registry=self.registry,
                                     buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256))
-        self.queue_depth = Gauge("whitevec_queue_depth", "Texts waiting for the model.", registry=self.registry)
+        self.queue_depth = Gauge("whitevec_queue_depth", "Tokens admitted and not yet encoded.", registry=self.registry)
         self.index_size = Gauge("whitevec_index_vectors", "Vectors in the served index.", registry=self.registry)
 
     def bind(self, queue_depth: Callable[[], float], index_size: Callable[[], float],
