@@ -118,9 +118,9 @@ class Whitening:
         if not s[0] > 0:
             raise WhiteningError("all vectors are identical: whitening needs a corpus with some variance")
         if x.shape[0] <= x.shape[1]:
-            log.warning(
-                "fitting whitening on %d vectors of %d dims: at most %d directions carry variance; "
-                "keep dim ≤ %d", x.shape[0], x.shape[1], x.shape[0] - 1, x.shape[0] - 1,
+            log.info(
+                "fitting whitening on %d vectors of %d dims: at most %d directions carry variance "
+                "(with gamma > 0 a rebuild serves at most that many dims)", x.shape[0], x.shape[1], x.shape[0] - 1,
             )
         return cls(mu, u, s, n_vectors=x.shape[0], identity=identity, params=params)
 
