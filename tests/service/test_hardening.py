@@ -40,21 +40,36 @@ async def test_lone_surrogate_in_v1_is_a_clear_400_and_harms_no_one(settings):
 
 
 async def test_a_failing_request_fails_alone_in_its_batch(settings):
-    """If a model batch fails, its requests are retried one by one: only the guilty one fails."""
+    """If a model batch fails, its requests are retried one by one: only the guilty one fails.
+    The model is held on a first request so the poisoned and the good ones share the next batch."""
     async with serving(settings) as (app, client):
         encoder = app.state.runtime.bundle.encoder
         poison = encoder.tokenizer.hf.convert_tokens_to_ids("mat")
         original = encoder.embed_tokens
+        hold, batches = threading.Event(), []
 
         def fragile(ids):
+            batches.append(len(ids))
+            if len(batches) == 1:
+                hold.wait(10)
             if any(poison in row for row in ids):
                 raise RuntimeError("this model cannot stand mats")
             return original(ids)
 
         encoder.embed_tokens = fragile
+        first = asyncio.create_task(client.post("/embed", json={"texts": ["hello world"]}))
+        while not batches:
+            await asyncio.sleep(0.005)
         texts = distinct_texts(30, "good")
-        good = [client.post("/embed", json={"texts": [t]}) for t in texts]
-        answers = await asyncio.gather(client.post("/embed", json={"texts": ["the cat sat on the mat"]}), *good)
+        calls = [asyncio.create_task(client.post("/embed", json={"texts": ["the cat sat on the mat"]}))]
+        calls += [asyncio.create_task(client.post("/embed", json={"texts": [t]})) for t in texts]
+        batcher = app.state.runtime.batcher
+        while len(batcher._requests) < 32:  # all admitted behind the held batch
+            await asyncio.sleep(0.005)
+        hold.set()
+        answers = await asyncio.gather(*calls)
+        assert (await first).status_code == 200
+        assert batches[1] == 31  # they did share one batch, which failed
         assert answers[0].status_code == 500
         assert answers[0].json()["error"]["type"] == "server_error"
         assert [r.status_code for r in answers[1:]] == [200] * len(texts)
@@ -258,27 +273,32 @@ async def test_hostile_import_files_are_422(settings, content, fragment):
 
 
 async def test_big_requests_do_not_stall_small_ones(settings):
-    """Batches are bounded by tokens and the request with the least work left goes first."""
+    """Batches are bounded by tokens and the request with the least work left goes first: a small
+    request admitted while a large one is being encoded runs in the very next batch."""
     settings.max_batch_tokens = 64
     async with serving(settings) as (app, client):
         order: list[int] = []
         encoder = app.state.runtime.bundle.encoder
         original = encoder.embed_tokens
         small_id = encoder.tokenizer.hf.convert_tokens_to_ids("river")
+        hold = threading.Event()
 
         def recording(ids):
             order.append(sum(small_id in row for row in ids))
-            import time
-            time.sleep(0.02)
+            if len(order) == 1:
+                hold.wait(10)
             return original(ids)
 
         encoder.embed_tokens = recording
         big = asyncio.create_task(client.post("/embed", json={"texts": [" ".join(["cat"] * 60)] * 40}))
         while not order:
             await asyncio.sleep(0.005)
-        small = await client.post("/embed", json={"texts": ["river"]})
-        assert small.status_code == 200
-        assert (await big).status_code == 200
+        small = asyncio.create_task(client.post("/embed", json={"texts": ["river"]}))
+        batcher = app.state.runtime.batcher
+        while len(batcher._requests) < 2:  # the small one is admitted behind the held batch
+            await asyncio.sleep(0.005)
+        hold.set()
+        assert (await small).status_code == 200 and (await big).status_code == 200
         del encoder.embed_tokens
-        # 40 rows of 62 tokens take 40 batches of one row at 64 tokens; "river" ran within the next two
-        assert len(order) == 41 and 1 in order[:3]
+        # 40 rows of 62 tokens take 40 batches of one row at 64 tokens; "river" ran second
+        assert len(order) == 41 and order[1] == 1
