@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from whitevec.models.encoder import Encoder
+from whitevec.models.engines import EQUIVALENT
 from whitevec.models.errors import ModelFolderError, WhitevecError
 from whitevec.models.files import fsync_path
 from whitevec.models.pipeline import Pipeline
@@ -124,6 +125,7 @@ def encoder_manifest(encoder: Encoder) -> dict:
         "path": str(encoder.model_dir),
         "max_length": encoder.max_length,
         "tokenizer": encoder.tokenizer.kind,
+        "engine": encoder.engine,
         **encoder.identity.to_dict(),
     }
 
@@ -260,16 +262,26 @@ class VersionStore:
         return manifest
 
     def load(self, version: str, encoder: Encoder | None = None, device: str | None = None,
-             use_gpu: bool = True) -> Bundle:
-        """Load a verified version; reuses `encoder` when it is the manifest's model, else loads that model."""
+             use_gpu: bool = True, engine: str | None = None, engine_cache: Path | None = None) -> Bundle:
+        """Load a verified version; reuses `encoder` when it is the manifest's model, else loads that model.
+
+        The version is served with the engine it was built with, or with `engine` when that one gives
+        the same vectors (torch and onnx fp32); never with one that gives other vectors."""
         if not (self.folder(version) / MANIFEST).is_file():
             raise VersionDamaged(f"version {version} has no folder with a manifest in {self.root}")
         manifest = self.verify_files(version)
-        model = manifest["model"]
-        same = encoder is not None and encoder_manifest(encoder) == model
+        model = {"engine": "torch", **manifest["model"]}  # versions from before engines: torch
+        use = model["engine"]
+        if engine is not None and engine != use:
+            if EQUIVALENT.get(engine) == EQUIVALENT.get(use):
+                use = engine
+            else:
+                log.warning("version %s was encoded with engine %s; serving it with %s, not %s (their vectors "
+                            "differ): rebuild it to change engines", version, use, use, engine)
+        same = encoder is not None and encoder_manifest(encoder) == {**model, "engine": use}
         if not same:
             encoder = Encoder(model["path"], pooling=model["pooling"], tokenizer=model["tokenizer"],
-                              max_length=model["max_length"], device=device)
+                              max_length=model["max_length"], device=device, engine=use, engine_cache=engine_cache)
             if encoder.identity.fingerprint != model["fingerprint"]:
                 raise ModelFolderError(
                     f"model folder {model['path']} changed since version {version} was built "

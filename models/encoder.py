@@ -16,6 +16,7 @@ from transformers.utils import logging as hf_logging
 
 from .errors import ModelFolderError
 from .loader import ModelIdentity, bundled_model_dir, fingerprint, resolve_model_dir
+from .engines import ENGINES, OnnxRunner
 from .pooling import Pooling, default_pooling
 from .st_modules import copy_modules, load_head
 from .tokenizers import Batch, TextTokenizer, default_tokenizer
@@ -61,7 +62,11 @@ class Encoder:
         max_length: int | None = None,
         device: str | torch.device | None = None,
         batch_size: int = 32,
+        engine: str = "torch",
+        engine_cache: Path | None = None,
     ) -> None:
+        if engine not in ENGINES:
+            raise ModelFolderError(f"unknown engine {engine!r}: choose one of {', '.join(ENGINES)}")
         path = resolve_model_dir(model_dir)
         self.model_dir = path
         self.pooling = Pooling(pooling or default_pooling(path))
@@ -88,6 +93,12 @@ class Encoder:
         self.identity = ModelIdentity(
             name=name, fingerprint=fingerprint(path), pooling=self.pooling.mode, dim=out_dim
         )
+        self.engine = engine
+        self._runner: OnnxRunner | None = None
+        if engine != "torch":
+            if self.device.type != "cpu":
+                raise ModelFolderError(f"engine {engine} runs on the CPU; use engine torch on {self.device}")
+            self._runner = OnnxRunner(self.model, self.identity.fingerprint, self.pooling.mode, engine, engine_cache)
 
     @property
     def dim(self) -> int:
@@ -115,9 +126,13 @@ class Encoder:
         return self.tokenizer.encode_truncated(texts, self.max_length)
 
     def embed_tokens(self, ids: list[list[int]]) -> np.ndarray:
-        """Pooled float32 vectors for one batch of ids (rows in the given order)."""
+        """Pooled float32 vectors for one batch of ids (rows in the given order), with the engine."""
+        batch = self.tokenizer.pad(ids, self.max_length)
         with torch.inference_mode():
-            return self.forward(self.tokenizer.pad(ids, self.max_length)).float().cpu().numpy()
+            if self._runner is None:
+                return self.forward(batch).float().cpu().numpy()
+            pooled = self.pooling(self._runner(batch.input_ids, batch.attention_mask), batch.attention_mask)
+            return (self.head(pooled) if self.head is not None else pooled).float().numpy()
 
     def encode(
         self,

@@ -230,6 +230,8 @@ def train(encoder, data: TrainingData, config: TrainConfig, out_dir: Path, eval_
     """Fine-tune `encoder` in place, save it to out_dir (HF format + pooling/tokenizer config), return the report."""
     from tqdm.auto import tqdm
 
+    if encoder.engine != "torch":
+        raise WhitevecError(f"training needs the torch engine (gradients); this encoder runs {encoder.engine}")
     emit = on_event or (lambda event: None)
     started = time.time()
     if config.threads:

@@ -22,13 +22,16 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-length", type=int, default=None, help="tokens per text; longer texts are truncated and counted")
     p.add_argument("--batch-size", type=int, default=None, help="texts per model batch (default 32)")
     p.add_argument("--device", default=None, help="torch device (default: cuda when available, else cpu)")
+    p.add_argument("--engine", choices=("torch", "onnx", "onnx-int8"), default=None,
+                   help="inference engine (default torch; onnx: ONNX Runtime fp32, same vectors; onnx-int8: faster, "
+                        "other vectors)")
 
 
 def _encoder(args: argparse.Namespace):
     from whitevec.models.encoder import Encoder
 
     return Encoder(args.model, pooling=args.pooling, tokenizer=args.tokenizer, max_length=args.max_length,
-                   device=args.device, batch_size=args.batch_size or 32)
+                   device=args.device, batch_size=args.batch_size or 32, engine=args.engine or "torch")
 
 
 def cmd_eval_sts(args: argparse.Namespace) -> int:
@@ -55,7 +58,7 @@ def _settings(args: argparse.Namespace, **extra):
 
     flags = {"data_dir": args.data_dir, "model_dir": args.model, "pooling": args.pooling,
              "tokenizer": args.tokenizer, "max_length": args.max_length, "device": args.device,
-             "max_batch": args.batch_size, **extra}
+             "max_batch": args.batch_size, "engine": getattr(args, "engine", None), **extra}
     return Settings(**{k: v for k, v in flags.items() if v is not None})
 
 
@@ -166,7 +169,7 @@ def _train(rt, args: argparse.Namespace, path: Path) -> int:
     print(f"{data.n_classes} classes, {len(data.texts)} sentences ({data.dropped} alone in their class, dropped)",
           file=sys.stderr)
     # the served model (the active version's, else the configured or bundled one), read-only
-    encoder = rt.new_encoder() if args.model is not None else rt.served_encoder()
+    encoder = rt.new_encoder(engine="torch") if args.model is not None else rt.served_encoder()
     out = Path(args.out) if args.out else rt.model_output_dir(None, base=encoder.identity.name)
     report = train(encoder, data, config, out, Path(args.eval_pairs) if args.eval_pairs else None, progress=True)
     summary = {k: v for k, v in report.items() if k != "loss"}

@@ -116,10 +116,11 @@ class Runtime:
 
     # --- loading and swapping --------------------------------------------------------------
 
-    def new_encoder(self, model_dir: Path | None = None) -> Encoder:
+    def new_encoder(self, model_dir: Path | None = None, engine: str | None = None) -> Encoder:
         s = self.settings
         return Encoder(model_dir if model_dir is not None else s.model_dir, pooling=s.pooling,
-                       tokenizer=s.tokenizer, max_length=s.max_length, device=s.device, batch_size=s.max_batch)
+                       tokenizer=s.tokenizer, max_length=s.max_length, device=s.device, batch_size=s.max_batch,
+                       engine=engine or s.engine, engine_cache=s.engine_cache)
 
     def load(self) -> None:
         """Load the active version (verified); if it is damaged, the newest intact version that was
@@ -145,7 +146,8 @@ class Runtime:
         reason = None
         for version in candidates:
             try:
-                bundle = self.versions.load(version, device=self.settings.device, use_gpu=self.settings.use_gpu_index)
+                bundle = self.versions.load(version, device=self.settings.device, use_gpu=self.settings.use_gpu_index,
+                                            engine=self.settings.engine, engine_cache=self.settings.engine_cache)
             except WhitevecError as exc:
                 log.error("refusing version %s: %s", version, exc)
                 if version == active:
@@ -167,10 +169,10 @@ class Runtime:
         """The model a server on this data dir serves, loaded read-only (no lock, no cleanup)."""
         active = self.versions.active()
         if active is None:
-            return self.new_encoder()
+            return self.new_encoder(engine="torch")
         model = self.versions.verify_files(active)["model"]
         return Encoder(model["path"], pooling=model["pooling"], tokenizer=model["tokenizer"],
-                       max_length=model["max_length"], device=self.settings.device)
+                       max_length=model["max_length"], device=self.settings.device)  # training runs torch
 
     def _warn_if_model_setting_differs(self, bundle: Bundle) -> None:
         wanted = self.settings.model_dir
@@ -221,6 +223,7 @@ class Runtime:
             "pooling": enc.pooling.mode,
             "tokenizer": enc.tokenizer.kind,
             "encoder_device": str(enc.device),
+            "engine": enc.engine,
             "dim": bundle.pipeline.output_dim(),
             "model_dim": enc.dim,
             "version": bundle.version,
@@ -241,7 +244,8 @@ class Runtime:
     def activate(self, version: str, encoder: Encoder | None) -> Bundle:
         """Load a written version fully (verified), then point at it, then serve it: a failure changes nothing."""
         bundle = self.versions.load(version, encoder=encoder, device=self.settings.device,
-                                    use_gpu=self.settings.use_gpu_index)
+                                    use_gpu=self.settings.use_gpu_index, engine=encoder.engine if encoder else None,
+                                    engine_cache=self.settings.engine_cache)
         self.versions.activate(version)
         previous, self.bundle, self.refused = self.bundle, bundle, None
         protect = {previous.version} if previous is not None and previous.version else set()
@@ -404,7 +408,8 @@ class Runtime:
             raise RuntimeError("there is no index to re-encode; build one first, then activate the model")
         enc = bundle.encoder
         encoder = Encoder(model_dir, pooling=enc.pooling.mode, tokenizer=enc.tokenizer.kind, max_length=enc.max_length,
-                          device=self.settings.device, batch_size=self.settings.max_batch)
+                          device=self.settings.device, batch_size=self.settings.max_batch,
+                          engine=self.settings.engine, engine_cache=self.settings.engine_cache)
         documents = bundle.store.all()
         return self.rebuild(ctx, documents, bundle.pipeline.whitening.params, bundle.index.spec, encoder=encoder)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -20,6 +21,10 @@ class Settings(BaseSettings):
     max_length: int | None = Field(None, description="Tokens per text; longer texts are truncated and flagged.")
     device: str | None = Field(None, description="Torch device for the encoder; none: cuda when available, else cpu.")
     use_gpu_index: bool = Field(True, description="Search on the GPU when FAISS or torch can.")
+    engine: Literal["torch", "onnx", "onnx-int8"] = Field(
+        "torch", description="Inference engine for new versions: torch; onnx (ONNX Runtime fp32, the same "
+        "vectors, CPU); onnx-int8 (dynamic int8, faster, other vectors). A version is always served with the "
+        "engine it was built with, or an equivalent one. The ONNX export is cached in DATA_DIR/engines.")
 
     whiten_beta: float = Field(0.0, ge=0, le=1, description="Default β for rebuilds (mean removal). 0 keeps "
                                "similarity-trained models' accuracy; 1 is classic BERT-whitening.")
@@ -51,6 +56,11 @@ class Settings(BaseSettings):
                              "used by kept versions (the newest ones).")
     train_threads: int = Field(max(1, (os.cpu_count() or 2) // 2), ge=1,
                                description="Torch threads of the training process (the rest keep serving).")
+
+    @property
+    def engine_cache(self) -> Path:
+        """ONNX exports, keyed by the model's fingerprint."""
+        return self.data_dir / "engines"
 
     @property
     def import_dir(self) -> Path:

@@ -1,0 +1,115 @@
+"""Inference engines for the encoder's transformer: torch, or ONNX Runtime (fp32 or dynamic int8).
+
+The ONNX graph is exported once from the model folder (the transformer only: last hidden state,
+plus the first layer's hidden state or the pooler output when the pooling needs them) and cached
+under a key of the folder's fingerprint, so a changed folder is never served by a stale export.
+Pooling and the sentence-transformers modules after it run in torch as for the torch engine.
+
+`onnx` (fp32) gives torch's vectors (to float32 rounding) and is interchangeable with `torch`;
+`onnx-int8` (weights quantised per channel, MatMuls only) gives different vectors, so a version
+records its engine and is always served with it (see index/versions.py).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import warnings
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import torch
+
+from .errors import ModelFolderError
+
+log = logging.getLogger(__name__)
+
+ENGINES = ("torch", "onnx", "onnx-int8")
+#: Engines whose vectors equal torch's (within float32 rounding): a version built with one may be
+#: served with another.
+EQUIVALENT = {"torch": "torch", "onnx": "torch", "onnx-int8": "onnx-int8"}
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "whitevec" / "engines"
+
+
+class _Transformer(torch.nn.Module):
+    """What is exported: the transformer's outputs that the pooling reads."""
+
+    def __init__(self, model: torch.nn.Module, first: bool, pooler: bool) -> None:
+        super().__init__()
+        self.model, self.first, self.pooler = model, first, pooler
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        out = self.model(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=self.first,
+                         return_dict=True)
+        extra = [out.hidden_states[1]] if self.first else []
+        extra += [out.pooler_output] if self.pooler else []
+        return (out.last_hidden_state, *extra)
+
+
+class OnnxRunner:
+    """Runs the transformer with ONNX Runtime; returns an outputs object the Pooling step reads."""
+
+    def __init__(self, model: torch.nn.Module, fingerprint: str, pooling: str, engine: str,
+                 cache_dir: Path | None = None, threads: int | None = None) -> None:
+        if engine not in ("onnx", "onnx-int8"):
+            raise ValueError(f"unknown ONNX engine {engine!r}")
+        try:
+            import onnxruntime as ort
+        except ImportError as exc:  # pragma: no cover - a hard dependency
+            raise ModelFolderError("engine onnx needs the onnxruntime package: pip install onnxruntime") from exc
+        self.first, self.pooler = pooling == "first-last-avg", pooling == "pooler"
+        outputs = "last" + ("-first" if self.first else "") + ("-pooler" if self.pooler else "")
+        cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+        self.path = cache / f"{fingerprint}-{outputs}-{engine}.onnx"
+        if not self.path.is_file():
+            self._build(model, engine, cache)
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads or torch.get_num_threads()
+        options.inter_op_num_threads = 1
+        self.session = ort.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
+
+    def _build(self, model: torch.nn.Module, engine: str, cache: Path) -> None:
+        """Export (and quantise) into a temp file, then rename: a crash never leaves a half file."""
+        cache.mkdir(parents=True, exist_ok=True)
+        tag = f".tmp-{os.getpid()}"
+        fp32 = self.path.with_name(self.path.stem + f"{tag}.fp32.onnx")
+        names = ["last"] + (["first"] if self.first else []) + (["pooler"] if self.pooler else [])
+        log.info("exporting the model to ONNX for engine %s (once, cached in %s)", engine, cache)
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # tracer notes about shapes: the axes are declared dynamic
+                self._export(model, fp32, names)
+            if engine == "onnx-int8":
+                from onnxruntime.quantization import QuantType, quantize_dynamic
+
+                done = self.path.with_name(self.path.stem + f"{tag}.int8.onnx")
+                quantize_dynamic(str(fp32), str(done), weight_type=QuantType.QInt8, per_channel=True,
+                                 op_types_to_quantize=["MatMul"])
+                fp32.unlink()
+            else:
+                done = fp32
+            os.replace(done, self.path)
+        finally:
+            for leftover in cache.glob(self.path.stem + f"{tag}*"):
+                leftover.unlink(missing_ok=True)
+
+    def _export(self, model: torch.nn.Module, path: Path, names: list[str]) -> None:
+        axes = {0: "batch", 1: "tokens"}
+        ids = torch.ones(2, 8, dtype=torch.long)
+        torch.onnx.export(_Transformer(model, self.first, self.pooler).eval(), (ids, ids), str(path),
+                          input_names=["input_ids", "attention_mask"], output_names=names,
+                          dynamic_axes={"input_ids": axes, "attention_mask": axes,
+                                        **{n: ({0: "batch"} if n == "pooler" else axes) for n in names}},
+                          opset_version=17, dynamo=False)
+
+    def __call__(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> SimpleNamespace:
+        feeds = {"input_ids": input_ids.numpy().astype(np.int64), "attention_mask": attention_mask.numpy().astype(np.int64)}
+        outs = [torch.from_numpy(o) for o in self.session.run(None, feeds)]
+        last = outs.pop(0)
+        first = outs.pop(0) if self.first else None
+        pooler = outs.pop(0) if self.pooler else None
+        return SimpleNamespace(last_hidden_state=last, hidden_states=[None, first, last], pooler_output=pooler)

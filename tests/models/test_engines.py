@@ -1,0 +1,100 @@
+"""ONNX Runtime engines against torch: fp32 gives torch's vectors, int8 close ones; versions keep their engine."""
+
+import numpy as np
+import pytest
+
+from tests.conftest import demo_documents
+from whitevec.models.encoder import Encoder
+
+TEXTS = ["the cat sat on the mat", "hello world", "今天天气不错", "a red car by the river", "good day"]
+
+
+@pytest.mark.parametrize("pooling", ["cls", "pooler", "last-avg", "first-last-avg", "max"])
+def test_onnx_fp32_equals_torch_for_every_pooling(tiny_model_dir, tmp_path, pooling):
+    torch_enc = Encoder(tiny_model_dir, pooling=pooling, device="cpu")
+    onnx_enc = Encoder(tiny_model_dir, pooling=pooling, device="cpu", engine="onnx", engine_cache=tmp_path)
+    np.testing.assert_allclose(onnx_enc.encode(TEXTS).vectors, torch_enc.encode(TEXTS).vectors, atol=1e-5)
+
+
+def test_the_export_is_cached_by_fingerprint(tiny_model_dir, tmp_path):
+    first = Encoder(tiny_model_dir, device="cpu", engine="onnx-int8", engine_cache=tmp_path)
+    path, mtime = first._runner.path, first._runner.path.stat().st_mtime_ns
+    again = Encoder(tiny_model_dir, device="cpu", engine="onnx-int8", engine_cache=tmp_path)
+    assert again._runner.path == path and path.stat().st_mtime_ns == mtime  # built once
+    assert first.identity.fingerprint in path.name and sorted(p.name for p in tmp_path.iterdir()) == [path.name]
+
+
+def test_bundled_model_engines(bundled_encoder, tmp_path):
+    from whitevec.models.evaluation import read_pairs
+    from tests.conftest import SHARED_DATA
+
+    pairs = read_pairs(SHARED_DATA / "sts-b-en" / "dev.tsv")
+    texts = list(dict.fromkeys(pairs.a + pairs.b))[:300]
+    want = bundled_encoder.encode(texts).vectors
+    fp32 = Encoder(device="cpu", engine="onnx", engine_cache=tmp_path).encode(texts).vectors
+    np.testing.assert_allclose(fp32, want, atol=1e-5)
+    int8 = Encoder(device="cpu", engine="onnx-int8", engine_cache=tmp_path).encode(texts).vectors
+    cos = (int8 * want).sum(1) / np.linalg.norm(int8, axis=1) / np.linalg.norm(want, axis=1)
+    # Measured (benchmarks/int8_probe.py): dynamic int8 is close but not within 0.99 for every sentence
+    # on this CPU (AVX2, no VNNI), which is why it is not the default engine.
+    assert cos.mean() > 0.98 and cos.min() > 0.95
+
+
+def test_a_version_is_served_with_its_own_engine_or_an_equivalent(tiny_model_dir, tmp_path):
+    from whitevec.index.build import build_version
+    from whitevec.index.faiss_index import IndexSpec
+    from whitevec.index.store import Document
+    from whitevec.index.versions import VersionStore
+    from whitevec.models.whitening import WhiteningParams
+
+    store = VersionStore(tmp_path / "data")
+    docs = [Document(d["id"], d["text"], d["metadata"]) for d in demo_documents()]
+    int8 = Encoder(tiny_model_dir, device="cpu", engine="onnx-int8", engine_cache=tmp_path / "cache")
+    v8 = build_version(store, int8, docs, WhiteningParams(), IndexSpec()).version
+    assert store.manifest(v8)["model"]["engine"] == "onnx-int8"
+    assert store.load(v8, engine="torch", engine_cache=tmp_path / "cache").encoder.engine == "onnx-int8"
+    torch_enc = Encoder(tiny_model_dir, device="cpu")
+    vt = build_version(store, torch_enc, docs, WhiteningParams(), IndexSpec()).version
+    assert store.load(vt, engine="onnx", engine_cache=tmp_path / "cache").encoder.engine == "onnx"
+    assert store.load(vt, engine="onnx-int8", engine_cache=tmp_path / "cache").encoder.engine == "torch"
+
+
+def test_training_refuses_an_onnx_encoder(tiny_model_dir, tmp_path):
+    from whitevec.models.errors import WhitevecError
+    from whitevec.models.training import TrainConfig, classes_from_examples, train
+    from tests.conftest import TRAIN_EXAMPLES
+
+    encoder = Encoder(tiny_model_dir, device="cpu", engine="onnx", engine_cache=tmp_path)
+    with pytest.raises(WhitevecError, match="needs the torch engine"):
+        train(encoder, classes_from_examples(TRAIN_EXAMPLES), TrainConfig(max_steps=1), tmp_path / "out")
+
+
+@pytest.mark.anyio
+async def test_service_on_the_onnx_engine_serves_torchs_vectors(settings):
+    from tests.conftest import rebuild, serving
+
+    texts = ["hello world", "the red cat"]
+    async with serving(settings) as (app, client):
+        await rebuild(client, {"documents": demo_documents()})
+        want = (await client.post("/embed", json={"texts": texts})).json()["embeddings"]
+    settings.engine = "onnx"
+    async with serving(settings) as (app, client):  # the torch-built version, served by an equivalent engine
+        ready = (await client.get("/readyz")).json()
+        assert ready["engine"] == "onnx"
+        got = (await client.post("/embed", json={"texts": texts})).json()["embeddings"]
+        np.testing.assert_allclose(got, want, atol=1e-5)
+        assert any(settings.engine_cache.iterdir())
+
+
+def test_eval_sts_takes_an_engine(tiny_model_dir, pairs_file, capsys, monkeypatch, tmp_path):
+    import json
+
+    from whitevec.service.cli import main
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    rows = {}
+    for engine in ("torch", "onnx"):
+        assert main(["eval", "sts", str(pairs_file), "--model", str(tiny_model_dir), "--engine", engine, "--json"]) == 0
+        rows[engine] = json.loads(capsys.readouterr().out)
+    assert rows["onnx"]["raw"] == pytest.approx(rows["torch"]["raw"], abs=1e-3)
+    assert (tmp_path / "whitevec" / "engines").is_dir()
