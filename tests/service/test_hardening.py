@@ -302,3 +302,22 @@ async def test_big_requests_do_not_stall_small_ones(settings):
         del encoder.embed_tokens
         # 40 rows of 62 tokens take 40 batches of one row at 64 tokens; "river" ran second
         assert len(order) == 41 and order[1] == 1
+
+
+async def test_large_training_bodies_are_validated_item_by_item_too(settings):
+    """The same path for /admin/train's long lists: an error names the exact item, and the body is not
+    parsed on the event loop's thread (the route answers 422 without a job)."""
+    examples = [{"text": f"sentence number {i} about the cat", "label": i % 50} for i in range(12_000)]
+    pairs = [{"text_a": f"a {i}", "text_b": f"b {i}", "score": 4.5} for i in range(12_000)]
+    async with serving(settings) as (app, client):
+        await rebuild(client, {"documents": demo_documents()})
+        bad = examples + [{"text": "ok", "label": [1]}]
+        r = await client.post("/admin/train", json={"examples": bad}, headers=ADMIN)
+        assert r.status_code == 422 and "examples.12000.label" in r.json()["error"]["message"], r.text
+        bad = pairs[:-1] + [{"text_a": "x", "text_b": "y", "score": "high"}]
+        r = await client.post("/admin/train", json={"pairs": bad}, headers=ADMIN)
+        assert r.status_code == 422 and "pairs.11999.score" in r.json()["error"]["message"], r.text
+        r = await client.post("/admin/train", json={"examples": examples, "max_steps": 1}, headers=ADMIN)
+        assert r.status_code == 202 and r.json()["classes"] == 50 and r.json()["texts"] == 12_000
+        await client.post(f"/admin/jobs/{r.json()['job_id']}/cancel", headers=ADMIN)
+        assert (await client.get("/admin/jobs", headers=ADMIN)).status_code == 200
