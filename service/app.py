@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import asdict
 
+import numpy as np
 from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
@@ -21,7 +22,7 @@ from whitevec.models.evaluation import read_pairs
 from whitevec.models.training import TrainConfig, classes_from_examples, classes_from_pairs, read_training_file
 
 from . import errors
-from .body import body_openapi, install_openapi, json_body
+from .body import FastJSONResponse, body_openapi, install_openapi, json_body
 from .deps import check_texts, encode, get_runtime, require_admin, require_api_key
 from .errors import (COMMON, Conflict, Forbidden, NotFound, NotReady, Overloaded, PayloadTooLarge, ServerError,
                      Unauthorized, responses)
@@ -143,8 +144,8 @@ async def embed(request: Request, req: EmbedRequest = Depends(json_body(EmbedReq
     out_dim = bundle.pipeline.output_dim(req.whiten, req.dim)
     raw = await encode(rt, bundle, req.texts, request)
     vectors = bundle.pipeline.postprocess(raw.vectors, req.whiten, req.dim, req.normalize)
-    return JSONResponse({
-        "model": bundle.encoder.identity.name, "dim": out_dim, "embeddings": vectors.tolist(),
+    return FastJSONResponse({
+        "model": bundle.encoder.identity.name, "dim": out_dim, "embeddings": vectors.astype(np.float32),
         "truncated": raw.truncated, "whitened": req.whiten and bundle.pipeline.whitening is not None,
         "version": bundle.version,
     })
@@ -174,7 +175,7 @@ async def search(request: Request, req: SearchRequest = Depends(json_body(Search
         hits = [{"id": docs[int(i)].id, "score": float(s), "text": docs[int(i)].text,
                  "metadata": docs[int(i)].metadata} for s, i in zip(row_scores, row_ids) if i >= 0]
         results.append({"query": query, "hits": hits})
-    return JSONResponse({"results": results, "version": bundle.version})
+    return FastJSONResponse({"results": results, "version": bundle.version})
 
 
 ADMIN_ERRORS = (*COMMON, Unauthorized, Forbidden)

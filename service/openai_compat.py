@@ -7,12 +7,12 @@ from typing import Annotated, Literal
 
 import numpy as np
 from fastapi import APIRouter, Depends, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from whitevec.models.errors import WhiteningError
 
-from .body import body_openapi, json_body
+from .body import FastJSONResponse, body_openapi, json_body
 from .deps import check_texts, encode, get_runtime, require_api_key
 from .errors import COMMON, InvalidRequest, NotFound, NotReady, Overloaded, Unauthorized, responses
 from .runtime import Runtime
@@ -81,9 +81,9 @@ async def embeddings(request: Request, req: EmbeddingsRequest = Depends(json_bod
     if req.encoding_format == "base64":
         data = [base64.b64encode(v.astype("<f4").tobytes()).decode() for v in vectors]
     else:
-        data = vectors.tolist()
+        data = list(vectors)  # rows stay float32 arrays: FastJSONResponse writes them directly
     tokens = int(sum(raw.tokens))
-    return JSONResponse({
+    return FastJSONResponse({
         "object": "list", "model": name, "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
         "data": [{"object": "embedding", "index": i, "embedding": e} for i, e in enumerate(data)],
     })
