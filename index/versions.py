@@ -262,14 +262,18 @@ class VersionStore:
         return manifest
 
     def load(self, version: str, encoder: Encoder | None = None, device: str | None = None,
-             use_gpu: bool = True, engine: str | None = None, engine_cache: Path | None = None) -> Bundle:
+             use_gpu: bool = True, engine: str | None = None, engine_cache: Path | None = None,
+             checksums: bool = True) -> Bundle:
         """Load a verified version; reuses `encoder` when it is the manifest's model, else loads that model.
+
+        `checksums=False` skips re-hashing the parts (the consistency checks still run): only for a version
+        this process has just written, whose checksums were computed from the files on disk moments ago.
 
         The version is served with the engine it was built with, or with `engine` when that one gives
         the same vectors (torch and onnx fp32); never with one that gives other vectors."""
         if not (self.folder(version) / MANIFEST).is_file():
             raise VersionDamaged(f"version {version} has no folder with a manifest in {self.root}")
-        manifest = self.verify_files(version)
+        manifest = self.verify_files(version) if checksums else self.manifest(version)
         model = {"engine": "torch", **manifest["model"]}  # versions from before engines: torch
         use = model["engine"]
         if engine is not None and engine != use:

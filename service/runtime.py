@@ -241,11 +241,12 @@ class Runtime:
             },
         }
 
-    def activate(self, version: str, encoder: Encoder | None) -> Bundle:
-        """Load a written version fully (verified), then point at it, then serve it: a failure changes nothing."""
+    def activate(self, version: str, encoder: Encoder | None, just_built: bool = False) -> Bundle:
+        """Load a written version fully (verified), then point at it, then serve it: a failure changes nothing.
+        A version this process `just_built` is not re-hashed (its checksums were taken from the files)."""
         bundle = self.versions.load(version, encoder=encoder, device=self.settings.device,
                                     use_gpu=self.settings.use_gpu_index, engine=encoder.engine if encoder else None,
-                                    engine_cache=self.settings.engine_cache)
+                                    engine_cache=self.settings.engine_cache, checksums=not just_built)
         self.versions.activate(version)
         previous, self.bundle, self.refused = self.bundle, bundle, None
         protect = {previous.version} if previous is not None and previous.version else set()
@@ -296,7 +297,7 @@ class Runtime:
                                min_approx=self.settings.min_approx_vectors)
         if ctx is not None:
             ctx.check_cancelled()
-        self.activate(result.version, encoder)
+        self.activate(result.version, encoder, just_built=True)
         m = result.manifest
         return {"version": result.version, "documents": m["documents"]["count"], "index": m["index"],
                 "model": m["model"]["name"],

@@ -191,3 +191,22 @@ def test_unused_fine_tuned_models_are_pruned(settings, tiny_model_dir, tiny_enco
     rt.cleanup_at_start()
     # m0 is used by a kept version, m3 is the newest unused one, m1 and m2 go, and so does the temp folder
     assert sorted(p.name for p in models.iterdir()) == ["m0", "m3", "users-own"]
+
+
+def test_a_rebuild_hashes_its_parts_once_and_loads_still_verify(settings, monkeypatch):
+    """The rebuild's own activation does not re-read the files it just hashed; any later load does."""
+    from whitevec.index import versions as versions_module
+    from whitevec.service.runtime import Runtime
+
+    calls: list[str] = []
+    original = versions_module.file_digest
+    monkeypatch.setattr(versions_module, "file_digest", lambda path: calls.append(path.name) or original(path))
+    rt = Runtime(settings)
+    rt.lock()
+    rt.load()
+    result = rt.rebuild(None, docs(), WhiteningParams(), IndexSpec())
+    assert sorted(calls) == ["docs.sqlite", "index.faiss", "whitening.npz"]  # once each, at build
+    calls.clear()
+    rt.versions.load(result["version"], encoder=rt.bundle.encoder)
+    assert sorted(calls) == ["docs.sqlite", "index.faiss", "whitening.npz"]  # a plain load verifies
+    rt.unlock()
