@@ -14,23 +14,59 @@ from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 from fastapi.staticfiles import StaticFiles
-
-from whitevec.index.documents import check_documents, parse_document, read_jsonl, resolve_import_path
+from whitevec.index.documents import (
+    check_documents,
+    parse_document,
+    read_jsonl,
+    resolve_import_path,
+)
 from whitevec.index.faiss_index import INDEX_TYPES
+from whitevec.models.encoder import EncodeResult
 from whitevec.models.errors import WhitevecError
 from whitevec.models.evaluation import read_pairs
-from whitevec.models.training import TrainConfig, classes_from_examples, classes_from_pairs, read_training_file
+from whitevec.models.training import (
+    TrainConfig,
+    classes_from_examples,
+    classes_from_pairs,
+    read_training_file,
+)
 
 from . import errors
-from .body import FastJSONResponse, body_openapi, install_openapi, json_body
+from .body import (
+    FastJSONResponse,
+    RenderedJSON,
+    body_openapi,
+    install_openapi,
+    json_body,
+    render_json,
+)
 from .deps import check_texts, encode, get_runtime, require_admin, require_api_key
-from .errors import (COMMON, Conflict, Forbidden, NotFound, NotReady, Overloaded, PayloadTooLarge, ServerError,
-                     Unauthorized, responses)
+from .errors import (
+    COMMON,
+    Conflict,
+    Forbidden,
+    NotFound,
+    NotReady,
+    Overloaded,
+    PayloadTooLarge,
+    ServerError,
+    Unauthorized,
+    responses,
+)
 from .jobs import JobNotCancellable, UnknownJob
 from .openai_compat import router as openai_router
 from .runtime import Runtime
-from .schemas import (EmbedRequest, EmbedResponse, JobAccepted, JobOut, RebuildRequest, SearchRequest,
-                      SearchResponse, TrainAccepted, TrainRequest)
+from .schemas import (
+    EmbedRequest,
+    EmbedResponse,
+    JobAccepted,
+    JobOut,
+    RebuildRequest,
+    SearchRequest,
+    SearchResponse,
+    TrainAccepted,
+    TrainRequest,
+)
 from .settings import Settings
 
 log = logging.getLogger("whitevec")
@@ -142,13 +178,15 @@ async def embed(request: Request, req: EmbedRequest = Depends(json_body(EmbedReq
     check_texts(rt, req.texts, "texts")
     bundle = rt.require_bundle()
     out_dim = bundle.pipeline.output_dim(req.whiten, req.dim)
-    raw = await encode(rt, bundle, req.texts, request)
-    vectors = bundle.pipeline.postprocess(raw.vectors, req.whiten, req.dim, req.normalize)
-    return FastJSONResponse({
-        "model": bundle.encoder.identity.name, "dim": out_dim, "embeddings": vectors.astype(np.float32),
-        "truncated": raw.truncated, "whitened": req.whiten and bundle.pipeline.whitening is not None,
-        "version": bundle.version,
-    })
+
+    def answer(raw: EncodeResult) -> bytes:  # in the batcher's output thread
+        vectors = bundle.pipeline.postprocess(raw.vectors, req.whiten, req.dim, req.normalize)
+        return render_json({
+            "model": bundle.encoder.identity.name, "dim": out_dim, "embeddings": vectors.astype(np.float32),
+            "truncated": raw.truncated, "whitened": req.whiten and bundle.pipeline.whitening is not None,
+            "version": bundle.version,
+        })
+    return RenderedJSON(await encode(rt, bundle, req.texts, request, answer))
 
 
 @data.post("/search", response_model=SearchResponse, openapi_extra=body_openapi(SearchRequest),
@@ -166,8 +204,7 @@ async def search(request: Request, req: SearchRequest = Depends(json_body(Search
         raise Conflict(rt.no_index_message())
     params = bundle.index.search_params(req.nprobe, req.ef_search, rt.settings.max_nprobe,
                                         rt.settings.max_ef_search)
-    raw = await encode(rt, bundle, queries, request)
-    vectors = bundle.pipeline.postprocess(raw.vectors)
+    vectors = await encode(rt, bundle, queries, request, lambda raw: bundle.pipeline.postprocess(raw.vectors))
     scores, ids = await bundle.index.search_async(vectors, req.k, params)
     docs = await asyncio.to_thread(bundle.store.get, sorted({int(i) for i in ids.ravel() if i >= 0}))
     results = []

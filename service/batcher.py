@@ -12,6 +12,10 @@ Failures stay with their request: if a batch fails, its requests are retried one
 and only the one that fails alone gets the error. A request whose caller went away (its
 future cancelled) is not encoded. If the batcher itself dies, `error` says why and every
 later call fails at once (the service answers 503) instead of hanging.
+
+What a caller does with its vectors (whitening, normalisation, the JSON answer) can be handed in
+as `post`: it runs in an output thread for every request a batch completes, in one hop per batch,
+while the model thread already runs the next batch; the event loop only writes the bytes.
 """
 
 from __future__ import annotations
@@ -22,10 +26,10 @@ import logging
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
-
-from whitevec.models.encoder import EncodeResult, Encoder
+from whitevec.models.encoder import EncodeResult, Encoder, model_executor
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +57,10 @@ class _Request:
     out: np.ndarray
     todo: list[int] = field(default_factory=list)  # rows not yet sent, longest first
     in_flight: int = 0
+    post: Callable[[EncodeResult], Any] | None = None
+
+    def result(self) -> EncodeResult:
+        return EncodeResult(self.out, self.truncated, [len(row) for row in self.ids])
 
     @property
     def left(self) -> int:
@@ -73,7 +81,10 @@ class Batcher:
         self._task: asyncio.Task | None = None
         self._model: ThreadPoolExecutor | None = None
         self._tokenizer: ThreadPoolExecutor | None = None
+        self._output: ThreadPoolExecutor | None = None
         self._seq = itertools.count()
+        self._completed: list[_Request] = []
+        self._posting: set[asyncio.Task] = set()
 
     @property
     def running(self) -> bool:
@@ -81,8 +92,9 @@ class Batcher:
 
     async def start(self) -> None:
         self._wake = asyncio.Event()
-        self._model = ThreadPoolExecutor(1, thread_name_prefix="whitevec-model")
+        self._model = model_executor()  # shared by every forward in the process, never shut down here
         self._tokenizer = ThreadPoolExecutor(1, thread_name_prefix="whitevec-tokenize")
+        self._output = ThreadPoolExecutor(1, thread_name_prefix="whitevec-output")
         self.error = None
         self._task = asyncio.create_task(self._run(), name="whitevec-batcher")
         self._task.add_done_callback(self._on_exit)
@@ -109,8 +121,10 @@ class Batcher:
                 await self._task
             except asyncio.CancelledError:
                 pass
+        if self._posting:  # answers being prepared are finished, not dropped
+            await asyncio.gather(*self._posting, return_exceptions=True)
         self._fail_all(BatcherStopped("the server is shutting down"))
-        for pool in (self._model, self._tokenizer):
+        for pool in (self._tokenizer, self._output):
             if pool is not None:
                 pool.shutdown(wait=True)
 
@@ -121,7 +135,9 @@ class Batcher:
         self.pending += n
         return True
 
-    async def encode(self, encoder: Encoder, texts: list[str]) -> EncodeResult:
+    async def encode(self, encoder: Encoder, texts: list[str],
+                     post: Callable[[EncodeResult], Any] | None = None) -> Any:
+        """The texts' vectors (an EncodeResult), or what `post` makes of them in the output thread."""
         if not self.running or self._wake is None:
             raise BatcherStopped(self.error or "the batcher is not running")
         loop = asyncio.get_running_loop()
@@ -139,16 +155,15 @@ class Batcher:
                             "WHITEVEC_MAX_QUEUE_TOKENS)")
         req = _Request(encoder, ids, truncated, loop.create_future(), next(self._seq), loop.time(), cost,
                        np.zeros((len(ids), encoder.dim), dtype=np.float32),
-                       sorted(range(len(ids)), key=lambda r: -len(ids[r])))
+                       sorted(range(len(ids)), key=lambda r: -len(ids[r])), post=post)
         self._requests.append(req)
         self._wake.set()
         try:
-            vectors = await req.future
+            return await req.future
         finally:
             if not req.future.done():  # the caller went away: drop its rows that were not sent yet
                 req.future.cancel()
             self._discard_if_abandoned(req)
-        return EncodeResult(vectors, truncated, [len(row) for row in ids])
 
     def _discard_if_abandoned(self, req: _Request) -> None:
         if req.future.cancelled() and req in self._requests:
@@ -163,31 +178,33 @@ class Batcher:
     # --- the loop ----------------------------------------------------------------------------
 
     def _next_batch(self, now: float) -> list[tuple[_Request, list[int]]]:
-        """Rows for one model batch: one encoder, at most max_batch rows and max_batch_tokens padded tokens."""
+        """Rows for one model batch: one encoder, at most max_batch rows and max_batch_tokens padded tokens.
+
+        The request that goes first (least work left, or waiting longer than STARVATION_S) always
+        gets its longest remaining row in. When everything waiting fits, everything goes. Otherwise
+        the batch is the window of similar-length rows, from any waiting request, that contains that
+        row and wastes the fewest padded tokens: batches are tight length bands across requests
+        while the smallest request still rides in the very next batch."""
         ready = [r for r in self._requests if r.todo and not r.future.done()]
         if not ready:
             return []
         ready.sort(key=lambda r: (now - r.arrived < STARVATION_S, r.left if now - r.arrived < STARVATION_S else 0,
                                   r.seq))
-        encoder = ready[0].encoder
+        first = ready[0]
+        rows = sorted((len(req.ids[r]), rank, pos, r) for rank, req in enumerate(ready)
+                      if req.encoder is first.encoder for pos, r in enumerate(req.todo))
+        anchor = rows.index((len(first.ids[first.todo[0]]), 0, 0, first.todo[0]))
+        lo, hi = _window([n for n, *_ in rows], anchor, self.max_batch, self.max_batch_tokens)
+        chosen: dict[int, list[int]] = {}
+        for _, rank, _, r in rows[lo:hi]:
+            chosen.setdefault(rank, []).append(r)
         picked: list[tuple[_Request, list[int]]] = []
-        rows, width = 0, 0
-        for req in ready:
-            if req.encoder is not encoder:
-                continue
-            take: list[int] = []
-            for r in req.todo:
-                w = max(width, len(req.ids[r]))
-                if rows and (rows + 1 > self.max_batch or w * (rows + 1) > self.max_batch_tokens):
-                    break
-                take.append(r)
-                rows, width = rows + 1, w
-            if take:
-                del req.todo[: len(take)]
-                req.in_flight += len(take)
-                picked.append((req, take))
-            if rows >= self.max_batch or (take and req.todo):
-                break
+        for rank, take in chosen.items():
+            req = ready[rank]
+            taken = set(take)
+            req.todo = [r for r in req.todo if r not in taken]
+            req.in_flight += len(take)
+            picked.append((req, take))
         return picked
 
     async def _run(self) -> None:
@@ -222,6 +239,7 @@ class Batcher:
                     self._finish(part, None, single)
                 else:
                     self._finish(part, one, None)
+            self._post_completed()
             return
         if self.on_batch is not None:
             self.on_batch(len(rows))
@@ -230,6 +248,7 @@ class Batcher:
             end = start + len(part[1])
             self._finish(part, vectors[start:end], None)
             start = end
+        self._post_completed()
 
     def _finish(self, part: tuple[_Request, list[int]], vectors: np.ndarray | None, error: Exception | None) -> None:
         req, take = part
@@ -248,5 +267,69 @@ class Batcher:
         assert vectors is not None
         req.out[take] = vectors
         if not req.todo and req.in_flight == 0:
-            req.future.set_result(req.out)
             self._release(req)
+            if req.post is None:
+                req.future.set_result(req.result())
+            else:
+                self._completed.append(req)
+
+    def _post_completed(self) -> None:
+        """Hand the requests this batch completed to the output thread, in one hop, without waiting."""
+        if self._completed:
+            done, self._completed = self._completed, []
+            task = asyncio.ensure_future(self._post(done))
+            self._posting.add(task)
+            task.add_done_callback(self._posting.discard)
+
+    async def _post(self, done: list[_Request]) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            answers = await loop.run_in_executor(self._output, _run_posts, done)
+        except Exception as exc:  # the pool was shut down: the server is stopping
+            answers = [(None, BatcherStopped(f"the server is shutting down ({exc})"))] * len(done)
+        for req, (value, error) in zip(done, answers):
+            if req.future.done():
+                continue
+            if error is not None:
+                log.warning("preparing the answer failed for one request of %d texts: %s", len(req.ids), error)
+                req.future.set_exception(error)
+            else:
+                req.future.set_result(value)
+
+
+def _window(lengths: list[int], anchor: int, max_rows: int, max_tokens: int) -> tuple[int, int]:
+    """[lo, hi) over ascending `lengths`: contains `anchor`, at most max_rows rows and max_tokens
+    padded tokens (a lone row may exceed it), as many rows as fit, then the least padding."""
+    n = len(lengths)
+    if n <= max_rows and lengths[-1] * n <= max_tokens:
+        return 0, n
+    prefix = [0]
+    for value in lengths:
+        prefix.append(prefix[-1] + value)
+    for size in range(min(max_rows, n, max(1, max_tokens // lengths[anchor])), 0, -1):
+        best: tuple[int, int] | None = None
+        for lo in range(max(0, anchor - size + 1), min(anchor, n - size) + 1):
+            hi = lo + size
+            padded = lengths[hi - 1] * size
+            if size > 1 and padded > max_tokens:
+                continue
+            waste = padded - (prefix[hi] - prefix[lo])
+            if best is None or waste < best[0]:
+                best = (waste, lo)
+        if best is not None:
+            return best[1], best[1] + size
+    return anchor, anchor + 1  # pragma: no cover - size 1 always fits
+
+
+def _run_posts(done: list[_Request]) -> list[tuple[Any, Exception | None]]:
+    out: list[tuple[Any, Exception | None]] = []
+    for req in done:
+        if req.future.done():  # abandoned meanwhile
+            out.append((None, None))
+            continue
+        try:
+            assert req.post is not None
+            out.append((req.post(req.result()), None))
+        except Exception as exc:
+            out.append((None, exc))
+    return out

@@ -107,7 +107,6 @@ def cmd_index_build(args: argparse.Namespace) -> int:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
-
     from whitevec.index.documents import read_jsonl
     from whitevec.service.app import create_app
     from whitevec.service.runtime import DEMO_CORPUS
@@ -159,7 +158,13 @@ def cmd_train(args: argparse.Namespace) -> int:
 def _train(rt, args: argparse.Namespace, path: Path) -> int:
     from dataclasses import asdict
 
-    from whitevec.models.training import TrainConfig, classes_from_examples, classes_from_pairs, read_training_file, train
+    from whitevec.models.training import (
+        TrainConfig,
+        classes_from_examples,
+        classes_from_pairs,
+        read_training_file,
+        train,
+    )
 
     config = TrainConfig(scale=args.scale, margin=args.margin, epochs=args.epochs, batch_size=args.batch_size or 32,
                          lr=args.lr, centre_lr=args.centre_lr, warmup=args.warmup, grad_accum=args.grad_accum,

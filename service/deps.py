@@ -4,15 +4,23 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+from collections.abc import Callable
+from typing import Any
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-
 from whitevec.index.versions import Bundle
 from whitevec.models.encoder import EncodeResult
 
 from .batcher import BatcherStopped, QueueFull
-from .errors import ClientClosedRequest, Forbidden, InvalidRequest, NotReady, Overloaded, Unauthorized
+from .errors import (
+    ClientClosedRequest,
+    Forbidden,
+    InvalidRequest,
+    NotReady,
+    Overloaded,
+    Unauthorized,
+)
 from .runtime import Runtime
 
 admin_bearer = HTTPBearer(auto_error=False, scheme_name="AdminToken",
@@ -21,7 +29,7 @@ api_bearer = HTTPBearer(auto_error=False, scheme_name="ApiKey",
                         description="WHITEVEC_API_KEY, needed only when the server sets one.")
 
 
-def get_runtime(request: Request) -> Runtime:
+async def get_runtime(request: Request) -> Runtime:  # async: no thread-pool hop per request
     return request.app.state.runtime
 
 
@@ -45,9 +53,11 @@ async def _until_disconnected(request: Request) -> None:
             return
 
 
-async def encode(rt: Runtime, bundle: Bundle, texts: list[str], request: Request) -> EncodeResult:
-    """Encode through the batcher; a client that goes away first has nothing encoded for it."""
-    work = asyncio.ensure_future(rt.batcher.encode(bundle.encoder, texts))
+async def encode(rt: Runtime, bundle: Bundle, texts: list[str], request: Request,
+                 post: Callable[[EncodeResult], Any] | None = None) -> Any:
+    """Encode through the batcher; a client that goes away first has nothing encoded for it.
+    With `post`, returns what post makes of the vectors (run in the batcher's output thread)."""
+    work = asyncio.ensure_future(rt.batcher.encode(bundle.encoder, texts, post))
     gone = asyncio.ensure_future(_until_disconnected(request))
     try:
         await asyncio.wait({work, gone}, return_when=asyncio.FIRST_COMPLETED)
@@ -71,15 +81,15 @@ def _check_bearer(credentials: HTTPAuthorizationCredentials | None, token: str, 
         raise Forbidden(f"the {variable} is wrong")
 
 
-def require_admin(request: Request,
+async def require_admin(request: Request,
                   credentials: HTTPAuthorizationCredentials | None = Depends(admin_bearer)) -> None:
     """Admin endpoints need the admin token (generated and printed at start when none is set)."""
-    _check_bearer(credentials, get_runtime(request).admin_token, "admin endpoints", "admin token")
+    _check_bearer(credentials, request.app.state.runtime.admin_token, "admin endpoints", "admin token")
 
 
-def require_api_key(request: Request,
+async def require_api_key(request: Request,
                     credentials: HTTPAuthorizationCredentials | None = Depends(api_bearer)) -> None:
     """When WHITEVEC_API_KEY is set, data endpoints (/embed, /search, /v1/*) need it."""
-    key = get_runtime(request).settings.api_key
+    key = request.app.state.runtime.settings.api_key
     if key is not None:
         _check_bearer(credentials, key.get_secret_value(), "these endpoints", "WHITEVEC_API_KEY")

@@ -16,7 +16,6 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
-
 from whitevec.models.errors import ModelFolderError, WhiteningError, WhitevecError
 
 log = logging.getLogger(__name__)

@@ -9,12 +9,20 @@ import numpy as np
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field
-
+from whitevec.models.encoder import EncodeResult
 from whitevec.models.errors import WhiteningError
 
-from .body import FastJSONResponse, body_openapi, json_body
+from .body import RenderedJSON, body_openapi, json_body, render_json
 from .deps import check_texts, encode, get_runtime, require_api_key
-from .errors import COMMON, InvalidRequest, NotFound, NotReady, Overloaded, Unauthorized, responses
+from .errors import (
+    COMMON,
+    InvalidRequest,
+    NotFound,
+    NotReady,
+    Overloaded,
+    Unauthorized,
+    responses,
+)
 from .runtime import Runtime
 from .schemas import NonEmpty
 
@@ -76,17 +84,19 @@ async def embeddings(request: Request, req: EmbeddingsRequest = Depends(json_bod
         bundle.pipeline.output_dim(True, req.dimensions)
     except WhiteningError as exc:
         raise InvalidRequest(str(exc), param="dimensions") from exc
-    raw = await encode(rt, bundle, texts, request)
-    vectors = bundle.pipeline.postprocess(raw.vectors, True, req.dimensions, True).astype(np.float32)
-    if req.encoding_format == "base64":
-        data = [base64.b64encode(v.astype("<f4").tobytes()).decode() for v in vectors]
-    else:
-        data = list(vectors)  # rows stay float32 arrays: FastJSONResponse writes them directly
-    tokens = int(sum(raw.tokens))
-    return FastJSONResponse({
-        "object": "list", "model": name, "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
-        "data": [{"object": "embedding", "index": i, "embedding": e} for i, e in enumerate(data)],
-    })
+
+    def answer(raw: EncodeResult) -> bytes:  # in the batcher's output thread
+        vectors = bundle.pipeline.postprocess(raw.vectors, True, req.dimensions, True).astype(np.float32)
+        if req.encoding_format == "base64":
+            data: list = [base64.b64encode(v.astype("<f4").tobytes()).decode() for v in vectors]
+        else:
+            data = list(vectors)  # rows stay float32 arrays: orjson writes them directly
+        tokens = int(sum(raw.tokens))
+        return render_json({
+            "object": "list", "model": name, "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+            "data": [{"object": "embedding", "index": i, "embedding": e} for i, e in enumerate(data)],
+        })
+    return RenderedJSON(await encode(rt, bundle, texts, request, answer))
 
 
 @router.get("/models", responses=responses(Unauthorized, NotReady))

