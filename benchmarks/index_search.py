@@ -1,6 +1,11 @@
-"""flat vs ivf vs hnsw at 100k synthetic vectors: build time, search latency, recall@10 against flat.
+"""flat vs ivf vs hnsw on synthetic vectors: build time, search latency, recall@10 against flat.
 
     python benchmarks/index_search.py [--n 100000] [--dim 384] [--queries 1000] [--data lowrank|clustered]
+    python benchmarks/index_search.py --n 1000000 --dim 128 --sweep     # issue 9's scale check
+
+With --sweep, each approximate index is searched with its default parameters and then with the
+smallest nprobe / ef_search (doubling) whose recall@10 reaches --recall (0.95), so the table says
+what a query costs at that recall.
 """
 
 from __future__ import annotations
@@ -10,7 +15,7 @@ import time
 
 import numpy as np
 
-from whitevec.index.faiss_index import IndexSpec, VectorIndex
+from whitevec.index.faiss_index import IndexSpec, SearchParams, VectorIndex
 
 
 def synthetic(n: int, d: int, seed: int, kind: str) -> np.ndarray:
@@ -34,29 +39,48 @@ def main() -> None:
     parser.add_argument("--dim", type=int, default=384)
     parser.add_argument("--queries", type=int, default=1000)
     parser.add_argument("--data", choices=("lowrank", "clustered"), default="lowrank")
+    parser.add_argument("--sweep", action="store_true", help="also find the cheapest setting at --recall")
+    parser.add_argument("--recall", type=float, default=0.95)
     args = parser.parse_args()
     x, q = synthetic(args.n, args.dim, 0, args.data), synthetic(args.queries, args.dim, 1, args.data)
     rows, exact = [], None
-    specs = [IndexSpec("flat"), IndexSpec("ivf"), IndexSpec("ivf", nprobe=64), IndexSpec("hnsw"),
-             IndexSpec("hnsw", ef_search=128)]
+
+    def measure(index: VectorIndex, label: str, build: float, params: SearchParams = SearchParams()) -> float:
+        nonlocal exact
+        single = []
+        for row in q[:200]:
+            t0 = time.perf_counter()
+            index.search(row[None], 10, params)
+            single.append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        _, ids = index.search(q, 10, params)
+        batch = time.perf_counter() - t0
+        if exact is None:
+            exact = ids
+        recall = float(np.mean([len(set(a) & set(e)) / 10 for a, e in zip(ids, exact)]))
+        rows.append((label, build, np.percentile(single, 50) * 1000, np.percentile(single, 99) * 1000,
+                     args.queries / batch, recall))
+        return recall
+
+    specs = [IndexSpec("flat"), IndexSpec("ivf"), IndexSpec("hnsw")]
+    if not args.sweep:
+        specs[2:2] = [IndexSpec("ivf", nprobe=64)]
+        specs.append(IndexSpec("hnsw", ef_search=128))
     for spec in specs:
         t0 = time.perf_counter()
         index = VectorIndex.build(x, spec)
         build = time.perf_counter() - t0
-        single = []
-        for row in q[:200]:
-            t0 = time.perf_counter()
-            index.search(row[None], 10)
-            single.append(time.perf_counter() - t0)
-        t0 = time.perf_counter()
-        _, ids = index.search(q, 10)
-        batch = time.perf_counter() - t0
-        if exact is None:
-            exact = ids
-        recall = np.mean([len(set(a) & set(e)) / 10 for a, e in zip(ids, exact)])
         params = ", ".join(f"{k}={v}" for k, v in index.spec.to_dict().items() if k != "type")
-        rows.append((f"{spec.type} {params}".strip(), build, np.percentile(single, 50) * 1000,
-                     np.percentile(single, 99) * 1000, args.queries / batch, recall))
+        measure(index, f"{spec.type} {params}".strip(), build)
+        if args.sweep and spec.type != "flat":
+            name = "nprobe" if spec.type == "ivf" else "ef_search"
+            value = 1
+            while True:
+                recall = measure(index, f"{spec.type} {name}={value} (sweep)", build, SearchParams(**{name: value}))
+                if recall >= args.recall or value >= 4096:
+                    break
+                rows.pop()
+                value *= 2
     flat_p50 = rows[0][2]
     print(f"{args.n} {args.data} unit vectors, dim {args.dim}, {args.queries} queries, k=10, CPU\n")
     print("| index | build s | p50 ms (1 query) | p99 ms | speed-up vs flat (p50) | batch queries/s | recall@10 |")

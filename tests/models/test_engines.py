@@ -98,3 +98,17 @@ def test_eval_sts_takes_an_engine(tiny_model_dir, pairs_file, capsys, monkeypatc
         rows[engine] = json.loads(capsys.readouterr().out)
     assert rows["onnx"]["raw"] == pytest.approx(rows["torch"]["raw"], abs=1e-3)
     assert (tmp_path / "whitevec" / "engines").is_dir()
+
+
+def test_auto_is_the_default_onnx_on_the_cpu_and_torch_on_a_gpu(tiny_model_dir, tmp_path, monkeypatch):
+    from whitevec.service.settings import Settings
+
+    monkeypatch.delenv("WHITEVEC_ENGINE", raising=False)
+    assert Settings(data_dir=tmp_path).engine == "auto"
+    cpu = Encoder(tiny_model_dir, device="cpu", engine="auto", engine_cache=tmp_path / "engines")
+    assert cpu.engine == "onnx"
+    texts = [d["text"] for d in demo_documents()[:20]]
+    torch_vectors = Encoder(tiny_model_dir, device="cpu", engine="torch").encode(texts).vectors
+    np.testing.assert_allclose(cpu.encode(texts).vectors, torch_vectors, atol=1e-5)
+    with pytest.raises(Exception, match="unknown engine 'fast'"):
+        Encoder(tiny_model_dir, device="cpu", engine="fast")
