@@ -99,6 +99,10 @@ class IndexSpec:
         return {k: v for k, v in asdict(self).items() if v is not None}
 
 
+#: A metadata filter matching at most this many documents is searched exactly over them.
+EXACT_FILTER_ROWS = 20_000
+
+
 @dataclass(frozen=True)
 class SearchParams:
     """Per-request search parameters (validated against the index by VectorIndex.search_params)."""
@@ -106,12 +110,12 @@ class SearchParams:
     nprobe: int | None = None
     ef_search: int | None = None
 
-    def faiss(self) -> Any:
+    def faiss(self, sel: Any = None) -> Any:
         if self.nprobe is not None:
-            return faiss.SearchParametersIVF(nprobe=self.nprobe)
+            return faiss.SearchParametersIVF(nprobe=self.nprobe, sel=sel)
         if self.ef_search is not None:
-            return faiss.SearchParametersHNSW(efSearch=self.ef_search)
-        return None
+            return faiss.SearchParametersHNSW(efSearch=self.ef_search, sel=sel)
+        return faiss.SearchParameters(sel=sel) if sel is not None else None
 
 
 def torch_topk(vectors: torch.Tensor, queries: np.ndarray, k: int,
@@ -200,6 +204,7 @@ class VectorIndex:
         self._gpu_index: faiss.Index | None = None
         self._torch_vectors: torch.Tensor | None = None
         self._serial: SerialSearcher | None = None
+        self._direct_map_lock = threading.Lock()
         if self.device == "faiss-gpu":
             self._gpu_index = index_cpu_to_gpu(index)
             self._serial = SerialSearcher(self._search_gpu, "whitevec-faiss-gpu")
@@ -273,6 +278,50 @@ class VectorIndex:
     def _search_cpu(self, queries: np.ndarray, k: int, params: SearchParams) -> tuple[np.ndarray, np.ndarray]:
         q = np.ascontiguousarray(queries, dtype=np.float32)
         return self.cpu_index.search(q, min(k, self.count), params=params.faiss())
+
+    def search_rows(self, queries: np.ndarray, k: int, rows: np.ndarray,
+                    params: SearchParams = SearchParams()) -> tuple[np.ndarray, np.ndarray]:
+        """Like `search`, among the given rows only (a metadata filter's matches): k hits whenever
+        k rows match. Flat scans just those rows; ivf/hnsw search with a FAISS selector and fall back
+        to exact search over the rows when the approximate pass comes back short, as does a small
+        set (at most EXACT_FILTER_ROWS), where exact is also the faster. CPU. Blocking."""
+        q = np.ascontiguousarray(queries, dtype=np.float32)
+        rows = np.unique(np.asarray(rows, dtype=np.int64))
+        want = min(k, len(rows))
+        if want == 0:
+            return np.zeros((len(q), 0), dtype=np.float32), np.zeros((len(q), 0), dtype=np.int64)
+        if self.spec.type != "flat" and len(rows) <= EXACT_FILTER_ROWS:
+            return self._exact_rows(q, want, rows)
+        sel = faiss.IDSelectorBatch(rows)
+        if self.spec.type == "ivf" and params.nprobe is None:  # typed parameters carry the selector
+            params = SearchParams(nprobe=self.spec.nprobe)
+        elif self.spec.type == "hnsw" and params.ef_search is None:
+            params = SearchParams(ef_search=self.spec.ef_search)
+        scores, ids = self.cpu_index.search(q, want, params=params.faiss(sel))
+        if (ids < 0).any():
+            return self._exact_rows(q, want, rows)
+        return scores, ids
+
+    def _exact_rows(self, q: np.ndarray, k: int, rows: np.ndarray,
+                    chunk: int = 65_536) -> tuple[np.ndarray, np.ndarray]:
+        best_s = np.full((len(q), 0), -np.inf, dtype=np.float32)
+        best_i = np.zeros((len(q), 0), dtype=np.int64)
+        for start in range(0, len(rows), chunk):
+            part = rows[start : start + chunk]
+            scores = q @ self._reconstruct(part).T
+            s = np.concatenate([best_s, scores], axis=1)
+            i = np.concatenate([best_i, np.broadcast_to(part, scores.shape)], axis=1)
+            top = np.argsort(-s, axis=1, kind="stable")[:, :k]
+            best_s, best_i = np.take_along_axis(s, top, 1), np.take_along_axis(i, top, 1)
+        return best_s, best_i
+
+    def _reconstruct(self, rows: np.ndarray) -> np.ndarray:
+        if self.spec.type == "ivf":
+            with self._direct_map_lock:
+                ivf = faiss.extract_index_ivf(self.cpu_index)
+                if ivf.direct_map.type == faiss.DirectMap.NoMap:
+                    ivf.make_direct_map()
+        return self.cpu_index.reconstruct_batch(rows)
 
     def _search_gpu(self, queries: np.ndarray, k: int, params: SearchParams) -> tuple[np.ndarray, np.ndarray]:
         assert self._gpu_index is not None

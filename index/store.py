@@ -9,6 +9,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 
 @dataclass
 class Document:
@@ -49,6 +51,37 @@ class DocumentStore:
             found = self._conn.execute(f"SELECT row, id, text, metadata FROM docs WHERE row IN ({marks})",
                                        rows).fetchall()
         return {r: Document(i, t, json.loads(m)) for r, i, t, m in found}
+
+    def by_id(self, doc_id: str) -> Document | None:
+        with self._lock:
+            row = self._conn.execute("SELECT id, text, metadata FROM docs WHERE id = ?", (doc_id,)).fetchone()
+        return Document(row[0], row[1], json.loads(row[2])) if row else None
+
+    def match(self, where: dict[str, list]) -> np.ndarray:
+        """Rows whose metadata has, for every key, one of the listed scalar values (exact JSON type:
+        1 matches 1 and 1.0, never true or "1"). Evaluated by SQLite, never loading the corpus."""
+        clauses, args = [], []
+        for key, values in where.items():
+            path = '$."' + key + '"'  # keys are checked by the request schema: no quote or backslash
+            alternatives = []
+            for value in values:
+                if value is None:
+                    alternatives.append("json_type(metadata, ?) = 'null'")
+                    args.append(path)
+                elif isinstance(value, bool):
+                    alternatives.append("json_type(metadata, ?) = ?")
+                    args += [path, "true" if value else "false"]
+                elif isinstance(value, (int, float)):
+                    alternatives.append("(json_type(metadata, ?) IN ('integer', 'real') AND json_extract(metadata, ?) = ?)")
+                    args += [path, path, value]
+                else:
+                    alternatives.append("(json_type(metadata, ?) = 'text' AND json_extract(metadata, ?) = ?)")
+                    args += [path, path, value]
+            clauses.append("(" + " OR ".join(alternatives or ["0"]) + ")")
+        sql = "SELECT row FROM docs" + (" WHERE " + " AND ".join(clauses) if clauses else "")
+        with self._lock:
+            found = self._conn.execute(sql, args).fetchall()
+        return np.fromiter((r for (r,) in found), dtype=np.int64, count=len(found))
 
     def count(self) -> int:
         with self._lock:

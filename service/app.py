@@ -205,7 +205,12 @@ async def search(request: Request, req: SearchRequest = Depends(json_body(Search
     params = bundle.index.search_params(req.nprobe, req.ef_search, rt.settings.max_nprobe,
                                         rt.settings.max_ef_search)
     vectors = await encode(rt, bundle, queries, request, lambda raw: bundle.pipeline.postprocess(raw.vectors))
-    scores, ids = await bundle.index.search_async(vectors, req.k, params)
+    where = req.where()
+    if where is None:
+        scores, ids = await bundle.index.search_async(vectors, req.k, params)
+    else:
+        rows = await asyncio.to_thread(bundle.store.match, where)
+        scores, ids = await asyncio.to_thread(bundle.index.search_rows, vectors, req.k, rows, params)
     docs = await asyncio.to_thread(bundle.store.get, sorted({int(i) for i in ids.ravel() if i >= 0}))
     results = []
     for query, row_scores, row_ids in zip(queries, scores, ids):
@@ -276,6 +281,37 @@ def job_or_404(rt: Runtime, job_id: str) -> dict:
         return rt.jobs.get(job_id)
     except UnknownJob:
         raise NotFound(f"no job with id {job_id!r}; GET /admin/jobs lists them") from None
+
+
+@admin.get("/documents/{doc_id:path}", responses=responses(Unauthorized, Forbidden, NotFound, Conflict))
+async def get_document(doc_id: str, rt: Runtime = Depends(get_runtime)) -> Response:
+    """One document of the served version: id, text, metadata."""
+    bundle = rt.require_bundle()
+    if bundle.store is None:
+        raise Conflict(rt.no_index_message())
+    doc = await asyncio.to_thread(bundle.store.by_id, doc_id)
+    if doc is None:
+        raise NotFound(f"no document with id {doc_id!r} in version {bundle.version}")
+    return FastJSONResponse({"id": doc.id, "text": doc.text, "metadata": doc.metadata, "version": bundle.version})
+
+
+@admin.get("/versions", responses=responses(Unauthorized, Forbidden))
+async def list_versions(rt: Runtime = Depends(get_runtime)) -> dict:
+    """Every kept version, newest first, with which is active (the pointer) and served (loaded here)."""
+    return {"active": rt.versions.active(), "versions": await asyncio.to_thread(rt.versions_report)}
+
+
+@admin.post("/versions/{version}/activate", responses=responses(Unauthorized, Forbidden, NotFound, Conflict))
+async def activate_version(version: str, rt: Runtime = Depends(get_runtime)) -> dict:
+    """Serve a kept version again, atomically: it is loaded and verified first; a damaged one is a
+    409 and changes nothing. Rolls back (or forward) the model, whitening and index together."""
+    try:
+        bundle = await asyncio.to_thread(rt.activate_existing, version)
+    except KeyError:
+        raise NotFound(f"no version {version!r} is kept here; GET /admin/versions lists them") from None
+    except WhitevecError as exc:
+        raise Conflict(f"version {version} cannot be served: {exc}") from exc
+    return {"active": bundle.version, "documents": bundle.store.count() if bundle.store else 0}
 
 
 @admin.get("/jobs", response_model=list[JobOut], responses=responses(Unauthorized, Forbidden))

@@ -257,6 +257,38 @@ class Runtime:
         log.info("serving version %s: %s", version, self.describe())
         return bundle
 
+    def versions_report(self) -> list[dict]:
+        """Every kept version, newest first: times, counts, model, whitening, index, which is active."""
+        active = self.versions.active()
+        activated: dict[str, list[float]] = {}
+        for h in self.versions.history():
+            activated.setdefault(h["version"], []).append(h.get("activated_at"))
+        served = self.bundle.version if self.bundle is not None else None
+        out = []
+        for version in reversed(self.versions.versions()):
+            try:
+                m = self.versions.manifest(version)
+            except (OSError, ValueError) as exc:
+                out.append({"version": version, "active": version == active, "damaged": f"manifest unreadable: {exc}"})
+                continue
+            w = m.get("whitening", {})
+            out.append({
+                "version": version, "active": version == active, "served": version == served,
+                "created_at": m.get("created_at"), "activated_at": (activated.get(version) or [None])[0],
+                "documents": m.get("documents", {}).get("count"),
+                "model": {k: m.get("model", {}).get(k) for k in ("name", "fingerprint", "pooling", "engine", "dim")},
+                "whitening": {**w.get("params", {}), "output_dim": w.get("output_dim"), "fitted_on": w.get("n_vectors")},
+                "index": m.get("index", {}).get("spec"),
+            })
+        return out
+
+    def activate_existing(self, version: str) -> Bundle:
+        """Serve a kept version again (roll back or forward): loaded and verified in full first, so a
+        damaged or incomplete one changes nothing."""
+        if version not in self.versions.versions():
+            raise KeyError(version)
+        return self.activate(version, self.bundle.encoder if self.bundle is not None else None)
+
     # --- rebuilds --------------------------------------------------------------------------
 
     def whitening_params(self, beta: float | None, gamma: float | None, dim: int | None) -> WhiteningParams:

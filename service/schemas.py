@@ -40,6 +40,14 @@ class EmbedResponse(BaseModel):
     version: str | None = Field(description="The serving version (null before any index is built).")
 
 
+Scalar = Annotated[str | bool | int | float | None, Field(union_mode="left_to_right")]
+FilterKey = Annotated[str, StringConstraints(min_length=1, max_length=256, pattern=r'^[^"\\\x00]+$')]
+
+
+class InList(Strict):
+    in_: list[Scalar] = Field(alias="$in", max_length=1024, description="Any of these values.")
+
+
 class SearchRequest(Strict):
     query: NonEmpty | None = Field(None, description="One query; or use `queries`.")
     queries: list[NonEmpty] | None = Field(None, min_length=1, description="Several queries, answered in order.")
@@ -48,12 +56,22 @@ class SearchRequest(Strict):
                                "index's nlist (and WHITEVEC_MAX_NPROBE); null: the version's own.")
     ef_search: int | None = Field(None, ge=1, description="hnsw only: candidate list per query, at most "
                                   "WHITEVEC_MAX_EF_SEARCH; null: the version's own.")
+    filter: dict[FilterKey, Scalar | InList] | None = Field(
+        None, description='Metadata filter, AND over keys: `{"lang": "en", "year": {"$in": [2023, 2024]}}`. '
+        "Hits are only documents whose metadata match (k of them whenever k match), values compared "
+        "with their JSON type (1 never matches true or \"1\").")
 
     @model_validator(mode="after")
     def _one_of(self) -> "SearchRequest":
         if (self.query is None) == (self.queries is None):
             raise ValueError("give exactly one of `query` (a string) or `queries` (a list of strings)")
         return self
+
+    def where(self) -> dict[str, list] | None:
+        """The filter as key → allowed values."""
+        if self.filter is None:
+            return None
+        return {k: (v.in_ if isinstance(v, InList) else [v]) for k, v in self.filter.items()}
 
     model_config = ConfigDict(json_schema_extra={"examples": [{"query": "cheap flights to Tokyo", "k": 5},
                                                               {"queries": ["天气预报", "weather forecast"], "k": 3}],

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from urllib.parse import quote
 from typing import Any, Dict, List, Optional, Sequence, Union
 
 import httpx
@@ -69,10 +70,12 @@ class Client:
                 if attempt >= self._core.retries:
                     raise
 
-    def search(self, query: Query, k: int = 10) -> Union[List[Hit], List[List[Hit]]]:
-        """One query → list[Hit]; a list of queries → list[list[Hit]], in query order."""
+    def search(self, query: Query, k: int = 10,
+               filter: Optional[Dict[str, Any]] = None) -> Union[List[Hit], List[List[Hit]]]:
+        """One query → list[Hit]; a list of queries → list[list[Hit]], in query order. `filter`:
+        metadata to match, AND over keys: {"lang": "en", "year": {"$in": [2023, 2024]}}."""
         self._limits()
-        bodies = self._core.search_bodies(query, k)
+        bodies = self._core.search_bodies(query, k, filter)
         return self._core.search_result(query, [self._request("POST", "/search", b) for b in bodies])
 
     def rebuild_index(self, documents: Optional[Sequence[Dict[str, Any]]] = None, path: Optional[str] = None,
@@ -85,6 +88,18 @@ class Client:
         """POST /admin/train with the given fields (examples= or pairs= or path=, epochs=, activate=, …)."""
         accepted = self._request("POST", "/admin/train", fields, admin=True, idempotent=False)
         return self.job(accepted["job_id"])
+
+    def get_document(self, doc_id: str) -> Dict[str, Any]:
+        """{"id", "text", "metadata", "version"} of one served document (NotFound if unknown)."""
+        return self._request("GET", f"/admin/documents/{quote(doc_id, safe='')}", admin=True)
+
+    def versions(self) -> Dict[str, Any]:
+        """{"active": id, "versions": [...]}: every kept version, newest first."""
+        return self._request("GET", "/admin/versions", admin=True)
+
+    def activate(self, version: str) -> Dict[str, Any]:
+        """Serve a kept version again (roll back or forward)."""
+        return self._request("POST", f"/admin/versions/{quote(version, safe='')}/activate", admin=True)
 
     def job(self, job_id: str) -> Job:
         return Job(**self._request("GET", f"/admin/jobs/{job_id}", admin=True))
@@ -158,9 +173,10 @@ class AsyncClient:
                 if attempt >= self._core.retries:
                     raise
 
-    async def search(self, query: Query, k: int = 10) -> Union[List[Hit], List[List[Hit]]]:
+    async def search(self, query: Query, k: int = 10,
+                     filter: Optional[Dict[str, Any]] = None) -> Union[List[Hit], List[List[Hit]]]:
         await self._limits()
-        bodies = self._core.search_bodies(query, k)
+        bodies = self._core.search_bodies(query, k, filter)
         return self._core.search_result(query, [await self._request("POST", "/search", b) for b in bodies])
 
     async def rebuild_index(self, documents: Optional[Sequence[Dict[str, Any]]] = None, path: Optional[str] = None,
@@ -173,6 +189,15 @@ class AsyncClient:
     async def train(self, **fields: Any) -> Job:
         accepted = await self._request("POST", "/admin/train", fields, admin=True, idempotent=False)
         return await self.job(accepted["job_id"])
+
+    async def get_document(self, doc_id: str) -> Dict[str, Any]:
+        return await self._request("GET", f"/admin/documents/{quote(doc_id, safe='')}", admin=True)
+
+    async def versions(self) -> Dict[str, Any]:
+        return await self._request("GET", "/admin/versions", admin=True)
+
+    async def activate(self, version: str) -> Dict[str, Any]:
+        return await self._request("POST", f"/admin/versions/{quote(version, safe='')}/activate", admin=True)
 
     async def job(self, job_id: str) -> Job:
         return Job(**await self._request("GET", f"/admin/jobs/{job_id}", admin=True))

@@ -10,7 +10,7 @@ from typing import Any, Dict, List, Optional, Sequence, Union
 
 import httpx
 
-from .errors import (AuthError, JobFailed, NotReady, Overloaded, ServerError, ValidationError, VersionChanged,
+from .errors import (AuthError, JobFailed, NotFound, NotReady, Overloaded, ServerError, ValidationError, VersionChanged,
                      WhitevecError)
 from .types import Hit, Job
 
@@ -51,6 +51,8 @@ class Core:
             return Overloaded(message, status, body, retry_after=float(retry) if retry else None)
         if status == 503:
             return NotReady(message, status, body)
+        if status == 404:
+            return NotFound(message, status, body, param=detail.get("param"))
         if 400 <= status < 500:
             return ValidationError(message, status, body, param=detail.get("param"))
         return ServerError(message, status, body)
@@ -95,10 +97,12 @@ class Core:
             return np.asarray(vectors, dtype=np.float32)
         return vectors
 
-    def search_bodies(self, query: Union[str, Sequence[str]], k: int) -> List[Dict[str, Any]]:
+    def search_bodies(self, query: Union[str, Sequence[str]], k: int,
+                      filter: Optional[Dict[str, Any]] = None) -> List[Dict[str, Any]]:
+        extra = {"filter": filter} if filter is not None else {}
         if isinstance(query, str):
-            return [{"query": query, "k": k}]
-        return [{"queries": list(c), "k": k} for c in self.chunks(query)]
+            return [{"query": query, "k": k, **extra}]
+        return [{"queries": list(c), "k": k, **extra} for c in self.chunks(query)]
 
     @staticmethod
     def search_result(query: Union[str, Sequence[str]], answers: List[Dict[str, Any]]) -> Any:

@@ -28,6 +28,10 @@ class ValidationError(WhitevecError):
         self.param = param
 
 
+class NotFound(ValidationError):
+    """404: no such document, version or job (a ValidationError too, as before it existed)."""
+
+
 class Overloaded(WhitevecError):
     """429: the server's queue is full; retry after `retry_after` seconds."""
 

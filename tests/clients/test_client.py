@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 
 from tests.conftest import TRAIN_EXAMPLES, ServeProcess, demo_documents, free_port
-from whitevec_client import (AsyncClient, AuthError, Client, Hit, Job, JobFailed, JobProgress, NotReady, Overloaded,
-                             ServerError, ValidationError)
+from whitevec_client import (AsyncClient, AuthError, Client, Hit, Job, JobFailed, JobProgress, NotFound, NotReady,
+                             Overloaded, ServerError, ValidationError)
 from whitevec_client._core import Core
 
 ADMIN, KEY = "sdk-admin", "sdk-key"
@@ -59,6 +59,36 @@ def test_search_single_and_many_in_order(wv):
     queries = [d["text"] for d in DOCS[:6]]  # split across two requests
     many = wv.search(queries, k=2)
     assert [h[0].id for h in many] == [d["id"] for d in DOCS[:6]]
+
+
+def test_filters_documents_and_versions(wv):
+    topic = DOCS[0]["metadata"]["topic"]
+    hits = wv.search(DOCS[-1]["text"], k=50, filter={"topic": topic})
+    assert hits and all(h.metadata["topic"] == topic for h in hits)
+    assert len(hits) == sum(d["metadata"]["topic"] == topic for d in DOCS)
+    many = wv.search([d["text"] for d in DOCS[:6]], k=1, filter={"topic": {"$in": [topic]}})
+    assert all(h[0].metadata["topic"] == topic for h in many)
+    doc = wv.get_document(DOCS[3]["id"])
+    assert (doc["id"], doc["text"], doc["metadata"]) == (DOCS[3]["id"], DOCS[3]["text"], DOCS[3]["metadata"])
+    with pytest.raises(NotFound, match="no document"):
+        wv.get_document("nope/../x")
+    listed = wv.versions()
+    assert listed["active"] == listed["versions"][0]["version"]
+    if len(listed["versions"]) > 1:
+        older = listed["versions"][1]["version"]
+        assert wv.activate(older)["active"] == older
+        assert wv.versions()["active"] == older
+        wv.activate(listed["active"])  # and back
+    with pytest.raises(NotFound):
+        wv.activate("20990101T000000.000000-beef")
+
+    async def run():
+        async with AsyncClient(wv._core.base_url, api_key=KEY, admin_token=ADMIN) as client:
+            return (await client.search(DOCS[0]["text"], k=2, filter={"topic": topic}),
+                    await client.get_document(DOCS[0]["id"]), await client.versions())
+    ahits, adoc, aversions = asyncio.run(run())
+    assert all(h.metadata["topic"] == topic for h in ahits) and adoc["id"] == DOCS[0]["id"]
+    assert aversions["active"] == listed["active"]
 
 
 def test_jobs_train_wait_and_cancel(wv, capsys):

@@ -1,0 +1,151 @@
+"""Living corpora (issue 10): metadata filters, documents by id, versions listed and re-activated."""
+
+import numpy as np
+import pytest
+
+from tests.conftest import ADMIN, demo_documents, rebuild, serving
+from whitevec.index.faiss_index import IndexSpec, VectorIndex
+
+pytestmark = pytest.mark.anyio
+
+
+def corpus(n: int = 240) -> list[dict]:
+    """Documents with mixed metadata types: strings, ints, bools, null, missing keys."""
+    base = demo_documents(n_each=max(1, n // 24 + 1))[:n]
+    for i, doc in enumerate(base):
+        doc["metadata"] = {"topic": doc["metadata"]["topic"], "year": 2020 + i % 5, "flag": i % 3 == 0,
+                           "lang": None if i % 7 == 0 else ("en" if i % 2 else "zh")}
+        if i % 11 == 0:
+            del doc["metadata"]["year"]
+        if i % 13 == 0:
+            doc["metadata"]["year"] = "2021"  # a string, never equal to the number 2021
+    return base
+
+
+def matches(meta: dict, flt: dict) -> bool:
+    for key, cond in flt.items():
+        allowed = cond["$in"] if isinstance(cond, dict) else [cond]
+        if key not in meta:
+            return False
+        value = meta[key]
+        if not any(type(value) is type(a) and value == a or (type(value) in (int, float) and type(a) in (int, float)
+                                                              and value == a) for a in allowed):
+            return False
+    return True
+
+
+FILTERS = [
+    {"topic": "weather"},
+    {"year": 2021},
+    {"year": "2021"},
+    {"flag": True},
+    {"lang": None},
+    {"year": {"$in": [2020, 2024]}, "lang": "en"},
+    {"topic": {"$in": ["travel", "animals"]}, "flag": False, "year": 2022},
+    {"topic": "nothing like this"},
+]
+
+
+async def test_filtered_search_equals_brute_force_and_keeps_k(settings):
+    docs = corpus()
+    async with serving(settings) as (app, client):
+        await rebuild(client, {"documents": docs})
+        bundle = app.state.runtime.bundle
+        by_id = {d["id"]: d for d in docs}
+        for flt in FILTERS:
+            for query in ("the weather tomorrow", "一只猫"):
+                r = await client.post("/search", json={"query": query, "k": 10, "filter": flt})
+                assert r.status_code == 200, r.text
+                hits = r.json()["results"][0]["hits"]
+                allowed = [d for d in docs if matches(d["metadata"], flt)]
+                assert len(hits) == min(10, len(allowed)), flt
+                assert all(matches(by_id[h["id"]]["metadata"], flt) for h in hits)
+                # brute force over the allowed documents with the served pipeline
+                q = bundle.pipeline.postprocess(bundle.encoder.encode([query]).vectors)
+                if allowed:
+                    x = bundle.pipeline.postprocess(bundle.encoder.encode([d["text"] for d in allowed]).vectors)
+                    want = np.sort(x @ q[0])[::-1][: len(hits)]
+                    np.testing.assert_allclose([h["score"] for h in hits], want, atol=1e-4)
+
+
+async def test_filters_are_validated(settings):
+    async with serving(settings) as (app, client):
+        await rebuild(client, {"documents": corpus(30)})
+        for bad, where in [({"topic": ["a", "b"]}, "filter"), ({"topic": {"$gt": 1}}, "$gt"),
+                           ({"": "x"}, "filter"), ({'to"pic': "x"}, "filter"), ({"topic": {"$in": "x"}}, "$in")]:
+            r = await client.post("/search", json={"query": "x", "filter": bad})
+            assert r.status_code == 422, (bad, r.text)
+            assert where in r.text
+
+
+@pytest.mark.parametrize("kind", ["ivf", "hnsw"])
+def test_approximate_indexes_filtered_equal_exact(kind):
+    """search_rows on ivf/hnsw returns exactly the exact top-k among the rows, small sets and large."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(30_000, 16)).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    q = x[:5] + 0.1 * rng.normal(size=(5, 16)).astype(np.float32)
+    index = VectorIndex.build(x, IndexSpec(kind, nlist=64, nprobe=1) if kind == "ivf" else IndexSpec(kind, ef_search=8),
+                              use_gpu=False)
+    for size in (3, 50, 25_000):
+        rows = rng.choice(len(x), size, replace=False)
+        scores, ids = index.search_rows(q, 10, rows)
+        exact = x[np.sort(rows)] @ q.T
+        for j in range(len(q)):
+            want = np.sort(exact[:, j])[::-1][: min(10, size)]
+            assert set(ids[j]) <= set(rows.tolist()) and len(ids[j]) == min(10, size)
+            if size <= 20_000:  # exact path
+                np.testing.assert_allclose(scores[j], want, atol=1e-5)
+            else:  # the selector pass: approximate, but full and only allowed rows
+                assert (ids[j] >= 0).all()
+
+
+async def test_get_document_by_id(settings):
+    docs = corpus(30)
+    docs[3]["metadata"]["nested"] = {"a": [1, "é"]}
+    async with serving(settings) as (app, client):
+        assert (await client.get("/admin/documents/x", headers=ADMIN)).status_code == 409  # no index yet
+        await rebuild(client, {"documents": docs})
+        r = await client.get(f"/admin/documents/{docs[3]['id']}", headers=ADMIN)
+        assert r.status_code == 200
+        got = r.json()
+        assert (got["id"], got["text"], got["metadata"]) == (docs[3]["id"], docs[3]["text"], docs[3]["metadata"])
+        r = await client.get("/admin/documents/no-such-doc", headers=ADMIN)
+        assert r.status_code == 404 and "no-such-doc" in r.json()["error"]["message"]
+        assert (await client.get(f"/admin/documents/{docs[3]['id']}")).status_code == 401
+
+
+async def test_versions_list_activate_and_roll_back(settings):
+    first, second = corpus(30), corpus(60)[30:]
+    async with serving(settings) as (app, client):
+        v1 = (await rebuild(client, {"documents": first}))["result"]["version"]
+        v2 = (await rebuild(client, {"documents": second, "whitening": {"beta": 1.0, "gamma": 0.0, "dim": 8}}))["result"]["version"]
+        listed = (await client.get("/admin/versions", headers=ADMIN)).json()
+        assert listed["active"] == v2
+        rows = {v["version"]: v for v in listed["versions"]}
+        assert [v["version"] for v in listed["versions"]][:2] == [v2, v1]  # newest first
+        assert rows[v2]["active"] and not rows[v1]["active"]
+        assert rows[v1]["documents"] == len(first) and rows[v2]["documents"] == len(second)
+        assert rows[v2]["whitening"]["beta"] == 1.0 and rows[v2]["whitening"]["output_dim"] == 8
+        assert rows[v1]["index"]["type"] == "flat" and rows[v1]["model"]["engine"] in ("torch", "onnx")
+
+        r = await client.post(f"/admin/versions/{v1}/activate", headers=ADMIN)
+        assert r.status_code == 200 and r.json()["active"] == v1
+        hit = (await client.post("/search", json={"query": first[0]["text"], "k": 1})).json()
+        assert hit["version"] == v1 and hit["results"][0]["hits"][0]["id"] == first[0]["id"]
+        assert (await client.post("/embed", json={"texts": ["x"]})).json()["dim"] != 8
+        assert (await client.get("/admin/versions", headers=ADMIN)).json()["active"] == v1
+
+        r = await client.post(f"/admin/versions/{v2}/activate", headers=ADMIN)  # and forward again
+        assert r.status_code == 200
+        assert (await client.post("/embed", json={"texts": ["x"]})).json()["dim"] == 8
+        r = await client.post("/admin/versions/20990101T000000.000000-beef/activate", headers=ADMIN)
+        assert r.status_code == 404 and "GET /admin/versions" in r.json()["error"]["message"]
+
+        # a damaged version is refused with 409 and nothing changes
+        folder = app.state.runtime.versions.folder(v1)
+        (folder / "index.faiss").write_bytes(b"\x00" * 64)
+        r = await client.post(f"/admin/versions/{v1}/activate", headers=ADMIN)
+        assert r.status_code == 409 and "index.faiss" in r.json()["error"]["message"]
+        assert (await client.get("/admin/versions", headers=ADMIN)).json()["active"] == v2
+        assert (await client.post("/search", json={"query": "x", "k": 1})).json()["version"] == v2
