@@ -239,12 +239,22 @@ async def rebuild(req: RebuildRequest = Depends(json_body(RebuildRequest)),
         documents = await asyncio.to_thread(lambda: [parse_document(d.model_dump(), f"documents[{i}]")
                                                      for i, d in enumerate(req.documents or [])])
     await asyncio.to_thread(check_documents, documents, rt.settings.max_documents)
+    served = await asyncio.to_thread(bundle.store.count) if bundle.store is not None else 0
+    if req.mode == "replace" and not req.confirm_shrink and len(documents) < served / 2:
+        raise Conflict(f"this rebuild would replace the {served} served documents with {len(documents)}, fewer than "
+                       "half: send \"confirm_shrink\": true to do that, or \"mode\": \"merge\" to add them to "
+                       "the corpus")
     w = req.whitening
     params = rt.whitening_params(w.beta if w else None, w.gamma if w else None, w.dim if w else None)
     rt.check_whitening_dim(params, bundle.encoder)
-    spec = rt.index_spec(req.index.model_dump() if req.index else None, len(documents))
-    job_id = rt.jobs.submit("index.rebuild", lambda ctx: rt.rebuild(ctx, documents, params, spec),
-                            total=len(documents))
+    total = len(documents) + (served if req.mode == "merge" else 0)
+    spec = rt.index_spec(req.index.model_dump() if req.index else None, total)
+    if req.mode == "merge":
+        job_id = rt.jobs.submit("index.rebuild", lambda ctx: rt.rebuild(ctx, rt.merged(documents), params, spec),
+                                total=total)
+    else:
+        job_id = rt.jobs.submit("index.rebuild", lambda ctx: rt.rebuild(ctx, documents, params, spec),
+                                total=len(documents))
     return JSONResponse({"job_id": job_id}, status_code=202)
 
 

@@ -14,6 +14,7 @@ import threading
 import time
 from pathlib import Path
 
+from whitevec.index.documents import check_documents
 from whitevec.index.build import build_version
 from whitevec.index.faiss_index import IndexSpec
 from whitevec.index.store import Document
@@ -313,6 +314,17 @@ class Runtime:
         except ValueError as exc:
             raise InvalidRequest(str(exc), param="index") from exc
         return spec
+
+    def merged(self, documents: list[Document]) -> list[Document]:
+        """The served corpus with `documents` added; one with an existing id replaces that document
+        in place. Read when the job runs, so it merges into whatever is served then."""
+        bundle = self.require_bundle()
+        current = bundle.store.all() if bundle.store is not None else []
+        new = {d.id: d for d in documents}
+        out = [new.pop(d.id, d) for d in current]
+        out += list(new.values())
+        check_documents(out, self.settings.max_documents)
+        return out
 
     def rebuild(self, ctx: JobContext | None, documents: list[Document], whitening: WhiteningParams,
                 spec: IndexSpec, encoder: Encoder | None = None, progress_bar: bool = False) -> dict:

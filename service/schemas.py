@@ -123,6 +123,11 @@ class RebuildRequest(Strict):
     path: NonEmpty | None = Field(None, description="A JSONL file of documents inside the data dir's import folder.")
     whitening: WhiteningIn | None = None
     index: IndexIn | None = None
+    mode: Literal["replace", "merge"] = Field(
+        "replace", description="replace: the documents become the whole corpus; merge: they are added to the "
+        "served corpus, replacing documents with the same id (the whole corpus is re-encoded).")
+    confirm_shrink: bool = Field(False, description="Allow a `replace` that leaves fewer than half of the served "
+                                 "documents (refused with 409 otherwise).")
 
     @model_validator(mode="after")
     def _one_of(self) -> "RebuildRequest":

@@ -41,6 +41,7 @@ def test_parameters_chosen_from_corpus_size():
     assert IndexSpec("ivf").resolved(50).nlist == 1  # too few points for more lists
     hnsw = IndexSpec("hnsw", m=16).resolved(10)
     assert (hnsw.m, hnsw.ef_search) == (16, 128)
+    assert IndexSpec("hnsw").resolved(1_000_000).ef_search == 256  # recall@10 ≥ 0.95 at 1M (README)
     with pytest.raises(ValueError, match="exceeds the 10 vectors"):
         IndexSpec("ivf", nlist=20).resolved(10)
     with pytest.raises(ValueError, match="choose one of flat, ivf, hnsw"):

@@ -116,7 +116,7 @@ async def test_get_document_by_id(settings):
 
 
 async def test_versions_list_activate_and_roll_back(settings):
-    first, second = corpus(30), corpus(60)[30:]
+    first, second = corpus(60)[:20], corpus(60)[20:]
     async with serving(settings) as (app, client):
         v1 = (await rebuild(client, {"documents": first}))["result"]["version"]
         v2 = (await rebuild(client, {"documents": second, "whitening": {"beta": 1.0, "gamma": 0.0, "dim": 8}}))["result"]["version"]
@@ -149,3 +149,27 @@ async def test_versions_list_activate_and_roll_back(settings):
         assert r.status_code == 409 and "index.faiss" in r.json()["error"]["message"]
         assert (await client.get("/admin/versions", headers=ADMIN)).json()["active"] == v2
         assert (await client.post("/search", json={"query": "x", "k": 1})).json()["version"] == v2
+
+
+async def test_a_replace_that_shrinks_the_corpus_needs_confirmation_and_merge_adds(settings):
+    docs = corpus(40)
+    async with serving(settings) as (app, client):
+        await rebuild(client, {"documents": docs})
+        few = [{"id": "new-1", "text": "a brand new document"}, {"id": docs[0]["id"], "text": "replaced text"}]
+        r = await client.post("/admin/index/rebuild", json={"documents": few}, headers=ADMIN)
+        assert r.status_code == 409
+        message = r.json()["error"]["message"]
+        assert f"the {len(docs)} served documents with 2" in message and "confirm_shrink" in message
+        assert app.state.runtime.bundle.store.count() == len(docs)  # nothing changed
+
+        job = await rebuild(client, {"documents": few, "mode": "merge"})
+        assert job["state"] == "succeeded" and job["result"]["documents"] == len(docs) + 1
+        got = (await client.get(f"/admin/documents/{docs[0]['id']}", headers=ADMIN)).json()
+        assert got["text"] == "replaced text" and got["metadata"] == {}
+        assert (await client.get("/admin/documents/new-1", headers=ADMIN)).status_code == 200
+        assert (await client.get(f"/admin/documents/{docs[1]['id']}", headers=ADMIN)).json()["text"] == docs[1]["text"]
+        hit = (await client.post("/search", json={"query": "a brand new document", "k": 1})).json()
+        assert hit["results"][0]["hits"][0]["id"] == "new-1"
+
+        job = await rebuild(client, {"documents": few, "confirm_shrink": True})
+        assert job["state"] == "succeeded" and app.state.runtime.bundle.store.count() == 2

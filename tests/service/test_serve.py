@@ -35,6 +35,10 @@ def test_serve_bundled_model_with_demo_index(server):
     docs = [{"id": f"d{i}", "text": t} for i, t in enumerate(["a red bicycle", "a blue car", "green tea"])]
     r = httpx.post(f"{base}/admin/index/rebuild", json={"documents": docs},
                    headers={"Authorization": "Bearer serve-test"})
+    assert r.status_code == 409  # 3 documents would quietly replace the demo's 293
+    assert "replace the 293 served documents with 3" in r.json()["error"]["message"]
+    r = httpx.post(f"{base}/admin/index/rebuild", json={"documents": docs, "confirm_shrink": True},
+                   headers={"Authorization": "Bearer serve-test"})
     assert r.status_code == 202
     job_id = r.json()["job_id"]
     for _ in range(300):
