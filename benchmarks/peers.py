@@ -178,6 +178,7 @@ def main() -> None:
     parser.add_argument("--sentences", type=int, default=1024, help="sentences per load and repeat (default 1024)")
     parser.add_argument("--search-docs", type=int, default=100_000, help="0 skips the /search load")
     parser.add_argument("--search-engine", default="onnx", choices=["torch", "onnx", "onnx-int8"])
+    parser.add_argument("--search-only", action="store_true", help="only the /search load")
     parser.add_argument("--work-dir", type=Path, default=Path(tempfile.gettempdir()) / "whitevec-peers")
     args = parser.parse_args()
 
@@ -190,6 +191,8 @@ def main() -> None:
 
     peers: dict[str, tuple[str, subprocess.Popen, str]] = {}
     tmp = tempfile.TemporaryDirectory()
+    if args.search_only:
+        args.engines, args.infinity_venv = [], None
     try:
         for engine in args.engines:
             print(f"starting whitevec ({engine})...", file=sys.stderr)
@@ -201,7 +204,7 @@ def main() -> None:
         # Each peer stops between its loads only; all of them stay up, idle, while another is measured.
         results: dict[tuple[str, int, int], list[tuple[float, float, float]]] = {}
         st_rates = []
-        for rep in range(args.repeat):
+        for rep in range(0 if args.search_only else args.repeat):
             st_rates.append(sentence_transformers_rate(model_dir, sentences[: args.sentences]))
             for name, (base, _, model) in peers.items():
                 path = "/v1/embeddings" if name.startswith("whitevec") else "/embeddings"
@@ -221,8 +224,16 @@ def main() -> None:
             proc.wait()
         tmp.cleanup()
 
+    if args.search_only:
+        st_rates = [float("nan")]
     st = statistics.median(st_rates)
     med = {key: tuple(statistics.median(r[i] for r in runs) for i in range(3)) for key, runs in results.items()}
+    if not args.search_only:
+        print_embed_table(args, st, med, peers)
+    search_load(args, pool)
+
+
+def print_embed_table(args: argparse.Namespace, st: float, med: dict, peers: dict) -> None:
     print(f"\nbundled all-MiniLM-L6-v2, STS-B (en) sentences, loopback HTTP, {os.cpu_count()} cores, "
           f"median of {args.repeat} runs\n")
     print(f"sentence-transformers encode in-process (batch 32): {st:.0f} sentences/s\n")
@@ -235,6 +246,9 @@ def main() -> None:
             vs_inf = f"{rate / inf[0]:.2f}×" if inf else "—"
             print(f"| {conc} × {per} | {name} | {rate:.0f} | {p50:.1f} | {p99:.1f} | {rate / st:.2f}× | {vs_inf} |")
 
+
+def search_load(args: argparse.Namespace, pool: list[str]) -> None:
+    """/search with 1 query per request from 32 concurrent clients over a --search-docs index."""
     if args.search_docs:
         data = build_search_dir(args.work_dir, pool, args.search_docs, args.search_engine)
         base, proc = start_server(data, TOKEN, env={"WHITEVEC_ENGINE": args.search_engine})

@@ -217,6 +217,8 @@ class VectorIndex:
             xb = index.reconstruct_n(0, index.ntotal)
             self._torch_vectors = torch.from_numpy(xb).to(device or "cuda")
             self._serial = SerialSearcher(self._search_torch, "whitevec-torch-search")
+        else:  # CPU: concurrent queries stacked into one call (BLAS / OpenMP over the batch), not N threads
+            self._serial = SerialSearcher(self._search_cpu, "whitevec-faiss-cpu")
 
     def _apply_search_params(self, index: faiss.Index) -> None:
         if self.spec.type == "ivf":

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import torch
@@ -98,6 +99,7 @@ class Encoder:
         batch_size: int = 32,
         engine: str = "torch",
         engine_cache: Path | None = None,
+        half_on_cuda: bool = True,
     ) -> None:
         if engine not in (*ENGINES, "auto"):
             raise ModelFolderError(f"unknown engine {engine!r}: choose auto or one of {', '.join(ENGINES)}")
@@ -119,6 +121,8 @@ class Encoder:
                     f"model folder {path} has no trained pooler weights; choose pooling cls, last-avg or first-last-avg"
                 )
         self.model = model.eval().to(self.device)
+        if self.device.type == "cuda" and half_on_cuda:  # fp16/bf16 on the GPU: tensor cores, half the memory
+            self.model = self.model.to(torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16)
         head, out_dim = load_head(path, int(model.config.hidden_size))
         self.head = head.to(self.device) if head is not None else None
         max_positions = int(getattr(model.config, "max_position_embeddings", 512))
@@ -142,16 +146,32 @@ class Encoder:
 
     def forward(self, batch: Batch) -> torch.Tensor:
         """Pooled vectors for one padded batch; differentiable unless called under inference_mode."""
-        input_ids = batch.input_ids.to(self.device)
-        mask = batch.attention_mask.to(self.device)
-        outputs = self.model(
-            input_ids=input_ids,
-            attention_mask=mask,
-            output_hidden_states=self.pooling.needs_hidden_states,
-            return_dict=True,
-        )
+        cuda = self.device.type == "cuda"
+        # pinned host memory lets the copy to the GPU run asynchronously
+        input_ids = (batch.input_ids.pin_memory() if cuda else batch.input_ids).to(self.device, non_blocking=cuda)
+        mask = (batch.attention_mask.pin_memory() if cuda else batch.attention_mask).to(self.device, non_blocking=cuda)
+        first_layer = self._first_layer() if self.pooling.needs_hidden_states else None
+        captured: list[torch.Tensor] = []
+        handle = None
+        if first_layer is not None:  # hidden_states[1] by a hook: not every layer's output kept
+            handle = first_layer.register_forward_hook(
+                lambda _m, _i, out: captured.append(out[0] if isinstance(out, tuple) else out))
+        try:
+            outputs = self.model(input_ids=input_ids, attention_mask=mask, return_dict=True,
+                                 output_hidden_states=self.pooling.needs_hidden_states and first_layer is None)
+        finally:
+            if handle is not None:
+                handle.remove()
+        if captured:
+            outputs = SimpleNamespace(last_hidden_state=outputs.last_hidden_state,
+                                      hidden_states=(None, captured[0], outputs.last_hidden_state))
         pooled = self.pooling(outputs, mask)
-        return self.head(pooled) if self.head is not None else pooled
+        return self.head(pooled.float()) if self.head is not None else pooled
+
+    def _first_layer(self) -> torch.nn.Module | None:
+        """The first transformer layer of a BERT-family model (its output is hidden_states[1])."""
+        layers = getattr(getattr(self.model, "encoder", None), "layer", None)
+        return layers[0] if isinstance(layers, torch.nn.ModuleList) and len(layers) else None
 
     def save_modules(self, out_dir: Path) -> None:
         """Carry the folder's sentence-transformers modules (Dense, Normalize) to a saved copy."""

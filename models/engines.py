@@ -70,6 +70,10 @@ class OnnxRunner:
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads or torch.get_num_threads()
         options.inter_op_num_threads = 1
+        # ORT's threads busy-wait between runs by default, taking the cores FAISS needs for the
+        # searches that follow each encode: /search at 32 clients went 65 -> 77 per s without it,
+        # /v1/embeddings 8 x 32 stayed within noise (350 vs 337 sentences/s).
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.session = ort.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
 
     def _build(self, model: torch.nn.Module, engine: str, cache: Path) -> None:

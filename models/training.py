@@ -385,7 +385,7 @@ def worker_main(config_path: str) -> int:
             torch.set_num_threads(config.threads)
         model = spec["model"]
         encoder = Encoder(model["path"], pooling=model["pooling"], tokenizer=model["tokenizer"],
-                          max_length=model["max_length"], device=spec.get("device"))
+                          max_length=model["max_length"], device=spec.get("device"), half_on_cuda=False)
         data = (classes_from_examples(spec["examples"]) if spec.get("examples") is not None
                 else classes_from_pairs(spec["pairs"], spec["pair_threshold"]))
         emit({"event": "start", "n_texts": len(data.texts), "n_classes": data.n_classes})

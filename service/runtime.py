@@ -173,7 +173,8 @@ class Runtime:
             return self.new_encoder(engine="torch")
         model = self.versions.verify_files(active)["model"]
         return Encoder(model["path"], pooling=model["pooling"], tokenizer=model["tokenizer"],
-                       max_length=model["max_length"], device=self.settings.device)  # training runs torch
+                       max_length=model["max_length"], device=self.settings.device,
+                       half_on_cuda=False)  # training runs torch, in float32
 
     def _warn_if_model_setting_differs(self, bundle: Bundle) -> None:
         wanted = self.settings.model_dir

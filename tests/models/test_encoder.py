@@ -63,3 +63,22 @@ def test_bundled_model_matches_sentence_transformers(bundled_encoder):
     assert bundled_encoder.identity.name == "all-MiniLM-L6-v2" and bundled_encoder.dim == 384
     sims = ours @ ours.T
     assert sims[0, 1] > sims[0, 2] + 0.2
+
+
+def test_first_last_avg_by_hook_equals_all_hidden_states(tiny_model_dir):
+    """hidden_states[1] is captured with a hook on the first layer; the vectors equal those from
+    output_hidden_states=True (every layer kept)."""
+    import torch
+
+    from whitevec.models.encoder import Encoder
+
+    enc = Encoder(tiny_model_dir, pooling="first-last-avg", device="cpu")
+    assert enc._first_layer() is not None
+    texts = ["the cat sat on the mat", "a", "a red car by the river, twice as long as the first one"]
+    got = enc.encode(texts).vectors
+    ids, _ = enc.tokenize(texts)
+    batch = enc.tokenizer.pad(ids, enc.max_length)
+    with torch.inference_mode():
+        out = enc.model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, output_hidden_states=True)
+    want = enc.pooling(out, batch.attention_mask).numpy()
+    np.testing.assert_allclose(got, want, atol=1e-6)
