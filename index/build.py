@@ -8,13 +8,23 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
-from whitevec.models.encoder import Encoder
+import numpy as np
+from whitevec.models.encoder import Encoder, EncodeResult
+from whitevec.models.errors import WhitevecError
 from whitevec.models.pipeline import l2_normalize
 from whitevec.models.whitening import Whitening, WhiteningParams, jl_dim
 
 from .faiss_index import IndexSpec, VectorIndex
-from .store import DocumentStore, Document
-from .versions import DOCS_FILE, INDEX_FILE, WHITENING_FILE, VersionStore, describe_parts, encoder_manifest
+from .store import Document, DocumentStore
+from .versions import (
+    DOCS_FILE,
+    INDEX_FILE,
+    RAW_FILE,
+    WHITENING_FILE,
+    VersionStore,
+    describe_parts,
+    encoder_manifest,
+)
 
 #: Below this many documents an approximate index (ivf, hnsw) is slower and less exact than flat.
 MIN_APPROX_VECTORS = 10_000
@@ -48,17 +58,25 @@ def build_version(
     on_progress: ProgressFn | None = None,
     progress_bar: bool = False,
     min_approx: int = MIN_APPROX_VECTORS,
+    raw_vectors: np.ndarray | None = None,
 ) -> BuildResult:
     """Write a complete new version folder; the caller decides when to activate it.
 
-    on_progress(done, total) counts documents encoded; it may raise to cancel.
+    on_progress(done, total) counts documents encoded; it may raise to cancel. With `raw_vectors`
+    (the pooled vectors of `documents` by this encoder's model, from a version's raw.npy) nothing is
+    encoded: whitening is refitted and the index rebuilt from them.
     Any exception removes the partial folder and leaves every existing version as it was.
     """
     started = time.time()
     version, tmp = versions.new_version()
     try:
-        texts = [d.text for d in documents]
-        raw = encoder.encode(texts, progress=progress_bar, on_progress=on_progress)
+        if raw_vectors is None:
+            raw = encoder.encode([d.text for d in documents], progress=progress_bar, on_progress=on_progress)
+        else:
+            if raw_vectors.shape != (len(documents), encoder.dim):
+                raise WhitevecError(f"stored raw vectors are {raw_vectors.shape}, expected ({len(documents)}, "
+                                    f"{encoder.dim}): rebuild with reencode true")
+            raw = EncodeResult(np.asarray(raw_vectors, dtype=np.float32), [False] * len(documents), [])
         warnings = []
         fit = Whitening.fit(raw.vectors, identity=encoder.identity, params=whitening)
         dim, lowered = fit.effective_dim(whitening.gamma, whitening.dim)
@@ -71,6 +89,7 @@ def build_version(
         vectors = l2_normalize(fit.transform(raw.vectors))
         index = VectorIndex.build(vectors, spec, use_gpu=False)
         fit.save(tmp / WHITENING_FILE)
+        np.save(tmp / RAW_FILE, np.ascontiguousarray(raw.vectors, dtype=np.float32))
         index.save(tmp / INDEX_FILE)
         count = DocumentStore.write(tmp / DOCS_FILE, documents)
         for warning in warnings:

@@ -48,6 +48,7 @@ POINTER = "ACTIVE"
 WHITENING_FILE = "whitening.npz"
 INDEX_FILE = "index.faiss"
 DOCS_FILE = "docs.sqlite"
+RAW_FILE = "raw.npy"  # float32 pooled vectors in document order: re-whitening without the model
 PARTS = (WHITENING_FILE, INDEX_FILE, DOCS_FILE)
 HISTORY_LIMIT = 100
 
@@ -70,7 +71,8 @@ def file_digest(path: Path) -> str:
 
 def describe_parts(folder: Path) -> dict:
     """Size and SHA-256 of each part, for the manifest."""
-    return {name: {"bytes": (folder / name).stat().st_size, "sha256": file_digest(folder / name)} for name in PARTS}
+    names = [*PARTS, *([RAW_FILE] if (folder / RAW_FILE).is_file() else [])]
+    return {name: {"bytes": (folder / name).stat().st_size, "sha256": file_digest(folder / name)} for name in names}
 
 
 class DataDirLock:
@@ -249,7 +251,7 @@ class VersionStore:
         if parts is None:
             log.warning("version %s predates checksums; checking counts and dims only", version)
             return manifest
-        for name in PARTS:
+        for name in dict.fromkeys([*PARTS, *parts]):  # the required parts, and the optional ones it lists
             path, want = folder / name, parts.get(name)
             if want is None or not path.is_file():
                 raise VersionDamaged(f"version {version}: {name} is missing")

@@ -232,6 +232,20 @@ async def rebuild(req: RebuildRequest = Depends(json_body(RebuildRequest)),
     The model is the one served when the job runs (a training job queued before it with
     `activate` changes it), never the one served at submit time."""
     bundle = rt.require_bundle()
+    if not req.reencode:
+        if bundle.store is None or bundle.index is None:
+            raise Conflict(rt.no_index_message())
+        now = bundle.pipeline.whitening.params if bundle.pipeline.whitening is not None else None
+        given = req.whitening.model_dump(exclude_unset=True) if req.whitening else {}
+        keep = {k: getattr(now, k) for k in ("beta", "gamma", "dim")} if now else {}
+        merged = {**keep, **given}  # what the request leaves out stays as the served version has it
+        params = rt.whitening_params(merged.get("beta"), merged.get("gamma"), merged.get("dim"))
+        rt.check_whitening_dim(params, bundle.encoder)
+        count = await asyncio.to_thread(bundle.store.count)
+        spec = rt.index_spec(req.index.model_dump() if req.index else bundle.index.spec.to_dict(), count)
+        rt.check_raw_vectors(bundle)
+        job_id = rt.jobs.submit("index.rebuild", lambda ctx: rt.rewhiten(ctx, params, spec), total=count)
+        return JSONResponse({"job_id": job_id}, status_code=202)
     if req.path is not None:
         path = resolve_import_path(rt.settings.import_dir, req.path)
         documents = await asyncio.to_thread(read_jsonl, path)

@@ -14,11 +14,12 @@ import threading
 import time
 from pathlib import Path
 
-from whitevec.index.documents import check_documents
+import numpy as np
 from whitevec.index.build import build_version
+from whitevec.index.documents import check_documents
 from whitevec.index.faiss_index import IndexSpec
 from whitevec.index.store import Document
-from whitevec.index.versions import Bundle, DataDirLock, VersionStore
+from whitevec.index.versions import RAW_FILE, Bundle, DataDirLock, VersionStore
 from whitevec.models.encoder import Encoder
 from whitevec.models.errors import WhitevecError
 from whitevec.models.loader import bundled_model_dir
@@ -26,7 +27,7 @@ from whitevec.models.pipeline import Pipeline
 from whitevec.models.whitening import WhiteningParams
 
 from .batcher import Batcher
-from .errors import InvalidRequest, NotReady
+from .errors import Conflict, InvalidRequest, NotReady
 from .jobs import JobContext, JobRunner
 from .metrics import Metrics
 from .settings import Settings
@@ -315,6 +316,34 @@ class Runtime:
         except ValueError as exc:
             raise InvalidRequest(str(exc), param="index") from exc
         return spec
+
+    def check_raw_vectors(self, bundle: Bundle) -> None:
+        """reencode: false needs the version's stored raw vectors (versions built since they are stored)."""
+        if bundle.version is None or not (self.versions.folder(bundle.version) / RAW_FILE).is_file():
+            raise Conflict(f"version {bundle.version} has no stored raw vectors (it was built before whitevec kept "
+                           "them): rebuild it once with reencode: true, after which reencode: false works")
+
+    def rewhiten(self, ctx: JobContext | None, whitening: WhiteningParams, spec: IndexSpec) -> dict:
+        """A new version of the served corpus from its stored raw vectors: whitening refitted with
+        `whitening`, index rebuilt as `spec`, the model never run. The served version is read when the job runs."""
+        bundle = self.require_bundle()
+        if bundle.store is None:
+            raise RuntimeError("there is no index to re-whiten; build one first")
+        self.check_raw_vectors(bundle)
+        raw = np.load(self.versions.folder(bundle.version) / RAW_FILE, mmap_mode="r")
+        documents = bundle.store.all()
+        if ctx is not None:
+            ctx.progress(len(documents), len(documents), phase="indexing")
+        result = build_version(self.versions, bundle.encoder, documents, whitening, spec,
+                               min_approx=self.settings.min_approx_vectors, raw_vectors=np.asarray(raw))
+        if ctx is not None:
+            ctx.check_cancelled()
+        self.activate(result.version, bundle.encoder, just_built=True)
+        m = result.manifest
+        return {"version": result.version, "documents": m["documents"]["count"], "index": m["index"],
+                "model": m["model"]["name"], "reencoded": False,
+                "whitening": {k: m["whitening"][k] for k in ("version", "params", "rank", "output_dim", "jl_dim")},
+                "seconds": m["build_seconds"], "warnings": m["warnings"]}
 
     def merged(self, documents: list[Document]) -> list[Document]:
         """The served corpus with `documents` added; one with an existing id replaces that document

@@ -128,9 +128,16 @@ class RebuildRequest(Strict):
         "served corpus, replacing documents with the same id (the whole corpus is re-encoded).")
     confirm_shrink: bool = Field(False, description="Allow a `replace` that leaves fewer than half of the served "
                                  "documents (refused with 409 otherwise).")
+    reencode: bool = Field(True, description="false: no documents and no model run; refit whitening and/or "
+                           "rebuild the index of the served corpus from the version's stored raw vectors.")
 
     @model_validator(mode="after")
     def _one_of(self) -> "RebuildRequest":
+        if not self.reencode:
+            if self.documents is not None or self.path is not None:
+                raise ValueError("reencode: false re-whitens the served corpus from its stored vectors; send no "
+                                 "`documents` or `path` with it")
+            return self
         if (self.documents is None) == (self.path is None):
             raise ValueError("give exactly one of `documents` (a list) or `path` (a file in the import folder)")
         return self
@@ -138,7 +145,9 @@ class RebuildRequest(Strict):
     model_config = ConfigDict(json_schema_extra={"examples": [{
         "documents": [{"id": "faq-1", "text": "Reset your password from the login page.", "metadata": {"lang": "en"}},
                       {"id": "faq-2", "text": "登录页面可以重置密码。"}],
-        "whitening": {"beta": 0, "gamma": 0}, "index": {"type": "flat"}}], "oneOf": exactly_one("documents", "path")})
+        "whitening": {"beta": 0, "gamma": 0}, "index": {"type": "flat"}}], "oneOf": [*exactly_one("documents", "path"), {
+            "required": ["reencode"], "properties": {"reencode": {"const": False}, "documents": {"type": "null"},
+                                                     "path": {"type": "null"}}}]})
 
 
 class JobAccepted(BaseModel):

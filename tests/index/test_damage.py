@@ -32,7 +32,7 @@ def flip_bytes(path, offset: int = 200, n: int = 16) -> None:
     path.write_bytes(bytes(data))
 
 
-@pytest.mark.parametrize("part", ["index.faiss", "docs.sqlite", "whitening.npz"])
+@pytest.mark.parametrize("part", ["index.faiss", "docs.sqlite", "whitening.npz", "raw.npy"])
 def test_random_bytes_in_any_part_are_refused(tmp_path, tiny_encoder, part):
     store = VersionStore(tmp_path)
     version = build(store, tiny_encoder)
@@ -205,8 +205,8 @@ def test_a_rebuild_hashes_its_parts_once_and_loads_still_verify(settings, monkey
     rt.lock()
     rt.load()
     result = rt.rebuild(None, docs(), WhiteningParams(), IndexSpec())
-    assert sorted(calls) == ["docs.sqlite", "index.faiss", "whitening.npz"]  # once each, at build
+    assert sorted(calls) == ["docs.sqlite", "index.faiss", "raw.npy", "whitening.npz"]  # once each, at build
     calls.clear()
     rt.versions.load(result["version"], encoder=rt.bundle.encoder)
-    assert sorted(calls) == ["docs.sqlite", "index.faiss", "whitening.npz"]  # a plain load verifies
+    assert sorted(calls) == ["docs.sqlite", "index.faiss", "raw.npy", "whitening.npz"]  # a plain load verifies
     rt.unlock()

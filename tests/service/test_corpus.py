@@ -173,3 +173,46 @@ async def test_a_replace_that_shrinks_the_corpus_needs_confirmation_and_merge_ad
 
         job = await rebuild(client, {"documents": few, "confirm_shrink": True})
         assert job["state"] == "succeeded" and app.state.runtime.bundle.store.count() == 2
+
+
+async def test_rewhitening_without_reencoding_equals_a_full_rebuild(settings):
+    """reencode: false refits whitening / rebuilds the index from the stored raw vectors: the model
+    never runs, and the vectors equal those of a full rebuild with the same parameters."""
+    import faiss
+
+    docs = corpus(40)
+    async with serving(settings) as (app, client):
+        rt = app.state.runtime
+        await rebuild(client, {"documents": docs})
+        encoder = rt.bundle.encoder
+        calls = []
+        original = encoder.embed_tokens
+
+        def counting(ids):
+            calls.append(len(ids))
+            return original(ids)
+
+        encoder.embed_tokens = counting
+        job = await rebuild(client, {"reencode": False, "whitening": {"beta": 1.0, "gamma": 1.0, "dim": 6}})
+        assert job["state"] == "succeeded", job
+        assert calls == [] and job["result"]["reencoded"] is False and job["result"]["documents"] == len(docs)
+        fast = rt.versions.folder(job["result"]["version"])
+        del encoder.embed_tokens
+        job = await rebuild(client, {"documents": docs, "whitening": {"beta": 1.0, "gamma": 1.0, "dim": 6}})
+        full = rt.versions.folder(job["result"]["version"])
+        a, b = faiss.read_index(str(fast / "index.faiss")), faiss.read_index(str(full / "index.faiss"))
+        np.testing.assert_allclose(a.reconstruct_n(0, a.ntotal), b.reconstruct_n(0, b.ntotal), atol=1e-5)
+        np.testing.assert_allclose(np.load(fast / "raw.npy"), np.load(full / "raw.npy"), atol=1e-6)
+
+        # only the index type: whitening stays as served
+        job = await rebuild(client, {"reencode": False, "index": {"type": "hnsw"}})
+        row = (await client.get("/admin/versions", headers=ADMIN)).json()["versions"][0]
+        assert row["whitening"]["beta"] == 1.0 and row["whitening"]["output_dim"] == 6
+        assert row["index"]["type"] == "flat"  # below WHITEVEC_MIN_APPROX_VECTORS: flat, with a warning
+        assert job["result"]["warnings"]
+
+        r = await client.post("/admin/index/rebuild", json={"reencode": False, "documents": docs[:2]}, headers=ADMIN)
+        assert r.status_code == 422 and "send no `documents`" in r.text
+        (rt.versions.folder(rt.bundle.version) / "raw.npy").unlink()  # as a version from before raw vectors
+        r = await client.post("/admin/index/rebuild", json={"reencode": False}, headers=ADMIN)
+        assert r.status_code == 409 and "reencode: true" in r.json()["error"]["message"]
