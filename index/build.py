@@ -59,12 +59,14 @@ def build_version(
     progress_bar: bool = False,
     min_approx: int = MIN_APPROX_VECTORS,
     raw_vectors: np.ndarray | None = None,
+    fit: Whitening | None = None,
 ) -> BuildResult:
     """Write a complete new version folder; the caller decides when to activate it.
 
     on_progress(done, total) counts documents encoded; it may raise to cancel. With `raw_vectors`
     (the pooled vectors of `documents` by this encoder's model, from a version's raw.npy) nothing is
-    encoded: whitening is refitted and the index rebuilt from them.
+    encoded: whitening is refitted and the index rebuilt from them. With `fit`, that whitening is
+    kept as it is (an upsert transforms new documents with the served fit; no refit).
     Any exception removes the partial folder and leaves every existing version as it was.
     """
     started = time.time()
@@ -78,11 +80,12 @@ def build_version(
                                     f"{encoder.dim}): rebuild with reencode true")
             raw = EncodeResult(np.asarray(raw_vectors, dtype=np.float32), [False] * len(documents), [])
         warnings = []
-        fit = Whitening.fit(raw.vectors, identity=encoder.identity, params=whitening)
-        dim, lowered = fit.effective_dim(whitening.gamma, whitening.dim)
-        if lowered:
-            warnings.append(lowered)
-            fit = fit.with_params(replace(whitening, dim=dim))
+        if fit is None:
+            fit = Whitening.fit(raw.vectors, identity=encoder.identity, params=whitening)
+            dim, lowered = fit.effective_dim(whitening.gamma, whitening.dim)
+            if lowered:
+                warnings.append(lowered)
+                fit = fit.with_params(replace(whitening, dim=dim))
         spec, replaced = choose_spec(spec, len(documents), min_approx)
         if replaced:
             warnings.append(replaced)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import Counter
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -57,6 +58,7 @@ from .jobs import JobNotCancellable, UnknownJob
 from .openai_compat import router as openai_router
 from .runtime import Runtime
 from .schemas import (
+    DeleteRequest,
     EmbedRequest,
     EmbedResponse,
     JobAccepted,
@@ -66,6 +68,7 @@ from .schemas import (
     SearchResponse,
     TrainAccepted,
     TrainRequest,
+    UpsertRequest,
 )
 from .settings import Settings
 
@@ -305,6 +308,33 @@ def job_or_404(rt: Runtime, job_id: str) -> dict:
         return rt.jobs.get(job_id)
     except UnknownJob:
         raise NotFound(f"no job with id {job_id!r}; GET /admin/jobs lists them") from None
+
+
+@admin.post("/documents", openapi_extra=body_openapi(UpsertRequest), responses=responses(*ADMIN_ERRORS, Conflict))
+async def upsert_documents(req: UpsertRequest = Depends(json_body(UpsertRequest)),
+                           rt: Runtime = Depends(get_runtime)) -> dict:
+    """Add or replace documents: encoded with the served model, transformed with its whitening (no
+    refit), committed as a new version before the answer; /search sees them as soon as this returns."""
+    if len(req.documents) > rt.settings.max_upsert:
+        raise errors.InvalidRequest(f"{len(req.documents)} documents exceed WHITEVEC_MAX_UPSERT "
+                                    f"({rt.settings.max_upsert}) per call; send them in several calls or use "
+                                    "POST /admin/index/rebuild with \"mode\": \"merge\"", param="documents")
+    documents = [parse_document(d.model_dump(), f"documents[{i}]") for i, d in enumerate(req.documents)]
+    dupes = sorted(i for i, n in Counter(d.id for d in documents).items() if n > 1)
+    if dupes:
+        raise errors.InvalidRequest(f"duplicate ids in one call: {', '.join(map(repr, dupes[:10]))}",
+                                    param="documents")
+    done = await asyncio.to_thread(rt.change_documents, documents, [])
+    return {"upserted": done["upserted"], "version": done["version"]}
+
+
+@admin.post("/documents/delete", openapi_extra=body_openapi(DeleteRequest), responses=responses(*ADMIN_ERRORS, Conflict))
+async def delete_documents(req: DeleteRequest = Depends(json_body(DeleteRequest)),
+                           rt: Runtime = Depends(get_runtime)) -> dict:
+    """Delete documents by id, committed as a new version before the answer (no ghost hits);
+    unknown ids are listed in `missing`."""
+    done = await asyncio.to_thread(rt.change_documents, [], req.ids)
+    return {"deleted": done["deleted"], "missing": done["missing"], "version": done["version"]}
 
 
 @admin.get("/documents/{doc_id:path}", responses=responses(Unauthorized, Forbidden, NotFound, Conflict))

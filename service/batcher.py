@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from whitevec.models.encoder import EncodeResult, Encoder, model_executor
+from whitevec.models.encoder import Encoder, EncodeResult, model_executor
 
 log = logging.getLogger(__name__)
 

@@ -61,6 +61,7 @@ class Runtime:
         self.bundle: Bundle | None = None
         self.load_error: str | None = None
         self.refused: dict | None = None  # the active version, when it could not be served, and why
+        self._change_lock = threading.Lock()  # upserts and deletes commit one at a time
         self.training_command = [sys.executable, "-m", "whitevec.models.training"]  # + the job's config file
 
     # --- the data dir ----------------------------------------------------------------------
@@ -344,6 +345,41 @@ class Runtime:
                 "model": m["model"]["name"], "reencoded": False,
                 "whitening": {k: m["whitening"][k] for k in ("version", "params", "rank", "output_dim", "jl_dim")},
                 "seconds": m["build_seconds"], "warnings": m["warnings"]}
+
+    def change_documents(self, upserts: list[Document], deletes: list[str]) -> dict:
+        """Upsert and/or delete documents of the served version, committed as a new version before
+        returning: new texts are encoded with the served model and transformed with the served
+        whitening (no refit); the rest comes from the stored raw vectors, so nothing else is encoded.
+        The commit is one atomic, fsynced folder + pointer (a kill -9 after the answer loses nothing),
+        and searches switch to it at once, never seeing half a change. Changes run one at a time."""
+        with self._change_lock:
+            bundle = self.require_bundle()
+            if bundle.store is None or bundle.index is None or bundle.pipeline.whitening is None:
+                raise Conflict(self.no_index_message())
+            self.check_raw_vectors(bundle)
+            current = bundle.store.all()
+            known = {d.id for d in current}
+            replaced = {d.id for d in upserts}
+            gone = set(deletes) & known
+            missing = [i for i in dict.fromkeys(deletes) if i not in known]
+            if not upserts and not gone:
+                return {"version": bundle.version, "missing": missing, "deleted": 0, "upserted": 0}
+            keep = [i for i, d in enumerate(current) if d.id not in replaced and d.id not in gone]
+            documents = [current[i] for i in keep] + upserts
+            if len(documents) < 2:
+                raise Conflict(f"the change would leave {len(documents)} document(s); an index needs at least 2 "
+                               "(rebuild with new documents instead)")
+            if len(documents) > self.settings.max_documents:
+                raise InvalidRequest(f"the corpus would have {len(documents)} documents, above WHITEVEC_MAX_DOCUMENTS "
+                                     f"({self.settings.max_documents})", param="documents")
+            raw = np.load(self.versions.folder(bundle.version) / RAW_FILE, mmap_mode="r")
+            new = bundle.encoder.encode([d.text for d in upserts]).vectors if upserts else raw[:0]
+            vectors = np.concatenate([np.asarray(raw[keep], dtype=np.float32), new])
+            fit = bundle.pipeline.whitening
+            result = build_version(self.versions, bundle.encoder, documents, fit.params, bundle.index.spec,
+                                   min_approx=self.settings.min_approx_vectors, raw_vectors=vectors, fit=fit)
+            self.activate(result.version, bundle.encoder, just_built=True)
+            return {"version": result.version, "missing": missing, "deleted": len(gone), "upserted": len(upserts)}
 
     def merged(self, documents: list[Document]) -> list[Document]:
         """The served corpus with `documents` added; one with an existing id replaces that document

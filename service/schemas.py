@@ -101,6 +101,20 @@ class DocumentIn(Strict):
     metadata: dict[str, Any] | None = None
 
 
+class UpsertRequest(Strict):
+    __chunked__ = {"documents": DocumentIn}
+
+    documents: list[DocumentIn] = Field(min_length=1, description="New ids are added, existing ids replaced; "
+                                        "at most WHITEVEC_MAX_UPSERT per call.")
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{"documents": [
+        {"id": "faq-3", "text": "Passwords expire after 90 days.", "metadata": {"lang": "en"}}]}]})
+
+
+class DeleteRequest(Strict):
+    ids: list[NonEmpty] = Field(min_length=1, max_length=100_000, description="Document ids to delete.")
+
+
 class WhiteningIn(Strict):
     beta: float | None = Field(None, ge=0, le=1, description="Mean removal; null: the server default.")
     gamma: float | None = Field(None, ge=0, le=1, description="Variance equalisation; null: the server default.")

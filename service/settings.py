@@ -44,6 +44,8 @@ class Settings(BaseSettings):
     max_k: int = Field(100, ge=1, description="Largest k for /search.")
     max_body_bytes: int = Field(64 * 1024 * 1024, ge=1024, description="Largest request body; beyond it 413.")
     max_documents: int = Field(2_000_000, ge=2, description="Most documents in one rebuild.")
+    max_upsert: int = Field(10_000, ge=1, description="Documents per POST /admin/documents call; larger sets "
+                            "go through the rebuild job (mode merge).")
     max_nprobe: int = Field(2048, ge=1, description="Largest per-request `nprobe` on /search (ivf).")
     max_ef_search: int = Field(4096, ge=1, description="Largest per-request `ef_search` on /search (hnsw).")
     min_approx_vectors: int = Field(10_000, ge=1, description="Below this many documents a rebuild asking for "

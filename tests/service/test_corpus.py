@@ -216,3 +216,104 @@ async def test_rewhitening_without_reencoding_equals_a_full_rebuild(settings):
         (rt.versions.folder(rt.bundle.version) / "raw.npy").unlink()  # as a version from before raw vectors
         r = await client.post("/admin/index/rebuild", json={"reencode": False}, headers=ADMIN)
         assert r.status_code == 409 and "reencode: true" in r.json()["error"]["message"]
+
+
+async def test_upsert_get_delete_round_trip_reads_your_writes(settings):
+    docs = corpus(30)
+    async with serving(settings) as (app, client):
+        rt = app.state.runtime
+        await rebuild(client, {"documents": docs})
+        fit_before = rt.bundle.pipeline.whitening.meta()["version"]
+        new = [{"id": "n1", "text": "a purple elephant plays the violin", "metadata": {"topic": "odd"}},
+               {"id": docs[0]["id"], "text": "the weather was replaced by a submarine", "metadata": {"topic": "odd"}}]
+        r = await client.post("/admin/documents", json={"documents": new}, headers=ADMIN)
+        assert r.status_code == 200, r.text
+        assert r.json()["upserted"] == 2 and r.json()["version"] == rt.bundle.version
+        assert rt.bundle.pipeline.whitening.meta()["version"] == fit_before  # transformed, not refitted
+        assert rt.bundle.store.count() == len(docs) + 1
+        hits = (await client.post("/search", json={"query": new[0]["text"], "k": 1})).json()["results"][0]["hits"]
+        assert hits[0]["id"] == "n1" and hits[0]["score"] > 0.99
+        got = (await client.get(f"/admin/documents/{docs[0]['id']}", headers=ADMIN)).json()
+        assert got["text"] == new[1]["text"]
+        odd = (await client.post("/search", json={"query": "x", "k": 10, "filter": {"topic": "odd"}})).json()
+        assert sorted(h["id"] for h in odd["results"][0]["hits"]) == sorted(["n1", docs[0]["id"]])
+        # the upserted vector equals the served pipeline's own for that text (no refit, same transform)
+        want = rt.bundle.pipeline.postprocess(rt.bundle.encoder.encode([new[0]["text"]]).vectors)[0]
+        np.testing.assert_allclose(hits[0]["score"], float(want @ want), atol=1e-4)
+
+        r = await client.post("/admin/documents/delete", json={"ids": ["n1", "never-there", "n1"]}, headers=ADMIN)
+        assert r.status_code == 200 and r.json()["deleted"] == 1 and r.json()["missing"] == ["never-there"]
+        assert (await client.get("/admin/documents/n1", headers=ADMIN)).status_code == 404
+        for query in (new[0]["text"], "violin", "elephant"):
+            hits = (await client.post("/search", json={"query": query, "k": 100})).json()["results"][0]["hits"]
+            assert "n1" not in {h["id"] for h in hits}  # no ghost hits
+        same = (await client.post("/admin/documents/delete", json={"ids": ["n1"]}, headers=ADMIN)).json()
+        assert same == {"deleted": 0, "missing": ["n1"], "version": rt.bundle.version}  # no new version
+
+        for body, status in [({"documents": [new[0], new[0]]}, 422), ({"documents": []}, 422), ({"ids": []}, 422)]:
+            path = "/admin/documents/delete" if "ids" in body else "/admin/documents"
+            assert (await client.post(path, json=body, headers=ADMIN)).status_code == status, body
+        rt.settings.max_upsert = 1
+        r = await client.post("/admin/documents", json={"documents": new}, headers=ADMIN)
+        assert r.status_code == 422 and "WHITEVEC_MAX_UPSERT" in r.text
+        everything = [d["id"] for d in (await client.post("/search", json={"query": "x", "k": 100})).json()[
+            "results"][0]["hits"]]
+        r = await client.post("/admin/documents/delete", json={"ids": everything}, headers=ADMIN)
+        assert r.status_code == 409 and "at least 2" in r.text
+
+
+async def test_concurrent_upserts_and_searches_never_fail(settings):
+    import asyncio
+
+    docs = corpus(30)
+    async with serving(settings) as (app, client):
+        await rebuild(client, {"documents": docs})
+
+        async def searches():
+            codes = []
+            for i in range(60):
+                r = await client.post("/search", json={"query": f"weather {i}", "k": 5})
+                codes.append(r.status_code)
+                await asyncio.sleep(0)
+            return codes
+
+        async def upserts():
+            return [(await client.post("/admin/documents", json={"documents": [
+                {"id": f"u{i}", "text": f"upserted text number {i}"}]}, headers=ADMIN)).status_code for i in range(8)]
+
+        found, done = await asyncio.gather(searches(), upserts())
+        assert set(found) == {200} and set(done) == {200}
+        assert app.state.runtime.bundle.store.count() == len(docs) + 8
+
+
+def test_an_upsert_that_returned_200_survives_kill_9(tmp_path, tiny_model_dir):
+    import httpx
+
+    from tests.conftest import ADMIN_TOKEN, ServeProcess
+
+    env = {"WHITEVEC_DATA_DIR": str(tmp_path / "data"), "WHITEVEC_ADMIN_TOKEN": ADMIN_TOKEN, "WHITEVEC_DEVICE": "cpu"}
+    server = ServeProcess(["--model", str(tiny_model_dir)], env)
+    try:
+        r = httpx.post(f"{server.base}/admin/index/rebuild", json={"documents": corpus(30)}, headers=ADMIN)
+        job = r.json()["job_id"]
+        for _ in range(300):
+            if httpx.get(f"{server.base}/admin/jobs/{job}", headers=ADMIN).json()["state"] == "succeeded":
+                break
+        r = httpx.post(f"{server.base}/admin/documents", headers=ADMIN, timeout=60,
+                       json={"documents": [{"id": "kept", "text": "a sentence that must survive"}]})
+        assert r.status_code == 200
+        r = httpx.post(f"{server.base}/admin/documents/delete", json={"ids": ["weather-0-0"]}, headers=ADMIN)
+        assert r.status_code == 200 and r.json()["deleted"] == 1
+        before = httpx.post(f"{server.base}/search", json={"query": "a sentence that must survive", "k": 5}).json()
+        server.proc.kill()  # kill -9, right after the 200s
+        server.proc.wait()
+    finally:
+        server.stop()
+    again = ServeProcess(["--model", str(tiny_model_dir)], env)
+    try:
+        after = httpx.post(f"{again.base}/search", json={"query": "a sentence that must survive", "k": 5}).json()
+        assert after == before  # same version, same hits, same scores
+        assert httpx.get(f"{again.base}/admin/documents/kept", headers=ADMIN).status_code == 200
+        assert httpx.get(f"{again.base}/admin/documents/weather-0-0", headers=ADMIN).status_code == 404
+    finally:
+        again.stop()
