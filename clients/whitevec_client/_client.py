@@ -89,6 +89,20 @@ class Client:
         accepted = self._request("POST", "/admin/train", fields, admin=True, idempotent=False)
         return self.job(accepted["job_id"])
 
+    def upsert(self, documents: Sequence[Dict[str, Any]]) -> Dict[str, Any]:
+        """Add or replace documents ({"id", "text", "metadata"?}); searchable when this returns.
+        Sent in calls of at most the server's WHITEVEC_MAX_UPSERT; returns the last call's answer with
+        the total upserted."""
+        answer: Dict[str, Any] = {"upserted": 0, "version": None}
+        for chunk in self._core.upsert_chunks(documents):
+            done = self._request("POST", "/admin/documents", {"documents": list(chunk)}, admin=True)
+            answer = {"upserted": answer["upserted"] + done["upserted"], "version": done["version"]}
+        return answer
+
+    def delete(self, ids: Sequence[str]) -> Dict[str, Any]:
+        """Delete documents by id → {"deleted", "missing", "version"}."""
+        return self._request("POST", "/admin/documents/delete", {"ids": list(ids)}, admin=True)
+
     def get_document(self, doc_id: str) -> Dict[str, Any]:
         """{"id", "text", "metadata", "version"} of one served document (NotFound if unknown)."""
         return self._request("GET", f"/admin/documents/{quote(doc_id, safe='')}", admin=True)
@@ -189,6 +203,16 @@ class AsyncClient:
     async def train(self, **fields: Any) -> Job:
         accepted = await self._request("POST", "/admin/train", fields, admin=True, idempotent=False)
         return await self.job(accepted["job_id"])
+
+    async def upsert(self, documents: Sequence[Dict[str, Any]]) -> Dict[str, Any]:
+        answer: Dict[str, Any] = {"upserted": 0, "version": None}
+        for chunk in self._core.upsert_chunks(documents):
+            done = await self._request("POST", "/admin/documents", {"documents": list(chunk)}, admin=True)
+            answer = {"upserted": answer["upserted"] + done["upserted"], "version": done["version"]}
+        return answer
+
+    async def delete(self, ids: Sequence[str]) -> Dict[str, Any]:
+        return await self._request("POST", "/admin/documents/delete", {"ids": list(ids)}, admin=True)
 
     async def get_document(self, doc_id: str) -> Dict[str, Any]:
         return await self._request("GET", f"/admin/documents/{quote(doc_id, safe='')}", admin=True)

@@ -97,6 +97,13 @@ class Core:
             return np.asarray(vectors, dtype=np.float32)
         return vectors
 
+    @staticmethod
+    def upsert_chunks(documents: Sequence[Dict[str, Any]], size: int = 10_000) -> List[Sequence[Dict[str, Any]]]:
+        """WHITEVEC_MAX_UPSERT's default per call (a smaller server limit answers 422 naming it)."""
+        if isinstance(documents, dict):
+            raise TypeError("upsert takes a list of documents, not one document")
+        return [documents[i : i + size] for i in range(0, len(documents), size)]
+
     def search_bodies(self, query: Union[str, Sequence[str]], k: int,
                       filter: Optional[Dict[str, Any]] = None) -> List[Dict[str, Any]]:
         extra = {"filter": filter} if filter is not None else {}

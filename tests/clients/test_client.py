@@ -81,14 +81,22 @@ def test_filters_documents_and_versions(wv):
         wv.activate(listed["active"])  # and back
     with pytest.raises(NotFound):
         wv.activate("20990101T000000.000000-beef")
+    done = wv.upsert([{"id": "sdk-new", "text": "an upserted sentence about owls", "metadata": {"topic": "owls"}}])
+    assert done["upserted"] == 1 and wv.search("owls", k=1, filter={"topic": "owls"})[0].id == "sdk-new"
+    assert wv.delete(["sdk-new", "nope"]) == {"deleted": 1, "missing": ["nope"], "version": wv.versions()["active"]}
+    with pytest.raises(TypeError, match="list of documents"):
+        wv.upsert({"id": "x", "text": "y"})
 
     async def run():
         async with AsyncClient(wv._core.base_url, api_key=KEY, admin_token=ADMIN) as client:
+            await client.upsert([{"id": "sdk-async", "text": "an async owl"}])
+            assert (await client.get_document("sdk-async"))["text"] == "an async owl"
+            assert (await client.delete(["sdk-async"]))["deleted"] == 1
             return (await client.search(DOCS[0]["text"], k=2, filter={"topic": topic}),
                     await client.get_document(DOCS[0]["id"]), await client.versions())
     ahits, adoc, aversions = asyncio.run(run())
     assert all(h.metadata["topic"] == topic for h in ahits) and adoc["id"] == DOCS[0]["id"]
-    assert aversions["active"] == listed["active"]
+    assert aversions["active"] == wv.versions()["active"]
 
 
 def test_jobs_train_wait_and_cancel(wv, capsys):
