@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from whitevec.index.build import build_version
+from whitevec.index.build import BuildResult, build_version
 from whitevec.index.documents import check_documents
 from whitevec.index.faiss_index import IndexSpec
 from whitevec.index.store import Document
@@ -340,11 +340,7 @@ class Runtime:
         if ctx is not None:
             ctx.check_cancelled()
         self.activate(result.version, bundle.encoder, just_built=True)
-        m = result.manifest
-        return {"version": result.version, "documents": m["documents"]["count"], "index": m["index"],
-                "model": m["model"]["name"], "reencoded": False,
-                "whitening": {k: m["whitening"][k] for k in ("version", "params", "rank", "output_dim", "jl_dim")},
-                "seconds": m["build_seconds"], "warnings": m["warnings"]}
+        return {**_job_result(result), "reencoded": False}
 
     def change_documents(self, upserts: list[Document], deletes: list[str]) -> dict:
         """Upsert and/or delete documents of the served version, committed as a new version before
@@ -408,11 +404,7 @@ class Runtime:
         if ctx is not None:
             ctx.check_cancelled()
         self.activate(result.version, encoder, just_built=True)
-        m = result.manifest
-        return {"version": result.version, "documents": m["documents"]["count"], "index": m["index"],
-                "model": m["model"]["name"],
-                "whitening": {k: m["whitening"][k] for k in ("version", "params", "rank", "output_dim", "jl_dim")},
-                "seconds": m["build_seconds"], "warnings": m["warnings"]}
+        return {**_job_result(result), "reencoded": True}
 
     # --- training --------------------------------------------------------------------------
 
@@ -524,3 +516,11 @@ class Runtime:
         documents = bundle.store.all()
         return self.rebuild(ctx, documents, bundle.pipeline.whitening.params, bundle.index.spec, encoder=encoder)
 
+
+def _job_result(result: BuildResult) -> dict:
+    """What a rebuild job reports: the new version, counts, index, model and whitening."""
+    m = result.manifest
+    return {"version": result.version, "documents": m["documents"]["count"], "index": m["index"],
+            "model": m["model"]["name"],
+            "whitening": {k: m["whitening"][k] for k in ("version", "params", "rank", "output_dim", "jl_dim")},
+            "seconds": m["build_seconds"], "warnings": m["warnings"]}
