@@ -9,22 +9,16 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 import numpy as np
-from whitevec.models.encoder import Encoder, EncodeResult
+
+from whitevec.models.encoder import EncodeResult, Encoder
 from whitevec.models.errors import WhitevecError
 from whitevec.models.pipeline import l2_normalize
 from whitevec.models.whitening import Whitening, WhiteningParams, jl_dim
 
 from .faiss_index import IndexSpec, VectorIndex
 from .store import Document, DocumentStore
-from .versions import (
-    DOCS_FILE,
-    INDEX_FILE,
-    RAW_FILE,
-    WHITENING_FILE,
-    VersionStore,
-    describe_parts,
-    encoder_manifest,
-)
+from .versions import (DOCS_FILE, INDEX_FILE, RAW_FILE, WHITENING_FILE, VersionStore, describe_parts,
+                       encoder_manifest)
 
 #: Below this many documents an approximate index (ivf, hnsw) is slower and less exact than flat.
 MIN_APPROX_VECTORS = 10_000

@@ -59,13 +59,18 @@ def read_jsonl(path: Path) -> list[Document]:
     return docs
 
 
+def duplicate_ids(docs: list[Document]) -> list[str]:
+    """Ids that occur more than once, in first-seen order."""
+    return [doc_id for doc_id, n in Counter(d.id for d in docs).items() if n > 1]
+
+
 def check_documents(docs: list[Document], max_documents: int) -> None:
     """A rebuild needs ≥ 2 documents (whitening needs variance) with unique ids."""
     if len(docs) < 2:
         raise WhitevecError(f"a rebuild needs at least 2 documents, got {len(docs)}")
     if len(docs) > max_documents:
         raise WhitevecError(f"{len(docs)} documents exceed the limit of {max_documents} (WHITEVEC_MAX_DOCUMENTS)")
-    dupes = [doc_id for doc_id, n in Counter(d.id for d in docs).items() if n > 1]
+    dupes = duplicate_ids(docs)
     if dupes:
         shown = ", ".join(repr(d) for d in dupes[:10]) + (f" and {len(dupes) - 10} more" if len(dupes) > 10 else "")
         raise WhitevecError(f"duplicate document ids: {shown}; ids must be unique within a rebuild")

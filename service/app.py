@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import Counter
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -15,61 +14,25 @@ from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 from fastapi.staticfiles import StaticFiles
-from whitevec.index.documents import (
-    check_documents,
-    parse_document,
-    read_jsonl,
-    resolve_import_path,
-)
+
+from whitevec.index.documents import (check_documents, duplicate_ids, parse_document, read_jsonl,
+                                      resolve_import_path)
 from whitevec.index.faiss_index import INDEX_TYPES
 from whitevec.models.encoder import EncodeResult
 from whitevec.models.errors import WhitevecError
 from whitevec.models.evaluation import read_pairs
-from whitevec.models.training import (
-    TrainConfig,
-    classes_from_examples,
-    classes_from_pairs,
-    read_training_file,
-)
+from whitevec.models.training import TrainConfig, classes_from_examples, classes_from_pairs, read_training_file
 
 from . import errors
-from .body import (
-    FastJSONResponse,
-    RenderedJSON,
-    body_openapi,
-    install_openapi,
-    json_body,
-    render_json,
-)
+from .body import FastJSONResponse, RenderedJSON, body_openapi, install_openapi, json_body, render_json
 from .deps import check_texts, encode, get_runtime, require_admin, require_api_key
-from .errors import (
-    COMMON,
-    Conflict,
-    Forbidden,
-    NotFound,
-    NotReady,
-    Overloaded,
-    PayloadTooLarge,
-    ServerError,
-    Unauthorized,
-    responses,
-)
+from .errors import (COMMON, Conflict, Forbidden, NotFound, NotReady, Overloaded, PayloadTooLarge, ServerError,
+                     Unauthorized, responses)
 from .jobs import JobNotCancellable, UnknownJob
 from .openai_compat import router as openai_router
 from .runtime import Runtime
-from .schemas import (
-    DeleteRequest,
-    EmbedRequest,
-    EmbedResponse,
-    JobAccepted,
-    JobOut,
-    RebuildRequest,
-    SearchRequest,
-    SearchResponse,
-    TrainAccepted,
-    TrainRequest,
-    UpsertRequest,
-)
+from .schemas import (DeleteRequest, EmbedRequest, EmbedResponse, JobAccepted, JobOut, RebuildRequest, SearchRequest,
+                      SearchResponse, TrainAccepted, TrainRequest, UpsertRequest)
 from .settings import Settings
 
 log = logging.getLogger("whitevec")
@@ -320,7 +283,7 @@ async def upsert_documents(req: UpsertRequest = Depends(json_body(UpsertRequest)
                                     f"({rt.settings.max_upsert}) per call; send them in several calls or use "
                                     "POST /admin/index/rebuild with \"mode\": \"merge\"", param="documents")
     documents = [parse_document(d.model_dump(), f"documents[{i}]") for i, d in enumerate(req.documents)]
-    dupes = sorted(i for i, n in Counter(d.id for d in documents).items() if n > 1)
+    dupes = duplicate_ids(documents)
     if dupes:
         raise errors.InvalidRequest(f"duplicate ids in one call: {', '.join(map(repr, dupes[:10]))}",
                                     param="documents")

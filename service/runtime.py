@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+
 from whitevec.index.build import BuildResult, build_version
 from whitevec.index.documents import check_documents
 from whitevec.index.faiss_index import IndexSpec
@@ -324,14 +325,18 @@ class Runtime:
             raise Conflict(f"version {bundle.version} has no stored raw vectors (it was built before whitevec kept "
                            "them): rebuild it once with reencode: true, after which reencode: false works")
 
+    def raw_vectors(self, bundle: Bundle) -> np.ndarray:
+        """The served version's stored pooled vectors (memory-mapped), or Conflict if it has none."""
+        self.check_raw_vectors(bundle)
+        return np.load(self.versions.folder(bundle.version) / RAW_FILE, mmap_mode="r")
+
     def rewhiten(self, ctx: JobContext | None, whitening: WhiteningParams, spec: IndexSpec) -> dict:
         """A new version of the served corpus from its stored raw vectors: whitening refitted with
         `whitening`, index rebuilt as `spec`, the model never run. The served version is read when the job runs."""
         bundle = self.require_bundle()
         if bundle.store is None:
             raise RuntimeError("there is no index to re-whiten; build one first")
-        self.check_raw_vectors(bundle)
-        raw = np.load(self.versions.folder(bundle.version) / RAW_FILE, mmap_mode="r")
+        raw = self.raw_vectors(bundle)
         documents = bundle.store.all()
         if ctx is not None:
             ctx.progress(len(documents), len(documents), phase="indexing")
@@ -352,7 +357,7 @@ class Runtime:
             bundle = self.require_bundle()
             if bundle.store is None or bundle.index is None or bundle.pipeline.whitening is None:
                 raise Conflict(self.no_index_message())
-            self.check_raw_vectors(bundle)
+            raw = self.raw_vectors(bundle)
             current = bundle.store.all()
             known = {d.id for d in current}
             replaced = {d.id for d in upserts}
@@ -368,7 +373,6 @@ class Runtime:
             if len(documents) > self.settings.max_documents:
                 raise InvalidRequest(f"the corpus would have {len(documents)} documents, above WHITEVEC_MAX_DOCUMENTS "
                                      f"({self.settings.max_documents})", param="documents")
-            raw = np.load(self.versions.folder(bundle.version) / RAW_FILE, mmap_mode="r")
             new = bundle.encoder.encode([d.text for d in upserts]).vectors if upserts else raw[:0]
             vectors = np.concatenate([np.asarray(raw[keep], dtype=np.float32), new])
             fit = bundle.pipeline.whitening
