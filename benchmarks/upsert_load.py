@@ -1,10 +1,10 @@
 """Upsert throughput and /search latency while upserts run (issue 10).
 
-    python benchmarks/upsert_load.py [--docs 10000] [--batch 100] [--calls 10]
+    python benchmarks/upsert_load.py [--docs 10000] [--batch 100] [--calls 10] [--work-dir DIR]
 
-Builds a corpus of --docs documents (two STS-B sentences each) with the CLI, serves it, then
-times --calls upserts of --batch new documents each (sequential), and /search p50/p99 from one
-client alone and while the upserts run.
+Builds a corpus of --docs documents (two STS-B sentences each) with the CLI (cached in --work-dir,
+copied for each run, since upserts change it), serves it, then times --calls upserts of --batch new
+documents each (sequential), and /search p50/p99 from one client alone and while the upserts run.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -33,15 +34,20 @@ def main() -> None:
     parser.add_argument("--docs", type=int, default=10_000)
     parser.add_argument("--batch", type=int, default=100)
     parser.add_argument("--calls", type=int, default=10)
+    parser.add_argument("--work-dir", type=Path, default=Path("/tmp/whitevec-upsert"),
+                        help="where the built corpus is cached between runs")
     args = parser.parse_args()
     pool = sts_sentences(20_000)
     headers = {"Authorization": f"Bearer {TOKEN}"}
     with tempfile.TemporaryDirectory() as tmp:
+        cached = args.work_dir / f"upsert-{args.docs}"
+        if not (cached / "versions" / "ACTIVE").is_file():
+            path = Path(tmp) / "docs.jsonl"
+            path.write_text("".join(json.dumps(d) + "\n" for d in search_docs(pool, args.docs)), encoding="utf-8")
+            subprocess.run([sys.executable, "-m", "whitevec.service.cli", "index", "build", str(path), "--data-dir",
+                            str(cached)], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         data = Path(tmp) / "data"
-        path = Path(tmp) / "docs.jsonl"
-        path.write_text("".join(json.dumps(d) + "\n" for d in search_docs(pool, args.docs)), encoding="utf-8")
-        subprocess.run([sys.executable, "-m", "whitevec.service.cli", "index", "build", str(path), "--data-dir",
-                        str(data)], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        shutil.copytree(cached, data, ignore=shutil.ignore_patterns(".lock"))
         base, proc = start_server(data, TOKEN)
         try:
             with httpx.Client(base_url=base, timeout=600) as client:

@@ -299,7 +299,7 @@ class VectorIndex:
             return np.zeros((len(q), 0), dtype=np.float32), np.zeros((len(q), 0), dtype=np.int64)
         if self.spec.type != "flat" and len(rows) <= EXACT_FILTER_ROWS:
             return self._exact_rows(q, want, rows)
-        sel = faiss.IDSelectorBatch(rows)
+        sel, _bits = self._selector(rows)  # _bits: the bitmap must outlive the search
         if self.spec.type == "ivf" and params.nprobe is None:  # typed parameters carry the selector
             params = SearchParams(nprobe=self.spec.nprobe)
         elif self.spec.type == "hnsw" and params.ef_search is None:
@@ -308,6 +308,15 @@ class VectorIndex:
         if (ids < 0).any():
             return self._exact_rows(q, want, rows)
         return scores, ids
+
+    def _selector(self, rows: np.ndarray) -> tuple[Any, np.ndarray | None]:
+        """A FAISS selector for sorted unique rows: a hash set for few, a bitmap (count/8 bytes) for many."""
+        if len(rows) <= 4096:
+            return faiss.IDSelectorBatch(rows), None
+        mask = np.zeros(self.count, dtype=bool)
+        mask[rows] = True
+        bits = np.packbits(mask, bitorder="little")
+        return faiss.IDSelectorBitmap(self.count, faiss.swig_ptr(bits)), bits
 
     def _exact_rows(self, q: np.ndarray, k: int, rows: np.ndarray,
                     chunk: int = 65_536) -> tuple[np.ndarray, np.ndarray]:

@@ -1,4 +1,4 @@
-"""Document texts and metadata in SQLite, keyed by the index's row positions."""
+"""Document texts and metadata of a built version in SQLite, keyed by the index's row positions."""
 
 from __future__ import annotations
 
@@ -17,6 +17,41 @@ class Document:
     id: str
     text: str
     metadata: dict = field(default_factory=dict)
+
+
+def select_in(conn: sqlite3.Connection, lock: threading.Lock, sql: str, values: list) -> list[tuple]:
+    """Rows of `sql` (with one `IN ({marks})`) for every value, in chunks below SQLite's variable limit."""
+    out: list[tuple] = []
+    with lock:
+        for start in range(0, len(values), 500):
+            part = values[start : start + 500]
+            out += conn.execute(sql.format(marks=",".join("?" * len(part))), part).fetchall()
+    return out
+
+
+def metadata_clause(where: dict[str, list]) -> tuple[str, list]:
+    """SQL over a `metadata` JSON column: for every key, one of the listed scalar values (exact JSON
+    type: 1 matches 1 and 1.0, never true or "1"). Keys are checked by the request schema (no quote
+    or backslash)."""
+    clauses, args = [], []
+    for key, values in where.items():
+        path = '$."' + key + '"'
+        alternatives = []
+        for value in values:
+            if value is None:
+                alternatives.append("json_type(metadata, ?) = 'null'")
+                args.append(path)
+            elif isinstance(value, bool):
+                alternatives.append("json_type(metadata, ?) = ?")
+                args += [path, "true" if value else "false"]
+            elif isinstance(value, (int, float)):
+                alternatives.append("(json_type(metadata, ?) IN ('integer', 'real') AND json_extract(metadata, ?) = ?)")
+                args += [path, path, value]
+            else:
+                alternatives.append("(json_type(metadata, ?) = 'text' AND json_extract(metadata, ?) = ?)")
+                args += [path, path, value]
+        clauses.append("(" + " OR ".join(alternatives or ["0"]) + ")")
+    return (" AND ".join(clauses) or "1"), args
 
 
 class DocumentStore:
@@ -44,12 +79,7 @@ class DocumentStore:
             conn.close()
 
     def get(self, rows: list[int]) -> dict[int, Document]:
-        if not rows:
-            return {}
-        marks = ",".join("?" * len(rows))
-        with self._lock:
-            found = self._conn.execute(f"SELECT row, id, text, metadata FROM docs WHERE row IN ({marks})",
-                                       rows).fetchall()
+        found = select_in(self._conn, self._lock, "SELECT row, id, text, metadata FROM docs WHERE row IN ({marks})", rows)
         return {r: Document(i, t, json.loads(m)) for r, i, t, m in found}
 
     def by_id(self, doc_id: str) -> Document | None:
@@ -58,30 +88,15 @@ class DocumentStore:
         return Document(row[0], row[1], json.loads(row[2])) if row else None
 
     def match(self, where: dict[str, list]) -> np.ndarray:
-        """Rows whose metadata has, for every key, one of the listed scalar values (exact JSON type:
-        1 matches 1 and 1.0, never true or "1"). Evaluated by SQLite, never loading the corpus."""
-        clauses, args = [], []
-        for key, values in where.items():
-            path = '$."' + key + '"'  # keys are checked by the request schema: no quote or backslash
-            alternatives = []
-            for value in values:
-                if value is None:
-                    alternatives.append("json_type(metadata, ?) = 'null'")
-                    args.append(path)
-                elif isinstance(value, bool):
-                    alternatives.append("json_type(metadata, ?) = ?")
-                    args += [path, "true" if value else "false"]
-                elif isinstance(value, (int, float)):
-                    alternatives.append("(json_type(metadata, ?) IN ('integer', 'real') AND json_extract(metadata, ?) = ?)")
-                    args += [path, path, value]
-                else:
-                    alternatives.append("(json_type(metadata, ?) = 'text' AND json_extract(metadata, ?) = ?)")
-                    args += [path, path, value]
-            clauses.append("(" + " OR ".join(alternatives or ["0"]) + ")")
-        sql = "SELECT row FROM docs" + (" WHERE " + " AND ".join(clauses) if clauses else "")
+        """Rows whose metadata matches `where` (see metadata_clause); evaluated by SQLite."""
+        clause, args = metadata_clause(where)
         with self._lock:
-            found = self._conn.execute(sql, args).fetchall()
+            found = self._conn.execute(f"SELECT row FROM docs WHERE {clause}", args).fetchall()
         return np.fromiter((r for (r,) in found), dtype=np.int64, count=len(found))
+
+    def rows_of(self, ids: list[str]) -> dict[str, int]:
+        """Row of each given id that is in the store."""
+        return dict(select_in(self._conn, self._lock, "SELECT id, row FROM docs WHERE id IN ({marks})", ids))
 
     def count(self) -> int:
         with self._lock:

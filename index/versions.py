@@ -4,6 +4,8 @@
                                /whitening.npz
                                /index.faiss
                                /docs.sqlite
+                               /raw.npy         pooled vectors before whitening (re-whitening, changes)
+                               /changes.sqlite  upserts and deletes since the build (index/changes.py)
     data_dir/versions/ACTIVE                    {"version", "activated_at", "history": [...]}
     data_dir/.lock                              held by the one process using the data dir
 
@@ -38,7 +40,9 @@ from whitevec.models.files import fsync_path
 from whitevec.models.pipeline import Pipeline
 from whitevec.models.whitening import Whitening
 
+from .changes import CHANGES_FILE, ChangeLog
 from .faiss_index import IndexSpec, VectorIndex
+from .retriever import FaissRetriever
 from .store import DocumentStore
 
 log = logging.getLogger(__name__)
@@ -141,6 +145,7 @@ class Bundle:
     manifest: dict | None = None
     index: VectorIndex | None = None
     store: DocumentStore | None = None
+    retriever: FaissRetriever | None = None
 
     @property
     def encoder(self) -> Encoder:
@@ -304,7 +309,15 @@ class VersionStore:
         except (RuntimeError, OSError, ValueError, KeyError, sqlite3.Error) as exc:
             raise VersionDamaged(f"version {version} could not be loaded: {exc}") from exc
         _check_consistent(version, manifest, whitening, index, store)
-        return Bundle(pipeline, version, manifest, index, store)
+        try:
+            changes = ChangeLog(folder / CHANGES_FILE, index.count, encoder.dim)
+            retriever = FaissRetriever(index, store, changes, pipeline.postprocess)
+        except (sqlite3.Error, ValueError, IndexError) as exc:
+            store.close()
+            index.close()
+            raise VersionDamaged(f"version {version}: {CHANGES_FILE} (its upserts and deletes) is unreadable ({exc}); "
+                                 f"move it away to serve the version as built, without those changes") from exc
+        return Bundle(pipeline, version, manifest, index, store, retriever)
 
 
 def _check_consistent(version: str, manifest: dict, whitening: Whitening, index: VectorIndex,

@@ -28,7 +28,7 @@ from .body import FastJSONResponse, RenderedJSON, body_openapi, install_openapi,
 from .deps import check_texts, encode, get_runtime, require_admin, require_api_key
 from .errors import (COMMON, Conflict, Forbidden, NotFound, NotReady, Overloaded, PayloadTooLarge, ServerError,
                      Unauthorized, responses)
-from .jobs import JobNotCancellable, UnknownJob
+from .jobs import JobContext, JobNotCancellable, UnknownJob
 from .openai_compat import router as openai_router
 from .runtime import Runtime
 from .schemas import (DeleteRequest, EmbedRequest, EmbedResponse, JobAccepted, JobOut, RebuildRequest, SearchRequest,
@@ -166,23 +166,15 @@ async def search(request: Request, req: SearchRequest = Depends(json_body(Search
         raise errors.InvalidRequest(f"k={req.k} is above the limit of {rt.settings.max_k} (WHITEVEC_MAX_K)",
                                     param="k")
     bundle = rt.require_bundle()
-    if bundle.index is None or bundle.store is None:
+    retriever = bundle.retriever
+    if retriever is None:
         raise Conflict(rt.no_index_message())
-    params = bundle.index.search_params(req.nprobe, req.ef_search, rt.settings.max_nprobe,
-                                        rt.settings.max_ef_search)
+    params = retriever.search_params(req.nprobe, req.ef_search, rt.settings.max_nprobe, rt.settings.max_ef_search)
     vectors = await encode(rt, bundle, queries, request, lambda raw: bundle.pipeline.postprocess(raw.vectors))
-    where = req.where()
-    if where is None:
-        scores, ids = await bundle.index.search_async(vectors, req.k, params)
-    else:
-        rows = await asyncio.to_thread(bundle.store.match, where)
-        scores, ids = await asyncio.to_thread(bundle.index.search_rows, vectors, req.k, rows, params)
-    docs = await asyncio.to_thread(bundle.store.get, sorted({int(i) for i in ids.ravel() if i >= 0}))
-    results = []
-    for query, row_scores, row_ids in zip(queries, scores, ids):
-        hits = [{"id": docs[int(i)].id, "score": float(s), "text": docs[int(i)].text,
-                 "metadata": docs[int(i)].metadata} for s, i in zip(row_scores, row_ids) if i >= 0]
-        results.append({"query": query, "hits": hits})
+    found = await retriever.search(vectors, req.k, params, req.where())
+    results = [{"query": query, "hits": [{"id": h.document.id, "score": h.score, "text": h.document.text,
+                                          "metadata": h.document.metadata} for h in hits]}
+               for query, hits in zip(queries, found)]
     return FastJSONResponse({"results": results, "version": bundle.version})
 
 
@@ -199,7 +191,7 @@ async def rebuild(req: RebuildRequest = Depends(json_body(RebuildRequest)),
     `activate` changes it), never the one served at submit time."""
     bundle = rt.require_bundle()
     if not req.reencode:
-        if bundle.store is None or bundle.index is None:
+        if bundle.retriever is None:
             raise Conflict(rt.no_index_message())
         now = bundle.pipeline.whitening.params if bundle.pipeline.whitening is not None else None
         given = req.whitening.model_dump(exclude_unset=True) if req.whitening else {}
@@ -207,8 +199,8 @@ async def rebuild(req: RebuildRequest = Depends(json_body(RebuildRequest)),
         merged = {**keep, **given}  # what the request leaves out stays as the served version has it
         params = rt.whitening_params(merged.get("beta"), merged.get("gamma"), merged.get("dim"))
         rt.check_whitening_dim(params, bundle.encoder)
-        count = await asyncio.to_thread(bundle.store.count)
-        spec = rt.index_spec(req.index.model_dump() if req.index else bundle.index.spec.to_dict(), count)
+        count = bundle.retriever.count()
+        spec = rt.index_spec(req.index.model_dump() if req.index else bundle.retriever.spec.to_dict(), count)
         rt.check_raw_vectors(bundle)
         job_id = rt.jobs.submit("index.rebuild", lambda ctx: rt.rewhiten(ctx, params, spec), total=count)
         return JSONResponse({"job_id": job_id}, status_code=202)
@@ -219,7 +211,7 @@ async def rebuild(req: RebuildRequest = Depends(json_body(RebuildRequest)),
         documents = await asyncio.to_thread(lambda: [parse_document(d.model_dump(), f"documents[{i}]")
                                                      for i, d in enumerate(req.documents or [])])
     await asyncio.to_thread(check_documents, documents, rt.settings.max_documents)
-    served = await asyncio.to_thread(bundle.store.count) if bundle.store is not None else 0
+    served = bundle.retriever.count() if bundle.retriever is not None else 0
     if req.mode == "replace" and not req.confirm_shrink and len(documents) < served / 2:
         raise Conflict(f"this rebuild would replace the {served} served documents with {len(documents)}, fewer than "
                        "half: send \"confirm_shrink\": true to do that, or \"mode\": \"merge\" to add them to "
@@ -230,8 +222,11 @@ async def rebuild(req: RebuildRequest = Depends(json_body(RebuildRequest)),
     total = len(documents) + (served if req.mode == "merge" else 0)
     spec = rt.index_spec(req.index.model_dump() if req.index else None, total)
     if req.mode == "merge":
-        job_id = rt.jobs.submit("index.rebuild", lambda ctx: rt.rebuild(ctx, rt.merged(documents), params, spec),
-                                total=total)
+        def merge(ctx: JobContext) -> dict:
+            corpus, since = rt.merged(documents)
+            return rt.rebuild(ctx, corpus, params, spec, since=since)
+
+        job_id = rt.jobs.submit("index.rebuild", merge, total=total)
     else:
         job_id = rt.jobs.submit("index.rebuild", lambda ctx: rt.rebuild(ctx, documents, params, spec),
                                 total=len(documents))
@@ -254,7 +249,7 @@ async def train(req: TrainRequest = Depends(json_body(TrainRequest)), rt: Runtim
     if req.eval_path is not None:
         eval_path = resolve_import_path(rt.settings.import_dir, req.eval_path)
         await asyncio.to_thread(read_pairs, eval_path)
-    if req.activate and bundle.index is None:
+    if req.activate and bundle.retriever is None:
         raise errors.InvalidRequest("activate needs an index to re-encode: build one first "
                                     "(POST /admin/index/rebuild), or set activate to false", param="activate")
     fields = req.model_dump(include=set(TrainConfig.__dataclass_fields__))
@@ -277,7 +272,8 @@ def job_or_404(rt: Runtime, job_id: str) -> dict:
 async def upsert_documents(req: UpsertRequest = Depends(json_body(UpsertRequest)),
                            rt: Runtime = Depends(get_runtime)) -> dict:
     """Add or replace documents: encoded with the served model, transformed with its whitening (no
-    refit), committed as a new version before the answer; /search sees them as soon as this returns."""
+    refit), committed to the served version's change log before the answer (durable); /search sees
+    them as soon as this returns."""
     if len(req.documents) > rt.settings.max_upsert:
         raise errors.InvalidRequest(f"{len(req.documents)} documents exceed WHITEVEC_MAX_UPSERT "
                                     f"({rt.settings.max_upsert}) per call; send them in several calls or use "
@@ -294,8 +290,8 @@ async def upsert_documents(req: UpsertRequest = Depends(json_body(UpsertRequest)
 @admin.post("/documents/delete", openapi_extra=body_openapi(DeleteRequest), responses=responses(*ADMIN_ERRORS, Conflict))
 async def delete_documents(req: DeleteRequest = Depends(json_body(DeleteRequest)),
                            rt: Runtime = Depends(get_runtime)) -> dict:
-    """Delete documents by id, committed as a new version before the answer (no ghost hits);
-    unknown ids are listed in `missing`."""
+    """Delete documents by id, committed to the served version's change log before the answer (no
+    ghost hits); unknown ids are listed in `missing`."""
     done = await asyncio.to_thread(rt.change_documents, [], req.ids)
     return {"deleted": done["deleted"], "missing": done["missing"], "version": done["version"]}
 
@@ -304,9 +300,9 @@ async def delete_documents(req: DeleteRequest = Depends(json_body(DeleteRequest)
 async def get_document(doc_id: str, rt: Runtime = Depends(get_runtime)) -> Response:
     """One document of the served version: id, text, metadata."""
     bundle = rt.require_bundle()
-    if bundle.store is None:
+    if bundle.retriever is None:
         raise Conflict(rt.no_index_message())
-    doc = await asyncio.to_thread(bundle.store.by_id, doc_id)
+    doc = await asyncio.to_thread(bundle.retriever.get, doc_id)
     if doc is None:
         raise NotFound(f"no document with id {doc_id!r} in version {bundle.version}")
     return FastJSONResponse({"id": doc.id, "text": doc.text, "metadata": doc.metadata, "version": bundle.version})
@@ -328,7 +324,7 @@ async def activate_version(version: str, rt: Runtime = Depends(get_runtime)) -> 
         raise NotFound(f"no version {version!r} is kept here; GET /admin/versions lists them") from None
     except WhitevecError as exc:
         raise Conflict(f"version {version} cannot be served: {exc}") from exc
-    return {"active": bundle.version, "documents": bundle.store.count() if bundle.store else 0}
+    return {"active": bundle.version, "documents": bundle.retriever.count() if bundle.retriever else 0}
 
 
 @admin.get("/jobs", response_model=list[JobOut], responses=responses(Unauthorized, Forbidden))

@@ -8,15 +8,19 @@ import os
 import re
 import secrets
 import shutil
+import sqlite3
 import subprocess
 import sys
 import threading
 import time
+from contextlib import closing
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from whitevec.index.build import BuildResult, build_version
+from whitevec.index.changes import CHANGES_FILE, Delta
 from whitevec.index.documents import check_documents
 from whitevec.index.faiss_index import IndexSpec
 from whitevec.index.store import Document
@@ -53,7 +57,7 @@ class Runtime:
         self.batcher = Batcher(settings.max_batch, settings.max_batch_tokens, settings.max_queue_tokens,
                                on_batch=self.metrics.batch_size.observe)
         self.metrics.bind(lambda: self.batcher.pending,
-                          lambda: self.bundle.index.count if self.bundle and self.bundle.index else 0,
+                          lambda: self.bundle.retriever.count() if self.bundle and self.bundle.retriever else 0,
                           self.jobs.counts)
         token = settings.admin_token.get_secret_value() if settings.admin_token else None
         self.admin_token_generated = token is None
@@ -62,7 +66,9 @@ class Runtime:
         self.bundle: Bundle | None = None
         self.load_error: str | None = None
         self.refused: dict | None = None  # the active version, when it could not be served, and why
-        self._change_lock = threading.Lock()  # upserts and deletes commit one at a time
+        # Upserts, deletes and activations take turns: a change lands in the version that is served
+        # when it commits, and a rebuild's activation carries over what was committed while it ran.
+        self._change_lock = threading.RLock()
         self.training_command = [sys.executable, "-m", "whitevec.models.training"]  # + the job's config file
 
     # --- the data dir ----------------------------------------------------------------------
@@ -191,7 +197,8 @@ class Runtime:
         b = self.bundle
         if b is None:
             return "loading"
-        index = f"{b.index.spec.type} index of {b.index.count} vectors on {b.index.device}" if b.index else "no index"
+        index = (f"{b.index.spec.type} index of {b.retriever.count()} documents on {b.index.device}"
+                 if b.index and b.retriever else "no index")
         return f"model {b.encoder.identity.name} ({b.encoder.pooling.mode}) on {b.encoder.device}, {index}"
 
     def require_bundle(self) -> Bundle:
@@ -242,18 +249,25 @@ class Runtime:
                 "type": index.spec.type if index else None,
                 "spec": index.spec.to_dict() if index else None,
                 "device": index.device if index else None,
-                "count": index.count if index else 0,
+                "count": bundle.retriever.count() if bundle.retriever else 0,
+                "pending_changes": bundle.retriever.pending_changes() if bundle.retriever else 0,
             },
         }
 
-    def activate(self, version: str, encoder: Encoder | None, just_built: bool = False) -> Bundle:
+    def activate(self, version: str, encoder: Encoder | None, just_built: bool = False,
+                 since: Snapshot | None = None) -> Bundle:
         """Load a written version fully (verified), then point at it, then serve it: a failure changes nothing.
-        A version this process `just_built` is not re-hashed (its checksums were taken from the files)."""
+        A version this process `just_built` is not re-hashed (its checksums were taken from the files).
+        With `since` (what a rebuild read its corpus from), upserts and deletes committed to that version
+        after the read are applied to the new one before it is served, so none is lost."""
         bundle = self.versions.load(version, encoder=encoder, device=self.settings.device,
                                     use_gpu=self.settings.use_gpu_index, engine=encoder.engine if encoder else None,
                                     engine_cache=self.settings.engine_cache, checksums=not just_built)
-        self.versions.activate(version)
-        previous, self.bundle, self.refused = self.bundle, bundle, None
+        with self._change_lock:
+            if since is not None:
+                self._carry_over(since, bundle)
+            self.versions.activate(version)
+            previous, self.bundle, self.refused = self.bundle, bundle, None
         protect = {previous.version} if previous is not None and previous.version else set()
         pruned = self.versions.prune(self.settings.keep_versions, protect=protect)
         if pruned:
@@ -281,11 +295,30 @@ class Runtime:
                 "version": version, "active": version == active, "served": version == served,
                 "created_at": m.get("created_at"), "activated_at": (activated.get(version) or [None])[0],
                 "documents": m.get("documents", {}).get("count"),
+                "changes": self._changes_report(version, m),
                 "model": {k: m.get("model", {}).get(k) for k in ("name", "fingerprint", "pooling", "engine", "dim")},
                 "whitening": {**w.get("params", {}), "output_dim": w.get("output_dim"), "fitted_on": w.get("n_vectors")},
                 "index": m.get("index", {}).get("spec"),
             })
         return out
+
+    def _changes_report(self, version: str, manifest: dict) -> dict:
+        """Upserts and deletes logged to a version since its build, and its live document count."""
+        bundle = self.bundle
+        if bundle is not None and bundle.version == version and bundle.retriever is not None:
+            r = bundle.retriever
+            return {"added": len(r.delta.keys), "gone": r.delta.n_gone, "live_documents": r.count()}
+        built = manifest.get("documents", {}).get("count") or 0
+        path = self.versions.folder(version) / CHANGES_FILE
+        if not path.is_file():
+            return {"added": 0, "gone": 0, "live_documents": built}
+        try:
+            with closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as conn:
+                added = conn.execute("SELECT COUNT(*) FROM added WHERE live = 1").fetchone()[0]
+                gone = conn.execute("SELECT COUNT(*) FROM gone").fetchone()[0]
+        except sqlite3.Error as exc:
+            return {"damaged": f"{CHANGES_FILE} is unreadable: {exc}"}
+        return {"added": added, "gone": gone, "live_documents": built - gone + added}
 
     def activate_existing(self, version: str) -> Bundle:
         """Serve a kept version again (roll back or forward): loaded and verified in full first, so a
@@ -330,71 +363,110 @@ class Runtime:
         self.check_raw_vectors(bundle)
         return np.load(self.versions.folder(bundle.version) / RAW_FILE, mmap_mode="r")
 
+    def corpus(self, bundle: Bundle, with_raw: bool) -> tuple[list[Document], np.ndarray | None, Snapshot]:
+        """The served corpus (built rows + changes) for a rebuild, its raw vectors when asked, and the
+        snapshot they were read at (for carrying over changes committed while the rebuild runs)."""
+        if bundle.retriever is None:
+            raise RuntimeError("there is no index to rebuild from; build one first")
+        with self._change_lock:  # documents and snapshot from the same moment
+            since = Snapshot(bundle, bundle.retriever.delta)
+            docs, raw = bundle.retriever.documents(self.raw_vectors(bundle) if with_raw else None)
+        return docs, raw, since
+
     def rewhiten(self, ctx: JobContext | None, whitening: WhiteningParams, spec: IndexSpec) -> dict:
         """A new version of the served corpus from its stored raw vectors: whitening refitted with
         `whitening`, index rebuilt as `spec`, the model never run. The served version is read when the job runs."""
         bundle = self.require_bundle()
-        if bundle.store is None:
-            raise RuntimeError("there is no index to re-whiten; build one first")
-        raw = self.raw_vectors(bundle)
-        documents = bundle.store.all()
+        documents, raw, since = self.corpus(bundle, with_raw=True)
         if ctx is not None:
             ctx.progress(len(documents), len(documents), phase="indexing")
         result = build_version(self.versions, bundle.encoder, documents, whitening, spec,
-                               min_approx=self.settings.min_approx_vectors, raw_vectors=np.asarray(raw))
+                               min_approx=self.settings.min_approx_vectors, raw_vectors=raw)
         if ctx is not None:
             ctx.check_cancelled()
-        self.activate(result.version, bundle.encoder, just_built=True)
+        self.activate(result.version, bundle.encoder, just_built=True, since=since)
         return {**_job_result(result), "reencoded": False}
 
     def change_documents(self, upserts: list[Document], deletes: list[str]) -> dict:
-        """Upsert and/or delete documents of the served version, committed as a new version before
-        returning: new texts are encoded with the served model and transformed with the served
-        whitening (no refit); the rest comes from the stored raw vectors, so nothing else is encoded.
-        The commit is one atomic, fsynced folder + pointer (a kill -9 after the answer loses nothing),
-        and searches switch to it at once, never seeing half a change. Changes run one at a time."""
+        """Upsert and/or delete documents of the served version, durable before returning: new texts are
+        encoded with the served model and transformed with the served whitening (no refit), then logged
+        to the version's changes.sqlite and swapped into the view searches read (never half a change).
+        O(change), not O(corpus); once the pending changes pass WHITEVEC_COMPACT_CHANGES (and a quarter
+        of the built corpus) they are folded into a new version from the stored raw vectors."""
         with self._change_lock:
             bundle = self.require_bundle()
-            if bundle.store is None or bundle.index is None or bundle.pipeline.whitening is None:
+            retriever = bundle.retriever
+            if retriever is None or bundle.pipeline.whitening is None:
                 raise Conflict(self.no_index_message())
-            raw = self.raw_vectors(bundle)
-            current = bundle.store.all()
-            known = {d.id for d in current}
-            replaced = {d.id for d in upserts}
-            gone = set(deletes) & known
-            missing = [i for i in dict.fromkeys(deletes) if i not in known]
-            if not upserts and not gone:
-                return {"version": bundle.version, "missing": missing, "deleted": 0, "upserted": 0}
-            keep = [i for i, d in enumerate(current) if d.id not in replaced and d.id not in gone]
-            documents = [current[i] for i in keep] + upserts
-            if len(documents) < 2:
-                raise Conflict(f"the change would leave {len(documents)} document(s); an index needs at least 2 "
+            self.check_raw_vectors(bundle)
+            after = retriever.count_after([d.id for d in upserts], deletes)
+            if after < 2:
+                raise Conflict(f"the change would leave {after} document(s); an index needs at least 2 "
                                "(rebuild with new documents instead)")
-            if len(documents) > self.settings.max_documents:
-                raise InvalidRequest(f"the corpus would have {len(documents)} documents, above WHITEVEC_MAX_DOCUMENTS "
+            if after > self.settings.max_documents:
+                raise InvalidRequest(f"the corpus would have {after} documents, above WHITEVEC_MAX_DOCUMENTS "
                                      f"({self.settings.max_documents})", param="documents")
-            new = bundle.encoder.encode([d.text for d in upserts]).vectors if upserts else raw[:0]
-            vectors = np.concatenate([np.asarray(raw[keep], dtype=np.float32), new])
-            fit = bundle.pipeline.whitening
-            result = build_version(self.versions, bundle.encoder, documents, fit.params, bundle.index.spec,
-                                   min_approx=self.settings.min_approx_vectors, raw_vectors=vectors, fit=fit)
-            self.activate(result.version, bundle.encoder, just_built=True)
-            return {"version": result.version, "missing": missing, "deleted": len(gone), "upserted": len(upserts)}
+            raw = (bundle.encoder.encode([d.text for d in upserts]).vectors if upserts
+                   else np.zeros((0, bundle.encoder.dim), np.float32))
+            done = retriever.change(upserts, raw, deletes)
+            version = bundle.version
+            if (retriever.pending_changes() > max(self.settings.compact_changes, retriever.base_count // 4)
+                    and not self.jobs.counts().get("running")):  # a running rebuild carries them over instead
+                version = self.compact(bundle)
+            return {"version": version, "missing": done.missing, "deleted": done.deleted, "upserted": done.upserted}
 
-    def merged(self, documents: list[Document]) -> list[Document]:
+    def compact(self, bundle: Bundle) -> str:
+        """Fold a version's logged changes into a new version (same model, same fit, index type kept)."""
+        with self._change_lock:
+            documents, raw, _ = self.corpus(bundle, with_raw=True)
+            fit = bundle.pipeline.whitening
+            log.info("compacting %d pending changes of version %s", bundle.retriever.pending_changes(), bundle.version)
+            result = build_version(self.versions, bundle.encoder, documents, fit.params, bundle.retriever.spec,
+                                   min_approx=self.settings.min_approx_vectors, raw_vectors=raw, fit=fit)
+            self.activate(result.version, bundle.encoder, just_built=True)
+            return result.version
+
+    def _carry_over(self, since: Snapshot, new: Bundle) -> None:
+        """Apply to `new` the changes committed to `since.bundle` after `since.delta` was read."""
+        old, was = since.bundle, since.delta
+        if old.retriever is None or new.retriever is None:
+            return
+        now = old.retriever.delta
+        if now is was:
+            return
+        if self.bundle is not old:
+            log.warning("version %s is no longer served; its changes since the rebuild started are not carried "
+                        "over to %s", old.version, new.version)
+            return
+        added_docs, added_raw = old.retriever.log.documents(np.setdiff1d(now.keys, was.keys))
+        dropped = old.retriever.log.get([int(k) for k in np.setdiff1d(was.keys, now.keys)])
+        gone = old.store.get([int(r) for r in np.flatnonzero(now.gone & ~was.gone)])
+        re_added = {d.id for d in added_docs}
+        deletes = [d.id for d in [*dropped.values(), *gone.values()] if d.id not in re_added]
+        if new.encoder.identity.fingerprint != old.encoder.identity.fingerprint or new.encoder.engine != old.encoder.engine:
+            added_raw = new.encoder.encode([d.text for d in added_docs]).vectors if added_docs else added_raw
+        new.retriever.change(added_docs, added_raw, deletes)
+        log.info("carried %d upserts and %d deletes committed during the rebuild over to version %s",
+                 len(added_docs), len(deletes), new.version)
+
+    def merged(self, documents: list[Document]) -> tuple[list[Document], Snapshot | None]:
         """The served corpus with `documents` added; one with an existing id replaces that document
         in place. Read when the job runs, so it merges into whatever is served then."""
         bundle = self.require_bundle()
-        current = bundle.store.all() if bundle.store is not None else []
+        current, since = ([], None)
+        if bundle.retriever is not None:
+            current, _, since = self.corpus(bundle, with_raw=False)
         new = {d.id: d for d in documents}
         out = [new.pop(d.id, d) for d in current]
         out += list(new.values())
         check_documents(out, self.settings.max_documents)
-        return out
+        return out, since
 
     def rebuild(self, ctx: JobContext | None, documents: list[Document], whitening: WhiteningParams,
-                spec: IndexSpec, encoder: Encoder | None = None, progress_bar: bool = False) -> dict:
-        """Encode with `encoder`, or the model served when this runs, fit, index, write a version, swap it in."""
+                spec: IndexSpec, encoder: Encoder | None = None, progress_bar: bool = False,
+                since: Snapshot | None = None) -> dict:
+        """Encode with `encoder`, or the model served when this runs, fit, index, write a version, swap it in.
+        `since`: the served corpus was read at that snapshot (merge, new model): later changes carry over."""
         encoder = encoder or self.require_bundle().encoder
         self.check_whitening_dim(whitening, encoder)
 
@@ -407,7 +479,7 @@ class Runtime:
                                min_approx=self.settings.min_approx_vectors)
         if ctx is not None:
             ctx.check_cancelled()
-        self.activate(result.version, encoder, just_built=True)
+        self.activate(result.version, encoder, just_built=True, since=since)
         return {**_job_result(result), "reencoded": True}
 
     # --- training --------------------------------------------------------------------------
@@ -511,14 +583,23 @@ class Runtime:
         """Re-encode the served corpus with a new model, refit whitening with the current (β, γ, dim),
         rebuild the index, and swap all of it in as one new version."""
         bundle = self.require_bundle()
-        if bundle.store is None or bundle.index is None or bundle.pipeline.whitening is None:
+        if bundle.retriever is None or bundle.pipeline.whitening is None:
             raise RuntimeError("there is no index to re-encode; build one first, then activate the model")
         enc = bundle.encoder
         encoder = Encoder(model_dir, pooling=enc.pooling.mode, tokenizer=enc.tokenizer.kind, max_length=enc.max_length,
                           device=self.settings.device, batch_size=self.settings.max_batch,
                           engine=self.settings.engine, engine_cache=self.settings.engine_cache)
-        documents = bundle.store.all()
-        return self.rebuild(ctx, documents, bundle.pipeline.whitening.params, bundle.index.spec, encoder=encoder)
+        documents, _, since = self.corpus(bundle, with_raw=False)
+        return self.rebuild(ctx, documents, bundle.pipeline.whitening.params, bundle.retriever.spec, encoder=encoder,
+                            since=since)
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """The served version and its change view at the moment a rebuild read the corpus."""
+
+    bundle: Bundle
+    delta: Delta
 
 
 def _job_result(result: BuildResult) -> dict:

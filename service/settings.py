@@ -48,6 +48,9 @@ class Settings(BaseSettings):
                             "go through the rebuild job (mode merge).")
     max_nprobe: int = Field(2048, ge=1, description="Largest per-request `nprobe` on /search (ivf).")
     max_ef_search: int = Field(4096, ge=1, description="Largest per-request `ef_search` on /search (hnsw).")
+    compact_changes: int = Field(10_000, ge=1, description="Upserted + deleted documents held in a version's change "
+                                 "log before they are folded into a new version (also at least a quarter of the "
+                                 "built corpus): searches over the log are exact and grow with it.")
     min_approx_vectors: int = Field(10_000, ge=1, description="Below this many documents a rebuild asking for "
                                     "ivf or hnsw builds flat (exact and faster at that size), with a warning.")
 

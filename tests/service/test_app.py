@@ -18,7 +18,8 @@ async def test_health_ready_and_embed_before_any_index(settings):
     async with serving(settings) as (app, client):
         assert (await client.get("/healthz")).json() == {"status": "ok"}
         ready = (await client.get("/readyz")).json()
-        assert ready["index"] == {"loaded": False, "type": None, "spec": None, "device": None, "count": 0}
+        assert ready["index"] == {"loaded": False, "type": None, "spec": None, "device": None, "count": 0,
+                                  "pending_changes": 0}
         assert ready["status"] == "ready" and ready["model_source"] == "model folder tiny-bert0"
         assert "/" not in json.dumps({k: v for k, v in ready.items() if k != "model_source"})
         assert ready["dim"] == 32 and ready["pooling"] == "first-last-avg" and ready["version"] is None
@@ -43,7 +44,7 @@ async def test_rebuild_then_search_and_embed(settings):
         assert job["started_at"] and job["finished_at"]
         ready = (await client.get("/readyz")).json()
         assert ready["index"] == {"loaded": True, "type": "flat", "spec": {"type": "flat"}, "device": "cpu",
-                                  "count": len(docs)}
+                                  "count": len(docs), "pending_changes": 0}
         assert ready["dim"] == 8 and ready["version"] == job["result"]["version"]
 
         queries = [docs[5]["text"], docs[0]["text"]]

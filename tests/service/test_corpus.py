@@ -160,7 +160,7 @@ async def test_a_replace_that_shrinks_the_corpus_needs_confirmation_and_merge_ad
         assert r.status_code == 409
         message = r.json()["error"]["message"]
         assert f"the {len(docs)} served documents with 2" in message and "confirm_shrink" in message
-        assert app.state.runtime.bundle.store.count() == len(docs)  # nothing changed
+        assert app.state.runtime.bundle.retriever.count() == len(docs)  # nothing changed
 
         job = await rebuild(client, {"documents": few, "mode": "merge"})
         assert job["state"] == "succeeded" and job["result"]["documents"] == len(docs) + 1
@@ -172,7 +172,7 @@ async def test_a_replace_that_shrinks_the_corpus_needs_confirmation_and_merge_ad
         assert hit["results"][0]["hits"][0]["id"] == "new-1"
 
         job = await rebuild(client, {"documents": few, "confirm_shrink": True})
-        assert job["state"] == "succeeded" and app.state.runtime.bundle.store.count() == 2
+        assert job["state"] == "succeeded" and app.state.runtime.bundle.retriever.count() == 2
 
 
 async def test_rewhitening_without_reencoding_equals_a_full_rebuild(settings):
@@ -223,14 +223,15 @@ async def test_upsert_get_delete_round_trip_reads_your_writes(settings):
     async with serving(settings) as (app, client):
         rt = app.state.runtime
         await rebuild(client, {"documents": docs})
-        fit_before = rt.bundle.pipeline.whitening.meta()["version"]
+        fit_before, built = rt.bundle.pipeline.whitening.meta()["version"], rt.bundle.version
         new = [{"id": "n1", "text": "a purple elephant plays the violin", "metadata": {"topic": "odd"}},
                {"id": docs[0]["id"], "text": "the weather was replaced by a submarine", "metadata": {"topic": "odd"}}]
         r = await client.post("/admin/documents", json={"documents": new}, headers=ADMIN)
         assert r.status_code == 200, r.text
-        assert r.json()["upserted"] == 2 and r.json()["version"] == rt.bundle.version
+        assert r.json()["upserted"] == 2 and r.json()["version"] == rt.bundle.version == built  # logged, not rebuilt
+        assert rt.versions.versions()[-1] == built
         assert rt.bundle.pipeline.whitening.meta()["version"] == fit_before  # transformed, not refitted
-        assert rt.bundle.store.count() == len(docs) + 1
+        assert rt.bundle.retriever.count() == len(docs) + 1
         hits = (await client.post("/search", json={"query": new[0]["text"], "k": 1})).json()["results"][0]["hits"]
         assert hits[0]["id"] == "n1" and hits[0]["score"] > 0.99
         got = (await client.get(f"/admin/documents/{docs[0]['id']}", headers=ADMIN)).json()
@@ -283,7 +284,7 @@ async def test_concurrent_upserts_and_searches_never_fail(settings):
 
         found, done = await asyncio.gather(searches(), upserts())
         assert set(found) == {200} and set(done) == {200}
-        assert app.state.runtime.bundle.store.count() == len(docs) + 8
+        assert app.state.runtime.bundle.retriever.count() == len(docs) + 8
 
 
 def test_an_upsert_that_returned_200_survives_kill_9(tmp_path, tiny_model_dir):
@@ -317,3 +318,79 @@ def test_an_upsert_that_returned_200_survives_kill_9(tmp_path, tiny_model_dir):
         assert httpx.get(f"{again.base}/admin/documents/weather-0-0", headers=ADMIN).status_code == 404
     finally:
         again.stop()
+
+
+async def test_pending_changes_are_compacted_into_a_new_version_that_searches_the_same(settings):
+    settings.compact_changes = 3  # and a quarter of the 30 built documents: compaction past 7 changes
+    docs = corpus(30)
+    async with serving(settings) as (app, client):
+        rt = app.state.runtime
+        built = (await rebuild(client, {"documents": docs}))["result"]["version"]
+        answers = []
+        for i in range(3):  # 3 changes each: 1 added, 1 built row replaced (gone + added)
+            r = await client.post("/admin/documents", headers=ADMIN, json={"documents": [
+                {"id": f"c{i}", "text": f"compaction text {i}", "metadata": {"topic": "odd"}},
+                {"id": docs[i]["id"], "text": f"replacement {i}"}]})
+            answers.append(r.json()["version"])
+        assert answers[:2] == [built, built] and answers[2] != built  # 6 changes logged, then 9 folded
+        assert rt.bundle.version == answers[2] and rt.bundle.retriever.pending_changes() == 0
+        assert rt.bundle.retriever.count() == len(docs) + 3
+        query = {"query": "compaction text 2", "k": 33, "filter": {"topic": {"$in": ["odd", "weather"]}}}
+        after = (await client.post("/search", json=query)).json()["results"][0]["hits"]
+        assert {h["id"] for h in after[:3]} == {f"c{i}" for i in range(3)}
+        # the version before compaction is a rollback point holding the same corpus (built + its log)
+        r = await client.post(f"/admin/versions/{built}/activate", headers=ADMIN)
+        assert r.status_code == 200 and r.json()["documents"] == len(docs) + 3
+        before = (await client.post("/search", json=query)).json()["results"][0]["hits"]
+        def ranked(hits: list[dict]) -> list[tuple]:  # the tiny model ties some texts: order ties by id
+            return sorted((-round(h["score"], 4), h["id"]) for h in hits)
+
+        assert ranked(before) == ranked(after)
+        row = {v["version"]: v for v in (await client.get("/admin/versions", headers=ADMIN)).json()["versions"]}
+        assert row[built]["changes"] == {"added": 6, "gone": 3, "live_documents": len(docs) + 3}
+        assert row[answers[2]]["changes"] == {"added": 0, "gone": 0, "live_documents": len(docs) + 3}
+
+
+async def test_changes_made_while_a_rebuild_runs_carry_over_to_its_version(settings):
+    from whitevec.index.build import build_version
+
+    docs = corpus(30)
+    async with serving(settings) as (app, client):
+        rt = app.state.runtime
+        await rebuild(client, {"documents": docs})
+        bundle = rt.bundle
+        documents, raw, since = rt.corpus(bundle, with_raw=True)  # what a rebuild job reads first
+        r = await client.post("/admin/documents", headers=ADMIN,
+                              json={"documents": [{"id": "during", "text": "written while the rebuild ran"}]})
+        assert r.status_code == 200
+        r = await client.post("/admin/documents/delete", json={"ids": [docs[5]["id"]]}, headers=ADMIN)
+        assert r.json()["deleted"] == 1
+        result = build_version(rt.versions, bundle.encoder, documents, bundle.pipeline.whitening.params,
+                               bundle.retriever.spec, raw_vectors=raw)
+        rt.activate(result.version, bundle.encoder, just_built=True, since=since)
+        assert rt.bundle.version == result.version
+        assert (await client.get("/admin/documents/during", headers=ADMIN)).status_code == 200
+        assert (await client.get(f"/admin/documents/{docs[5]['id']}", headers=ADMIN)).status_code == 404
+        assert rt.bundle.retriever.count() == len(docs)
+        hits = (await client.post("/search", json={"query": "written while the rebuild ran", "k": 1})).json()
+        assert hits["results"][0]["hits"][0]["id"] == "during"
+
+
+async def test_a_version_with_a_damaged_change_log_is_refused(settings):
+    docs = corpus(30)
+    async with serving(settings) as (app, client):
+        rt = app.state.runtime
+        v1 = (await rebuild(client, {"documents": docs}))["result"]["version"]
+        await client.post("/admin/documents", headers=ADMIN, json={"documents": [{"id": "z", "text": "logged"}]})
+        v2 = (await rebuild(client, {"documents": docs}))["result"]["version"]
+        import gc
+
+        gc.collect()  # v1's bundle is gone: its log connection closes, checkpointing its WAL into the file
+        for part in rt.versions.folder(v1).glob("changes.sqlite-*"):
+            part.unlink()
+        (rt.versions.folder(v1) / "changes.sqlite").write_bytes(b"garbage" * 1000)
+        r = await client.post(f"/admin/versions/{v1}/activate", headers=ADMIN)
+        assert r.status_code == 409 and "changes.sqlite" in r.json()["error"]["message"]
+        assert rt.bundle.version == v2
+        row = {v["version"]: v for v in (await client.get("/admin/versions", headers=ADMIN)).json()["versions"]}
+        assert "damaged" in row[v1]["changes"]

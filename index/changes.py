@@ -1,0 +1,167 @@
+"""Upserts and deletes to a built version: a durable change log plus the in-memory view searches read.
+
+A version's built parts (index.faiss, docs.sqlite, raw.npy) never change after commit; the changes
+since go to `changes.sqlite` beside them: the base rows that are gone (deleted, or replaced by an
+upsert) and every added document with its raw pooled vector. A change is committed there (SQLite
+WAL, synchronous=FULL) before it is acknowledged, so it survives kill -9, and a restart replays the
+log into the same view. Each change costs O(change) on disk and O(delta) in memory, never O(corpus);
+past a size the service folds the log into a new version (compaction, see Runtime.change_documents).
+
+Added documents get keys from `base_count` upwards, one per upsert, never reused: a key always names
+the same text, so a search that read an older view still fetches the right documents.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .store import Document, metadata_clause, select_in
+
+CHANGES_FILE = "changes.sqlite"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS gone (row INTEGER PRIMARY KEY);
+CREATE TABLE IF NOT EXISTS added (key INTEGER PRIMARY KEY, id TEXT NOT NULL, text TEXT NOT NULL,
+                                  metadata TEXT NOT NULL, raw BLOB NOT NULL, live INTEGER NOT NULL);
+CREATE INDEX IF NOT EXISTS added_id ON added(id) WHERE live = 1;
+"""
+
+
+@dataclass(frozen=True)
+class Delta:
+    """One consistent view of the changes: swapped whole, never modified (readers hold their own)."""
+
+    gone: np.ndarray  # bool per base row: deleted or replaced
+    keys: np.ndarray  # int64 keys of the live added documents
+    vectors: np.ndarray  # their served vectors (whitened, unit length), row i for keys[i]
+    n_gone: int = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "n_gone", int(self.gone.sum()))
+
+    def alive_rows(self) -> np.ndarray:
+        return np.flatnonzero(~self.gone)
+
+    def changed(self, rows: np.ndarray, dropped: np.ndarray, keys: np.ndarray, vectors: np.ndarray) -> "Delta":
+        gone = self.gone.copy()
+        gone[rows] = True
+        keep = ~np.isin(self.keys, dropped)
+        return Delta(gone, np.concatenate([self.keys[keep], keys]),
+                     np.concatenate([self.vectors[keep], vectors.astype(np.float32)]))
+
+
+class ChangeLog:
+    """changes.sqlite of one version; created by the first change. One writer (the caller serialises
+    changes), any number of readers."""
+
+    def __init__(self, path: Path, base_count: int, dim: int) -> None:
+        self.path, self.base_count, self.dim = path, base_count, dim
+        self._lock = threading.Lock()
+        self._conn: sqlite3.Connection | None = None
+        if path.is_file():
+            check = self._open().execute("PRAGMA quick_check").fetchone()[0]  # fail now on a damaged file
+            if check != "ok":
+                raise sqlite3.DatabaseError(check)
+
+    def _open(self) -> sqlite3.Connection:
+        if self._conn is None:
+            conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=FULL")  # WAL + FULL: a committed change survives power loss
+            conn.executescript(_SCHEMA)
+            self._conn = conn
+        return self._conn
+
+    def load(self, transform: Callable[[np.ndarray], np.ndarray], out_dim: int) -> Delta:
+        """The view after every logged change (at start, or when a version is activated)."""
+        gone = np.zeros(self.base_count, dtype=bool)
+        if self._conn is None:
+            return Delta(gone, np.zeros(0, np.int64), np.zeros((0, out_dim), np.float32))
+        with self._lock:
+            rows = [r for (r,) in self._conn.execute("SELECT row FROM gone")]
+            added = self._conn.execute("SELECT key, raw FROM added WHERE live = 1 ORDER BY key").fetchall()
+        gone[rows] = True
+        keys = np.fromiter((k for k, _ in added), np.int64, len(added))
+        raw = self._raw([b for _, b in added])
+        vectors = transform(raw) if len(raw) else np.zeros((0, out_dim), np.float32)
+        return Delta(gone, keys, np.asarray(vectors, np.float32))
+
+    def _raw(self, blobs: list[bytes]) -> np.ndarray:
+        if not blobs:
+            return np.zeros((0, self.dim), np.float32)
+        return np.frombuffer(b"".join(blobs), dtype=np.float32).reshape(len(blobs), self.dim)
+
+    def live_keys(self, ids: list[str]) -> dict[str, int]:
+        if self._conn is None:
+            return {}
+        return dict(select_in(self._conn, self._lock, "SELECT id, key FROM added WHERE live = 1 AND id IN ({marks})", ids))
+
+    def apply(self, upserts: list[Document], raw: np.ndarray, gone_rows: list[int], dropped_keys: list[int]) -> np.ndarray:
+        """Commit one change (one transaction, durable on return); the keys given to `upserts`."""
+        conn = self._open()
+        with self._lock:
+            start = conn.execute("SELECT MAX(key) FROM added").fetchone()[0]
+            first = self.base_count if start is None else start + 1
+            keys = np.arange(first, first + len(upserts), dtype=np.int64)
+            raw = np.ascontiguousarray(raw, dtype=np.float32)
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                conn.executemany("INSERT OR IGNORE INTO gone VALUES (?)", ((int(r),) for r in gone_rows))
+                conn.executemany("UPDATE added SET live = 0 WHERE key = ?", ((int(k),) for k in dropped_keys))
+                conn.executemany("INSERT INTO added VALUES (?, ?, ?, ?, ?, 1)", (
+                    (int(k), d.id, d.text, json.dumps(d.metadata, ensure_ascii=False), raw[i].tobytes())
+                    for i, (k, d) in enumerate(zip(keys, upserts))))
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+        return keys
+
+    def get(self, keys: list[int]) -> dict[int, Document]:
+        if self._conn is None:
+            return {}
+        found = select_in(self._conn, self._lock, "SELECT key, id, text, metadata FROM added WHERE key IN ({marks})", keys)
+        return {k: Document(i, t, json.loads(m)) for k, i, t, m in found}
+
+    def by_id(self, doc_id: str) -> Document | None:
+        key = self.live_keys([doc_id]).get(doc_id)
+        return self.get([key])[key] if key is not None else None
+
+    def match(self, where: dict[str, list]) -> np.ndarray:
+        """Keys of added documents (live or not: the caller intersects with its view) matching `where`."""
+        if self._conn is None:
+            return np.zeros(0, np.int64)
+        clause, args = metadata_clause(where)
+        with self._lock:
+            found = self._conn.execute(f"SELECT key FROM added WHERE {clause}", args).fetchall()
+        return np.fromiter((k for (k,) in found), np.int64, len(found))
+
+    def documents(self, keys: np.ndarray) -> tuple[list[Document], np.ndarray]:
+        """Documents and raw vectors of `keys`, in that order (rebuilds and compaction)."""
+        if self._conn is None or not len(keys):
+            return [], np.zeros((0, self.dim), np.float32)
+        found = select_in(self._conn, self._lock, "SELECT key, id, text, metadata, raw FROM added WHERE key IN ({marks})",
+                          [int(k) for k in keys])
+        docs = {k: (Document(i, t, json.loads(m)), r) for k, i, t, m, r in found}
+        ordered = [docs[int(k)] for k in keys]
+        return [d for d, _ in ordered], self._raw([r for _, r in ordered])
+
+    def counts(self) -> dict[str, int]:
+        if self._conn is None:
+            return {"added": 0, "gone": 0}
+        with self._lock:
+            added = self._conn.execute("SELECT COUNT(*) FROM added WHERE live = 1").fetchone()[0]
+            gone = self._conn.execute("SELECT COUNT(*) FROM gone").fetchone()[0]
+        return {"added": int(added), "gone": int(gone)}
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None

@@ -1,0 +1,175 @@
+"""The retriever seam: every index operation the service makes, whichever backend holds the vectors.
+
+`FaissRetriever` is the embedded backend: a version's immutable FAISS index and docs.sqlite, plus
+its change log (index/changes.py) for upserts and deletes. Ids in the FAISS index are row positions
+of the built version; added documents get keys from the base count upwards (stable, never reused).
+A search reads one `Delta` view for its whole run, so a concurrent change is seen entirely or not at all.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+
+from .changes import ChangeLog, Delta
+from .faiss_index import IndexSpec, SearchParams, VectorIndex
+from .store import Document, DocumentStore
+
+
+@dataclass
+class Hit:
+    score: float
+    document: Document
+
+
+@dataclass
+class ChangeResult:
+    upserted: int
+    deleted: int
+    missing: list[str]
+
+
+class Retriever(Protocol):
+    """What the service asks of an index backend (one per served version)."""
+
+    @property
+    def spec(self) -> IndexSpec: ...
+
+    def count(self) -> int: ...
+
+    def search_params(self, nprobe: int | None, ef_search: int | None, max_nprobe: int,
+                      max_ef_search: int) -> SearchParams: ...
+
+    async def search(self, queries: np.ndarray, k: int, params: SearchParams,
+                     where: dict[str, list] | None = None) -> list[list[Hit]]: ...
+
+    def get(self, doc_id: str) -> Document | None: ...
+
+    def change(self, upserts: list[Document], raw: np.ndarray, deletes: list[str]) -> ChangeResult: ...
+
+    def documents(self, base_raw: np.ndarray | None) -> tuple[list[Document], np.ndarray | None]: ...
+
+    def pending_changes(self) -> int: ...
+
+
+class FaissRetriever:
+    """A built version (FAISS index + docs.sqlite) and the changes logged to it since."""
+
+    def __init__(self, index: VectorIndex, store: DocumentStore, log: ChangeLog,
+                 transform: Callable[[np.ndarray], np.ndarray]) -> None:
+        self.index, self.store, self.log, self.transform = index, store, log, transform
+        self.base_count = index.count
+        self.delta: Delta = log.load(transform, index.dim)
+
+    @property
+    def spec(self) -> IndexSpec:
+        return self.index.spec
+
+    def count(self) -> int:
+        d = self.delta
+        return self.base_count - d.n_gone + len(d.keys)
+
+    def pending_changes(self) -> int:
+        """Changes held outside the built index (gone rows + added documents): what compaction folds in."""
+        d = self.delta
+        return d.n_gone + len(d.keys)
+
+    def search_params(self, nprobe: int | None, ef_search: int | None, max_nprobe: int,
+                      max_ef_search: int) -> SearchParams:
+        return self.index.search_params(nprobe, ef_search, max_nprobe, max_ef_search)
+
+    async def search(self, queries: np.ndarray, k: int, params: SearchParams,
+                     where: dict[str, list] | None = None) -> list[list[Hit]]:
+        """Top k per query among live documents matching `where` (k whenever k match)."""
+        delta = self.delta  # one view for the whole search
+        q = np.ascontiguousarray(queries, dtype=np.float32)
+        if where is None and delta.n_gone == 0:
+            scores, ids = await self.index.search_async(q, k, params)
+        else:
+            scores, ids = await asyncio.to_thread(self._search_base, q, k, params, where, delta)
+        if len(delta.keys):
+            scores, ids = await asyncio.to_thread(self._merge_added, q, k, where, delta, scores, ids)
+        return await asyncio.to_thread(self._hits, scores, ids)
+
+    def _search_base(self, q: np.ndarray, k: int, params: SearchParams, where: dict[str, list] | None,
+                     delta: Delta) -> tuple[np.ndarray, np.ndarray]:
+        rows = delta.alive_rows() if where is None else self.store.match(where)
+        if where is not None and delta.n_gone:
+            rows = rows[~delta.gone[rows]]
+        return self.index.search_rows(q, k, rows, params)
+
+    def _merge_added(self, q: np.ndarray, k: int, where: dict[str, list] | None, delta: Delta,
+                     scores: np.ndarray, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Exact search over the added documents, merged with the base hits by score."""
+        keys, vectors = delta.keys, delta.vectors
+        if where is not None:
+            keep = np.isin(keys, self.log.match(where))
+            keys, vectors = keys[keep], vectors[keep]
+        if not len(keys):
+            return scores, ids
+        extra = q @ vectors.T
+        s = np.concatenate([np.where(ids >= 0, scores, -np.inf), extra], axis=1)
+        i = np.concatenate([ids, np.broadcast_to(keys, extra.shape)], axis=1)
+        top = np.argsort(-s, axis=1, kind="stable")[:, : min(k, s.shape[1])]
+        s, i = np.take_along_axis(s, top, 1), np.take_along_axis(i, top, 1)
+        return s.astype(np.float32), np.where(np.isfinite(s), i, -1)
+
+    def _hits(self, scores: np.ndarray, ids: np.ndarray) -> list[list[Hit]]:
+        wanted = sorted({int(i) for i in ids.ravel() if i >= 0})
+        base = [i for i in wanted if i < self.base_count]
+        docs = {**self.store.get(base), **self.log.get([i for i in wanted if i >= self.base_count])}
+        return [[Hit(float(s), docs[int(i)]) for s, i in zip(row_s, row_i) if i >= 0]
+                for row_s, row_i in zip(scores, ids)]
+
+    def get(self, doc_id: str) -> Document | None:
+        added = self.log.by_id(doc_id)
+        if added is not None:
+            return added
+        row = self.store.rows_of([doc_id]).get(doc_id)
+        if row is None or self.delta.gone[row]:
+            return None
+        return self.store.get([row])[row]
+
+    def change(self, upserts: list[Document], raw: np.ndarray, deletes: list[str]) -> ChangeResult:
+        """Upsert (`raw`: their pooled vectors) and delete, durable when this returns; one caller at a time."""
+        delta = self.delta
+        ids = list(dict.fromkeys([d.id for d in upserts] + list(deletes)))
+        live = self.log.live_keys(ids)
+        base = {i: r for i, r in self.store.rows_of(ids).items() if not delta.gone[r]}
+        asked = list(dict.fromkeys(deletes))
+        missing = [i for i in asked if i not in live and i not in base]
+        if not upserts and len(missing) == len(asked):
+            return ChangeResult(0, 0, missing)
+        keys = self.log.apply(upserts, raw, list(base.values()), list(live.values()))
+        vectors = self.transform(raw) if len(upserts) else np.zeros((0, self.index.dim), np.float32)
+        self.delta = delta.changed(np.fromiter(base.values(), np.int64, len(base)),
+                                   np.fromiter(live.values(), np.int64, len(live)), keys, vectors)
+        return ChangeResult(len(upserts), len(asked) - len(missing), missing)
+
+    def count_after(self, upsert_ids: list[str], deletes: list[str]) -> int:
+        """The live count a change would leave (checked before encoding anything)."""
+        ids = list(dict.fromkeys([*upsert_ids, *deletes]))
+        live = self.log.live_keys(ids)
+        base = {i for i, r in self.store.rows_of(ids).items() if not self.delta.gone[r]}
+        return self.count() - len(set(live) | base) + len(set(upsert_ids))
+
+    def documents(self, base_raw: np.ndarray | None) -> tuple[list[Document], np.ndarray | None]:
+        """Every live document (built rows in order, then added ones) and, given the built version's
+        raw vectors, theirs in the same order: what a rebuild or a compaction starts from."""
+        delta = self.delta
+        built = self.store.all()
+        docs = [d for row, d in enumerate(built) if not delta.gone[row]] if delta.n_gone else built
+        added, added_raw = self.log.documents(delta.keys)
+        if base_raw is None:
+            return docs + added, None
+        alive = delta.alive_rows() if delta.n_gone else slice(None)
+        return docs + added, np.concatenate([np.asarray(base_raw[alive], dtype=np.float32), added_raw])
+
+    def close(self) -> None:
+        self.index.close()
+        self.store.close()
+        self.log.close()
