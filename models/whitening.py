@@ -104,25 +104,41 @@ class Whitening:
         vectors: np.ndarray,
         identity: ModelIdentity | None = None,
         params: WhiteningParams = WhiteningParams(),
+        chunk: int = 65_536,
     ) -> "Whitening":
-        """μ and U Λ Uᵀ = SVD(cov) in float64; degenerate directions are floored (EIGEN_FLOOR)."""
-        x = np.asarray(vectors, dtype=np.float64)
-        if x.ndim != 2 or x.shape[0] < 2:
-            raise WhiteningError(f"whitening needs at least 2 vectors of shape (n, d), got shape {x.shape}")
-        if identity is not None and x.shape[1] != identity.dim:
-            raise WhiteningMismatchError(f"vectors have {x.shape[1]} dims but {identity.describe()} has {identity.dim}")
-        _check_finite(x, "vectors to fit")
-        mu = x.mean(axis=0)
-        cov = np.cov(x, rowvar=False)
+        """μ and U Λ Uᵀ = SVD(cov) in float64; degenerate directions are floored (EIGEN_FLOOR).
+
+        Streams: Σx and Σxxᵀ accumulate in float64 over `chunk` rows at a time (shifted by the first
+        chunk's mean, so a large common component costs no precision), so memory is O(chunk·d + d²)
+        beyond `vectors` itself, which may be a memory-mapped raw.npy."""
+        vectors = vectors if isinstance(vectors, np.ndarray) else np.asarray(vectors, dtype=np.float64)
+        if vectors.ndim != 2 or vectors.shape[0] < 2:
+            raise WhiteningError(f"whitening needs at least 2 vectors of shape (n, d), got shape {vectors.shape}")
+        n, d = vectors.shape
+        if identity is not None and d != identity.dim:
+            raise WhiteningMismatchError(f"vectors have {d} dims but {identity.describe()} has {identity.dim}")
+        shift = np.zeros(d)
+        total, outer = np.zeros(d), np.zeros((d, d))
+        for start in range(0, n, chunk):
+            x = np.asarray(vectors[start : start + chunk], dtype=np.float64)
+            _check_finite(x, "vectors to fit")
+            if start == 0:
+                shift = x.mean(axis=0)
+            x = x - shift  # never in place: x may be the caller's array
+            total += x.sum(axis=0)
+            outer += x.T @ x
+        mean = total / n
+        mu = shift + mean
+        cov = (outer - n * np.outer(mean, mean)) / (n - 1)
         u, s, _ = np.linalg.svd(cov)
         if not s[0] > 0:
             raise WhiteningError("all vectors are identical: whitening needs a corpus with some variance")
-        if x.shape[0] <= x.shape[1]:
+        if n <= d:
             log.info(
                 "fitting whitening on %d vectors of %d dims: at most %d directions carry variance "
-                "(with gamma > 0 a rebuild serves at most that many dims)", x.shape[0], x.shape[1], x.shape[0] - 1,
+                "(with gamma > 0 a rebuild serves at most that many dims)", n, d, n - 1,
             )
-        return cls(mu, u, s, n_vectors=x.shape[0], identity=identity, params=params)
+        return cls(mu, u, s, n_vectors=n, identity=identity, params=params)
 
     def with_params(self, params: WhiteningParams) -> "Whitening":
         """The same fit served with other defaults (β, γ, dim)."""

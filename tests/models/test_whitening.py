@@ -194,3 +194,14 @@ def test_dim_without_whitening_says_whiten_is_needed():
     pipe = Pipeline(_Enc(), Whitening.fit(anisotropic(), identity=IDENTITY))
     with pytest.raises(WhiteningError, match="needs whiten: true"):
         pipe.output_dim(False, 8)
+
+
+def test_streamed_fit_equals_numpy_float64_on_the_whole_matrix():
+    """Chunks of 7 rows, a common component 1000× the spread: μ and cov equal numpy's one-shot float64."""
+    rng = np.random.default_rng(3)
+    x = (rng.normal(size=(50, 6)) * 0.01 + 10.0).astype(np.float32)
+    w = Whitening.fit(x, chunk=7)
+    ref = x.astype(np.float64)
+    np.testing.assert_allclose(w.mu, ref.mean(axis=0), rtol=1e-12)
+    cov = (w.u * w.lambdas) @ w.u.T
+    np.testing.assert_allclose(cov, np.cov(ref, rowvar=False), atol=1e-14, rtol=1e-9)
