@@ -123,6 +123,25 @@ class SearchParams:
         return faiss.SearchParameters(sel=sel) if sel is not None else None
 
 
+def check_search_params(spec: IndexSpec, nprobe: int | None, ef_search: int | None, max_nprobe: int,
+                        max_ef_search: int) -> SearchParams:
+    """Check per-request parameters against an index spec (any backend); errors say what is allowed."""
+    t = spec.type
+    if nprobe is not None:
+        if t != "ivf":
+            raise WhitevecError(f"nprobe applies to ivf indexes; this version's index is {t}: omit nprobe")
+        limit = min(spec.nlist or 1, max_nprobe)
+        if nprobe > limit:
+            raise WhitevecError(f"nprobe {nprobe} is above {limit} (the index's nlist {spec.nlist}, "
+                                f"WHITEVEC_MAX_NPROBE {max_nprobe})")
+    if ef_search is not None:
+        if t != "hnsw":
+            raise WhitevecError(f"ef_search applies to hnsw indexes; this version's index is {t}: omit ef_search")
+        if ef_search > max_ef_search:
+            raise WhitevecError(f"ef_search {ef_search} is above WHITEVEC_MAX_EF_SEARCH {max_ef_search}")
+    return SearchParams(nprobe, ef_search)
+
+
 def torch_topk(vectors: torch.Tensor, queries: np.ndarray, k: int,
                budget: int = TORCH_SCORE_BUDGET) -> tuple[np.ndarray, np.ndarray]:
     """Exact top-k by inner product over `vectors` (on any torch device), a chunk of the corpus at a
@@ -248,21 +267,7 @@ class VectorIndex:
 
     def search_params(self, nprobe: int | None, ef_search: int | None, max_nprobe: int,
                       max_ef_search: int) -> SearchParams:
-        """Check per-request parameters against this index; errors say what is allowed."""
-        t = self.spec.type
-        if nprobe is not None:
-            if t != "ivf":
-                raise WhitevecError(f"nprobe applies to ivf indexes; this version's index is {t}: omit nprobe")
-            limit = min(self.spec.nlist or 1, max_nprobe)
-            if nprobe > limit:
-                raise WhitevecError(f"nprobe {nprobe} is above {limit} (the index's nlist {self.spec.nlist}, "
-                                    f"WHITEVEC_MAX_NPROBE {max_nprobe})")
-        if ef_search is not None:
-            if t != "hnsw":
-                raise WhitevecError(f"ef_search applies to hnsw indexes; this version's index is {t}: omit ef_search")
-            if ef_search > max_ef_search:
-                raise WhitevecError(f"ef_search {ef_search} is above WHITEVEC_MAX_EF_SEARCH {max_ef_search}")
-        return SearchParams(nprobe, ef_search)
+        return check_search_params(self.spec, nprobe, ef_search, max_nprobe, max_ef_search)
 
     def search(self, queries: np.ndarray, k: int,
                params: SearchParams = SearchParams()) -> tuple[np.ndarray, np.ndarray]:

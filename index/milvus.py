@@ -1,0 +1,218 @@
+"""Milvus as the index backend (issue 11): one collection per whitevec version, served through an alias.
+
+`WHITEVEC_MILVUS_URI` is a local file path (embedded Milvus Lite, the `milvus-lite` package) or
+`http://host:19530` (Milvus standalone or a cluster); `pymilvus` talks to both. Each version's
+collection holds the whitened, unit-length vectors (`vector`, searched by inner product), the raw
+pooled vectors (`raw`, so re-whitening never re-encodes), the text, the metadata as given, and a
+typed copy of its scalar values (`typed`) that filters compare: Milvus's JSON comparisons treat
+`true` as `1` and a missing key as null, whitevec's filters do not (measured on Milvus Lite
+2.5: `metadata["g"] == 1` matched 1, 1.0 and true; `is null` matched null and a missing key), so
+each scalar is stored as a tagged string ("n:1", "b:true", "s:…", "z:") and filters compare those.
+
+Activation is `alter_alias`: every replica reading the alias flips at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import re
+from collections.abc import Callable, Iterable
+
+import numpy as np
+
+from .faiss_index import IndexSpec, SearchParams, check_search_params
+from .retriever import ChangeResult, Hit
+from .store import Document
+
+#: Longest text and id a collection stores (Milvus VARCHAR limit, in bytes).
+MAX_VARCHAR = 65_535
+INSERT_BATCH = 1_000
+
+
+def collection_name(version: str) -> str:
+    """A Milvus collection name for a whitevec version (letters, digits, underscores)."""
+    return "wv_" + re.sub(r"[^0-9A-Za-z_]", "_", version)
+
+
+def tag(value: object) -> str | None:
+    """The typed form a filter compares; None for values a filter never matches (objects, lists)."""
+    if value is None:
+        return "z:"
+    if isinstance(value, bool):
+        return "b:true" if value else "b:false"
+    if isinstance(value, (int, float)):
+        f = float(value)
+        if math.isfinite(f) and f.is_integer() and abs(f) < 2**53:
+            return f"n:{int(f)}"
+        return f"n:{f!r}"
+    if isinstance(value, str):
+        return "s:" + value
+    return None
+
+
+def typed(metadata: dict) -> dict:
+    return {k: t for k, v in metadata.items() if (t := tag(v)) is not None}
+
+
+def milvus_filter(where: dict[str, list] | None) -> str:
+    """A Milvus boolean expression for whitevec's filter: AND over keys, OR over each key's values.
+    Keys were checked by the request schema (no quote or backslash)."""
+    if not where:
+        return ""
+    clauses = []
+    for key, values in where.items():
+        tags = [t for t in (tag(v) for v in values) if t is not None]
+        ors = [f'typed["{key}"] == {json.dumps(t, ensure_ascii=False)}' for t in tags] or ["false"]
+        clauses.append("(" + " or ".join(ors) + ")")
+    return " and ".join(clauses)
+
+
+def _index_params(client, spec: IndexSpec, n: int):
+    spec = spec.resolved(max(n, 1))
+    params = client.prepare_index_params()
+    if spec.type == "ivf":
+        params.add_index("vector", index_type="IVF_FLAT", metric_type="IP", params={"nlist": spec.nlist})
+    elif spec.type == "hnsw":
+        params.add_index("vector", index_type="HNSW", metric_type="IP",
+                         params={"M": spec.m, "efConstruction": spec.ef_construction})
+    else:
+        params.add_index("vector", index_type="FLAT", metric_type="IP")
+    params.add_index("raw", index_type="FLAT", metric_type="IP")
+    return params, spec
+
+
+class MilvusRetriever:
+    """One version's collection; implements index/retriever.py's Retriever."""
+
+    def __init__(self, client, collection: str, spec: IndexSpec, dim: int, raw_dim: int,
+                 transform: Callable[[np.ndarray], np.ndarray]) -> None:
+        self.client, self.collection, self._spec = client, collection, spec
+        self.dim, self.raw_dim, self.transform = dim, raw_dim, transform
+        client.load_collection(collection)
+
+    @classmethod
+    def create(cls, client, collection: str, documents: list[Document], raw: np.ndarray, spec: IndexSpec,
+               transform: Callable[[np.ndarray], np.ndarray]) -> "MilvusRetriever":
+        """A new collection holding `documents` (replaced if a half-written one has that name)."""
+        from pymilvus import DataType
+
+        vectors = np.asarray(transform(raw), np.float32)
+        if client.has_collection(collection):
+            client.drop_collection(collection)
+        schema = client.create_schema(auto_id=False, enable_dynamic_field=False)
+        schema.add_field("id", DataType.VARCHAR, is_primary=True, max_length=MAX_VARCHAR)
+        schema.add_field("vector", DataType.FLOAT_VECTOR, dim=vectors.shape[1])
+        schema.add_field("raw", DataType.FLOAT_VECTOR, dim=raw.shape[1])
+        schema.add_field("text", DataType.VARCHAR, max_length=MAX_VARCHAR)
+        schema.add_field("metadata", DataType.JSON)
+        schema.add_field("typed", DataType.JSON)
+        params, spec = _index_params(client, spec, len(documents))
+        client.create_collection(collection, schema=schema, index_params=params, consistency_level="Strong")
+        retriever = cls(client, collection, spec, vectors.shape[1], raw.shape[1], transform)
+        retriever._write(documents, raw, vectors)
+        return retriever
+
+    def _rows(self, documents: list[Document], raw: np.ndarray, vectors: np.ndarray) -> Iterable[list[dict]]:
+        for start in range(0, len(documents), INSERT_BATCH):
+            yield [{"id": d.id, "vector": vectors[i].tolist(), "raw": raw[i].tolist(), "text": d.text,
+                    "metadata": d.metadata, "typed": typed(d.metadata)}
+                   for i, d in enumerate(documents[start : start + INSERT_BATCH], start)]
+
+    def _write(self, documents: list[Document], raw: np.ndarray, vectors: np.ndarray) -> None:
+        for rows in self._rows(documents, raw, vectors):
+            self.client.upsert(self.collection, rows)
+        self.client.flush(self.collection)  # durable before the caller answers
+
+    @property
+    def spec(self) -> IndexSpec:
+        return self._spec
+
+    def count(self) -> int:
+        found = self.client.query(self.collection, filter="", output_fields=["count(*)"])
+        return int(found[0]["count(*)"])
+
+    def pending_changes(self) -> int:
+        return 0  # Milvus compacts its own segments
+
+    def search_params(self, nprobe: int | None, ef_search: int | None, max_nprobe: int,
+                      max_ef_search: int) -> SearchParams:
+        return check_search_params(self._spec, nprobe, ef_search, max_nprobe, max_ef_search)
+
+    def _search(self, queries: np.ndarray, k: int, params: SearchParams,
+                where: dict[str, list] | None) -> list[list[Hit]]:
+        p: dict = {}
+        if self._spec.type == "ivf":
+            p["nprobe"] = params.nprobe or self._spec.nprobe
+        elif self._spec.type == "hnsw":
+            p["ef"] = max(params.ef_search or self._spec.ef_search or k, k)
+        found = self.client.search(self.collection, data=np.asarray(queries, np.float32).tolist(), limit=k,
+                                   filter=milvus_filter(where), anns_field="vector",
+                                   search_params={"metric_type": "IP", "params": p},
+                                   output_fields=["text", "metadata"])
+        return [[Hit(float(h["distance"]), Document(h["id"], h["entity"]["text"], h["entity"]["metadata"] or {}))
+                 for h in hits] for hits in found]
+
+    async def search(self, queries: np.ndarray, k: int, params: SearchParams,
+                     where: dict[str, list] | None = None) -> list[list[Hit]]:
+        return await asyncio.to_thread(self._search, queries, k, params, where)
+
+    def get(self, doc_id: str) -> Document | None:
+        found = self.client.get(self.collection, ids=[doc_id], output_fields=["text", "metadata"])
+        return Document(found[0]["id"], found[0]["text"], found[0]["metadata"] or {}) if found else None
+
+    def _existing(self, ids: list[str]) -> set[str]:
+        found: set[str] = set()
+        for start in range(0, len(ids), INSERT_BATCH):
+            part = ids[start : start + INSERT_BATCH]
+            found |= {r["id"] for r in self.client.get(self.collection, ids=part, output_fields=["id"])}
+        return found
+
+    def count_after(self, upsert_ids: list[str], deletes: list[str]) -> int:
+        ids = list(dict.fromkeys([*upsert_ids, *deletes]))
+        return self.count() - len(self._existing(ids)) + len(set(upsert_ids))
+
+    def change(self, upserts: list[Document], raw: np.ndarray, deletes: list[str]) -> ChangeResult:
+        asked = list(dict.fromkeys(deletes))
+        present = self._existing(asked)
+        missing = [i for i in asked if i not in present]
+        if upserts:
+            self._write(upserts, raw, np.asarray(self.transform(raw), np.float32))
+        if present:
+            self.client.delete(self.collection, ids=list(present))
+            self.client.flush(self.collection)
+        return ChangeResult(len(upserts), len(present), missing)
+
+    def documents(self, base_raw: np.ndarray | None = None) -> tuple[list[Document], np.ndarray]:
+        """Every document with its raw vector (for a rebuild), read in batches."""
+        docs, raws = [], []
+        iterator = self.client.query_iterator(self.collection, batch_size=INSERT_BATCH, filter="",
+                                              output_fields=["text", "metadata", "raw"])
+        try:
+            while batch := iterator.next():
+                docs += [Document(r["id"], r["text"], r["metadata"] or {}) for r in batch]
+                raws += [r["raw"] for r in batch]
+        finally:
+            iterator.close()
+        return docs, np.asarray(raws, np.float32).reshape(len(docs), self.raw_dim)
+
+    def close(self) -> None:
+        pass  # the client is shared by every version of this process
+
+
+def point_alias(client, alias: str, collection: str) -> None:
+    """Make `alias` name `collection`, atomically for every reader."""
+    if alias in client.list_aliases(collection_name=collection).get("aliases", []):
+        return
+    try:
+        client.alter_alias(collection, alias)
+    except Exception:  # noqa: BLE001 - pymilvus raises MilvusException when the alias does not exist yet
+        client.create_alias(collection, alias)
+
+
+def alias_target(client, alias: str) -> str | None:
+    try:
+        return client.describe_alias(alias)["collection_name"]
+    except Exception:  # noqa: BLE001 - no such alias
+        return None

@@ -1,0 +1,102 @@
+"""The Milvus backend (embedded Milvus Lite) against the FAISS one: same top-10 on exact settings."""
+
+import asyncio
+
+import numpy as np
+import pytest
+
+from whitevec.index.changes import CHANGES_FILE, ChangeLog
+from whitevec.index.faiss_index import IndexSpec, SearchParams, VectorIndex
+from whitevec.index.milvus import MilvusRetriever, alias_target, milvus_filter, point_alias, tag
+from whitevec.index.retriever import FaissRetriever
+from whitevec.index.store import Document, DocumentStore
+from whitevec.models.pipeline import l2_normalize
+
+DIM = 16
+FILTERS = [None, {"g": [1]}, {"g": [True]}, {"g": ["1"]}, {"g": [None]}, {"g": [1, "x"], "h": [2.0]}, {"h": [7]}]
+
+
+def metadata(i: int) -> dict:
+    g = [1, 1.0, True, "1", None, "x", 2][i % 7]
+    meta = {"g": g, "h": i % 3}
+    if i % 5 == 0:
+        del meta["g"]  # a missing key never matches, not even null
+    return meta
+
+
+@pytest.fixture
+def client(tmp_path):
+    from pymilvus import MilvusClient
+
+    c = MilvusClient(str(tmp_path / "milvus.db"))
+    yield c
+    c.close()
+
+
+def test_tags_keep_json_types_apart():
+    assert tag(1) == tag(1.0) == "n:1" and tag(True) == "b:true" and tag("1") == "s:1" and tag(None) == "z:"
+    assert tag([1]) is None and tag({"a": 1}) is None
+    assert milvus_filter({"k": ['a"b']}) == '(typed["k"] == "s:a\\"b")'
+
+
+def test_milvus_and_faiss_flat_give_the_same_hits_before_and_after_changes(tmp_path, client):
+    rng = np.random.default_rng(1)
+    n = 1500
+    raw = rng.normal(size=(n, DIM)).astype(np.float32)
+    docs = [Document(f"d{i}", f"text {i}", metadata(i)) for i in range(n)]
+    index = VectorIndex.build(l2_normalize(raw), IndexSpec("flat"), use_gpu=False)
+    DocumentStore.write(tmp_path / "docs.sqlite", docs)
+    faiss_r = FaissRetriever(index, DocumentStore(tmp_path / "docs.sqlite"),
+                             ChangeLog(tmp_path / CHANGES_FILE, n, DIM), l2_normalize)
+    milvus_r = MilvusRetriever.create(client, "wv_test_1", docs, raw, IndexSpec("flat"), l2_normalize)
+    assert milvus_r.count() == faiss_r.count() == n
+
+    def same_hits() -> None:
+        queries = l2_normalize(rng.normal(size=(6, DIM)).astype(np.float32))
+        for where in FILTERS:
+            counts = []
+            a = asyncio.run(faiss_r.search(queries, 10, SearchParams(), where))
+            b = asyncio.run(milvus_r.search(queries, 10, SearchParams(), where))
+            for ha, hb in zip(a, b):
+                assert [h.document.id for h in ha] == [h.document.id for h in hb], where
+                np.testing.assert_allclose([h.score for h in ha], [h.score for h in hb], atol=1e-4)
+                assert [h.document.metadata for h in ha] == [h.document.metadata for h in hb]
+                counts.append(len(ha))
+            if where in (None, {"g": [1]}, {"g": [None]}):  # each matches far more than k
+                assert counts == [10] * len(queries)
+
+    same_hits()
+    ups = [Document(f"d{i}", f"new {i}", {"g": 1, "h": 7}) for i in range(0, 300, 3)]
+    ups += [Document(f"n{i}", f"added {i}", {"h": 7}) for i in range(50)]
+    vecs = rng.normal(size=(len(ups), DIM)).astype(np.float32)
+    dels = [f"d{i}" for i in range(1, 400, 4)] + ["n3", "never"]
+    for r in (faiss_r, milvus_r):
+        assert r.count_after([d.id for d in ups], []) == n + 50
+        r.change(ups, vecs, [])
+        done = r.change([], np.zeros((0, DIM), np.float32), dels)
+        assert done.deleted == len(dels) - 1 and done.missing == ["never"]
+    assert milvus_r.count() == faiss_r.count() == n + 50 - (len(dels) - 1)
+    same_hits()
+    assert milvus_r.get("n3") is None and milvus_r.get("d0").text == "new 0" == faiss_r.get("d0").text
+
+    got, got_raw = milvus_r.documents()
+    want, want_raw = faiss_r.documents(raw)
+    order = {d.id: i for i, d in enumerate(want)}
+    assert sorted(d.id for d in got) == sorted(order)
+    np.testing.assert_array_equal(got_raw, want_raw[[order[d.id] for d in got]])
+
+
+def test_activation_is_an_alias_switch_seen_by_every_reader(tmp_path, client):
+    rng = np.random.default_rng(2)
+    docs = [Document(f"d{i}", f"text {i}", {}) for i in range(20)]
+    MilvusRetriever.create(client, "wv_v1", docs, rng.normal(size=(20, DIM)).astype(np.float32),
+                           IndexSpec("flat"), l2_normalize)
+    MilvusRetriever.create(client, "wv_v2", docs[:10], rng.normal(size=(10, DIM)).astype(np.float32),
+                           IndexSpec("flat"), l2_normalize)
+    assert alias_target(client, "whitevec") is None
+    point_alias(client, "whitevec", "wv_v1")
+    assert alias_target(client, "whitevec") == "wv_v1"
+    reader = MilvusRetriever(client, "whitevec", IndexSpec("flat"), DIM, DIM, l2_normalize)
+    assert reader.count() == 20
+    point_alias(client, "whitevec", "wv_v2")
+    assert alias_target(client, "whitevec") == "wv_v2" and reader.count() == 10
