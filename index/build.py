@@ -16,9 +16,10 @@ from whitevec.models.pipeline import l2_normalize
 from whitevec.models.whitening import Whitening, WhiteningParams, jl_dim
 
 from .faiss_index import IndexSpec, VectorIndex
+from .milvus import MilvusRetriever, collection_name
 from .store import Document, DocumentStore
-from .versions import (DOCS_FILE, INDEX_FILE, RAW_FILE, WHITENING_FILE, VersionStore, describe_parts,
-                       encoder_manifest)
+from .versions import (DOCS_FILE, INDEX_FILE, MILVUS_FILE, RAW_FILE, WHITENING_FILE, VersionStore, describe_parts,
+                       encoder_manifest, write_json_atomic)
 
 #: Below this many documents an approximate index (ivf, hnsw) is slower and less exact than flat.
 MIN_APPROX_VECTORS = 10_000
@@ -83,12 +84,20 @@ def build_version(
         spec, replaced = choose_spec(spec, len(documents), min_approx)
         if replaced:
             warnings.append(replaced)
-        vectors = l2_normalize(fit.transform(raw.vectors))
-        index = VectorIndex.build(vectors, spec, use_gpu=False)
         fit.save(tmp / WHITENING_FILE)
-        np.save(tmp / RAW_FILE, np.ascontiguousarray(raw.vectors, dtype=np.float32))
-        index.save(tmp / INDEX_FILE)
-        count = DocumentStore.write(tmp / DOCS_FILE, documents)
+        if versions.milvus is not None:
+            collection = collection_name(version)
+            retriever = MilvusRetriever.create(versions.milvus.client, collection, documents, raw.vectors, spec,
+                                               lambda r: l2_normalize(fit.transform(r)))
+            write_json_atomic(tmp / MILVUS_FILE, {"collection": collection})
+            spec, dim, count = retriever.spec, retriever.dim, len(documents)
+        else:
+            vectors = l2_normalize(fit.transform(raw.vectors))
+            index = VectorIndex.build(vectors, spec, use_gpu=False)
+            np.save(tmp / RAW_FILE, np.ascontiguousarray(raw.vectors, dtype=np.float32))
+            index.save(tmp / INDEX_FILE)
+            count = DocumentStore.write(tmp / DOCS_FILE, documents)
+            spec, dim = index.spec, index.dim
         for warning in warnings:
             log.warning(warning)
         manifest = {
@@ -97,9 +106,10 @@ def build_version(
             "build_seconds": round(time.time() - started, 3),
             "model": encoder_manifest(encoder),
             "whitening": {**fit.meta(), "output_dim": fit.output_dim(fit.params.dim)},
-            "index": {"spec": index.spec.to_dict(), "dim": index.dim, "count": index.count},
+            "backend": "milvus" if versions.milvus is not None else "faiss",
+            "index": {"spec": spec.to_dict(), "dim": dim, "count": count},
             "documents": {"count": count, "truncated": int(sum(raw.truncated))},
-            "n_vectors": index.count,
+            "n_vectors": count,
             "jl_dim": jl_dim(count),
             "warnings": warnings,
             "parts": describe_parts(tmp),
@@ -107,6 +117,8 @@ def build_version(
         versions.commit(version, tmp, manifest)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
+        if versions.milvus is not None and versions.milvus.client.has_collection(collection_name(version)):
+            versions.milvus.client.drop_collection(collection_name(version))
         raise
     log.info("built version %s: %d documents in %.1fs", version, count, manifest["build_seconds"])
     return BuildResult(version, manifest)

@@ -42,7 +42,7 @@ from whitevec.models.whitening import Whitening
 
 from .changes import CHANGES_FILE, ChangeLog
 from .faiss_index import IndexSpec, VectorIndex
-from .retriever import FaissRetriever
+from .retriever import FaissRetriever, Retriever
 from .store import DocumentStore
 
 log = logging.getLogger(__name__)
@@ -53,7 +53,9 @@ WHITENING_FILE = "whitening.npz"
 INDEX_FILE = "index.faiss"
 DOCS_FILE = "docs.sqlite"
 RAW_FILE = "raw.npy"  # float32 pooled vectors in document order: re-whitening without the model
+MILVUS_FILE = "milvus.json"  # names the version's Milvus collection (backend milvus)
 PARTS = (WHITENING_FILE, INDEX_FILE, DOCS_FILE)
+MILVUS_PARTS = (WHITENING_FILE, MILVUS_FILE)
 HISTORY_LIMIT = 100
 
 
@@ -75,7 +77,8 @@ def file_digest(path: Path) -> str:
 
 def describe_parts(folder: Path) -> dict:
     """Size and SHA-256 of each part, for the manifest."""
-    names = [*PARTS, *([RAW_FILE] if (folder / RAW_FILE).is_file() else [])]
+    required = MILVUS_PARTS if (folder / MILVUS_FILE).is_file() else PARTS
+    names = [*required, *([RAW_FILE] if (folder / RAW_FILE).is_file() else [])]
     return {name: {"bytes": (folder / name).stat().st_size, "sha256": file_digest(folder / name)} for name in names}
 
 
@@ -145,17 +148,40 @@ class Bundle:
     manifest: dict | None = None
     index: VectorIndex | None = None
     store: DocumentStore | None = None
-    retriever: FaissRetriever | None = None
+    retriever: Retriever | None = None
 
     @property
     def encoder(self) -> Encoder:
         return self.pipeline.encoder
 
 
+@dataclass
+class MilvusTarget:
+    """Where versions keep their index with the Milvus backend: a pymilvus client and the served alias."""
+
+    client: object
+    alias: str = "whitevec"
+
+
 class VersionStore:
-    def __init__(self, data_dir: Path) -> None:
+    def __init__(self, data_dir: Path, milvus: MilvusTarget | None = None) -> None:
         self.root = Path(data_dir) / "versions"
         self.root.mkdir(parents=True, exist_ok=True)
+        self.milvus = milvus
+
+    def collection(self, version: str) -> str | None:
+        """The Milvus collection of a version (None for a FAISS one)."""
+        path = self.folder(version) / MILVUS_FILE
+        return json.loads(path.read_text(encoding="utf-8"))["collection"] if path.is_file() else None
+
+    def _drop_index(self, version: str) -> None:
+        """Before a version folder is removed: drop its Milvus collection, if it has one."""
+        try:
+            name = self.collection(version)
+        except (OSError, ValueError, KeyError):
+            return
+        if name is not None and self.milvus is not None and self.milvus.client.has_collection(name):
+            self.milvus.client.drop_collection(name)
 
     @property
     def pointer(self) -> Path:
@@ -213,6 +239,11 @@ class VersionStore:
         history = [h for h in self.history() if h.get("version") != version]
         history.insert(0, {"version": version, "activated_at": now})
         write_json_atomic(self.pointer, {"version": version, "activated_at": now, "history": history[:HISTORY_LIMIT]})
+        name = self.collection(version)
+        if name is not None and self.milvus is not None:
+            from .milvus import point_alias
+
+            point_alias(self.milvus.client, self.milvus.alias, name)  # every replica flips with it
 
     def manifest(self, version: str) -> dict:
         return json.loads((self.folder(version) / MANIFEST).read_text(encoding="utf-8"))
@@ -231,6 +262,7 @@ class VersionStore:
         activated = {h["version"] for h in self.history()}
         for version in self.versions():
             if version not in activated:
+                self._drop_index(version)
                 shutil.rmtree(self.folder(version), ignore_errors=True)
                 removed.append(version)
         return removed
@@ -242,6 +274,7 @@ class VersionStore:
         kept = set(history[: max(keep, 2)]) | set(protect)
         doomed = [v for v in self.versions() if v not in kept]
         for version in doomed:
+            self._drop_index(version)
             shutil.rmtree(self.folder(version), ignore_errors=True)
         return doomed
 
@@ -256,7 +289,8 @@ class VersionStore:
         if parts is None:
             log.warning("version %s predates checksums; checking counts and dims only", version)
             return manifest
-        for name in dict.fromkeys([*PARTS, *parts]):  # the required parts, and the optional ones it lists
+        required = MILVUS_PARTS if manifest.get("backend") == "milvus" else PARTS
+        for name in dict.fromkeys([*required, *parts]):  # the required parts, and the optional ones it lists
             path, want = folder / name, parts.get(name)
             if want is None or not path.is_file():
                 raise VersionDamaged(f"version {version}: {name} is missing")
@@ -300,6 +334,8 @@ class VersionStore:
                     "rebuild the index with the current model"
                 )
         folder = self.folder(version)
+        if manifest.get("backend") == "milvus":
+            return self._load_milvus(version, manifest, encoder)
         try:
             whitening = Whitening.load(folder / WHITENING_FILE)
             pipeline = Pipeline(encoder, whitening)
@@ -318,6 +354,24 @@ class VersionStore:
             raise VersionDamaged(f"version {version}: {CHANGES_FILE} (its upserts and deletes) is unreadable ({exc}); "
                                  f"move it away to serve the version as built, without those changes") from exc
         return Bundle(pipeline, version, manifest, index, store, retriever)
+
+    def _load_milvus(self, version: str, manifest: dict, encoder: Encoder) -> Bundle:
+        from .milvus import MilvusRetriever
+
+        if self.milvus is None:
+            raise VersionDamaged(f"version {version} keeps its index in Milvus: set WHITEVEC_INDEX_BACKEND=milvus "
+                                 "and WHITEVEC_MILVUS_URI to serve it")
+        name = self.collection(version)
+        try:
+            whitening = Whitening.load(self.folder(version) / WHITENING_FILE)
+            pipeline = Pipeline(encoder, whitening)
+            if not self.milvus.client.has_collection(name):
+                raise VersionDamaged(f"version {version}: Milvus collection {name} is missing")
+            retriever = MilvusRetriever(self.milvus.client, name, IndexSpec(**manifest["index"]["spec"]),
+                                        manifest["index"]["dim"], encoder.dim, pipeline.postprocess)
+        except (OSError, ValueError, KeyError) as exc:
+            raise VersionDamaged(f"version {version} could not be loaded: {exc}") from exc
+        return Bundle(pipeline, version, manifest, None, None, retriever)
 
 
 def _check_consistent(version: str, manifest: dict, whitening: Whitening, index: VectorIndex,

@@ -23,8 +23,9 @@ from whitevec.index.build import BuildResult, build_version
 from whitevec.index.changes import CHANGES_FILE, Delta
 from whitevec.index.documents import check_documents
 from whitevec.index.faiss_index import IndexSpec
+from whitevec.index.retriever import FaissRetriever
 from whitevec.index.store import Document
-from whitevec.index.versions import RAW_FILE, Bundle, DataDirLock, VersionStore
+from whitevec.index.versions import RAW_FILE, Bundle, DataDirLock, MilvusTarget, VersionStore
 from whitevec.models.encoder import Encoder
 from whitevec.models.errors import WhitevecError
 from whitevec.models.loader import bundled_model_dir
@@ -50,7 +51,7 @@ class Runtime:
         self.settings = settings
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         settings.import_dir.mkdir(parents=True, exist_ok=True)
-        self.versions = VersionStore(settings.data_dir)
+        self.versions = VersionStore(settings.data_dir, milvus=self._milvus_target(settings))
         self._lock = DataDirLock(settings.data_dir)
         self.jobs = JobRunner(settings.data_dir / "jobs.sqlite")
         self.metrics = Metrics()
@@ -71,6 +72,18 @@ class Runtime:
         self._change_lock = threading.RLock()
         self.training_command = [sys.executable, "-m", "whitevec.models.training"]  # + the job's config file
 
+    @staticmethod
+    def _milvus_target(settings: Settings) -> MilvusTarget | None:
+        if settings.index_backend != "milvus":
+            return None
+        try:
+            from pymilvus import MilvusClient
+        except ImportError as exc:
+            raise WhitevecError("WHITEVEC_INDEX_BACKEND=milvus needs pymilvus (and milvus-lite for a file URI): "
+                                "pip install 'whitevec[milvus]'") from exc
+        uri = settings.milvus_uri or str(settings.data_dir.resolve() / "milvus.db")
+        return MilvusTarget(MilvusClient(uri), settings.milvus_alias)
+
     # --- the data dir ----------------------------------------------------------------------
 
     def lock(self, what: str = "a whitevec server") -> None:
@@ -78,6 +91,8 @@ class Runtime:
         self._lock.acquire(what)
 
     def unlock(self) -> None:
+        if self.versions.milvus is not None:
+            self.versions.milvus.client.close()  # Milvus Lite: lets the next process open the file
         self._lock.release()
 
     def announce_token(self) -> None:
@@ -197,9 +212,15 @@ class Runtime:
         b = self.bundle
         if b is None:
             return "loading"
-        index = (f"{b.index.spec.type} index of {b.retriever.count()} documents on {b.index.device}"
-                 if b.index and b.retriever else "no index")
+        index = (f"{b.retriever.spec.type} index of {b.retriever.count()} documents on {self.index_device(b)}"
+                 if b.retriever else "no index")
         return f"model {b.encoder.identity.name} ({b.encoder.pooling.mode}) on {b.encoder.device}, {index}"
+
+    @staticmethod
+    def index_device(bundle: Bundle) -> str | None:
+        if bundle.retriever is None:
+            return None
+        return bundle.index.device if bundle.index is not None else "milvus"
 
     def require_bundle(self) -> Bundle:
         if self.bundle is None:
@@ -226,7 +247,7 @@ class Runtime:
 
     def ready_report(self) -> dict:
         bundle = self.require_bundle()
-        enc, index, w = bundle.encoder, bundle.index, bundle.pipeline.whitening
+        enc, r, w = bundle.encoder, bundle.retriever, bundle.pipeline.whitening
         s = self.settings
         return {
             "status": "ready" if self.refused is None else "degraded",
@@ -245,10 +266,10 @@ class Runtime:
                        "max_body_bytes": s.max_body_bytes, "max_nprobe": s.max_nprobe,
                        "max_ef_search": s.max_ef_search},
             "index": {
-                "loaded": index is not None,
-                "type": index.spec.type if index else None,
-                "spec": index.spec.to_dict() if index else None,
-                "device": index.device if index else None,
+                "loaded": r is not None,
+                "type": r.spec.type if r else None,
+                "spec": r.spec.to_dict() if r else None,
+                "device": self.index_device(bundle),
                 "count": bundle.retriever.count() if bundle.retriever else 0,
                 "pending_changes": bundle.retriever.pending_changes() if bundle.retriever else 0,
             },
@@ -305,7 +326,13 @@ class Runtime:
     def _changes_report(self, version: str, manifest: dict) -> dict:
         """Upserts and deletes logged to a version since its build, and its live document count."""
         bundle = self.bundle
-        if bundle is not None and bundle.version == version and bundle.retriever is not None:
+        if manifest.get("backend") == "milvus":  # changed in place in its collection; Milvus compacts it
+            name, milvus = self.versions.collection(version), self.versions.milvus
+            if milvus is None or not milvus.client.has_collection(name):
+                return {"damaged": f"Milvus collection {name} is not reachable with WHITEVEC_MILVUS_URI"}
+            found = milvus.client.query(name, filter="", output_fields=["count(*)"])
+            return {"live_documents": int(found[0]["count(*)"])}
+        if bundle is not None and bundle.version == version and isinstance(bundle.retriever, FaissRetriever):
             r = bundle.retriever
             return {"added": len(r.delta.keys), "gone": r.delta.n_gone, "live_documents": r.count()}
         built = manifest.get("documents", {}).get("count") or 0
@@ -353,7 +380,10 @@ class Runtime:
         return spec
 
     def check_raw_vectors(self, bundle: Bundle) -> None:
-        """reencode: false needs the version's stored raw vectors (versions built since they are stored)."""
+        """reencode: false needs the version's stored raw vectors (versions built since they are stored;
+        a Milvus version keeps them in its collection)."""
+        if bundle.index is None and bundle.retriever is not None:
+            return
         if bundle.version is None or not (self.versions.folder(bundle.version) / RAW_FILE).is_file():
             raise Conflict(f"version {bundle.version} has no stored raw vectors (it was built before whitevec kept "
                            "them): rebuild it once with reencode: true, after which reencode: false works")
@@ -369,8 +399,9 @@ class Runtime:
         if bundle.retriever is None:
             raise RuntimeError("there is no index to rebuild from; build one first")
         with self._change_lock:  # documents and snapshot from the same moment
-            since = Snapshot(bundle, bundle.retriever.delta)
-            docs, raw = bundle.retriever.documents(self.raw_vectors(bundle) if with_raw else None)
+            since = Snapshot(bundle, getattr(bundle.retriever, "delta", None))
+            base_raw = self.raw_vectors(bundle) if with_raw and bundle.index is not None else None
+            docs, raw = bundle.retriever.documents(base_raw)
         return docs, raw, since
 
     def rewhiten(self, ctx: JobContext | None, whitening: WhiteningParams, spec: IndexSpec) -> dict:
@@ -392,7 +423,7 @@ class Runtime:
         encoded with the served model and transformed with the served whitening (no refit), then logged
         to the version's changes.sqlite and swapped into the view searches read (never half a change).
         O(change), not O(corpus); once the pending changes pass WHITEVEC_COMPACT_CHANGES (and a quarter
-        of the built corpus) they are folded into a new version from the stored raw vectors."""
+        of the corpus) they are folded into a new version from the stored raw vectors."""
         with self._change_lock:
             bundle = self.require_bundle()
             retriever = bundle.retriever
@@ -410,7 +441,8 @@ class Runtime:
                    else np.zeros((0, bundle.encoder.dim), np.float32))
             done = retriever.change(upserts, raw, deletes)
             version = bundle.version
-            if (retriever.pending_changes() > max(self.settings.compact_changes, retriever.base_count // 4)
+            pending = retriever.pending_changes()  # 0 for Milvus, which compacts its own segments
+            if (pending > self.settings.compact_changes and pending > retriever.count() // 4
                     and not self.jobs.counts().get("running")):  # a running rebuild carries them over instead
                 version = self.compact(bundle)
             return {"version": version, "missing": done.missing, "deleted": done.deleted, "upserted": done.upserted}
@@ -429,8 +461,8 @@ class Runtime:
     def _carry_over(self, since: Snapshot, new: Bundle) -> None:
         """Apply to `new` the changes committed to `since.bundle` after `since.delta` was read."""
         old, was = since.bundle, since.delta
-        if old.retriever is None or new.retriever is None:
-            return
+        if was is None or not isinstance(old.retriever, FaissRetriever) or new.retriever is None:
+            return  # Milvus: changes go to the served collection; a rebuild reads it when it starts
         now = old.retriever.delta
         if now is was:
             return
@@ -599,7 +631,7 @@ class Snapshot:
     """The served version and its change view at the moment a rebuild read the corpus."""
 
     bundle: Bundle
-    delta: Delta
+    delta: Delta | None  # None for a backend without a change log (Milvus)
 
 
 def _job_result(result: BuildResult) -> dict:

@@ -33,6 +33,13 @@ class Settings(BaseSettings):
     whiten_gamma: float = Field(0.0, ge=0, le=1, description="Default γ for rebuilds (variance equalisation).")
     whiten_dim: int | None = Field(None, ge=1, description="Default kept dims for rebuilds; none: all.")
     index_type: str = Field("flat", description="Default index type for rebuilds: flat, ivf or hnsw.")
+    index_backend: Literal["faiss", "milvus"] = Field(
+        "faiss", description="Where versions keep their index: faiss (embedded, in the data dir) or milvus "
+        "(one collection per version, served through an alias; see WHITEVEC_MILVUS_URI).")
+    milvus_uri: str | None = Field(None, description="With the milvus backend: a local file path (embedded "
+                                   "Milvus Lite) or http://host:19530 (Milvus standalone or cluster); "
+                                   "default DATA_DIR/milvus.db.")
+    milvus_alias: str = Field("whitevec", description="The Milvus alias that names the served version's collection.")
 
     max_batch: int = Field(32, ge=1, description="Most texts the batcher sends to the model at once.")
     max_batch_tokens: int = Field(8192, ge=1, description="Most padded tokens (rows × longest row) in one model "
@@ -49,8 +56,8 @@ class Settings(BaseSettings):
     max_nprobe: int = Field(2048, ge=1, description="Largest per-request `nprobe` on /search (ivf).")
     max_ef_search: int = Field(4096, ge=1, description="Largest per-request `ef_search` on /search (hnsw).")
     compact_changes: int = Field(10_000, ge=1, description="Upserted + deleted documents held in a version's change "
-                                 "log before they are folded into a new version (also at least a quarter of the "
-                                 "built corpus): searches over the log are exact and grow with it.")
+                                 "log before they are folded into a new version (also more than a quarter of the "
+                                 "corpus): searches over the log are exact and grow with it.")
     min_approx_vectors: int = Field(10_000, ge=1, description="Below this many documents a rebuild asking for "
                                     "ivf or hnsw builds flat (exact and faster at that size), with a warning.")
 
