@@ -9,7 +9,9 @@ COPY pyproject.toml README.md ./
 COPY models ./models
 COPY index ./index
 COPY service ./service
-RUN pip install .
+# EXTRAS="[milvus]" for the Milvus backend (docker-compose's milvus profile), "[milvus,ray]" to add Ray.
+ARG EXTRAS=""
+RUN pip install ".${EXTRAS}"
 EXPOSE 8000
 VOLUME ["/data"]
 ENV WHITEVEC_DATA_DIR=/data

@@ -9,6 +9,9 @@
     data_dir/versions/ACTIVE                    {"version", "activated_at", "history": [...]}
     data_dir/.lock                              held by the one process using the data dir
 
+`versions/` lies in WHITEVEC_BUNDLE_DIR when one is set (default: the data dir); replicas on
+the Milvus backend share that folder, each keeping its own locked data dir.
+
 A version is written under `.tmp-<version>`, fsynced, renamed into place, and only
 then named by ACTIVE, which is replaced atomically (temp file, fsync, os.replace).
 A crash at any moment therefore leaves the previous version active and whole.
@@ -33,7 +36,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from whitevec.models.encoder import Encoder
+import torch
+
+from whitevec.models.encoder import Encoder, default_device
 from whitevec.models.engines import EQUIVALENT
 from whitevec.models.errors import ModelFolderError, WhitevecError
 from whitevec.models.files import fsync_path
@@ -57,6 +62,8 @@ MILVUS_FILE = "milvus.json"  # names the version's Milvus collection (backend mi
 PARTS = (WHITENING_FILE, INDEX_FILE, DOCS_FILE)
 MILVUS_PARTS = (WHITENING_FILE, MILVUS_FILE)
 HISTORY_LIMIT = 100
+#: In a shared bundle dir, leftovers younger than this may be another replica's build in progress.
+SHARED_STALE_S = 24 * 3600
 
 
 class VersionDamaged(WhitevecError):
@@ -164,10 +171,21 @@ class MilvusTarget:
 
 
 class VersionStore:
-    def __init__(self, data_dir: Path, milvus: MilvusTarget | None = None) -> None:
-        self.root = Path(data_dir) / "versions"
+    def __init__(self, bundle_dir: Path, milvus: MilvusTarget | None = None, shared: bool = False) -> None:
+        self.root = Path(bundle_dir) / "versions"
         self.root.mkdir(parents=True, exist_ok=True)
         self.milvus = milvus
+        self.shared = shared  # other processes write here too: cleanup leaves their fresh work alone
+
+    def version_of(self, collection: str) -> str | None:
+        """The kept version whose index is `collection` (the one an alias names), if any."""
+        for version in reversed(self.versions()):
+            try:
+                if self.collection(version) == collection:
+                    return version
+            except (OSError, ValueError, KeyError):
+                continue
+        return None
 
     def collection(self, version: str) -> str | None:
         """The Milvus collection of a version (None for a FAISS one)."""
@@ -250,9 +268,12 @@ class VersionStore:
 
     def cleanup_partial(self) -> list[str]:
         """At start (data dir locked): remove what a crashed rebuild left behind — temp folders
-        and files, and complete versions that were never activated. Returns what was removed."""
+        and files, and complete versions that were never activated (in a shared bundle dir, only those
+        older than a day). Returns what was removed."""
         removed = []
         for path in self.root.iterdir():
+            if not self.stale(path):
+                continue
             if path.name.startswith(".tmp-"):
                 shutil.rmtree(path, ignore_errors=True)
                 removed.append(path.name)
@@ -261,17 +282,28 @@ class VersionStore:
                 removed.append(path.name)
         activated = {h["version"] for h in self.history()}
         for version in self.versions():
-            if version not in activated:
+            if version not in activated and self.stale(self.folder(version)):
                 self._drop_index(version)
                 shutil.rmtree(self.folder(version), ignore_errors=True)
                 removed.append(version)
         return removed
+
+    def stale(self, path: Path) -> bool:
+        """Removable as a leftover: always in a private bundle dir; in a shared one only when older than
+        SHARED_STALE_S, since a younger one may be another replica's build about to be activated."""
+        if not self.shared:
+            return True
+        try:
+            return path.stat().st_mtime <= time.time() - SHARED_STALE_S
+        except FileNotFoundError:  # another replica removed it meanwhile
+            return False
 
     def prune(self, keep: int, protect: set[str] | frozenset[str] = frozenset()) -> list[str]:
         """Keep the `keep` most recently activated versions (always the active and the previously
         active one, and any in `protect`); delete the rest, never-activated ones first."""
         history = [h["version"] for h in self.history() if (self.folder(h["version"]) / MANIFEST).is_file()]
         kept = set(history[: max(keep, 2)]) | set(protect)
+        kept |= {v for v in self.versions() if v not in history and not self.stale(self.folder(v))}
         doomed = [v for v in self.versions() if v not in kept]
         for version in doomed:
             self._drop_index(version)
@@ -317,6 +349,8 @@ class VersionStore:
         manifest = self.verify_files(version) if checksums else self.manifest(version)
         model = {"engine": "torch", **manifest["model"]}  # versions from before engines: torch
         use = model["engine"]
+        if engine == "auto":  # resolved as the Encoder resolves it
+            engine = "onnx" if torch.device(device or default_device()).type == "cpu" else "torch"
         if engine is not None and engine != use:
             if EQUIVALENT.get(engine) == EQUIVALENT.get(use):
                 use = engine

@@ -399,9 +399,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await runtime.batcher.start()
             runtime.announce_token()
             loading = asyncio.create_task(asyncio.to_thread(runtime.load))  # /healthz answers meanwhile
+            runtime.start_following()  # milvus backend: versions other replicas activate
             try:
                 yield
             finally:
+                await asyncio.to_thread(runtime.stop_following)
                 try:
                     await loading
                 except Exception:  # already logged and reported by /readyz

@@ -71,14 +71,24 @@ def _index_args(p: argparse.ArgumentParser) -> None:
         p.add_argument(f"--{name}", type=int, default=None, help="index parameter (default: from corpus size)")
 
 
-def _build(rt, args: argparse.Namespace, documents, encoder=None) -> dict:
+def _build(rt, args: argparse.Namespace, documents, encoder=None, path: Path | None = None) -> dict:
     from whitevec.index.documents import check_documents
 
     check_documents(documents, rt.settings.max_documents)
     spec = rt.index_spec({"type": args.index_type, "nlist": args.nlist, "nprobe": args.nprobe, "m": args.m,
                           "ef_construction": args.ef_construction, "ef_search": args.ef_search})
     params = rt.whitening_params(args.beta, args.gamma, args.dim)
-    return rt.rebuild(None, documents, params, spec, encoder=encoder, progress_bar=True)
+    raw = None
+    if getattr(args, "ray", None) is not None:
+        from tqdm import tqdm
+        from whitevec.index.distributed import ray_encode
+
+        encoder = encoder or rt.require_bundle().encoder
+        rt.check_whitening_dim(params, encoder)
+        with tqdm(total=len(documents), desc=f"encoding on Ray ({args.ray})", unit="doc") as bar:
+            raw = ray_encode(path, documents, encoder, args.ray, args.ray_workers,
+                             on_progress=lambda done, total: bar.update(done - bar.n))
+    return rt.rebuild(None, documents, params, spec, encoder=encoder, progress_bar=True, raw_vectors=raw)
 
 
 def cmd_index_build(args: argparse.Namespace) -> int:
@@ -97,7 +107,7 @@ def cmd_index_build(args: argparse.Namespace) -> int:
         else:
             rt.load()
             encoder = None
-        result = _build(rt, args, documents, encoder)
+        result = _build(rt, args, documents, encoder, path)
     finally:
         rt.unlock()
     print(json.dumps(result, indent=2))
@@ -229,6 +239,11 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument("--data-dir", default=None)
     _add_model_args(build)
     _index_args(build)
+    build.add_argument("--ray", default=None, metavar="ADDRESS",
+                       help="encode on a Ray cluster: 'local' starts one here, 'auto' joins the one running here, "
+                            "or ray://host:10001; FILE and the model folder must be at the same paths on its nodes")
+    build.add_argument("--ray-workers", type=int, default=None,
+                       help="encoder actors on Ray (default: one per GPU, else one per CPU)")
     build.set_defaults(func=cmd_index_build)
 
     tr = sub.add_parser("train", help="AM-Softmax fine-tuning (the same as POST /admin/train, in the shell)")

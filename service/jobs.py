@@ -2,9 +2,12 @@
 
 One worker thread runs jobs in submission order, so a rebuild and a training
 never compete for the CPU or race to swap the served version. Records survive
-restarts; a job found `running` or `queued` when the runner starts (the data dir
-is locked by then, so no other process owns them) is marked failed with why.
-A queued job that is cancelled is `cancelled` at once and never runs.
+restarts; a job found `running` or `queued` when the runner starts is marked
+failed with why. Several replicas may share one database (WHITEVEC_JOBS_DB):
+each record names the replica that runs it, and a replica that starts fails only
+its own unfinished jobs and cancels only its own (its data dir is locked by then,
+so no other process is that replica). A queued job that is cancelled is
+`cancelled` at once and never runs.
 """
 
 from __future__ import annotations
@@ -80,16 +83,22 @@ class JobContext:
 JobFn = Callable[[JobContext], dict]
 
 
+COLUMNS = "id, kind, state, done, total, created_at, started_at, finished_at, error, result, detail, owner"
+
+
 class JobRunner:
-    def __init__(self, db_path: Path) -> None:
-        self._db = sqlite3.connect(db_path, check_same_thread=False, timeout=10)
+    def __init__(self, db_path: Path, owner: str = "local") -> None:
+        self.owner = owner
+        self._db = sqlite3.connect(db_path, check_same_thread=False, timeout=30)
         self._lock = threading.Lock()
         with self._lock, self._db:
             self._db.execute("""CREATE TABLE IF NOT EXISTS jobs (
                 id TEXT PRIMARY KEY, kind TEXT NOT NULL, state TEXT NOT NULL,
                 done INTEGER NOT NULL DEFAULT 0, total INTEGER NOT NULL DEFAULT 0,
                 created_at REAL NOT NULL, started_at REAL, finished_at REAL,
-                error TEXT, result TEXT, detail TEXT NOT NULL DEFAULT '{}')""")
+                error TEXT, result TEXT, detail TEXT NOT NULL DEFAULT '{}', owner TEXT)""")
+            if "owner" not in {r[1] for r in self._db.execute("PRAGMA table_info(jobs)")}:  # before replicas
+                self._db.execute("ALTER TABLE jobs ADD COLUMN owner TEXT")
         self._queue: queue.Queue[tuple[str, JobFn] | None] = queue.Queue()
         self._contexts: dict[str, JobContext] = {}
         self._live: dict[str, dict] = {}
@@ -101,11 +110,11 @@ class JobRunner:
         """Mark what a stopped process left running or queued as failed, then start the worker.
         Call only while holding the data dir's lock."""
         with self._lock, self._db:
-            now = time.time()
-            self._db.execute("UPDATE jobs SET state='failed', finished_at=?, error=? WHERE state='running'",
-                             (now, "the server stopped while this job was running; submit it again"))
-            self._db.execute("UPDATE jobs SET state='failed', finished_at=?, error=? WHERE state='queued'",
-                             (now, "the server stopped before this job started; submit it again"))
+            now, mine = time.time(), "(owner=? OR owner IS NULL)"
+            self._db.execute(f"UPDATE jobs SET state='failed', finished_at=?, error=? WHERE state='running' AND {mine}",
+                             (now, "the server stopped while this job was running; submit it again", self.owner))
+            self._db.execute(f"UPDATE jobs SET state='failed', finished_at=?, error=? WHERE state='queued' AND {mine}",
+                             (now, "the server stopped before this job started; submit it again", self.owner))
         self._thread = threading.Thread(target=self._work, name="whitevec-jobs", daemon=True)
         self._thread.start()
 
@@ -125,8 +134,8 @@ class JobRunner:
     def submit(self, kind: str, fn: JobFn, total: int = 0) -> str:
         job_id = uuid.uuid4().hex[:16]
         with self._lock, self._db:
-            self._db.execute("INSERT INTO jobs (id, kind, state, total, created_at) VALUES (?, ?, 'queued', ?, ?)",
-                             (job_id, kind, total, time.time()))
+            self._db.execute("INSERT INTO jobs (id, kind, state, total, created_at, owner) "
+                             "VALUES (?, ?, 'queued', ?, ?, ?)", (job_id, kind, total, time.time(), self.owner))
         self._contexts[job_id] = JobContext(self, job_id)
         self._live[job_id] = {"done": 0, "total": total, "detail": {}}
         self._queue.put((job_id, fn))
@@ -164,7 +173,7 @@ class JobRunner:
         self._live.pop(job_id, None)
 
     def _row_to_dict(self, row: tuple) -> dict:
-        (job_id, kind, state, done, total, created, started, finished, error, result, detail) = row
+        (job_id, kind, state, done, total, created, started, finished, error, result, detail, owner) = row
         live = self._live.get(job_id)
         if live is not None and state == "running":
             done, total, detail_obj = live["done"], live["total"], dict(live["detail"])
@@ -175,24 +184,28 @@ class JobRunner:
             "progress": {"done": done, "total": total, "phase": detail_obj.get("phase")},
             "created_at": _iso(created), "started_at": _iso(started), "finished_at": _iso(finished),
             "error": error, "result": json.loads(result) if result else None, "detail": detail_obj,
+            "replica": owner,
         }
 
     def get(self, job_id: str) -> dict:
         with self._lock:
-            row = self._db.execute("SELECT * FROM jobs WHERE id=?", (job_id,)).fetchone()
+            row = self._db.execute(f"SELECT {COLUMNS} FROM jobs WHERE id=?", (job_id,)).fetchone()
         if row is None:
             raise UnknownJob(job_id)
         return self._row_to_dict(row)
 
     def list(self, limit: int = 100) -> list[dict]:
         with self._lock:
-            rows = self._db.execute("SELECT * FROM jobs ORDER BY created_at DESC LIMIT ?", (limit,)).fetchall()
+            rows = self._db.execute(f"SELECT {COLUMNS} FROM jobs ORDER BY created_at DESC LIMIT ?",
+                                    (limit,)).fetchall()
         return [self._row_to_dict(r) for r in rows]
 
     def cancel(self, job_id: str) -> dict:
         job = self.get(job_id)
         if job["state"] in FINAL:
             raise JobNotCancellable(f"job {job_id} already {job['state']}; nothing to cancel")
+        if job["replica"] not in (self.owner, None):
+            raise JobNotCancellable(f"job {job_id} runs on replica {job['replica']}; cancel it there")
         with self._transition:
             ctx = self._contexts.get(job_id)
             if ctx is not None:

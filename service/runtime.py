@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
 import re
 import secrets
 import shutil
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -23,6 +25,7 @@ from whitevec.index.build import BuildResult, build_version
 from whitevec.index.changes import CHANGES_FILE, Delta
 from whitevec.index.documents import check_documents
 from whitevec.index.faiss_index import IndexSpec
+from whitevec.index.milvus import alias_target
 from whitevec.index.retriever import FaissRetriever
 from whitevec.index.store import Document
 from whitevec.index.versions import RAW_FILE, Bundle, DataDirLock, MilvusTarget, VersionStore
@@ -51,9 +54,11 @@ class Runtime:
         self.settings = settings
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         settings.import_dir.mkdir(parents=True, exist_ok=True)
-        self.versions = VersionStore(settings.data_dir, milvus=self._milvus_target(settings))
+        settings.bundles.mkdir(parents=True, exist_ok=True)
+        self.versions = VersionStore(settings.bundles, milvus=self._milvus_target(settings),
+                                     shared=settings.bundle_dir is not None)
         self._lock = DataDirLock(settings.data_dir)
-        self.jobs = JobRunner(settings.data_dir / "jobs.sqlite")
+        self.jobs = JobRunner(self._jobs_db(settings), owner=settings.replica_name or self._default_replica(settings))
         self.metrics = Metrics()
         self.batcher = Batcher(settings.max_batch, settings.max_batch_tokens, settings.max_queue_tokens,
                                on_batch=self.metrics.batch_size.observe)
@@ -71,6 +76,28 @@ class Runtime:
         # when it commits, and a rebuild's activation carries over what was committed while it ran.
         self._change_lock = threading.RLock()
         self.training_command = [sys.executable, "-m", "whitevec.models.training"]  # + the job's config file
+        self._follow_stop = threading.Event()
+        self._follower: threading.Thread | None = None
+        self._alias_unknown: str | None = None  # logged once
+
+    @staticmethod
+    def _default_replica(settings: Settings) -> str:
+        """Host name and a digest of the data dir: unique per replica, without showing the path in job records."""
+        digest = hashlib.sha256(str(settings.data_dir.resolve()).encode()).hexdigest()[:8]
+        return f"{socket.gethostname()}-{digest}"
+
+    @staticmethod
+    def _jobs_db(settings: Settings) -> Path:
+        if settings.jobs_db is None:
+            return settings.data_dir / "jobs.sqlite"
+        scheme = re.match(r"^([A-Za-z][A-Za-z0-9+.-]*)://", settings.jobs_db)
+        if scheme:  # the URL itself may hold a password: never repeat it
+            raise WhitevecError(f"WHITEVEC_JOBS_DB: {scheme.group(1)} URLs are not supported yet (Postgres job "
+                                "records are not implemented); give a SQLite file path, on a shared filesystem "
+                                "for several replicas")
+        path = Path(settings.jobs_db)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return path
 
     @staticmethod
     def _milvus_target(settings: Settings) -> MilvusTarget | None:
@@ -81,7 +108,7 @@ class Runtime:
         except ImportError as exc:
             raise WhitevecError("WHITEVEC_INDEX_BACKEND=milvus needs pymilvus (and milvus-lite for a file URI): "
                                 "pip install 'whitevec[milvus]'") from exc
-        uri = settings.milvus_uri or str(settings.data_dir.resolve() / "milvus.db")
+        uri = settings.milvus_uri or str(settings.bundles.resolve() / "milvus.db")
         return MilvusTarget(MilvusClient(uri), settings.milvus_alias)
 
     # --- the data dir ----------------------------------------------------------------------
@@ -108,17 +135,18 @@ class Runtime:
         if removed:
             log.info("removed leftovers of interrupted rebuilds: %s", ", ".join(removed))
         shutil.rmtree(self.settings.data_dir / "training", ignore_errors=True)
-        models = self.settings.data_dir / "models"
+        models = self.settings.bundles / "models"
         if models.is_dir():
             for path in models.iterdir():
-                if path.name.startswith((".tmp-", ".old-")):
+                if path.name.startswith((".tmp-", ".old-")) and self.versions.stale(path):
                     shutil.rmtree(path, ignore_errors=True)
         self.prune_models()
 
     def prune_models(self) -> list[str]:
-        """Delete fine-tuned folders in DATA_DIR/models that no kept version uses, past the newest keep_models.
-        Only folders whitevec wrote (they hold a report.json) are candidates; a user's own folder is never touched."""
-        models = self.settings.data_dir / "models"
+        """Delete fine-tuned folders in BUNDLE_DIR/models that no kept version uses, past the newest keep_models.
+        Only folders whitevec wrote (they hold a report.json) are candidates; a user's own folder is never
+        touched; in a shared bundle dir, neither is one younger than a day (another replica's, not yet built)."""
+        models = self.settings.bundles / "models"
         if not models.is_dir():
             return []
         used = set()
@@ -132,7 +160,7 @@ class Runtime:
         unused = sorted((p for p in models.iterdir() if p.is_dir() and not p.name.startswith(".")
                          and (p / "report.json").is_file() and p.resolve() not in used),
                         key=lambda p: p.stat().st_mtime, reverse=True)
-        doomed = unused[self.settings.keep_models:]
+        doomed = [p for p in unused[self.settings.keep_models:] if self.versions.stale(p)]
         for path in doomed:
             shutil.rmtree(path, ignore_errors=True)
         if doomed:
@@ -241,7 +269,8 @@ class Runtime:
         if path == bundled_model_dir().resolve():
             return "bundled"
         try:
-            return "data dir: " + str(path.relative_to(self.settings.data_dir.resolve()))
+            where = "bundle dir: " if self.settings.bundle_dir is not None else "data dir: "
+            return where + str(path.relative_to(self.settings.bundles.resolve()))
         except ValueError:
             return "model folder " + path.name
 
@@ -353,6 +382,55 @@ class Runtime:
         if version not in self.versions.versions():
             raise KeyError(version)
         return self.activate(version, self.bundle.encoder if self.bundle is not None else None)
+
+    # --- replicas (milvus backend) ---------------------------------------------------------
+
+    def follow_alias(self) -> str | None:
+        """When the Milvus alias names another version's collection (another replica activated it), load
+        that version's model and whitening, then serve them: never this model against another's index.
+        Returns the version switched to, if any."""
+        milvus, bundle = self.versions.milvus, self.bundle
+        if milvus is None or bundle is None:
+            return None
+        target = alias_target(milvus.client, milvus.alias)
+        if target is None or (bundle.version is not None and self.versions.collection(bundle.version) == target):
+            return None
+        version = self.versions.version_of(target)
+        if version is None:
+            if self._alias_unknown != target:
+                self._alias_unknown = target
+                log.error("the Milvus alias %s names collection %s, which no version in %s describes: give every "
+                          "replica the same WHITEVEC_BUNDLE_DIR", milvus.alias, target, self.versions.root)
+            return None
+        new = self.versions.load(version, encoder=bundle.encoder, device=self.settings.device,
+                                 use_gpu=self.settings.use_gpu_index, engine=bundle.encoder.engine,
+                                 engine_cache=self.settings.engine_cache)
+        with self._change_lock:
+            self.bundle, self.refused = new, None
+        log.info("another replica activated version %s; serving it: %s", version, self.describe())
+        return version
+
+    def start_following(self) -> None:
+        """With the Milvus backend: poll the alias every WHITEVEC_ALIAS_POLL_S seconds."""
+        if self.versions.milvus is None:
+            return
+        self._follow_stop.clear()
+        self._follower = threading.Thread(target=self._follow, name="whitevec-alias", daemon=True)
+        self._follower.start()
+
+    def stop_following(self) -> None:
+        self._follow_stop.set()
+        if self._follower is not None:
+            self._follower.join(timeout=30)
+            self._follower = None
+
+    def _follow(self) -> None:
+        while not self._follow_stop.wait(self.settings.alias_poll_s):
+            try:
+                self.follow_alias()
+            except Exception as exc:  # noqa: BLE001 - Milvus unreachable, a damaged version: keep serving
+                log.warning("could not follow the Milvus alias (serving %s meanwhile): %s",
+                            self.bundle.version if self.bundle else None, exc)
 
     # --- rebuilds --------------------------------------------------------------------------
 
@@ -496,9 +574,10 @@ class Runtime:
 
     def rebuild(self, ctx: JobContext | None, documents: list[Document], whitening: WhiteningParams,
                 spec: IndexSpec, encoder: Encoder | None = None, progress_bar: bool = False,
-                since: Snapshot | None = None) -> dict:
+                since: Snapshot | None = None, raw_vectors: np.ndarray | None = None) -> dict:
         """Encode with `encoder`, or the model served when this runs, fit, index, write a version, swap it in.
-        `since`: the served corpus was read at that snapshot (merge, new model): later changes carry over."""
+        `since`: the served corpus was read at that snapshot (merge, new model): later changes carry over.
+        `raw_vectors`: the documents' pooled vectors by this encoder, already encoded (on a Ray cluster)."""
         encoder = encoder or self.require_bundle().encoder
         self.check_whitening_dim(whitening, encoder)
 
@@ -508,7 +587,7 @@ class Runtime:
                 ctx.progress(done, total, phase="encoding")
 
         result = build_version(self.versions, encoder, documents, whitening, spec, on_progress, progress_bar,
-                               min_approx=self.settings.min_approx_vectors)
+                               min_approx=self.settings.min_approx_vectors, raw_vectors=raw_vectors)
         if ctx is not None:
             ctx.check_cancelled()
         self.activate(result.version, encoder, just_built=True, since=since)
@@ -518,7 +597,7 @@ class Runtime:
 
     def model_output_dir(self, name: str | None, base: str | None = None) -> Path:
         """Where a fine-tune is written: `name`, or a bounded unique name from the served model's base name."""
-        models = self.settings.data_dir / "models"
+        models = self.settings.bundles / "models"
         if name is not None:
             out = models / name
             if out.exists():

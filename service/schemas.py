@@ -192,6 +192,8 @@ class JobOut(BaseModel):
     error: str | None
     result: dict[str, Any] | None
     detail: dict[str, Any] = Field(default_factory=dict, description="Live figures (e.g. training loss).")
+    replica: str | None = Field(None, description="The replica that runs the job (WHITEVEC_REPLICA_NAME); with a "
+                                "shared WHITEVEC_JOBS_DB, cancel it there.")
 
 
 class ExampleIn(Strict):

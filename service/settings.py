@@ -40,6 +40,18 @@ class Settings(BaseSettings):
                                    "Milvus Lite) or http://host:19530 (Milvus standalone or cluster); "
                                    "default DATA_DIR/milvus.db.")
     milvus_alias: str = Field("whitevec", description="The Milvus alias that names the served version's collection.")
+    alias_poll_s: float = Field(2.0, gt=0, description="With the milvus backend: how often a replica checks the "
+                                "alias; when another replica has switched it, this one loads that version's model "
+                                "and whitening, then serves them (never vectors of one model against another's index).")
+    bundle_dir: Path | None = Field(None, description="Where versions (model reference, whitening, index parts, "
+                                    "the active pointer) and fine-tuned models live; none: DATA_DIR. Replicas "
+                                    "behind one load balancer (milvus backend) point it at one shared folder "
+                                    "and keep a DATA_DIR each.")
+    jobs_db: str | None = Field(None, description="Job records: a SQLite file path, which replicas may share on a "
+                                "shared filesystem (each restarts only its own unfinished jobs); none: "
+                                "DATA_DIR/jobs.sqlite. Postgres URLs are refused: not implemented yet.")
+    replica_name: str | None = Field(None, description="This replica's name in shared job records; none: "
+                                     "host name and DATA_DIR.")
 
     max_batch: int = Field(32, ge=1, description="Most texts the batcher sends to the model at once.")
     max_batch_tokens: int = Field(8192, ge=1, description="Most padded tokens (rows × longest row) in one model "
@@ -70,6 +82,11 @@ class Settings(BaseSettings):
                              "used by kept versions (the newest ones).")
     train_threads: int = Field(max(1, (os.cpu_count() or 2) // 2), ge=1,
                                description="Torch threads of the training process (the rest keep serving).")
+
+    @property
+    def bundles(self) -> Path:
+        """WHITEVEC_BUNDLE_DIR, else the data dir."""
+        return self.bundle_dir if self.bundle_dir is not None else self.data_dir
 
     @property
     def engine_cache(self) -> Path:

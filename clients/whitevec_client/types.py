@@ -31,6 +31,7 @@ class Job(BaseModel):
     error: Optional[str]
     result: Optional[Dict[str, Any]]
     detail: Dict[str, Any] = Field(default_factory=dict)
+    replica: Optional[str] = None
 
     @property
     def finished(self) -> bool:

@@ -1,0 +1,221 @@
+"""Stateless replicas on the Milvus backend (issue 11): shared job records, a shared bundle dir, and two
+`whitevec serve` processes on one Milvus server that both switch to a new version with no failed search."""
+
+import subprocess
+import sys
+import threading
+import time
+
+import httpx
+import pytest
+
+from tests.conftest import ADMIN, ADMIN_TOKEN, ServeProcess, free_port, rebuild, serving
+from tests.service.test_corpus import corpus
+from whitevec.service.jobs import JobNotCancellable, JobRunner
+from whitevec.service.runtime import Runtime
+from whitevec.service.settings import Settings
+from whitevec.models.errors import WhitevecError
+
+pytestmark = pytest.mark.anyio
+
+
+def test_replicas_sharing_job_records_fail_and_cancel_only_their_own(tmp_path):
+    db = tmp_path / "jobs.sqlite"
+    a, b = JobRunner(db, owner="a"), JobRunner(db, owner="b")
+    a.start()
+    release = threading.Event()
+    job = a.submit("block", lambda ctx: (release.wait(10), {})[1])
+    while a.get(job)["state"] != "running":
+        time.sleep(0.005)
+    b.start()  # b (re)starting must not fail a's running job
+    assert a.get(job)["state"] == b.get(job)["state"] == "running"
+    assert b.get(job)["replica"] == "a" and [j["id"] for j in b.list()] == [job]
+    with pytest.raises(JobNotCancellable, match="runs on replica a; cancel it there"):
+        b.cancel(job)
+    release.set()
+    while b.get(job)["state"] != "succeeded":
+        time.sleep(0.005)
+    a.stop()
+    b.stop()
+
+
+def test_an_old_jobs_db_gains_the_owner_column_and_its_jobs_count_as_this_replicas(tmp_path):
+    import sqlite3
+
+    db = tmp_path / "jobs.sqlite"
+    with sqlite3.connect(db) as conn:  # the table as it was before replicas
+        conn.execute("""CREATE TABLE jobs (id TEXT PRIMARY KEY, kind TEXT NOT NULL, state TEXT NOT NULL,
+            done INTEGER NOT NULL DEFAULT 0, total INTEGER NOT NULL DEFAULT 0, created_at REAL NOT NULL,
+            started_at REAL, finished_at REAL, error TEXT, result TEXT, detail TEXT NOT NULL DEFAULT '{}')""")
+        conn.execute("INSERT INTO jobs (id, kind, state, created_at) VALUES ('old', 'rebuild', 'running', 1.0)")
+    runner = JobRunner(db, owner="me")
+    runner.start()
+    job = runner.get("old")
+    assert job["state"] == "failed" and "stopped while this job was running" in job["error"]
+    assert job["replica"] is None
+    runner.stop()
+
+
+def test_a_jobs_db_url_is_refused_without_repeating_it(tmp_path, tiny_model_dir):
+    settings = Settings(data_dir=tmp_path / "data", model_dir=tiny_model_dir, jobs_db="postgresql://u:s3cret@db/jobs")
+    with pytest.raises(WhitevecError, match="postgresql URLs are not supported") as err:
+        Runtime(settings)
+    assert "s3cret" not in str(err.value)
+
+
+def test_a_shared_bundle_dir_keeps_another_replicas_fresh_work(tmp_path, tiny_model_dir):
+    """A replica starting must not remove what another replica is writing right now (a .tmp- version, a
+    model being written): only leftovers older than a day are leftovers on a shared bundle dir."""
+    import os
+
+    def leftovers(root):
+        paths = [root / "versions" / ".tmp-20260101T000000.000000-aaaa", root / "models" / ".tmp-tuned",
+                 root / "versions" / ".tmp-20200101T000000.000000-bbbb", root / "models" / ".old-tuned"]
+        for path in paths:
+            path.mkdir(parents=True)
+        for path in paths[2:]:
+            os.utime(path, (time.time() - 3 * 86400,) * 2)
+        return paths
+
+    shared = tmp_path / "bundles"
+    paths = leftovers(shared)
+    Runtime(Settings(data_dir=tmp_path / "a", model_dir=tiny_model_dir, bundle_dir=shared)).cleanup_at_start()
+    assert [p.exists() for p in paths] == [True, True, False, False]
+    paths = leftovers(tmp_path / "b")  # a private data dir: every leftover goes
+    Runtime(Settings(data_dir=tmp_path / "b", model_dir=tiny_model_dir)).cleanup_at_start()
+    assert not any(p.exists() for p in paths)
+
+
+async def test_a_replica_follows_the_alias_to_the_version_another_activated(settings, tmp_path):
+    """Two runtimes on one Milvus client and bundle dir: when one activates a version, the other loads that
+    version's whitening with it and answers from its collection (never old vectors against the new index)."""
+    shared = {"index_backend": "milvus", "bundle_dir": tmp_path / "bundles", "alias_poll_s": 3600}
+    a_settings = settings.model_copy(update={**shared, "data_dir": tmp_path / "a"})
+    docs = corpus(48)
+    async with serving(a_settings) as (app_a, client_a):
+        v1 = (await rebuild(client_a, {"documents": docs}))["result"]["version"]
+        # Milvus Lite serves a file to one client per process: b gets a's client in place of its own
+        b = Runtime(settings.model_copy(update={**shared, "data_dir": tmp_path / "b",
+                                                "milvus_uri": str(tmp_path / "b-own.db")}))
+        b.versions.milvus.client.close()
+        b.versions.milvus = app_a.state.runtime.versions.milvus
+        b.load()
+        assert b.bundle.version == v1 and b.follow_alias() is None
+        v2 = (await rebuild(client_a, {"documents": docs, "whitening": {"beta": 1, "gamma": 1, "dim": 8}}))
+        v2 = v2["result"]["version"]
+        assert b.bundle.version == v1  # it has not looked yet
+        assert b.follow_alias() == v2 and b.bundle.version == v2 and b.bundle.pipeline.output_dim() == 8
+        query = ["heavy rain in the city"]
+        expected = (await client_a.post("/search", json={"queries": query, "k": 5})).json()["results"][0]["hits"]
+        pipeline, retriever = b.bundle.pipeline, b.bundle.retriever
+        vectors = pipeline.postprocess(pipeline.encoder.encode(query).vectors)
+        hits = (await retriever.search(vectors, 5, retriever.search_params(None, None, 64, 512)))[0]
+        assert [h.document.id for h in hits] == [h["id"] for h in expected]
+
+
+@pytest.fixture
+def milvus_server(tmp_path):
+    """A Milvus Lite server process on loopback: one Milvus that several whitevec processes share."""
+    from pymilvus import MilvusClient
+
+    port, log_path = free_port(), tmp_path / "milvus.log"
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "milvus_lite", "server", "--data-dir", str(tmp_path / "milvus"),
+                                 "--host", "127.0.0.1", "--port", str(port)], stdout=log, stderr=subprocess.STDOUT)
+    uri, deadline = f"http://127.0.0.1:{port}", time.monotonic() + 60
+    while True:
+        try:
+            client = MilvusClient(uri, timeout=2)
+            client.list_collections()
+            client.close()
+            break
+        except Exception:  # noqa: BLE001 - not listening yet
+            if proc.poll() is not None or time.monotonic() > deadline:
+                proc.kill()
+                raise AssertionError(log_path.read_text()[-3000:]) from None
+            time.sleep(0.2)
+    yield uri
+    proc.terminate()
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+def admin_rebuild(base: str, body: dict) -> str:
+    r = httpx.post(f"{base}/admin/index/rebuild", json=body, headers=ADMIN, timeout=30)
+    assert r.status_code == 202, r.text
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        job = httpx.get(f"{base}/admin/jobs/{r.json()['job_id']}", headers=ADMIN, timeout=30).json()
+        if job["state"] == "succeeded":
+            return job["result"]["version"]
+        assert job["state"] in ("queued", "running"), job
+        time.sleep(0.05)
+    raise AssertionError(f"rebuild did not finish: {job}")
+
+
+def served_version(base: str) -> str | None:
+    r = httpx.post(f"{base}/search", json={"query": "x", "k": 1}, timeout=30)
+    return r.json()["version"] if r.status_code == 200 else None
+
+
+def test_two_replicas_on_one_milvus_switch_to_a_new_version_with_no_failed_search(tmp_path, tiny_model_dir,
+                                                                                  milvus_server):
+    env = {"WHITEVEC_INDEX_BACKEND": "milvus", "WHITEVEC_MILVUS_URI": milvus_server,
+           "WHITEVEC_BUNDLE_DIR": str(tmp_path / "bundles"), "WHITEVEC_JOBS_DB": str(tmp_path / "jobs.sqlite"),
+           "WHITEVEC_ALIAS_POLL_S": "0.3", "WHITEVEC_ADMIN_TOKEN": ADMIN_TOKEN, "WHITEVEC_DEVICE": "cpu"}
+    a = ServeProcess(["--model", str(tiny_model_dir)], {**env, "WHITEVEC_DATA_DIR": str(tmp_path / "a"),
+                                                        "WHITEVEC_REPLICA_NAME": "a"}, ready=False)
+    b = ServeProcess(["--model", str(tiny_model_dir)], {**env, "WHITEVEC_DATA_DIR": str(tmp_path / "b"),
+                                                        "WHITEVEC_REPLICA_NAME": "b"}, ready=False)
+    try:
+        docs = corpus(60)
+        v1 = admin_rebuild(a.base, {"documents": docs})
+        deadline = time.monotonic() + 20
+        while served_version(b.base) != v1:  # b had no index: it follows the alias to v1
+            assert time.monotonic() < deadline, b.output()
+            time.sleep(0.1)
+
+        answers: list[tuple[str, int, str | None, list[str], float]] = []
+        stop = threading.Event()
+
+        def hammer(name: str, base: str) -> None:
+            with httpx.Client(base_url=base, timeout=30) as http:
+                while not stop.is_set():
+                    r = http.post("/search", json={"query": "heavy rain in the city", "k": 5})
+                    body = r.json()
+                    answers.append((name, r.status_code, body.get("version"),
+                                    [h["id"] for h in body["results"][0]["hits"]] if r.status_code == 200 else [],
+                                    time.monotonic()))
+
+        threads = [threading.Thread(target=hammer, args=(n, p.base)) for n, p in [("a", a), ("b", b)] * 2]
+        for t in threads:
+            t.start()
+        v2 = admin_rebuild(a.base, {"documents": docs, "whitening": {"beta": 1, "gamma": 1, "dim": 8}})
+        switched = time.monotonic()
+        deadline = switched + 20
+        while not any(n == "b" and v == v2 for n, _, v, _, _ in answers):
+            assert time.monotonic() < deadline, b.output()
+            time.sleep(0.05)
+        time.sleep(0.5)
+        stop.set()
+        for t in threads:
+            t.join()
+    finally:
+        a.stop()
+        b_log = b.output()
+        b.stop()
+
+    assert sum(n == "b" for n, *_ in answers) >= 10
+    failed = [x for x in answers if x[1] != 200]
+    assert not failed, failed[:5]
+    assert {v for _, _, v, _, _ in answers} == {v1, v2}
+    for name in "ab":  # each replica switches once and never goes back
+        seen = [v for n, _, v, _, _ in answers if n == name]
+        assert seen.index(v2) == len(seen) - seen[::-1].index(v1) and seen[-1] == v2, (name, seen)
+    ids = {(n, v): tuple(i) for n, _, v, i, _ in answers}
+    assert ids[("a", v1)] == ids[("b", v1)] and ids[("a", v2)] == ids[("b", v2)]
+    first_b = min(t for n, _, v, _, t in answers if n == "b" and v == v2)
+    assert first_b - switched < 5, "b took longer than a few seconds to follow the alias"
+    assert f"another replica activated version {v2}" in b_log
