@@ -9,7 +9,7 @@ COPY pyproject.toml README.md ./
 COPY models ./models
 COPY index ./index
 COPY service ./service
-# EXTRAS="[milvus]" for the Milvus backend (docker-compose's milvus profile), "[milvus,ray]" to add Ray.
+# EXTRAS="[milvus,postgres]" for replicas (docker-compose's milvus profile); add ",ray" for Ray.
 ARG EXTRAS=""
 RUN pip install ".${EXTRAS}"
 EXPOSE 8000

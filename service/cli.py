@@ -92,12 +92,21 @@ def _build(rt, args: argparse.Namespace, documents, encoder=None, path: Path | N
 
 
 def cmd_index_build(args: argparse.Namespace) -> int:
-    from whitevec.index.documents import read_jsonl
-    from whitevec.service.runtime import Runtime
-
     path = Path(args.file)
     if not path.is_file():
         raise WhitevecError(f"{path} is not a file; give a JSONL file of {{\"id\", \"text\", \"metadata\"?}} lines")
+    if args.ray is not None:  # Ray first: it forks its servers, which must happen before Milvus opens gRPC
+        from whitevec.index.distributed import ray_session
+
+        with ray_session(args.ray):
+            return _index_build(path, args)
+    return _index_build(path, args)
+
+
+def _index_build(path: Path, args: argparse.Namespace) -> int:
+    from whitevec.index.documents import read_jsonl
+    from whitevec.service.runtime import Runtime
+
     rt = Runtime(_settings(args))
     rt.lock("`whitevec index build`")  # refuses while a server uses this data dir
     try:

@@ -15,14 +15,18 @@ from __future__ import annotations
 import json
 import logging
 import queue
+import re
 import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
+
+from whitevec.models.errors import WhitevecError
 
 log = logging.getLogger(__name__)
 
@@ -84,21 +88,70 @@ JobFn = Callable[[JobContext], dict]
 
 
 COLUMNS = "id, kind, state, done, total, created_at, started_at, finished_at, error, result, detail, owner"
+POSTGRES = re.compile(r"^postgres(ql)?://")
+
+Execute = Callable[..., list[tuple]]
+
+
+class JobsDB:
+    """Where job records live: a SQLite file, or Postgres (a postgresql:// URL, through psycopg) that
+    replicas on different machines share. One connection; `transaction()` serialises its use."""
+
+    def __init__(self, target: str | Path) -> None:
+        self.postgres = isinstance(target, str) and bool(POSTGRES.match(target))
+        self._target = target
+        self._lock = threading.Lock()
+        self._conn = self._connect()
+        real = "DOUBLE PRECISION" if self.postgres else "REAL"  # Postgres REAL is 4 bytes: seconds would round
+        with self.transaction() as execute:
+            execute(f"""CREATE TABLE IF NOT EXISTS jobs (
+                id TEXT PRIMARY KEY, kind TEXT NOT NULL, state TEXT NOT NULL,
+                done INTEGER NOT NULL DEFAULT 0, total INTEGER NOT NULL DEFAULT 0,
+                created_at {real} NOT NULL, started_at {real}, finished_at {real},
+                error TEXT, result TEXT, detail TEXT NOT NULL DEFAULT '{{}}', owner TEXT)""")
+            if self.postgres:
+                columns = {r[0] for r in execute("SELECT column_name FROM information_schema.columns "
+                                                 "WHERE table_name = 'jobs'")}
+            else:
+                columns = {r[1] for r in execute("PRAGMA table_info(jobs)")}
+            if "owner" not in columns:  # a database from before replicas
+                execute("ALTER TABLE jobs ADD COLUMN owner TEXT")
+
+    def _connect(self):
+        if not self.postgres:
+            return sqlite3.connect(self._target, check_same_thread=False, timeout=30)
+        try:
+            import psycopg
+        except ImportError as exc:
+            raise WhitevecError("WHITEVEC_JOBS_DB is a Postgres URL: pip install 'whitevec[postgres]'") from exc
+        try:
+            return psycopg.connect(self._target, autocommit=True, connect_timeout=10)
+        except psycopg.Error as exc:  # the message names host and database, never the password
+            raise WhitevecError(f"WHITEVEC_JOBS_DB: cannot connect to Postgres: {str(exc).strip()}") from exc
+
+    @contextmanager
+    def transaction(self) -> Iterator[Execute]:
+        """One transaction; yields execute(sql, params=()) -> rows, with `?` placeholders on both."""
+        with self._lock:
+            if not self.postgres:
+                with self._conn:
+                    yield lambda sql, params=(): self._conn.execute(sql, params).fetchall()
+                return
+            if self._conn.closed:  # Postgres restarted or the network dropped: connect again
+                self._conn = self._connect()
+
+            def execute(sql: str, params: tuple = ()) -> list[tuple]:
+                cur = self._conn.execute(sql.replace("?", "%s"), params)
+                return cur.fetchall() if cur.description else []
+
+            with self._conn.transaction():
+                yield execute
 
 
 class JobRunner:
-    def __init__(self, db_path: Path, owner: str = "local") -> None:
+    def __init__(self, db: str | Path, owner: str = "local") -> None:
         self.owner = owner
-        self._db = sqlite3.connect(db_path, check_same_thread=False, timeout=30)
-        self._lock = threading.Lock()
-        with self._lock, self._db:
-            self._db.execute("""CREATE TABLE IF NOT EXISTS jobs (
-                id TEXT PRIMARY KEY, kind TEXT NOT NULL, state TEXT NOT NULL,
-                done INTEGER NOT NULL DEFAULT 0, total INTEGER NOT NULL DEFAULT 0,
-                created_at REAL NOT NULL, started_at REAL, finished_at REAL,
-                error TEXT, result TEXT, detail TEXT NOT NULL DEFAULT '{}', owner TEXT)""")
-            if "owner" not in {r[1] for r in self._db.execute("PRAGMA table_info(jobs)")}:  # before replicas
-                self._db.execute("ALTER TABLE jobs ADD COLUMN owner TEXT")
+        self._db = JobsDB(db)
         self._queue: queue.Queue[tuple[str, JobFn] | None] = queue.Queue()
         self._contexts: dict[str, JobContext] = {}
         self._live: dict[str, dict] = {}
@@ -109,12 +162,12 @@ class JobRunner:
     def start(self) -> None:
         """Mark what a stopped process left running or queued as failed, then start the worker.
         Call only while holding the data dir's lock."""
-        with self._lock, self._db:
+        with self._db.transaction() as execute:
             now, mine = time.time(), "(owner=? OR owner IS NULL)"
-            self._db.execute(f"UPDATE jobs SET state='failed', finished_at=?, error=? WHERE state='running' AND {mine}",
-                             (now, "the server stopped while this job was running; submit it again", self.owner))
-            self._db.execute(f"UPDATE jobs SET state='failed', finished_at=?, error=? WHERE state='queued' AND {mine}",
-                             (now, "the server stopped before this job started; submit it again", self.owner))
+            execute(f"UPDATE jobs SET state='failed', finished_at=?, error=? WHERE state='running' AND {mine}",
+                    (now, "the server stopped while this job was running; submit it again", self.owner))
+            execute(f"UPDATE jobs SET state='failed', finished_at=?, error=? WHERE state='queued' AND {mine}",
+                    (now, "the server stopped before this job started; submit it again", self.owner))
         self._thread = threading.Thread(target=self._work, name="whitevec-jobs", daemon=True)
         self._thread.start()
 
@@ -128,14 +181,14 @@ class JobRunner:
 
     def _write(self, job_id: str, **fields: Any) -> None:
         cols = ", ".join(f"{k}=?" for k in fields)
-        with self._lock, self._db:
-            self._db.execute(f"UPDATE jobs SET {cols} WHERE id=?", (*fields.values(), job_id))
+        with self._db.transaction() as execute:
+            execute(f"UPDATE jobs SET {cols} WHERE id=?", (*fields.values(), job_id))
 
     def submit(self, kind: str, fn: JobFn, total: int = 0) -> str:
         job_id = uuid.uuid4().hex[:16]
-        with self._lock, self._db:
-            self._db.execute("INSERT INTO jobs (id, kind, state, total, created_at, owner) "
-                             "VALUES (?, ?, 'queued', ?, ?, ?)", (job_id, kind, total, time.time(), self.owner))
+        with self._db.transaction() as execute:
+            execute("INSERT INTO jobs (id, kind, state, total, created_at, owner) VALUES (?, ?, 'queued', ?, ?, ?)",
+                    (job_id, kind, total, time.time(), self.owner))
         self._contexts[job_id] = JobContext(self, job_id)
         self._live[job_id] = {"done": 0, "total": total, "detail": {}}
         self._queue.put((job_id, fn))
@@ -188,16 +241,15 @@ class JobRunner:
         }
 
     def get(self, job_id: str) -> dict:
-        with self._lock:
-            row = self._db.execute(f"SELECT {COLUMNS} FROM jobs WHERE id=?", (job_id,)).fetchone()
-        if row is None:
+        with self._db.transaction() as execute:
+            rows = execute(f"SELECT {COLUMNS} FROM jobs WHERE id=?", (job_id,))
+        if not rows:
             raise UnknownJob(job_id)
-        return self._row_to_dict(row)
+        return self._row_to_dict(rows[0])
 
     def list(self, limit: int = 100) -> list[dict]:
-        with self._lock:
-            rows = self._db.execute(f"SELECT {COLUMNS} FROM jobs ORDER BY created_at DESC LIMIT ?",
-                                    (limit,)).fetchall()
+        with self._db.transaction() as execute:
+            rows = execute(f"SELECT {COLUMNS} FROM jobs ORDER BY created_at DESC LIMIT ?", (limit,))
         return [self._row_to_dict(r) for r in rows]
 
     def cancel(self, job_id: str) -> dict:
@@ -215,6 +267,6 @@ class JobRunner:
         return self.get(job_id)
 
     def counts(self) -> dict[str, int]:
-        with self._lock:
-            found = dict(self._db.execute("SELECT state, COUNT(*) FROM jobs GROUP BY state").fetchall())
+        with self._db.transaction() as execute:
+            found = dict(execute("SELECT state, COUNT(*) FROM jobs GROUP BY state"))
         return {s: found.get(s, 0) for s in STATES}

@@ -37,7 +37,7 @@ from whitevec.models.whitening import WhiteningParams
 
 from .batcher import Batcher
 from .errors import Conflict, InvalidRequest, NotReady
-from .jobs import JobContext, JobRunner
+from .jobs import POSTGRES, JobContext, JobRunner
 from .metrics import Metrics
 from .settings import Settings
 
@@ -87,14 +87,15 @@ class Runtime:
         return f"{socket.gethostname()}-{digest}"
 
     @staticmethod
-    def _jobs_db(settings: Settings) -> Path:
+    def _jobs_db(settings: Settings) -> str | Path:
         if settings.jobs_db is None:
             return settings.data_dir / "jobs.sqlite"
+        if POSTGRES.match(settings.jobs_db):
+            return settings.jobs_db
         scheme = re.match(r"^([A-Za-z][A-Za-z0-9+.-]*)://", settings.jobs_db)
         if scheme:  # the URL itself may hold a password: never repeat it
-            raise WhitevecError(f"WHITEVEC_JOBS_DB: {scheme.group(1)} URLs are not supported yet (Postgres job "
-                                "records are not implemented); give a SQLite file path, on a shared filesystem "
-                                "for several replicas")
+            raise WhitevecError(f"WHITEVEC_JOBS_DB: {scheme.group(1)} URLs are not supported; give a postgresql:// "
+                                "URL or a SQLite file path (on a shared filesystem for several replicas)")
         path = Path(settings.jobs_db)
         path.parent.mkdir(parents=True, exist_ok=True)
         return path

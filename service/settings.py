@@ -47,9 +47,10 @@ class Settings(BaseSettings):
                                     "the active pointer) and fine-tuned models live; none: DATA_DIR. Replicas "
                                     "behind one load balancer (milvus backend) point it at one shared folder "
                                     "and keep a DATA_DIR each.")
-    jobs_db: str | None = Field(None, description="Job records: a SQLite file path, which replicas may share on a "
-                                "shared filesystem (each restarts only its own unfinished jobs); none: "
-                                "DATA_DIR/jobs.sqlite. Postgres URLs are refused: not implemented yet.")
+    jobs_db: str | None = Field(None, description="Job records: a SQLite file path (replicas may share it on a "
+                                "shared filesystem) or a postgresql://user:password@host/db URL (needs "
+                                "whitevec[postgres]); each replica restarts only its own unfinished jobs. none: "
+                                "DATA_DIR/jobs.sqlite.")
     replica_name: str | None = Field(None, description="This replica's name in shared job records; none: "
                                      "host name and DATA_DIR.")
 

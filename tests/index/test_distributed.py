@@ -62,3 +62,17 @@ def test_the_ray_build_writes_the_same_collection_as_the_in_process_build(tmp_pa
     finally:
         c1.close()
         c2.close()
+
+
+def test_an_unreachable_ray_cluster_is_one_clear_error_and_builds_nothing(tmp_path, tiny_model_dir):
+    jsonl = tmp_path / "docs.jsonl"
+    jsonl.write_text("\n".join(json.dumps(d) for d in corpus(5)) + "\n", encoding="utf-8")
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    env.update(WHITEVEC_INDEX_BACKEND="milvus", WHITEVEC_DEVICE="cpu", WHITEVEC_ENGINE="torch")
+    done = subprocess.run([sys.executable, "-m", "whitevec.service.cli", "index", "build", str(jsonl), "--data-dir",
+                           str(tmp_path / "data"), "--model", str(tiny_model_dir), "--dim", "16", "--ray", "auto"],
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode != 0
+    assert "could not start or reach Ray at 'auto'" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert not list((tmp_path / "data").rglob("manifest.json"))  # no version was written

@@ -19,8 +19,32 @@ from whitevec.models.errors import WhitevecError
 pytestmark = pytest.mark.anyio
 
 
-def test_replicas_sharing_job_records_fail_and_cancel_only_their_own(tmp_path):
-    db = tmp_path / "jobs.sqlite"
+@pytest.fixture(scope="module")
+def postgres(tmp_path_factory):
+    """A real Postgres server (the `pgserver` package's binaries) on a private socket, for the module."""
+    pgserver = pytest.importorskip("pgserver")
+    server = pgserver.get_server(tmp_path_factory.mktemp("pg"), cleanup_mode="stop")
+    yield server
+    server.cleanup()
+
+
+@pytest.fixture
+def postgres_url(postgres) -> str:
+    """A fresh database on the shared server, as a postgresql:// URL."""
+    import uuid
+
+    name = "jobs_" + uuid.uuid4().hex[:12]
+    postgres.psql(f"CREATE DATABASE {name};")
+    return postgres.get_uri(name)
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def jobs_db(request, tmp_path):
+    return tmp_path / "jobs.sqlite" if request.param == "sqlite" else request.getfixturevalue("postgres_url")
+
+
+def test_replicas_sharing_job_records_fail_and_cancel_only_their_own(jobs_db):
+    db = jobs_db
     a, b = JobRunner(db, owner="a"), JobRunner(db, owner="b")
     a.start()
     release = threading.Event()
@@ -56,11 +80,28 @@ def test_an_old_jobs_db_gains_the_owner_column_and_its_jobs_count_as_this_replic
     runner.stop()
 
 
-def test_a_jobs_db_url_is_refused_without_repeating_it(tmp_path, tiny_model_dir):
-    settings = Settings(data_dir=tmp_path / "data", model_dir=tiny_model_dir, jobs_db="postgresql://u:s3cret@db/jobs")
-    with pytest.raises(WhitevecError, match="postgresql URLs are not supported") as err:
-        Runtime(settings)
-    assert "s3cret" not in str(err.value)
+def test_a_job_record_survives_in_postgres_and_a_bad_url_is_named_without_its_password(tmp_path, tiny_model_dir,
+                                                                                        postgres_url):
+    import psycopg
+
+    settings = Settings(data_dir=tmp_path / "data", model_dir=tiny_model_dir, jobs_db=postgres_url, device="cpu")
+    runner = Runtime(settings).jobs
+    runner.start()
+    job = runner.submit("probe", lambda ctx: (ctx.progress(3, 3), {"ok": True})[1], total=3)
+    while runner.get(job)["state"] != "succeeded":
+        time.sleep(0.01)
+    runner.stop()
+    with psycopg.connect(postgres_url) as conn:  # really there, with a double-precision timestamp
+        state, result, created = conn.execute("SELECT state, result, created_at FROM jobs WHERE id=%s",
+                                              (job,)).fetchone()
+    assert state == "succeeded" and result == '{"ok": true}' and abs(created - time.time()) < 60
+    assert JobRunner(postgres_url).get(job)["result"] == {"ok": True}  # a restart reads it back
+
+    for url, message in [("mysql://u:s3cret@db/jobs", "mysql URLs are not supported"),
+                         ("postgresql://u:s3cret@127.0.0.1:1/jobs", "cannot connect to Postgres")]:
+        with pytest.raises(WhitevecError, match=message) as err:
+            Runtime(Settings(data_dir=tmp_path / "other", model_dir=tiny_model_dir, jobs_db=url))
+        assert "s3cret" not in str(err.value)
 
 
 def test_a_shared_bundle_dir_keeps_another_replicas_fresh_work(tmp_path, tiny_model_dir):
