@@ -17,7 +17,7 @@ from whitevec.models.whitening import Whitening, WhiteningParams, jl_dim
 
 from .faiss_index import IndexSpec, VectorIndex
 from .milvus import MilvusRetriever, collection_name
-from .store import Document, DocumentStore
+from .store import Documents, DocumentStore
 from .versions import (DOCS_FILE, INDEX_FILE, MILVUS_FILE, RAW_FILE, WHITENING_FILE, VersionStore, describe_parts,
                        encoder_manifest, write_json_atomic)
 
@@ -47,7 +47,7 @@ class BuildResult:
 def build_version(
     versions: VersionStore,
     encoder: Encoder,
-    documents: list[Document],
+    documents: Documents,
     whitening: WhiteningParams,
     spec: IndexSpec,
     on_progress: ProgressFn | None = None,
@@ -58,7 +58,9 @@ def build_version(
 ) -> BuildResult:
     """Write a complete new version folder; the caller decides when to activate it.
 
-    on_progress(done, total) counts documents encoded; it may raise to cancel. With `raw_vectors`
+    `documents` is read in passes (a list, or a lazy Corpus of a served version); only their texts are
+    held at once, and only when encoding. on_progress(done, total) counts documents encoded; it may
+    raise to cancel. With `raw_vectors`
     (the pooled vectors of `documents` by this encoder's model, from a version's raw.npy) nothing is
     encoded: whitening is refitted and the index rebuilt from them. With `fit`, that whitening is
     kept as it is (an upsert transforms new documents with the served fit; no refit).

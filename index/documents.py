@@ -64,12 +64,17 @@ def duplicate_ids(docs: list[Document]) -> list[str]:
     return [doc_id for doc_id, n in Counter(d.id for d in docs).items() if n > 1]
 
 
+def check_count(n: int, max_documents: int) -> None:
+    """A rebuild needs ≥ 2 documents (whitening needs variance) and at most WHITEVEC_MAX_DOCUMENTS."""
+    if n < 2:
+        raise WhitevecError(f"a rebuild needs at least 2 documents, got {n}")
+    if n > max_documents:
+        raise WhitevecError(f"{n} documents exceed the limit of {max_documents} (WHITEVEC_MAX_DOCUMENTS)")
+
+
 def check_documents(docs: list[Document], max_documents: int) -> None:
-    """A rebuild needs ≥ 2 documents (whitening needs variance) with unique ids."""
-    if len(docs) < 2:
-        raise WhitevecError(f"a rebuild needs at least 2 documents, got {len(docs)}")
-    if len(docs) > max_documents:
-        raise WhitevecError(f"{len(docs)} documents exceed the limit of {max_documents} (WHITEVEC_MAX_DOCUMENTS)")
+    """check_count, and unique ids."""
+    check_count(len(docs), max_documents)
     dupes = duplicate_ids(docs)
     if dupes:
         shown = ", ".join(repr(d) for d in dupes[:10]) + (f" and {len(dupes) - 10} more" if len(dupes) > 10 else "")

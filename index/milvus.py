@@ -19,12 +19,13 @@ import json
 import math
 import re
 from collections.abc import Callable, Iterable
+from itertools import islice
 
 import numpy as np
 
 from .faiss_index import IndexSpec, SearchParams, check_search_params
 from .retriever import ChangeResult, Hit
-from .store import Document
+from .store import Document, Documents
 
 #: Longest text and id a collection stores (Milvus VARCHAR limit, in bytes).
 MAX_VARCHAR = 65_535
@@ -93,7 +94,7 @@ class MilvusRetriever:
         client.load_collection(collection)
 
     @classmethod
-    def create(cls, client, collection: str, documents: list[Document], raw: np.ndarray, spec: IndexSpec,
+    def create(cls, client, collection: str, documents: Documents, raw: np.ndarray, spec: IndexSpec,
                transform: Callable[[np.ndarray], np.ndarray]) -> "MilvusRetriever":
         """A new collection holding `documents` (replaced if a half-written one has that name)."""
         from pymilvus import DataType
@@ -114,13 +115,14 @@ class MilvusRetriever:
         retriever._write(documents, raw, vectors)
         return retriever
 
-    def _rows(self, documents: list[Document], raw: np.ndarray, vectors: np.ndarray) -> Iterable[list[dict]]:
-        for start in range(0, len(documents), INSERT_BATCH):
+    def _rows(self, documents: Documents, raw: np.ndarray, vectors: np.ndarray) -> Iterable[list[dict]]:
+        docs, start = iter(documents), 0
+        while batch := list(islice(docs, INSERT_BATCH)):
             yield [{"id": d.id, "vector": vectors[i].tolist(), "raw": raw[i].tolist(), "text": d.text,
-                    "metadata": d.metadata, "typed": typed(d.metadata)}
-                   for i, d in enumerate(documents[start : start + INSERT_BATCH], start)]
+                    "metadata": d.metadata, "typed": typed(d.metadata)} for i, d in enumerate(batch, start)]
+            start += len(batch)
 
-    def _write(self, documents: list[Document], raw: np.ndarray, vectors: np.ndarray) -> None:
+    def _write(self, documents: Documents, raw: np.ndarray, vectors: np.ndarray) -> None:
         for rows in self._rows(documents, raw, vectors):
             self.client.upsert(self.collection, rows)
         self.client.flush(self.collection)  # durable before the caller answers

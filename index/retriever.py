@@ -17,7 +17,7 @@ import numpy as np
 
 from .changes import ChangeLog, Delta
 from .faiss_index import IndexSpec, SearchParams, VectorIndex
-from .store import Document, DocumentStore
+from .store import Corpus, Document, Documents, DocumentStore
 
 
 @dataclass
@@ -51,7 +51,7 @@ class Retriever(Protocol):
 
     def change(self, upserts: list[Document], raw: np.ndarray, deletes: list[str]) -> ChangeResult: ...
 
-    def documents(self, base_raw: np.ndarray | None) -> tuple[list[Document], np.ndarray | None]: ...
+    def documents(self, base_raw: np.ndarray | None) -> tuple[Documents, np.ndarray | None]: ...
 
     def pending_changes(self) -> int: ...
 
@@ -157,17 +157,16 @@ class FaissRetriever:
         base = {i for i, r in self.store.rows_of(ids).items() if not self.delta.gone[r]}
         return self.count() - len(set(live) | base) + len(set(upsert_ids))
 
-    def documents(self, base_raw: np.ndarray | None) -> tuple[list[Document], np.ndarray | None]:
-        """Every live document (built rows in order, then added ones) and, given the built version's
-        raw vectors, theirs in the same order: what a rebuild or a compaction starts from."""
+    def documents(self, base_raw: np.ndarray | None) -> tuple[Corpus, np.ndarray | None]:
+        """Every live document (built rows in order, then added ones) as a lazy Corpus and, given the
+        built version's raw vectors, theirs in the same order: what a rebuild or a compaction starts from."""
         delta = self.delta
-        built = self.store.all()
-        docs = [d for row, d in enumerate(built) if not delta.gone[row]] if delta.n_gone else built
         added, added_raw = self.log.documents(delta.keys)
+        docs = Corpus(self.store.path, delta.gone if delta.n_gone else None, added)
         if base_raw is None:
-            return docs + added, None
+            return docs, None
         alive = delta.alive_rows() if delta.n_gone else slice(None)
-        return docs + added, np.concatenate([np.asarray(base_raw[alive], dtype=np.float32), added_raw])
+        return docs, np.concatenate([np.asarray(base_raw[alive], dtype=np.float32), added_raw])
 
     def close(self) -> None:
         self.index.close()

@@ -5,9 +5,10 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 
@@ -17,6 +18,14 @@ class Document:
     id: str
     text: str
     metadata: dict = field(default_factory=dict)
+
+
+class Documents(Protocol):
+    """What a build reads: a sized, re-iterable run of documents (a list, or a lazy Corpus)."""
+
+    def __len__(self) -> int: ...
+
+    def __iter__(self) -> Iterator[Document]: ...
 
 
 def select_in(conn: sqlite3.Connection, lock: threading.Lock, sql: str, values: list) -> list[tuple]:
@@ -102,11 +111,53 @@ class DocumentStore:
         with self._lock:
             return int(self._conn.execute("SELECT COUNT(*) FROM docs").fetchone()[0])
 
-    def all(self) -> list[Document]:
-        """Every document in row order (used to re-encode the corpus with a new model)."""
+    def page(self, after_row: int, limit: int) -> list[tuple[int, Document]]:
+        """Up to `limit` documents with rows above `after_row`, in row order (a keyset page)."""
         with self._lock:
-            rows = self._conn.execute("SELECT id, text, metadata FROM docs ORDER BY row").fetchall()
-        return [Document(i, t, json.loads(m)) for i, t, m in rows]
+            rows = self._conn.execute("SELECT row, id, text, metadata FROM docs WHERE row > ? ORDER BY row LIMIT ?",
+                                      (after_row, limit)).fetchall()
+        return [(r, Document(i, t, json.loads(m))) for r, i, t, m in rows]
 
     def close(self) -> None:
         self._conn.close()
+
+
+class Corpus:
+    """The live documents of a version as a lazy, re-iterable sequence, for rebuilds and compaction:
+    the built rows that are not gone, in row order, read from docs.sqlite a page at a time (never the
+    whole store at once), then the documents added since. `merged` swaps documents by id as they pass
+    and appends the new ones. It holds its own connection, so the version may be retired meanwhile."""
+
+    PAGE = 5_000
+
+    def __init__(self, path: Path, gone: np.ndarray | None, added: list[Document],
+                 replace: dict[str, Document] | None = None) -> None:
+        self.path, self._gone, self._added = path, gone, added
+        self._store = DocumentStore(path)
+        self._replace = replace or {}
+        live = {i for i, r in self._store.rows_of(list(self._replace)).items() if gone is None or not gone[r]}
+        live |= {d.id for d in added if d.id in self._replace}
+        self._appended = [d for i, d in self._replace.items() if i not in live]
+        base = self._store.count() - (int(gone.sum()) if gone is not None else 0)
+        self._len = base + len(added) + len(self._appended)
+
+    def merged(self, documents: list[Document]) -> Corpus:
+        """This corpus with `documents` in it: an existing id is replaced in place, new ids come last."""
+        return Corpus(self.path, self._gone, self._added, {**self._replace, **{d.id: d for d in documents}})
+
+    def __len__(self) -> int:
+        return self._len
+
+    def __iter__(self) -> Iterator[Document]:
+        last = -1
+        while page := self._store.page(last, self.PAGE):
+            for row, doc in page:
+                if self._gone is None or not self._gone[row]:
+                    yield self._replace.get(doc.id, doc)
+            last = page[-1][0]
+        for doc in self._added:
+            yield self._replace.get(doc.id, doc)
+        yield from self._appended
+
+    def close(self) -> None:
+        self._store.close()

@@ -23,11 +23,11 @@ import numpy as np
 
 from whitevec.index.build import BuildResult, build_version
 from whitevec.index.changes import CHANGES_FILE, Delta
-from whitevec.index.documents import check_documents
+from whitevec.index.documents import check_count
 from whitevec.index.faiss_index import IndexSpec
 from whitevec.index.milvus import alias_target
 from whitevec.index.retriever import FaissRetriever
-from whitevec.index.store import Document
+from whitevec.index.store import Corpus, Document, Documents
 from whitevec.index.versions import RAW_FILE, Bundle, DataDirLock, MilvusTarget, VersionStore
 from whitevec.models.encoder import Encoder
 from whitevec.models.errors import WhitevecError
@@ -472,7 +472,7 @@ class Runtime:
         self.check_raw_vectors(bundle)
         return np.load(self.versions.folder(bundle.version) / RAW_FILE, mmap_mode="r")
 
-    def corpus(self, bundle: Bundle, with_raw: bool) -> tuple[list[Document], np.ndarray | None, Snapshot]:
+    def corpus(self, bundle: Bundle, with_raw: bool) -> tuple[Documents, np.ndarray | None, Snapshot]:
         """The served corpus (built rows + changes) for a rebuild, its raw vectors when asked, and the
         snapshot they were read at (for carrying over changes committed while the rebuild runs)."""
         if bundle.retriever is None:
@@ -490,8 +490,11 @@ class Runtime:
         documents, raw, since = self.corpus(bundle, with_raw=True)
         if ctx is not None:
             ctx.progress(len(documents), len(documents), phase="indexing")
-        result = build_version(self.versions, bundle.encoder, documents, whitening, spec,
-                               min_approx=self.settings.min_approx_vectors, raw_vectors=raw)
+        try:
+            result = build_version(self.versions, bundle.encoder, documents, whitening, spec,
+                                   min_approx=self.settings.min_approx_vectors, raw_vectors=raw)
+        finally:
+            _release(documents)
         if ctx is not None:
             ctx.check_cancelled()
         self.activate(result.version, bundle.encoder, just_built=True, since=since)
@@ -532,8 +535,11 @@ class Runtime:
             documents, raw, _ = self.corpus(bundle, with_raw=True)
             fit = bundle.pipeline.whitening
             log.info("compacting %d pending changes of version %s", bundle.retriever.pending_changes(), bundle.version)
-            result = build_version(self.versions, bundle.encoder, documents, fit.params, bundle.retriever.spec,
-                                   min_approx=self.settings.min_approx_vectors, raw_vectors=raw, fit=fit)
+            try:
+                result = build_version(self.versions, bundle.encoder, documents, fit.params, bundle.retriever.spec,
+                                       min_approx=self.settings.min_approx_vectors, raw_vectors=raw, fit=fit)
+            finally:
+                _release(documents)
             self.activate(result.version, bundle.encoder, just_built=True)
             return result.version
 
@@ -560,20 +566,27 @@ class Runtime:
         log.info("carried %d upserts and %d deletes committed during the rebuild over to version %s",
                  len(added_docs), len(deletes), new.version)
 
-    def merged(self, documents: list[Document]) -> tuple[list[Document], Snapshot | None]:
-        """The served corpus with `documents` added; one with an existing id replaces that document
-        in place. Read when the job runs, so it merges into whatever is served then."""
+    def merged(self, documents: list[Document]) -> tuple[Documents, Snapshot | None]:
+        """The served corpus with `documents` (unique ids) added; one with an existing id replaces that
+        document in place. Read when the job runs, so it merges into whatever is served then."""
         bundle = self.require_bundle()
-        current, since = ([], None)
-        if bundle.retriever is not None:
-            current, _, since = self.corpus(bundle, with_raw=False)
-        new = {d.id: d for d in documents}
-        out = [new.pop(d.id, d) for d in current]
-        out += list(new.values())
-        check_documents(out, self.settings.max_documents)
+        if bundle.retriever is None:
+            return documents, None
+        current, _, since = self.corpus(bundle, with_raw=False)
+        if isinstance(current, Corpus):
+            out: Documents = current.merged(documents)
+            current.close()
+        else:  # a backend that hands over a list
+            new = {d.id: d for d in documents}
+            out = [new.pop(d.id, d) for d in current] + list(new.values())
+        try:
+            check_count(len(out), self.settings.max_documents)
+        except WhitevecError:
+            _release(out)
+            raise
         return out, since
 
-    def rebuild(self, ctx: JobContext | None, documents: list[Document], whitening: WhiteningParams,
+    def rebuild(self, ctx: JobContext | None, documents: Documents, whitening: WhiteningParams,
                 spec: IndexSpec, encoder: Encoder | None = None, progress_bar: bool = False,
                 since: Snapshot | None = None, raw_vectors: np.ndarray | None = None) -> dict:
         """Encode with `encoder`, or the model served when this runs, fit, index, write a version, swap it in.
@@ -587,8 +600,11 @@ class Runtime:
                 ctx.check_cancelled()
                 ctx.progress(done, total, phase="encoding")
 
-        result = build_version(self.versions, encoder, documents, whitening, spec, on_progress, progress_bar,
-                               min_approx=self.settings.min_approx_vectors, raw_vectors=raw_vectors)
+        try:
+            result = build_version(self.versions, encoder, documents, whitening, spec, on_progress, progress_bar,
+                                   min_approx=self.settings.min_approx_vectors, raw_vectors=raw_vectors)
+        finally:
+            _release(documents)
         if ctx is not None:
             ctx.check_cancelled()
         self.activate(result.version, encoder, just_built=True, since=since)
@@ -712,6 +728,12 @@ class Snapshot:
 
     bundle: Bundle
     delta: Delta | None  # None for a backend without a change log (Milvus)
+
+
+def _release(documents: Documents) -> None:
+    """Close a lazy corpus's own connection once its build is done."""
+    if isinstance(documents, Corpus):
+        documents.close()
 
 
 def _job_result(result: BuildResult) -> dict:
