@@ -18,6 +18,8 @@ from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from whitevec.models.errors import ModelFolderError, WhiteningError, WhitevecError
 
+from .jobs import JobsUnavailable
+
 log = logging.getLogger(__name__)
 
 
@@ -118,6 +120,7 @@ COMMON = (MalformedBody, PayloadTooLarge, UnsupportedMediaType, InvalidRequest, 
 #: Errors from the models/index packages, by class: bad input unless the server's own model is broken.
 DOMAIN_ERRORS: list[tuple[type[Exception], type[ApiError]]] = [
     (ModelFolderError, ServerError),
+    (JobsUnavailable, NotReady),
     (WhiteningError, InvalidRequest),
     (WhitevecError, InvalidRequest),
 ]

@@ -46,6 +46,10 @@ class JobNotCancellable(ValueError):
     pass
 
 
+class JobsUnavailable(WhitevecError):
+    """The job records database (Postgres) cannot be reached right now."""
+
+
 def _iso(ts: float | None) -> str | None:
     return None if ts is None else datetime.fromtimestamp(ts, timezone.utc).isoformat(timespec="milliseconds")
 
@@ -81,7 +85,10 @@ class JobContext:
         now = time.monotonic()
         if now - self._last_write >= 0.5 or done >= total:
             self._last_write = now
-            self.runner._write(self.id, done=int(done), total=int(total), detail=json.dumps(record["detail"]))
+            try:  # best effort: this replica serves the live figures, and the final write retries
+                self.runner._write(self.id, done=int(done), total=int(total), detail=json.dumps(record["detail"]))
+            except JobsUnavailable as exc:
+                log.warning("job %s: progress not recorded: %s", self.id, exc)
 
 
 JobFn = Callable[[JobContext], dict]
@@ -127,7 +134,7 @@ class JobsDB:
         try:
             return psycopg.connect(self._target, autocommit=True, connect_timeout=10)
         except psycopg.Error as exc:  # the message names host and database, never the password
-            raise WhitevecError(f"WHITEVEC_JOBS_DB: cannot connect to Postgres: {str(exc).strip()}") from exc
+            raise JobsUnavailable(f"WHITEVEC_JOBS_DB: cannot connect to Postgres: {str(exc).strip()}") from exc
 
     @contextmanager
     def transaction(self) -> Iterator[Execute]:
@@ -137,6 +144,8 @@ class JobsDB:
                 with self._conn:
                     yield lambda sql, params=(): self._conn.execute(sql, params).fetchall()
                 return
+            import psycopg
+
             if self._conn.closed:  # Postgres restarted or the network dropped: connect again
                 self._conn = self._connect()
 
@@ -144,8 +153,12 @@ class JobsDB:
                 cur = self._conn.execute(sql.replace("?", "%s"), params)
                 return cur.fetchall() if cur.description else []
 
-            with self._conn.transaction():
-                yield execute
+            try:
+                with self._conn.transaction():
+                    yield execute
+            except psycopg.OperationalError as exc:  # the next call connects again
+                raise JobsUnavailable(f"WHITEVEC_JOBS_DB: lost the Postgres connection ({str(exc).strip()}); "
+                                      "retry when it is back") from exc
 
 
 class JobRunner:
@@ -201,7 +214,7 @@ class JobRunner:
                 ctx = self._contexts.get(job_id)
                 if ctx is None:  # cancelled while queued: already final
                     continue
-                self._write(job_id, state="running", started_at=time.time())
+                self._record(job_id, state="running", started_at=time.time())
                 self._running = job_id
             try:
                 result = fn(ctx)
@@ -216,9 +229,22 @@ class JobRunner:
             finally:
                 self._running = None
 
+    def _record(self, job_id: str, **fields: Any) -> None:
+        """_write for the worker: retried while the database is unreachable (about 30 s), then logged;
+        the worker thread never dies of it (a restart of this replica marks the job failed)."""
+        for wait in (0.5, 1, 2, 4, 8, 16, None):
+            try:
+                self._write(job_id, **fields)
+                return
+            except JobsUnavailable as exc:
+                if wait is None:
+                    log.error("job %s: could not record %s: %s", job_id, fields.get("state", "progress"), exc)
+                    return
+                time.sleep(wait)
+
     def _finish(self, job_id: str, state: str, error: str | None = None, result: dict | None = None) -> None:
         live = self._live.get(job_id, {})
-        self._write(job_id, state=state, finished_at=time.time(), error=error,
+        self._record(job_id, state=state, finished_at=time.time(), error=error,
                     result=None if result is None else json.dumps(result),
                     done=live.get("done", 0), total=live.get("total", 0),
                     detail=json.dumps(live.get("detail", {})))

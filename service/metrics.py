@@ -13,14 +13,20 @@ from prometheus_client import (
 )
 from prometheus_client.core import GaugeMetricFamily
 
+from .jobs import JobsUnavailable
+
 
 class _JobsCollector:
     def __init__(self, counts: Callable[[], dict[str, int]]) -> None:
         self.counts = counts
 
     def collect(self):
+        try:
+            counts = self.counts()
+        except JobsUnavailable:  # the other metrics still answer while Postgres is away
+            return
         family = GaugeMetricFamily("whitevec_jobs", "Jobs by state.", labels=["state"])
-        for state, n in self.counts().items():
+        for state, n in counts.items():
             family.add_metric([state], n)
         yield family
 

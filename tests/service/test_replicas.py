@@ -5,6 +5,7 @@ import subprocess
 import sys
 import threading
 import time
+from urllib.parse import urlparse
 
 import httpx
 import pytest
@@ -102,6 +103,36 @@ def test_a_job_record_survives_in_postgres_and_a_bad_url_is_named_without_its_pa
         with pytest.raises(WhitevecError, match=message) as err:
             Runtime(Settings(data_dir=tmp_path / "other", model_dir=tiny_model_dir, jobs_db=url))
         assert "s3cret" not in str(err.value)
+
+
+def test_a_lost_postgres_connection_is_a_503_and_jobs_still_finish(postgres, postgres_url):
+    """Postgres restarts or the network drops under a running job: calls meanwhile are a named 503, the
+    job's final state is recorded once the connection is back, and the worker keeps running jobs."""
+    from whitevec.service.errors import domain_to_api
+    from whitevec.service.jobs import JobsUnavailable
+
+    runner = JobRunner(postgres_url, owner="a")
+    runner.start()
+    go = threading.Event()
+    job = runner.submit("probe", lambda ctx: (go.wait(30), {"ok": True})[1])
+    while runner.get(job)["state"] != "running":
+        time.sleep(0.01)
+    name = urlparse(postgres_url).path.lstrip("/")
+    kill = f"SELECT pg_terminate_backend(pid, 10000) FROM pg_stat_activity WHERE datname = '{name}';"
+    postgres.psql(kill)
+    go.set()  # the job ends, and its final write is the first to meet the dead connection: it retries
+    time.sleep(1.5)
+    assert runner.get(job)["state"] == "succeeded"
+    postgres.psql(kill)
+    with pytest.raises(JobsUnavailable, match="lost the Postgres connection") as err:
+        runner.get(job)
+    assert domain_to_api(err.value).status == 503
+    second = runner.submit("next", lambda ctx: {"n": 2})  # the next call connects again
+    deadline = time.monotonic() + 30
+    while runner.get(second)["state"] != "succeeded":  # and the worker thread is still there
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    runner.stop()
 
 
 def test_a_shared_bundle_dir_keeps_another_replicas_fresh_work(tmp_path, tiny_model_dir):
