@@ -407,6 +407,8 @@ class Runtime:
                                  use_gpu=self.settings.use_gpu_index, engine=bundle.encoder.engine,
                                  engine_cache=self.settings.engine_cache)
         with self._change_lock:
+            if self.bundle is not bundle:  # this replica activated a version while that one loaded
+                return None
             self.bundle, self.refused = new, None
         log.info("another replica activated version %s; serving it: %s", version, self.describe())
         return version

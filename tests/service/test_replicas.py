@@ -184,6 +184,20 @@ async def test_a_replica_follows_the_alias_to_the_version_another_activated(sett
         hits = (await retriever.search(vectors, 5, retriever.search_params(None, None, 64, 512)))[0]
         assert [h.document.id for h in hits] == [h["id"] for h in expected]
 
+        # b activates a version itself while a follow is loading the one a activated: the follow yields
+        v3 = (await rebuild(client_a, {"documents": docs}))["result"]["version"]
+        load, calls = b.versions.load, []
+
+        def load_while_b_activates(version, **kw):
+            calls.append(version)
+            loaded = load(version, **kw)
+            if len(calls) == 1:
+                b.activate(v2, b.bundle.encoder)  # b's own admin call lands meanwhile
+            return loaded
+
+        b.versions.load = load_while_b_activates
+        assert b.follow_alias() is None and calls[0] == v3 and b.bundle.version == v2
+
 
 @pytest.fixture
 def milvus_server(tmp_path):
