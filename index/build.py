@@ -12,6 +12,7 @@ import numpy as np
 
 from whitevec.models.encoder import EncodeResult, Encoder
 from whitevec.models.errors import WhitevecError
+from whitevec.models.files import write_json_atomic
 from whitevec.models.pipeline import l2_normalize
 from whitevec.models.whitening import Whitening, WhiteningParams, jl_dim
 
@@ -19,7 +20,7 @@ from .faiss_index import IndexSpec, VectorIndex
 from .milvus import MilvusRetriever, collection_name
 from .store import Documents, DocumentStore
 from .versions import (DOCS_FILE, INDEX_FILE, MILVUS_FILE, RAW_FILE, WHITENING_FILE, VersionStore, describe_parts,
-                       encoder_manifest, write_json_atomic)
+                       encoder_manifest)
 
 #: Below this many documents an approximate index (ivf, hnsw) is slower and less exact than flat.
 MIN_APPROX_VECTORS = 10_000

@@ -32,16 +32,17 @@ import os
 import secrets
 import shutil
 import sqlite3
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
-
-from whitevec.models.encoder import Encoder, default_device
+from whitevec.models.encoder import Encoder, resolve_engine
 from whitevec.models.engines import EQUIVALENT
 from whitevec.models.errors import ModelFolderError, WhitevecError
-from whitevec.models.files import fsync_path
+from whitevec.models.files import fsync_path, write_json_atomic
 from whitevec.models.pipeline import Pipeline
 from whitevec.models.whitening import Whitening
 
@@ -126,16 +127,6 @@ class DataDirLock:
             self._fd = None
 
 
-def write_json_atomic(path: Path, data: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        json.dump(data, fh, indent=2)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-    fsync_path(path.parent)
-
-
 def encoder_manifest(encoder: Encoder) -> dict:
     return {
         "path": str(encoder.model_dir),
@@ -176,6 +167,8 @@ class VersionStore:
         self.root.mkdir(parents=True, exist_ok=True)
         self.milvus = milvus
         self.shared = shared  # other processes write here too: cleanup leaves their fresh work alone
+        self._lock = threading.RLock()
+        self._pending: set[str] = set()  # committed by this process, its activation still to come
 
     def version_of(self, collection: str) -> str | None:
         """The kept version whose index is `collection` (the one an alias names), if any."""
@@ -201,26 +194,56 @@ class VersionStore:
         if name is not None and self.milvus is not None and self.milvus.client.has_collection(name):
             self.milvus.client.drop_collection(name)
 
+    def _drop_partial_collection(self, version: str) -> None:
+        """A build that died may have left its Milvus collection half-written."""
+        if self.milvus is not None:
+            from .milvus import collection_name
+
+            name = collection_name(version)
+            if self.milvus.client.has_collection(name):
+                self.milvus.client.drop_collection(name)
+
     @property
     def pointer(self) -> Path:
         return self.root / POINTER
 
-    def _pointer_data(self) -> dict:
+    @contextmanager
+    def locked(self) -> Iterator[None]:
+        """The pointer, pending markers and pruning change under one lock: this process's threads
+        (an RLock) and, in a shared bundle dir, other replicas (an flock on versions/.lock)."""
+        with self._lock:
+            fd = os.open(self.root / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+                yield
+            finally:
+                os.close(fd)
+
+    def pointer_state(self) -> tuple[dict, str | None]:
+        """ACTIVE's data, and what is wrong with it (None when it names a complete version).
+        Never raises and never names an absolute path: a bad pointer must not stop a server."""
         if not self.pointer.is_file():
-            return {}
+            return {}, (None if not self.versions() else "versions/ACTIVE is missing")
         try:
-            return json.loads(self.pointer.read_text(encoding="utf-8"))
+            data = json.loads(self.pointer.read_text(encoding="utf-8"))
+            if not isinstance(data, dict) or not isinstance(data.get("version"), str):
+                raise ValueError("it does not hold {\"version\": …}")
         except (OSError, ValueError) as exc:
-            raise VersionDamaged(f"{self.pointer} is unreadable ({exc}); it names the active version: "
-                                 "rebuild the index, or write {\"version\": \"<a folder name>\"} into it") from exc
+            reason = exc.strerror if isinstance(exc, OSError) else str(exc).split(": line")[0]
+            return {}, f"versions/ACTIVE is unreadable ({reason})"
+        if not (self.folder(data["version"]) / MANIFEST).is_file():
+            return data, f"versions/ACTIVE names version {data['version']}, which does not exist"
+        return data, None
 
     def active(self) -> str | None:
-        return self._pointer_data().get("version")
+        """The version ACTIVE names, when it names a complete one."""
+        data, problem = self.pointer_state()
+        return None if problem else data.get("version")
 
     def history(self) -> list[dict]:
         """Activations, newest first: [{"version", "activated_at"}] (the active one is first)."""
-        data = self._pointer_data()
-        history = list(data.get("history") or [])
+        data, _ = self.pointer_state()
+        history = [h for h in data.get("history") or [] if isinstance(h, dict) and isinstance(h.get("version"), str)]
         if data.get("version") and (not history or history[0].get("version") != data["version"]):
             history.insert(0, {"version": data["version"], "activated_at": data.get("activated_at")})
         return history
@@ -241,51 +264,67 @@ class VersionStore:
         return version, tmp
 
     def commit(self, version: str, tmp: Path, manifest: dict) -> Path:
-        """Make a fully written temp folder a version (manifest last, then one rename)."""
+        """Make a fully written temp folder a version (manifest last, then one rename). It stays
+        pending (never pruned) until it is activated or `settle`d."""
         for name in os.listdir(tmp):
             fsync_path(tmp / name)
         write_json_atomic(tmp / MANIFEST, manifest)
         final = self.folder(version)
-        os.rename(tmp, final)
-        fsync_path(self.root)
+        with self.locked():
+            os.rename(tmp, final)
+            fsync_path(self.root)
+            self._pending.add(version)
         return final
 
-    def activate(self, version: str) -> None:
-        if not (self.folder(version) / MANIFEST).is_file():
-            raise WhitevecError(f"version {version} is not complete; refusing to activate it")
-        now = time.time()
-        history = [h for h in self.history() if h.get("version") != version]
-        history.insert(0, {"version": version, "activated_at": now})
-        write_json_atomic(self.pointer, {"version": version, "activated_at": now, "history": history[:HISTORY_LIMIT]})
-        name = self.collection(version)
-        if name is not None and self.milvus is not None:
-            from .milvus import point_alias
+    def settle(self, version: str) -> None:
+        """A committed version is no longer about to be activated (its job ended): prune may take it."""
+        with self._lock:
+            self._pending.discard(version)
 
-            point_alias(self.milvus.client, self.milvus.alias, name)  # every replica flips with it
+    def activate(self, version: str) -> None:
+        """Point ACTIVE (and, with Milvus, the alias) at a complete version. The alias flips first: if
+        that fails, ACTIVE still names what every replica serves."""
+        with self.locked():
+            if not (self.folder(version) / MANIFEST).is_file():
+                raise WhitevecError(f"version {version} is not complete; refusing to activate it")
+            name = self.collection(version)
+            if name is not None and self.milvus is not None:
+                from .milvus import point_alias
+
+                point_alias(self.milvus.client, self.milvus.alias, name)  # every replica flips with it
+            now = time.time()
+            history = [h for h in self.history() if h.get("version") != version]
+            history.insert(0, {"version": version, "activated_at": now})
+            write_json_atomic(self.pointer, {"version": version, "activated_at": now,
+                                             "history": history[:HISTORY_LIMIT]})
+            self._pending.discard(version)
 
     def manifest(self, version: str) -> dict:
         return json.loads((self.folder(version) / MANIFEST).read_text(encoding="utf-8"))
 
+    def newest_versions(self) -> list[str]:
+        """Complete versions in the order a server tries them when ACTIVE cannot be used: activations
+        newest first, then the never-activated ones, newest first."""
+        history = [h["version"] for h in self.history()]
+        return list(dict.fromkeys([v for v in history if (self.folder(v) / MANIFEST).is_file()]
+                                  + list(reversed(self.versions()))))
+
     def cleanup_partial(self) -> list[str]:
-        """At start (data dir locked): remove what a crashed rebuild left behind — temp folders
-        and files, and complete versions that were never activated (in a shared bundle dir, only those
-        older than a day). Returns what was removed."""
+        """At start (data dir locked): remove what a crashed rebuild provably left behind — temp folders
+        and temp files (in a shared bundle dir, only those older than a day). A complete version is never
+        removed here, whatever ACTIVE says: a missing or damaged pointer must not cost any data."""
         removed = []
-        for path in self.root.iterdir():
-            if not self.stale(path):
-                continue
-            if path.name.startswith(".tmp-"):
-                shutil.rmtree(path, ignore_errors=True)
-                removed.append(path.name)
-            elif path.name.endswith(".tmp"):
-                path.unlink(missing_ok=True)
-                removed.append(path.name)
-        activated = {h["version"] for h in self.history()}
-        for version in self.versions():
-            if version not in activated and self.stale(self.folder(version)):
-                self._drop_index(version)
-                shutil.rmtree(self.folder(version), ignore_errors=True)
-                removed.append(version)
+        with self.locked():
+            for path in self.root.iterdir():
+                if not self.stale(path):
+                    continue
+                if path.name.startswith(".tmp-"):
+                    self._drop_partial_collection(path.name[len(".tmp-"):])
+                    shutil.rmtree(path, ignore_errors=True)
+                    removed.append(path.name)
+                elif path.name.endswith(".tmp"):
+                    path.unlink(missing_ok=True)
+                    removed.append(path.name)
         return removed
 
     def stale(self, path: Path) -> bool:
@@ -300,14 +339,19 @@ class VersionStore:
 
     def prune(self, keep: int, protect: set[str] | frozenset[str] = frozenset()) -> list[str]:
         """Keep the `keep` most recently activated versions (always the active and the previously
-        active one, and any in `protect`); delete the rest, never-activated ones first."""
-        history = [h["version"] for h in self.history() if (self.folder(h["version"]) / MANIFEST).is_file()]
-        kept = set(history[: max(keep, 2)]) | set(protect)
-        kept |= {v for v in self.versions() if v not in history and not self.stale(self.folder(v))}
-        doomed = [v for v in self.versions() if v not in kept]
-        for version in doomed:
-            self._drop_index(version)
-            shutil.rmtree(self.folder(version), ignore_errors=True)
+        active one, any in `protect`, and any pending activation); delete the rest, never-activated
+        ones first. Does nothing while ACTIVE is missing or damaged: its history is what decides."""
+        with self.locked():
+            _, problem = self.pointer_state()
+            if problem:
+                return []
+            history = [h["version"] for h in self.history() if (self.folder(h["version"]) / MANIFEST).is_file()]
+            kept = set(history[: max(keep, 2)]) | set(protect) | self._pending
+            kept |= {v for v in self.versions() if v not in history and not self.stale(self.folder(v))}
+            doomed = [v for v in self.versions() if v not in kept]
+            for version in doomed:
+                self._drop_index(version)
+                shutil.rmtree(self.folder(version), ignore_errors=True)
         return doomed
 
     def verify_files(self, version: str) -> dict:
@@ -349,8 +393,8 @@ class VersionStore:
         manifest = self.verify_files(version) if checksums else self.manifest(version)
         model = {"engine": "torch", **manifest["model"]}  # versions from before engines: torch
         use = model["engine"]
-        if engine == "auto":  # resolved as the Encoder resolves it
-            engine = "onnx" if torch.device(device or default_device()).type == "cpu" else "torch"
+        if engine is not None:
+            engine = resolve_engine(engine, device)
         if engine is not None and engine != use:
             if EQUIVALENT.get(engine) == EQUIVALENT.get(use):
                 use = engine

@@ -73,6 +73,13 @@ def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
+def resolve_engine(engine: str, device: str | torch.device | None) -> str:
+    """"auto" is ONNX Runtime fp32 on the CPU (same vectors, faster) and torch on a GPU; others as given."""
+    if engine != "auto":
+        return engine
+    return "onnx" if torch.device(device if device is not None else default_device()).type == "cpu" else "torch"
+
+
 def _default_max_length(model_dir: Path, max_positions: int) -> int:
     st_config = model_dir / "sentence_bert_config.json"
     if st_config.is_file():
@@ -108,8 +115,7 @@ class Encoder:
         self.pooling = Pooling(pooling or default_pooling(path))
         self.tokenizer = TextTokenizer(path, tokenizer or default_tokenizer(path))
         self.device = torch.device(device) if device is not None else default_device()
-        if engine == "auto":  # ONNX Runtime fp32 on the CPU (same vectors, faster), torch on a GPU
-            engine = "onnx" if self.device.type == "cpu" else "torch"
+        engine = resolve_engine(engine, self.device)
         self.batch_size = batch_size
         try:
             model, info = AutoModel.from_pretrained(str(path), local_files_only=True, output_loading_info=True)

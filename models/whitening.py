@@ -13,7 +13,6 @@ import io
 import json
 import logging
 import math
-import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -21,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import WhiteningError, WhiteningMismatchError
+from .files import write_atomic
 from .loader import ModelIdentity
 
 log = logging.getLogger(__name__)
@@ -225,12 +225,7 @@ class Whitening:
         path = Path(path)
         buf = io.BytesIO()
         np.savez(buf, mu=self.mu, u=self.u, lambdas=self.lambdas, meta=np.array(json.dumps(self.meta())))
-        tmp = path.with_name(path.name + ".tmp")
-        with open(tmp, "wb") as fh:
-            fh.write(buf.getvalue())
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
+        write_atomic(path, buf.getvalue())
         return path
 
     @classmethod

@@ -133,7 +133,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     app = create_app(_settings(args))
     rt = app.state.runtime
     rt.lock()  # before anything touches the data dir; the app's lifespan keeps it
-    if args.demo and rt.versions.active() is None:
+    if args.demo and not rt.versions.versions():  # never over kept versions, whatever ACTIVE says
         print(f"no index in {rt.settings.data_dir}: building the demo index from {DEMO_CORPUS.name}",
               file=sys.stderr)
         rt.load()

@@ -192,12 +192,14 @@ class Runtime:
         log.info("whitevec ready: %s", self.describe())
 
     def _load_best(self) -> Bundle:
-        active = self.versions.active()
-        if active is None:
+        """The active version; when it cannot be served (damaged, or ACTIVE missing, unreadable or naming
+        no version), the newest intact one, reported in /readyz as `refused` until an admin activates one."""
+        data, problem = self.versions.pointer_state()
+        active = data.get("version") if problem is None else None
+        candidates = ([active] if active else []) + [v for v in self.versions.newest_versions() if v != active]
+        if not candidates:
             return Bundle(Pipeline(self.new_encoder()))
-        history = [h["version"] for h in self.versions.history()]
-        candidates = list(dict.fromkeys([*history, *reversed(self.versions.versions())]))
-        reason = None
+        reason = problem
         for version in candidates:
             try:
                 bundle = self.versions.load(version, device=self.settings.device, use_gpu=self.settings.use_gpu_index,
@@ -208,15 +210,16 @@ class Runtime:
                     reason = str(exc)
                 continue
             if version != active:
-                self.refused = {"version": active, "reason": reason, "served_instead": version}
-                log.error("the active version %s cannot be served (%s); serving %s, the newest intact version, "
-                          "until a rebuild or an activation replaces it", active, reason, version)
+                self.refused = {"version": data.get("version"), "reason": reason, "served_instead": version}
+                log.error("the active version cannot be served (%s); serving %s, the newest intact version, "
+                          "until an activation (POST /admin/versions/{version}/activate) or a rebuild replaces it",
+                          reason, version)
             else:
                 self._warn_if_model_setting_differs(bundle)
             return bundle
-        self.refused = {"version": active, "reason": reason, "served_instead": None}
-        log.error("no intact version in %s (the active one, %s: %s); serving the configured model without an "
-                  "index until a rebuild", self.versions.root, active, reason)
+        self.refused = {"version": data.get("version"), "reason": reason, "served_instead": None}
+        log.error("no intact version (the active one: %s); serving the configured model without an index "
+                  "until a rebuild", reason)
         return Bundle(Pipeline(self.new_encoder()))
 
     def served_encoder(self) -> Encoder:

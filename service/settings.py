@@ -38,7 +38,7 @@ class Settings(BaseSettings):
         "(one collection per version, served through an alias; see WHITEVEC_MILVUS_URI).")
     milvus_uri: str | None = Field(None, description="With the milvus backend: a local file path (embedded "
                                    "Milvus Lite) or http://host:19530 (Milvus standalone or cluster); "
-                                   "default DATA_DIR/milvus.db.")
+                                   "default BUNDLE_DIR/milvus.db (the data dir when no bundle dir is set).")
     milvus_alias: str = Field("whitevec", description="The Milvus alias that names the served version's collection.")
     alias_poll_s: float = Field(2.0, gt=0, description="With the milvus backend: how often a replica checks the "
                                 "alias; when another replica has switched it, this one loads that version's model "

@@ -94,6 +94,29 @@ async def test_damaged_active_version_serves_the_newest_intact_one(settings):
         assert ready["status"] == "ready" and ready["version"] == third and ready["refused"] is None
 
 
+@pytest.mark.parametrize("pointer", [None, '{"version": "20200101T000000.000000-dead"}', "not json"])
+async def test_a_server_with_a_bad_pointer_serves_the_newest_version_and_keeps_all(settings, pointer):
+    async with serving(settings) as (app, client):
+        first = (await rebuild(client, {"documents": demo_documents()}))["result"]["version"]
+        second = (await rebuild(client, {"documents": demo_documents(2)}))["result"]["version"]
+    active = settings.data_dir / "versions" / "ACTIVE"
+    active.unlink() if pointer is None else active.write_text(pointer)
+    async with serving(settings) as (app, client):
+        ready = (await client.get("/readyz")).json()
+        assert ready["status"] == "degraded" and ready["version"] == second
+        assert ready["refused"]["served_instead"] == second
+        assert ready["refused"]["reason"].startswith("versions/ACTIVE ") and str(settings.data_dir) not in str(ready)
+        listed = (await client.get("/admin/versions", headers=ADMIN)).json()
+        assert {v["version"] for v in listed["versions"]} == {first, second}
+        r = await client.post("/search", json={"query": "rain", "k": 3})
+        assert r.status_code == 200 and r.json()["version"] == second
+        r = await client.post(f"/admin/versions/{first}/activate", headers=ADMIN)
+        assert r.status_code == 200
+        ready = (await client.get("/readyz")).json()
+        assert ready["status"] == "ready" and ready["version"] == first
+    assert {first, second} <= set(os.listdir(settings.data_dir / "versions"))
+
+
 async def test_no_intact_version_left_says_to_rebuild(settings):
     async with serving(settings) as (app, client):
         only = (await rebuild(client, {"documents": demo_documents()}))["result"]["version"]
@@ -114,20 +137,55 @@ def test_prune_follows_activation_history(tmp_path, tiny_encoder):
         store.activate(version)
     store.activate(v[0])  # a rollback: v0 is active again, v3 was active just before
     never = build(store, tiny_encoder)  # complete but never activated (a crash before activation)
+    assert store.prune(keep=2) == [v[1], v[2]]  # this process may still activate `never`: it is pending
+    store = VersionStore(tmp_path)  # the next start: nothing is pending
+    store.activate(v[3])
+    store.activate(v[0])
     pruned = store.prune(keep=2)
-    assert set(pruned) == {v[1], v[2], never}
+    assert pruned == [never]
     assert set(store.versions()) == {v[0], v[3]}
     assert [h["version"] for h in store.history()][:2] == [v[0], v[3]]
 
 
-def test_start_removes_never_activated_leftovers_only(tmp_path, tiny_encoder):
+def test_start_removes_temporary_leftovers_only(tmp_path, tiny_encoder):
     store = VersionStore(tmp_path)
     served = build(store, tiny_encoder)
     store.activate(served)
-    leftover = build(store, tiny_encoder)
+    complete = build(store, tiny_encoder)  # complete, never activated: kept (prune decides, by history)
     version, tmp = store.new_version()
-    assert set(store.cleanup_partial()) == {leftover, tmp.name}
-    assert store.versions() == [served] and not tmp.exists()
+    (store.root / ".ACTIVE.123-abcd.tmp").write_text("{")
+    assert set(store.cleanup_partial()) == {tmp.name, ".ACTIVE.123-abcd.tmp"}
+    assert store.versions() == sorted([served, complete]) and not tmp.exists()
+
+
+def test_prune_never_takes_a_version_pending_activation(tmp_path, tiny_encoder):
+    store = VersionStore(tmp_path)
+    for _ in range(3):
+        store.activate(build(store, tiny_encoder))
+    pending = build(store, tiny_encoder)  # a job built it; its activation is still to come
+    store.prune(keep=1)
+    assert pending in store.versions()
+    store.activate(pending)
+    store.settle(pending)
+    assert store.active() == pending
+
+
+@pytest.mark.parametrize("pointer", [None, '{"version": "20200101T000000.000000-dead"}', "{garbage", '"x"'])
+def test_a_missing_or_bad_pointer_never_deletes_a_version(tmp_path, tiny_encoder, pointer):
+    store = VersionStore(tmp_path)
+    made = [build(store, tiny_encoder) for _ in range(3)]
+    for version in made:
+        store.activate(version)
+    if pointer is None:
+        store.pointer.unlink()
+    else:
+        store.pointer.write_text(pointer)
+    again = VersionStore(tmp_path)  # the next start
+    assert again.cleanup_partial() == [] and again.prune(keep=1) == []
+    assert again.versions() == sorted(made) and again.active() is None
+    _, problem = again.pointer_state()
+    assert problem.startswith("versions/ACTIVE ") and str(tmp_path) not in problem
+    assert again.newest_versions()[0] == max(made)
 
 
 def test_one_process_per_data_dir(tmp_path):
