@@ -97,8 +97,11 @@ def build_version(
         else:
             vectors = l2_normalize(fit.transform(raw.vectors))
             index = VectorIndex.build(vectors, spec, use_gpu=False)
-            np.save(tmp / RAW_FILE, np.ascontiguousarray(raw.vectors, dtype=np.float32))
-            index.save(tmp / INDEX_FILE)
+            try:
+                np.save(tmp / RAW_FILE, np.ascontiguousarray(raw.vectors, dtype=np.float32))
+                index.save(tmp / INDEX_FILE)
+            finally:
+                index.close()  # built for writing: the server loads its own copy at activation
             count = DocumentStore.write(tmp / DOCS_FILE, documents)
             spec, dim = index.spec, index.dim
         for warning in warnings:

@@ -22,16 +22,22 @@ from pathlib import Path
 
 import numpy as np
 
+from whitevec.models.files import write_json_atomic
+
+from .journal import JOURNAL_SCHEMA, changed_since, head, record
 from .store import Document, metadata_clause, select_in
 
 CHANGES_FILE = "changes.sqlite"
+#: The journal head of the last acknowledged change, written after each commit: a log that replays to
+#: less (its -wal deleted, truncated, bytes flipped) lost acknowledged changes and is refused.
+HEAD_FILE = "changes.head"
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS gone (row INTEGER PRIMARY KEY);
 CREATE TABLE IF NOT EXISTS added (key INTEGER PRIMARY KEY, id TEXT NOT NULL, text TEXT NOT NULL,
                                   metadata TEXT NOT NULL, raw BLOB NOT NULL, live INTEGER NOT NULL);
 CREATE INDEX IF NOT EXISTS added_id ON added(id) WHERE live = 1;
-"""
+""" + JOURNAL_SCHEMA
 
 
 @dataclass(frozen=True)
@@ -65,10 +71,26 @@ class ChangeLog:
         self.path, self.base_count, self.dim = path, base_count, dim
         self._lock = threading.Lock()
         self._conn: sqlite3.Connection | None = None
+        self.head_path = path.with_name(HEAD_FILE)
+        acked = self._acknowledged()
         if path.is_file():
             check = self._open().execute("PRAGMA quick_check").fetchone()[0]  # fail now on a damaged file
             if check != "ok":
                 raise sqlite3.DatabaseError(check)
+        if acked:
+            replayed = head(self._open()) if path.is_file() else 0
+            if replayed < acked:
+                raise sqlite3.DatabaseError(f"it replays {replayed} of the {acked} acknowledged changes (damaged, "
+                                            "truncated, or its -wal file lost)")
+
+    def _acknowledged(self) -> int:
+        """The journal head the last acknowledged change reached (0 when none was, or before heads)."""
+        try:
+            return int(json.loads(self.head_path.read_text(encoding="utf-8"))["seq"])
+        except FileNotFoundError:
+            return 0
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise sqlite3.DatabaseError(f"{HEAD_FILE} is unreadable ({exc})") from exc
 
     def _open(self) -> sqlite3.Connection:
         if self._conn is None:
@@ -103,8 +125,10 @@ class ChangeLog:
             return {}
         return dict(select_in(self._conn, self._lock, "SELECT id, key FROM added WHERE live = 1 AND id IN ({marks})", ids))
 
-    def apply(self, upserts: list[Document], raw: np.ndarray, gone_rows: list[int], dropped_keys: list[int]) -> np.ndarray:
-        """Commit one change (one transaction, durable on return); the keys given to `upserts`."""
+    def apply(self, upserts: list[Document], raw: np.ndarray, gone_rows: list[int], dropped_keys: list[int],
+              journal: list[str]) -> np.ndarray:
+        """Commit one change (one transaction, durable on return), journaling the ids in `journal`;
+        the keys given to `upserts`."""
         conn = self._open()
         with self._lock:
             start = conn.execute("SELECT MAX(key) FROM added").fetchone()[0]
@@ -118,11 +142,25 @@ class ChangeLog:
                 conn.executemany("INSERT INTO added VALUES (?, ?, ?, ?, ?, 1)", (
                     (int(k), d.id, d.text, json.dumps(d.metadata, ensure_ascii=False), raw[i].tobytes())
                     for i, (k, d) in enumerate(zip(keys, upserts))))
+                record(conn, journal)
                 conn.execute("COMMIT")
             except BaseException:
                 conn.execute("ROLLBACK")
                 raise
+            write_json_atomic(self.head_path, {"seq": head(conn)})
         return keys
+
+    def head(self) -> int:
+        if self._conn is None:
+            return 0
+        with self._lock:
+            return head(self._conn)
+
+    def changed_since(self, seq: int) -> list[str]:
+        if self._conn is None:
+            return []
+        with self._lock:
+            return changed_since(self._conn, seq)
 
     def get(self, keys: list[int]) -> dict[int, Document]:
         if self._conn is None:

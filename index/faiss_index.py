@@ -5,9 +5,10 @@ Device choice (`choose_device`, reported by /readyz): `faiss-gpu` when FAISS see
 CPU-only but torch has CUDA (exact search as a chunked matmul + top-k), `cpu` otherwise.
 WHITEVEC_DEVICE=cpu keeps search on the CPU too.
 
-FAISS GPU indexes are not thread-safe: every search of a GPU index runs in one dedicated
-thread (`SerialSearcher`), which also coalesces queued queries into one call. CPU FAISS
-searches are thread-safe and run in the default thread pool.
+Every unfiltered search runs in one thread per index (`SerialSearcher`), which coalesces queued
+queries into one call: FAISS GPU indexes are not thread-safe, and on the CPU one stacked call
+beats N concurrent ones. That thread lives only while searches come; `close()` ends it and
+drops any GPU copy, and the served-version holder closes an index once it is swapped out.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import logging
 import math
 import queue
 import threading
+import weakref
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import asdict, dataclass, replace
@@ -167,25 +169,49 @@ def torch_topk(vectors: torch.Tensor, queries: np.ndarray, k: int,
 
 class SerialSearcher:
     """Runs every search in one thread; queries queued meanwhile with the same (k, params) are
-    stacked into one call. For indexes that must not be searched concurrently (FAISS GPU)."""
+    stacked into one call. The thread starts with the first search and ends after IDLE_S without
+    one (or at close), so an index that is built, swapped out or never searched holds no thread."""
+
+    IDLE_S = 2.0
 
     def __init__(self, search: Callable[[np.ndarray, int, SearchParams], tuple[np.ndarray, np.ndarray]],
                  name: str = "whitevec-search") -> None:
         self._search = search
+        self._name = name
         self._queue: queue.Queue = queue.Queue()
-        self._thread = threading.Thread(target=self._work, name=name, daemon=True)
-        self._thread.start()
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._closed = False
 
     def submit(self, queries: np.ndarray, k: int, params: SearchParams) -> Future:
         future: Future = Future()
-        self._queue.put((queries, k, params, future))
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("this index was closed (its version was swapped out); retry the request")
+            self._queue.put((queries, k, params, future))
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._work, name=self._name, daemon=True)
+                self._thread.start()
         return future
 
     def close(self) -> None:
-        self._queue.put(None)
+        with self._lock:
+            self._closed = True
+            self._queue.put(None)
+
+    def _next(self) -> tuple | None:
+        """The next item; None when closed or idle (the thread then ends, under the lock submit takes)."""
+        try:
+            return self._queue.get(timeout=self.IDLE_S)
+        except queue.Empty:
+            with self._lock:
+                if self._queue.empty():
+                    self._thread = None
+                    return None
+            return self._queue.get()
 
     def _work(self) -> None:
-        while (first := self._queue.get()) is not None:
+        while (first := self._next()) is not None:
             group, rest = [first], []
             while True:
                 try:
@@ -199,6 +225,9 @@ class SerialSearcher:
             for item in rest:
                 self._queue.put(item)
             self._run(group)
+        with self._lock:
+            if self._closed:
+                self._thread = None
 
     def _run(self, group: list) -> None:
         k, params = group[0][1], group[0][2]
@@ -215,6 +244,9 @@ class SerialSearcher:
             start = end
 
 
+_LIVE: "weakref.WeakSet[VectorIndex]" = weakref.WeakSet()
+
+
 class VectorIndex:
     """A built FAISS index whose int ids are row positions 0..n-1 in the document store."""
 
@@ -229,6 +261,7 @@ class VectorIndex:
         self._torch_vectors: torch.Tensor | None = None
         self._serial: SerialSearcher | None = None
         self._direct_map_lock = threading.Lock()
+        _LIVE.add(self)
         if self.device == "faiss-gpu":
             self._gpu_index = index_cpu_to_gpu(index)
             self._serial = SerialSearcher(self._search_gpu, "whitevec-faiss-gpu")
@@ -354,8 +387,17 @@ class VectorIndex:
         return torch_topk(self._torch_vectors, queries, min(k, self.count))
 
     def close(self) -> None:
+        """Stop the search thread and drop the GPU copy (what an index holds besides its CPU arrays)."""
         if self._serial is not None:
             self._serial.close()
+        self._gpu_index = None
+        self._torch_vectors = None
+        _LIVE.discard(self)
+
+    @staticmethod
+    def live() -> int:
+        """Indexes built or loaded and not yet closed (a leak shows as a count that grows)."""
+        return len(_LIVE)
 
     def save(self, path: Path) -> None:
         faiss.write_index(self.cpu_index, str(path))

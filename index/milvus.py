@@ -24,6 +24,7 @@ from itertools import islice
 import numpy as np
 
 from .faiss_index import IndexSpec, SearchParams, check_search_params
+from .journal import Journal
 from .retriever import ChangeResult, Hit
 from .store import Document, Documents
 
@@ -88,9 +89,10 @@ class MilvusRetriever:
     """One version's collection; implements index/retriever.py's Retriever."""
 
     def __init__(self, client, collection: str, spec: IndexSpec, dim: int, raw_dim: int,
-                 transform: Callable[[np.ndarray], np.ndarray]) -> None:
+                 transform: Callable[[np.ndarray], np.ndarray], journal: Journal | None = None) -> None:
         self.client, self.collection, self._spec = client, collection, spec
         self.dim, self.raw_dim, self.transform = dim, raw_dim, transform
+        self.journal = journal  # the served version's: what carry-over reads (None while building)
         client.load_collection(collection)
 
     @classmethod
@@ -184,7 +186,38 @@ class MilvusRetriever:
         if present:
             self.client.delete(self.collection, ids=list(present))
             self.client.flush(self.collection)
+        if self.journal is not None:  # after the write: a journaled id is in the collection as changed
+            self.journal.record(list(dict.fromkeys([d.id for d in upserts] + [i for i in asked if i in present])))
         return ChangeResult(len(upserts), len(present), missing)
+
+    @property
+    def device(self) -> str:
+        return "milvus"
+
+    @property
+    def has_raw(self) -> bool:
+        return True  # every collection stores them
+
+    def stored_raw(self) -> np.ndarray | None:
+        return None  # `documents` reads them from the collection
+
+    def change_counts(self) -> dict[str, int]:
+        return {}  # changed in place; Milvus compacts its own segments
+
+    def sequence(self) -> int:
+        return self.journal.head() if self.journal is not None else 0
+
+    def changed_since(self, seq: int) -> list[str]:
+        return self.journal.changed_since(seq) if self.journal is not None else []
+
+    def fetch(self, ids: list[str]) -> tuple[list[Document], np.ndarray | None]:
+        docs, raws = [], []
+        for start in range(0, len(ids), INSERT_BATCH):
+            found = self.client.get(self.collection, ids=ids[start : start + INSERT_BATCH],
+                                    output_fields=["text", "metadata", "raw"])
+            docs += [Document(r["id"], r["text"], r["metadata"] or {}) for r in found]
+            raws += [r["raw"] for r in found]
+        return docs, np.asarray(raws, np.float32).reshape(len(docs), self.raw_dim)
 
     def documents(self, base_raw: np.ndarray | None = None) -> tuple[list[Document], np.ndarray]:
         """Every document with its raw vector (for a rebuild), read in batches."""
@@ -200,7 +233,9 @@ class MilvusRetriever:
         return docs, np.asarray(raws, np.float32).reshape(len(docs), self.raw_dim)
 
     def close(self) -> None:
-        pass  # the client is shared by every version of this process
+        """The journal's file; the client is shared by every version of this process and stays open."""
+        if self.journal is not None:
+            self.journal.close()
 
 
 def point_alias(client, alias: str, collection: str) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol
 
 import numpy as np
@@ -53,15 +54,50 @@ class Retriever(Protocol):
 
     def documents(self, base_raw: np.ndarray | None) -> tuple[Documents, np.ndarray | None]: ...
 
+    @property
+    def device(self) -> str:
+        """Where searches run (reported by /readyz)."""
+        ...
+
+    @property
+    def has_raw(self) -> bool:
+        """The version keeps its raw pooled vectors (re-whitening and upserts need them)."""
+        ...
+
+    def stored_raw(self) -> np.ndarray | None:
+        """The built rows' raw vectors, memory-mapped, for `documents` (None where `documents` reads its own)."""
+        ...
+
+    def change_counts(self) -> dict[str, int]:
+        """Changes held outside the built index, for the versions report ({} where the backend folds them in)."""
+        ...
+
     def pending_changes(self) -> int: ...
+
+    def count_after(self, upsert_ids: list[str], deletes: list[str]) -> int: ...
+
+    def sequence(self) -> int:
+        """The journal head: the sequence number of the last acknowledged change."""
+        ...
+
+    def changed_since(self, seq: int) -> list[str]:
+        """Ids changed (upserted or deleted) after `seq`, in the order they first changed."""
+        ...
+
+    def fetch(self, ids: list[str]) -> tuple[list[Document], np.ndarray | None]:
+        """The live documents among `ids` with their raw pooled vectors (None where the version keeps none)."""
+        ...
+
+    def close(self) -> None: ...
 
 
 class FaissRetriever:
     """A built version (FAISS index + docs.sqlite) and the changes logged to it since."""
 
     def __init__(self, index: VectorIndex, store: DocumentStore, log: ChangeLog,
-                 transform: Callable[[np.ndarray], np.ndarray]) -> None:
+                 transform: Callable[[np.ndarray], np.ndarray], raw_path: Path | None = None) -> None:
         self.index, self.store, self.log, self.transform = index, store, log, transform
+        self.raw_path = raw_path
         self.base_count = index.count
         self.delta: Delta = log.load(transform, index.dim)
 
@@ -144,7 +180,9 @@ class FaissRetriever:
         missing = [i for i in asked if i not in live and i not in base]
         if not upserts and len(missing) == len(asked):
             return ChangeResult(0, 0, missing)
-        keys = self.log.apply(upserts, raw, list(base.values()), list(live.values()))
+        done = [i for i in asked if i not in missing]
+        keys = self.log.apply(upserts, raw, list(base.values()), list(live.values()),
+                              list(dict.fromkeys([d.id for d in upserts] + done)))
         vectors = self.transform(raw) if len(upserts) else np.zeros((0, self.index.dim), np.float32)
         self.delta = delta.changed(np.fromiter(base.values(), np.int64, len(base)),
                                    np.fromiter(live.values(), np.int64, len(live)), keys, vectors)
@@ -167,6 +205,39 @@ class FaissRetriever:
             return docs, None
         alive = delta.alive_rows() if delta.n_gone else slice(None)
         return docs, np.concatenate([np.asarray(base_raw[alive], dtype=np.float32), added_raw])
+
+    @property
+    def device(self) -> str:
+        return self.index.device
+
+    @property
+    def has_raw(self) -> bool:
+        return self.raw_path is not None and self.raw_path.is_file()
+
+    def stored_raw(self) -> np.ndarray | None:
+        return np.load(self.raw_path, mmap_mode="r") if self.has_raw else None
+
+    def change_counts(self) -> dict[str, int]:
+        return {"added": len(self.delta.keys), "gone": self.delta.n_gone}
+
+    def sequence(self) -> int:
+        return self.log.head()
+
+    def changed_since(self, seq: int) -> list[str]:
+        return self.log.changed_since(seq)
+
+    def fetch(self, ids: list[str]) -> tuple[list[Document], np.ndarray | None]:
+        delta = self.delta
+        live = self.log.live_keys(ids)
+        added, added_raw = self.log.documents(np.fromiter(live.values(), np.int64, len(live)))
+        rows = {i: r for i, r in self.store.rows_of([i for i in ids if i not in live]).items() if not delta.gone[r]}
+        base = self.store.get(list(rows.values()))
+        docs = added + [base[r] for r in rows.values()]
+        if not self.has_raw:
+            return docs, None
+        stored = np.load(self.raw_path, mmap_mode="r")
+        base_raw = np.asarray(stored[np.fromiter(rows.values(), np.int64, len(rows))], np.float32)
+        return docs, np.concatenate([added_raw, base_raw.reshape(len(rows), added_raw.shape[1])])
 
     def close(self) -> None:
         self.index.close()

@@ -46,8 +46,9 @@ from whitevec.models.files import fsync_path, write_json_atomic
 from whitevec.models.pipeline import Pipeline
 from whitevec.models.whitening import Whitening
 
-from .changes import CHANGES_FILE, ChangeLog
+from .changes import CHANGES_FILE, HEAD_FILE, ChangeLog
 from .faiss_index import IndexSpec, VectorIndex
+from .journal import JOURNAL_FILE, Journal
 from .retriever import FaissRetriever, Retriever
 from .store import DocumentStore
 
@@ -151,6 +152,13 @@ class Bundle:
     @property
     def encoder(self) -> Encoder:
         return self.pipeline.encoder
+
+    def close(self) -> None:
+        """Free the index and close its files (the encoder is shared with other bundles and stays)."""
+        if self.retriever is not None:
+            self.retriever.close()
+        elif self.index is not None:
+            self.index.close()
 
 
 @dataclass
@@ -275,6 +283,15 @@ class VersionStore:
             fsync_path(self.root)
             self._pending.add(version)
         return final
+
+    def discard(self, version: str) -> None:
+        """Delete a committed version that will never be served (its job failed before activating it)."""
+        with self.locked():
+            self._pending.discard(version)
+            data, _ = self.pointer_state()
+            if data.get("version") != version:
+                self._drop_index(version)
+                shutil.rmtree(self.folder(version), ignore_errors=True)
 
     def settle(self, version: str) -> None:
         """A committed version is no longer about to be activated (its job ended): prune may take it."""
@@ -414,6 +431,7 @@ class VersionStore:
         folder = self.folder(version)
         if manifest.get("backend") == "milvus":
             return self._load_milvus(version, manifest, encoder)
+        index: VectorIndex | None = None
         try:
             whitening = Whitening.load(folder / WHITENING_FILE)
             pipeline = Pipeline(encoder, whitening)
@@ -421,16 +439,19 @@ class VersionStore:
             index = VectorIndex.load(folder / INDEX_FILE, spec, use_gpu=use_gpu, device=device)
             store = DocumentStore(folder / DOCS_FILE)
         except (RuntimeError, OSError, ValueError, KeyError, sqlite3.Error) as exc:
+            if index is not None:  # a load that fails halfway frees what it loaded
+                index.close()
             raise VersionDamaged(f"version {version} could not be loaded: {exc}") from exc
         _check_consistent(version, manifest, whitening, index, store)
         try:
             changes = ChangeLog(folder / CHANGES_FILE, index.count, encoder.dim)
-            retriever = FaissRetriever(index, store, changes, pipeline.postprocess)
+            retriever = FaissRetriever(index, store, changes, pipeline.postprocess, folder / RAW_FILE)
         except (sqlite3.Error, ValueError, IndexError) as exc:
             store.close()
             index.close()
             raise VersionDamaged(f"version {version}: {CHANGES_FILE} (its upserts and deletes) is unreadable ({exc}); "
-                                 f"move it away to serve the version as built, without those changes") from exc
+                                 f"restore it from a backup (`whitevec backup`), or move {CHANGES_FILE} and "
+                                 f"{HEAD_FILE} away to serve the version as built, without those changes") from exc
         return Bundle(pipeline, version, manifest, index, store, retriever)
 
     def _load_milvus(self, version: str, manifest: dict, encoder: Encoder) -> Bundle:
@@ -446,8 +467,9 @@ class VersionStore:
             if not self.milvus.client.has_collection(name):
                 raise VersionDamaged(f"version {version}: Milvus collection {name} is missing")
             retriever = MilvusRetriever(self.milvus.client, name, IndexSpec(**manifest["index"]["spec"]),
-                                        manifest["index"]["dim"], encoder.dim, pipeline.postprocess)
-        except (OSError, ValueError, KeyError) as exc:
+                                        manifest["index"]["dim"], encoder.dim, pipeline.postprocess,
+                                        Journal(self.folder(version) / JOURNAL_FILE))
+        except (OSError, ValueError, KeyError, sqlite3.Error) as exc:
             raise VersionDamaged(f"version {version} could not be loaded: {exc}") from exc
         return Bundle(pipeline, version, manifest, None, None, retriever)
 

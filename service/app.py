@@ -18,6 +18,7 @@ from fastapi.staticfiles import StaticFiles
 from whitevec.index.documents import (check_documents, duplicate_ids, parse_document, read_jsonl,
                                       resolve_import_path)
 from whitevec.index.faiss_index import INDEX_TYPES
+from whitevec.index.versions import Bundle
 from whitevec.models.encoder import EncodeResult
 from whitevec.models.errors import WhitevecError
 from whitevec.models.evaluation import read_pairs
@@ -25,7 +26,7 @@ from whitevec.models.training import TrainConfig, classes_from_examples, classes
 
 from . import errors
 from .body import FastJSONResponse, RenderedJSON, body_openapi, install_openapi, json_body, render_json
-from .deps import check_texts, encode, get_runtime, require_admin, require_api_key
+from .deps import check_texts, encode, get_runtime, require_admin, require_api_key, served_bundle
 from .errors import (COMMON, Conflict, Forbidden, NotFound, NotReady, Overloaded, PayloadTooLarge, ServerError,
                      Unauthorized, responses)
 from .jobs import JobContext, JobNotCancellable, UnknownJob
@@ -139,10 +140,9 @@ ops = APIRouter(tags=["operations"])
 @data.post("/embed", response_model=EmbedResponse, openapi_extra=body_openapi(EmbedRequest),
            responses=responses(*ENCODE_ERRORS, Unauthorized, Forbidden))
 async def embed(request: Request, req: EmbedRequest = Depends(json_body(EmbedRequest)),
-                rt: Runtime = Depends(get_runtime)) -> Response:
+                rt: Runtime = Depends(get_runtime), bundle: Bundle = Depends(served_bundle)) -> Response:
     """Vectors for texts: pooled, whitened with the active version's fit, normalised."""
     check_texts(rt, req.texts, "texts")
-    bundle = rt.require_bundle()
     out_dim = bundle.pipeline.output_dim(req.whiten, req.dim)
 
     def answer(raw: EncodeResult) -> bytes:  # in the batcher's output thread
@@ -158,14 +158,13 @@ async def embed(request: Request, req: EmbedRequest = Depends(json_body(EmbedReq
 @data.post("/search", response_model=SearchResponse, openapi_extra=body_openapi(SearchRequest),
            responses=responses(*ENCODE_ERRORS, Conflict, Unauthorized, Forbidden))
 async def search(request: Request, req: SearchRequest = Depends(json_body(SearchRequest)),
-                 rt: Runtime = Depends(get_runtime)) -> Response:
+                 rt: Runtime = Depends(get_runtime), bundle: Bundle = Depends(served_bundle)) -> Response:
     """Nearest documents by cosine for one query or several; results in query order."""
     queries = [req.query] if req.query is not None else list(req.queries or [])
     check_texts(rt, queries, "queries")
     if req.k > rt.settings.max_k:
         raise errors.InvalidRequest(f"k={req.k} is above the limit of {rt.settings.max_k} (WHITEVEC_MAX_K)",
                                     param="k")
-    bundle = rt.require_bundle()
     retriever = bundle.retriever
     if retriever is None:
         raise Conflict(rt.no_index_message())
@@ -184,12 +183,11 @@ ADMIN_ERRORS = (*COMMON, Unauthorized, Forbidden)
 @admin.post("/index/rebuild", status_code=202, response_model=JobAccepted, openapi_extra=body_openapi(RebuildRequest),
             responses=responses(*ADMIN_ERRORS))
 async def rebuild(req: RebuildRequest = Depends(json_body(RebuildRequest)),
-                  rt: Runtime = Depends(get_runtime)) -> Response:
+                  rt: Runtime = Depends(get_runtime), bundle: Bundle = Depends(served_bundle)) -> Response:
     """Start a job that encodes the documents, fits whitening, builds the index and swaps it in.
 
     The model is the one served when the job runs (a training job queued before it with
     `activate` changes it), never the one served at submit time."""
-    bundle = rt.require_bundle()
     if not req.reencode:
         if bundle.retriever is None:
             raise Conflict(rt.no_index_message())
@@ -202,7 +200,8 @@ async def rebuild(req: RebuildRequest = Depends(json_body(RebuildRequest)),
         count = bundle.retriever.count()
         spec = rt.index_spec(req.index.model_dump() if req.index else bundle.retriever.spec.to_dict(), count)
         rt.check_raw_vectors(bundle)
-        job_id = rt.jobs.submit("index.rebuild", lambda ctx: rt.rewhiten(ctx, params, spec), total=count)
+        job_id = await asyncio.to_thread(rt.jobs.submit, "index.rebuild", lambda ctx: rt.rewhiten(ctx, params, spec),
+                                         total=count)
         return JSONResponse({"job_id": job_id}, status_code=202)
     if req.path is not None:
         path = resolve_import_path(rt.settings.import_dir, req.path)
@@ -226,19 +225,19 @@ async def rebuild(req: RebuildRequest = Depends(json_body(RebuildRequest)),
             corpus, since = rt.merged(documents)
             return rt.rebuild(ctx, corpus, params, spec, since=since)
 
-        job_id = rt.jobs.submit("index.rebuild", merge, total=total)
+        job_id = await asyncio.to_thread(rt.jobs.submit, "index.rebuild", merge, total=total)
     else:
-        job_id = rt.jobs.submit("index.rebuild", lambda ctx: rt.rebuild(ctx, documents, params, spec),
-                                total=len(documents))
+        job_id = await asyncio.to_thread(rt.jobs.submit, "index.rebuild",
+                                         lambda ctx: rt.rebuild(ctx, documents, params, spec), total=len(documents))
     return JSONResponse({"job_id": job_id}, status_code=202)
 
 
 @admin.post("/train", status_code=202, response_model=TrainAccepted, openapi_extra=body_openapi(TrainRequest),
             responses=responses(*ADMIN_ERRORS))
-async def train(req: TrainRequest = Depends(json_body(TrainRequest)), rt: Runtime = Depends(get_runtime)) -> Response:
+async def train(req: TrainRequest = Depends(json_body(TrainRequest)), rt: Runtime = Depends(get_runtime),
+                bundle: Bundle = Depends(served_bundle)) -> Response:
     """Start an AM-Softmax fine-tuning job in a separate process; `activate` swaps in the new model
     with a re-encoded corpus, refitted whitening and a rebuilt index, as one version."""
-    bundle = rt.require_bundle()
     examples = [e.model_dump() for e in req.examples] if req.examples is not None else None
     pairs = [p.model_dump() for p in req.pairs] if req.pairs is not None else None
     if req.path is not None:
@@ -255,7 +254,7 @@ async def train(req: TrainRequest = Depends(json_body(TrainRequest)), rt: Runtim
     fields = req.model_dump(include=set(TrainConfig.__dataclass_fields__))
     config = TrainConfig(**fields)
     out_dir = rt.model_output_dir(req.name)
-    job_id = rt.jobs.submit("train", lambda ctx: rt.train(ctx, rt.training_spec(
+    job_id = await asyncio.to_thread(rt.jobs.submit, "train", lambda ctx: rt.train(ctx, rt.training_spec(
         asdict(config), examples, pairs, req.pair_threshold, eval_path, out_dir), req.activate))
     return JSONResponse({"job_id": job_id, "classes": data.n_classes, "texts": len(data.texts),
                          "warnings": data.warnings, "model_name": out_dir.name}, status_code=202)
@@ -283,7 +282,7 @@ async def upsert_documents(req: UpsertRequest = Depends(json_body(UpsertRequest)
     if dupes:
         raise errors.InvalidRequest(f"duplicate ids in one call: {', '.join(map(repr, dupes[:10]))}",
                                     param="documents")
-    done = await asyncio.to_thread(rt.change_documents, documents, [])
+    done = await asyncio.wrap_future(rt.writer.submit(rt.change_documents, documents, []))
     return {"upserted": done["upserted"], "version": done["version"]}
 
 
@@ -292,14 +291,14 @@ async def delete_documents(req: DeleteRequest = Depends(json_body(DeleteRequest)
                            rt: Runtime = Depends(get_runtime)) -> dict:
     """Delete documents by id, committed to the served version's change log before the answer (no
     ghost hits); unknown ids are listed in `missing`."""
-    done = await asyncio.to_thread(rt.change_documents, [], req.ids)
+    done = await asyncio.wrap_future(rt.writer.submit(rt.change_documents, [], req.ids))
     return {"deleted": done["deleted"], "missing": done["missing"], "version": done["version"]}
 
 
 @admin.get("/documents/{doc_id:path}", responses=responses(Unauthorized, Forbidden, NotFound, Conflict))
-async def get_document(doc_id: str, rt: Runtime = Depends(get_runtime)) -> Response:
+async def get_document(doc_id: str, rt: Runtime = Depends(get_runtime),
+                       bundle: Bundle = Depends(served_bundle)) -> Response:
     """One document of the served version: id, text, metadata."""
-    bundle = rt.require_bundle()
     if bundle.retriever is None:
         raise Conflict(rt.no_index_message())
     doc = await asyncio.to_thread(bundle.retriever.get, doc_id)
@@ -330,12 +329,12 @@ async def activate_version(version: str, rt: Runtime = Depends(get_runtime)) -> 
 @admin.get("/jobs", response_model=list[JobOut], responses=responses(Unauthorized, Forbidden))
 async def list_jobs(rt: Runtime = Depends(get_runtime)) -> list[dict]:
     """The latest 100 jobs, newest first."""
-    return rt.jobs.list()
+    return await asyncio.to_thread(rt.jobs.list)
 
 
 @admin.get("/jobs/{job_id}", response_model=JobOut, responses=responses(Unauthorized, Forbidden, NotFound))
 async def get_job(job_id: str, rt: Runtime = Depends(get_runtime)) -> dict:
-    return job_or_404(rt, job_id)
+    return await asyncio.to_thread(job_or_404, rt, job_id)
 
 
 @admin.post("/jobs/{job_id}/cancel", response_model=JobOut,
@@ -343,9 +342,9 @@ async def get_job(job_id: str, rt: Runtime = Depends(get_runtime)) -> dict:
 async def cancel_job(job_id: str, rt: Runtime = Depends(get_runtime)) -> dict:
     """Stop a queued job at once (it ends `cancelled`), or ask a running one to stop; the served
     version is untouched either way."""
-    job_or_404(rt, job_id)
+    await asyncio.to_thread(job_or_404, rt, job_id)
     try:
-        return rt.jobs.cancel(job_id)
+        return await asyncio.to_thread(rt.jobs.cancel, job_id)
     except JobNotCancellable as exc:
         raise Conflict(str(exc)) from exc
 
@@ -362,13 +361,13 @@ async def readyz(rt: Runtime = Depends(get_runtime)) -> dict:
     rt.require_bundle()
     if not rt.batcher.running:
         raise NotReady(rt.batcher.error or "the encoder is not running", headers={"Retry-After": "5"})
-    return rt.ready_report()
+    return await asyncio.to_thread(rt.ready_report)
 
 
 @ops.get("/metrics", response_class=PlainTextResponse)
 async def metrics(rt: Runtime = Depends(get_runtime)) -> Response:
     """Prometheus text format."""
-    return Response(rt.metrics.render(), media_type="text/plain; version=0.0.4")
+    return Response(await asyncio.to_thread(rt.metrics.render), media_type="text/plain; version=0.0.4")
 
 
 def _install_docs(app: FastAPI) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hmac
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from fastapi import Depends, Request
@@ -31,6 +31,15 @@ api_bearer = HTTPBearer(auto_error=False, scheme_name="ApiKey",
 
 async def get_runtime(request: Request) -> Runtime:  # async: no thread-pool hop per request
     return request.app.state.runtime
+
+
+async def served_bundle(request: Request) -> AsyncIterator[Bundle]:
+    """The served bundle, leased for the request: a swap meanwhile closes it only after the answer."""
+    rt: Runtime = request.app.state.runtime
+    with rt.served.lease() as bundle:
+        if bundle is None:
+            raise NotReady(rt.load_error or "the model is still loading; retry shortly", headers={"Retry-After": "2"})
+        yield bundle
 
 
 def check_texts(rt: Runtime, texts: list[str], field: str) -> None:

@@ -9,11 +9,12 @@ import numpy as np
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field
+from whitevec.index.versions import Bundle
 from whitevec.models.encoder import EncodeResult
 from whitevec.models.errors import WhiteningError
 
 from .body import RenderedJSON, body_openapi, json_body, render_json
-from .deps import check_texts, encode, get_runtime, require_api_key
+from .deps import check_texts, encode, get_runtime, require_api_key, served_bundle
 from .errors import (
     COMMON,
     InvalidRequest,
@@ -68,7 +69,7 @@ router = APIRouter(prefix="/v1", tags=["openai"], dependencies=[Depends(require_
 @router.post("/embeddings", response_model=EmbeddingsResponse, openapi_extra=body_openapi(EmbeddingsRequest),
              responses=responses(*COMMON, Unauthorized, NotFound, Overloaded))
 async def embeddings(request: Request, req: EmbeddingsRequest = Depends(json_body(EmbeddingsRequest)),
-                     rt: Runtime = Depends(get_runtime)) -> Response:
+                     rt: Runtime = Depends(get_runtime), bundle: Bundle = Depends(served_bundle)) -> Response:
     """OpenAI's embeddings API over the active version: whitened (dims = `dimensions`) and normalised.
     `model` may always be `whitevec`: that alias survives a model change (a fine-tune's activation)."""
     texts = [req.input] if isinstance(req.input, str) else req.input
@@ -76,7 +77,6 @@ async def embeddings(request: Request, req: EmbeddingsRequest = Depends(json_bod
         raise InvalidRequest("input must be a non-empty string or a non-empty list of non-empty strings",
                              param="input")
     check_texts(rt, texts, "input")
-    bundle = rt.require_bundle()
     name = bundle.encoder.identity.name
     if req.model != name and req.model not in ALIASES:
         raise NotFound(f"model {req.model!r} is not served here; use {name!r} (GET /v1/models)", param="model")
@@ -100,9 +100,8 @@ async def embeddings(request: Request, req: EmbeddingsRequest = Depends(json_bod
 
 
 @router.get("/models", responses=responses(Unauthorized, NotReady))
-async def models(rt: Runtime = Depends(get_runtime)) -> dict:
+async def models(rt: Runtime = Depends(get_runtime), bundle: Bundle = Depends(served_bundle)) -> dict:
     """The one served model, in OpenAI's list shape."""
-    bundle = rt.require_bundle()
     created = int((bundle.manifest or {}).get("created_at", 0))
     return {"object": "list", "data": [{"id": name, "object": "model", "created": created, "owned_by": "whitevec"}
                                         for name in (bundle.encoder.identity.name, "whitevec")]}

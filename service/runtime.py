@@ -15,6 +15,7 @@ import subprocess
 import sys
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,13 +23,12 @@ from pathlib import Path
 import numpy as np
 
 from whitevec.index.build import BuildResult, build_version
-from whitevec.index.changes import CHANGES_FILE, Delta
+from whitevec.index.changes import CHANGES_FILE
 from whitevec.index.documents import check_count
 from whitevec.index.faiss_index import IndexSpec
 from whitevec.index.milvus import alias_target
-from whitevec.index.retriever import FaissRetriever
 from whitevec.index.store import Corpus, Document, Documents
-from whitevec.index.versions import RAW_FILE, Bundle, DataDirLock, MilvusTarget, VersionStore
+from whitevec.index.versions import Bundle, DataDirLock, MilvusTarget, VersionStore
 from whitevec.models.encoder import Encoder
 from whitevec.models.errors import WhitevecError
 from whitevec.models.loader import bundled_model_dir
@@ -39,6 +39,7 @@ from .batcher import Batcher
 from .errors import Conflict, InvalidRequest, NotReady
 from .jobs import POSTGRES, JobContext, JobRunner
 from .metrics import Metrics
+from .serving import ServedBundle
 from .settings import Settings
 
 log = logging.getLogger("whitevec")
@@ -69,16 +70,23 @@ class Runtime:
         self.admin_token_generated = token is None
         self.admin_token = token or secrets.token_urlsafe(24)
         self._token_announced = False
-        self.bundle: Bundle | None = None
+        self.served = ServedBundle()
         self.load_error: str | None = None
         self.refused: dict | None = None  # the active version, when it could not be served, and why
         # Upserts, deletes and activations take turns: a change lands in the version that is served
         # when it commits, and a rebuild's activation carries over what was committed while it ran.
         self._change_lock = threading.RLock()
+        # Upserts and deletes run here, one at a time, not in the default thread pool that searches use.
+        self.writer = ThreadPoolExecutor(1, thread_name_prefix="whitevec-writer")
         self.training_command = [sys.executable, "-m", "whitevec.models.training"]  # + the job's config file
         self._follow_stop = threading.Event()
         self._follower: threading.Thread | None = None
         self._alias_unknown: str | None = None  # logged once
+
+    @property
+    def bundle(self) -> Bundle | None:
+        """The served bundle now (a request or job that keeps using it leases it: `served.lease()`)."""
+        return self.served.current
 
     @staticmethod
     def _default_replica(settings: Settings) -> str:
@@ -119,6 +127,9 @@ class Runtime:
         self._lock.acquire(what)
 
     def unlock(self) -> None:
+        """Close the served bundle and release the data dir (shutdown)."""
+        self.writer.shutdown(wait=True)
+        self.served.close()
         if self.versions.milvus is not None:
             self.versions.milvus.client.close()  # Milvus Lite: lets the next process open the file
         self._lock.release()
@@ -184,7 +195,7 @@ class Runtime:
         try:
             self.lock()
             self.cleanup_at_start()
-            self.bundle = self._load_best()
+            self.served.swap(self._load_best())
         except Exception as exc:
             self.load_error = str(exc)
             log.error("whitevec could not load its model bundle: %s", exc)
@@ -250,9 +261,7 @@ class Runtime:
 
     @staticmethod
     def index_device(bundle: Bundle) -> str | None:
-        if bundle.retriever is None:
-            return None
-        return bundle.index.device if bundle.index is not None else "milvus"
+        return bundle.retriever.device if bundle.retriever is not None else None
 
     def require_bundle(self) -> Bundle:
         if self.bundle is None:
@@ -311,17 +320,32 @@ class Runtime:
     def activate(self, version: str, encoder: Encoder | None, just_built: bool = False,
                  since: Snapshot | None = None) -> Bundle:
         """Load a written version fully (verified), then point at it, then serve it: a failure changes nothing.
-        A version this process `just_built` is not re-hashed (its checksums were taken from the files).
-        With `since` (what a rebuild read its corpus from), upserts and deletes committed to that version
-        after the read are applied to the new one before it is served, so none is lost."""
-        bundle = self.versions.load(version, encoder=encoder, device=self.settings.device,
-                                    use_gpu=self.settings.use_gpu_index, engine=encoder.engine if encoder else None,
-                                    engine_cache=self.settings.engine_cache, checksums=not just_built)
-        with self._change_lock:
-            if since is not None:
-                self._carry_over(since, bundle)
-            self.versions.activate(version)
-            previous, self.bundle, self.refused = self.bundle, bundle, None
+        A version this process `just_built` is not re-hashed (its checksums were taken from the files), and
+        is discarded if it cannot be activated. With `since` (what a job read its corpus from), every change
+        acknowledged after that read is applied to the new version before it is served, on either backend;
+        if the served version changed meanwhile (a rollback), the activation fails and says so."""
+        try:
+            bundle = self.versions.load(version, encoder=encoder, device=self.settings.device,
+                                        use_gpu=self.settings.use_gpu_index,
+                                        engine=encoder.engine if encoder else None,
+                                        engine_cache=self.settings.engine_cache, checksums=not just_built)
+        except BaseException:
+            if just_built:
+                self.versions.discard(version)
+            raise
+        try:
+            with self._change_lock:
+                seq = self._carry_over(since, bundle, since.seq) if since is not None else 0
+                self.versions.activate(version)
+                if since is not None:  # what other replicas acknowledged before the alias moved
+                    self._carry_over(since, bundle, seq)
+                previous = self.served.swap(bundle)
+                self.refused = None
+        except BaseException:
+            bundle.close()
+            if just_built:
+                self.versions.discard(version)
+            raise
         protect = {previous.version} if previous is not None and previous.version else set()
         pruned = self.versions.prune(self.settings.keep_versions, protect=protect)
         if pruned:
@@ -365,9 +389,8 @@ class Runtime:
                 return {"damaged": f"Milvus collection {name} is not reachable with WHITEVEC_MILVUS_URI"}
             found = milvus.client.query(name, filter="", output_fields=["count(*)"])
             return {"live_documents": int(found[0]["count(*)"])}
-        if bundle is not None and bundle.version == version and isinstance(bundle.retriever, FaissRetriever):
-            r = bundle.retriever
-            return {"added": len(r.delta.keys), "gone": r.delta.n_gone, "live_documents": r.count()}
+        if bundle is not None and bundle.version == version and bundle.retriever is not None:
+            return {**bundle.retriever.change_counts(), "live_documents": bundle.retriever.count()}
         built = manifest.get("documents", {}).get("count") or 0
         path = self.versions.folder(version) / CHANGES_FILE
         if not path.is_file():
@@ -411,8 +434,10 @@ class Runtime:
                                  engine_cache=self.settings.engine_cache)
         with self._change_lock:
             if self.bundle is not bundle:  # this replica activated a version while that one loaded
+                new.close()
                 return None
-            self.bundle, self.refused = new, None
+            self.served.swap(new)
+            self.refused = None
         log.info("another replica activated version %s; serving it: %s", version, self.describe())
         return version
 
@@ -463,29 +488,24 @@ class Runtime:
             raise InvalidRequest(str(exc), param="index") from exc
         return spec
 
-    def check_raw_vectors(self, bundle: Bundle) -> None:
-        """reencode: false needs the version's stored raw vectors (versions built since they are stored;
-        a Milvus version keeps them in its collection)."""
-        if bundle.index is None and bundle.retriever is not None:
-            return
-        if bundle.version is None or not (self.versions.folder(bundle.version) / RAW_FILE).is_file():
+    @staticmethod
+    def check_raw_vectors(bundle: Bundle) -> None:
+        """reencode: false and upserts need the version's stored raw vectors (kept by every version built
+        since whitevec stores them)."""
+        if bundle.retriever is None or not bundle.retriever.has_raw:
             raise Conflict(f"version {bundle.version} has no stored raw vectors (it was built before whitevec kept "
                            "them): rebuild it once with reencode: true, after which reencode: false works")
 
-    def raw_vectors(self, bundle: Bundle) -> np.ndarray:
-        """The served version's stored pooled vectors (memory-mapped), or Conflict if it has none."""
-        self.check_raw_vectors(bundle)
-        return np.load(self.versions.folder(bundle.version) / RAW_FILE, mmap_mode="r")
-
     def corpus(self, bundle: Bundle, with_raw: bool) -> tuple[Documents, np.ndarray | None, Snapshot]:
         """The served corpus (built rows + changes) for a rebuild, its raw vectors when asked, and the
-        snapshot they were read at (for carrying over changes committed while the rebuild runs)."""
+        snapshot they were read at (for carrying over changes acknowledged while the job runs)."""
         if bundle.retriever is None:
             raise RuntimeError("there is no index to rebuild from; build one first")
         with self._change_lock:  # documents and snapshot from the same moment
-            since = Snapshot(bundle, getattr(bundle.retriever, "delta", None))
-            base_raw = self.raw_vectors(bundle) if with_raw and bundle.index is not None else None
-            docs, raw = bundle.retriever.documents(base_raw)
+            since = Snapshot(bundle, bundle.retriever.sequence())
+            if with_raw:
+                self.check_raw_vectors(bundle)
+            docs, raw = bundle.retriever.documents(bundle.retriever.stored_raw() if with_raw else None)
         return docs, raw, since
 
     def rewhiten(self, ctx: JobContext | None, whitening: WhiteningParams, spec: IndexSpec) -> dict:
@@ -507,32 +527,70 @@ class Runtime:
 
     def change_documents(self, upserts: list[Document], deletes: list[str]) -> dict:
         """Upsert and/or delete documents of the served version, durable before returning: new texts are
-        encoded with the served model and transformed with the served whitening (no refit), then logged
-        to the version's changes.sqlite and swapped into the view searches read (never half a change).
-        O(change), not O(corpus); once the pending changes pass WHITEVEC_COMPACT_CHANGES (and a quarter
-        of the corpus) they are folded into a new version from the stored raw vectors."""
+        encoded with the served model (outside the change lock: searches and other writers never wait on
+        the model) and transformed with the served whitening (no refit), then logged to the version's
+        change log with a journal sequence number and swapped into the view searches read. O(change);
+        once pending changes pass WHITEVEC_COMPACT_CHANGES (and a quarter of the corpus) they are folded
+        into a new version. With replicas on Milvus, the write goes to the version the alias names: a
+        replica that has not followed a switch yet follows it first, and re-applies a change that raced one."""
+        with self.served.lease() as bundle:
+            self._check_change(bundle, upserts, deletes)
+            encoded = self._encode_upserts(bundle, upserts)
         with self._change_lock:
-            bundle = self.require_bundle()
-            retriever = bundle.retriever
-            if retriever is None or bundle.pipeline.whitening is None:
-                raise Conflict(self.no_index_message())
-            self.check_raw_vectors(bundle)
-            after = retriever.count_after([d.id for d in upserts], deletes)
-            if after < 2:
-                raise Conflict(f"the change would leave {after} document(s); an index needs at least 2 "
-                               "(rebuild with new documents instead)")
-            if after > self.settings.max_documents:
-                raise InvalidRequest(f"the corpus would have {after} documents, above WHITEVEC_MAX_DOCUMENTS "
-                                     f"({self.settings.max_documents})", param="documents")
-            raw = (bundle.encoder.encode([d.text for d in upserts]).vectors if upserts
-                   else np.zeros((0, bundle.encoder.dim), np.float32))
-            done = retriever.change(upserts, raw, deletes)
-            version = bundle.version
+            bundle = self._follow_before_write()
+            done = self._apply_change(bundle, upserts, deletes, encoded)
+            if self._alias_moved(bundle):
+                bundle = self._follow_before_write()
+                done = self._apply_change(bundle, upserts, deletes, encoded)
+            version, retriever = bundle.version, bundle.retriever
             pending = retriever.pending_changes()  # 0 for Milvus, which compacts its own segments
             if (pending > self.settings.compact_changes and pending > retriever.count() // 4
                     and not self.jobs.counts().get("running")):  # a running rebuild carries them over instead
                 version = self.compact(bundle)
             return {"version": version, "missing": done.missing, "deleted": done.deleted, "upserted": done.upserted}
+
+    def _check_change(self, bundle: Bundle | None, upserts: list[Document], deletes: list[str]) -> None:
+        if bundle is None:
+            raise NotReady(self.load_error or "the model is still loading; retry shortly", headers={"Retry-After": "2"})
+        if bundle.retriever is None or bundle.pipeline.whitening is None:
+            raise Conflict(self.no_index_message())
+        self.check_raw_vectors(bundle)
+        after = bundle.retriever.count_after([d.id for d in upserts], deletes)
+        if after < 2:
+            raise Conflict(f"the change would leave {after} document(s); an index needs at least 2 "
+                           "(rebuild with new documents instead)")
+        if after > self.settings.max_documents:
+            raise InvalidRequest(f"the corpus would have {after} documents, above WHITEVEC_MAX_DOCUMENTS "
+                                 f"({self.settings.max_documents})", param="documents")
+
+    @staticmethod
+    def _encode_upserts(bundle: Bundle, upserts: list[Document]) -> tuple[Encoder, np.ndarray]:
+        enc = bundle.encoder
+        raw = enc.encode([d.text for d in upserts]).vectors if upserts else np.zeros((0, enc.dim), np.float32)
+        return enc, raw
+
+    def _apply_change(self, bundle: Bundle, upserts: list[Document], deletes: list[str],
+                      encoded: tuple[Encoder, np.ndarray]):
+        """Commit a change to `bundle` (change lock held); re-encodes if a switch brought another model."""
+        self._check_change(bundle, upserts, deletes)
+        encoder, raw = encoded
+        if not _same_vectors(encoder, bundle.encoder):
+            raw = self._encode_upserts(bundle, upserts)[1]
+        return bundle.retriever.change(upserts, raw, deletes)
+
+    def _alias_moved(self, bundle: Bundle) -> bool:
+        """With Milvus: the alias no longer names `bundle`'s collection (another replica activated one)."""
+        milvus = self.versions.milvus
+        if milvus is None or bundle.version is None:
+            return False
+        return alias_target(milvus.client, milvus.alias) != self.versions.collection(bundle.version)
+
+    def _follow_before_write(self) -> Bundle:
+        """The bundle a write goes to: the one the alias names (followed now if another replica moved it)."""
+        bundle = self.require_bundle()
+        if self._alias_moved(bundle):
+            self.follow_alias()
+        return self.require_bundle()
 
     def compact(self, bundle: Bundle) -> str:
         """Fold a version's logged changes into a new version (same model, same fit, index type kept)."""
@@ -548,28 +606,28 @@ class Runtime:
             self.activate(result.version, bundle.encoder, just_built=True)
             return result.version
 
-    def _carry_over(self, since: Snapshot, new: Bundle) -> None:
-        """Apply to `new` the changes committed to `since.bundle` after `since.delta` was read."""
-        old, was = since.bundle, since.delta
-        if was is None or not isinstance(old.retriever, FaissRetriever) or new.retriever is None:
-            return  # Milvus: changes go to the served collection; a rebuild reads it when it starts
-        now = old.retriever.delta
-        if now is was:
-            return
+    def _carry_over(self, since: Snapshot, new: Bundle, after: int) -> int:
+        """Apply to `new` every change acknowledged to the served version after journal sequence `after`
+        (change lock held); returns the head it read up to. The served version must be the one the job
+        read: after a rollback its changes went elsewhere, and the job must not silently undo that."""
+        old = since.bundle
         if self.bundle is not old:
-            log.warning("version %s is no longer served; its changes since the rebuild started are not carried "
-                        "over to %s", old.version, new.version)
-            return
-        added_docs, added_raw = old.retriever.log.documents(np.setdiff1d(now.keys, was.keys))
-        dropped = old.retriever.log.get([int(k) for k in np.setdiff1d(was.keys, now.keys)])
-        gone = old.store.get([int(r) for r in np.flatnonzero(now.gone & ~was.gone)])
-        re_added = {d.id for d in added_docs}
-        deletes = [d.id for d in [*dropped.values(), *gone.values()] if d.id not in re_added]
-        if new.encoder.identity.fingerprint != old.encoder.identity.fingerprint or new.encoder.engine != old.encoder.engine:
-            added_raw = new.encoder.encode([d.text for d in added_docs]).vectors if added_docs else added_raw
-        new.retriever.change(added_docs, added_raw, deletes)
-        log.info("carried %d upserts and %d deletes committed during the rebuild over to version %s",
-                 len(added_docs), len(deletes), new.version)
+            served = self.bundle.version if self.bundle is not None else None
+            raise ServedVersionChanged(f"the served version changed while this job ran (it read version {old.version}; "
+                                       f"version {served} is served now): run the job again")
+        head = old.retriever.sequence()
+        ids = old.retriever.changed_since(after)
+        if not ids:
+            return head
+        docs, raw = old.retriever.fetch(ids)
+        present = {d.id for d in docs}
+        deletes = [i for i in ids if i not in present]
+        if raw is None or not _same_vectors(old.encoder, new.encoder):
+            raw = self._encode_upserts(new, docs)[1]
+        new.retriever.change(docs, raw, deletes)
+        log.info("carried %d upserts and %d deletes acknowledged during the job over to version %s",
+                 len(docs), len(deletes), new.version)
+        return head
 
     def merged(self, documents: list[Document]) -> tuple[Documents, Snapshot | None]:
         """The served corpus with `documents` (unique ids) added; one with an existing id replaces that
@@ -727,12 +785,21 @@ class Runtime:
                             since=since)
 
 
+class ServedVersionChanged(WhitevecError):
+    """A job read one version, and another was activated before the job could activate its own."""
+
+
 @dataclass(frozen=True)
 class Snapshot:
-    """The served version and its change view at the moment a rebuild read the corpus."""
+    """The served version and its journal head at the moment a job read the corpus."""
 
     bundle: Bundle
-    delta: Delta | None  # None for a backend without a change log (Milvus)
+    seq: int
+
+
+def _same_vectors(a: Encoder, b: Encoder) -> bool:
+    """Two encoders give the same raw vectors (same weights, same engine)."""
+    return a.identity.fingerprint == b.identity.fingerprint and a.engine == b.engine
 
 
 def _release(documents: Documents) -> None:

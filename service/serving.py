@@ -1,0 +1,65 @@
+"""The served version's holder: requests lease the bundle; a swapped-out bundle closes after its last lease."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from whitevec.index.versions import Bundle
+
+
+class ServedBundle:
+    """Owns the bundle requests are served from. A swap never closes a bundle under a request or a
+    job that leased it: the old one is closed (index freed, search thread stopped, files closed)
+    when its last lease ends, or at once when none is held."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._current: Bundle | None = None
+        self._leases: dict[int, int] = {}  # id(bundle) -> leases held
+        self._retired: dict[int, Bundle] = {}  # swapped out, closed when their leases end
+
+    @property
+    def current(self) -> Bundle | None:
+        return self._current
+
+    @contextmanager
+    def lease(self) -> Iterator[Bundle | None]:
+        """The served bundle, kept open until the block ends (None before one is loaded)."""
+        with self._lock:
+            bundle = self._current
+            if bundle is not None:
+                self._leases[id(bundle)] = self._leases.get(id(bundle), 0) + 1
+        try:
+            yield bundle
+        finally:
+            if bundle is not None:
+                self._release(bundle)
+
+    def _release(self, bundle: Bundle) -> None:
+        with self._lock:
+            left = self._leases[id(bundle)] - 1
+            if left:
+                self._leases[id(bundle)] = left
+                return
+            del self._leases[id(bundle)]
+            doomed = self._retired.pop(id(bundle), None)
+        if doomed is not None:
+            doomed.close()
+
+    def swap(self, new: Bundle | None) -> Bundle | None:
+        """Serve `new` from now on; the previous bundle is returned (closed, or closing with its last lease)."""
+        with self._lock:
+            old, self._current = self._current, new
+            if old is None or old is new:
+                return old
+            if self._leases.get(id(old)):
+                self._retired[id(old)] = old
+                return old
+        old.close()
+        return old
+
+    def close(self) -> None:
+        """At shutdown: stop serving and close the bundle (at once, or when its last request ends)."""
+        self.swap(None)

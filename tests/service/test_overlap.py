@@ -1,0 +1,209 @@
+"""Admin operations that overlap, on both backends: no acknowledged change is lost, a rollback is
+never silently undone, prune never takes a version about to be activated, and nothing leaks."""
+
+import asyncio
+import gc
+import shutil
+import threading
+
+import pytest
+
+from tests.conftest import ADMIN, make_tiny_bert, rebuild, serving
+from tests.service.test_corpus import corpus
+from whitevec.index.faiss_index import IndexSpec, VectorIndex
+from whitevec.index.store import Document
+from whitevec.models.whitening import WhiteningParams
+from whitevec.service import runtime as runtime_module
+
+pytestmark = pytest.mark.anyio
+
+BACKENDS = ["faiss", pytest.param("milvus", marks=pytest.mark.milvus)]
+
+
+@pytest.fixture(params=BACKENDS)
+def backend_settings(request, settings, tmp_path):
+    if request.param == "faiss":
+        return settings
+    return settings.model_copy(update={"data_dir": tmp_path / "milvus-data", "index_backend": "milvus"})
+
+
+def during_build(monkeypatch, action):
+    """Run `action()` inside the next build, after the job has read the corpus (deterministic overlap)."""
+    original = runtime_module.build_version
+    done = []
+
+    def wrapped(*args, **kwargs):
+        if not done:
+            done.append(True)
+            action()
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(runtime_module, "build_version", wrapped)
+    return done
+
+
+def changes(rt, docs):
+    """One upsert and one delete, acknowledged through the runtime (as the routes call it)."""
+    def act():
+        rt.change_documents([Document("during", "written while the job ran", {"topic": "new"})], [])
+        assert rt.change_documents([], [docs[5]["id"]])["deleted"] == 1
+    return act
+
+
+async def assert_carried(client, docs, version: str) -> None:
+    assert (await client.get("/admin/documents/during", headers=ADMIN)).json()["version"] == version
+    assert (await client.get(f"/admin/documents/{docs[5]['id']}", headers=ADMIN)).status_code == 404
+    hits = (await client.post("/search", json={"query": "written while the job ran", "k": 1})).json()
+    assert hits["results"][0]["hits"][0]["id"] == "during" and hits["version"] == version
+    assert (await client.get("/readyz")).json()["index"]["count"] == len(docs)
+
+
+async def test_changes_during_a_merge_rebuild_carry_over(backend_settings, monkeypatch):
+    docs = corpus(30)
+    async with serving(backend_settings) as (app, client):
+        rt = app.state.runtime
+        await rebuild(client, {"documents": docs})
+        during_build(monkeypatch, changes(rt, docs))
+        merged = [{"id": "merged-1", "text": "a merged document"}, {"id": "merged-2", "text": "another one"}]
+        job = await rebuild(client, {"documents": merged, "mode": "merge"})
+        assert job["state"] == "succeeded", job
+        await assert_carried(client, [*docs, *merged], job["result"]["version"])
+
+
+async def test_changes_during_a_rewhitening_carry_over(backend_settings, monkeypatch):
+    docs = corpus(30)
+    async with serving(backend_settings) as (app, client):
+        rt = app.state.runtime
+        await rebuild(client, {"documents": docs})
+        during_build(monkeypatch, changes(rt, docs))
+        job = await rebuild(client, {"reencode": False, "whitening": {"beta": 1.0, "gamma": 1.0, "dim": 8}})
+        assert job["state"] == "succeeded", job
+        await assert_carried(client, docs, job["result"]["version"])
+
+
+async def test_changes_during_a_model_activation_carry_over_reencoded(backend_settings, monkeypatch, tmp_path):
+    docs = corpus(30)
+    other = make_tiny_bert(tmp_path / "fine-tuned", seed=7)  # other weights: carried texts are re-encoded
+    async with serving(backend_settings) as (app, client):
+        rt = app.state.runtime
+        await rebuild(client, {"documents": docs})
+        during_build(monkeypatch, changes(rt, docs))
+        result = await asyncio.to_thread(rt.activate_model, None, other)
+        assert rt.bundle.encoder.model_dir == other.resolve()
+        await assert_carried(client, docs, result["version"])
+        vectors = rt.bundle.retriever.fetch(["during"])[1]
+        want = rt.bundle.encoder.encode(["written while the job ran"]).vectors
+        assert abs(vectors - want).max() < 1e-4
+
+
+async def test_a_rollback_during_a_rebuild_fails_the_job_and_loses_nothing(backend_settings, monkeypatch):
+    docs = corpus(30)
+    async with serving(backend_settings) as (app, client):
+        rt = app.state.runtime
+        old = (await rebuild(client, {"documents": docs}))["result"]["version"]
+        served = (await rebuild(client, {"documents": docs}))["result"]["version"]
+        before = set(rt.versions.versions())
+
+        def rollback_then_change():
+            rt.activate_existing(old)
+            changes(rt, docs)()
+
+        during_build(monkeypatch, rollback_then_change)
+        job = await rebuild(client, {"reencode": False, "whitening": {"beta": 0.0, "gamma": 0.0, "dim": 8}})
+        assert job["state"] == "failed" and "the served version changed while this job ran" in job["error"]
+        assert "run the job again" in job["error"] and served in job["error"] and old in job["error"]
+        await assert_carried(client, docs, old)  # the rollback stands, with the changes made after it
+        assert set(rt.versions.versions()) == before  # the job's version was discarded, nothing else
+
+
+async def test_prune_never_takes_the_version_a_job_is_about_to_activate(backend_settings, monkeypatch):
+    backend_settings.keep_versions = 1
+    docs = corpus(30)
+    async with serving(backend_settings) as (app, client):
+        rt = app.state.runtime
+        a = (await rebuild(client, {"documents": docs}))["result"]["version"]
+        b = (await rebuild(client, {"documents": docs}))["result"]["version"]
+        original = runtime_module.build_version
+
+        def build_then_prune(*args, **kwargs):
+            result = original(*args, **kwargs)
+            rt.versions.prune(1)  # another activation's prune, between this build and its activation
+            return result
+
+        monkeypatch.setattr(runtime_module, "build_version", build_then_prune)
+        job = await rebuild(client, {"reencode": False})
+        assert job["state"] == "succeeded", job
+        assert rt.bundle.version == job["result"]["version"] and {a, b} & set(rt.versions.versions())
+
+
+def whitevec_threads() -> int:
+    return sum(1 for t in threading.enumerate() if t.name.startswith(("whitevec-faiss", "whitevec-torch-search")))
+
+
+async def test_indexes_and_threads_stay_flat_across_20_swaps(settings):
+    docs = corpus(40)
+    async with serving(settings) as (app, client):
+        rt = app.state.runtime
+        first = (await rebuild(client, {"documents": docs}))["result"]["version"]
+        await client.post("/search", json={"query": "rain"})
+        gc.collect()
+        live, threads = VectorIndex.live(), whitevec_threads()
+        assert live == 1
+        for i in range(20):
+            if i % 3 == 0:
+                job = await rebuild(client, {"reencode": False, "whitening": {"dim": 8 + i % 2}})
+            elif i % 3 == 1:
+                job = await rebuild(client, {"documents": docs, "index": {"type": "flat"}})
+            else:
+                r = await client.post(f"/admin/versions/{first}/activate", headers=ADMIN)
+                assert r.status_code == 200
+                job = {"state": "succeeded"}
+            assert job["state"] == "succeeded", job
+            assert (await client.post("/search", json={"query": "rain", "filter": {"topic": "weather"}})).status_code == 200
+            assert (await client.post("/search", json={"query": "rain"})).status_code == 200
+        gc.collect()
+        assert VectorIndex.live() == live and whitevec_threads() <= threads
+    gc.collect()
+    assert VectorIndex.live() == 0 and whitevec_threads() == 0
+
+
+async def test_a_request_keeps_its_bundle_open_across_a_swap(settings):
+    docs = corpus(30)
+    async with serving(settings) as (app, client):
+        rt = app.state.runtime
+        first = (await rebuild(client, {"documents": docs}))["result"]["version"]
+        await rebuild(client, {"documents": docs})
+        with rt.served.lease() as leased:
+            await asyncio.to_thread(rt.activate_existing, first)
+            found = await leased.retriever.search(rt.bundle.pipeline.postprocess(
+                rt.bundle.encoder.encode(["rain"]).vectors), 3, leased.retriever.search_params(None, None, 1, 1))
+            assert len(found[0]) == 3  # swapped out, still open for this lease
+        with pytest.raises(RuntimeError, match="closed"):  # closed once the lease ended
+            leased.index.search(rt.bundle.pipeline.postprocess(rt.bundle.encoder.encode(["rain"]).vectors), 3)
+
+
+@pytest.mark.parametrize("damage", ["lost-wal", "truncated", "removed"])
+async def test_a_change_log_that_lost_acknowledged_changes_is_refused_visibly(settings, damage):
+    docs = corpus(30)
+    async with serving(settings) as (app, client):
+        rt = app.state.runtime
+        older = (await rebuild(client, {"documents": docs}))["result"]["version"]
+        version = (await rebuild(client, {"documents": docs}))["result"]["version"]
+        folder = rt.versions.folder(version)
+        await client.post("/admin/documents", headers=ADMIN, json={"documents": [{"id": "a", "text": "first"}]})
+        shutil.copy(folder / "changes.sqlite", folder.parent / "early-copy")  # the state before the WAL's frames
+        for i in range(20):
+            r = await client.post("/admin/documents", headers=ADMIN, json={"documents": [{"id": f"u{i}", "text": "x"}]})
+            assert r.status_code == 200
+    log = folder / "changes.sqlite"
+    if damage == "lost-wal":
+        shutil.move(folder.parent / "early-copy", log)
+    elif damage == "truncated":
+        log.write_bytes(log.read_bytes()[:4096])
+    else:
+        log.unlink()
+    async with serving(settings) as (app, client):
+        ready = (await client.get("/readyz")).json()
+        assert ready["status"] == "degraded" and ready["version"] == older
+        assert ready["refused"]["version"] == version and "changes.sqlite" in ready["refused"]["reason"]
+        assert str(settings.data_dir) not in str(ready)
