@@ -254,8 +254,13 @@ async def train(req: TrainRequest = Depends(json_body(TrainRequest)), rt: Runtim
     fields = req.model_dump(include=set(TrainConfig.__dataclass_fields__))
     config = TrainConfig(**fields)
     out_dir = rt.model_output_dir(req.name)
-    job_id = await asyncio.to_thread(rt.jobs.submit, "train", lambda ctx: rt.train(ctx, rt.training_spec(
-        asdict(config), examples, pairs, req.pair_threshold, eval_path, out_dir), req.activate))
+    try:
+        job_id = await asyncio.to_thread(rt.jobs.submit, "train", lambda ctx: rt.train(ctx, rt.training_spec(
+            asdict(config), examples, pairs, req.pair_threshold, eval_path, out_dir), req.activate),
+            on_end=lambda: rt.release_model_name(out_dir))
+    except BaseException:
+        rt.release_model_name(out_dir)
+        raise
     return JSONResponse({"job_id": job_id, "classes": data.n_classes, "texts": len(data.texts),
                          "warnings": data.warnings, "model_name": out_dir.name}, status_code=202)
 
@@ -394,7 +399,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         runtime.lock()  # one process per data dir: refuses with a clear message otherwise
         try:
-            runtime.jobs.start()
+            runtime.jobs.start(activated=runtime.was_activated)
             await runtime.batcher.start()
             runtime.announce_token()
             loading = asyncio.create_task(asyncio.to_thread(runtime.load))  # /healthz answers meanwhile

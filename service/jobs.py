@@ -76,6 +76,13 @@ class JobContext:
         record = self.runner._live[self.id]
         self.progress(record["done"], record["total"], **detail)
 
+    def checkpoint(self, **detail: Any) -> None:
+        """Record detail durably before a step a restart must be able to see (a version about to be
+        activated): written now, retried like a state change, not best effort."""
+        record = self.runner._live[self.id]
+        record["detail"].update(detail)
+        self.runner._record(self.id, detail=json.dumps(record["detail"]))
+
     def progress(self, done: int, total: int, **detail: Any) -> None:
         """Record progress; written through to SQLite at most twice a second (always at the end)."""
         record = self.runner._live[self.id]
@@ -171,12 +178,21 @@ class JobRunner:
         self._thread: threading.Thread | None = None
         self._transition = threading.Lock()
         self._running: str | None = None
+        self._on_end: dict[str, Callable[[], None]] = {}
 
-    def start(self) -> None:
-        """Mark what a stopped process left running or queued as failed, then start the worker.
-        Call only while holding the data dir's lock."""
+    def start(self, activated: Callable[[str], bool] = lambda version: False) -> None:
+        """Settle what a stopped process left running or queued, then start the worker. A job killed
+        after it activated its version (`activated(version)` says so) succeeded: its state follows what
+        is on disk; any other is failed. Call only while holding the data dir's lock."""
         with self._db.transaction() as execute:
             now, mine = time.time(), "(owner=? OR owner IS NULL)"
+            for job_id, detail in execute(f"SELECT id, detail FROM jobs WHERE state='running' AND {mine}",
+                                          (self.owner,)):
+                built = json.loads(detail or "{}").get("built_version")
+                if built and activated(built):
+                    execute("UPDATE jobs SET state='succeeded', finished_at=?, result=? WHERE id=?",
+                            (now, json.dumps({"version": built, "recovered": "the server stopped after this job "
+                                              "activated its version; details were not recorded"}), job_id))
             execute(f"UPDATE jobs SET state='failed', finished_at=?, error=? WHERE state='running' AND {mine}",
                     (now, "the server stopped while this job was running; submit it again", self.owner))
             execute(f"UPDATE jobs SET state='failed', finished_at=?, error=? WHERE state='queued' AND {mine}",
@@ -197,13 +213,16 @@ class JobRunner:
         with self._db.transaction() as execute:
             execute(f"UPDATE jobs SET {cols} WHERE id=?", (*fields.values(), job_id))
 
-    def submit(self, kind: str, fn: JobFn, total: int = 0) -> str:
+    def submit(self, kind: str, fn: JobFn, total: int = 0, on_end: Callable[[], None] | None = None) -> str:
+        """Queue `fn`; `on_end` runs once the job is final, however it ends (cancelled while queued too)."""
         job_id = uuid.uuid4().hex[:16]
         with self._db.transaction() as execute:
             execute("INSERT INTO jobs (id, kind, state, total, created_at, owner) VALUES (?, ?, 'queued', ?, ?, ?)",
                     (job_id, kind, total, time.time(), self.owner))
         self._contexts[job_id] = JobContext(self, job_id)
         self._live[job_id] = {"done": 0, "total": total, "detail": {}}
+        if on_end is not None:
+            self._on_end[job_id] = on_end
         self._queue.put((job_id, fn))
         return job_id
 
@@ -250,6 +269,9 @@ class JobRunner:
                     detail=json.dumps(live.get("detail", {})))
         self._contexts.pop(job_id, None)
         self._live.pop(job_id, None)
+        on_end = self._on_end.pop(job_id, None)
+        if on_end is not None:
+            on_end()
 
     def _row_to_dict(self, row: tuple) -> dict:
         (job_id, kind, state, done, total, created, started, finished, error, result, detail, owner) = row

@@ -9,6 +9,7 @@ import os
 import re
 import secrets
 import shutil
+import signal
 import socket
 import sqlite3
 import subprocess
@@ -78,6 +79,8 @@ class Runtime:
         self._change_lock = threading.RLock()
         # Upserts and deletes run here, one at a time, not in the default thread pool that searches use.
         self.writer = ThreadPoolExecutor(1, thread_name_prefix="whitevec-writer")
+        self._names_lock = threading.Lock()
+        self._reserved_names: set[str] = set()  # fine-tune names of queued and running training jobs
         self.training_command = [sys.executable, "-m", "whitevec.models.training"]  # + the job's config file
         self._follow_stop = threading.Event()
         self._follower: threading.Thread | None = None
@@ -522,6 +525,7 @@ class Runtime:
             _release(documents)
         if ctx is not None:
             ctx.check_cancelled()
+            ctx.checkpoint(built_version=result.version)
         self.activate(result.version, bundle.encoder, just_built=True, since=since)
         return {**_job_result(result), "reencoded": False}
 
@@ -670,19 +674,24 @@ class Runtime:
             _release(documents)
         if ctx is not None:
             ctx.check_cancelled()
+            ctx.checkpoint(built_version=result.version)
         self.activate(result.version, encoder, just_built=True, since=since)
         return {**_job_result(result), "reencoded": True}
 
     # --- training --------------------------------------------------------------------------
 
     def model_output_dir(self, name: str | None, base: str | None = None) -> Path:
-        """Where a fine-tune is written: `name`, or a bounded unique name from the served model's base name."""
+        """Where a fine-tune is written: `name`, or a bounded unique name from the served model's base name.
+        The name stays reserved until `release_model_name` (a training job's end): two jobs never share one."""
         models = self.settings.bundles / "models"
         if name is not None:
             out = models / name
-            if out.exists():
-                raise InvalidRequest(f"a model named {name!r} already exists in the data dir; choose another "
-                                     "`name`, or omit it for a generated one", param="name")
+            with self._names_lock:
+                if out.exists() or name in self._reserved_names:
+                    raise InvalidRequest(f"a model named {name!r} already exists in the data dir or is being "
+                                         "trained; choose another `name`, or omit it for a generated one",
+                                         param="name")
+                self._reserved_names.add(name)
             return out
         base = base or self.require_bundle().encoder.identity.name
         while (stripped := _FINETUNE_SUFFIX.sub("", base)) != base:
@@ -690,8 +699,18 @@ class Runtime:
         base = base[:MODEL_BASE_CHARS] or "model"
         while True:
             out = models / f"{base}-ft-{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{secrets.token_hex(2)}"
-            if not out.exists():
-                return out
+            with self._names_lock:
+                if not out.exists() and out.name not in self._reserved_names:
+                    self._reserved_names.add(out.name)
+                    return out
+
+    def release_model_name(self, out: Path) -> None:
+        with self._names_lock:
+            self._reserved_names.discard(out.name)
+
+    def was_activated(self, version: str) -> bool:
+        """`version` is in the activation history (a job killed after activating it succeeded)."""
+        return any(h["version"] == version for h in self.versions.history())
 
     def training_spec(self, config: dict, examples: list[dict] | None, pairs: list[dict] | None,
                       pair_threshold: float, eval_path: Path | None, out_dir: Path) -> dict:
@@ -728,7 +747,8 @@ class Runtime:
         env = {**os.environ, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads, "TOKENIZERS_PARALLELISM": "false"}
         with open(work / "stderr.log", "w") as err:
             proc = subprocess.Popen([*self.training_command, str(work / "config.json")],
-                                    stdout=subprocess.PIPE, stderr=err, text=True, env=env)
+                                    stdout=subprocess.PIPE, stderr=err, text=True, env=env,
+                                    preexec_fn=die_with_parent)
             watcher = threading.Thread(target=self._stop_on_cancel, args=(ctx, proc), daemon=True)
             watcher.start()
             report, error = None, None
@@ -783,6 +803,15 @@ class Runtime:
         documents, _, since = self.corpus(bundle, with_raw=False)
         return self.rebuild(ctx, documents, bundle.pipeline.whitening.params, bundle.retriever.spec, encoder=encoder,
                             since=since)
+
+
+def die_with_parent() -> None:
+    """In a child, before exec: the kernel kills it when the server dies (kill -9 included), so a
+    training process never outlives the job that supervises it (Linux PR_SET_PDEATHSIG)."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG = 1
 
 
 class ServedVersionChanged(WhitevecError):

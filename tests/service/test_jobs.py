@@ -103,3 +103,70 @@ def test_generated_model_names_are_bounded_and_unique(settings):
         assert re.fullmatch(r"all-MiniLM-L6-v2-ft-\d{8}T\d{6}-[0-9a-f]{4}", name), name
     long = rt.model_output_dir(None, base="x" * 300 + "-amsoftmax-20260101T000000")
     assert len(long.name) <= 40 + 25
+
+
+def test_a_job_killed_after_activating_its_version_is_succeeded_at_restart(tmp_path):
+    """The final state follows what is on disk: a version in the activation history means the job's
+    work landed, whatever the record said when the process died."""
+    runner = JobRunner(tmp_path / "jobs.sqlite")
+    runner.start()
+    release = threading.Event()
+    landed = runner.submit("index.rebuild", lambda ctx: (ctx.checkpoint(built_version="v-landed"), release.wait(10)))
+    lost = runner.submit("index.rebuild", lambda ctx: {})
+    while runner.get(landed)["state"] != "running":
+        time.sleep(0.005)
+    # kill -9 here: a new runner on the same records, as the next start sees them
+    again = JobRunner(tmp_path / "jobs.sqlite")
+    again.start(activated=lambda version: version == "v-landed")
+    record = again.get(landed)
+    assert record["state"] == "succeeded" and record["result"]["version"] == "v-landed"
+    assert again.get(lost)["state"] == "failed" and "submit it again" in again.get(lost)["error"]
+    release.set()
+    again.stop()
+
+
+def test_on_end_runs_once_however_a_job_ends(tmp_path):
+    runner = JobRunner(tmp_path / "jobs.sqlite")
+    runner.start()
+    ended: list[str] = []
+    release = threading.Event()
+    first = runner.submit("block", lambda ctx: (release.wait(10), {})[1], on_end=lambda: ended.append("ok"))
+    queued = runner.submit("never", lambda ctx: {}, on_end=lambda: ended.append("cancelled"))
+    failing = runner.submit("fails", lambda ctx: 1 / 0, on_end=lambda: ended.append("failed"))
+    while runner.get(first)["state"] != "running":
+        time.sleep(0.005)
+    runner.cancel(queued)
+    release.set()
+    while runner.get(failing)["state"] not in ("failed", "succeeded"):
+        time.sleep(0.005)
+    runner.stop()
+    assert ended == ["cancelled", "ok", "failed"]
+
+
+def test_a_training_child_dies_with_its_server(tmp_path):
+    """kill -9 of the server takes its training process with it (no orphan keeps training)."""
+    import os
+    import signal
+    import subprocess
+
+    script = ("import subprocess, sys, time\n"
+              "from whitevec.service.runtime import die_with_parent\n"
+              "child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'], preexec_fn=die_with_parent)\n"
+              "print(child.pid, flush=True)\n"
+              "time.sleep(60)\n")
+    parent = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    child = int(parent.stdout.readline())
+    parent.send_signal(signal.SIGKILL)
+    parent.wait()
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        try:
+            os.kill(child, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.05)
+    else:
+        os.kill(child, signal.SIGKILL)
+        raise AssertionError("the child outlived its parent")
+    if os.path.exists(f"/proc/{child}"):  # a zombie of init's: not running any more
+        assert open(f"/proc/{child}/stat").read().split()[2] == "Z"

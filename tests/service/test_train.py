@@ -124,3 +124,21 @@ async def test_activate_needs_an_index_and_singletons_warn(settings):
                                                     "max_steps": 1}, headers=ADMIN)
         assert r.status_code == 202 and r.json()["warnings"] == ["dropped 1 sentence(s) in classes of one sentence only"]
         assert (await wait_job(client, r.json()["job_id"]))["state"] == "succeeded"
+
+
+async def test_two_training_jobs_never_share_a_model_name(settings):
+    async with serving(settings) as (app, client):
+        await rebuild(client, {"documents": demo_documents()})
+        first = await start_training(client, {"examples": TRAIN_EXAMPLES, **FAST, "name": "same"})
+        r = await client.post("/admin/train", json={"examples": TRAIN_EXAMPLES, **FAST, "name": "same"}, headers=ADMIN)
+        assert r.status_code == 422 and "being trained" in r.json()["error"]["message"]
+        assert (await wait_job(client, first))["state"] == "succeeded"
+        r = await client.post("/admin/train", json={"examples": TRAIN_EXAMPLES, **FAST, "name": "same"}, headers=ADMIN)
+        assert r.status_code == 422 and "already exists" in r.json()["error"]["message"]
+        # a cancelled queued job gives its name back
+        blocker = await start_training(client, {"examples": TRAIN_EXAMPLES, **FAST, "epochs": 100_000})
+        queued = await start_training(client, {"examples": TRAIN_EXAMPLES, **FAST, "name": "other"})
+        await client.post(f"/admin/jobs/{queued}/cancel", headers=ADMIN)
+        await client.post(f"/admin/jobs/{blocker}/cancel", headers=ADMIN)
+        await wait_job(client, blocker)
+        await start_training(client, {"examples": TRAIN_EXAMPLES, **FAST, "name": "other"})
