@@ -111,7 +111,7 @@ def build_version(
             "created_at": time.time(),
             "build_seconds": round(time.time() - started, 3),
             "model": encoder_manifest(encoder),
-            "whitening": {**fit.meta(), "output_dim": fit.output_dim(fit.params.dim)},
+            "whitening": {**fit.meta(), "output_dim": fit.output_dim(fit.params.dim), "requested": whitening.to_dict()},
             "backend": "milvus" if versions.milvus is not None else "faiss",
             "index": {"spec": spec.to_dict(), "dim": dim, "count": count},
             "documents": {"count": count, "truncated": int(sum(raw.truncated))},

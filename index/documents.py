@@ -16,6 +16,10 @@ FIELDS = {"id", "text", "metadata"}
 MAX_METADATA_DEPTH = 32
 #: Longest import path accepted, in characters.
 MAX_PATH_CHARS = 1024
+#: Limits every backend can store (Milvus VARCHAR holds 65,535 bytes): the same on FAISS and Milvus.
+MAX_ID_CHARS = 512
+MAX_TEXT_BYTES = 65_535
+MAX_METADATA_BYTES = 65_536
 
 
 def _depth(value: object, limit: int) -> int:
@@ -44,10 +48,20 @@ def parse_document(obj: object, where: str) -> Document:
         raise WhitevecError(f"{where}: `metadata` must be a JSON object")
     if metadata and _depth(metadata, MAX_METADATA_DEPTH) > MAX_METADATA_DEPTH:
         raise WhitevecError(f"{where}: `metadata` is nested more than {MAX_METADATA_DEPTH} levels deep; flatten it")
+    if len(doc_id) > MAX_ID_CHARS:
+        raise WhitevecError(f"{where}: `id` has {len(doc_id)} characters, above {MAX_ID_CHARS}; use a shorter id")
     check_unicode(doc_id, f"{where}: `id`")
     check_unicode(text, f"{where}: `text`")
+    size = len(text.encode("utf-8"))
+    if size > MAX_TEXT_BYTES:
+        raise WhitevecError(f"{where}: `text` is {size} bytes in UTF-8, above {MAX_TEXT_BYTES}; split the document "
+                            "into passages (the model reads only its first max_length tokens anyway)")
     if metadata:
-        check_unicode(json.dumps(metadata, ensure_ascii=False), f"{where}: `metadata`")
+        dumped = json.dumps(metadata, ensure_ascii=False)
+        check_unicode(dumped, f"{where}: `metadata`")
+        if len(dumped.encode("utf-8")) > MAX_METADATA_BYTES:
+            raise WhitevecError(f"{where}: `metadata` is {len(dumped.encode('utf-8'))} bytes as JSON, above "
+                                f"{MAX_METADATA_BYTES}; keep large payloads elsewhere and store a key to them")
     return Document(doc_id, text, metadata or {})
 
 

@@ -65,7 +65,8 @@ def milvus_filter(where: dict[str, list] | None) -> str:
         return ""
     clauses = []
     for key, values in where.items():
-        tags = [t for t in (tag(v) for v in values) if t is not None]
+        tags = list(dict.fromkeys(t for t in (tag(v) for v in values) if t is not None))
+        # Milvus Lite 2.5 refuses `typed["k"] in [...]` ("left side of 'in' must be a field reference")
         ors = [f'typed["{key}"] == {json.dumps(t, ensure_ascii=False)}' for t in tags] or ["false"]
         clauses.append("(" + " or ".join(ors) + ")")
     return " and ".join(clauses)
@@ -151,12 +152,38 @@ class MilvusRetriever:
             p["nprobe"] = params.nprobe or self._spec.nprobe
         elif self._spec.type == "hnsw":
             p["ef"] = max(params.ef_search or self._spec.ef_search or k, k)
+        expr = milvus_filter(where)
         found = self.client.search(self.collection, data=np.asarray(queries, np.float32).tolist(), limit=k,
-                                   filter=milvus_filter(where), anns_field="vector",
+                                   filter=expr, anns_field="vector",
                                    search_params={"metric_type": "IP", "params": p},
                                    output_fields=["text", "metadata"])
-        return [[Hit(float(h["distance"]), Document(h["id"], h["entity"]["text"], h["entity"]["metadata"] or {}))
-                 for h in hits] for hits in found]
+        out = [[Hit(float(h["distance"]), Document(h["id"], h["entity"]["text"], h["entity"]["metadata"] or {}))
+                for h in hits] for hits in found]
+        short = [i for i, hits in enumerate(out) if len(hits) < k]
+        if where and short:  # an approximate filtered pass can come back short: k whenever k match, as FAISS
+            matching = int(self.client.query(self.collection, filter=expr, output_fields=["count(*)"])[0]["count(*)"])
+            short = [i for i in short if len(out[i]) < min(k, matching)]
+            if short:
+                exact = self._exact(np.asarray(queries, np.float32)[short], k, expr)
+                for i, hits in zip(short, exact):
+                    out[i] = hits
+        return out
+
+    def _exact(self, queries: np.ndarray, k: int, expr: str) -> list[list[Hit]]:
+        """Brute force over the documents matching `expr`, read in batches."""
+        docs: list[Document] = []
+        vectors: list[list[float]] = []
+        iterator = self.client.query_iterator(self.collection, batch_size=INSERT_BATCH, filter=expr,
+                                              output_fields=["text", "metadata", "vector"])
+        try:
+            while batch := iterator.next():
+                docs += [Document(r["id"], r["text"], r["metadata"] or {}) for r in batch]
+                vectors += [r["vector"] for r in batch]
+        finally:
+            iterator.close()
+        scores = queries @ np.asarray(vectors, np.float32).reshape(len(docs), self.dim).T
+        top = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+        return [[Hit(float(scores[q, j]), docs[j]) for j in row] for q, row in enumerate(top)]
 
     async def search(self, queries: np.ndarray, k: int, params: SearchParams,
                      where: dict[str, list] | None = None) -> list[list[Hit]]:

@@ -45,20 +45,23 @@ def metadata_clause(where: dict[str, list]) -> tuple[str, list]:
     clauses, args = [], []
     for key, values in where.items():
         path = '$."' + key + '"'
+        types = [("true" if v else "false") for v in values if isinstance(v, bool)]
+        types += ["null"] if any(v is None for v in values) else []
+        numbers = [v for v in values if isinstance(v, (int, float)) and not isinstance(v, bool)]
+        texts = [v for v in values if isinstance(v, str)]
+        # one IN list per JSON type, never one OR term per value: a long $in stays a flat expression
         alternatives = []
-        for value in values:
-            if value is None:
-                alternatives.append("json_type(metadata, ?) = 'null'")
-                args.append(path)
-            elif isinstance(value, bool):
-                alternatives.append("json_type(metadata, ?) = ?")
-                args += [path, "true" if value else "false"]
-            elif isinstance(value, (int, float)):
-                alternatives.append("(json_type(metadata, ?) IN ('integer', 'real') AND json_extract(metadata, ?) = ?)")
-                args += [path, path, value]
-            else:
-                alternatives.append("(json_type(metadata, ?) = 'text' AND json_extract(metadata, ?) = ?)")
-                args += [path, path, value]
+        if types:
+            alternatives.append(f"json_type(metadata, ?) IN ({','.join('?' * len(types))})")
+            args += [path, *types]
+        if numbers:
+            alternatives.append(f"(json_type(metadata, ?) IN ('integer', 'real') AND json_extract(metadata, ?) "
+                                f"IN ({','.join('?' * len(numbers))}))")
+            args += [path, path, *numbers]
+        if texts:
+            alternatives.append(f"(json_type(metadata, ?) = 'text' AND json_extract(metadata, ?) "
+                                f"IN ({','.join('?' * len(texts))}))")
+            args += [path, path, *texts]
         clauses.append("(" + " OR ".join(alternatives or ["0"]) + ")")
     return (" AND ".join(clauses) or "1"), args
 

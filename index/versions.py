@@ -72,6 +72,10 @@ class VersionDamaged(WhitevecError):
     """A version's files do not match its manifest (damaged, truncated, or copied from another version)."""
 
 
+class ServedVersionChanged(WhitevecError):
+    """A job read one version, and another was activated before the job could activate its own."""
+
+
 class DataDirLocked(WhitevecError):
     """Another whitevec process is using the data dir."""
 

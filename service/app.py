@@ -181,7 +181,7 @@ ADMIN_ERRORS = (*COMMON, Unauthorized, Forbidden)
 
 
 @admin.post("/index/rebuild", status_code=202, response_model=JobAccepted, openapi_extra=body_openapi(RebuildRequest),
-            responses=responses(*ADMIN_ERRORS))
+            responses=responses(*ADMIN_ERRORS, Conflict))
 async def rebuild(req: RebuildRequest = Depends(json_body(RebuildRequest)),
                   rt: Runtime = Depends(get_runtime), bundle: Bundle = Depends(served_bundle)) -> Response:
     """Start a job that encodes the documents, fits whitening, builds the index and swaps it in.
@@ -194,6 +194,8 @@ async def rebuild(req: RebuildRequest = Depends(json_body(RebuildRequest)),
         now = bundle.pipeline.whitening.params if bundle.pipeline.whitening is not None else None
         given = req.whitening.model_dump(exclude_unset=True) if req.whitening else {}
         keep = {k: getattr(now, k) for k in ("beta", "gamma", "dim")} if now else {}
+        # the dim asked for, not one a rank-deficient fit lowered for gamma > 0 (a later gamma 0 restores it)
+        keep.update((bundle.manifest or {}).get("whitening", {}).get("requested") or {})
         merged = {**keep, **given}  # what the request leaves out stays as the served version has it
         params = rt.whitening_params(merged.get("beta"), merged.get("gamma"), merged.get("dim"))
         rt.check_whitening_dim(params, bundle.encoder)

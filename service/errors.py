@@ -16,6 +16,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from whitevec.index.versions import DataDirLocked, ServedVersionChanged, VersionDamaged
 from whitevec.models.errors import ModelFolderError, WhiteningError, WhitevecError
 
 from .jobs import JobsUnavailable
@@ -120,6 +121,9 @@ COMMON = (MalformedBody, PayloadTooLarge, UnsupportedMediaType, InvalidRequest, 
 #: Errors from the models/index packages, by class: bad input unless the server's own model is broken.
 DOMAIN_ERRORS: list[tuple[type[Exception], type[ApiError]]] = [
     (ModelFolderError, ServerError),
+    (VersionDamaged, ServerError),  # what is on disk is broken: the server's fault, never the request's
+    (DataDirLocked, NotReady),
+    (ServedVersionChanged, Conflict),
     (JobsUnavailable, NotReady),
     (WhiteningError, InvalidRequest),
     (WhitevecError, InvalidRequest),

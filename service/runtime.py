@@ -29,7 +29,7 @@ from whitevec.index.documents import check_count
 from whitevec.index.faiss_index import IndexSpec
 from whitevec.index.milvus import alias_target
 from whitevec.index.store import Corpus, Document, Documents
-from whitevec.index.versions import Bundle, DataDirLock, MilvusTarget, VersionStore
+from whitevec.index.versions import Bundle, DataDirLock, MilvusTarget, ServedVersionChanged, VersionStore
 from whitevec.models.encoder import Encoder
 from whitevec.models.errors import WhitevecError
 from whitevec.models.loader import bundled_model_dir
@@ -603,7 +603,9 @@ class Runtime:
             fit = bundle.pipeline.whitening
             log.info("compacting %d pending changes of version %s", bundle.retriever.pending_changes(), bundle.version)
             try:
-                result = build_version(self.versions, bundle.encoder, documents, fit.params, bundle.retriever.spec,
+                asked = (bundle.manifest or {}).get("whitening", {}).get("requested")
+                result = build_version(self.versions, bundle.encoder, documents,
+                                       WhiteningParams(**asked) if asked else fit.params, bundle.retriever.spec,
                                        min_approx=self.settings.min_approx_vectors, raw_vectors=raw, fit=fit)
             finally:
                 _release(documents)
@@ -812,10 +814,6 @@ def die_with_parent() -> None:
         import ctypes
 
         ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG = 1
-
-
-class ServedVersionChanged(WhitevecError):
-    """A job read one version, and another was activated before the job could activate its own."""
 
 
 @dataclass(frozen=True)

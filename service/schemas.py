@@ -57,7 +57,7 @@ class SearchRequest(Strict):
     ef_search: int | None = Field(None, ge=1, description="hnsw only: candidate list per query, at most "
                                   "WHITEVEC_MAX_EF_SEARCH; null: the version's own.")
     filter: dict[FilterKey, Scalar | InList] | None = Field(
-        None, description='Metadata filter, AND over keys: `{"lang": "en", "year": {"$in": [2023, 2024]}}`. '
+        None, max_length=32, description='Metadata filter, AND over keys: `{"lang": "en", "year": {"$in": [2023, 2024]}}`. '
         "Hits are only documents whose metadata match (k of them whenever k match), values compared "
         "with their JSON type (1 never matches true or \"1\").")
 
@@ -95,10 +95,15 @@ class SearchResponse(BaseModel):
     version: str
 
 
+DocumentId = Annotated[str, StringConstraints(min_length=1, max_length=512, pattern=r"\S")]
+#: A document's text: at most 65,535 bytes in UTF-8 (checked as bytes; the schema can state characters).
+DocumentText = Annotated[str, StringConstraints(min_length=1, max_length=65_535, pattern=r"\S")]
+
+
 class DocumentIn(Strict):
-    id: NonEmpty
-    text: NonEmpty
-    metadata: dict[str, Any] | None = None
+    id: DocumentId
+    text: DocumentText
+    metadata: dict[str, Any] | None = Field(None, description="Any JSON object, at most 64 KiB as JSON.")
 
 
 class UpsertRequest(Strict):
@@ -112,7 +117,7 @@ class UpsertRequest(Strict):
 
 
 class DeleteRequest(Strict):
-    ids: list[NonEmpty] = Field(min_length=1, max_length=100_000, description="Document ids to delete.")
+    ids: list[DocumentId] = Field(min_length=1, max_length=100_000, description="Document ids to delete.")
 
 
 class WhiteningIn(Strict):
@@ -216,15 +221,15 @@ class TrainRequest(Strict):
                                   "import folder.")
     pair_threshold: float = Field(4.0, description="Pairs scoring at or above it are joined into one class.")
     eval_path: NonEmpty | None = Field(None, description="Pairs file in the import folder: Spearman before/after.")
-    epochs: int = Field(3, ge=1)
-    batch_size: int = Field(32, ge=1)
+    epochs: int = Field(3, ge=1, le=1000)
+    batch_size: int = Field(32, ge=1, le=4096)
     lr: float = Field(5e-5, gt=0, description="Encoder learning rate.")
     centre_lr: float = Field(1e-2, gt=0, description="Class-centre learning rate.")
     warmup: float = Field(0.1, ge=0, lt=1, description="Fraction of steps with linear warm-up.")
-    grad_accum: int = Field(1, ge=1)
+    grad_accum: int = Field(1, ge=1, le=1024)
     max_length: int = Field(64, ge=2, le=512)
     seed: int = 0
-    max_steps: int | None = Field(None, ge=1)
+    max_steps: int | None = Field(None, ge=1, le=10_000_000)
     scale: float = Field(30.0, gt=0, description="s: logit scale.")
     margin: float = Field(0.35, ge=0, lt=1, description="m: margin subtracted from the true class's cosine.")
     activate: bool = Field(False, description="Re-encode the corpus with the new model, refit whitening, "

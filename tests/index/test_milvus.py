@@ -37,6 +37,7 @@ def test_tags_keep_json_types_apart():
     assert tag(1) == tag(1.0) == "n:1" and tag(True) == "b:true" and tag("1") == "s:1" and tag(None) == "z:"
     assert tag([1]) is None and tag({"a": 1}) is None
     assert milvus_filter({"k": ['a"b']}) == '(typed["k"] == "s:a\\"b")'
+    assert milvus_filter({"k": [1, 1.0, True], "j": [[1]]}) == '(typed["k"] == "n:1" or typed["k"] == "b:true") and (false)'
 
 
 def test_milvus_and_faiss_flat_give_the_same_hits_before_and_after_changes(tmp_path, client):

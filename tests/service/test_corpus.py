@@ -394,3 +394,14 @@ async def test_a_version_with_a_damaged_change_log_is_refused(settings):
         assert rt.bundle.version == v2
         row = {v["version"]: v for v in (await client.get("/admin/versions", headers=ADMIN)).json()["versions"]}
         assert "damaged" in row[v1]["changes"]
+
+
+async def test_rewhitening_to_gamma_0_restores_the_dim_a_gamma_fit_lowered(settings):
+    """12 documents in 32 dims: γ = 1 serves 11 dims (the fit's rank); a later γ = 0 re-whitening
+    without a dim goes back to the 32 asked for, not the lowered 11."""
+    async with serving(settings) as (app, client):
+        job = await rebuild(client, {"documents": demo_documents(), "whitening": {"beta": 1, "gamma": 1, "dim": 32}})
+        assert job["result"]["whitening"]["output_dim"] == 11
+        job = await rebuild(client, {"reencode": False, "whitening": {"beta": 0, "gamma": 0}})
+        assert job["state"] == "succeeded", job
+        assert job["result"]["whitening"]["output_dim"] == 32
