@@ -167,7 +167,7 @@ async def search(request: Request, req: SearchRequest = Depends(json_body(Search
                                     param="k")
     retriever = bundle.retriever
     if retriever is None:
-        raise Conflict(rt.no_index_message())
+        raise Conflict(rt.reports.no_index_message())
     params = retriever.search_params(req.nprobe, req.ef_search, rt.settings.max_nprobe, rt.settings.max_ef_search)
     vectors = await encode(rt, bundle, queries, request, lambda raw: bundle.pipeline.postprocess(raw.vectors))
     found = await retriever.search(vectors, req.k, params, req.where())
@@ -190,19 +190,19 @@ async def rebuild(req: RebuildRequest = Depends(json_body(RebuildRequest)),
     `activate` changes it), never the one served at submit time."""
     if not req.reencode:
         if bundle.retriever is None:
-            raise Conflict(rt.no_index_message())
+            raise Conflict(rt.reports.no_index_message())
         now = bundle.pipeline.whitening.params if bundle.pipeline.whitening is not None else None
         given = req.whitening.model_dump(exclude_unset=True) if req.whitening else {}
         keep = {k: getattr(now, k) for k in ("beta", "gamma", "dim")} if now else {}
         # the dim asked for, not one a rank-deficient fit lowered for gamma > 0 (a later gamma 0 restores it)
         keep.update((bundle.manifest or {}).get("whitening", {}).get("requested") or {})
         merged = {**keep, **given}  # what the request leaves out stays as the served version has it
-        params = rt.whitening_params(merged.get("beta"), merged.get("gamma"), merged.get("dim"))
-        rt.check_whitening_dim(params, bundle.encoder)
+        params = rt.corpus_ops.whitening_params(merged.get("beta"), merged.get("gamma"), merged.get("dim"))
+        rt.corpus_ops.check_whitening_dim(params, bundle.encoder)
         count = bundle.retriever.count()
-        spec = rt.index_spec(req.index.model_dump() if req.index else bundle.retriever.spec.to_dict(), count)
-        rt.check_raw_vectors(bundle)
-        job_id = await asyncio.to_thread(rt.jobs.submit, "index.rebuild", lambda ctx: rt.rewhiten(ctx, params, spec),
+        spec = rt.corpus_ops.index_spec(req.index.model_dump() if req.index else bundle.retriever.spec.to_dict(), count)
+        rt.corpus_ops.check_raw_vectors(bundle)
+        job_id = await asyncio.to_thread(rt.jobs.submit, "index.rebuild", lambda ctx: rt.corpus_ops.rewhiten(ctx, params, spec),
                                          total=count)
         return JSONResponse({"job_id": job_id}, status_code=202)
     if req.path is not None:
@@ -218,19 +218,19 @@ async def rebuild(req: RebuildRequest = Depends(json_body(RebuildRequest)),
                        "half: send \"confirm_shrink\": true to do that, or \"mode\": \"merge\" to add them to "
                        "the corpus")
     w = req.whitening
-    params = rt.whitening_params(w.beta if w else None, w.gamma if w else None, w.dim if w else None)
-    rt.check_whitening_dim(params, bundle.encoder)
+    params = rt.corpus_ops.whitening_params(w.beta if w else None, w.gamma if w else None, w.dim if w else None)
+    rt.corpus_ops.check_whitening_dim(params, bundle.encoder)
     total = len(documents) + (served if req.mode == "merge" else 0)
-    spec = rt.index_spec(req.index.model_dump() if req.index else None, total)
+    spec = rt.corpus_ops.index_spec(req.index.model_dump() if req.index else None, total)
     if req.mode == "merge":
         def merge(ctx: JobContext) -> dict:
-            corpus, since = rt.merged(documents)
-            return rt.rebuild(ctx, corpus, params, spec, since=since)
+            corpus, since = rt.corpus_ops.merged(documents)
+            return rt.corpus_ops.rebuild(ctx, corpus, params, spec, since=since)
 
         job_id = await asyncio.to_thread(rt.jobs.submit, "index.rebuild", merge, total=total)
     else:
         job_id = await asyncio.to_thread(rt.jobs.submit, "index.rebuild",
-                                         lambda ctx: rt.rebuild(ctx, documents, params, spec), total=len(documents))
+                                         lambda ctx: rt.corpus_ops.rebuild(ctx, documents, params, spec), total=len(documents))
     return JSONResponse({"job_id": job_id}, status_code=202)
 
 
@@ -255,13 +255,13 @@ async def train(req: TrainRequest = Depends(json_body(TrainRequest)), rt: Runtim
                                     "(POST /admin/index/rebuild), or set activate to false", param="activate")
     fields = req.model_dump(include=set(TrainConfig.__dataclass_fields__))
     config = TrainConfig(**fields)
-    out_dir = rt.model_output_dir(req.name)
+    out_dir = rt.training.model_output_dir(req.name)
     try:
-        job_id = await asyncio.to_thread(rt.jobs.submit, "train", lambda ctx: rt.train(ctx, rt.training_spec(
+        job_id = await asyncio.to_thread(rt.jobs.submit, "train", lambda ctx: rt.training.train(ctx, rt.training.training_spec(
             asdict(config), examples, pairs, req.pair_threshold, eval_path, out_dir), req.activate),
-            on_end=lambda: rt.release_model_name(out_dir))
+            on_end=lambda: rt.training.release_model_name(out_dir))
     except BaseException:
-        rt.release_model_name(out_dir)
+        rt.training.release_model_name(out_dir)
         raise
     return JSONResponse({"job_id": job_id, "classes": data.n_classes, "texts": len(data.texts),
                          "warnings": data.warnings, "model_name": out_dir.name}, status_code=202)
@@ -289,7 +289,7 @@ async def upsert_documents(req: UpsertRequest = Depends(json_body(UpsertRequest)
     if dupes:
         raise errors.InvalidRequest(f"duplicate ids in one call: {', '.join(map(repr, dupes[:10]))}",
                                     param="documents")
-    done = await asyncio.wrap_future(rt.writer.submit(rt.change_documents, documents, []))
+    done = await asyncio.wrap_future(rt.writer.submit(rt.corpus_ops.change_documents, documents, []))
     return {"upserted": done["upserted"], "version": done["version"]}
 
 
@@ -298,7 +298,7 @@ async def delete_documents(req: DeleteRequest = Depends(json_body(DeleteRequest)
                            rt: Runtime = Depends(get_runtime)) -> dict:
     """Delete documents by id, committed to the served version's change log before the answer (no
     ghost hits); unknown ids are listed in `missing`."""
-    done = await asyncio.wrap_future(rt.writer.submit(rt.change_documents, [], req.ids))
+    done = await asyncio.wrap_future(rt.writer.submit(rt.corpus_ops.change_documents, [], req.ids))
     return {"deleted": done["deleted"], "missing": done["missing"], "version": done["version"]}
 
 
@@ -307,7 +307,7 @@ async def get_document(doc_id: str, rt: Runtime = Depends(get_runtime),
                        bundle: Bundle = Depends(served_bundle)) -> Response:
     """One document of the served version: id, text, metadata."""
     if bundle.retriever is None:
-        raise Conflict(rt.no_index_message())
+        raise Conflict(rt.reports.no_index_message())
     doc = await asyncio.to_thread(bundle.retriever.get, doc_id)
     if doc is None:
         raise NotFound(f"no document with id {doc_id!r} in version {bundle.version}")
@@ -317,7 +317,7 @@ async def get_document(doc_id: str, rt: Runtime = Depends(get_runtime),
 @admin.get("/versions", responses=responses(Unauthorized, Forbidden))
 async def list_versions(rt: Runtime = Depends(get_runtime)) -> dict:
     """Every kept version, newest first, with which is active (the pointer) and served (loaded here)."""
-    return {"active": rt.versions.active(), "versions": await asyncio.to_thread(rt.versions_report)}
+    return {"active": rt.versions.active(), "versions": await asyncio.to_thread(rt.reports.versions_report)}
 
 
 @admin.post("/versions/{version}/activate", responses=responses(Unauthorized, Forbidden, NotFound, Conflict))
@@ -368,7 +368,7 @@ async def readyz(rt: Runtime = Depends(get_runtime)) -> dict:
     rt.require_bundle()
     if not rt.batcher.running:
         raise NotReady(rt.batcher.error or "the encoder is not running", headers={"Retry-After": "5"})
-    return await asyncio.to_thread(rt.ready_report)
+    return await asyncio.to_thread(rt.reports.ready_report)
 
 
 @ops.get("/metrics", response_class=PlainTextResponse)
@@ -405,11 +405,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await runtime.batcher.start()
             runtime.announce_token()
             loading = asyncio.create_task(asyncio.to_thread(runtime.load))  # /healthz answers meanwhile
-            runtime.start_following()  # milvus backend: versions other replicas activate
+            runtime.follower.start()  # milvus backend: versions other replicas activate
             try:
                 yield
             finally:
-                await asyncio.to_thread(runtime.stop_following)
+                await asyncio.to_thread(runtime.follower.stop)
                 try:
                     await loading
                 except Exception:  # already logged and reported by /readyz

@@ -75,20 +75,20 @@ def _build(rt, args: argparse.Namespace, documents, encoder=None, path: Path | N
     from whitevec.index.documents import check_documents
 
     check_documents(documents, rt.settings.max_documents)
-    spec = rt.index_spec({"type": args.index_type, "nlist": args.nlist, "nprobe": args.nprobe, "m": args.m,
+    spec = rt.corpus_ops.index_spec({"type": args.index_type, "nlist": args.nlist, "nprobe": args.nprobe, "m": args.m,
                           "ef_construction": args.ef_construction, "ef_search": args.ef_search})
-    params = rt.whitening_params(args.beta, args.gamma, args.dim)
+    params = rt.corpus_ops.whitening_params(args.beta, args.gamma, args.dim)
     raw = None
     if getattr(args, "ray", None) is not None:
         from tqdm import tqdm
         from whitevec.index.distributed import ray_encode
 
         encoder = encoder or rt.require_bundle().encoder
-        rt.check_whitening_dim(params, encoder)
+        rt.corpus_ops.check_whitening_dim(params, encoder)
         with tqdm(total=len(documents), desc=f"encoding on Ray ({args.ray})", unit="doc") as bar:
             raw = ray_encode(path, documents, encoder, args.ray, args.ray_workers,
                              on_progress=lambda done, total: bar.update(done - bar.n))
-    return rt.rebuild(None, documents, params, spec, encoder=encoder, progress_bar=True, raw_vectors=raw)
+    return rt.corpus_ops.rebuild(None, documents, params, spec, encoder=encoder, progress_bar=True, raw_vectors=raw)
 
 
 def cmd_index_build(args: argparse.Namespace) -> int:
@@ -194,14 +194,14 @@ def _train(rt, args: argparse.Namespace, path: Path) -> int:
           file=sys.stderr)
     # the served model (the active version's, else the configured or bundled one), read-only
     encoder = rt.new_encoder(engine="torch") if args.model is not None else rt.served_encoder()
-    out = Path(args.out) if args.out else rt.model_output_dir(None, base=encoder.identity.name)
+    out = Path(args.out) if args.out else rt.training.model_output_dir(None, base=encoder.identity.name)
     report = train(encoder, data, config, out, Path(args.eval_pairs) if args.eval_pairs else None, progress=True)
     summary = {k: v for k, v in report.items() if k != "loss"}
     summary["model_dir"] = str(out)
     summary["settings"] = asdict(config)
     if args.activate:
         rt.load()
-        summary["activation"] = rt.activate_model(None, out)
+        summary["activation"] = rt.training.activate_model(None, out)
     print(json.dumps(summary, indent=2))
     return 0
 

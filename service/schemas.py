@@ -221,7 +221,7 @@ class TrainRequest(Strict):
                                   "import folder.")
     pair_threshold: float = Field(4.0, description="Pairs scoring at or above it are joined into one class.")
     eval_path: NonEmpty | None = Field(None, description="Pairs file in the import folder: Spearman before/after.")
-    epochs: int = Field(3, ge=1, le=1000)
+    epochs: int = Field(3, ge=1, le=100_000)
     batch_size: int = Field(32, ge=1, le=4096)
     lr: float = Field(5e-5, gt=0, description="Encoder learning rate.")
     centre_lr: float = Field(1e-2, gt=0, description="Class-centre learning rate.")

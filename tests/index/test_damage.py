@@ -262,7 +262,7 @@ def test_a_rebuild_hashes_its_parts_once_and_loads_still_verify(settings, monkey
     rt = Runtime(settings)
     rt.lock()
     rt.load()
-    result = rt.rebuild(None, docs(), WhiteningParams(), IndexSpec())
+    result = rt.corpus_ops.rebuild(None, docs(), WhiteningParams(), IndexSpec())
     assert sorted(calls) == ["docs.sqlite", "index.faiss", "raw.npy", "whitening.npz"]  # once each, at build
     calls.clear()
     rt.versions.load(result["version"], encoder=rt.bundle.encoder)

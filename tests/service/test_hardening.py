@@ -176,7 +176,7 @@ async def test_every_error_has_the_documented_shape(settings, method, path, body
 
 async def test_unexpected_exception_is_a_json_500(settings, monkeypatch):
     async with serving(settings) as (app, client):
-        monkeypatch.setattr(type(app.state.runtime), "ready_report", lambda self: 1 / 0)
+        monkeypatch.setattr(type(app.state.runtime.reports), "ready_report", lambda self: 1 / 0)
         r = await client.get("/readyz")
         assert r.status_code == 500
         assert r.json()["error"]["type"] == "server_error" and "ZeroDivisionError" in r.json()["error"]["message"]

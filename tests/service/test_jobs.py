@@ -57,7 +57,7 @@ async def test_a_non_json_line_from_the_training_process_fails_the_job_and_ends_
     script = f"import os, time; open({str(pid_file)!r}, 'w').write(str(os.getpid())); print('hello'); time.sleep(60)"
     async with serving(settings) as (app, client):
         await rebuild(client, {"documents": demo_documents()})
-        app.state.runtime.training_command = [sys.executable, "-c", script]
+        app.state.runtime.training.training_command = [sys.executable, "-c", script]
         r = await client.post("/admin/train", json={"examples": TRAIN_EXAMPLES, "max_steps": 1}, headers=ADMIN)
         started = time.monotonic()
         job = await wait_job(client, r.json()["job_id"], timeout=30)
@@ -95,13 +95,13 @@ def test_generated_model_names_are_bounded_and_unique(settings):
     name = "all-MiniLM-L6-v2"
     seen = set()
     for _ in range(30):  # thirty generations of train + activate
-        out = rt.model_output_dir(None, base=name)
+        out = rt.training.model_output_dir(None, base=name)
         assert out.name not in seen
         seen.add(out.name)
         out.mkdir(parents=True)
         name = out.name
         assert re.fullmatch(r"all-MiniLM-L6-v2-ft-\d{8}T\d{6}-[0-9a-f]{4}", name), name
-    long = rt.model_output_dir(None, base="x" * 300 + "-amsoftmax-20260101T000000")
+    long = rt.training.model_output_dir(None, base="x" * 300 + "-amsoftmax-20260101T000000")
     assert len(long.name) <= 40 + 25
 
 
@@ -150,7 +150,7 @@ def test_a_training_child_dies_with_its_server(tmp_path):
     import subprocess
 
     script = ("import subprocess, sys, time\n"
-              "from whitevec.service.runtime import die_with_parent\n"
+              "from whitevec.service.training_runs import die_with_parent\n"
               "child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'], preexec_fn=die_with_parent)\n"
               "print(child.pid, flush=True)\n"
               "time.sleep(60)\n")

@@ -10,10 +10,9 @@ import pytest
 
 from tests.conftest import ADMIN, make_tiny_bert, rebuild, serving
 from tests.service.test_corpus import corpus
-from whitevec.index.faiss_index import IndexSpec, VectorIndex
+from whitevec.index.faiss_index import VectorIndex
 from whitevec.index.store import Document
-from whitevec.models.whitening import WhiteningParams
-from whitevec.service import runtime as runtime_module
+from whitevec.service import corpus_ops as corpus_module
 
 pytestmark = pytest.mark.anyio
 
@@ -29,7 +28,7 @@ def backend_settings(request, settings, tmp_path):
 
 def during_build(monkeypatch, action):
     """Run `action()` inside the next build, after the job has read the corpus (deterministic overlap)."""
-    original = runtime_module.build_version
+    original = corpus_module.build_version
     done = []
 
     def wrapped(*args, **kwargs):
@@ -38,15 +37,15 @@ def during_build(monkeypatch, action):
             action()
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(runtime_module, "build_version", wrapped)
+    monkeypatch.setattr(corpus_module, "build_version", wrapped)
     return done
 
 
 def changes(rt, docs):
     """One upsert and one delete, acknowledged through the runtime (as the routes call it)."""
     def act():
-        rt.change_documents([Document("during", "written while the job ran", {"topic": "new"})], [])
-        assert rt.change_documents([], [docs[5]["id"]])["deleted"] == 1
+        rt.corpus_ops.change_documents([Document("during", "written while the job ran", {"topic": "new"})], [])
+        assert rt.corpus_ops.change_documents([], [docs[5]["id"]])["deleted"] == 1
     return act
 
 
@@ -88,7 +87,7 @@ async def test_changes_during_a_model_activation_carry_over_reencoded(backend_se
         rt = app.state.runtime
         await rebuild(client, {"documents": docs})
         during_build(monkeypatch, changes(rt, docs))
-        result = await asyncio.to_thread(rt.activate_model, None, other)
+        result = await asyncio.to_thread(rt.training.activate_model, None, other)
         assert rt.bundle.encoder.model_dir == other.resolve()
         await assert_carried(client, docs, result["version"])
         vectors = rt.bundle.retriever.fetch(["during"])[1]
@@ -123,14 +122,14 @@ async def test_prune_never_takes_the_version_a_job_is_about_to_activate(backend_
         rt = app.state.runtime
         a = (await rebuild(client, {"documents": docs}))["result"]["version"]
         b = (await rebuild(client, {"documents": docs}))["result"]["version"]
-        original = runtime_module.build_version
+        original = corpus_module.build_version
 
         def build_then_prune(*args, **kwargs):
             result = original(*args, **kwargs)
             rt.versions.prune(1)  # another activation's prune, between this build and its activation
             return result
 
-        monkeypatch.setattr(runtime_module, "build_version", build_then_prune)
+        monkeypatch.setattr(corpus_module, "build_version", build_then_prune)
         job = await rebuild(client, {"reencode": False})
         assert job["state"] == "succeeded", job
         assert rt.bundle.version == job["result"]["version"] and {a, b} & set(rt.versions.versions())
@@ -143,7 +142,6 @@ def whitevec_threads() -> int:
 async def test_indexes_and_threads_stay_flat_across_20_swaps(settings):
     docs = corpus(40)
     async with serving(settings) as (app, client):
-        rt = app.state.runtime
         first = (await rebuild(client, {"documents": docs}))["result"]["version"]
         await client.post("/search", json={"query": "rain"})
         gc.collect()

@@ -172,11 +172,11 @@ async def test_a_replica_follows_the_alias_to_the_version_another_activated(sett
         b.versions.milvus.client.close()
         b.versions.milvus = app_a.state.runtime.versions.milvus
         b.load()
-        assert b.bundle.version == v1 and b.follow_alias() is None
+        assert b.bundle.version == v1 and b.follower.follow_alias() is None
         v2 = (await rebuild(client_a, {"documents": docs, "whitening": {"beta": 1, "gamma": 1, "dim": 8}}))
         v2 = v2["result"]["version"]
         assert b.bundle.version == v1  # it has not looked yet
-        assert b.follow_alias() == v2 and b.bundle.version == v2 and b.bundle.pipeline.output_dim() == 8
+        assert b.follower.follow_alias() == v2 and b.bundle.version == v2 and b.bundle.pipeline.output_dim() == 8
         query = ["heavy rain in the city"]
         expected = (await client_a.post("/search", json={"queries": query, "k": 5})).json()["results"][0]["hits"]
         pipeline, retriever = b.bundle.pipeline, b.bundle.retriever
@@ -196,7 +196,7 @@ async def test_a_replica_follows_the_alias_to_the_version_another_activated(sett
             return loaded
 
         b.versions.load = load_while_b_activates
-        assert b.follow_alias() is None and calls[0] == v3 and b.bundle.version == v2
+        assert b.follower.follow_alias() is None and calls[0] == v3 and b.bundle.version == v2
 
 
 @pytest.fixture

@@ -1,0 +1,259 @@
+"""The served corpus's operations: upserts and deletes, compaction, rebuilds, re-whitening and carry-over."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+from whitevec.index.build import BuildResult, build_version
+from whitevec.index.documents import check_count
+from whitevec.index.faiss_index import IndexSpec
+from whitevec.index.store import Corpus, Document, Documents
+from whitevec.index.versions import Bundle, ServedVersionChanged
+from whitevec.models.encoder import Encoder
+from whitevec.models.errors import WhitevecError
+from whitevec.models.whitening import WhiteningParams
+
+from .errors import Conflict, InvalidRequest, NotReady
+from .jobs import JobContext
+
+if TYPE_CHECKING:
+    from .runtime import Runtime
+
+log = logging.getLogger("whitevec")
+
+
+class CorpusOps:
+    """Changes and rebuilds of the served corpus. Owned by the Runtime, which serialises every change
+    and activation with its change lock; the backend is reached only through the Retriever protocol."""
+
+    def __init__(self, rt: Runtime) -> None:
+        self.rt = rt
+
+    def whitening_params(self, beta: float | None, gamma: float | None, dim: int | None) -> WhiteningParams:
+        s = self.rt.settings
+        return WhiteningParams(s.whiten_beta if beta is None else beta, s.whiten_gamma if gamma is None else gamma,
+                               s.whiten_dim if dim is None else dim)
+
+    @staticmethod
+    def check_whitening_dim(params: WhiteningParams, encoder: Encoder) -> None:
+        if params.dim is not None and params.dim > encoder.dim:
+            raise InvalidRequest(f"whitening dim {params.dim} is above the model's {encoder.dim} dims",
+                                 param="whitening.dim")
+
+    def index_spec(self, fields: dict | None, n: int | None = None) -> IndexSpec:
+        """The asked index spec over the defaults; checked against n documents when given."""
+        fields = {k: v for k, v in (fields or {}).items() if v is not None}
+        fields.setdefault("type", self.rt.settings.index_type)
+        try:
+            spec = IndexSpec(**fields)
+            if n is not None and n >= self.rt.settings.min_approx_vectors:
+                spec.resolved(n)
+        except ValueError as exc:
+            raise InvalidRequest(str(exc), param="index") from exc
+        return spec
+
+    @staticmethod
+    def check_raw_vectors(bundle: Bundle) -> None:
+        """reencode: false and upserts need the version's stored raw vectors (kept by every version built
+        since whitevec stores them)."""
+        if bundle.retriever is None or not bundle.retriever.has_raw:
+            raise Conflict(f"version {bundle.version} has no stored raw vectors (it was built before whitevec kept "
+                           "them): rebuild it once with reencode: true, after which reencode: false works")
+
+    def corpus(self, bundle: Bundle, with_raw: bool) -> tuple[Documents, np.ndarray | None, Snapshot]:
+        """The served corpus (built rows + changes) for a rebuild, its raw vectors when asked, and the
+        snapshot they were read at (for carrying over changes acknowledged while the job runs)."""
+        if bundle.retriever is None:
+            raise RuntimeError("there is no index to rebuild from; build one first")
+        with self.rt.change_lock:  # documents and snapshot from the same moment
+            since = Snapshot(bundle, bundle.retriever.sequence())
+            if with_raw:
+                self.check_raw_vectors(bundle)
+            docs, raw = bundle.retriever.documents(bundle.retriever.stored_raw() if with_raw else None)
+        return docs, raw, since
+
+    def rewhiten(self, ctx: JobContext | None, whitening: WhiteningParams, spec: IndexSpec) -> dict:
+        """A new version of the served corpus from its stored raw vectors: whitening refitted with
+        `whitening`, index rebuilt as `spec`, the model never run. The served version is read when the job runs."""
+        bundle = self.rt.require_bundle()
+        documents, raw, since = self.corpus(bundle, with_raw=True)
+        if ctx is not None:
+            ctx.progress(len(documents), len(documents), phase="indexing")
+        try:
+            result = build_version(self.rt.versions, bundle.encoder, documents, whitening, spec,
+                                   min_approx=self.rt.settings.min_approx_vectors, raw_vectors=raw)
+        finally:
+            _release(documents)
+        if ctx is not None:
+            ctx.check_cancelled()
+            ctx.checkpoint(built_version=result.version)
+        self.rt.activate(result.version, bundle.encoder, just_built=True, since=since)
+        return {**_job_result(result), "reencoded": False}
+
+    def change_documents(self, upserts: list[Document], deletes: list[str]) -> dict:
+        """Upsert and/or delete documents of the served version, durable before returning: new texts are
+        encoded with the served model (outside the change lock: searches and other writers never wait on
+        the model) and transformed with the served whitening (no refit), then logged to the version's
+        change log with a journal sequence number and swapped into the view searches read. O(change);
+        once pending changes pass WHITEVEC_COMPACT_CHANGES (and a quarter of the corpus) they are folded
+        into a new version. With replicas on Milvus, the write goes to the version the alias names: a
+        replica that has not followed a switch yet follows it first, and re-applies a change that raced one."""
+        with self.rt.served.lease() as bundle:
+            self._check_change(bundle, upserts, deletes)
+            encoded = self.encode_upserts(bundle, upserts)
+        with self.rt.change_lock:
+            bundle = self.rt.follower.follow_before_write()
+            done = self._apply_change(bundle, upserts, deletes, encoded)
+            if self.rt.follower.alias_moved(bundle):
+                bundle = self.rt.follower.follow_before_write()
+                done = self._apply_change(bundle, upserts, deletes, encoded)
+            version, retriever = bundle.version, bundle.retriever
+            pending = retriever.pending_changes()  # 0 for Milvus, which compacts its own segments
+            if (pending > self.rt.settings.compact_changes and pending > retriever.count() // 4
+                    and not self.rt.jobs.counts().get("running")):  # a running rebuild carries them over instead
+                version = self.compact(bundle)
+            return {"version": version, "missing": done.missing, "deleted": done.deleted, "upserted": done.upserted}
+
+    def _check_change(self, bundle: Bundle | None, upserts: list[Document], deletes: list[str]) -> None:
+        if bundle is None:
+            raise NotReady(self.rt.load_error or "the model is still loading; retry shortly", headers={"Retry-After": "2"})
+        if bundle.retriever is None or bundle.pipeline.whitening is None:
+            raise Conflict(self.rt.reports.no_index_message())
+        self.check_raw_vectors(bundle)
+        after = bundle.retriever.count_after([d.id for d in upserts], deletes)
+        if after < 2:
+            raise Conflict(f"the change would leave {after} document(s); an index needs at least 2 "
+                           "(rebuild with new documents instead)")
+        if after > self.rt.settings.max_documents:
+            raise InvalidRequest(f"the corpus would have {after} documents, above WHITEVEC_MAX_DOCUMENTS "
+                                 f"({self.rt.settings.max_documents})", param="documents")
+
+    @staticmethod
+    def encode_upserts(bundle: Bundle, upserts: list[Document]) -> tuple[Encoder, np.ndarray]:
+        enc = bundle.encoder
+        raw = enc.encode([d.text for d in upserts]).vectors if upserts else np.zeros((0, enc.dim), np.float32)
+        return enc, raw
+
+    def _apply_change(self, bundle: Bundle, upserts: list[Document], deletes: list[str],
+                      encoded: tuple[Encoder, np.ndarray]):
+        """Commit a change to `bundle` (change lock held); re-encodes if a switch brought another model."""
+        self._check_change(bundle, upserts, deletes)
+        encoder, raw = encoded
+        if not _same_vectors(encoder, bundle.encoder):
+            raw = self.encode_upserts(bundle, upserts)[1]
+        return bundle.retriever.change(upserts, raw, deletes)
+
+    def compact(self, bundle: Bundle) -> str:
+        """Fold a version's logged changes into a new version (same model, same fit, index type kept)."""
+        with self.rt.change_lock:
+            documents, raw, _ = self.corpus(bundle, with_raw=True)
+            fit = bundle.pipeline.whitening
+            log.info("compacting %d pending changes of version %s", bundle.retriever.pending_changes(), bundle.version)
+            try:
+                asked = (bundle.manifest or {}).get("whitening", {}).get("requested")
+                result = build_version(self.rt.versions, bundle.encoder, documents,
+                                       WhiteningParams(**asked) if asked else fit.params, bundle.retriever.spec,
+                                       min_approx=self.rt.settings.min_approx_vectors, raw_vectors=raw, fit=fit)
+            finally:
+                _release(documents)
+            self.rt.activate(result.version, bundle.encoder, just_built=True)
+            return result.version
+
+    def carry_over(self, since: Snapshot, new: Bundle, after: int) -> int:
+        """Apply to `new` every change acknowledged to the served version after journal sequence `after`
+        (change lock held); returns the head it read up to. The served version must be the one the job
+        read: after a rollback its changes went elsewhere, and the job must not silently undo that."""
+        old = since.bundle
+        if self.rt.bundle is not old:
+            served = self.rt.bundle.version if self.rt.bundle is not None else None
+            raise ServedVersionChanged(f"the served version changed while this job ran (it read version {old.version}; "
+                                       f"version {served} is served now): run the job again")
+        head = old.retriever.sequence()
+        ids = old.retriever.changed_since(after)
+        if not ids:
+            return head
+        docs, raw = old.retriever.fetch(ids)
+        present = {d.id for d in docs}
+        deletes = [i for i in ids if i not in present]
+        if raw is None or not _same_vectors(old.encoder, new.encoder):
+            raw = self.encode_upserts(new, docs)[1]
+        new.retriever.change(docs, raw, deletes)
+        log.info("carried %d upserts and %d deletes acknowledged during the job over to version %s",
+                 len(docs), len(deletes), new.version)
+        return head
+
+    def merged(self, documents: list[Document]) -> tuple[Documents, Snapshot | None]:
+        """The served corpus with `documents` (unique ids) added; one with an existing id replaces that
+        document in place. Read when the job runs, so it merges into whatever is served then."""
+        bundle = self.rt.require_bundle()
+        if bundle.retriever is None:
+            return documents, None
+        current, _, since = self.corpus(bundle, with_raw=False)
+        if isinstance(current, Corpus):
+            out: Documents = current.merged(documents)
+            current.close()
+        else:  # a backend that hands over a list
+            new = {d.id: d for d in documents}
+            out = [new.pop(d.id, d) for d in current] + list(new.values())
+        try:
+            check_count(len(out), self.rt.settings.max_documents)
+        except WhitevecError:
+            _release(out)
+            raise
+        return out, since
+
+    def rebuild(self, ctx: JobContext | None, documents: Documents, whitening: WhiteningParams,
+                spec: IndexSpec, encoder: Encoder | None = None, progress_bar: bool = False,
+                since: Snapshot | None = None, raw_vectors: np.ndarray | None = None) -> dict:
+        """Encode with `encoder`, or the model served when this runs, fit, index, write a version, swap it in.
+        `since`: the served corpus was read at that snapshot (merge, new model): later changes carry over.
+        `raw_vectors`: the documents' pooled vectors by this encoder, already encoded (on a Ray cluster)."""
+        encoder = encoder or self.rt.require_bundle().encoder
+        self.check_whitening_dim(whitening, encoder)
+
+        def on_progress(done: int, total: int) -> None:
+            if ctx is not None:
+                ctx.check_cancelled()
+                ctx.progress(done, total, phase="encoding")
+
+        try:
+            result = build_version(self.rt.versions, encoder, documents, whitening, spec, on_progress, progress_bar,
+                                   min_approx=self.rt.settings.min_approx_vectors, raw_vectors=raw_vectors)
+        finally:
+            _release(documents)
+        if ctx is not None:
+            ctx.check_cancelled()
+            ctx.checkpoint(built_version=result.version)
+        self.rt.activate(result.version, encoder, just_built=True, since=since)
+        return {**_job_result(result), "reencoded": True}
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """The served version and its journal head at the moment a job read the corpus."""
+
+    bundle: Bundle
+    seq: int
+
+
+def _same_vectors(a: Encoder, b: Encoder) -> bool:
+    """Two encoders give the same raw vectors (same weights, same engine)."""
+    return a.identity.fingerprint == b.identity.fingerprint and a.engine == b.engine
+
+
+def _release(documents: Documents) -> None:
+    """Close a lazy corpus's own connection once its build is done."""
+    if isinstance(documents, Corpus):
+        documents.close()
+
+
+def _job_result(result: BuildResult) -> dict:
+    """What a rebuild job reports: the new version, counts, index, model and whitening."""
+    m = result.manifest
+    return {"version": result.version, "documents": m["documents"]["count"], "index": m["index"],
+            "model": m["model"]["name"],
+            "whitening": {k: m["whitening"][k] for k in ("version", "params", "rank", "output_dim", "jl_dim")},
+            "seconds": m["build_seconds"], "warnings": m["warnings"]}

@@ -1,0 +1,134 @@
+"""What the service reports about itself: /readyz, the versions list, one-line descriptions."""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+from contextlib import closing
+from typing import TYPE_CHECKING
+
+from whitevec.index.changes import CHANGES_FILE
+from whitevec.index.versions import Bundle
+from whitevec.models.encoder import Encoder
+from whitevec.models.loader import bundled_model_dir
+
+if TYPE_CHECKING:
+    from .runtime import Runtime
+
+log = logging.getLogger("whitevec")
+
+
+class Reports:
+    """Read-only views of the runtime; never paths outside the data dir's own names."""
+
+    def __init__(self, rt: Runtime) -> None:
+        self.rt = rt
+
+    def describe(self) -> str:
+        b = self.rt.bundle
+        if b is None:
+            return "loading"
+        index = (f"{b.retriever.spec.type} index of {b.retriever.count()} documents on {self.index_device(b)}"
+                 if b.retriever else "no index")
+        return f"model {b.encoder.identity.name} ({b.encoder.pooling.mode}) on {b.encoder.device}, {index}"
+
+    @staticmethod
+    def index_device(bundle: Bundle) -> str | None:
+        return bundle.retriever.device if bundle.retriever is not None else None
+
+    def no_index_message(self) -> str:
+        if self.rt.refused is not None:
+            return (f"the active version {self.rt.refused['version']} cannot be served ({self.rt.refused['reason']}) "
+                    "and no other intact version exists: rebuild the index (POST /admin/index/rebuild)")
+        return ("no index has been built yet: POST /admin/index/rebuild with documents, "
+                "or run `whitevec index build FILE.jsonl`")
+
+    def model_source(self, encoder: Encoder) -> str:
+        """Where the served model comes from, without absolute paths."""
+        path = encoder.model_dir
+        if path == bundled_model_dir().resolve():
+            return "bundled"
+        try:
+            where = "bundle dir: " if self.rt.settings.bundle_dir is not None else "data dir: "
+            return where + str(path.relative_to(self.rt.settings.bundles.resolve()))
+        except ValueError:
+            return "model folder " + path.name
+
+    def ready_report(self) -> dict:
+        bundle = self.rt.require_bundle()
+        enc, r, w = bundle.encoder, bundle.retriever, bundle.pipeline.whitening
+        s = self.rt.settings
+        return {
+            "status": "ready" if self.rt.refused is None else "degraded",
+            "model": enc.identity.name,
+            "model_source": self.model_source(enc),
+            "pooling": enc.pooling.mode,
+            "tokenizer": enc.tokenizer.kind,
+            "encoder_device": str(enc.device),
+            "engine": enc.engine,
+            "dim": bundle.pipeline.output_dim(),
+            "model_dim": enc.dim,
+            "version": bundle.version,
+            "refused": self.rt.refused,
+            "whitening": None if w is None else {"version": w.version, **w.params.to_dict()},
+            "limits": {"max_texts": s.max_texts, "max_text_chars": s.max_text_chars, "max_k": s.max_k,
+                       "max_body_bytes": s.max_body_bytes, "max_nprobe": s.max_nprobe,
+                       "max_ef_search": s.max_ef_search},
+            "index": {
+                "loaded": r is not None,
+                "type": r.spec.type if r else None,
+                "spec": r.spec.to_dict() if r else None,
+                "device": self.index_device(bundle),
+                "count": bundle.retriever.count() if bundle.retriever else 0,
+                "pending_changes": bundle.retriever.pending_changes() if bundle.retriever else 0,
+            },
+        }
+
+    def versions_report(self) -> list[dict]:
+        """Every kept version, newest first: times, counts, model, whitening, index, which is active."""
+        active = self.rt.versions.active()
+        activated: dict[str, list[float]] = {}
+        for h in self.rt.versions.history():
+            activated.setdefault(h["version"], []).append(h.get("activated_at"))
+        served = self.rt.bundle.version if self.rt.bundle is not None else None
+        out = []
+        for version in reversed(self.rt.versions.versions()):
+            try:
+                m = self.rt.versions.manifest(version)
+            except (OSError, ValueError) as exc:
+                out.append({"version": version, "active": version == active, "damaged": f"manifest unreadable: {exc}"})
+                continue
+            w = m.get("whitening", {})
+            out.append({
+                "version": version, "active": version == active, "served": version == served,
+                "created_at": m.get("created_at"), "activated_at": (activated.get(version) or [None])[0],
+                "documents": m.get("documents", {}).get("count"),
+                "changes": self._changes_report(version, m),
+                "model": {k: m.get("model", {}).get(k) for k in ("name", "fingerprint", "pooling", "engine", "dim")},
+                "whitening": {**w.get("params", {}), "output_dim": w.get("output_dim"), "fitted_on": w.get("n_vectors")},
+                "index": m.get("index", {}).get("spec"),
+            })
+        return out
+
+    def _changes_report(self, version: str, manifest: dict) -> dict:
+        """Upserts and deletes logged to a version since its build, and its live document count."""
+        bundle = self.rt.bundle
+        if manifest.get("backend") == "milvus":  # changed in place in its collection; Milvus compacts it
+            name, milvus = self.rt.versions.collection(version), self.rt.versions.milvus
+            if milvus is None or not milvus.client.has_collection(name):
+                return {"damaged": f"Milvus collection {name} is not reachable with WHITEVEC_MILVUS_URI"}
+            found = milvus.client.query(name, filter="", output_fields=["count(*)"])
+            return {"live_documents": int(found[0]["count(*)"])}
+        if bundle is not None and bundle.version == version and bundle.retriever is not None:
+            return {**bundle.retriever.change_counts(), "live_documents": bundle.retriever.count()}
+        built = manifest.get("documents", {}).get("count") or 0
+        path = self.rt.versions.folder(version) / CHANGES_FILE
+        if not path.is_file():
+            return {"added": 0, "gone": 0, "live_documents": built}
+        try:
+            with closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as conn:
+                added = conn.execute("SELECT COUNT(*) FROM added WHERE live = 1").fetchone()[0]
+                gone = conn.execute("SELECT COUNT(*) FROM gone").fetchone()[0]
+        except sqlite3.Error as exc:
+            return {"damaged": f"{CHANGES_FILE} is unreadable: {exc}"}
+        return {"added": added, "gone": gone, "live_documents": built - gone + added}

@@ -1,0 +1,171 @@
+"""Training supervision: an AM-Softmax fine-tune in a child process, its name, its report, its activation."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from whitevec.models.encoder import Encoder
+
+from .errors import InvalidRequest
+from .jobs import JobContext
+
+if TYPE_CHECKING:
+    from .runtime import Runtime
+
+log = logging.getLogger("whitevec")
+
+#: Suffixes earlier fine-tunes added to a model name; stripped so names never grow.
+_FINETUNE_SUFFIX = re.compile(r"(-ft-\d{8}T\d{6}-[0-9a-f]{4}|-amsoftmax(-\d{8}T\d{6})?)$")
+MODEL_BASE_CHARS = 40
+
+
+def die_with_parent() -> None:
+    """In a child, before exec: the kernel kills it when the server dies (kill -9 included), so a
+    training process never outlives the job that supervises it (Linux PR_SET_PDEATHSIG)."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG = 1
+
+
+class TrainingSupervisor:
+    """Runs `whitevec.models.training` in a child that dies with the server, streams its JSON events into
+    the job, reserves the output name until the job ends, and activates the result on request."""
+
+    def __init__(self, rt: Runtime) -> None:
+        self.rt = rt
+        self._names_lock = threading.Lock()
+        self._reserved_names: set[str] = set()  # fine-tune names of queued and running training jobs
+        self.training_command = [sys.executable, "-m", "whitevec.models.training"]  # + the job's config file
+
+    def model_output_dir(self, name: str | None, base: str | None = None) -> Path:
+        """Where a fine-tune is written: `name`, or a bounded unique name from the served model's base name.
+        The name stays reserved until `release_model_name` (a training job's end): two jobs never share one."""
+        models = self.rt.settings.bundles / "models"
+        if name is not None:
+            out = models / name
+            with self._names_lock:
+                if out.exists() or name in self._reserved_names:
+                    raise InvalidRequest(f"a model named {name!r} already exists in the data dir or is being "
+                                         "trained; choose another `name`, or omit it for a generated one",
+                                         param="name")
+                self._reserved_names.add(name)
+            return out
+        base = base or self.rt.require_bundle().encoder.identity.name
+        while (stripped := _FINETUNE_SUFFIX.sub("", base)) != base:
+            base = stripped
+        base = base[:MODEL_BASE_CHARS] or "model"
+        while True:
+            out = models / f"{base}-ft-{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{secrets.token_hex(2)}"
+            with self._names_lock:
+                if not out.exists() and out.name not in self._reserved_names:
+                    self._reserved_names.add(out.name)
+                    return out
+
+    def release_model_name(self, out: Path) -> None:
+        with self._names_lock:
+            self._reserved_names.discard(out.name)
+
+    def training_spec(self, config: dict, examples: list[dict] | None, pairs: list[dict] | None,
+                      pair_threshold: float, eval_path: Path | None, out_dir: Path) -> dict:
+        """What the worker needs: the model served when the job runs, the data, where to write."""
+        enc = self.rt.require_bundle().encoder
+        return {
+            "model": {"path": str(enc.model_dir), "pooling": enc.pooling.mode, "tokenizer": enc.tokenizer.kind,
+                      "max_length": enc.max_length},
+            "device": self.rt.settings.device, "config": config, "examples": examples, "pairs": pairs,
+            "pair_threshold": pair_threshold, "eval_path": str(eval_path) if eval_path else None,
+            "out_dir": str(out_dir),
+        }
+
+    def train(self, ctx: JobContext, spec: dict, activate: bool) -> dict:
+        """Run whitevec.models.training in a child process with bounded threads; optionally activate the result.
+        The work folder is removed when the job ends, whatever the outcome."""
+        work = self.rt.settings.data_dir / "training" / ctx.id
+        work.mkdir(parents=True, exist_ok=True)
+        try:
+            report = self._run_training(ctx, spec, work)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+        result = {"model_dir": Path(spec["out_dir"]).name, "report": report}
+        if activate:
+            result["activation"] = self.activate_model(ctx, Path(spec["out_dir"]))
+        else:
+            self.rt.prune_models()
+        return result
+
+    def _run_training(self, ctx: JobContext, spec: dict, work: Path) -> dict:
+        spec = {**spec, "config": {**spec["config"], "threads": self.rt.settings.train_threads}}
+        (work / "config.json").write_text(json.dumps(spec), encoding="utf-8")
+        threads = str(self.rt.settings.train_threads)
+        env = {**os.environ, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads, "TOKENIZERS_PARALLELISM": "false"}
+        with open(work / "stderr.log", "w") as err:
+            proc = subprocess.Popen([*self.training_command, str(work / "config.json")],
+                                    stdout=subprocess.PIPE, stderr=err, text=True, env=env,
+                                    preexec_fn=die_with_parent)
+            watcher = threading.Thread(target=self._stop_on_cancel, args=(ctx, proc), daemon=True)
+            watcher.start()
+            report, error = None, None
+            assert proc.stdout is not None
+            try:
+                for line in proc.stdout:
+                    try:
+                        event = json.loads(line)
+                        kind = event["event"]
+                    except (ValueError, KeyError, TypeError):
+                        raise RuntimeError(f"the training process printed a line that is not one of its JSON "
+                                           f"events ({line.strip()[:200]!r}); it was stopped") from None
+                    if kind == "start":
+                        ctx.progress(0, 1, phase="training", classes=event["n_classes"], texts=event["n_texts"])
+                    elif kind == "step":
+                        ctx.progress(event["step"], event["total"], phase="training", loss=round(event["loss"], 5))
+                    elif kind == "eval":
+                        ctx.note(**{f"eval_{event['when']}": event["spearman"],
+                                    f"hit_at_1_{event['when']}": event.get("hit_at_1")})
+                    elif kind == "error":
+                        error = event["error"]
+                    elif kind == "done":
+                        report = event["report"]
+            finally:
+                if proc.poll() is None and report is None:
+                    proc.kill()
+                rc = proc.wait()
+        ctx.check_cancelled()
+        if report is None:
+            tail = (work / "stderr.log").read_text(errors="replace")[-500:].strip()
+            raise RuntimeError(error or (f"the training process was killed by signal {-rc} (out of memory?)" if rc < 0
+                                         else f"the training process exited with status {rc}: {tail}"))
+        return report
+
+    @staticmethod
+    def _stop_on_cancel(ctx: JobContext, proc: subprocess.Popen) -> None:
+        while proc.poll() is None:
+            if ctx.cancel_event.wait(0.2):
+                proc.terminate()
+                return
+
+    def activate_model(self, ctx: JobContext | None, model_dir: Path) -> dict:
+        """Re-encode the served corpus with a new model, refit whitening with the current (β, γ, dim),
+        rebuild the index, and swap all of it in as one new version."""
+        bundle = self.rt.require_bundle()
+        if bundle.retriever is None or bundle.pipeline.whitening is None:
+            raise RuntimeError("there is no index to re-encode; build one first, then activate the model")
+        enc = bundle.encoder
+        encoder = Encoder(model_dir, pooling=enc.pooling.mode, tokenizer=enc.tokenizer.kind, max_length=enc.max_length,
+                          device=self.rt.settings.device, batch_size=self.rt.settings.max_batch,
+                          engine=self.rt.settings.engine, engine_cache=self.rt.settings.engine_cache)
+        documents, _, since = self.rt.corpus_ops.corpus(bundle, with_raw=False)
+        return self.rt.corpus_ops.rebuild(ctx, documents, bundle.pipeline.whitening.params, bundle.retriever.spec, encoder=encoder,
+                            since=since)
