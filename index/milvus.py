@@ -26,7 +26,7 @@ import numpy as np
 from .faiss_index import IndexSpec, SearchParams, check_search_params
 from .journal import Journal
 from .retriever import ChangeResult, Hit
-from .store import Document, Documents
+from .store import Document, DocumentList, Documents
 
 #: Longest text and id a collection stores (Milvus VARCHAR limit, in bytes).
 MAX_VARCHAR = 65_535
@@ -246,7 +246,7 @@ class MilvusRetriever:
             raws += [r["raw"] for r in found]
         return docs, np.asarray(raws, np.float32).reshape(len(docs), self.raw_dim)
 
-    def documents(self, base_raw: np.ndarray | None = None) -> tuple[list[Document], np.ndarray]:
+    def documents(self, base_raw: np.ndarray | None = None) -> tuple[DocumentList, np.ndarray]:
         """Every document with its raw vector (for a rebuild), read in batches."""
         docs, raws = [], []
         iterator = self.client.query_iterator(self.collection, batch_size=INSERT_BATCH, filter="",
@@ -257,7 +257,7 @@ class MilvusRetriever:
                 raws += [r["raw"] for r in batch]
         finally:
             iterator.close()
-        return docs, np.asarray(raws, np.float32).reshape(len(docs), self.raw_dim)
+        return DocumentList(docs), np.asarray(raws, np.float32).reshape(len(docs), self.raw_dim)
 
     def close(self) -> None:
         """The journal's file; the client is shared by every version of this process and stays open."""

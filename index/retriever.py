@@ -18,7 +18,7 @@ import numpy as np
 
 from .changes import ChangeLog, Delta
 from .faiss_index import IndexSpec, SearchParams, VectorIndex
-from .store import Corpus, Document, Documents, DocumentStore
+from .store import Corpus, Document, DocumentStore, ServedCorpus
 
 
 @dataclass
@@ -52,7 +52,7 @@ class Retriever(Protocol):
 
     def change(self, upserts: list[Document], raw: np.ndarray, deletes: list[str]) -> ChangeResult: ...
 
-    def documents(self, base_raw: np.ndarray | None) -> tuple[Documents, np.ndarray | None]: ...
+    def documents(self, base_raw: np.ndarray | None) -> tuple[ServedCorpus, np.ndarray | None]: ...
 
     @property
     def device(self) -> str:

@@ -28,6 +28,14 @@ class Documents(Protocol):
     def __iter__(self) -> Iterator[Document]: ...
 
 
+class ServedCorpus(Documents, Protocol):
+    """A served version's live documents, as a retriever hands them to a rebuild."""
+
+    def merged(self, documents: list[Document]) -> ServedCorpus: ...
+
+    def close(self) -> None: ...
+
+
 def select_in(conn: sqlite3.Connection, lock: threading.Lock, sql: str, values: list) -> list[tuple]:
     """Rows of `sql` (with one `IN ({marks})`) for every value, in chunks below SQLite's variable limit."""
     out: list[tuple] = []
@@ -164,3 +172,14 @@ class Corpus:
 
     def close(self) -> None:
         self._store.close()
+
+
+class DocumentList(list):
+    """A corpus read whole (a backend with no lazy reader): the same `merged` and `close` as Corpus."""
+
+    def merged(self, documents: list[Document]) -> DocumentList:
+        new = {d.id: d for d in documents}
+        return DocumentList([new.pop(d.id, d) for d in self] + list(new.values()))
+
+    def close(self) -> None:
+        pass

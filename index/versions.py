@@ -35,7 +35,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -319,6 +319,47 @@ class VersionStore:
             write_json_atomic(self.pointer, {"version": version, "activated_at": now,
                                              "history": history[:HISTORY_LIMIT]})
             self._pending.discard(version)
+
+    @property
+    def followable(self) -> bool:
+        """Replicas share a switch (the Milvus alias) that another process may move."""
+        return self.milvus is not None
+
+    def switched_to(self) -> str | None:
+        """The version the shared switch names (None without one, or while it is unset); VersionDamaged
+        when it names an index no version here describes (replicas with different bundle dirs)."""
+        if self.milvus is None:
+            return None
+        from .milvus import alias_target
+
+        target = alias_target(self.milvus.client, self.milvus.alias)
+        if target is None:
+            return None
+        version = self.version_of(target)
+        if version is None:
+            raise VersionDamaged(f"the Milvus alias {self.milvus.alias} names collection {target}, which no version "
+                                 "in this bundle dir describes: give every replica the same WHITEVEC_BUNDLE_DIR")
+        return version
+
+    def changes_report(self, version: str, manifest: dict) -> dict:
+        """A version's changes since its build and its live count, read from disk (not served here)."""
+        if manifest.get("backend") == "milvus":  # changed in place in its collection; Milvus compacts it
+            name = self.collection(version)
+            if self.milvus is None or not self.milvus.client.has_collection(name):
+                return {"damaged": f"Milvus collection {name} is not reachable with WHITEVEC_MILVUS_URI"}
+            found = self.milvus.client.query(name, filter="", output_fields=["count(*)"])
+            return {"live_documents": int(found[0]["count(*)"])}
+        built = manifest.get("documents", {}).get("count") or 0
+        path = self.folder(version) / CHANGES_FILE
+        if not path.is_file():
+            return {"added": 0, "gone": 0, "live_documents": built}
+        try:
+            with closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as conn:
+                added = conn.execute("SELECT COUNT(*) FROM added WHERE live = 1").fetchone()[0]
+                gone = conn.execute("SELECT COUNT(*) FROM gone").fetchone()[0]
+        except sqlite3.Error as exc:
+            return {"damaged": f"{CHANGES_FILE} is unreadable: {exc}"}
+        return {"added": added, "gone": gone, "live_documents": built - gone + added}
 
     def manifest(self, version: str) -> dict:
         return json.loads((self.folder(version) / MANIFEST).read_text(encoding="utf-8"))

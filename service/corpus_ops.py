@@ -10,7 +10,7 @@ import numpy as np
 from whitevec.index.build import BuildResult, build_version
 from whitevec.index.documents import check_count
 from whitevec.index.faiss_index import IndexSpec
-from whitevec.index.store import Corpus, Document, Documents
+from whitevec.index.store import Document, Documents
 from whitevec.index.versions import Bundle, ServedVersionChanged
 from whitevec.models.encoder import Encoder
 from whitevec.models.errors import WhitevecError
@@ -192,12 +192,8 @@ class CorpusOps:
         if bundle.retriever is None:
             return documents, None
         current, _, since = self.corpus(bundle, with_raw=False)
-        if isinstance(current, Corpus):
-            out: Documents = current.merged(documents)
-            current.close()
-        else:  # a backend that hands over a list
-            new = {d.id: d for d in documents}
-            out = [new.pop(d.id, d) for d in current] + list(new.values())
+        out = current.merged(documents)
+        current.close()
         try:
             check_count(len(out), self.rt.settings.max_documents)
         except WhitevecError:
@@ -245,9 +241,10 @@ def _same_vectors(a: Encoder, b: Encoder) -> bool:
 
 
 def _release(documents: Documents) -> None:
-    """Close a lazy corpus's own connection once its build is done."""
-    if isinstance(documents, Corpus):
-        documents.close()
+    """Close a served corpus's own connection once its build is done (a plain list has none)."""
+    close = getattr(documents, "close", None)
+    if close is not None:
+        close()
 
 
 def _job_result(result: BuildResult) -> dict:

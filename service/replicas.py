@@ -1,4 +1,4 @@
-"""Replicas on the Milvus backend: follow the alias another replica moves, and write through it."""
+"""Replicas: follow the shared switch (the Milvus alias) that another replica moves, and write through it."""
 
 from __future__ import annotations
 
@@ -6,8 +6,7 @@ import logging
 import threading
 from typing import TYPE_CHECKING
 
-from whitevec.index.milvus import alias_target
-from whitevec.index.versions import Bundle
+from whitevec.index.versions import Bundle, VersionDamaged
 
 if TYPE_CHECKING:
     from .runtime import Runtime
@@ -26,25 +25,24 @@ class AliasFollower:
         self._alias_unknown: str | None = None  # logged once
 
     def follow_alias(self) -> str | None:
-        """When the Milvus alias names another version's collection (another replica activated it), load
-        that version's model and whitening, then serve them: never this model against another's index.
+        """When the shared switch names another version (another replica activated it), load that
+        version's model and whitening, then serve them: never this model against another's index.
         Returns the version switched to, if any."""
-        milvus, bundle = self.rt.versions.milvus, self.rt.bundle
-        if milvus is None or bundle is None:
+        bundle = self.rt.bundle
+        if bundle is None:
             return None
-        target = alias_target(milvus.client, milvus.alias)
-        if target is None or (bundle.version is not None and self.rt.versions.collection(bundle.version) == target):
+        try:
+            version = self.rt.versions.switched_to()
+        except VersionDamaged as exc:
+            if self._alias_unknown != str(exc):
+                self._alias_unknown = str(exc)
+                log.error("%s", exc)
             return None
-        version = self.rt.versions.version_of(target)
-        if version is None:
-            if self._alias_unknown != target:
-                self._alias_unknown = target
-                log.error("the Milvus alias %s names collection %s, which no version in %s describes: give every "
-                          "replica the same WHITEVEC_BUNDLE_DIR", milvus.alias, target, self.rt.versions.root)
+        if version is None or version == bundle.version:
             return None
         new = self.rt.versions.load(version, encoder=bundle.encoder, device=self.rt.settings.device,
-                                 use_gpu=self.rt.settings.use_gpu_index, engine=bundle.encoder.engine,
-                                 engine_cache=self.rt.settings.engine_cache)
+                                    use_gpu=self.rt.settings.use_gpu_index, engine=bundle.encoder.engine,
+                                    engine_cache=self.rt.settings.engine_cache)
         with self.rt.change_lock:
             if self.rt.bundle is not bundle:  # this replica activated a version while that one loaded
                 new.close()
@@ -56,7 +54,7 @@ class AliasFollower:
 
     def start(self) -> None:
         """With the Milvus backend: poll the alias every WHITEVEC_ALIAS_POLL_S seconds."""
-        if self.rt.versions.milvus is None:
+        if not self.rt.versions.followable:
             return
         self._follow_stop.clear()
         self._follower = threading.Thread(target=self._follow, name="whitevec-alias", daemon=True)
@@ -77,12 +75,13 @@ class AliasFollower:
                             self.rt.bundle.version if self.rt.bundle else None, exc)
 
     def alias_moved(self, bundle: Bundle) -> bool:
-        """With Milvus: the alias no longer names `bundle`'s collection (another replica activated one)."""
-        milvus = self.rt.versions.milvus
-        if milvus is None or bundle.version is None:
+        """The shared switch no longer names `bundle`'s version (another replica activated one)."""
+        if not self.rt.versions.followable or bundle.version is None:
             return False
-        return alias_target(milvus.client, milvus.alias) != self.rt.versions.collection(bundle.version)
-
+        try:
+            return self.rt.versions.switched_to() not in (None, bundle.version)
+        except VersionDamaged:
+            return False
     def follow_before_write(self) -> Bundle:
         """The bundle a write goes to: the one the alias names (followed now if another replica moved it)."""
         bundle = self.rt.require_bundle()

@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import logging
-import sqlite3
-from contextlib import closing
 from typing import TYPE_CHECKING
 
-from whitevec.index.changes import CHANGES_FILE
 from whitevec.index.versions import Bundle
 from whitevec.models.encoder import Encoder
 from whitevec.models.loader import bundled_model_dir
@@ -113,22 +110,6 @@ class Reports:
     def _changes_report(self, version: str, manifest: dict) -> dict:
         """Upserts and deletes logged to a version since its build, and its live document count."""
         bundle = self.rt.bundle
-        if manifest.get("backend") == "milvus":  # changed in place in its collection; Milvus compacts it
-            name, milvus = self.rt.versions.collection(version), self.rt.versions.milvus
-            if milvus is None or not milvus.client.has_collection(name):
-                return {"damaged": f"Milvus collection {name} is not reachable with WHITEVEC_MILVUS_URI"}
-            found = milvus.client.query(name, filter="", output_fields=["count(*)"])
-            return {"live_documents": int(found[0]["count(*)"])}
         if bundle is not None and bundle.version == version and bundle.retriever is not None:
             return {**bundle.retriever.change_counts(), "live_documents": bundle.retriever.count()}
-        built = manifest.get("documents", {}).get("count") or 0
-        path = self.rt.versions.folder(version) / CHANGES_FILE
-        if not path.is_file():
-            return {"added": 0, "gone": 0, "live_documents": built}
-        try:
-            with closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as conn:
-                added = conn.execute("SELECT COUNT(*) FROM added WHERE live = 1").fetchone()[0]
-                gone = conn.execute("SELECT COUNT(*) FROM gone").fetchone()[0]
-        except sqlite3.Error as exc:
-            return {"damaged": f"{CHANGES_FILE} is unreadable: {exc}"}
-        return {"added": added, "gone": gone, "live_documents": built - gone + added}
+        return self.rt.versions.changes_report(version, manifest)
