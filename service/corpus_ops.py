@@ -113,7 +113,7 @@ class CorpusOps:
             version, retriever = bundle.version, bundle.retriever
             pending = retriever.pending_changes()  # 0 for Milvus, which compacts its own segments
             if (pending > self.rt.settings.compact_changes and pending > retriever.count() // 4
-                    and not self.rt.jobs.counts().get("running")):  # a running rebuild carries them over instead
+                    and not self.rt.jobs.busy):  # a job running here carries them over instead
                 version = self.compact(bundle)
             return {"version": version, "missing": done.missing, "deleted": done.deleted, "upserted": done.upserted}
 

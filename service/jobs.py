@@ -180,6 +180,11 @@ class JobRunner:
         self._running: str | None = None
         self._on_end: dict[str, Callable[[], None]] = {}
 
+    @property
+    def busy(self) -> bool:
+        """A job runs in this process now (other replicas' records, a dead one's included, do not count)."""
+        return self._running is not None
+
     def start(self, activated: Callable[[str], bool] = lambda version: False) -> None:
         """Settle what a stopped process left running or queued, then start the worker. A job killed
         after it activated its version (`activated(version)` says so) succeeded: its state follows what

@@ -405,3 +405,21 @@ async def test_rewhitening_to_gamma_0_restores_the_dim_a_gamma_fit_lowered(setti
         job = await rebuild(client, {"reencode": False, "whitening": {"beta": 0, "gamma": 0}})
         assert job["state"] == "succeeded", job
         assert job["result"]["whitening"]["output_dim"] == 32
+
+
+async def test_a_dead_replicas_running_job_does_not_stop_compaction(settings):
+    """Compaction waits for a job running in this process, not for a record another (dead) replica left."""
+    import time as _time
+
+    settings.compact_changes = 3
+    docs = corpus(30)
+    async with serving(settings) as (app, client):
+        rt = app.state.runtime
+        built = (await rebuild(client, {"documents": docs}))["result"]["version"]
+        with rt.jobs._db.transaction() as execute:  # what a replica killed mid-job leaves behind
+            execute("INSERT INTO jobs (id, kind, state, total, created_at, owner) VALUES "
+                    "('dead', 'index.rebuild', 'running', 0, ?, 'replica-that-died')", (_time.time(),))
+        for i in range(3):
+            r = await client.post("/admin/documents", headers=ADMIN, json={"documents": [
+                {"id": f"c{i}", "text": f"compaction text {i}"}, {"id": docs[i]["id"], "text": f"replacement {i}"}]})
+        assert r.json()["version"] != built and rt.bundle.retriever.pending_changes() == 0
