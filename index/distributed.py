@@ -20,7 +20,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
-from whitevec.models.encoder import Encoder
+from whitevec.models.encoder import Encoder, EncoderSpec
 from whitevec.models.errors import WhitevecError
 
 from .documents import parse_document
@@ -39,8 +39,7 @@ class EncodeBatch:
         import torch
 
         torch.set_num_threads(threads)
-        self.encoder = Encoder(model["path"], pooling=model["pooling"], tokenizer=model["tokenizer"],
-                               max_length=model["max_length"], device=device, engine=model["engine"])
+        self.encoder = EncoderSpec.from_manifest(model, device=device).build()
         if self.encoder.identity.fingerprint != model["fingerprint"]:
             raise WhitevecError(f"model folder {model['path']} on this Ray node has weights "
                                 f"{self.encoder.identity.fingerprint}, the driver's have {model['fingerprint']}: "

@@ -47,8 +47,24 @@ def faiss_gpu_count() -> int:
     return int(get()) if get else 0
 
 
-def index_cpu_to_gpu(index: faiss.Index) -> faiss.Index:  # pragma: no cover - needs FAISS with GPUs
-    return faiss.index_cpu_to_all_gpus(index)
+def gpu_ordinal(device: str | None) -> int | None:
+    """The GPU `cuda:N` names (None for plain `cuda` or no device: every GPU FAISS sees)."""
+    if device is None or not device.startswith("cuda:"):
+        return None
+    try:
+        return int(device.split(":", 1)[1])
+    except ValueError:
+        raise ValueError(f"device {device!r} is not cuda or cuda:N") from None
+
+
+def index_cpu_to_gpu(index: faiss.Index, device: str | None) -> tuple[faiss.Index, Any]:  # pragma: no cover - GPU
+    """The index copied to WHITEVEC_DEVICE's GPU (cuda:N), or spread over all GPUs for plain cuda; with
+    the resources object the copy needs alive."""
+    ordinal = gpu_ordinal(device)
+    if ordinal is None:
+        return faiss.index_cpu_to_all_gpus(index), None
+    resources = faiss.StandardGpuResources()
+    return faiss.index_cpu_to_gpu(resources, ordinal, index), resources
 
 
 def choose_device(spec: "IndexSpec", use_gpu: bool, device: str | None, faiss_gpus: int, torch_cuda: bool) -> str:
@@ -262,8 +278,9 @@ class VectorIndex:
         self._serial: SerialSearcher | None = None
         self._direct_map_lock = threading.Lock()
         _LIVE.add(self)
+        self._gpu_resources: Any = None
         if self.device == "faiss-gpu":
-            self._gpu_index = index_cpu_to_gpu(index)
+            self._gpu_index, self._gpu_resources = index_cpu_to_gpu(index, device)
             self._serial = SerialSearcher(self._search_gpu, "whitevec-faiss-gpu")
         elif self.device == "torch-cuda":  # pragma: no cover - needs a GPU
             xb = index.reconstruct_n(0, index.ntotal)
@@ -315,6 +332,12 @@ class VectorIndex:
             future = self._serial.submit(np.ascontiguousarray(queries, dtype=np.float32), k, params)
             return await asyncio.wrap_future(future)
         return await asyncio.to_thread(self._search_cpu, queries, k, params)
+
+    @property
+    def overfetches(self) -> bool:
+        """Searched off the CPU, where FAISS has no row selector: deleted rows are skipped by asking for
+        more hits and dropping them, not by falling back to the CPU copy."""
+        return self.device != "cpu"
 
     def _needs_cpu(self, params: SearchParams) -> bool:
         """FAISS GPU cannot probe more than FAISS_GPU_MAX_NPROBE lists: such a query runs on the CPU copy."""
@@ -391,6 +414,7 @@ class VectorIndex:
         if self._serial is not None:
             self._serial.close()
         self._gpu_index = None
+        self._gpu_resources = None
         self._torch_vectors = None
         _LIVE.discard(self)
 

@@ -91,6 +91,19 @@ class Retriever(Protocol):
     def close(self) -> None: ...
 
 
+#: Deleted rows a GPU search skips by asking for that many more hits; past it, the CPU selector path.
+MAX_OVERFETCH = 2048
+
+
+def drop_gone(scores: np.ndarray, ids: np.ndarray, gone: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The best `k` hits per row that are not gone (rows keep their order); -1 pads a short row."""
+    alive = (ids >= 0) & ~gone[np.clip(ids, 0, None)]
+    order = np.argsort(~alive, axis=1, kind="stable")[:, :k]  # live hits first, each side in score order
+    s, i = np.take_along_axis(scores, order, 1), np.take_along_axis(ids, order, 1)
+    keep = np.take_along_axis(alive, order, 1)
+    return np.where(keep, s, -np.inf).astype(np.float32), np.where(keep, i, -1)
+
+
 class FaissRetriever:
     """A built version (FAISS index + docs.sqlite) and the changes logged to it since."""
 
@@ -125,6 +138,10 @@ class FaissRetriever:
         q = np.ascontiguousarray(queries, dtype=np.float32)
         if where is None and delta.n_gone == 0:
             scores, ids = await self.index.search_async(q, k, params)
+        elif where is None and self.index.overfetches and delta.n_gone <= MAX_OVERFETCH:
+            extra = min(k + delta.n_gone, self.index.count)
+            scores, ids = await self.index.search_async(q, extra, params)
+            scores, ids = drop_gone(scores, ids, delta.gone, min(k, self.index.count - delta.n_gone))
         else:
             scores, ids = await asyncio.to_thread(self._search_base, q, k, params, where, delta)
         if len(delta.keys):

@@ -39,8 +39,8 @@ from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from whitevec.models.encoder import Encoder, resolve_engine
-from whitevec.models.engines import EQUIVALENT
+from whitevec.models.encoder import Encoder, EncoderSpec, resolve_engine
+from whitevec.models.engines import serving_engine
 from whitevec.models.errors import ModelFolderError, WhitevecError
 from whitevec.models.files import fsync_path, write_json_atomic
 from whitevec.models.pipeline import Pipeline
@@ -454,19 +454,15 @@ class VersionStore:
             raise VersionDamaged(f"version {version} has no folder with a manifest in {self.root}")
         manifest = self.verify_files(version) if checksums else self.manifest(version)
         model = {"engine": "torch", **manifest["model"]}  # versions from before engines: torch
-        use = model["engine"]
-        if engine is not None:
-            engine = resolve_engine(engine, device)
-        if engine is not None and engine != use:
-            if EQUIVALENT.get(engine) == EQUIVALENT.get(use):
-                use = engine
-            else:
-                log.warning("version %s was encoded with engine %s; serving it with %s, not %s (their vectors "
-                            "differ): rebuild it to change engines", version, use, use, engine)
+        wanted = resolve_engine(engine, device) if engine is not None else None
+        use = serving_engine(model["engine"], wanted)
+        if wanted is not None and use != wanted:
+            log.warning("version %s was encoded with engine %s; serving it with %s, not %s (their vectors "
+                        "differ): rebuild it to change engines", version, use, use, wanted)
         same = encoder is not None and encoder_manifest(encoder) == {**model, "engine": use}
         if not same:
-            encoder = Encoder(model["path"], pooling=model["pooling"], tokenizer=model["tokenizer"],
-                              max_length=model["max_length"], device=device, engine=use, engine_cache=engine_cache)
+            encoder = EncoderSpec.from_manifest({**model, "engine": use}, device=device,
+                                                engine_cache=engine_cache).build()
             if encoder.identity.fingerprint != model["fingerprint"]:
                 raise ModelFolderError(
                     f"model folder {model['path']} changed since version {version} was built "

@@ -10,6 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any
 
 import numpy as np
 import torch
@@ -74,10 +75,36 @@ def default_device() -> torch.device:
 
 
 def resolve_engine(engine: str, device: str | torch.device | None) -> str:
-    """"auto" is ONNX Runtime fp32 on the CPU (same vectors, faster) and torch on a GPU; others as given."""
+    """"auto" is ONNX Runtime fp32 on the CPU (same vectors, faster) and torch-half on a GPU; others as given."""
     if engine != "auto":
         return engine
-    return "onnx" if torch.device(device if device is not None else default_device()).type == "cpu" else "torch"
+    return "onnx" if torch.device(device if device is not None else default_device()).type == "cpu" else "torch-half"
+
+
+@dataclass(frozen=True)
+class EncoderSpec:
+    """What decides an encoder's vectors (model folder, pooling, tokenizer, max length, engine) and where
+    it runs (device, batch size, engine cache): the one place an Encoder is built from."""
+
+    model_dir: str | Path | None = None
+    pooling: str | None = None
+    tokenizer: str | None = None
+    max_length: int | None = None
+    engine: str = "auto"
+    device: str | None = None
+    batch_size: int = 32
+    engine_cache: Path | None = None
+
+    @classmethod
+    def from_manifest(cls, model: dict, **where: Any) -> EncoderSpec:
+        """The encoder a version records (its `model` section); `where`: device, batch size, cache."""
+        return cls(model["path"], model["pooling"], model["tokenizer"], model["max_length"],
+                   model.get("engine", "torch"), **where)  # versions from before engines: torch
+
+    def build(self) -> Encoder:
+        return Encoder(self.model_dir, pooling=self.pooling, tokenizer=self.tokenizer, max_length=self.max_length,
+                       device=self.device, batch_size=self.batch_size, engine=self.engine,
+                       engine_cache=self.engine_cache)
 
 
 def _default_max_length(model_dir: Path, max_positions: int) -> int:
@@ -106,7 +133,6 @@ class Encoder:
         batch_size: int = 32,
         engine: str = "torch",
         engine_cache: Path | None = None,
-        half_on_cuda: bool = True,
     ) -> None:
         if engine not in (*ENGINES, "auto"):
             raise ModelFolderError(f"unknown engine {engine!r}: choose auto or one of {', '.join(ENGINES)}")
@@ -127,7 +153,9 @@ class Encoder:
                     f"model folder {path} has no trained pooler weights; choose pooling cls, last-avg or first-last-avg"
                 )
         self.model = model.eval().to(self.device)
-        if self.device.type == "cuda" and half_on_cuda:  # fp16/bf16 on the GPU: tensor cores, half the memory
+        if engine == "torch-half":  # bf16/fp16 on the GPU: tensor cores, half the memory; other vectors
+            if self.device.type != "cuda":
+                raise ModelFolderError(f"engine torch-half runs on a GPU; use torch or onnx on {self.device}")
             self.model = self.model.to(torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16)
         head, out_dim = load_head(path, int(model.config.hidden_size))
         self.head = head.to(self.device) if head is not None else None
@@ -141,7 +169,7 @@ class Encoder:
         )
         self.engine = engine
         self._runner: OnnxRunner | None = None
-        if engine != "torch":
+        if engine.startswith("onnx"):
             if self.device.type != "cpu":
                 raise ModelFolderError(f"engine {engine} runs on the CPU; use engine torch on {self.device}")
             self._runner = OnnxRunner(self.model, self.identity.fingerprint, self.pooling.mode, engine, engine_cache)

@@ -25,10 +25,21 @@ from .errors import ModelFolderError
 
 log = logging.getLogger(__name__)
 
-ENGINES = ("torch", "onnx", "onnx-int8")
+#: torch: float32 on any device; torch-half: bf16 (fp16 where bf16 is missing) on a GPU; onnx: ONNX Runtime
+#: float32 on the CPU; onnx-int8: weights quantised to int8. Precision is part of the engine's name,
+#: so a version records it and is never served at another precision.
+ENGINES = ("torch", "torch-half", "onnx", "onnx-int8")
 #: Engines whose vectors equal torch's (within float32 rounding): a version built with one may be
 #: served with another.
-EQUIVALENT = {"torch": "torch", "onnx": "torch", "onnx-int8": "onnx-int8"}
+EQUIVALENT = {"torch": "torch", "onnx": "torch", "torch-half": "torch-half", "onnx-int8": "onnx-int8"}
+
+
+def serving_engine(built: str, wanted: str | None) -> str:
+    """The engine a version built with `built` is served with when `wanted` (resolved) is configured:
+    `wanted` if it gives the same vectors, else `built` (never other vectors against the version's index)."""
+    if wanted is None or EQUIVALENT.get(wanted) != EQUIVALENT.get(built):
+        return built
+    return wanted
 
 
 def default_cache_dir() -> Path:

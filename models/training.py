@@ -230,7 +230,7 @@ def train(encoder, data: TrainingData, config: TrainConfig, out_dir: Path, eval_
     """Fine-tune `encoder` in place, save it to out_dir (HF format + pooling/tokenizer config), return the report."""
     from tqdm.auto import tqdm
 
-    if encoder.engine != "torch":
+    if encoder.engine != "torch":  # float32 torch: gradients
         raise WhitevecError(f"training needs the torch engine (gradients); this encoder runs {encoder.engine}")
     emit = on_event or (lambda event: None)
     started = time.time()
@@ -372,7 +372,7 @@ def plot_loss(report: dict, out: Path) -> None:
 
 def worker_main(config_path: str) -> int:
     """Run one training from a job's config file; JSON lines on stdout, the last one `done` or `error`."""
-    from .encoder import Encoder
+    from .encoder import EncoderSpec
 
     spec = json.loads(Path(config_path).read_text(encoding="utf-8"))
 
@@ -384,8 +384,7 @@ def worker_main(config_path: str) -> int:
         if config.threads:
             torch.set_num_threads(config.threads)
         model = spec["model"]
-        encoder = Encoder(model["path"], pooling=model["pooling"], tokenizer=model["tokenizer"],
-                          max_length=model["max_length"], device=spec.get("device"), half_on_cuda=False)
+        encoder = EncoderSpec.from_manifest({**model, "engine": "torch"}, device=spec.get("device")).build()
         data = (classes_from_examples(spec["examples"]) if spec.get("examples") is not None
                 else classes_from_pairs(spec["pairs"], spec["pair_threshold"]))
         emit({"event": "start", "n_texts": len(data.texts), "n_classes": data.n_classes})

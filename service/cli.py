@@ -22,16 +22,16 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-length", type=int, default=None, help="tokens per text; longer texts are truncated and counted")
     p.add_argument("--batch-size", type=int, default=None, help="texts per model batch (default 32)")
     p.add_argument("--device", default=None, help="torch device (default: cuda when available, else cpu)")
-    p.add_argument("--engine", choices=("auto", "torch", "onnx", "onnx-int8"), default=None,
+    p.add_argument("--engine", choices=("auto", "torch", "torch-half", "onnx", "onnx-int8"), default=None,
                    help="inference engine (default auto: onnx on the CPU, torch on a GPU; onnx: ONNX Runtime fp32, "
                         "torch's vectors, faster; onnx-int8: faster still, other vectors)")
 
 
 def _encoder(args: argparse.Namespace):
-    from whitevec.models.encoder import Encoder
+    from whitevec.models.encoder import EncoderSpec
 
-    return Encoder(args.model, pooling=args.pooling, tokenizer=args.tokenizer, max_length=args.max_length,
-                   device=args.device, batch_size=args.batch_size or 32, engine=args.engine or "auto")
+    return EncoderSpec(args.model, args.pooling, args.tokenizer, args.max_length, args.engine or "auto",
+                       args.device, args.batch_size or 32).build()
 
 
 def cmd_eval_sts(args: argparse.Namespace) -> int:

@@ -14,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from whitevec.index.versions import Bundle, DataDirLock, MilvusTarget, VersionStore
-from whitevec.models.encoder import Encoder
+from whitevec.models.encoder import Encoder, EncoderSpec
 from whitevec.models.errors import WhitevecError
 from whitevec.models.pipeline import Pipeline
 
@@ -164,11 +164,14 @@ class Runtime:
             log.info("removed unused fine-tuned models: %s", ", ".join(p.name for p in doomed))
         return [p.name for p in doomed]
 
-    def new_encoder(self, model_dir: Path | None = None, engine: str | None = None) -> Encoder:
+    def encoder_spec(self, model_dir: Path | None = None, engine: str | None = None) -> EncoderSpec:
+        """The configured encoder (WHITEVEC_MODEL_DIR, POOLING, TOKENIZER, MAX_LENGTH, ENGINE, DEVICE)."""
         s = self.settings
-        return Encoder(model_dir if model_dir is not None else s.model_dir, pooling=s.pooling,
-                       tokenizer=s.tokenizer, max_length=s.max_length, device=s.device, batch_size=s.max_batch,
-                       engine=engine or s.engine, engine_cache=s.engine_cache)
+        return EncoderSpec(model_dir if model_dir is not None else s.model_dir, s.pooling, s.tokenizer, s.max_length,
+                           engine or s.engine, s.device, s.max_batch, s.engine_cache)
+
+    def new_encoder(self, model_dir: Path | None = None, engine: str | None = None) -> Encoder:
+        return self.encoder_spec(model_dir, engine).build()
 
     def load(self) -> None:
         """Load the active version (verified); if it is damaged, the newest intact version that was
@@ -221,10 +224,8 @@ class Runtime:
         active = self.versions.active()
         if active is None:
             return self.new_encoder(engine="torch")
-        model = self.versions.verify_files(active)["model"]
-        return Encoder(model["path"], pooling=model["pooling"], tokenizer=model["tokenizer"],
-                       max_length=model["max_length"], device=self.settings.device,
-                       half_on_cuda=False)  # training runs torch, in float32
+        model = self.versions.verify_files(active)["model"]  # training runs torch, in float32
+        return EncoderSpec.from_manifest({**model, "engine": "torch"}, device=self.settings.device).build()
 
     def _warn_if_model_setting_differs(self, bundle: Bundle) -> None:
         wanted = self.settings.model_dir

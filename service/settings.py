@@ -21,8 +21,9 @@ class Settings(BaseSettings):
     max_length: int | None = Field(None, description="Tokens per text; longer texts are truncated and flagged.")
     device: str | None = Field(None, description="Torch device for the encoder; none: cuda when available, else cpu.")
     use_gpu_index: bool = Field(True, description="Search on the GPU when FAISS or torch can.")
-    engine: Literal["auto", "torch", "onnx", "onnx-int8"] = Field(
-        "auto", description="Inference engine: auto (onnx on the CPU, torch on a GPU); torch; onnx (ONNX Runtime "
+    engine: Literal["auto", "torch", "torch-half", "onnx", "onnx-int8"] = Field(
+        "auto", description="Inference engine: auto (onnx on the CPU, torch-half on a GPU); torch (float32); "
+        "torch-half (bf16/fp16 on a GPU: other vectors, so a float32 version is never served with it); onnx (ONNX Runtime "
         "fp32: the same vectors as torch, 1.3x its speed here, CPU only); onnx-int8 (dynamic int8: 1.4-1.7x, "
         "other vectors, Spearman within 0.3 of fp32 on English STS-B but 0.4 below on Chinese, so never the "
         "default). A version is always served with the engine it was built with, or an equivalent one "

@@ -13,10 +13,9 @@ import subprocess
 import sys
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
-
-from whitevec.models.encoder import Encoder
 
 from .errors import InvalidRequest
 from .jobs import JobContext
@@ -163,9 +162,8 @@ class TrainingSupervisor:
         if bundle.retriever is None or bundle.pipeline.whitening is None:
             raise RuntimeError("there is no index to re-encode; build one first, then activate the model")
         enc = bundle.encoder
-        encoder = Encoder(model_dir, pooling=enc.pooling.mode, tokenizer=enc.tokenizer.kind, max_length=enc.max_length,
-                          device=self.rt.settings.device, batch_size=self.rt.settings.max_batch,
-                          engine=self.rt.settings.engine, engine_cache=self.rt.settings.engine_cache)
+        encoder = replace(self.rt.encoder_spec(model_dir), pooling=enc.pooling.mode, tokenizer=enc.tokenizer.kind,
+                          max_length=enc.max_length).build()
         documents, _, since = self.rt.corpus_ops.corpus(bundle, with_raw=False)
         return self.rt.corpus_ops.rebuild(ctx, documents, bundle.pipeline.whitening.params, bundle.retriever.spec, encoder=encoder,
                             since=since)

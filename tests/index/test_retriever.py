@@ -41,8 +41,11 @@ def brute(live: dict[str, tuple[np.ndarray, dict]], q: np.ndarray, k: int, where
     return [(ids[j], float(scores[j])) for j in order]
 
 
-@pytest.mark.parametrize("kind", ["flat", "ivf", "hnsw"])
-def test_changes_search_like_brute_force_and_survive_a_reopen(tmp_path, kind):
+@pytest.mark.parametrize("kind,overfetch", [("flat", False), ("ivf", False), ("hnsw", False), ("flat", True),
+                                            ("ivf", True)])
+def test_changes_search_like_brute_force_and_survive_a_reopen(tmp_path, kind, overfetch, monkeypatch):
+    """overfetch: the GPU path (no row selector there: more hits asked for, deleted ones dropped), run on the CPU."""
+    monkeypatch.setattr(VectorIndex, "overfetches", property(lambda self: overfetch))
     rng, raw, docs, open_retriever = make(tmp_path, kind)
     r = open_retriever()
     live = {d.id: (raw[i], d.metadata) for i, d in enumerate(docs)}
@@ -85,6 +88,24 @@ def test_changes_search_like_brute_force_and_survive_a_reopen(tmp_path, kind):
     check(r)
     r.log.close()
     check(open_retriever())  # a restart replays the log into the same view
+
+
+def test_drop_gone_keeps_order_and_pads():
+    from whitevec.index.retriever import drop_gone
+
+    scores = np.array([[0.9, 0.8, 0.7, 0.6], [0.5, 0.4, -1, -1]], np.float32)
+    ids = np.array([[3, 1, 2, 0], [1, 3, -1, -1]])
+    gone = np.array([False, True, False, False])
+    s, i = drop_gone(scores, ids, gone, 3)
+    assert i.tolist() == [[3, 2, 0], [3, -1, -1]] and s[0].tolist() == pytest.approx([0.9, 0.7, 0.6])
+
+
+def test_gpu_ordinal_reads_cuda_n():
+    from whitevec.index.faiss_index import gpu_ordinal
+
+    assert gpu_ordinal("cuda:2") == 2 and gpu_ordinal("cuda") is None and gpu_ordinal(None) is None
+    with pytest.raises(ValueError, match="cuda:N"):
+        gpu_ordinal("cuda:x")
 
 
 def test_documents_for_a_rebuild_are_the_live_corpus_with_raw_vectors(tmp_path):

@@ -112,3 +112,18 @@ def test_auto_is_the_default_onnx_on_the_cpu_and_torch_on_a_gpu(tiny_model_dir, 
     np.testing.assert_allclose(cpu.encode(texts).vectors, torch_vectors, atol=1e-5)
     with pytest.raises(Exception, match="unknown engine 'fast'"):
         Encoder(tiny_model_dir, device="cpu", engine="fast")
+
+
+def test_precision_is_part_of_the_engine(tiny_model_dir):
+    """On a GPU, auto is torch-half (bf16/fp16: other vectors); a float32 version keeps float32 there."""
+    from whitevec.models.encoder import Encoder, resolve_engine
+    from whitevec.models.engines import serving_engine
+    from whitevec.models.errors import ModelFolderError
+
+    assert resolve_engine("auto", "cuda:1") == "torch-half" and resolve_engine("auto", "cpu") == "onnx"
+    assert serving_engine("torch", "torch-half") == "torch"  # built in float32 on a CPU, served float32 on a GPU
+    assert serving_engine("torch-half", "torch") == "torch-half"
+    assert serving_engine("torch", "onnx") == "onnx" and serving_engine("onnx", "torch") == "torch"
+    assert serving_engine("onnx-int8", "onnx") == "onnx-int8" and serving_engine("torch", None) == "torch"
+    with pytest.raises(ModelFolderError, match="torch-half runs on a GPU"):
+        Encoder(tiny_model_dir, device="cpu", engine="torch-half")
