@@ -148,8 +148,8 @@ def test_gpu_indexes_are_searched_from_one_thread_with_coalescing(monkeypatch):
 
     stand_ins = []
     monkeypatch.setattr(faiss_index, "faiss_gpu_count", lambda: 1)
-    monkeypatch.setattr(faiss_index, "index_cpu_to_gpu",
-                        lambda index: stand_ins.append(OneThreadAtATime(faiss_module.clone_index(index))) or stand_ins[-1])
+    monkeypatch.setattr(faiss_index, "index_cpu_to_gpu", lambda index, device: (
+        stand_ins.append(OneThreadAtATime(faiss_module.clone_index(index))) or stand_ins[-1], None))
     x, q = clustered(3000), clustered(200, seed=4)
     gpu = VectorIndex.build(x, IndexSpec("ivf", nlist=32, nprobe=8))
     assert gpu.device == "faiss-gpu"
