@@ -1,4 +1,4 @@
-"""Re-encoding a corpus on a Ray cluster (`whitevec index build FILE --ray ADDRESS`, issue 11).
+"""Re-encoding a corpus on a Ray cluster (`whitevec index build FILE --ray ADDRESS`).
 
 Encoding is the slow part of a rebuild, and it is embarrassingly parallel: Ray Data reads the JSONL on
 the cluster, a pool of encoder actors (one per GPU, else one per CPU with one torch thread each)

@@ -1,4 +1,4 @@
-"""Milvus as the index backend (issue 11): one collection per whitevec version, served through an alias.
+"""Milvus as the index backend: one collection per whitevec version, served through an alias.
 
 `WHITEVEC_MILVUS_URI` is a local file path (embedded Milvus Lite, the `milvus-lite` package) or
 `http://host:19530` (Milvus standalone or a cluster); `pymilvus` talks to both. Each version's

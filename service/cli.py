@@ -206,6 +206,16 @@ def _train(rt, args: argparse.Namespace, path: Path) -> int:
     return 0
 
 
+def cmd_backup(args: argparse.Namespace) -> int:
+    from whitevec.index.backup import backup
+
+    data_dir = Path(args.data_dir or "data")
+    counts = backup(data_dir, Path(args.dest))
+    print(f"backed up {data_dir} to {args.dest}: {counts['files']} files, {counts['sqlite']} SQLite databases "
+          "(their write-ahead logs included); serve it with --data-dir", file=sys.stderr)
+    return 0
+
+
 def _version() -> str:
     from importlib.metadata import PackageNotFoundError, version
 
@@ -276,6 +286,12 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--activate", action="store_true",
                     help="re-encode the data dir's corpus with the new model and serve it as a new version")
     tr.set_defaults(func=cmd_train)
+
+    bk = sub.add_parser("backup", help="copy a data dir consistently, also while its server runs "
+                        "(change logs read with their write-ahead logs)")
+    bk.add_argument("dest", help="a new folder for the copy (serve it with --data-dir DEST)")
+    bk.add_argument("--data-dir", default=None, help="the data dir to copy (default ./data)")
+    bk.set_defaults(func=cmd_backup)
     return parser
 
 

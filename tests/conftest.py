@@ -25,6 +25,20 @@ CHINESE_WORDS = ["今天", "不错", "我们", "世界", "中国", "学生"]
 VOCAB = SPECIAL + ENGLISH + CHINESE_CHARS + CHINESE_WORDS
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+ENGINE_MARKS = {"milvus_server": "milvus", "postgres": "postgres", "postgres_url": "postgres"}
+
+
+def pytest_collection_modifyitems(items) -> None:
+    """Tests of an engine (Milvus, Postgres, Ray) are marked by what they use, and every such test is
+    also `slow`: `pytest -m "not slow"` is the everyday subset, CI runs everything."""
+    for item in items:
+        for fixture, mark in ENGINE_MARKS.items():
+            if fixture in item.fixturenames:
+                item.add_marker(mark)
+        if "milvus" in getattr(getattr(item, "callspec", None), "id", ""):
+            item.add_marker("milvus")
+        if any(item.get_closest_marker(m) for m in ("milvus", "postgres", "ray")):
+            item.add_marker("slow")
 
 
 def make_tiny_bert(folder: Path, seed: int = 0, pooler: bool = True, hidden: int = 32) -> Path:

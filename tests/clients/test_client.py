@@ -39,6 +39,7 @@ def wv(server):
         yield client
 
 
+@pytest.mark.slow
 def test_embed_splits_requests_and_keeps_order(wv):
     texts = [d["text"] for d in DOCS[:10]]  # 10 texts, server limit 4: three requests
     together = wv.embed(texts)
@@ -99,6 +100,7 @@ def test_filters_documents_and_versions(wv):
     assert aversions["active"] == wv.versions()["active"]
 
 
+@pytest.mark.slow
 def test_jobs_train_wait_and_cancel(wv, capsys):
     job = wv.train(examples=TRAIN_EXAMPLES, epochs=3, batch_size=6, lr=1e-3)
     assert isinstance(job, Job) and job.kind == "train"
@@ -157,6 +159,7 @@ def test_connection_errors_are_server_errors_after_retries():
     assert isinstance(Core.error_for(httpx.Response(502, text="bad gateway")), ServerError)
 
 
+@pytest.mark.slow
 def test_not_ready_when_the_model_cannot_load(tmp_path, tiny_model_dir):
     broken = tmp_path / "broken"
     broken.mkdir()
@@ -170,6 +173,7 @@ def test_not_ready_when_the_model_cannot_load(tmp_path, tiny_model_dir):
         proc.stop()
 
 
+@pytest.mark.slow
 def test_overloaded_and_retries_on_429(tmp_path, tiny_model_dir):
     proc = ServeProcess(["--model", str(tiny_model_dir)], {
         "WHITEVEC_DATA_DIR": str(tmp_path / "d"), "WHITEVEC_MAX_QUEUE_TOKENS": "1"})
@@ -193,6 +197,7 @@ def test_overloaded_and_retries_on_429(tmp_path, tiny_model_dir):
         proc.stop()
 
 
+@pytest.mark.slow
 def test_split_embed_never_mixes_versions(server):
     """A rebuild that lands between the chunks of one embed(): the client retries rather than
     return vectors from two spaces; if it keeps changing, VersionChanged."""

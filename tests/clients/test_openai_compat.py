@@ -33,6 +33,7 @@ def model_name(oa) -> str:
 
 
 @pytest.mark.parametrize("encoding_format", ["float", "base64"])
+@pytest.mark.slow
 def test_embeddings_match_embed(oa, server, encoding_format):
     texts = ["the cat sat on the mat", "今天天气不错"]
     resp = oa.embeddings.create(model=model_name(oa), input=texts, encoding_format=encoding_format)

@@ -268,3 +268,28 @@ def test_a_rebuild_hashes_its_parts_once_and_loads_still_verify(settings, monkey
     rt.versions.load(result["version"], encoder=rt.bundle.encoder)
     assert sorted(calls) == ["docs.sqlite", "index.faiss", "raw.npy", "whitening.npz"]  # a plain load verifies
     rt.unlock()
+
+
+async def test_backup_while_serving_keeps_every_acknowledged_change(settings, tmp_path):
+    """`whitevec backup` copies change logs with their write-ahead logs; a plain copy of the files loses
+    the changes still in the -wal, and the copy's changes.head makes the server refuse that copy."""
+    from whitevec.service.cli import main
+
+    async with serving(settings) as (app, client):
+        (await rebuild(client, {"documents": demo_documents()}))
+        version = (await rebuild(client, {"documents": demo_documents(2)}))["result"]["version"]
+        r = await client.post("/admin/documents", headers=ADMIN, json={"documents": [
+            {"id": f"new{i}", "text": f"added while serving {i}"} for i in range(5)]})
+        assert r.status_code == 200
+        await client.post("/admin/documents/delete", headers=ADMIN, json={"ids": ["weather-0-0"]})
+        assert main(["backup", str(tmp_path / "copy"), "--data-dir", str(settings.data_dir)]) == 0
+        shutil.copytree(settings.data_dir, tmp_path / "naive", ignore=shutil.ignore_patterns("*-wal", "*-shm", ".lock"))
+    for folder, intact in (("copy", True), ("naive", False)):
+        async with serving(settings.model_copy(update={"data_dir": tmp_path / folder})) as (app, client):
+            ready = (await client.get("/readyz")).json()
+            if intact:
+                assert ready["status"] == "ready" and ready["version"] == version
+                assert (await client.get("/admin/documents/new4", headers=ADMIN)).status_code == 200
+                assert (await client.get("/admin/documents/weather-0-0", headers=ADMIN)).status_code == 404
+            else:
+                assert ready["status"] == "degraded" and "changes.sqlite" in ready["refused"]["reason"]

@@ -15,6 +15,9 @@ from tests.service.test_corpus import corpus
 pytest.importorskip("ray.data")
 
 
+pytestmark = pytest.mark.ray
+
+
 def cli_build(jsonl, data_dir, model_dir, *extra: str) -> dict:
     env = {**os.environ, "WHITEVEC_INDEX_BACKEND": "milvus", "WHITEVEC_DEVICE": "cpu", "WHITEVEC_ENGINE": "torch"}
     done = subprocess.run([sys.executable, "-m", "whitevec.service.cli", "index", "build", str(jsonl), "--data-dir",

@@ -12,6 +12,9 @@ from whitevec.index.retriever import FaissRetriever
 from whitevec.index.store import Document, DocumentStore
 from whitevec.models.pipeline import l2_normalize
 
+pytestmark = pytest.mark.milvus
+
+
 DIM = 16
 FILTERS = [None, {"g": [1]}, {"g": [True]}, {"g": ["1"]}, {"g": [None]}, {"g": [1, "x"], "h": [2.0]}, {"h": [7]}]
 

@@ -24,6 +24,7 @@ def test_the_export_is_cached_by_fingerprint(tiny_model_dir, tmp_path):
     assert first.identity.fingerprint in path.name and sorted(p.name for p in tmp_path.iterdir()) == [path.name]
 
 
+@pytest.mark.slow
 def test_bundled_model_engines(bundled_encoder, tmp_path):
     from whitevec.models.evaluation import read_pairs
     from tests.conftest import SHARED_DATA

@@ -7,7 +7,7 @@ import pytest
 from tests.conftest import ADMIN, rebuild, serving
 from tests.service.test_corpus import corpus
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.milvus]
 
 QUERIES = ["sunny weather today", "a train to the city", "cats and dogs", "cooking dinner", "heavy rain"]
 FILTERS = [None, {"topic": "weather"}, {"year": {"$in": [2020, 2022]}, "flag": True}, {"lang": None}]

@@ -52,6 +52,7 @@ def test_bad_inputs_exit_2_with_a_message(tiny_model_dir, tmp_path, capsys):
     assert "does not exist" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_console_script_on_real_data_with_bundled_model(tmp_path):
     """The installed `whitevec` command on 200 real STS-B pairs: a trained model scores well."""
     source = SHARED_DATA / "sts-b-en" / "dev.tsv"
@@ -98,6 +99,7 @@ def test_index_build_and_train_activate_from_the_shell(tiny_model_dir, tmp_path,
     assert manifest["index"]["spec"]["type"] == "hnsw" and manifest["whitening"]["params"]["dim"] == 16
 
 
+@pytest.mark.slow
 def test_version_and_clean_one_line_errors(tmp_path):
     from importlib.metadata import version
 

@@ -287,6 +287,7 @@ async def test_concurrent_upserts_and_searches_never_fail(settings):
         assert app.state.runtime.bundle.retriever.count() == len(docs) + 8
 
 
+@pytest.mark.slow
 def test_an_upsert_that_returned_200_survives_kill_9(tmp_path, tiny_model_dir):
     import httpx
 

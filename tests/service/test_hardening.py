@@ -209,6 +209,7 @@ async def test_docs_are_served_without_a_network(settings):
             assert r.status_code == 200 and len(r.content) > 10_000
 
 
+@pytest.mark.slow
 async def test_large_bodies_are_validated_while_the_event_loop_keeps_running(settings, monkeypatch):
     """A large rebuild body is validated document by document in a worker thread; the event loop
     keeps running meanwhile (a ticker task advances between the first and the last document)."""

@@ -72,6 +72,7 @@ async def test_a_non_json_line_from_the_training_process_fails_the_job_and_ends_
         assert not (settings.data_dir / "training").exists() or not any((settings.data_dir / "training").iterdir())
 
 
+@pytest.mark.slow
 async def test_a_rebuild_queued_behind_train_activate_uses_the_new_model(settings):
     async with serving(settings) as (app, client):
         await rebuild(client, {"documents": demo_documents()})
@@ -143,6 +144,7 @@ def test_on_end_runs_once_however_a_job_ends(tmp_path):
     assert ended == ["cancelled", "ok", "failed"]
 
 
+@pytest.mark.slow
 def test_a_training_child_dies_with_its_server(tmp_path):
     """kill -9 of the server takes its training process with it (no orphan keeps training)."""
     import os

@@ -158,6 +158,7 @@ def test_a_shared_bundle_dir_keeps_another_replicas_fresh_work(tmp_path, tiny_mo
     assert not any(p.exists() for p in paths)
 
 
+@pytest.mark.milvus
 async def test_a_replica_follows_the_alias_to_the_version_another_activated(settings, tmp_path):
     """Two runtimes on one Milvus client and bundle dir: when one activates a version, the other loads that
     version's whitening with it and answers from its collection (never old vectors against the new index)."""

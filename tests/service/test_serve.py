@@ -21,6 +21,7 @@ def server(tmp_path_factory):
     proc.stop()
 
 
+@pytest.mark.slow
 def test_serve_bundled_model_with_demo_index(server):
     base = server
     ready = httpx.get(f"{base}/readyz").json()
@@ -57,6 +58,7 @@ def test_configured_admin_token_is_never_echoed(server):
     assert "Bearer $WHITEVEC_ADMIN_TOKEN" in proc_output
 
 
+@pytest.mark.slow
 def test_generated_token_printed_once_to_the_console_and_api_key_in_examples(tmp_path, tiny_model_dir):
     proc = ServeProcess(["--model", str(tiny_model_dir)], {
         "WHITEVEC_DATA_DIR": str(tmp_path / "data"), "WHITEVEC_API_KEY": "k3y"})

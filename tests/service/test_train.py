@@ -20,6 +20,7 @@ async def start_training(client, body: dict) -> str:
     return r.json()["job_id"]
 
 
+@pytest.mark.slow
 async def test_train_and_activate_end_to_end(settings, pairs_file):
     async with serving(settings) as (app, client):
         shutil.copy(pairs_file, settings.import_dir / "eval.tsv")
@@ -50,6 +51,7 @@ async def test_train_and_activate_end_to_end(settings, pairs_file):
         assert top["results"][0]["hits"][0]["id"] == demo_documents()[3]["id"]
 
 
+@pytest.mark.slow
 async def test_searches_succeed_while_training(settings):
     async with serving(settings) as (app, client):
         await rebuild(client, {"documents": demo_documents()})
@@ -66,6 +68,7 @@ async def test_searches_succeed_while_training(settings):
         assert (await wait_job(client, job_id))["state"] == "cancelled"
 
 
+@pytest.mark.slow
 async def test_cancel_stops_training_and_keeps_the_bundle(settings):
     async with serving(settings) as (app, client):
         first = await rebuild(client, {"documents": demo_documents()})
@@ -81,6 +84,7 @@ async def test_cancel_stops_training_and_keeps_the_bundle(settings):
         assert ready["version"] == first["result"]["version"] and ready["model"] == model
 
 
+@pytest.mark.slow
 async def test_failed_training_leaves_the_bundle_serving(settings, tmp_path, tiny_model_dir):
     settings.model_dir = shutil.copytree(tiny_model_dir, tmp_path / "vanishing")
     async with serving(settings) as (app, client):
@@ -116,6 +120,7 @@ async def test_bad_training_requests(settings, body, fragment):
         assert fragment in r.json()["error"]["message"]
 
 
+@pytest.mark.slow
 async def test_activate_needs_an_index_and_singletons_warn(settings):
     async with serving(settings) as (app, client):
         r = await client.post("/admin/train", json={"examples": TRAIN_EXAMPLES, "activate": True}, headers=ADMIN)
@@ -126,6 +131,7 @@ async def test_activate_needs_an_index_and_singletons_warn(settings):
         assert (await wait_job(client, r.json()["job_id"]))["state"] == "succeeded"
 
 
+@pytest.mark.slow
 async def test_two_training_jobs_never_share_a_model_name(settings):
     async with serving(settings) as (app, client):
         await rebuild(client, {"documents": demo_documents()})
