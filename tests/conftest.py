@@ -35,8 +35,11 @@ def pytest_collection_modifyitems(items) -> None:
         for fixture, mark in ENGINE_MARKS.items():
             if fixture in item.fixturenames:
                 item.add_marker(mark)
-        if "milvus" in getattr(getattr(item, "callspec", None), "id", ""):
-            item.add_marker("milvus")
+        for mark in ("milvus", "postgres"):
+            if mark in getattr(getattr(item, "callspec", None), "id", ""):
+                item.add_marker(mark)
+        if item.path.parent.name == "clients" or item.path.name == "test_serve.py":
+            item.add_marker("slow")  # a real `whitevec serve` process per module
         if any(item.get_closest_marker(m) for m in ("milvus", "postgres", "ray")):
             item.add_marker("slow")
 

@@ -90,7 +90,7 @@ async def test_search_matches_exact_reference(settings, tiny_encoder):
         np.testing.assert_allclose([h["score"] for h in hits], want[order], atol=1e-4)
 
 
-@pytest.mark.parametrize("path,body,status,fragment", [
+BAD_INPUT = [
     ("/embed", {"texts": []}, 422, "texts"),
     ("/embed", {"texts": [""]}, 422, "texts.0"),
     ("/embed", {"texts": ["   "]}, 422, "texts.0"),
@@ -107,15 +107,18 @@ async def test_search_matches_exact_reference(settings, tiny_encoder):
     ("/search", {"query": "a", "queries": ["b"]}, 422, "exactly one"),
     ("/search", {"k": 3}, 422, "exactly one"),
     ("/search", {"queries": []}, 422, "queries"),
-])
-async def test_bad_input_is_a_clear_4xx(settings, path, body, status, fragment):
+]
+
+
+async def test_bad_input_is_a_clear_4xx(settings):
     settings.max_texts, settings.max_text_chars = 8, 200
     async with serving(settings) as (app, client):
         await rebuild(client, {"documents": demo_documents()})
-        r = await client.post(path, json=body)
-        assert r.status_code == status, r.text
-        error = r.json()["error"]
-        assert fragment in error["message"] and error["type"] == "invalid_request"
+        for path, body, status, fragment in BAD_INPUT:  # one server: each case is one request
+            r = await client.post(path, json=body)
+            assert r.status_code == status, (path, body, r.text)
+            error = r.json()["error"]
+            assert fragment in error["message"] and error["type"] == "invalid_request", (path, body, error)
 
 
 async def test_malformed_json_and_oversized_body(settings):
@@ -133,7 +136,7 @@ async def test_malformed_json_and_oversized_body(settings):
         assert r.status_code == 413
 
 
-@pytest.mark.parametrize("body,fragment", [
+BAD_REBUILDS = [
     ({"documents": [{"id": "a", "text": "x"}, {"id": "a", "text": "y"}, {"id": "b", "text": "z"},
                     {"id": "b", "text": "w"}]}, "duplicate document ids: 'a', 'b'"),
     ({"documents": [{"id": "a", "text": "only one"}]}, "at least 2 documents"),
@@ -145,13 +148,16 @@ async def test_malformed_json_and_oversized_body(settings):
     ({"documents": demo_documents(), "index": {"type": "ivf", "nlist": 500}}, "exceeds the 12 vectors"),
     ({"path": "x.jsonl", "documents": demo_documents()}, "exactly one"),
     ({}, "exactly one"),
-])
-async def test_bad_rebuild_requests(settings, body, fragment):
+]
+
+
+async def test_bad_rebuild_requests(settings):
     settings.min_approx_vectors = 2  # so ivf parameters are checked on this small corpus
     async with serving(settings) as (app, client):
-        r = await client.post("/admin/index/rebuild", json=body, headers=ADMIN)
-        assert r.status_code == 422, r.text
-        assert fragment in r.json()["error"]["message"]
+        for body, fragment in BAD_REBUILDS:
+            r = await client.post("/admin/index/rebuild", json=body, headers=ADMIN)
+            assert r.status_code == 422, (body, r.text)
+            assert fragment in r.json()["error"]["message"], (body, r.text)
         assert (await client.get("/admin/jobs", headers=ADMIN)).json() == []
 
 
