@@ -183,6 +183,10 @@ def torch_topk(vectors: torch.Tensor, queries: np.ndarray, k: int,
     return best_s.cpu().numpy(), best_i.cpu().numpy()
 
 
+def _closed_search(queries: np.ndarray, k: int, params: SearchParams) -> tuple[np.ndarray, np.ndarray]:
+    raise RuntimeError("this index was closed (its version was swapped out); retry the request")
+
+
 class SerialSearcher:
     """Runs every search in one thread; queries queued meanwhile with the same (k, params) are
     stacked into one call. The thread starts with the first search and ends after IDLE_S without
@@ -214,6 +218,8 @@ class SerialSearcher:
         with self._lock:
             self._closed = True
             self._queue.put(None)
+            if self._thread is None:  # no thread will run a search again: let go of the index
+                self._search = _closed_search
 
     def _next(self) -> tuple | None:
         """The next item; None when closed or idle (the thread then ends, under the lock submit takes)."""
@@ -244,6 +250,7 @@ class SerialSearcher:
         with self._lock:
             if self._closed:
                 self._thread = None
+                self._search = _closed_search
 
     def _run(self, group: list) -> None:
         k, params = group[0][1], group[0][2]
@@ -412,7 +419,7 @@ class VectorIndex:
     def close(self) -> None:
         """Stop the search thread and drop the GPU copy (what an index holds besides its CPU arrays)."""
         if self._serial is not None:
-            self._serial.close()
+            self._serial.close()  # it drops its reference back to this index: no cycle to wait for
         self._gpu_index = None
         self._gpu_resources = None
         self._torch_vectors = None

@@ -28,6 +28,8 @@ from typing import Any
 
 from whitevec.models.errors import WhitevecError
 
+from .serving import release_freed_memory
+
 log = logging.getLogger(__name__)
 
 STATES = ("queued", "running", "succeeded", "failed", "cancelled")
@@ -252,6 +254,8 @@ class JobRunner:
                 self._finish(job_id, "succeeded", result=result)
             finally:
                 self._running = None
+                del fn, entry  # the job's corpus and vectors go now, not when the next job arrives
+                release_freed_memory()
 
     def _record(self, job_id: str, **fields: Any) -> None:
         """_write for the worker: retried while the database is unreachable (about 30 s), then logged;
