@@ -95,6 +95,10 @@ def check_documents(docs: list[Document], max_documents: int) -> None:
         raise WhitevecError(f"duplicate document ids: {shown}; ids must be unique within a rebuild")
 
 
+class ImportFileMissing(WhitevecError):
+    """A path names no file in the import folder (the service answers 404)."""
+
+
 def resolve_import_path(import_dir: Path, path: str) -> Path:
     """A file inside the import folder; traversal and symlinks leading out are refused."""
     shown = repr(path[:80] + "…") if len(path) > 80 else repr(path)
@@ -113,5 +117,5 @@ def resolve_import_path(import_dir: Path, path: str) -> Path:
         raise WhitevecError(f"path {shown} is outside the import folder; put the file in the data dir's "
                             "import/ folder and give its name relative to it")
     if not is_file:
-        raise WhitevecError(f"path {shown} is not a file in the import folder (the data dir's import/)")
+        raise ImportFileMissing(f"path {shown} is not a file in the import folder (the data dir's import/)")
     return target

@@ -143,20 +143,15 @@ class SearchParams:
 
 def check_search_params(spec: IndexSpec, nprobe: int | None, ef_search: int | None, max_nprobe: int,
                         max_ef_search: int) -> SearchParams:
-    """Check per-request parameters against an index spec (any backend); errors say what is allowed."""
-    t = spec.type
-    if nprobe is not None:
-        if t != "ivf":
-            raise WhitevecError(f"nprobe applies to ivf indexes; this version's index is {t}: omit nprobe")
-        limit = min(spec.nlist or 1, max_nprobe)
-        if nprobe > limit:
-            raise WhitevecError(f"nprobe {nprobe} is above {limit} (the index's nlist {spec.nlist}, "
-                                f"WHITEVEC_MAX_NPROBE {max_nprobe})")
-    if ef_search is not None:
-        if t != "hnsw":
-            raise WhitevecError(f"ef_search applies to hnsw indexes; this version's index is {t}: omit ef_search")
-        if ef_search > max_ef_search:
-            raise WhitevecError(f"ef_search {ef_search} is above WHITEVEC_MAX_EF_SEARCH {max_ef_search}")
+    """Per-request parameters for an index spec (any backend). A parameter the index type does not use
+    is ignored (a client may send one setting to versions of several types), nprobe above the index's
+    nlist visits every list (as FAISS does); only the server's limits are errors, saying what is allowed."""
+    if nprobe is not None and nprobe > max_nprobe:
+        raise WhitevecError(f"nprobe {nprobe} is above WHITEVEC_MAX_NPROBE {max_nprobe}")
+    if ef_search is not None and ef_search > max_ef_search:
+        raise WhitevecError(f"ef_search {ef_search} is above WHITEVEC_MAX_EF_SEARCH {max_ef_search}")
+    nprobe = min(nprobe, spec.nlist or 1) if nprobe is not None and spec.type == "ivf" else None
+    ef_search = ef_search if spec.type == "hnsw" else None
     return SearchParams(nprobe, ef_search)
 
 

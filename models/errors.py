@@ -15,3 +15,8 @@ class WhiteningError(WhitevecError):
 
 class WhiteningMismatchError(WhiteningError):
     """A whitening fit is applied to vectors of another model, pooling or dimension."""
+
+
+class DimNotServed(WhiteningError):
+    """A dim the served version cannot give (above its whitening's dims, or no whitening yet): a conflict
+    with what is served now, not a malformed request (another version may serve it)."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from .encoder import Encoder
-from .errors import WhiteningError
+from .errors import DimNotServed, WhiteningError
 from .whitening import Whitening
 
 
@@ -31,11 +31,11 @@ class Pipeline:
         if whiten and self.whitening is not None:
             served = self.whitening.output_dim(self.whitening.params.dim)
             if dim is not None and dim > served:
-                raise WhiteningError(f"dim {dim} is above the {served} dims this version's whitening serves; "
+                raise DimNotServed(f"dim {dim} is above the {served} dims this version's whitening serves; "
                                      "ask for fewer, or rebuild with a larger whitening dim")
             return served if dim is None else dim
         if dim is not None:
-            raise WhiteningError(
+            raise DimNotServed(
                 f"dim {dim} needs a fitted whitening; none is loaded yet (build an index first), or omit dim"
             )
         return self.encoder.dim

@@ -15,7 +15,7 @@ from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 from fastapi.staticfiles import StaticFiles
 
-from whitevec.index.documents import (check_documents, duplicate_ids, parse_document, read_jsonl,
+from whitevec.index.documents import (check_documents, parse_document, read_jsonl,
                                       resolve_import_path)
 from whitevec.index.faiss_index import INDEX_TYPES
 from whitevec.index.versions import Bundle
@@ -138,7 +138,7 @@ ops = APIRouter(tags=["operations"])
 
 
 @data.post("/embed", response_model=EmbedResponse, openapi_extra=body_openapi(EmbedRequest),
-           responses=responses(*ENCODE_ERRORS, Unauthorized, Forbidden))
+           responses=responses(*ENCODE_ERRORS, Conflict, Unauthorized, Forbidden))
 async def embed(request: Request, req: EmbedRequest = Depends(json_body(EmbedRequest)),
                 rt: Runtime = Depends(get_runtime), bundle: Bundle = Depends(served_bundle)) -> Response:
     """Vectors for texts: pooled, whitened with the active version's fit, normalised."""
@@ -181,7 +181,7 @@ ADMIN_ERRORS = (*COMMON, Unauthorized, Forbidden)
 
 
 @admin.post("/index/rebuild", status_code=202, response_model=JobAccepted, openapi_extra=body_openapi(RebuildRequest),
-            responses=responses(*ADMIN_ERRORS, Conflict))
+            responses=responses(*ADMIN_ERRORS, Conflict, NotFound))
 async def rebuild(req: RebuildRequest = Depends(json_body(RebuildRequest)),
                   rt: Runtime = Depends(get_runtime), bundle: Bundle = Depends(served_bundle)) -> Response:
     """Start a job that encodes the documents, fits whitening, builds the index and swaps it in.
@@ -235,7 +235,7 @@ async def rebuild(req: RebuildRequest = Depends(json_body(RebuildRequest)),
 
 
 @admin.post("/train", status_code=202, response_model=TrainAccepted, openapi_extra=body_openapi(TrainRequest),
-            responses=responses(*ADMIN_ERRORS))
+            responses=responses(*ADMIN_ERRORS, NotFound))
 async def train(req: TrainRequest = Depends(json_body(TrainRequest)), rt: Runtime = Depends(get_runtime),
                 bundle: Bundle = Depends(served_bundle)) -> Response:
     """Start an AM-Softmax fine-tuning job in a separate process; `activate` swaps in the new model
@@ -279,16 +279,13 @@ async def upsert_documents(req: UpsertRequest = Depends(json_body(UpsertRequest)
                            rt: Runtime = Depends(get_runtime)) -> dict:
     """Add or replace documents: encoded with the served model, transformed with its whitening (no
     refit), committed to the served version's change log before the answer (durable); /search sees
-    them as soon as this returns."""
+    them as soon as this returns. An id sent twice in one call is written once, as its last occurrence."""
     if len(req.documents) > rt.settings.max_upsert:
         raise errors.InvalidRequest(f"{len(req.documents)} documents exceed WHITEVEC_MAX_UPSERT "
                                     f"({rt.settings.max_upsert}) per call; send them in several calls or use "
                                     "POST /admin/index/rebuild with \"mode\": \"merge\"", param="documents")
-    documents = [parse_document(d.model_dump(), f"documents[{i}]") for i, d in enumerate(req.documents)]
-    dupes = duplicate_ids(documents)
-    if dupes:
-        raise errors.InvalidRequest(f"duplicate ids in one call: {', '.join(map(repr, dupes[:10]))}",
-                                    param="documents")
+    parsed = [parse_document(d.model_dump(), f"documents[{i}]") for i, d in enumerate(req.documents)]
+    documents = list({d.id: d for d in parsed}.values())  # one id twice in a call: the last one wins, as in order
     done = await asyncio.wrap_future(rt.writer.submit(rt.corpus_ops.change_documents, documents, []))
     return {"upserted": done["upserted"], "version": done["version"]}
 

@@ -17,7 +17,8 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from whitevec.index.versions import DataDirLocked, ServedVersionChanged, VersionDamaged
-from whitevec.models.errors import ModelFolderError, WhiteningError, WhitevecError
+from whitevec.index.documents import ImportFileMissing
+from whitevec.models.errors import DimNotServed, ModelFolderError, WhiteningError, WhitevecError
 
 from .jobs import JobsUnavailable
 
@@ -121,6 +122,8 @@ COMMON = (MalformedBody, PayloadTooLarge, UnsupportedMediaType, InvalidRequest, 
 #: Errors from the models/index packages, by class: bad input unless the server's own model is broken.
 DOMAIN_ERRORS: list[tuple[type[Exception], type[ApiError]]] = [
     (ModelFolderError, ServerError),
+    (DimNotServed, Conflict),
+    (ImportFileMissing, NotFound),
     (VersionDamaged, ServerError),  # what is on disk is broken: the server's fault, never the request's
     (DataDirLocked, NotReady),
     (ServedVersionChanged, Conflict),

@@ -25,13 +25,13 @@ from .errors import (
     responses,
 )
 from .runtime import Runtime
-from .schemas import NonEmpty
+from .schemas import NonEmpty, Strict
 
 #: Model names a client may send besides the served model's own.
 ALIASES = ("whitevec", "default")
 
 
-class EmbeddingsRequest(BaseModel):
+class EmbeddingsRequest(Strict):
     """Validated as strictly as /embed: non-empty texts, no token arrays, no coercion."""
 
     model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False, json_schema_extra={"examples": [
@@ -82,7 +82,7 @@ async def embeddings(request: Request, req: EmbeddingsRequest = Depends(json_bod
         raise NotFound(f"model {req.model!r} is not served here; use {name!r} (GET /v1/models)", param="model")
     try:
         bundle.pipeline.output_dim(True, req.dimensions)
-    except WhiteningError as exc:
+    except WhiteningError as exc:  # OpenAI answers 400 for dimensions it cannot give: so does /v1
         raise InvalidRequest(str(exc), param="dimensions") from exc
 
     def answer(raw: EncodeResult) -> bytes:  # in the batcher's output thread

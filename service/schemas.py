@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from types import UnionType
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
@@ -15,10 +16,24 @@ def exactly_one(*names: str) -> list[dict]:
                                                 for other in names}} for name in names]
 
 
+def _is_int(annotation: Any) -> bool:
+    return annotation is int or (get_origin(annotation) in (Union, UnionType)
+                                 and set(get_args(annotation)) <= {int, type(None)} and int in get_args(annotation))
+
+
 class Strict(BaseModel):
-    """Unknown fields and wrong types are refused; NaN and ±inf are not numbers here."""
+    """Unknown fields and wrong types are refused; NaN and ±inf are not numbers here. Integer fields
+    take integers as JSON Schema defines them: 3 and 3.0 (JSON has one number type), never 3.5, "3" or true."""
 
     model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _json_integers(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            ints = {name for name, f in cls.model_fields.items() if _is_int(f.annotation)}
+            return {k: int(v) if k in ints and isinstance(v, float) and v.is_integer() else v for k, v in data.items()}
+        return data
 
 
 class EmbedRequest(Strict):
@@ -52,8 +67,9 @@ class SearchRequest(Strict):
     query: NonEmpty | None = Field(None, description="One query; or use `queries`.")
     queries: list[NonEmpty] | None = Field(None, min_length=1, description="Several queries, answered in order.")
     k: int = Field(10, ge=1, description="Hits per query.")
-    nprobe: int | None = Field(None, ge=1, description="ivf only: clusters visited per query, at most the "
-                               "index's nlist (and WHITEVEC_MAX_NPROBE); null: the version's own.")
+    nprobe: int | None = Field(None, ge=1, description="ivf: clusters visited per query (above the index's "
+                                   "nlist: all of them), at most WHITEVEC_MAX_NPROBE; ignored by other index "
+                                   "types; null: the version's own.")
     ef_search: int | None = Field(None, ge=1, description="hnsw only: candidate list per query, at most "
                                   "WHITEVEC_MAX_EF_SEARCH; null: the version's own.")
     filter: dict[FilterKey, Scalar | InList] | None = Field(
@@ -164,7 +180,9 @@ class RebuildRequest(Strict):
     model_config = ConfigDict(json_schema_extra={"examples": [{
         "documents": [{"id": "faq-1", "text": "Reset your password from the login page.", "metadata": {"lang": "en"}},
                       {"id": "faq-2", "text": "登录页面可以重置密码。"}],
-        "whitening": {"beta": 0, "gamma": 0}, "index": {"type": "flat"}}], "oneOf": [*exactly_one("documents", "path"), {
+        "whitening": {"beta": 0, "gamma": 0}, "index": {"type": "flat"}}], "oneOf": [
+            *({**one, "properties": {**one["properties"], "reencode": {"const": True}}}  # documents or path: reencode
+              for one in exactly_one("documents", "path")), {
             "required": ["reencode"], "properties": {"reencode": {"const": False}, "documents": {"type": "null"},
                                                      "path": {"type": "null"}}}]})
 

@@ -31,7 +31,7 @@ async def test_health_ready_and_embed_before_any_index(settings):
         r = await client.post("/search", json={"query": "cat"})
         assert r.status_code == 409 and "/admin/index/rebuild" in r.json()["error"]["message"]
         r = await client.post("/embed", json={"texts": ["a"], "dim": 8})
-        assert r.status_code == 422 and "build an index" in r.json()["error"]["message"]
+        assert r.status_code == 409 and "build an index" in r.json()["error"]["message"]
 
 
 async def test_rebuild_then_search_and_embed(settings):
@@ -67,8 +67,8 @@ async def test_rebuild_then_search_and_embed(settings):
         raw = (await client.post("/embed", json={"texts": ["hello"], "whiten": False, "normalize": False})).json()
         assert raw["dim"] == 32 and raw["whitened"] is False
         assert abs(np.linalg.norm(raw["embeddings"][0]) - 1) > 1e-3
-        r = await client.post("/embed", json={"texts": ["hello"], "dim": 9})
-        assert r.status_code == 422 and "dim 9" in r.json()["error"]["message"]
+        r = await client.post("/embed", json={"texts": ["hello"], "dim": 9})  # a conflict with the served version
+        assert r.status_code == 409 and "dim 9" in r.json()["error"]["message"]
 
 
 async def test_search_matches_exact_reference(settings, tiny_encoder):
@@ -192,13 +192,13 @@ async def test_rebuild_from_import_folder_and_path_refusal(settings, tmp_path):
         outside.write_text((imports / "docs.jsonl").read_text())
         os.symlink(outside, imports / "link.jsonl")
         (imports / "bad.jsonl").write_text('{"id": "a", "text": "x"}\n{"id": "b", "text": \n')
-        for path, fragment in [("../secret.jsonl", "outside the import folder"),
-                               (str(outside), "outside the import folder"),
-                               ("link.jsonl", "outside the import folder"),
-                               ("missing.jsonl", "not a file"),
-                               ("bad.jsonl", "bad.jsonl:2: not valid JSON")]:
+        for path, status, fragment in [("../secret.jsonl", 422, "outside the import folder"),
+                                       (str(outside), 422, "outside the import folder"),
+                                       ("link.jsonl", 422, "outside the import folder"),
+                                       ("missing.jsonl", 404, "not a file"),
+                                       ("bad.jsonl", 422, "bad.jsonl:2: not valid JSON")]:
             r = await client.post("/admin/index/rebuild", json={"path": path}, headers=ADMIN)
-            assert r.status_code == 422 and fragment in r.json()["error"]["message"], (path, r.text)
+            assert r.status_code == status and fragment in r.json()["error"]["message"], (path, r.text)
         job = await rebuild(client, {"path": "docs.jsonl", "index": {"type": "hnsw"}})
         # 12 documents are far below WHITEVEC_MIN_APPROX_VECTORS: exact search, said in the warnings
         assert job["state"] == "succeeded" and job["result"]["index"]["spec"]["type"] == "flat"

@@ -90,3 +90,27 @@ def test_milvus_filtered_search_returns_k_whenever_k_match(tmp_path):
         == [[h.document.id for h in hits] for hits in found]
     client.search = search
     client.close()
+
+
+async def test_integers_are_json_integers_and_search_parameters_of_another_index_type_are_ignored(settings):
+    """As JSON Schema reads the OpenAPI: 3.0 is an integer (3.5, "3" and true are not), and a schema-valid
+    ef_search sent to a flat version is no error (a client may send one setting to versions of any type)."""
+    async with serving(settings) as (app, client):
+        await rebuild(client, {"documents": demo_documents()})
+        r = await client.post("/search", json={"query": "rain", "k": 3.0, "ef_search": 64, "nprobe": 8})
+        assert r.status_code == 200 and len(r.json()["results"][0]["hits"]) == 3
+        for bad in (3.5, "3", True):
+            r = await client.post("/search", json={"query": "rain", "k": bad})
+            assert r.status_code == 422 and "k" in r.json()["error"]["message"], bad
+        r = await client.post("/embed", json={"texts": ["rain"], "dim": 4.0})
+        assert r.status_code == 200 and r.json()["dim"] == 4
+
+
+async def test_an_id_twice_in_one_upsert_is_written_once_as_its_last_occurrence(settings):
+    async with serving(settings) as (app, client):
+        await rebuild(client, {"documents": demo_documents()})
+        r = await client.post("/admin/documents", headers=ADMIN, json={"documents": [
+            {"id": "twice", "text": "first text"}, {"id": "other", "text": "x"}, {"id": "twice", "text": "last text"}]})
+        assert r.status_code == 200 and r.json()["upserted"] == 2
+        assert (await client.get("/admin/documents/twice", headers=ADMIN)).json()["text"] == "last text"
+        assert (await client.get("/readyz")).json()["index"]["count"] == len(demo_documents()) + 2
