@@ -115,7 +115,8 @@ def _validate_large(model: type[M], body: bytes) -> M:
                                                (name, i)))
                     items[i] = None  # drop the raw item now that its validated copy exists
                 chunked[name] = validated
-                data[name] = [validated[0].model_dump(mode="json")]  # the rest is checked with one item
+                # the rest of the body is checked with two items (a list's declared minimum is 1 or 2)
+                data[name] = [v.model_dump(mode="json") for v in validated[:2]]
     result = _validate(model.model_validate_json, pydantic_core.to_json(data))
     for name, validated in chunked.items():
         object.__setattr__(result, name, validated)  # the items were validated above, one by one

@@ -175,8 +175,13 @@ def validation_message(errors: Sequence[dict]) -> tuple[int, str, str | None]:
         where = ".".join(loc) or "body"
         param = param or where
         msg = err.get("msg", "invalid")
+        ctx = err.get("ctx") or {}
         if err.get("type") == "extra_forbidden":
             msg = "unknown field; remove it"
+        elif err.get("type") == "too_short" and "min_length" in ctx:
+            msg = f"give at least {ctx['min_length']} items (got {ctx.get('actual_length')})"
+        elif err.get("type") == "too_long" and "max_length" in ctx:
+            msg = f"give at most {ctx['max_length']} items (got {ctx.get('actual_length')}); split the request"
         parts.append(f"{where}: {msg}")
     return 422, "; ".join(parts), param
 

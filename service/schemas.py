@@ -42,8 +42,11 @@ class EmbedRequest(Strict):
     dim: int | None = Field(None, ge=1, description="Kept dims (≤ the fitted dim); null: the version's default.")
     normalize: bool = Field(True, description="L2-normalise each vector.")
 
-    model_config = ConfigDict(json_schema_extra={"examples": [{"texts": ["How do I reset my password?"],
-                                                               "whiten": True, "dim": None, "normalize": True}]})
+    model_config = ConfigDict(json_schema_extra={
+        "examples": [{"texts": ["How do I reset my password?"], "whiten": True, "dim": None, "normalize": True}],
+        # dim keeps whitened axes: with whiten false it must be left out (checked, and declared here)
+        "if": {"required": ["whiten"], "properties": {"whiten": {"const": False}}},
+        "then": {"properties": {"dim": {"type": "null"}}}})
 
 
 class EmbedResponse(BaseModel):
@@ -154,7 +157,8 @@ class IndexIn(Strict):
 class RebuildRequest(Strict):
     __chunked__ = {"documents": DocumentIn}  # validated item by item when the body is large (service/body.py)
 
-    documents: list[DocumentIn] | None = Field(None, min_length=1)
+    documents: list[DocumentIn] | None = Field(None, min_length=2, description="At least 2 (whitening needs "
+                                               "variance); ids unique.")
     path: NonEmpty | None = Field(None, description="A JSONL file of documents inside the data dir's import folder.")
     whitening: WhiteningIn | None = None
     index: IndexIn | None = None

@@ -139,7 +139,7 @@ async def test_malformed_json_and_oversized_body(settings):
 BAD_REBUILDS = [
     ({"documents": [{"id": "a", "text": "x"}, {"id": "a", "text": "y"}, {"id": "b", "text": "z"},
                     {"id": "b", "text": "w"}]}, "duplicate document ids: 'a', 'b'"),
-    ({"documents": [{"id": "a", "text": "only one"}]}, "at least 2 documents"),
+    ({"documents": [{"id": "a", "text": "only one"}]}, "documents: give at least 2 items (got 1)"),
     ({"documents": [{"id": "a", "text": ""}, {"id": "b", "text": "y"}]}, "documents.0.text"),
     ({"documents": [{"id": "a", "text": "x", "tags": []}, {"id": "b", "text": "y"}]}, "unknown field"),
     ({"documents": demo_documents(), "whitening": {"dim": 999}}, "above the model's 32 dims"),
