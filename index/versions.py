@@ -451,7 +451,7 @@ class VersionStore:
         The version is served with the engine it was built with, or with `engine` when that one gives
         the same vectors (torch and onnx fp32); never with one that gives other vectors."""
         if not (self.folder(version) / MANIFEST).is_file():
-            raise VersionDamaged(f"version {version} has no folder with a manifest in {self.root}")
+            raise VersionDamaged(f"version {version} has no folder with a manifest in versions/")
         manifest = self.verify_files(version) if checksums else self.manifest(version)
         model = {"engine": "torch", **manifest["model"]}  # versions from before engines: torch
         wanted = resolve_engine(engine, device) if engine is not None else None

@@ -234,9 +234,11 @@ class ServeProcess:
         self.stop()
         raise AssertionError(f"whitevec serve did not answer on {self.base}")
 
-    def output(self) -> str:
+    def output(self, tail: int | None = 5000) -> str:
+        """What the process printed: the last `tail` characters (all of it with None)."""
         self.log.seek(0)
-        return self.log.read()[-5000:]
+        text = self.log.read()
+        return text[-tail:] if tail else text
 
     def stop(self) -> None:
         self.proc.terminate()

@@ -205,3 +205,101 @@ async def test_a_change_log_that_lost_acknowledged_changes_is_refused_visibly(se
         assert ready["status"] == "degraded" and ready["version"] == older
         assert ready["refused"]["version"] == version and "changes.sqlite" in ready["refused"]["reason"]
         assert str(settings.data_dir) not in str(ready)
+
+
+async def test_slow_job_records_never_stall_the_event_loop(settings, monkeypatch):
+    """/metrics, /readyz and /admin/jobs read job records (SQLite or Postgres, which may wait): off the
+    event loop, so /healthz and /search answer meanwhile."""
+    from whitevec.service.jobs import JobRunner
+
+    release = threading.Event()
+    original = JobRunner.counts
+
+    def slow_counts(self):
+        release.wait(10)
+        return original(self)
+
+    monkeypatch.setattr(JobRunner, "counts", slow_counts)  # before the app binds it to /metrics
+    async with serving(settings) as (app, client):
+        await rebuild(client, {"documents": corpus(30)})
+        monkeypatch.setattr(JobRunner, "list", lambda self, limit=100: (release.wait(10), [])[1])
+        stuck = [asyncio.ensure_future(client.get("/metrics")),
+                 asyncio.ensure_future(client.get("/admin/jobs", headers=ADMIN))]
+        await asyncio.sleep(0.2)
+        assert (await asyncio.wait_for(client.get("/healthz"), 5)).status_code == 200
+        assert (await asyncio.wait_for(client.post("/search", json={"query": "rain"}), 5)).status_code == 200
+        assert not any(t.done() for t in stuck)  # still waiting on the records, and nobody else is
+        release.set()
+        assert [(await t).status_code for t in stuck] == [200, 200]
+
+
+async def test_upserts_waiting_on_the_model_leave_the_thread_pool_to_searches(settings):
+    """Upserts run on their own writer thread: six of them waiting on a slow model do not take the
+    default thread pool that filtered searches and document reads use."""
+    docs = corpus(30)
+    async with serving(settings) as (app, client):
+        rt = app.state.runtime
+        await rebuild(client, {"documents": docs})
+        release = threading.Event()
+        encoder = rt.bundle.encoder
+        original = encoder.encode
+        encoder.encode = lambda texts, **kw: (release.wait(10), original(texts, **kw))[1]
+        try:
+            upserts = [asyncio.ensure_future(client.post("/admin/documents", headers=ADMIN, json={
+                "documents": [{"id": f"u{i}", "text": f"upsert {i}"}]})) for i in range(6)]
+            await asyncio.sleep(0.2)
+            r = await asyncio.wait_for(client.get(f"/admin/documents/{docs[0]['id']}", headers=ADMIN), 5)
+            assert r.status_code == 200
+            flt = {"query": "rain", "filter": {"topic": "weather"}}
+            encoder.encode = original  # the query's own encoding runs freely; the upserts still wait
+            r = await asyncio.wait_for(client.post("/search", json=flt), 5)
+            assert r.status_code == 200 and not any(u.done() for u in upserts)
+        finally:
+            release.set()
+        assert [(await u).status_code for u in upserts] == [200] * 6
+
+
+@pytest.mark.milvus
+async def test_a_failed_alias_flip_leaves_active_as_it_was(settings, tmp_path, monkeypatch):
+    from whitevec.index import milvus as milvus_module
+
+    milvus = settings.model_copy(update={"data_dir": tmp_path / "milvus-data", "index_backend": "milvus"})
+    async with serving(milvus) as (app, client):
+        rt = app.state.runtime
+        first = (await rebuild(client, {"documents": corpus(30)}))["result"]["version"]
+        second = (await rebuild(client, {"documents": corpus(30)}))["result"]["version"]
+
+        def unreachable(*args, **kwargs):
+            raise ConnectionError("Milvus is unreachable")
+
+        monkeypatch.setattr(milvus_module, "point_alias", unreachable)
+        r = await client.post(f"/admin/versions/{first}/activate", headers=ADMIN)
+        assert r.status_code >= 400 and rt.versions.active() == second and rt.bundle.version == second
+
+
+def test_concurrent_activations_keep_one_consistent_history(tmp_path, tiny_encoder):
+    """ACTIVE is read-modified-written under the version store's lock, with a temp name per writer."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from whitevec.index.versions import VersionStore
+    from tests.index.test_damage import build
+
+    stores = [VersionStore(tmp_path), VersionStore(tmp_path)]  # two replicas on one bundle dir
+    made = [build(stores[0], tiny_encoder) for _ in range(4)]
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(lambda i: stores[i % 2].activate(made[i % 4]), range(200)))
+    history = [h["version"] for h in stores[1].history()]
+    assert len(history) == len(set(history)) == 4 and stores[0].active() in made
+    assert not list(stores[0].root.glob("*.tmp")) and not list(stores[0].root.glob(".*.tmp"))
+
+
+def test_errors_map_to_the_status_that_names_whose_fault_it_is():
+    from whitevec.index.documents import ImportFileMissing
+    from whitevec.index.versions import ServedVersionChanged, VersionDamaged
+    from whitevec.models.errors import DimNotServed
+    from whitevec.service.errors import domain_to_api
+
+    assert domain_to_api(VersionDamaged("x")).status == 500  # the disk's fault, not the request's
+    assert domain_to_api(ServedVersionChanged("x")).status == 409
+    assert domain_to_api(DimNotServed("x")).status == 409
+    assert domain_to_api(ImportFileMissing("x")).status == 404
