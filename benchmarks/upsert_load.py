@@ -10,7 +10,6 @@ documents each (sequential), and /search p50/p99 from one client alone and while
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import shutil
 import subprocess

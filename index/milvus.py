@@ -171,17 +171,8 @@ class MilvusRetriever:
 
     def _exact(self, queries: np.ndarray, k: int, expr: str) -> list[list[Hit]]:
         """Brute force over the documents matching `expr`, read in batches."""
-        docs: list[Document] = []
-        vectors: list[list[float]] = []
-        iterator = self.client.query_iterator(self.collection, batch_size=INSERT_BATCH, filter=expr,
-                                              output_fields=["text", "metadata", "vector"])
-        try:
-            while batch := iterator.next():
-                docs += [Document(r["id"], r["text"], r["metadata"] or {}) for r in batch]
-                vectors += [r["vector"] for r in batch]
-        finally:
-            iterator.close()
-        scores = queries @ np.asarray(vectors, np.float32).reshape(len(docs), self.dim).T
+        docs, vectors = self._read(expr, "vector", self.dim)
+        scores = queries @ vectors.T
         top = np.argsort(-scores, axis=1, kind="stable")[:, :k]
         return [[Hit(float(scores[q, j]), docs[j]) for j in row] for q, row in enumerate(top)]
 
@@ -248,16 +239,22 @@ class MilvusRetriever:
 
     def documents(self, base_raw: np.ndarray | None = None) -> tuple[DocumentList, np.ndarray]:
         """Every document with its raw vector (for a rebuild), read in batches."""
-        docs, raws = [], []
-        iterator = self.client.query_iterator(self.collection, batch_size=INSERT_BATCH, filter="",
-                                              output_fields=["text", "metadata", "raw"])
+        docs, raw = self._read("", "raw", self.raw_dim)
+        return DocumentList(docs), raw
+
+    def _read(self, expr: str, field: str, width: int) -> tuple[list[Document], np.ndarray]:
+        """The documents matching `expr` with their `field` vectors, read in batches of INSERT_BATCH."""
+        docs: list[Document] = []
+        vectors: list[list[float]] = []
+        iterator = self.client.query_iterator(self.collection, batch_size=INSERT_BATCH, filter=expr,
+                                              output_fields=["text", "metadata", field])
         try:
             while batch := iterator.next():
                 docs += [Document(r["id"], r["text"], r["metadata"] or {}) for r in batch]
-                raws += [r["raw"] for r in batch]
+                vectors += [r[field] for r in batch]
         finally:
             iterator.close()
-        return DocumentList(docs), np.asarray(raws, np.float32).reshape(len(docs), self.raw_dim)
+        return docs, np.asarray(vectors, np.float32).reshape(len(docs), width)
 
     def close(self) -> None:
         """The journal's file; the client is shared by every version of this process and stays open."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -82,16 +83,7 @@ class CorpusOps:
         documents, raw, since = self.corpus(bundle, with_raw=True)
         if ctx is not None:
             ctx.progress(len(documents), len(documents), phase="indexing")
-        try:
-            result = build_version(self.rt.versions, bundle.encoder, documents, whitening, spec,
-                                   min_approx=self.rt.settings.min_approx_vectors, raw_vectors=raw)
-        finally:
-            _release(documents)
-        if ctx is not None:
-            ctx.check_cancelled()
-            ctx.checkpoint(built_version=result.version)
-        self.rt.activate(result.version, bundle.encoder, just_built=True, since=since)
-        return {**_job_result(result), "reencoded": False}
+        return self._build_and_activate(ctx, bundle.encoder, documents, whitening, spec, since, raw_vectors=raw)
 
     def change_documents(self, upserts: list[Document], deletes: list[str]) -> dict:
         """Upsert and/or delete documents of the served version, durable before returning: new texts are
@@ -215,6 +207,15 @@ class CorpusOps:
                 ctx.check_cancelled()
                 ctx.progress(done, total, phase="encoding")
 
+        return self._build_and_activate(ctx, encoder, documents, whitening, spec, since, on_progress, progress_bar,
+                                        raw_vectors=raw_vectors, reencoded=True)
+
+    def _build_and_activate(self, ctx: JobContext | None, encoder: Encoder, documents: Documents,
+                            whitening: WhiteningParams, spec: IndexSpec, since: Snapshot | None,
+                            on_progress: Callable[[int, int], None] | None = None, progress_bar: bool = False,
+                            raw_vectors: np.ndarray | None = None, reencoded: bool = False) -> dict:
+        """Write the version (the corpus released after), record it in the job, then activate it with the
+        changes acknowledged since `since`: the one path every rebuild-like job ends in."""
         try:
             result = build_version(self.rt.versions, encoder, documents, whitening, spec, on_progress, progress_bar,
                                    min_approx=self.rt.settings.min_approx_vectors, raw_vectors=raw_vectors)
@@ -224,7 +225,7 @@ class CorpusOps:
             ctx.check_cancelled()
             ctx.checkpoint(built_version=result.version)
         self.rt.activate(result.version, encoder, just_built=True, since=since)
-        return {**_job_result(result), "reencoded": True}
+        return {**_job_result(result), "reencoded": reencoded}
 
 
 @dataclass(frozen=True)
