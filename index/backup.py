@@ -30,15 +30,18 @@ def _copy_sqlite(src: Path, dst: Path) -> None:
 
 
 def backup(data_dir: Path, dest: Path) -> dict[str, int]:
-    """Copy `data_dir` to `dest` (which must not exist); returns counts of files and SQLite databases."""
+    """Copy `data_dir` to `dest` (which must not exist); returns counts of files and SQLite databases.
+    With WHITEVEC_BUNDLE_DIR set, back up the bundle dir (it holds versions/) as well as the data dir."""
     data_dir, dest = Path(data_dir), Path(dest)
     if not (data_dir / "versions").is_dir():
-        raise WhitevecError(f"{data_dir} holds no versions/: give the data dir a server uses (--data-dir)")
+        raise WhitevecError(f"{data_dir} holds no versions/: give the data dir a server uses (--data-dir), or its "
+                            "WHITEVEC_BUNDLE_DIR when one is set")
     if dest.exists():
         raise WhitevecError(f"{dest} exists already: give a new folder for the backup")
     tmp = dest.with_name(dest.name + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)
     counts = {"files": 0, "sqlite": 0}
+    vanished: set[Path] = set()  # version folders pruned by the server while they were being copied
     try:
         paths = sorted(data_dir.rglob("*"), key=lambda p: (p.name != "changes.head", str(p)))  # heads first
         for src in paths:
@@ -51,12 +54,19 @@ def backup(data_dir: Path, dest: Path) -> dict[str, int]:
                 dst.mkdir(parents=True, exist_ok=True)
                 continue
             dst.parent.mkdir(parents=True, exist_ok=True)
-            if src.name in LIVE_SQLITE:
-                _copy_sqlite(src, dst)
-                counts["sqlite"] += 1
-            else:
-                shutil.copy2(src, dst)
-                counts["files"] += 1
+            try:
+                if src.name in LIVE_SQLITE:
+                    _copy_sqlite(src, dst)
+                    counts["sqlite"] += 1
+                else:
+                    shutil.copy2(src, dst)
+                    counts["files"] += 1
+            except (FileNotFoundError, sqlite3.OperationalError):
+                if src.exists():
+                    raise
+                vanished.add(tmp / rel.parts[0] / rel.parts[1] if len(rel.parts) > 2 else dst)
+        for path in vanished:  # never half a version in the copy: it was pruned, so it is not served either
+            shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
         tmp.rename(dest)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -91,7 +91,8 @@ class Retriever(Protocol):
     def close(self) -> None: ...
 
 
-#: Deleted rows a GPU search skips by asking for that many more hits; past it, the CPU selector path.
+#: Hits a GPU search may ask for (FAISS GPU's k limit): up to k + deleted rows it overfetches and drops
+#: the deleted ones; past it, the CPU selector path.
 MAX_OVERFETCH = 2048
 
 
@@ -138,7 +139,7 @@ class FaissRetriever:
         q = np.ascontiguousarray(queries, dtype=np.float32)
         if where is None and delta.n_gone == 0:
             scores, ids = await self.index.search_async(q, k, params)
-        elif where is None and self.index.overfetches and delta.n_gone <= MAX_OVERFETCH:
+        elif where is None and self.index.overfetches and k + delta.n_gone <= MAX_OVERFETCH:
             extra = min(k + delta.n_gone, self.index.count)
             scores, ids = await self.index.search_async(q, extra, params)
             scores, ids = drop_gone(scores, ids, delta.gone, min(k, self.index.count - delta.n_gone))

@@ -297,11 +297,6 @@ class VersionStore:
                 self._drop_index(version)
                 shutil.rmtree(self.folder(version), ignore_errors=True)
 
-    def settle(self, version: str) -> None:
-        """A committed version is no longer about to be activated (its job ended): prune may take it."""
-        with self._lock:
-            self._pending.discard(version)
-
     def activate(self, version: str) -> None:
         """Point ACTIVE (and, with Milvus, the alias) at a complete version. The alias flips first: if
         that fails, ACTIVE still names what every replica serves."""
@@ -314,7 +309,12 @@ class VersionStore:
 
                 point_alias(self.milvus.client, self.milvus.alias, name)  # every replica flips with it
             now = time.time()
-            history = [h for h in self.history() if h.get("version") != version]
+            _, problem = self.pointer_state()
+            # a lost pointer lost its history: rebuild one from the versions on disk, newest first, so the
+            # prune after this activation keeps WHITEVEC_KEEP_VERSIONS of them instead of only two
+            known = self.history() if problem is None else [{"version": v, "activated_at": None}
+                                                            for v in self.newest_versions()]
+            history = [h for h in known if h.get("version") != version]
             history.insert(0, {"version": version, "activated_at": now})
             write_json_atomic(self.pointer, {"version": version, "activated_at": now,
                                              "history": history[:HISTORY_LIMIT]})

@@ -153,10 +153,11 @@ class Encoder:
                     f"model folder {path} has no trained pooler weights; choose pooling cls, last-avg or first-last-avg"
                 )
         self.model = model.eval().to(self.device)
-        if engine == "torch-half":  # bf16/fp16 on the GPU: tensor cores, half the memory; other vectors
-            if self.device.type != "cuda":
-                raise ModelFolderError(f"engine torch-half runs on a GPU; use torch or onnx on {self.device}")
-            self.model = self.model.to(torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16)
+        if engine == "torch-half":  # bf16 (fp16 on GPUs without it): tensor cores, half the memory; other vectors
+            # on a CPU too (slowly), so a version built on a GPU is still served at its own precision there
+            cuda = self.device.type == "cuda"
+            half = torch.float16 if cuda and not torch.cuda.is_bf16_supported() else torch.bfloat16
+            self.model = self.model.to(half)
         head, out_dim = load_head(path, int(model.config.hidden_size))
         self.head = head.to(self.device) if head is not None else None
         max_positions = int(getattr(model.config, "max_position_embeddings", 512))

@@ -154,15 +154,17 @@ class CorpusOps:
             self.rt.activate(result.version, bundle.encoder, just_built=True)
             return result.version
 
-    def carry_over(self, since: Snapshot, new: Bundle, after: int) -> int:
+    def carry_over(self, since: Snapshot, new: Bundle, after: int, served: Bundle | None = None) -> int:
         """Apply to `new` every change acknowledged to the served version after journal sequence `after`
-        (change lock held); returns the head it read up to. The served version must be the one the job
-        read: after a rollback its changes went elsewhere, and the job must not silently undo that."""
+        (change lock held); returns the head it read up to. The served version (`served`, default the one
+        served now) must be the one the job read: after a rollback its changes went elsewhere, and the job
+        must not silently undo that."""
         old = since.bundle
-        if self.rt.bundle is not old:
-            served = self.rt.bundle.version if self.rt.bundle is not None else None
+        now = served if served is not None else self.rt.bundle
+        if now is not old:
+            name = now.version if now is not None else None
             raise ServedVersionChanged(f"the served version changed while this job ran (it read version {old.version}; "
-                                       f"version {served} is served now): run the job again")
+                                       f"version {name} is served now): run the job again")
         head = old.retriever.sequence()
         ids = old.retriever.changed_since(after)
         if not ids:
@@ -222,8 +224,12 @@ class CorpusOps:
         finally:
             _release(documents)
         if ctx is not None:
-            ctx.check_cancelled()
-            ctx.checkpoint(built_version=result.version)
+            try:
+                ctx.check_cancelled()
+                ctx.checkpoint(built_version=result.version)
+            except BaseException:  # cancelled (or no record) before activation: the version is never served
+                self.rt.versions.discard(result.version)
+                raise
         self.rt.activate(result.version, encoder, just_built=True, since=since)
         return {**_job_result(result), "reencoded": reencoded}
 

@@ -257,19 +257,24 @@ class Runtime:
             if just_built:
                 self.versions.discard(version)
             raise
-        try:
-            with self.change_lock:
+        with self.served.lease(), self.change_lock:  # the lease keeps the old version open for the last pass
+            try:
                 seq = self.corpus_ops.carry_over(since, bundle, since.seq) if since is not None else 0
                 self.versions.activate(version)
-                if since is not None:  # what other replicas acknowledged before the alias moved
-                    self.corpus_ops.carry_over(since, bundle, seq)
-                previous = self.served.swap(bundle)
-                self.refused = None
-        except BaseException:
-            bundle.close()
-            if just_built:
-                self.versions.discard(version)
-            raise
+            except BaseException:
+                bundle.close()
+                if just_built:
+                    self.versions.discard(version)
+                raise
+            # the pointer (and alias) name the new version now: serve it, whatever happens next
+            previous = self.served.swap(bundle)
+            self.refused = None
+            if since is not None:  # what other replicas acknowledged before the alias moved
+                try:
+                    self.corpus_ops.carry_over(since, bundle, seq, served=previous)
+                except Exception as exc:  # noqa: BLE001 - replicas re-apply a write that raced the move
+                    log.error("version %s is served, but the changes other replicas acknowledged while it was "
+                              "activated could not be read from version %s: %s", version, since.bundle.version, exc)
         protect = {previous.version} if previous is not None and previous.version else set()
         pruned = self.versions.prune(self.settings.keep_versions, protect=protect)
         if pruned:

@@ -28,9 +28,11 @@ def _close(bundle: Bundle) -> None:
 
 
 class ServedBundle:
-    """Owns the bundle requests are served from. A swap never closes a bundle under a request or a
-    job that leased it: the old one is closed (index freed, search thread stopped, files closed)
-    when its last lease ends, or at once when none is held."""
+    """Owns the bundle requests are served from. A swap never closes a bundle under a request (or an
+    activation's last carry-over pass) that leased it: the old one is closed (index freed, search
+    thread stopped, files closed) when its last lease ends, or at once when none is held. Jobs do not
+    lease: they read their corpus through connections of their own and check, under the change lock,
+    that the version they read is still served before touching it."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()

@@ -1,6 +1,7 @@
 """ONNX Runtime engines against torch: fp32 gives torch's vectors, int8 close ones; versions keep their engine."""
 
 import numpy as np
+import torch
 import pytest
 
 from tests.conftest import demo_documents
@@ -119,12 +120,14 @@ def test_precision_is_part_of_the_engine(tiny_model_dir):
     """On a GPU, auto is torch-half (bf16/fp16: other vectors); a float32 version keeps float32 there."""
     from whitevec.models.encoder import Encoder, resolve_engine
     from whitevec.models.engines import serving_engine
-    from whitevec.models.errors import ModelFolderError
 
     assert resolve_engine("auto", "cuda:1") == "torch-half" and resolve_engine("auto", "cpu") == "onnx"
     assert serving_engine("torch", "torch-half") == "torch"  # built in float32 on a CPU, served float32 on a GPU
     assert serving_engine("torch-half", "torch") == "torch-half"
     assert serving_engine("torch", "onnx") == "onnx" and serving_engine("onnx", "torch") == "torch"
     assert serving_engine("onnx-int8", "onnx") == "onnx-int8" and serving_engine("torch", None) == "torch"
-    with pytest.raises(ModelFolderError, match="torch-half runs on a GPU"):
-        Encoder(tiny_model_dir, device="cpu", engine="torch-half")
+    half = Encoder(tiny_model_dir, device="cpu", engine="torch-half")  # a GPU-built version on a CPU replica
+    full = Encoder(tiny_model_dir, device="cpu", engine="torch")
+    assert next(half.model.parameters()).dtype == torch.bfloat16 and half.engine == "torch-half"
+    a, b = half.encode(["the cat sat on the mat"]).vectors, full.encode(["the cat sat on the mat"]).vectors
+    assert a.dtype == np.float32 and 0 < np.abs(a - b).max() < 0.1  # close, not equal: other vectors

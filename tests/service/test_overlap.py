@@ -303,3 +303,13 @@ def test_errors_map_to_the_status_that_names_whose_fault_it_is():
     assert domain_to_api(ServedVersionChanged("x")).status == 409
     assert domain_to_api(DimNotServed("x")).status == 409
     assert domain_to_api(ImportFileMissing("x")).status == 404
+
+
+async def test_a_job_cancelled_after_its_build_leaves_no_version_behind(settings, monkeypatch):
+    async with serving(settings) as (app, client):
+        rt = app.state.runtime
+        await rebuild(client, {"documents": corpus(30)})
+        before = set(rt.versions.versions())
+        during_build(monkeypatch, lambda: rt.jobs.cancel(rt.jobs._running))  # lands while the version is written
+        job = await rebuild(client, {"reencode": False, "whitening": {"dim": 8}})
+        assert job["state"] == "cancelled" and set(rt.versions.versions()) == before
