@@ -39,17 +39,14 @@ from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from whitevec.models.encoder import Encoder, EncoderSpec, resolve_engine
-from whitevec.models.engines import serving_engine
-from whitevec.models.errors import ModelFolderError, WhitevecError
+from whitevec.models.encoder import Encoder
+from whitevec.models.errors import WhitevecError
 from whitevec.models.files import fsync_path, write_json_atomic
 from whitevec.models.pipeline import Pipeline
-from whitevec.models.whitening import Whitening
 
-from .changes import CHANGES_FILE, HEAD_FILE, ChangeLog
-from .faiss_index import IndexSpec, VectorIndex
-from .journal import JOURNAL_FILE, Journal
-from .retriever import FaissRetriever, Retriever
+from .changes import CHANGES_FILE
+from .faiss_index import VectorIndex
+from .retriever import Retriever
 from .store import DocumentStore
 
 log = logging.getLogger(__name__)
@@ -157,6 +154,11 @@ class Bundle:
     def encoder(self) -> Encoder:
         return self.pipeline.encoder
 
+    def requested_whitening(self) -> dict:
+        """The (beta, gamma, dim) the version was asked for: dim as asked, not as a rank-deficient fit
+        lowered it for gamma > 0 ({} for versions from before it was recorded)."""
+        return dict((self.manifest or {}).get("whitening", {}).get("requested") or {})
+
     def close(self) -> None:
         """Free the index and close its files (the encoder is shared with other bundles and stays)."""
         if self.retriever is not None:
@@ -200,20 +202,19 @@ class VersionStore:
     def _drop_index(self, version: str) -> None:
         """Before a version folder is removed: drop its Milvus collection, if it has one."""
         try:
-            name = self.collection(version)
+            self._drop_collection(self.collection(version))
         except (OSError, ValueError, KeyError):
             return
-        if name is not None and self.milvus is not None and self.milvus.client.has_collection(name):
-            self.milvus.client.drop_collection(name)
 
     def _drop_partial_collection(self, version: str) -> None:
         """A build that died may have left its Milvus collection half-written."""
-        if self.milvus is not None:
-            from .milvus import collection_name
+        from .milvus import collection_name
 
-            name = collection_name(version)
-            if self.milvus.client.has_collection(name):
-                self.milvus.client.drop_collection(name)
+        self._drop_collection(collection_name(version))
+
+    def _drop_collection(self, name: str | None) -> None:
+        if name is not None and self.milvus is not None and self.milvus.client.has_collection(name):
+            self.milvus.client.drop_collection(name)
 
     @property
     def pointer(self) -> Path:
@@ -450,90 +451,6 @@ class VersionStore:
 
         The version is served with the engine it was built with, or with `engine` when that one gives
         the same vectors (torch and onnx fp32); never with one that gives other vectors."""
-        if not (self.folder(version) / MANIFEST).is_file():
-            raise VersionDamaged(f"version {version} has no folder with a manifest in versions/")
-        manifest = self.verify_files(version) if checksums else self.manifest(version)
-        model = {"engine": "torch", **manifest["model"]}  # versions from before engines: torch
-        wanted = resolve_engine(engine, device) if engine is not None else None
-        use = serving_engine(model["engine"], wanted)
-        if wanted is not None and use != wanted:
-            log.warning("version %s was encoded with engine %s; serving it with %s, not %s (their vectors "
-                        "differ): rebuild it to change engines", version, use, use, wanted)
-        same = encoder is not None and encoder_manifest(encoder) == {**model, "engine": use}
-        if not same:
-            encoder = EncoderSpec.from_manifest({**model, "engine": use}, device=device,
-                                                engine_cache=engine_cache).build()
-            if encoder.identity.fingerprint != model["fingerprint"]:
-                raise ModelFolderError(
-                    f"model folder {model['path']} changed since version {version} was built "
-                    f"(weights {encoder.identity.fingerprint}, expected {model['fingerprint']}): "
-                    "rebuild the index with the current model"
-                )
-        folder = self.folder(version)
-        if manifest.get("backend") == "milvus":
-            return self._load_milvus(version, manifest, encoder)
-        index: VectorIndex | None = None
-        try:
-            whitening = Whitening.load(folder / WHITENING_FILE)
-            pipeline = Pipeline(encoder, whitening)
-            spec = IndexSpec(**manifest["index"]["spec"])
-            index = VectorIndex.load(folder / INDEX_FILE, spec, use_gpu=use_gpu, device=device)
-            store = DocumentStore(folder / DOCS_FILE)
-        except (RuntimeError, OSError, ValueError, KeyError, sqlite3.Error) as exc:
-            if index is not None:  # a load that fails halfway frees what it loaded
-                index.close()
-            raise VersionDamaged(f"version {version} could not be loaded: {exc}") from exc
-        _check_consistent(version, manifest, whitening, index, store)
-        try:
-            changes = ChangeLog(folder / CHANGES_FILE, index.count, encoder.dim)
-            retriever = FaissRetriever(index, store, changes, pipeline.postprocess, folder / RAW_FILE)
-        except (sqlite3.Error, ValueError, IndexError) as exc:
-            store.close()
-            index.close()
-            raise VersionDamaged(f"version {version}: {CHANGES_FILE} (its upserts and deletes) is unreadable ({exc}); "
-                                 f"restore it from a backup (`whitevec backup`), or move {CHANGES_FILE} and "
-                                 f"{HEAD_FILE} away to serve the version as built, without those changes") from exc
-        return Bundle(pipeline, version, manifest, index, store, retriever)
+        from .loading import load_version  # loading reads this module's names; imported when first used
 
-    def _load_milvus(self, version: str, manifest: dict, encoder: Encoder) -> Bundle:
-        from .milvus import MilvusRetriever
-
-        if self.milvus is None:
-            raise VersionDamaged(f"version {version} keeps its index in Milvus: set WHITEVEC_INDEX_BACKEND=milvus "
-                                 "and WHITEVEC_MILVUS_URI to serve it")
-        name = self.collection(version)
-        try:
-            whitening = Whitening.load(self.folder(version) / WHITENING_FILE)
-            pipeline = Pipeline(encoder, whitening)
-            if not self.milvus.client.has_collection(name):
-                raise VersionDamaged(f"version {version}: Milvus collection {name} is missing")
-            retriever = MilvusRetriever(self.milvus.client, name, IndexSpec(**manifest["index"]["spec"]),
-                                        manifest["index"]["dim"], encoder.dim, pipeline.postprocess,
-                                        Journal(self.folder(version) / JOURNAL_FILE))
-        except (OSError, ValueError, KeyError, sqlite3.Error) as exc:
-            raise VersionDamaged(f"version {version} could not be loaded: {exc}") from exc
-        return Bundle(pipeline, version, manifest, None, None, retriever)
-
-
-def _check_consistent(version: str, manifest: dict, whitening: Whitening, index: VectorIndex,
-                      store: DocumentStore) -> None:
-    """The loaded parts agree with the manifest and with each other."""
-    problems = []
-    count = manifest["index"]["count"]
-    if index.count != count:
-        problems.append(f"index.faiss holds {index.count} vectors, the manifest says {count}")
-    try:
-        docs = store.count()
-    except sqlite3.Error as exc:
-        docs = None
-        problems.append(f"docs.sqlite is unreadable ({exc})")
-    if docs is not None and docs != count:
-        problems.append(f"docs.sqlite holds {docs} documents, the manifest says {count}")
-    if index.dim != manifest["index"]["dim"] or index.dim != manifest["whitening"]["output_dim"]:
-        problems.append(f"index.faiss has {index.dim} dims, the manifest says {manifest['index']['dim']}")
-    if whitening.version != manifest["whitening"]["version"]:
-        problems.append(f"whitening.npz is fit {whitening.version}, the manifest says {manifest['whitening']['version']}")
-    if problems:
-        store.close()
-        index.close()
-        raise VersionDamaged(f"version {version} is inconsistent: " + "; ".join(problems))
+        return load_version(self, version, encoder, device, use_gpu, engine, engine_cache, checksums)

@@ -195,7 +195,7 @@ async def rebuild(req: RebuildRequest = Depends(json_body(RebuildRequest)),
         given = req.whitening.model_dump(exclude_unset=True) if req.whitening else {}
         keep = {k: getattr(now, k) for k in ("beta", "gamma", "dim")} if now else {}
         # the dim asked for, not one a rank-deficient fit lowered for gamma > 0 (a later gamma 0 restores it)
-        keep.update((bundle.manifest or {}).get("whitening", {}).get("requested") or {})
+        keep.update(bundle.requested_whitening())
         merged = {**keep, **given}  # what the request leaves out stays as the served version has it
         params = rt.corpus_ops.whitening_params(merged.get("beta"), merged.get("gamma"), merged.get("dim"))
         rt.corpus_ops.check_whitening_dim(params, bundle.encoder)

@@ -145,7 +145,7 @@ class CorpusOps:
             fit = bundle.pipeline.whitening
             log.info("compacting %d pending changes of version %s", bundle.retriever.pending_changes(), bundle.version)
             try:
-                asked = (bundle.manifest or {}).get("whitening", {}).get("requested")
+                asked = bundle.requested_whitening()
                 result = build_version(self.rt.versions, bundle.encoder, documents,
                                        WhiteningParams(**asked) if asked else fit.params, bundle.retriever.spec,
                                        min_approx=self.rt.settings.min_approx_vectors, raw_vectors=raw, fit=fit)

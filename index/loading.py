@@ -1,0 +1,116 @@
+"""Loading one stored version as a served Bundle: its model (reused when it is the same), whitening,
+index, documents and change log, each checked against the manifest and against each other."""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+from pathlib import Path
+
+from whitevec.models.encoder import Encoder, EncoderSpec, resolve_engine
+from whitevec.models.engines import serving_engine
+from whitevec.models.errors import ModelFolderError
+from whitevec.models.pipeline import Pipeline
+from whitevec.models.whitening import Whitening
+
+from .changes import CHANGES_FILE, HEAD_FILE, ChangeLog
+from .faiss_index import IndexSpec, VectorIndex
+from .journal import JOURNAL_FILE, Journal
+from .milvus import MilvusRetriever
+from .retriever import FaissRetriever
+from .store import DocumentStore
+from .versions import (DOCS_FILE, INDEX_FILE, MANIFEST, RAW_FILE, WHITENING_FILE, Bundle, VersionDamaged, VersionStore,
+                       encoder_manifest)
+
+log = logging.getLogger(__name__)
+
+
+def load_version(store: VersionStore, version: str, encoder: Encoder | None, device: str | None, use_gpu: bool,
+                 engine: str | None, engine_cache: Path | None, checksums: bool) -> Bundle:
+    """See VersionStore.load."""
+    if not (store.folder(version) / MANIFEST).is_file():
+        raise VersionDamaged(f"version {version} has no folder with a manifest in versions/")
+    manifest = store.verify_files(version) if checksums else store.manifest(version)
+    model = {"engine": "torch", **manifest["model"]}  # versions from before engines: torch
+    wanted = resolve_engine(engine, device) if engine is not None else None
+    use = serving_engine(model["engine"], wanted)
+    if wanted is not None and use != wanted:
+        log.warning("version %s was encoded with engine %s; serving it with %s, not %s (their vectors "
+                    "differ): rebuild it to change engines", version, use, use, wanted)
+    same = encoder is not None and encoder_manifest(encoder) == {**model, "engine": use}
+    if not same:
+        encoder = EncoderSpec.from_manifest({**model, "engine": use}, device=device,
+                                            engine_cache=engine_cache).build()
+        if encoder.identity.fingerprint != model["fingerprint"]:
+            raise ModelFolderError(
+                f"model folder {model['path']} changed since version {version} was built "
+                f"(weights {encoder.identity.fingerprint}, expected {model['fingerprint']}): "
+                "rebuild the index with the current model"
+            )
+    folder = store.folder(version)
+    if manifest.get("backend") == "milvus":
+        return _load_milvus(store, version, manifest, encoder)
+    index: VectorIndex | None = None
+    try:
+        whitening = Whitening.load(folder / WHITENING_FILE)
+        pipeline = Pipeline(encoder, whitening)
+        spec = IndexSpec(**manifest["index"]["spec"])
+        index = VectorIndex.load(folder / INDEX_FILE, spec, use_gpu=use_gpu, device=device)
+        store = DocumentStore(folder / DOCS_FILE)
+    except (RuntimeError, OSError, ValueError, KeyError, sqlite3.Error) as exc:
+        if index is not None:  # a load that fails halfway frees what it loaded
+            index.close()
+        raise VersionDamaged(f"version {version} could not be loaded: {exc}") from exc
+    check_consistent(version, manifest, whitening, index, store)
+    try:
+        changes = ChangeLog(folder / CHANGES_FILE, index.count, encoder.dim)
+        retriever = FaissRetriever(index, store, changes, pipeline.postprocess, folder / RAW_FILE)
+    except (sqlite3.Error, ValueError, IndexError) as exc:
+        store.close()
+        index.close()
+        raise VersionDamaged(f"version {version}: {CHANGES_FILE} (its upserts and deletes) is unreadable ({exc}); "
+                             f"restore it from a backup (`whitevec backup`), or move {CHANGES_FILE} and "
+                             f"{HEAD_FILE} away to serve the version as built, without those changes") from exc
+    return Bundle(pipeline, version, manifest, index, store, retriever)
+
+
+def _load_milvus(store: VersionStore, version: str, manifest: dict, encoder: Encoder) -> Bundle:
+    if store.milvus is None:
+        raise VersionDamaged(f"version {version} keeps its index in Milvus: set WHITEVEC_INDEX_BACKEND=milvus "
+                             "and WHITEVEC_MILVUS_URI to serve it")
+    name = store.collection(version)
+    try:
+        whitening = Whitening.load(store.folder(version) / WHITENING_FILE)
+        pipeline = Pipeline(encoder, whitening)
+        if not store.milvus.client.has_collection(name):
+            raise VersionDamaged(f"version {version}: Milvus collection {name} is missing")
+        retriever = MilvusRetriever(store.milvus.client, name, IndexSpec(**manifest["index"]["spec"]),
+                                    manifest["index"]["dim"], encoder.dim, pipeline.postprocess,
+                                    Journal(store.folder(version) / JOURNAL_FILE))
+    except (OSError, ValueError, KeyError, sqlite3.Error) as exc:
+        raise VersionDamaged(f"version {version} could not be loaded: {exc}") from exc
+    return Bundle(pipeline, version, manifest, None, None, retriever)
+
+
+def check_consistent(version: str, manifest: dict, whitening: Whitening, index: VectorIndex,
+                      store: DocumentStore) -> None:
+    """The loaded parts agree with the manifest and with each other."""
+    problems = []
+    count = manifest["index"]["count"]
+    if index.count != count:
+        problems.append(f"index.faiss holds {index.count} vectors, the manifest says {count}")
+    try:
+        docs = store.count()
+    except sqlite3.Error as exc:
+        docs = None
+        problems.append(f"docs.sqlite is unreadable ({exc})")
+    if docs is not None and docs != count:
+        problems.append(f"docs.sqlite holds {docs} documents, the manifest says {count}")
+    if index.dim != manifest["index"]["dim"] or index.dim != manifest["whitening"]["output_dim"]:
+        problems.append(f"index.faiss has {index.dim} dims, the manifest says {manifest['index']['dim']}")
+    if whitening.version != manifest["whitening"]["version"]:
+        problems.append(f"whitening.npz is fit {whitening.version}, the manifest says {manifest['whitening']['version']}")
+    if problems:
+        store.close()
+        index.close()
+        raise VersionDamaged(f"version {version} is inconsistent: " + "; ".join(problems))
