@@ -17,7 +17,7 @@ from pathlib import Path
 
 from whitevec.models.errors import WhitevecError
 
-SKIP = {".lock", "milvus.db"}  # the holder's lock; Milvus data lives in Milvus (back it up there)
+SKIP = {".lock", ".collections.lock", "milvus.db"}  # the holder's lock; Milvus data lives in Milvus (back it up there)
 #: SQLite files that change while a server runs. Built parts (docs.sqlite) are copied byte for byte:
 #: their checksums are in the version's manifest.
 LIVE_SQLITE = {"changes.sqlite", "journal.sqlite", "jobs.sqlite"}
@@ -33,8 +33,8 @@ def backup(data_dir: Path, dest: Path) -> dict[str, int]:
     """Copy `data_dir` to `dest` (which must not exist); returns counts of files and SQLite databases.
     With WHITEVEC_BUNDLE_DIR set, back up the bundle dir (it holds versions/) as well as the data dir."""
     data_dir, dest = Path(data_dir), Path(dest)
-    if not (data_dir / "versions").is_dir():
-        raise WhitevecError(f"{data_dir} holds no versions/: give the data dir a server uses (--data-dir), or its "
+    if not (data_dir / "versions").is_dir() and not (data_dir / "collections").is_dir():
+        raise WhitevecError(f"{data_dir} holds no collections/: give the data dir a server uses (--data-dir), or its "
                             "WHITEVEC_BUNDLE_DIR when one is set")
     if dest.exists():
         raise WhitevecError(f"{dest} exists already: give a new folder for the backup")
@@ -47,7 +47,7 @@ def backup(data_dir: Path, dest: Path) -> dict[str, int]:
         for src in paths:
             rel = src.relative_to(data_dir)
             if rel.parts[0] in SKIP or src.name in SKIP or src.name.endswith(("-wal", "-shm", ".tmp")) \
-                    or any(part.startswith(".tmp-") for part in rel.parts):
+                    or any(part.startswith((".tmp-", ".deleting-")) for part in rel.parts):
                 continue
             dst = tmp / rel
             if src.is_dir():

@@ -17,7 +17,7 @@ from whitevec.models.pipeline import l2_normalize
 from whitevec.models.whitening import Whitening, WhiteningParams, jl_dim
 
 from .faiss_index import IndexSpec, VectorIndex
-from .milvus import MilvusRetriever, collection_name
+from .milvus import MilvusRetriever
 from .store import Documents, DocumentStore
 from .versions import (DOCS_FILE, INDEX_FILE, MILVUS_FILE, RAW_FILE, WHITENING_FILE, VersionStore, describe_parts,
                        encoder_manifest)
@@ -89,7 +89,7 @@ def build_version(
             warnings.append(replaced)
         fit.save(tmp / WHITENING_FILE)
         if versions.milvus is not None:
-            collection = collection_name(version)
+            collection = versions.milvus.collection_name(version)
             retriever = MilvusRetriever.create(versions.milvus.client, collection, documents, raw.vectors, spec,
                                                lambda r: l2_normalize(fit.transform(r)))
             write_json_atomic(tmp / MILVUS_FILE, {"collection": collection})
@@ -123,8 +123,8 @@ def build_version(
         versions.commit(version, tmp, manifest)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
-        if versions.milvus is not None and versions.milvus.client.has_collection(collection_name(version)):
-            versions.milvus.client.drop_collection(collection_name(version))
+        if versions.milvus is not None and versions.milvus.client.has_collection(versions.milvus.collection_name(version)):
+            versions.milvus.client.drop_collection(versions.milvus.collection_name(version))
         raise
     log.info("built version %s: %d documents in %.1fs", version, count, manifest["build_seconds"])
     return BuildResult(version, manifest)

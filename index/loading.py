@@ -39,8 +39,8 @@ def load_version(store: VersionStore, version: str, encoder: Encoder | None, dev
                     "differ): rebuild it to change engines", version, use, use, wanted)
     same = encoder is not None and encoder_manifest(encoder) == {**model, "engine": use}
     if not same:
-        encoder = EncoderSpec.from_manifest({**model, "engine": use}, device=device,
-                                            engine_cache=engine_cache).build()
+        spec = EncoderSpec.from_manifest({**model, "engine": use}, device=device, engine_cache=engine_cache)
+        encoder = store.encoders.get(spec) if store.encoders is not None else spec.build()
         if encoder.identity.fingerprint != model["fingerprint"]:
             raise ModelFolderError(
                 f"model folder {model['path']} changed since version {version} was built "

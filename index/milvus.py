@@ -15,6 +15,7 @@ Activation is `alter_alias`: every replica reading the alias flips at once.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import math
 import re
@@ -33,9 +34,25 @@ MAX_VARCHAR = 65_535
 INSERT_BATCH = 1_000
 
 
-def collection_name(version: str) -> str:
-    """A Milvus collection name for a whitevec version (letters, digits, underscores)."""
-    return "wv_" + re.sub(r"[^0-9A-Za-z_]", "_", version)
+def milvus_safe(name: str) -> str:
+    """A whitevec name as Milvus allows it (letters, digits, underscores); a name that had a '-' gets a
+    short digest, so `a-b` and `a_b` never meet."""
+    safe = re.sub(r"[^0-9A-Za-z_]", "_", name)
+    return safe if safe == name else f"{safe}_{hashlib.sha256(name.encode()).hexdigest()[:6]}"
+
+
+def collection_name(version: str, collection: str | None = None) -> str:
+    """The Milvus collection of a whitevec version: `whitevec_<collection>_<version>`; without a
+    collection, the name versions had before collections (`wv_<version>`)."""
+    if collection is None:
+        return "wv_" + re.sub(r"[^0-9A-Za-z_]", "_", version)
+    return f"whitevec_{milvus_safe(collection)}_{re.sub(r'[^0-9A-Za-z_]', '_', version)}"
+
+
+def alias_name(prefix: str, collection: str) -> str:
+    """The alias naming a collection's served version: WHITEVEC_MILVUS_ALIAS for `default` (as before
+    collections), `<alias>_<collection>` for the others."""
+    return prefix if collection == "default" else f"{prefix}_{milvus_safe(collection)}"
 
 
 def tag(value: object) -> str | None:
@@ -270,6 +287,12 @@ def point_alias(client, alias: str, collection: str) -> None:
         client.alter_alias(collection, alias)
     except Exception:  # noqa: BLE001 - pymilvus raises MilvusException when the alias does not exist yet
         client.create_alias(collection, alias)
+
+
+def drop_alias(client, alias: str) -> None:
+    """Remove `alias` if it exists (a deleted collection's)."""
+    if alias_target(client, alias) is not None:
+        client.drop_alias(alias)
 
 
 def alias_target(client, alias: str) -> str | None:

@@ -39,7 +39,7 @@ from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from whitevec.models.encoder import Encoder
+from whitevec.models.encoder import Encoder, EncoderPool
 from whitevec.models.errors import WhitevecError
 from whitevec.models.files import fsync_path, write_json_atomic
 from whitevec.models.pipeline import Pipeline
@@ -173,13 +173,27 @@ class MilvusTarget:
 
     client: object
     alias: str = "whitevec"
+    collection: str | None = None  # the whitevec collection: names its Milvus collections
+
+    def collection_name(self, version: str) -> str:
+        from .milvus import collection_name
+
+        return collection_name(version, self.collection)
+
+    def for_collection(self, name: str, alias_prefix: str) -> MilvusTarget:
+        """The same client, with the alias and collection names of whitevec collection `name`."""
+        from .milvus import alias_name
+
+        return MilvusTarget(self.client, alias_name(alias_prefix, name), name)
 
 
 class VersionStore:
-    def __init__(self, bundle_dir: Path, milvus: MilvusTarget | None = None, shared: bool = False) -> None:
+    def __init__(self, bundle_dir: Path, milvus: MilvusTarget | None = None, shared: bool = False,
+                 encoders: EncoderPool | None = None) -> None:
         self.root = Path(bundle_dir) / "versions"
         self.root.mkdir(parents=True, exist_ok=True)
         self.milvus = milvus
+        self.encoders = encoders  # shared with other collections: one copy of each model
         self.shared = shared  # other processes write here too: cleanup leaves their fresh work alone
         self._lock = threading.RLock()
         self._pending: set[str] = set()  # committed by this process, its activation still to come
@@ -199,6 +213,19 @@ class VersionStore:
         path = self.folder(version) / MILVUS_FILE
         return json.loads(path.read_text(encoding="utf-8"))["collection"] if path.is_file() else None
 
+    def drop_all_indexes(self) -> None:
+        """Before a deleted collection's folder goes: its versions' Milvus collections and its alias."""
+        if self.milvus is None:
+            return
+        from .milvus import drop_alias
+
+        drop_alias(self.milvus.client, self.milvus.alias)  # first: Milvus keeps a collection an alias names
+        for path in self.root.iterdir():
+            if path.name.startswith(".tmp-"):
+                self._drop_partial_collection(path.name[len(".tmp-"):])
+            elif path.is_dir():
+                self._drop_index(path.name)
+
     def _drop_index(self, version: str) -> None:
         """Before a version folder is removed: drop its Milvus collection, if it has one."""
         try:
@@ -207,10 +234,13 @@ class VersionStore:
             return
 
     def _drop_partial_collection(self, version: str) -> None:
-        """A build that died may have left its Milvus collection half-written."""
+        """A build that died may have left its Milvus collection half-written (named as before collections,
+        in a data dir upgraded since, or as now)."""
         from .milvus import collection_name
 
         self._drop_collection(collection_name(version))
+        if self.milvus is not None:
+            self._drop_collection(self.milvus.collection_name(version))
 
     def _drop_collection(self, name: str | None) -> None:
         if name is not None and self.milvus is not None and self.milvus.client.has_collection(name):
@@ -393,7 +423,11 @@ class VersionStore:
     def stale(self, path: Path) -> bool:
         """Removable as a leftover: always in a private bundle dir; in a shared one only when older than
         SHARED_STALE_S, since a younger one may be another replica's build about to be activated."""
-        if not self.shared:
+        return self.stale_path(path, self.shared)
+
+    @staticmethod
+    def stale_path(path: Path, shared: bool) -> bool:
+        if not shared:
             return True
         try:
             return path.stat().st_mtime <= time.time() - SHARED_STALE_S

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import weakref
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -105,6 +106,52 @@ class EncoderSpec:
         return Encoder(self.model_dir, pooling=self.pooling, tokenizer=self.tokenizer, max_length=self.max_length,
                        device=self.device, batch_size=self.batch_size, engine=self.engine,
                        engine_cache=self.engine_cache)
+
+
+class EncoderPool:
+    """Encoders shared by everything that serves the same model the same way (collections, versions):
+    one copy of the weights per model. Held weakly: an encoder no bundle uses any more is freed."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._live: weakref.WeakValueDictionary[tuple, Encoder] = weakref.WeakValueDictionary()
+        self._building: dict[tuple, threading.Lock] = {}
+
+    @staticmethod
+    def _key(spec: EncoderSpec) -> tuple:
+        path = Path(spec.model_dir).resolve() if spec.model_dir is not None else None
+        return path, spec.pooling, spec.tokenizer, spec.max_length, spec.engine, spec.device, spec.engine_cache
+
+    def get(self, spec: EncoderSpec) -> Encoder:
+        """The live encoder for `spec`, else a new one; two callers asking for the same spec at once wait
+        for one build (loading takes seconds; an ONNX export must not run twice at once)."""
+        key = self._key(spec)
+        with self._lock:
+            found = self._live.get(key)
+            building = self._building.setdefault(key, threading.Lock())
+        if found is not None:
+            return found
+        with building:
+            with self._lock:
+                found = self._live.get(key)
+            if found is not None:
+                return found
+            encoder = spec.build()
+            concrete = self._key(EncoderSpec(encoder.model_dir, encoder.pooling.mode, encoder.tokenizer.kind,
+                                             encoder.max_length, encoder.engine, spec.device, spec.batch_size,
+                                             spec.engine_cache))
+            with self._lock:  # loaded under another spec meanwhile (its concrete form): keep that one
+                found = self._live.get(concrete)
+                if found is not None:
+                    self._live[key] = found
+                    return found
+                self._live[key] = encoder
+                self._live[concrete] = encoder
+            return encoder
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len({id(e) for e in self._live.values()})
 
 
 def _default_max_length(model_dir: Path, max_positions: int) -> int:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -71,24 +72,24 @@ def _index_args(p: argparse.ArgumentParser) -> None:
         p.add_argument(f"--{name}", type=int, default=None, help="index parameter (default: from corpus size)")
 
 
-def _build(rt, args: argparse.Namespace, documents, encoder=None, path: Path | None = None) -> dict:
+def _build(col, args: argparse.Namespace, documents, encoder=None, path: Path | None = None) -> dict:
     from whitevec.index.documents import check_documents
 
-    check_documents(documents, rt.settings.max_documents)
-    spec = rt.corpus_ops.index_spec({"type": args.index_type, "nlist": args.nlist, "nprobe": args.nprobe, "m": args.m,
+    check_documents(documents, col.settings.max_documents)
+    spec = col.corpus_ops.index_spec({"type": args.index_type, "nlist": args.nlist, "nprobe": args.nprobe, "m": args.m,
                           "ef_construction": args.ef_construction, "ef_search": args.ef_search})
-    params = rt.corpus_ops.whitening_params(args.beta, args.gamma, args.dim)
+    params = col.corpus_ops.whitening_params(args.beta, args.gamma, args.dim)
     raw = None
     if getattr(args, "ray", None) is not None:
         from tqdm import tqdm
         from whitevec.index.distributed import ray_encode
 
-        encoder = encoder or rt.require_bundle().encoder
-        rt.corpus_ops.check_whitening_dim(params, encoder)
+        encoder = encoder or col.require_bundle().encoder
+        col.corpus_ops.check_whitening_dim(params, encoder)
         with tqdm(total=len(documents), desc=f"encoding on Ray ({args.ray})", unit="doc") as bar:
             raw = ray_encode(path, documents, encoder, args.ray, args.ray_workers,
                              on_progress=lambda done, total: bar.update(done - bar.n))
-    return rt.corpus_ops.rebuild(None, documents, params, spec, encoder=encoder, progress_bar=True, raw_vectors=raw)
+    return col.corpus_ops.rebuild(None, documents, params, spec, encoder=encoder, progress_bar=True, raw_vectors=raw)
 
 
 def cmd_index_build(args: argparse.Namespace) -> int:
@@ -110,17 +111,20 @@ def _index_build(path: Path, args: argparse.Namespace) -> int:
     rt = Runtime(_settings(args))
     rt.lock("`whitevec index build`")  # refuses while a server uses this data dir
     try:
+        rt.open()
         documents = read_jsonl(path)
+        col = rt.collection(args.collection) or rt.create_collection(args.collection, None, None, None)
         if args.model is not None:  # an explicit model replaces the served one
-            encoder = rt.new_encoder()
+            encoder = col.new_encoder(Path(args.model))
         else:
-            rt.load()
+            col.load()
             encoder = None
-        result = _build(rt, args, documents, encoder, path)
+        result = _build(col, args, documents, encoder, path)
     finally:
         rt.unlock()
     print(json.dumps(result, indent=2))
-    print(f"version {result['version']} is now active in {rt.settings.data_dir}", file=sys.stderr)
+    print(f"version {result['version']} is now active in collection {args.collection} of {rt.settings.data_dir}",
+          file=sys.stderr)
     return 0
 
 
@@ -133,13 +137,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
     app = create_app(_settings(args))
     rt = app.state.runtime
     rt.lock()  # before anything touches the data dir; the app's lifespan keeps it
-    if args.demo and not rt.versions.versions():  # never over kept versions, whatever ACTIVE says
+    rt.open()  # upgrades a data dir from before collections
+    if args.demo and not rt.default.versions.versions():  # never over kept versions, whatever ACTIVE says
         print(f"no index in {rt.settings.data_dir}: building the demo index from {DEMO_CORPUS.name}",
               file=sys.stderr)
-        rt.load()
+        rt.default.load()
         args.index_type = args.nlist = args.nprobe = args.m = args.ef_construction = args.ef_search = None
         args.beta = args.gamma = args.dim = None
-        _build(rt, args, read_jsonl(DEMO_CORPUS))
+        _build(rt.default, args, read_jsonl(DEMO_CORPUS))
     base = f"http://{args.host}:{args.port}"
     if rt.admin_token_generated:  # printed here once, to the console; never logged
         rt.announce_token()
@@ -168,6 +173,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     rt = Runtime(_settings(args))
     if args.activate:  # before the long part: refuse now if a server uses the data dir
         rt.lock("`whitevec train --activate`")
+        rt.open()
     try:
         return _train(rt, args, path)
     finally:
@@ -193,7 +199,7 @@ def _train(rt, args: argparse.Namespace, path: Path) -> int:
     print(f"{data.n_classes} classes, {len(data.texts)} sentences ({data.dropped} alone in their class, dropped)",
           file=sys.stderr)
     # the served model (the active version's, else the configured or bundled one), read-only
-    encoder = rt.new_encoder(engine="torch") if args.model is not None else rt.served_encoder()
+    encoder = rt.encoder_spec(engine="torch").build() if args.model is not None else _served_encoder(rt, args.collection)
     out = Path(args.out) if args.out else rt.training.model_output_dir(None, base=encoder.identity.name)
     report = train(encoder, data, config, out, Path(args.eval_pairs) if args.eval_pairs else None, progress=True)
     summary = {k: v for k, v in report.items() if k != "loss"}
@@ -201,8 +207,79 @@ def _train(rt, args: argparse.Namespace, path: Path) -> int:
     summary["settings"] = asdict(config)
     if args.activate:
         rt.load()
-        summary["activation"] = rt.training.activate_model(None, out)
+        summary["activation"] = rt.training.activate_model(None, rt.collection(args.collection), out)
     print(json.dumps(summary, indent=2))
+    return 0
+
+
+def _served_encoder(rt, name: str):
+    """The model collection `name` serves, read-only (a server may be running): float32 torch, for training."""
+    from whitevec.index import layout
+    from whitevec.index.versions import VersionStore
+    from whitevec.models.encoder import EncoderSpec
+
+    bundles = rt.settings.bundles
+    old = name == layout.DEFAULT and (bundles / "versions").is_dir()  # not upgraded yet: no server since
+    folder = bundles if old else layout.folder(bundles, name)
+    if not (folder / "versions").is_dir():
+        if name != layout.DEFAULT:
+            raise WhitevecError(f"no collection named {name!r} in {bundles}")
+        return rt.encoder_spec(engine="torch").build()
+    config = {} if old else layout.read_config(bundles, name)
+    store = VersionStore(folder)
+    active = store.active()
+    if active is None:
+        return rt.encoder_spec(layout.model_folder(bundles, config.get("model")), engine="torch").build()
+    model = store.verify_files(active)["model"]
+    return EncoderSpec.from_manifest({**model, "engine": "torch"}, device=rt.settings.device).build()
+
+
+def cmd_collections(args: argparse.Namespace) -> int:
+    """`whitevec collections list|create|delete` against a running server (admin token from the environment)."""
+    import httpx
+
+    token = os.environ.get("WHITEVEC_ADMIN_TOKEN")
+    if not token:
+        raise WhitevecError("set WHITEVEC_ADMIN_TOKEN to the server's admin token (printed at its start, or the "
+                            "one it was given)")
+    headers = {"Authorization": f"Bearer {token}"}
+    url = args.url.rstrip("/")
+    try:
+        with httpx.Client(base_url=url, headers=headers, timeout=600) as http:
+            if args.collections_command == "list":
+                r = http.get("/admin/collections")
+            elif args.collections_command == "create":
+                body: dict = {}
+                if args.model:
+                    body["model"] = args.model
+                whitening = {k: v for k, v in (("beta", args.beta), ("gamma", args.gamma), ("dim", args.dim))
+                             if v is not None}
+                if whitening:
+                    body["whitening"] = whitening
+                if args.index_type:
+                    body["index"] = {"type": args.index_type}
+                r = http.put(f"/admin/collections/{args.name}", json=body)
+            else:
+                r = http.delete(f"/admin/collections/{args.name}", params={"confirm": "true"} if args.yes else {})
+    except httpx.TransportError as exc:
+        raise WhitevecError(f"no whitevec server answers at {url} ({exc}); start one (`whitevec serve`) or give "
+                            "--url") from None
+    if not r.is_success:
+        try:
+            message = r.json()["error"]["message"]
+        except (ValueError, KeyError, TypeError):
+            message = r.text[:500]
+        hint = " (add --yes to delete it)" if r.status_code == 409 and args.collections_command == "delete" else ""
+        raise WhitevecError(f"{r.status_code}: {message}{hint}")
+    answer = r.json()
+    if args.collections_command == "list" and not args.json:
+        rows = answer["collections"]
+        print(f"{'name':<24} {'documents':>10} {'dim':>5}  {'model':<28} active version")
+        for c in rows:
+            print(f"{c['name']:<24} {c['documents']:>10} {c['dim'] or '-':>5}  {str(c['model'])[:28]:<28} "
+                  f"{c['active_version'] or '-'}")
+    else:
+        print(json.dumps(answer, indent=2))
     return 0
 
 
@@ -256,6 +333,7 @@ def build_parser() -> argparse.ArgumentParser:
     build = idx.add_parser("build", help="build and activate a new version from a JSONL file of documents")
     build.add_argument("file", help="JSONL: one {\"id\", \"text\", \"metadata\"?} object per line")
     build.add_argument("--data-dir", default=None)
+    build.add_argument("--collection", default="default", help="the collection to build (created if missing)")
     _add_model_args(build)
     _index_args(build)
     build.add_argument("--ray", default=None, metavar="ADDRESS",
@@ -265,11 +343,36 @@ def build_parser() -> argparse.ArgumentParser:
                        help="encoder actors on Ray (default: one per GPU, else one per CPU)")
     build.set_defaults(func=cmd_index_build)
 
+    cols = sub.add_parser("collections", help="list, create or delete collections of a running server "
+                          "(admin token from WHITEVEC_ADMIN_TOKEN)").add_subparsers(dest="collections_command",
+                                                                                   required=True)
+    for name, text in (("list", "every collection: documents, dim, model, active version"),
+                       ("create", "a new empty collection"), ("delete", "a collection and its documents")):
+        c = cols.add_parser(name, help=text)
+        c.add_argument("--url", default=os.environ.get("WHITEVEC_URL", "http://127.0.0.1:8000"),
+                       help="the server (default WHITEVEC_URL, else http://127.0.0.1:8000)")
+        if name == "list":
+            c.add_argument("--json", action="store_true", help="print the server's JSON answer")
+        else:
+            c.add_argument("name", help="[a-z0-9][a-z0-9_-]{0,62}")
+        if name == "create":
+            c.add_argument("--model", default=None, help="`bundled`, or a fine-tune's folder name in the data dir's "
+                           "models/ (default: the server's model)")
+            c.add_argument("--beta", type=float, default=None, help="whitening β for its rebuilds")
+            c.add_argument("--gamma", type=float, default=None, help="whitening γ for its rebuilds")
+            c.add_argument("--dim", type=int, default=None, help="kept dims for its rebuilds")
+            c.add_argument("--index-type", choices=("flat", "ivf", "hnsw"), default=None)
+        if name == "delete":
+            c.add_argument("--yes", action="store_true", help="really delete it and its documents")
+        c.set_defaults(func=cmd_collections)
+
     tr = sub.add_parser("train", help="AM-Softmax fine-tuning (the same as POST /admin/train, in the shell)")
     tr.add_argument("file", help="TSV pairs (sentence1<TAB>sentence2<TAB>score), or JSONL of "
                     "{\"text\", \"label\"} examples or {\"text_a\", \"text_b\", \"score\"} pairs")
     tr.add_argument("--pair-threshold", type=float, default=4.0, help="pairs scoring ≥ this are one class")
     tr.add_argument("--data-dir", default=None)
+    tr.add_argument("--collection", default="default", help="start from this collection's model; --activate "
+                    "re-encodes this collection only")
     _add_model_args(tr)
     tr.add_argument("--out", default=None, help="output model folder (default DATA_DIR/models/NAME-amsoftmax)")
     tr.add_argument("--epochs", type=int, default=3)

@@ -17,26 +17,28 @@ from whitevec.models.encoder import Encoder
 from whitevec.models.errors import WhitevecError
 from whitevec.models.whitening import WhiteningParams
 
-from .errors import Conflict, InvalidRequest, NotReady
+from .errors import Conflict, InvalidRequest
 from .jobs import JobContext
 
 if TYPE_CHECKING:
-    from .runtime import Runtime
+    from .collection import Collection
 
 log = logging.getLogger("whitevec")
 
 
 class CorpusOps:
-    """Changes and rebuilds of the served corpus. Owned by the Runtime, which serialises every change
-    and activation with its change lock; the backend is reached only through the Retriever protocol."""
+    """Changes and rebuilds of a collection's served corpus. Owned by the Collection, which serialises
+    every change and activation with its change lock; the backend is reached only through the Retriever
+    protocol."""
 
-    def __init__(self, rt: Runtime) -> None:
+    def __init__(self, rt: Collection) -> None:
         self.rt = rt
 
     def whitening_params(self, beta: float | None, gamma: float | None, dim: int | None) -> WhiteningParams:
-        s = self.rt.settings
-        return WhiteningParams(s.whiten_beta if beta is None else beta, s.whiten_gamma if gamma is None else gamma,
-                               s.whiten_dim if dim is None else dim)
+        """What a rebuild asked for, over the collection's defaults (else WHITEVEC_WHITEN_*)."""
+        d = self.rt.whitening_defaults()
+        return WhiteningParams(d["beta"] if beta is None else beta, d["gamma"] if gamma is None else gamma,
+                               d["dim"] if dim is None else dim)
 
     @staticmethod
     def check_whitening_dim(params: WhiteningParams, encoder: Encoder) -> None:
@@ -46,8 +48,10 @@ class CorpusOps:
 
     def index_spec(self, fields: dict | None, n: int | None = None) -> IndexSpec:
         """The asked index spec over the defaults; checked against n documents when given."""
-        fields = {k: v for k, v in (fields or {}).items() if v is not None}
-        fields.setdefault("type", self.rt.settings.index_type)
+        asked = {k: v for k, v in (fields or {}).items() if v is not None}
+        defaults = self.rt.index_defaults()
+        # the collection's defaults fill in only when the type is theirs (its nlist means nothing to hnsw)
+        fields = {**defaults, **asked} if asked.get("type", defaults["type"]) == defaults["type"] else asked
         try:
             spec = IndexSpec(**fields)
             if n is not None and n >= self.rt.settings.min_approx_vectors:
@@ -111,7 +115,7 @@ class CorpusOps:
 
     def _check_change(self, bundle: Bundle | None, upserts: list[Document], deletes: list[str]) -> None:
         if bundle is None:
-            raise NotReady(self.rt.load_error or "the model is still loading; retry shortly", headers={"Retry-After": "2"})
+            self.rt.require_bundle()  # says why: deleted, loading, or failed to load
         if bundle.retriever is None or bundle.pipeline.whitening is None:
             raise Conflict(self.rt.reports.no_index_message())
         self.check_raw_vectors(bundle)

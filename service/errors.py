@@ -18,6 +18,7 @@ from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from whitevec.index.versions import DataDirLocked, ServedVersionChanged, VersionDamaged
 from whitevec.index.documents import ImportFileMissing
+from whitevec.index.layout import BadCollectionName, CollectionExists
 from whitevec.models.errors import DimNotServed, ModelFolderError, WhiteningError, WhitevecError
 
 from .jobs import JobsUnavailable
@@ -127,6 +128,8 @@ DOMAIN_ERRORS: list[tuple[type[Exception], type[ApiError]]] = [
     (VersionDamaged, ServerError),  # what is on disk is broken: the server's fault, never the request's
     (DataDirLocked, NotReady),
     (ServedVersionChanged, Conflict),
+    (CollectionExists, Conflict),
+    (BadCollectionName, InvalidRequest),
     (JobsUnavailable, NotReady),
     (WhiteningError, InvalidRequest),
     (WhitevecError, InvalidRequest),

@@ -103,7 +103,8 @@ class JobContext:
 JobFn = Callable[[JobContext], dict]
 
 
-COLUMNS = "id, kind, state, done, total, created_at, started_at, finished_at, error, result, detail, owner"
+COLUMNS = ("id, kind, state, done, total, created_at, started_at, finished_at, error, result, detail, owner, "
+           "collection")
 POSTGRES = re.compile(r"^postgres(ql)?://")
 
 Execute = Callable[..., list[tuple]]
@@ -124,7 +125,7 @@ class JobsDB:
                 id TEXT PRIMARY KEY, kind TEXT NOT NULL, state TEXT NOT NULL,
                 done INTEGER NOT NULL DEFAULT 0, total INTEGER NOT NULL DEFAULT 0,
                 created_at {real} NOT NULL, started_at {real}, finished_at {real},
-                error TEXT, result TEXT, detail TEXT NOT NULL DEFAULT '{{}}', owner TEXT)""")
+                error TEXT, result TEXT, detail TEXT NOT NULL DEFAULT '{{}}', owner TEXT, collection TEXT)""")
             if self.postgres:
                 columns = {r[0] for r in execute("SELECT column_name FROM information_schema.columns "
                                                  "WHERE table_name = 'jobs'")}
@@ -132,6 +133,8 @@ class JobsDB:
                 columns = {r[1] for r in execute("PRAGMA table_info(jobs)")}
             if "owner" not in columns:  # a database from before replicas
                 execute("ALTER TABLE jobs ADD COLUMN owner TEXT")
+            if "collection" not in columns:  # from before collections: its jobs were the default's
+                execute("ALTER TABLE jobs ADD COLUMN collection TEXT")
 
     def _connect(self):
         if not self.postgres:
@@ -220,12 +223,18 @@ class JobRunner:
         with self._db.transaction() as execute:
             execute(f"UPDATE jobs SET {cols} WHERE id=?", (*fields.values(), job_id))
 
-    def submit(self, kind: str, fn: JobFn, total: int = 0, on_end: Callable[[], None] | None = None) -> str:
+    @property
+    def db(self) -> JobsDB:
+        """The job records' database (access keys live there too)."""
+        return self._db
+
+    def submit(self, kind: str, fn: JobFn, total: int = 0, on_end: Callable[[], None] | None = None,
+               collection: str = "default") -> str:
         """Queue `fn`; `on_end` runs once the job is final, however it ends (cancelled while queued too)."""
         job_id = uuid.uuid4().hex[:16]
         with self._db.transaction() as execute:
-            execute("INSERT INTO jobs (id, kind, state, total, created_at, owner) VALUES (?, ?, 'queued', ?, ?, ?)",
-                    (job_id, kind, total, time.time(), self.owner))
+            execute("INSERT INTO jobs (id, kind, state, total, created_at, owner, collection) "
+                    "VALUES (?, ?, 'queued', ?, ?, ?, ?)", (job_id, kind, total, time.time(), self.owner, collection))
         self._contexts[job_id] = JobContext(self, job_id)
         self._live[job_id] = {"done": 0, "total": total, "detail": {}}
         if on_end is not None:
@@ -283,7 +292,7 @@ class JobRunner:
             on_end()
 
     def _row_to_dict(self, row: tuple) -> dict:
-        (job_id, kind, state, done, total, created, started, finished, error, result, detail, owner) = row
+        (job_id, kind, state, done, total, created, started, finished, error, result, detail, owner, collection) = row
         live = self._live.get(job_id)
         if live is not None and state == "running":
             done, total, detail_obj = live["done"], live["total"], dict(live["detail"])
@@ -294,7 +303,7 @@ class JobRunner:
             "progress": {"done": done, "total": total, "phase": detail_obj.get("phase")},
             "created_at": _iso(created), "started_at": _iso(started), "finished_at": _iso(finished),
             "error": error, "result": json.loads(result) if result else None, "detail": detail_obj,
-            "replica": owner,
+            "replica": owner, "collection": collection or "default",
         }
 
     def get(self, job_id: str) -> dict:
@@ -304,9 +313,17 @@ class JobRunner:
             raise UnknownJob(job_id)
         return self._row_to_dict(rows[0])
 
-    def list(self, limit: int = 100) -> list[dict]:
+    def list(self, limit: int = 100, collection: str | None = None) -> list[dict]:
+        """The newest jobs, of one collection when given (jobs from before collections are `default`'s)."""
         with self._db.transaction() as execute:
-            rows = execute(f"SELECT {COLUMNS} FROM jobs ORDER BY created_at DESC LIMIT ?", (limit,))
+            if collection is None:
+                rows = execute(f"SELECT {COLUMNS} FROM jobs ORDER BY created_at DESC LIMIT ?", (limit,))
+            elif collection == "default":
+                rows = execute(f"SELECT {COLUMNS} FROM jobs WHERE collection=? OR collection IS NULL "
+                               "ORDER BY created_at DESC LIMIT ?", (collection, limit))
+            else:
+                rows = execute(f"SELECT {COLUMNS} FROM jobs WHERE collection=? ORDER BY created_at DESC LIMIT ?",
+                               (collection, limit))
         return [self._row_to_dict(r) for r in rows]
 
     def cancel(self, job_id: str) -> dict:

@@ -31,6 +31,17 @@ class _JobsCollector:
         yield family
 
 
+class _CollectionsCollector:
+    def __init__(self, documents: Callable[[], dict[str, int]]) -> None:
+        self.documents = documents
+
+    def collect(self):
+        family = GaugeMetricFamily("whitevec_index_vectors", "Documents served, by collection.", labels=["collection"])
+        for name, n in self.documents().items():
+            family.add_metric([name], n)
+        yield family
+
+
 class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
@@ -42,12 +53,14 @@ class Metrics:
         self.batch_size = Histogram("whitevec_batch_size", "Texts per model batch.", registry=self.registry,
                                     buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256))
         self.queue_depth = Gauge("whitevec_queue_depth", "Tokens admitted and not yet encoded.", registry=self.registry)
-        self.index_size = Gauge("whitevec_index_vectors", "Vectors in the served index.", registry=self.registry)
+        self.auth_failures = Counter("whitevec_auth_failures", "Refused credentials: missing, wrong (or revoked), "
+                                     "out_of_scope (another tenant's collection), read_only, not_admin.",
+                                     ["reason"], registry=self.registry)
 
-    def bind(self, queue_depth: Callable[[], float], index_size: Callable[[], float],
+    def bind(self, queue_depth: Callable[[], float], documents: Callable[[], dict[str, int]],
              job_counts: Callable[[], dict[str, int]]) -> None:
         self.queue_depth.set_function(queue_depth)
-        self.index_size.set_function(index_size)
+        self.registry.register(_CollectionsCollector(documents))
         self.registry.register(_JobsCollector(job_counts))
 
     def render(self) -> bytes:

@@ -14,7 +14,8 @@ from whitevec.models.encoder import EncodeResult
 from whitevec.models.errors import WhiteningError
 
 from .body import RenderedJSON, body_openapi, json_body, render_json
-from .deps import check_texts, encode, get_runtime, require_api_key, served_bundle
+from .access import Caller, data_caller, resolve
+from .deps import check_texts, encode, get_runtime
 from .errors import (
     COMMON,
     InvalidRequest,
@@ -24,6 +25,7 @@ from .errors import (
     Unauthorized,
     responses,
 )
+from .collection import Collection
 from .runtime import Runtime
 from .schemas import NonEmpty, Strict
 
@@ -63,23 +65,44 @@ class EmbeddingsResponse(BaseModel):
     usage: Usage
 
 
-router = APIRouter(prefix="/v1", tags=["openai"], dependencies=[Depends(require_api_key)])
+router = APIRouter(prefix="/v1", tags=["openai"])
 
 
 @router.post("/embeddings", response_model=EmbeddingsResponse, openapi_extra=body_openapi(EmbeddingsRequest),
              responses=responses(*COMMON, Unauthorized, NotFound, Overloaded))
 async def embeddings(request: Request, req: EmbeddingsRequest = Depends(json_body(EmbeddingsRequest)),
-                     rt: Runtime = Depends(get_runtime), bundle: Bundle = Depends(served_bundle)) -> Response:
-    """OpenAI's embeddings API over the active version: whitened (dims = `dimensions`) and normalised.
-    `model` may always be `whitevec`: that alias survives a model change (a fine-tune's activation)."""
+                     rt: Runtime = Depends(get_runtime), caller: Caller = Depends(data_caller)) -> Response:
+    """OpenAI's embeddings API over the collection `default`'s active version: whitened (dims =
+    `dimensions`) and normalised. `model` may always be `whitevec`: that alias survives a model change
+    (a fine-tune's activation); a collection's name selects that collection's model and whitening."""
     texts = [req.input] if isinstance(req.input, str) else req.input
     if not texts:
         raise InvalidRequest("input must be a non-empty string or a non-empty list of non-empty strings",
                              param="input")
     check_texts(rt, texts, "input")
+    col = _collection_for(rt, caller, req.model)
+    with col.served.lease() as bundle:
+        if bundle is None:
+            raise NotReady(col.load_error or "the model is still loading; retry shortly", headers={"Retry-After": "2"})
+        return await _embeddings(request, req, rt, bundle, texts)
+
+
+def _collection_for(rt: Runtime, caller: Caller, model: str) -> Collection:
+    """`model`: the default collection's model name or an alias; else a collection the caller may use."""
+    default = rt.default
+    bundle = default.bundle
+    if model in ALIASES or (bundle is not None and model == bundle.encoder.identity.name):
+        return resolve(rt, caller, "default", "read")
+    col = rt.collection(model)
+    if col is None or not caller.sees(model):
+        hint = f"; use {bundle.encoder.identity.name!r} or a collection's name" if bundle is not None else ""
+        raise NotFound(f"model {model[:100]!r} is not served here{hint} (GET /v1/models)", param="model")
+    return col
+
+
+async def _embeddings(request: Request, req: EmbeddingsRequest, rt: Runtime, bundle: Bundle,
+                      texts: list[str]) -> Response:
     name = bundle.encoder.identity.name
-    if req.model != name and req.model not in ALIASES:
-        raise NotFound(f"model {req.model!r} is not served here; use {name!r} (GET /v1/models)", param="model")
     try:
         bundle.pipeline.output_dim(True, req.dimensions)
     except WhiteningError as exc:  # OpenAI answers 400 for dimensions it cannot give: so does /v1
@@ -100,8 +123,14 @@ async def embeddings(request: Request, req: EmbeddingsRequest = Depends(json_bod
 
 
 @router.get("/models", responses=responses(Unauthorized, NotReady))
-async def models(rt: Runtime = Depends(get_runtime), bundle: Bundle = Depends(served_bundle)) -> dict:
-    """The one served model, in OpenAI's list shape."""
-    created = int((bundle.manifest or {}).get("created_at", 0))
+async def models(rt: Runtime = Depends(get_runtime), caller: Caller = Depends(data_caller)) -> dict:
+    """The default collection's model (and its alias `whitevec`), then the collections the caller may
+    use, each a `model` /v1/embeddings accepts; in OpenAI's list shape."""
+    ids: list[tuple[str, int]] = []
+    if caller.sees("default"):
+        bundle = rt.default.require_bundle()
+        created = int((bundle.manifest or {}).get("created_at", 0))
+        ids += [(bundle.encoder.identity.name, created), ("whitevec", created)]
+    ids += [(c.name, int(c.created_at or 0)) for c in rt.collections() if c.name != "default" and caller.sees(c.name)]
     return {"object": "list", "data": [{"id": name, "object": "model", "created": created, "owned_by": "whitevec"}
-                                        for name in (bundle.encoder.identity.name, "whitevec")]}
+                                        for name, created in ids]}

@@ -10,7 +10,7 @@ from whitevec.models.encoder import Encoder
 from whitevec.models.loader import bundled_model_dir
 
 if TYPE_CHECKING:
-    from .runtime import Runtime
+    from .collection import Collection
 
 log = logging.getLogger("whitevec")
 
@@ -18,7 +18,7 @@ log = logging.getLogger("whitevec")
 class Reports:
     """Read-only views of the runtime; never paths outside the data dir's own names."""
 
-    def __init__(self, rt: Runtime) -> None:
+    def __init__(self, rt: Collection) -> None:
         self.rt = rt
 
     def describe(self) -> str:
@@ -34,11 +34,14 @@ class Reports:
         return bundle.retriever.device if bundle.retriever is not None else None
 
     def no_index_message(self) -> str:
+        name = self.rt.name
+        route = "/admin/index/rebuild" if name == "default" else f"/admin/collections/{name}/rebuild"
+        where = "" if name == "default" else f" --collection {name}"
         if self.rt.refused is not None:
             return (f"the active version {self.rt.refused['version']} cannot be served ({self.rt.refused['reason']}) "
-                    "and no other intact version exists: rebuild the index (POST /admin/index/rebuild)")
-        return ("no index has been built yet: POST /admin/index/rebuild with documents, "
-                "or run `whitevec index build FILE.jsonl`")
+                    f"and no other intact version exists: rebuild the index (POST {route})")
+        what = "no index has been built yet" if name == "default" else f"collection {name} has no documents yet"
+        return (f"{what}: POST {route} with documents, or run `whitevec index build FILE.jsonl{where}`")
 
     def model_source(self, encoder: Encoder) -> str:
         """Where the served model comes from, without absolute paths."""

@@ -1,4 +1,4 @@
-"""The service's live state and its lifecycle: data dir, loading, activation and swapping of the served version."""
+"""The service's owner and its lifecycle: data dir, collections, shared encoders, jobs, keys and replicas."""
 
 from __future__ import annotations
 
@@ -13,19 +13,17 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from whitevec.index.versions import Bundle, DataDirLock, MilvusTarget, VersionStore
-from whitevec.models.encoder import Encoder, EncoderSpec
+from whitevec.index import layout
+from whitevec.index.versions import DataDirLock, MilvusTarget, VersionStore
+from whitevec.models.encoder import Encoder, EncoderPool, EncoderSpec
 from whitevec.models.errors import WhitevecError
-from whitevec.models.pipeline import Pipeline
 
 from .batcher import Batcher
-from .corpus_ops import CorpusOps, Snapshot
-from .errors import NotReady
+from .collection import Collection, resolve_model_choice
+from .errors import Conflict, InvalidRequest, NotReady
 from .jobs import POSTGRES, JobRunner
+from .keys import KeyStore
 from .metrics import Metrics
-from .replicas import AliasFollower
-from .reports import Reports
-from .serving import ServedBundle
 from .settings import Settings
 from .training_runs import TrainingSupervisor
 
@@ -35,45 +33,38 @@ DEMO_CORPUS = Path(__file__).resolve().parent / "demo" / "corpus.jsonl"
 
 
 class Runtime:
-    """The service's live state and its owner: settings, version store, served bundle, batcher, jobs and
-    the parts that act on them (corpus operations, training, replicas, reports). Loads, activates and swaps."""
+    """The service's owner: settings, the data-dir lock, the collections (each with its versions and
+    served bundle), the encoders they share, the batcher, jobs, access keys and the sync thread that
+    follows other replicas. Opens the data dir (upgrading its layout), loads, creates and deletes collections."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         settings.import_dir.mkdir(parents=True, exist_ok=True)
         settings.bundles.mkdir(parents=True, exist_ok=True)
-        self.versions = VersionStore(settings.bundles, milvus=self._milvus_target(settings),
-                                     shared=settings.bundle_dir is not None)
+        self.milvus = self._milvus_target(settings)
+        self.encoders = EncoderPool()
         self._lock = DataDirLock(settings.data_dir)
         self.jobs = JobRunner(self._jobs_db(settings), owner=settings.replica_name or self._default_replica(settings))
+        self.keys = KeyStore(self.jobs.db)
         self.metrics = Metrics()
         self.batcher = Batcher(settings.max_batch, settings.max_batch_tokens, settings.max_queue_tokens,
                                on_batch=self.metrics.batch_size.observe)
-        self.metrics.bind(lambda: self.batcher.pending,
-                          lambda: self.bundle.retriever.count() if self.bundle and self.bundle.retriever else 0,
-                          self.jobs.counts)
+        self.metrics.bind(lambda: self.batcher.pending, self._documents_by_collection, self.jobs.counts)
         token = settings.admin_token.get_secret_value() if settings.admin_token else None
         self.admin_token_generated = token is None
         self.admin_token = token or secrets.token_urlsafe(24)
         self._token_announced = False
-        self.served = ServedBundle()
-        self.load_error: str | None = None
-        self.refused: dict | None = None  # the active version, when it could not be served, and why
-        # Upserts, deletes and activations take turns: a change lands in the version that is served
-        # when it commits, and a rebuild's activation carries over what was committed while it ran.
-        self.change_lock = threading.RLock()
+        self._collections: dict[str, Collection] = {}
+        self._registry = threading.RLock()  # creating, deleting and discovering collections
+        self.opened = False
+        self.loaded = False
+        self.load_error: str | None = None  # why the data dir could not be opened
         # Upserts and deletes run here, one at a time, not in the default thread pool that searches use.
         self.writer = ThreadPoolExecutor(1, thread_name_prefix="whitevec-writer")
-        self.corpus_ops = CorpusOps(self)
         self.training = TrainingSupervisor(self)
-        self.follower = AliasFollower(self)
-        self.reports = Reports(self)
-
-    @property
-    def bundle(self) -> Bundle | None:
-        """The served bundle now (a request or job that keeps using it leases it: `served.lease()`)."""
-        return self.served.current
+        self._sync_stop = threading.Event()
+        self._sync_thread: threading.Thread | None = None
 
     @staticmethod
     def _default_replica(settings: Settings) -> str:
@@ -107,16 +98,20 @@ class Runtime:
         uri = settings.milvus_uri or str(settings.bundles.resolve() / "milvus.db")
         return MilvusTarget(MilvusClient(uri), settings.milvus_alias)
 
+    # -- the data dir -----------------------------------------------------------------------------------
     def lock(self, what: str = "a whitevec server") -> None:
         """Hold the data dir for this process (idempotent); DataDirLocked names the holder."""
         self._lock.acquire(what)
 
     def unlock(self) -> None:
-        """Close the served bundle and release the data dir (shutdown)."""
+        """Close every collection's bundle and release the data dir (shutdown)."""
+        self.stop_sync()
         self.writer.shutdown(wait=True)
-        self.served.close()
-        if self.versions.milvus is not None:
-            self.versions.milvus.client.close()  # Milvus Lite: lets the next process open the file
+        with self._registry:
+            for col in self._collections.values():
+                col.close()
+        if self.milvus is not None:
+            self.milvus.client.close()  # Milvus Lite: lets the next process open the file
         self._lock.release()
 
     def announce_token(self) -> None:
@@ -126,44 +121,189 @@ class Runtime:
             print(f"whitevec: no WHITEVEC_ADMIN_TOKEN set; admin token for this run: {self.admin_token}",
                   file=sys.stderr, flush=True)
 
-    def cleanup_at_start(self) -> None:
-        """With the data dir locked: crash leftovers of rebuilds, trainings and model saves."""
-        removed = self.versions.cleanup_partial()
-        if removed:
-            log.info("removed leftovers of interrupted rebuilds: %s", ", ".join(removed))
+    def open(self) -> None:
+        """Lock the data dir, upgrade a layout from before collections (its versions become `default`),
+        remove crash leftovers and register every collection (nothing loaded yet). Once."""
+        if self.opened:
+            return
+        self.lock()
+        bundles = self.settings.bundles
+        if layout.upgrade(bundles):
+            log.info("upgraded %s: its versions are now the collection `default`", bundles)
+        with layout.layout_lock(bundles):
+            layout.ensure_default(bundles)
+        self._remove_leftovers()
+        with self._registry:
+            for name in layout.names(bundles):
+                self._register(name).cleanup()
+        self.opened = True
+
+    def _register(self, name: str) -> Collection:
+        col = self._collections.get(name)
+        if col is None:
+            col = self._collections[name] = Collection(self, name, layout.read_config(self.settings.bundles, name))
+        return col
+
+    def _remove_leftovers(self) -> None:
+        """Crash leftovers: collections half created or half deleted, trainings, model saves."""
+        bundles = self.settings.bundles
+        for path in layout.leftovers(bundles):
+            if not VersionStore.stale_path(path, shared=self.settings.bundle_dir is not None):
+                continue
+            if path.name.startswith(".deleting-"):
+                self._drop_indexes(path)
+            layout.remove(path)
+            log.info("removed %s (left by an interrupted collection create or delete)", path.name)
         shutil.rmtree(self.settings.data_dir / "training", ignore_errors=True)
-        models = self.settings.bundles / "models"
+        models = bundles / "models"
         if models.is_dir():
             for path in models.iterdir():
-                if path.name.startswith((".tmp-", ".old-")) and self.versions.stale(path):
+                if path.name.startswith((".tmp-", ".old-")) and VersionStore.stale_path(
+                        path, shared=self.settings.bundle_dir is not None):
                     shutil.rmtree(path, ignore_errors=True)
+
+    def _drop_indexes(self, folder: Path) -> None:
+        """A deleted collection's Milvus collections and alias (nothing to do on FAISS: its files go with it)."""
+        if self.milvus is None:
+            return
+        name = folder.name.removeprefix(".deleting-").rsplit("-", 1)[0]
+        target = self.milvus.for_collection(name, self.settings.milvus_alias)
+        store = VersionStore(folder, milvus=target)
+        store.drop_all_indexes()
+
+    # -- collections ------------------------------------------------------------------------------------
+    @property
+    def default(self) -> Collection:
+        """The collection every route from before collections acts on."""
+        col = self.collection(layout.DEFAULT)
+        if col is None:
+            raise NotReady(self.load_error or "the server is still opening its data dir; retry shortly",
+                           headers={"Retry-After": "2"})
+        return col
+
+    def collection(self, name: str) -> Collection | None:
+        with self._registry:
+            return self._collections.get(name)
+
+    def collections(self) -> list[Collection]:
+        with self._registry:
+            return [self._collections[n] for n in sorted(self._collections)]
+
+    def load(self) -> None:
+        """Open the data dir and load every collection: `default` must load (else the server is not
+        ready); another that cannot is reported and answers 503 until fixed."""
+        try:
+            self.open()
+            self.prune_models()
+        except Exception as exc:
+            self.load_error = str(exc)
+            log.error("whitevec could not open its data dir: %s", exc)
+            raise
+        try:
+            for col in self.collections():
+                try:
+                    col.load()
+                except Exception:
+                    if col.name == layout.DEFAULT:
+                        raise
+        finally:
+            self.loaded = True  # the sync thread may load what other replicas add from now on
+
+    def create_collection(self, name: str, model: str | None, whitening: dict | None, index: dict | None) -> Collection:
+        """Write the collection's folder, load its model (shared when another collection uses it), serve it."""
+        layout.check_name(name)
+        model = resolve_model_choice(self, model)
+        config = {"model": model, "whitening": whitening or None, "index": index or None}
+        with self._registry:
+            layout.create(self.settings.bundles, name, config)
+            col = self._register(name)
+        try:
+            col.load()
+            dim = (whitening or {}).get("dim")
+            if dim is not None and dim > col.require_bundle().encoder.dim:
+                raise InvalidRequest(f"whitening dim {dim} is above the model's {col.require_bundle().encoder.dim} "
+                                     "dims", param="whitening.dim")
+        except Exception:
+            self.delete_collection(name, force=True)
+            raise
+        log.info("created collection %s: %s", name, col.reports.describe())
+        return col
+
+    def delete_collection(self, name: str, force: bool = False) -> int:
+        """Remove a collection: out of the layout in one rename, then its indexes and files; returns its
+        document count. Its keys lose it from their scope."""
+        if name == layout.DEFAULT and not force:
+            raise Conflict("the collection `default` cannot be deleted (the routes without a collection use it); "
+                           "rebuild it with other documents instead")
+        with self._registry:
+            col = self._collections.get(name)
+            if col is None:
+                raise KeyError(name)
+            with col.change_lock:
+                count = col.summary()["documents"]
+                retired = layout.retire(self.settings.bundles, name)
+                del self._collections[name]
+                col.deleted = True
+                col.close()
+        self._drop_indexes(retired)
+        layout.remove(retired)
+        self.keys.forget_collection(name)
         self.prune_models()
+        log.info("deleted collection %s (%d documents)", name, count)
+        return count
 
-    def prune_models(self) -> list[str]:
-        """Delete fine-tuned folders in BUNDLE_DIR/models that no kept version uses, past the newest keep_models.
-        Only folders whitevec wrote (they hold a report.json) are candidates; a user's own folder is never
-        touched; in a shared bundle dir, neither is one younger than a day (another replica's, not yet built)."""
-        models = self.settings.bundles / "models"
-        if not models.is_dir():
-            return []
-        used = set()
-        for version in self.versions.versions():
+    def _documents_by_collection(self) -> dict[str, int]:
+        out = {}
+        for col in self.collections():
+            b = col.bundle
+            out[col.name] = b.retriever.count() if b is not None and b.retriever is not None else 0
+        return out
+
+    # -- replicas ---------------------------------------------------------------------------------------
+    def sync(self) -> None:
+        """What other replicas changed: collections created or deleted in the shared bundle dir, versions
+        they activated (Milvus aliases), keys they created or revoked."""
+        try:
+            self.keys.refresh()
+        except Exception as exc:  # noqa: BLE001 - the database away: keep the keys known
+            log.warning("could not refresh access keys: %s", exc)
+        on_disk = set(layout.names(self.settings.bundles))
+        with self._registry:
+            for name in on_disk - set(self._collections):
+                self._register(name)
+            gone = [self._collections.pop(n) for n in set(self._collections) - on_disk]
+        for col in gone:
+            log.info("collection %s was deleted by another replica", col.name)
+            col.deleted = True
+            col.close()
+        for col in self.collections():
             try:
-                used.add(Path(self.versions.manifest(version)["model"]["path"]).resolve())
-            except (OSError, ValueError, KeyError):
-                continue
-        if self.bundle is not None:
-            used.add(self.bundle.encoder.model_dir.resolve())
-        unused = sorted((p for p in models.iterdir() if p.is_dir() and not p.name.startswith(".")
-                         and (p / "report.json").is_file() and p.resolve() not in used),
-                        key=lambda p: p.stat().st_mtime, reverse=True)
-        doomed = [p for p in unused[self.settings.keep_models:] if self.versions.stale(p)]
-        for path in doomed:
-            shutil.rmtree(path, ignore_errors=True)
-        if doomed:
-            log.info("removed unused fine-tuned models: %s", ", ".join(p.name for p in doomed))
-        return [p.name for p in doomed]
+                if col.bundle is None and col.load_error is None:
+                    col.load()
+                else:
+                    col.follower.follow_alias()
+            except Exception as exc:  # noqa: BLE001 - Milvus unreachable, a damaged version: keep serving
+                log.warning("collection %s: could not follow the other replicas (serving %s meanwhile): %s",
+                            col.name, col.bundle.version if col.bundle else None, exc)
 
+    def start_sync(self) -> None:
+        """Every WHITEVEC_ALIAS_POLL_S: `sync()`, in one thread this runtime owns."""
+        self._sync_stop.clear()
+        self._sync_thread = threading.Thread(target=self._sync_loop, name="whitevec-sync", daemon=True)
+        self._sync_thread.start()
+
+    def stop_sync(self) -> None:
+        self._sync_stop.set()
+        if self._sync_thread is not None:
+            self._sync_thread.join(timeout=30)
+            self._sync_thread = None
+
+    def _sync_loop(self) -> None:
+        while not self._sync_stop.wait(self.settings.alias_poll_s):
+            if self.loaded:
+                self.sync()
+
+    # -- models -----------------------------------------------------------------------------------------
     def encoder_spec(self, model_dir: Path | None = None, engine: str | None = None) -> EncoderSpec:
         """The configured encoder (WHITEVEC_MODEL_DIR, POOLING, TOKENIZER, MAX_LENGTH, ENGINE, DEVICE)."""
         s = self.settings
@@ -171,125 +311,42 @@ class Runtime:
                            engine or s.engine, s.device, s.max_batch, s.engine_cache)
 
     def new_encoder(self, model_dir: Path | None = None, engine: str | None = None) -> Encoder:
-        return self.encoder_spec(model_dir, engine).build()
+        return self.encoders.get(self.encoder_spec(model_dir, engine))
 
-    def load(self) -> None:
-        """Load the active version (verified); if it is damaged, the newest intact version that was
-        served before; if none, the configured model alone. Once."""
-        if self.bundle is not None:
-            return
-        try:
-            self.lock()
-            self.cleanup_at_start()
-            self.served.swap(self._load_best())
-        except Exception as exc:
-            self.load_error = str(exc)
-            log.error("whitevec could not load its model bundle: %s", exc)
-            raise
-        log.info("whitevec ready: %s", self.reports.describe())
-
-    def _load_best(self) -> Bundle:
-        """The active version; when it cannot be served (damaged, or ACTIVE missing, unreadable or naming
-        no version), the newest intact one, reported in /readyz as `refused` until an admin activates one."""
-        data, problem = self.versions.pointer_state()
-        active = data.get("version") if problem is None else None
-        candidates = ([active] if active else []) + [v for v in self.versions.newest_versions() if v != active]
-        if not candidates:
-            return Bundle(Pipeline(self.new_encoder()))
-        reason = problem
-        for version in candidates:
-            try:
-                bundle = self.versions.load(version, device=self.settings.device, use_gpu=self.settings.use_gpu_index,
-                                            engine=self.settings.engine, engine_cache=self.settings.engine_cache)
-            except WhitevecError as exc:
-                log.error("refusing version %s: %s", version, exc)
-                if version == active:
-                    reason = str(exc)
-                continue
-            if version != active:
-                self.refused = {"version": data.get("version"), "reason": reason, "served_instead": version}
-                log.error("the active version cannot be served (%s); serving %s, the newest intact version, "
-                          "until an activation (POST /admin/versions/{version}/activate) or a rebuild replaces it",
-                          reason, version)
-            else:
-                self._warn_if_model_setting_differs(bundle)
-            return bundle
-        self.refused = {"version": data.get("version"), "reason": reason, "served_instead": None}
-        log.error("no intact version (the active one: %s); serving the configured model without an index "
-                  "until a rebuild", reason)
-        return Bundle(Pipeline(self.new_encoder()))
-
-    def served_encoder(self) -> Encoder:
-        """The model a server on this data dir serves, loaded read-only (no lock, no cleanup)."""
-        active = self.versions.active()
-        if active is None:
-            return self.new_encoder(engine="torch")
-        model = self.versions.verify_files(active)["model"]  # training runs torch, in float32
-        return EncoderSpec.from_manifest({**model, "engine": "torch"}, device=self.settings.device).build()
-
-    def _warn_if_model_setting_differs(self, bundle: Bundle) -> None:
-        wanted = self.settings.model_dir
-        served = bundle.encoder.model_dir
-        if wanted is not None and Path(wanted).resolve() != served:
-            log.warning("WHITEVEC_MODEL_DIR is %s but the active version was built with %s; serving %s. "
-                        "Rebuild the index (whitevec index build --model …) to switch models.",
-                        wanted, served, served)
-
-    def require_bundle(self) -> Bundle:
-        if self.bundle is None:
-            raise NotReady(self.load_error or "the model is still loading; retry shortly",
-                           headers={"Retry-After": "2"})
-        return self.bundle
-
-    def activate(self, version: str, encoder: Encoder | None, just_built: bool = False,
-                 since: Snapshot | None = None) -> Bundle:
-        """Load a written version fully (verified), then point at it, then serve it: a failure changes nothing.
-        A version this process `just_built` is not re-hashed (its checksums were taken from the files), and
-        is discarded if it cannot be activated. With `since` (what a job read its corpus from), every change
-        acknowledged after that read is applied to the new version before it is served, on either backend;
-        if the served version changed meanwhile (a rollback), the activation fails and says so."""
-        try:
-            bundle = self.versions.load(version, encoder=encoder, device=self.settings.device,
-                                        use_gpu=self.settings.use_gpu_index,
-                                        engine=encoder.engine if encoder else None,
-                                        engine_cache=self.settings.engine_cache, checksums=not just_built)
-        except BaseException:
-            if just_built:
-                self.versions.discard(version)
-            raise
-        with self.served.lease(), self.change_lock:  # the lease keeps the old version open for the last pass
-            try:
-                seq = self.corpus_ops.carry_over(since, bundle, since.seq) if since is not None else 0
-                self.versions.activate(version)
-            except BaseException:
-                bundle.close()
-                if just_built:
-                    self.versions.discard(version)
-                raise
-            # the pointer (and alias) name the new version now: serve it, whatever happens next
-            previous = self.served.swap(bundle)
-            self.refused = None
-            if since is not None:  # what other replicas acknowledged before the alias moved
+    def prune_models(self) -> list[str]:
+        """Delete fine-tuned folders in BUNDLE_DIR/models that no kept version of any collection uses and no
+        collection names, past the newest keep_models. Only folders whitevec wrote (they hold a report.json)
+        are candidates; a user's own folder is never touched; in a shared bundle dir, neither is one younger
+        than a day (another replica's, not yet built)."""
+        models = self.settings.bundles / "models"
+        if not models.is_dir():
+            return []
+        used = set()
+        for col in self.collections():
+            if col.config.get("model") not in (None, "bundled"):
+                used.add((models / col.config["model"]).resolve())
+            for version in col.versions.versions():
                 try:
-                    self.corpus_ops.carry_over(since, bundle, seq, served=previous)
-                except Exception as exc:  # noqa: BLE001 - replicas re-apply a write that raced the move
-                    log.error("version %s is served, but the changes other replicas acknowledged while it was "
-                              "activated could not be read from version %s: %s", version, since.bundle.version, exc)
-        protect = {previous.version} if previous is not None and previous.version else set()
-        pruned = self.versions.prune(self.settings.keep_versions, protect=protect)
-        if pruned:
-            log.info("pruned old versions %s", ", ".join(pruned))
-        self.prune_models()
-        log.info("serving version %s: %s", version, self.reports.describe())
-        return bundle
-
-    def activate_existing(self, version: str) -> Bundle:
-        """Serve a kept version again (roll back or forward): loaded and verified in full first, so a
-        damaged or incomplete one changes nothing."""
-        if version not in self.versions.versions():
-            raise KeyError(version)
-        return self.activate(version, self.bundle.encoder if self.bundle is not None else None)
+                    used.add(Path(col.versions.manifest(version)["model"]["path"]).resolve())
+                except (OSError, ValueError, KeyError):
+                    continue
+            if col.bundle is not None:
+                used.add(col.bundle.encoder.model_dir.resolve())
+        unused = sorted((p for p in models.iterdir() if p.is_dir() and not p.name.startswith(".")
+                         and (p / "report.json").is_file() and p.resolve() not in used),
+                        key=lambda p: p.stat().st_mtime, reverse=True)
+        shared = self.settings.bundle_dir is not None
+        doomed = [p for p in unused[self.settings.keep_models:] if VersionStore.stale_path(p, shared=shared)]
+        for path in doomed:
+            shutil.rmtree(path, ignore_errors=True)
+        if doomed:
+            log.info("removed unused fine-tuned models: %s", ", ".join(p.name for p in doomed))
+        return [p.name for p in doomed]
 
     def was_activated(self, version: str) -> bool:
-        """`version` is in the activation history (a job killed after activating it succeeded)."""
-        return any(h["version"] == version for h in self.versions.history())
+        """`version` is in some collection's activation history (a job killed after activating it succeeded)."""
+        for name in layout.names(self.settings.bundles):
+            store = VersionStore(layout.folder(self.settings.bundles, name))
+            if any(h["version"] == version for h in store.history()):
+                return True
+        return False

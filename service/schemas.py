@@ -221,6 +221,7 @@ class JobOut(BaseModel):
     detail: dict[str, Any] = Field(default_factory=dict, description="Live figures (e.g. training loss).")
     replica: str | None = Field(None, description="The replica that runs the job (WHITEVEC_REPLICA_NAME); with a "
                                 "shared WHITEVEC_JOBS_DB, cancel it there.")
+    collection: str = Field("default", description="The collection the job acts on.")
 
 
 class ExampleIn(Strict):
@@ -257,6 +258,8 @@ class TrainRequest(Strict):
     activate: bool = Field(False, description="Re-encode the corpus with the new model, refit whitening, "
                            "rebuild the index and serve them as one new version.")
     name: str | None = Field(None, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,79}$", description="Output model folder name.")
+    collection: str = Field("default", description="The collection whose model is fine-tuned and, with `activate`, "
+                            "whose corpus is re-encoded (only that collection changes).")
 
     @model_validator(mode="after")
     def _one_of(self) -> "TrainRequest":
@@ -270,3 +273,22 @@ class TrainRequest(Strict):
                      {"text": "Where is my parcel?", "label": "ship"},
                      {"text": "Track my order", "label": "ship"}],
         "activate": True}], "oneOf": exactly_one("examples", "pairs", "path")})
+
+
+class CollectionCreate(Strict):
+    model: NonEmpty | None = Field(None, description="null: the server's model (WHITEVEC_MODEL_DIR, else the bundled "
+                                   "one); `bundled`; or a folder name in the data dir's models/ (a fine-tune).")
+    whitening: WhiteningIn | None = Field(None, description="(β, γ, dim) this collection's rebuilds use by default.")
+    index: IndexIn | None = Field(None, description="The index spec its rebuilds use by default.")
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{"whitening": {"beta": 1, "gamma": 1, "dim": 256}}]})
+
+
+class KeyCreate(Strict):
+    collections: list[NonEmpty] = Field(min_length=1, max_length=1024, description="Collections the key may use.")
+    access: Literal["read", "write"] = Field(description="read: search and embed; write: also upsert, delete "
+                                             "and get documents.")
+    name: str | None = Field(None, max_length=200, description="A label for people (shown in GET /admin/keys).")
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{"collections": ["faq"], "access": "read",
+                                                               "name": "faq website"}]})

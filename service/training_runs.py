@@ -21,6 +21,7 @@ from .errors import InvalidRequest
 from .jobs import JobContext
 
 if TYPE_CHECKING:
+    from .collection import Collection
     from .runtime import Runtime
 
 log = logging.getLogger("whitevec")
@@ -62,7 +63,7 @@ class TrainingSupervisor:
                                          param="name")
                 self._reserved_names.add(name)
             return out
-        base = base or self.rt.require_bundle().encoder.identity.name
+        base = base or self.rt.default.require_bundle().encoder.identity.name
         while (stripped := _FINETUNE_SUFFIX.sub("", base)) != base:
             base = stripped
         base = base[:MODEL_BASE_CHARS] or "model"
@@ -77,10 +78,10 @@ class TrainingSupervisor:
         with self._names_lock:
             self._reserved_names.discard(out.name)
 
-    def training_spec(self, config: dict, examples: list[dict] | None, pairs: list[dict] | None,
+    def training_spec(self, col: Collection, config: dict, examples: list[dict] | None, pairs: list[dict] | None,
                       pair_threshold: float, eval_path: Path | None, out_dir: Path) -> dict:
-        """What the worker needs: the model served when the job runs, the data, where to write."""
-        enc = self.rt.require_bundle().encoder
+        """What the worker needs: the model `col` serves when the job runs, the data, where to write."""
+        enc = col.require_bundle().encoder
         return {
             "model": {"path": str(enc.model_dir), "pooling": enc.pooling.mode, "tokenizer": enc.tokenizer.kind,
                       "max_length": enc.max_length},
@@ -89,8 +90,9 @@ class TrainingSupervisor:
             "out_dir": str(out_dir),
         }
 
-    def train(self, ctx: JobContext, spec: dict, activate: bool) -> dict:
-        """Run whitevec.models.training in a child process with bounded threads; optionally activate the result.
+    def train(self, ctx: JobContext, col: Collection, spec: dict, activate: bool) -> dict:
+        """Run whitevec.models.training in a child process with bounded threads; optionally activate the result
+        in `col` (only there: other collections keep their models).
         The work folder is removed when the job ends, whatever the outcome."""
         work = self.rt.settings.data_dir / "training" / ctx.id
         work.mkdir(parents=True, exist_ok=True)
@@ -100,7 +102,7 @@ class TrainingSupervisor:
             shutil.rmtree(work, ignore_errors=True)
         result = {"model_dir": Path(spec["out_dir"]).name, "report": report}
         if activate:
-            result["activation"] = self.activate_model(ctx, Path(spec["out_dir"]))
+            result["activation"] = self.activate_model(ctx, col, Path(spec["out_dir"]))
         else:
             self.rt.prune_models()
         return result
@@ -155,15 +157,16 @@ class TrainingSupervisor:
                 proc.terminate()
                 return
 
-    def activate_model(self, ctx: JobContext | None, model_dir: Path) -> dict:
-        """Re-encode the served corpus with a new model, refit whitening with the current (β, γ, dim),
-        rebuild the index, and swap all of it in as one new version."""
-        bundle = self.rt.require_bundle()
+    def activate_model(self, ctx: JobContext | None, col: Collection, model_dir: Path) -> dict:
+        """Re-encode a collection's served corpus with a new model, refit whitening with the current
+        (β, γ, dim), rebuild the index, and swap all of it in as one new version of that collection."""
+        bundle = col.require_bundle()
         if bundle.retriever is None or bundle.pipeline.whitening is None:
-            raise RuntimeError("there is no index to re-encode; build one first, then activate the model")
+            raise RuntimeError(f"collection {col.name} has no index to re-encode; build one first, then activate "
+                               "the model")
         enc = bundle.encoder
-        encoder = replace(self.rt.encoder_spec(model_dir), pooling=enc.pooling.mode, tokenizer=enc.tokenizer.kind,
-                          max_length=enc.max_length).build()
-        documents, _, since = self.rt.corpus_ops.corpus(bundle, with_raw=False)
-        return self.rt.corpus_ops.rebuild(ctx, documents, bundle.pipeline.whitening.params, bundle.retriever.spec, encoder=encoder,
-                            since=since)
+        encoder = self.rt.encoders.get(replace(col.encoder_spec(model_dir), pooling=enc.pooling.mode,
+                                               tokenizer=enc.tokenizer.kind, max_length=enc.max_length))
+        documents, _, since = col.corpus_ops.corpus(bundle, with_raw=False)
+        return col.corpus_ops.rebuild(ctx, documents, bundle.pipeline.whitening.params, bundle.retriever.spec,
+                                      encoder=encoder, since=since)

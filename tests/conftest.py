@@ -180,7 +180,7 @@ async def serving(settings):
 @contextmanager
 def slowed_encoder(app, seconds: float):
     """Make every model batch of the served encoder take at least `seconds` (deterministic overlap)."""
-    encoder = app.state.runtime.bundle.encoder
+    encoder = app.state.runtime.default.bundle.encoder
     original = encoder.embed_tokens
 
     def slow(ids):
@@ -247,3 +247,32 @@ class ServeProcess:
         except subprocess.TimeoutExpired:
             self.proc.kill()
         self.log.close()
+
+
+@pytest.fixture
+def milvus_server(tmp_path):
+    """A Milvus Lite server process on loopback: one Milvus that several whitevec processes share."""
+    from pymilvus import MilvusClient
+
+    port, log_path = free_port(), tmp_path / "milvus.log"
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "milvus_lite", "server", "--data-dir", str(tmp_path / "milvus"),
+                                 "--host", "127.0.0.1", "--port", str(port)], stdout=log, stderr=subprocess.STDOUT)
+    uri, deadline = f"http://127.0.0.1:{port}", time.monotonic() + 60
+    while True:
+        try:
+            client = MilvusClient(uri, timeout=2)
+            client.list_collections()
+            client.close()
+            break
+        except Exception:  # noqa: BLE001 - not listening yet
+            if proc.poll() is not None or time.monotonic() > deadline:
+                proc.kill()
+                raise AssertionError(log_path.read_text()[-3000:]) from None
+            time.sleep(0.2)
+    yield uri
+    proc.terminate()
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()

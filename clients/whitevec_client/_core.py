@@ -18,6 +18,23 @@ DEFAULT_URL = "http://127.0.0.1:8000"
 FINAL = ("succeeded", "failed", "cancelled")
 
 
+class Routes:
+    """The paths of one collection's routes: `default` keeps the paths from before collections."""
+
+    def __init__(self, collection: str = "default") -> None:
+        from urllib.parse import quote
+
+        self.collection = collection
+        if collection == "default":
+            self.embed, self.search = "/embed", "/search"
+            self.rebuild, self.documents, self.versions = "/admin/index/rebuild", "/admin/documents", "/admin/versions"
+        else:
+            name = quote(collection, safe="")
+            self.embed, self.search = f"/collections/{name}/embed", f"/collections/{name}/search"
+            admin = f"/admin/collections/{name}"
+            self.rebuild, self.documents, self.versions = f"{admin}/rebuild", f"{admin}/documents", f"{admin}/versions"
+
+
 class Core:
     def __init__(self, base_url: Optional[str], api_key: Optional[str], admin_token: Optional[str],
                  retries: int, backoff: float) -> None:
@@ -31,7 +48,9 @@ class Core:
     # --- requests -----------------------------------------------------------------------
 
     def headers(self, admin: bool) -> Dict[str, str]:
-        token = self.admin_token if admin else self.api_key
+        """Admin routes send the admin token (else the key: a `write` access key opens document routes);
+        data routes send the key (else the admin token, which opens everything)."""
+        token = (self.admin_token or self.api_key) if admin else (self.api_key or self.admin_token)
         return {"Authorization": f"Bearer {token}"} if token else {}
 
     @staticmethod
@@ -118,14 +137,18 @@ class Core:
 
     @staticmethod
     def rebuild_body(documents: Optional[Sequence[Dict[str, Any]]], path: Optional[str],
-                     whitening: Optional[Dict[str, Any]], index: Optional[Dict[str, Any]]) -> Dict[str, Any]:
-        if (documents is None) == (path is None):
-            raise TypeError("give exactly one of documents= or path=")
-        body: Dict[str, Any] = {"documents": list(documents)} if documents is not None else {"path": path}
-        if whitening is not None:
-            body["whitening"] = whitening
-        if index is not None:
-            body["index"] = index
+                     whitening: Optional[Dict[str, Any]], index: Optional[Dict[str, Any]], mode: Optional[str] = None,
+                     confirm_shrink: Optional[bool] = None, reencode: Optional[bool] = None) -> Dict[str, Any]:
+        if reencode is False:  # re-whiten the served corpus: no documents
+            body: Dict[str, Any] = {"reencode": False}
+        elif (documents is None) == (path is None):
+            raise TypeError("give exactly one of documents= or path= (or reencode=False to re-whiten what is served)")
+        else:
+            body = {"documents": list(documents)} if documents is not None else {"path": path}
+        for key, value in (("whitening", whitening), ("index", index), ("mode", mode),
+                           ("confirm_shrink", confirm_shrink)):
+            if value is not None:
+                body[key] = value
         return body
 
     # --- waiting ------------------------------------------------------------------------

@@ -32,6 +32,7 @@ class Job(BaseModel):
     result: Optional[Dict[str, Any]]
     detail: Dict[str, Any] = Field(default_factory=dict)
     replica: Optional[str] = None
+    collection: str = "default"
 
     @property
     def finished(self) -> bool:

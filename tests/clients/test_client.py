@@ -249,6 +249,11 @@ def test_async_client_has_the_same_methods(server):
     assert job.state == "succeeded" and job.id in [j.id for j in jobs]
     sync_methods = {m for m in dir(Client) if not m.startswith("_")}
     assert sync_methods == {m for m in dir(AsyncClient) if not m.startswith("_")}
+    from whitevec_client import AsyncCollection, Collection
+
+    handle = {m for m in dir(Collection) if not m.startswith("_")}
+    assert handle == {m for m in dir(AsyncCollection) if not m.startswith("_")}
+    assert {"search", "embed", "upsert", "delete", "get_document", "rebuild_index", "versions", "activate"} <= handle
 
 
 def test_environment_variables(server, monkeypatch):
@@ -285,3 +290,90 @@ def test_client_distribution_is_light():
     assert {d.split(">")[0].split("=")[0] for d in meta["project"]["dependencies"]} == {"httpx", "pydantic"}
     code = "import sys, whitevec_client; assert not {'torch', 'faiss', 'fastapi', 'whitevec.models', 'whitevec.service'} & set(sys.modules)"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_collections_and_access_keys_through_the_sdk(server):
+    from whitevec_client import Collection, ValidationError as SdkValidationError
+
+    docs = [dict(d, id="faq-" + d["id"]) for d in demo_documents(2)]
+    with Client(server, admin_token=ADMIN) as admin:
+        made = admin.create_collection("sdk-faq", whitening={"beta": 0, "gamma": 0, "dim": 16})
+        assert made["documents"] == 0 and made["whitening"]["dim"] == 16
+        faq = admin.collection("sdk-faq")
+        assert isinstance(faq, Collection)
+        job = admin.wait(faq.rebuild_index(documents=docs), progress=False)
+        assert job.state == "succeeded" and job.collection == "sdk-faq"
+        assert [j.collection for j in admin.jobs(collection="sdk-faq")] == ["sdk-faq"]
+        assert all(h.id.startswith("faq-") for h in faq.search("rain", k=5))
+        assert len(faq.embed(["x"])[0]) == 16
+        assert faq.upsert([{"id": "faq-new", "text": "a new answer"}])["upserted"] == 1
+        assert faq.get_document("faq-new")["text"] == "a new answer"
+        assert faq.delete(["faq-new"])["deleted"] == 1
+        second = admin.wait(faq.rebuild_index(reencode=False, whitening={"dim": 8}), progress=False)
+        assert len(faq.embed(["x"])[0]) == 8
+        listed = faq.versions()
+        assert listed["active"] == second.result["version"] and len(listed["versions"]) == 2
+        assert faq.activate(job.result["version"])["active"] == job.result["version"]
+        assert "sdk-faq" in {c["name"] for c in admin.collections()}
+        key = admin.create_key(["sdk-faq"], "write", name="sdk test")
+        assert key["key"] not in str(admin.keys())
+    with Client(server, api_key=key["key"]) as tenant:
+        mine = tenant.collection("sdk-faq")
+        assert mine.search("rain", k=1)[0].id.startswith("faq-")
+        assert mine.upsert([{"id": "faq-t", "text": "from the tenant"}])["upserted"] == 1
+        with pytest.raises(NotFound):
+            tenant.search("rain")  # the default collection is not the key's
+        with pytest.raises(AuthError):
+            tenant.collections()
+    with Client(server, admin_token=ADMIN) as admin:
+        admin.revoke_key(key["id"])
+        with pytest.raises(SdkValidationError, match="confirm=true"):
+            admin.delete_collection("sdk-faq")
+        assert admin.delete_collection("sdk-faq", confirm=True)["deleted"] == "sdk-faq"
+    with Client(server, api_key=key["key"]) as tenant, pytest.raises(AuthError):
+        tenant.collection("sdk-faq").search("rain")
+
+
+def test_async_collections_and_keys(server):
+    async def main() -> None:
+        async with AsyncClient(server, admin_token=ADMIN) as admin:
+            await admin.create_collection("sdk-async")
+            col = admin.collection("sdk-async")
+            job = await admin.wait(await col.rebuild_index(documents=DOCS), progress=False)
+            assert job.collection == "sdk-async"
+            assert len(await col.search(["rain", "cats"], k=2)) == 2
+            key = await admin.create_key(["sdk-async"], "read")
+            assert [k["id"] for k in await admin.keys()][-1] == key["id"]
+            async with AsyncClient(server, api_key=key["key"]) as tenant:
+                assert len(await tenant.collection("sdk-async").embed(["x"])) == 1
+            await admin.revoke_key(key["id"])
+            assert (await admin.delete_collection("sdk-async", confirm=True))["deleted"] == "sdk-async"
+    asyncio.run(main())
+
+
+def test_cli_collections_against_a_running_server(server, monkeypatch, capsys):
+    import json as _json
+
+    from whitevec.service.cli import main
+
+    def fails(argv: list[str], fragment: str) -> None:
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert fragment in err, err
+
+    monkeypatch.delenv("WHITEVEC_ADMIN_TOKEN", raising=False)
+    fails(["collections", "list", "--url", server], "set WHITEVEC_ADMIN_TOKEN")
+    monkeypatch.setenv("WHITEVEC_ADMIN_TOKEN", ADMIN)
+    assert main(["collections", "create", "cli-made", "--url", server, "--dim", "8", "--beta", "1"]) == 0
+    made = _json.loads(capsys.readouterr().out)
+    assert made["name"] == "cli-made" and made["whitening"]["dim"] == 8
+    assert main(["collections", "list", "--url", server]) == 0
+    table = capsys.readouterr().out
+    assert "cli-made" in table and table.splitlines()[0].split()[:3] == ["name", "documents", "dim"]
+    assert main(["collections", "list", "--url", server, "--json"]) == 0
+    assert "cli-made" in {c["name"] for c in _json.loads(capsys.readouterr().out)["collections"]}
+    fails(["collections", "create", "Bad", "--url", server], "422: collection name 'Bad'")
+    fails(["collections", "delete", "cli-made", "--url", server], "add --yes")
+    assert main(["collections", "delete", "cli-made", "--url", server, "--yes"]) == 0
+    assert _json.loads(capsys.readouterr().out) == {"deleted": "cli-made", "documents": 0}
+    fails(["collections", "list", "--url", f"http://127.0.0.1:{free_port()}"], "no whitevec server answers")

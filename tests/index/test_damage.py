@@ -81,7 +81,7 @@ async def test_damaged_active_version_serves_the_newest_intact_one(settings):
         first = (await rebuild(client, {"documents": demo_documents()}))["result"]["version"]
         second = (await rebuild(client, {"documents": demo_documents(2)}))["result"]["version"]
         before = (await client.post("/search", json={"query": "rain", "k": 3})).json()
-    flip_bytes(settings.data_dir / "versions" / second / "index.faiss")
+    flip_bytes(settings.data_dir / "collections" / "default" / "versions" / second / "index.faiss")
     async with serving(settings) as (app, client):
         ready = (await client.get("/readyz")).json()
         assert ready["status"] == "degraded" and ready["version"] == first
@@ -99,7 +99,7 @@ async def test_a_server_with_a_bad_pointer_serves_the_newest_version_and_keeps_a
     async with serving(settings) as (app, client):
         first = (await rebuild(client, {"documents": demo_documents()}))["result"]["version"]
         second = (await rebuild(client, {"documents": demo_documents(2)}))["result"]["version"]
-    active = settings.data_dir / "versions" / "ACTIVE"
+    active = settings.data_dir / "collections" / "default" / "versions" / "ACTIVE"
     active.unlink() if pointer is None else active.write_text(pointer)
     async with serving(settings) as (app, client):
         ready = (await client.get("/readyz")).json()
@@ -114,13 +114,13 @@ async def test_a_server_with_a_bad_pointer_serves_the_newest_version_and_keeps_a
         assert r.status_code == 200
         ready = (await client.get("/readyz")).json()
         assert ready["status"] == "ready" and ready["version"] == first
-    assert {first, second} <= set(os.listdir(settings.data_dir / "versions"))
+    assert {first, second} <= set(os.listdir(settings.data_dir / "collections" / "default" / "versions"))
 
 
 async def test_no_intact_version_left_says_to_rebuild(settings):
     async with serving(settings) as (app, client):
         only = (await rebuild(client, {"documents": demo_documents()}))["result"]["version"]
-    (settings.data_dir / "versions" / only / "docs.sqlite").write_bytes(b"garbage")
+    (settings.data_dir / "collections" / "default" / "versions" / only / "docs.sqlite").write_bytes(b"garbage")
     async with serving(settings) as (app, client):
         ready = (await client.get("/readyz")).json()
         assert ready["refused"]["served_instead"] is None and ready["index"]["loaded"] is False
@@ -246,10 +246,11 @@ def test_unused_fine_tuned_models_are_pruned(settings, tiny_model_dir, tiny_enco
         made.append(folder)
     shutil.copytree(tiny_model_dir, models / "users-own")  # no report.json: never pruned
     (models / ".tmp-m9-123").mkdir()
-    used = build_version(rt.versions, type(tiny_encoder)(made[0], device="cpu"), docs(), WhiteningParams(),
+    rt.open()  # removes the temp folder
+    used = build_version(rt.default.versions, type(tiny_encoder)(made[0], device="cpu"), docs(), WhiteningParams(),
                          IndexSpec())
-    rt.versions.activate(used.version)
-    rt.cleanup_at_start()
+    rt.default.versions.activate(used.version)
+    rt.prune_models()
     # m0 is used by a kept version, m3 is the newest unused one, m1 and m2 go, and so does the temp folder
     assert sorted(p.name for p in models.iterdir()) == ["m0", "m3", "users-own"]
 
@@ -265,10 +266,10 @@ def test_a_rebuild_hashes_its_parts_once_and_loads_still_verify(settings, monkey
     rt = Runtime(settings)
     rt.lock()
     rt.load()
-    result = rt.corpus_ops.rebuild(None, docs(), WhiteningParams(), IndexSpec())
+    result = rt.default.corpus_ops.rebuild(None, docs(), WhiteningParams(), IndexSpec())
     assert sorted(calls) == ["docs.sqlite", "index.faiss", "raw.npy", "whitening.npz"]  # once each, at build
     calls.clear()
-    rt.versions.load(result["version"], encoder=rt.bundle.encoder)
+    rt.default.versions.load(result["version"], encoder=rt.default.bundle.encoder)
     assert sorted(calls) == ["docs.sqlite", "index.faiss", "raw.npy", "whitening.npz"]  # a plain load verifies
     rt.unlock()
 

@@ -78,7 +78,7 @@ async def test_search_matches_exact_reference(settings, tiny_encoder):
     async with serving(settings) as (app, client):
         docs = demo_documents()
         job = await rebuild(client, {"documents": docs, "whitening": {"beta": 0.5, "gamma": 0.5, "dim": 10}})
-        folder = settings.data_dir / "versions" / job["result"]["version"]
+        folder = settings.data_dir / "collections" / "default" / "versions" / job["result"]["version"]
         fit = Whitening.load(folder / "whitening.npz")
         raw = tiny_encoder.encode([d["text"] for d in docs] + ["a red car"]).vectors.astype(np.float64)
         x = fit.transform(raw)
@@ -210,7 +210,7 @@ async def test_searches_during_a_rebuild_all_succeed(settings):
     """The rebuild is held inside its encoding (an event), so the searches provably overlap it."""
     async with serving(settings) as (app, client):
         first = await rebuild(client, {"documents": demo_documents()})
-        encoder = app.state.runtime.bundle.encoder
+        encoder = app.state.runtime.default.bundle.encoder
         original, inside, release = encoder.embed_tokens, threading.Event(), threading.Event()
 
         def held(ids):
@@ -251,7 +251,7 @@ async def test_exception_mid_rebuild_leaves_old_version_serving(settings, monkey
         assert job["state"] == "failed" and "disk on fire" in job["error"]
         after = (await client.post("/search", json={"query": "rain", "k": 3})).json()
         assert after == before and after["version"] == first["result"]["version"]
-        root = settings.data_dir / "versions"
+        root = settings.data_dir / "collections" / "default" / "versions"
         assert sorted(p.name for p in root.iterdir() if p.name != ".lock") == sorted([first["result"]["version"], "ACTIVE"])
 
 
@@ -295,7 +295,7 @@ async def test_restart_serves_the_same_results_and_keeps_jobs(settings):
 async def test_crash_leftovers_are_cleaned_and_previous_version_served(settings):
     async with serving(settings) as (app, client):
         job = await rebuild(client, {"documents": demo_documents()})
-    root = settings.data_dir / "versions"
+    root = settings.data_dir / "collections" / "default" / "versions"
     partial = root / ".tmp-20990101T000000-abcdef"
     partial.mkdir()
     (partial / "index.faiss").write_bytes(b"half written")
@@ -309,7 +309,7 @@ async def test_old_versions_are_pruned(settings):
     settings.keep_versions = 2
     async with serving(settings) as (app, client):
         done = [await rebuild(client, {"documents": demo_documents()}) for _ in range(3)]
-        kept = sorted(p.name for p in (settings.data_dir / "versions").iterdir() if p.is_dir())
+        kept = sorted(p.name for p in (settings.data_dir / "collections" / "default" / "versions").iterdir() if p.is_dir())
         assert kept == sorted(j["result"]["version"] for j in done[1:])
         assert (await client.get("/readyz")).json()["version"] == done[-1]["result"]["version"]
 
@@ -335,7 +335,7 @@ async def test_metrics(settings):
         assert 'whitevec_requests_total{method="POST",route="/search",status="200"} 1.0' in text
         assert 'whitevec_requests_total{method="POST",route="/embed",status="422"} 1.0' in text
         assert "whitevec_request_duration_seconds_bucket" in text and "whitevec_batch_size_count" in text
-        assert "whitevec_index_vectors 12.0" in text and "whitevec_queue_depth 0.0" in text
+        assert 'whitevec_index_vectors{collection="default"} 12.0' in text and "whitevec_queue_depth 0.0" in text
         assert 'whitevec_jobs{state="succeeded"} 1.0' in text
 
 

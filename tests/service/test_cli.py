@@ -84,7 +84,7 @@ def test_index_build_and_train_activate_from_the_shell(tiny_model_dir, tmp_path,
                  "--index-type", "hnsw", "--dim", "16"]) == 0
     built = json.loads(capsys.readouterr().out)
     assert built["documents"] == 12 and built["index"]["spec"]["type"] == "hnsw"
-    assert VersionStore(data).active() == built["version"]
+    assert VersionStore(data / "collections" / "default").active() == built["version"]
 
     examples = tmp_path / "train.jsonl"
     examples.write_text("\n".join(json.dumps(e) for e in TRAIN_EXAMPLES))
@@ -92,9 +92,9 @@ def test_index_build_and_train_activate_from_the_shell(tiny_model_dir, tmp_path,
                  "--out", str(tmp_path / "tuned"), "--activate"]) == 0
     summary = json.loads(capsys.readouterr().out)
     assert summary["steps"] == 6 and summary["n_classes"] == 3
-    active = VersionStore(data).active()
+    active = VersionStore(data / "collections" / "default").active()
     assert active == summary["activation"]["version"] != built["version"]
-    manifest = VersionStore(data).manifest(active)
+    manifest = VersionStore(data / "collections" / "default").manifest(active)
     assert manifest["model"]["path"] == str((tmp_path / "tuned").resolve())
     assert manifest["index"]["spec"]["type"] == "hnsw" and manifest["whitening"]["params"]["dim"] == 16
 

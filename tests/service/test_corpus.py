@@ -50,7 +50,7 @@ async def test_filtered_search_equals_brute_force_and_keeps_k(settings):
     docs = corpus()
     async with serving(settings) as (app, client):
         await rebuild(client, {"documents": docs})
-        bundle = app.state.runtime.bundle
+        bundle = app.state.runtime.default.bundle
         by_id = {d["id"]: d for d in docs}
         for flt in FILTERS:
             for query in ("the weather tomorrow", "一只猫"):
@@ -143,7 +143,7 @@ async def test_versions_list_activate_and_roll_back(settings):
         assert r.status_code == 404 and "GET /admin/versions" in r.json()["error"]["message"]
 
         # a damaged version is refused with 409 and nothing changes
-        folder = app.state.runtime.versions.folder(v1)
+        folder = app.state.runtime.default.versions.folder(v1)
         (folder / "index.faiss").write_bytes(b"\x00" * 64)
         r = await client.post(f"/admin/versions/{v1}/activate", headers=ADMIN)
         assert r.status_code == 409 and "index.faiss" in r.json()["error"]["message"]
@@ -160,7 +160,7 @@ async def test_a_replace_that_shrinks_the_corpus_needs_confirmation_and_merge_ad
         assert r.status_code == 409
         message = r.json()["error"]["message"]
         assert f"the {len(docs)} served documents with 2" in message and "confirm_shrink" in message
-        assert app.state.runtime.bundle.retriever.count() == len(docs)  # nothing changed
+        assert app.state.runtime.default.bundle.retriever.count() == len(docs)  # nothing changed
 
         job = await rebuild(client, {"documents": few, "mode": "merge"})
         assert job["state"] == "succeeded" and job["result"]["documents"] == len(docs) + 1
@@ -172,7 +172,7 @@ async def test_a_replace_that_shrinks_the_corpus_needs_confirmation_and_merge_ad
         assert hit["results"][0]["hits"][0]["id"] == "new-1"
 
         job = await rebuild(client, {"documents": few, "confirm_shrink": True})
-        assert job["state"] == "succeeded" and app.state.runtime.bundle.retriever.count() == 2
+        assert job["state"] == "succeeded" and app.state.runtime.default.bundle.retriever.count() == 2
 
 
 async def test_rewhitening_without_reencoding_equals_a_full_rebuild(settings):
@@ -184,7 +184,7 @@ async def test_rewhitening_without_reencoding_equals_a_full_rebuild(settings):
     async with serving(settings) as (app, client):
         rt = app.state.runtime
         await rebuild(client, {"documents": docs})
-        encoder = rt.bundle.encoder
+        encoder = rt.default.bundle.encoder
         calls = []
         original = encoder.embed_tokens
 
@@ -196,10 +196,10 @@ async def test_rewhitening_without_reencoding_equals_a_full_rebuild(settings):
         job = await rebuild(client, {"reencode": False, "whitening": {"beta": 1.0, "gamma": 1.0, "dim": 6}})
         assert job["state"] == "succeeded", job
         assert calls == [] and job["result"]["reencoded"] is False and job["result"]["documents"] == len(docs)
-        fast = rt.versions.folder(job["result"]["version"])
+        fast = rt.default.versions.folder(job["result"]["version"])
         del encoder.embed_tokens
         job = await rebuild(client, {"documents": docs, "whitening": {"beta": 1.0, "gamma": 1.0, "dim": 6}})
-        full = rt.versions.folder(job["result"]["version"])
+        full = rt.default.versions.folder(job["result"]["version"])
         a, b = faiss.read_index(str(fast / "index.faiss")), faiss.read_index(str(full / "index.faiss"))
         np.testing.assert_allclose(a.reconstruct_n(0, a.ntotal), b.reconstruct_n(0, b.ntotal), atol=1e-5)
         np.testing.assert_allclose(np.load(fast / "raw.npy"), np.load(full / "raw.npy"), atol=1e-6)
@@ -213,7 +213,7 @@ async def test_rewhitening_without_reencoding_equals_a_full_rebuild(settings):
 
         r = await client.post("/admin/index/rebuild", json={"reencode": False, "documents": docs[:2]}, headers=ADMIN)
         assert r.status_code == 422 and "send no `documents`" in r.text
-        (rt.versions.folder(rt.bundle.version) / "raw.npy").unlink()  # as a version from before raw vectors
+        (rt.default.versions.folder(rt.default.bundle.version) / "raw.npy").unlink()  # as a version from before raw vectors
         r = await client.post("/admin/index/rebuild", json={"reencode": False}, headers=ADMIN)
         assert r.status_code == 409 and "reencode: true" in r.json()["error"]["message"]
 
@@ -223,15 +223,15 @@ async def test_upsert_get_delete_round_trip_reads_your_writes(settings):
     async with serving(settings) as (app, client):
         rt = app.state.runtime
         await rebuild(client, {"documents": docs})
-        fit_before, built = rt.bundle.pipeline.whitening.meta()["version"], rt.bundle.version
+        fit_before, built = rt.default.bundle.pipeline.whitening.meta()["version"], rt.default.bundle.version
         new = [{"id": "n1", "text": "a purple elephant plays the violin", "metadata": {"topic": "odd"}},
                {"id": docs[0]["id"], "text": "the weather was replaced by a submarine", "metadata": {"topic": "odd"}}]
         r = await client.post("/admin/documents", json={"documents": new}, headers=ADMIN)
         assert r.status_code == 200, r.text
-        assert r.json()["upserted"] == 2 and r.json()["version"] == rt.bundle.version == built  # logged, not rebuilt
-        assert rt.versions.versions()[-1] == built
-        assert rt.bundle.pipeline.whitening.meta()["version"] == fit_before  # transformed, not refitted
-        assert rt.bundle.retriever.count() == len(docs) + 1
+        assert r.json()["upserted"] == 2 and r.json()["version"] == rt.default.bundle.version == built  # logged, not rebuilt
+        assert rt.default.versions.versions()[-1] == built
+        assert rt.default.bundle.pipeline.whitening.meta()["version"] == fit_before  # transformed, not refitted
+        assert rt.default.bundle.retriever.count() == len(docs) + 1
         hits = (await client.post("/search", json={"query": new[0]["text"], "k": 1})).json()["results"][0]["hits"]
         assert hits[0]["id"] == "n1" and hits[0]["score"] > 0.99
         got = (await client.get(f"/admin/documents/{docs[0]['id']}", headers=ADMIN)).json()
@@ -239,7 +239,7 @@ async def test_upsert_get_delete_round_trip_reads_your_writes(settings):
         odd = (await client.post("/search", json={"query": "x", "k": 10, "filter": {"topic": "odd"}})).json()
         assert sorted(h["id"] for h in odd["results"][0]["hits"]) == sorted(["n1", docs[0]["id"]])
         # the upserted vector equals the served pipeline's own for that text (no refit, same transform)
-        want = rt.bundle.pipeline.postprocess(rt.bundle.encoder.encode([new[0]["text"]]).vectors)[0]
+        want = rt.default.bundle.pipeline.postprocess(rt.default.bundle.encoder.encode([new[0]["text"]]).vectors)[0]
         np.testing.assert_allclose(hits[0]["score"], float(want @ want), atol=1e-4)
 
         r = await client.post("/admin/documents/delete", json={"ids": ["n1", "never-there", "n1"]}, headers=ADMIN)
@@ -249,7 +249,7 @@ async def test_upsert_get_delete_round_trip_reads_your_writes(settings):
             hits = (await client.post("/search", json={"query": query, "k": 100})).json()["results"][0]["hits"]
             assert "n1" not in {h["id"] for h in hits}  # no ghost hits
         same = (await client.post("/admin/documents/delete", json={"ids": ["n1"]}, headers=ADMIN)).json()
-        assert same == {"deleted": 0, "missing": ["n1"], "version": rt.bundle.version}  # no new version
+        assert same == {"deleted": 0, "missing": ["n1"], "version": rt.default.bundle.version}  # no new version
 
         for body, status in [({"documents": []}, 422), ({"ids": []}, 422)]:  # an id twice: see test_limits
             path = "/admin/documents/delete" if "ids" in body else "/admin/documents"
@@ -284,7 +284,7 @@ async def test_concurrent_upserts_and_searches_never_fail(settings):
 
         found, done = await asyncio.gather(searches(), upserts())
         assert set(found) == {200} and set(done) == {200}
-        assert app.state.runtime.bundle.retriever.count() == len(docs) + 8
+        assert app.state.runtime.default.bundle.retriever.count() == len(docs) + 8
 
 
 @pytest.mark.slow
@@ -334,8 +334,8 @@ async def test_pending_changes_are_compacted_into_a_new_version_that_searches_th
                 {"id": docs[i]["id"], "text": f"replacement {i}"}]})
             answers.append(r.json()["version"])
         assert answers[:2] == [built, built] and answers[2] != built  # 6 changes logged, then 9 folded
-        assert rt.bundle.version == answers[2] and rt.bundle.retriever.pending_changes() == 0
-        assert rt.bundle.retriever.count() == len(docs) + 3
+        assert rt.default.bundle.version == answers[2] and rt.default.bundle.retriever.pending_changes() == 0
+        assert rt.default.bundle.retriever.count() == len(docs) + 3
         query = {"query": "compaction text 2", "k": 33, "filter": {"topic": {"$in": ["odd", "weather"]}}}
         after = (await client.post("/search", json=query)).json()["results"][0]["hits"]
         assert {h["id"] for h in after[:3]} == {f"c{i}" for i in range(3)}
@@ -359,20 +359,20 @@ async def test_changes_made_while_a_rebuild_runs_carry_over_to_its_version(setti
     async with serving(settings) as (app, client):
         rt = app.state.runtime
         await rebuild(client, {"documents": docs})
-        bundle = rt.bundle
-        documents, raw, since = rt.corpus_ops.corpus(bundle, with_raw=True)  # what a rebuild job reads first
+        bundle = rt.default.bundle
+        documents, raw, since = rt.default.corpus_ops.corpus(bundle, with_raw=True)  # what a rebuild job reads first
         r = await client.post("/admin/documents", headers=ADMIN,
                               json={"documents": [{"id": "during", "text": "written while the rebuild ran"}]})
         assert r.status_code == 200
         r = await client.post("/admin/documents/delete", json={"ids": [docs[5]["id"]]}, headers=ADMIN)
         assert r.json()["deleted"] == 1
-        result = build_version(rt.versions, bundle.encoder, documents, bundle.pipeline.whitening.params,
+        result = build_version(rt.default.versions, bundle.encoder, documents, bundle.pipeline.whitening.params,
                                bundle.retriever.spec, raw_vectors=raw)
-        rt.activate(result.version, bundle.encoder, just_built=True, since=since)
-        assert rt.bundle.version == result.version
+        rt.default.activate(result.version, bundle.encoder, just_built=True, since=since)
+        assert rt.default.bundle.version == result.version
         assert (await client.get("/admin/documents/during", headers=ADMIN)).status_code == 200
         assert (await client.get(f"/admin/documents/{docs[5]['id']}", headers=ADMIN)).status_code == 404
-        assert rt.bundle.retriever.count() == len(docs)
+        assert rt.default.bundle.retriever.count() == len(docs)
         hits = (await client.post("/search", json={"query": "written while the rebuild ran", "k": 1})).json()
         assert hits["results"][0]["hits"][0]["id"] == "during"
 
@@ -387,12 +387,12 @@ async def test_a_version_with_a_damaged_change_log_is_refused(settings):
         import gc
 
         gc.collect()  # v1's bundle is gone: its log connection closes, checkpointing its WAL into the file
-        for part in rt.versions.folder(v1).glob("changes.sqlite-*"):
+        for part in rt.default.versions.folder(v1).glob("changes.sqlite-*"):
             part.unlink()
-        (rt.versions.folder(v1) / "changes.sqlite").write_bytes(b"garbage" * 1000)
+        (rt.default.versions.folder(v1) / "changes.sqlite").write_bytes(b"garbage" * 1000)
         r = await client.post(f"/admin/versions/{v1}/activate", headers=ADMIN)
         assert r.status_code == 409 and "changes.sqlite" in r.json()["error"]["message"]
-        assert rt.bundle.version == v2
+        assert rt.default.bundle.version == v2
         row = {v["version"]: v for v in (await client.get("/admin/versions", headers=ADMIN)).json()["versions"]}
         assert "damaged" in row[v1]["changes"]
 
@@ -423,4 +423,4 @@ async def test_a_dead_replicas_running_job_does_not_stop_compaction(settings):
         for i in range(3):
             r = await client.post("/admin/documents", headers=ADMIN, json={"documents": [
                 {"id": f"c{i}", "text": f"compaction text {i}"}, {"id": docs[i]["id"], "text": f"replacement {i}"}]})
-        assert r.json()["version"] != built and rt.bundle.retriever.pending_changes() == 0
+        assert r.json()["version"] != built and rt.default.bundle.retriever.pending_changes() == 0

@@ -43,7 +43,7 @@ async def test_a_failing_request_fails_alone_in_its_batch(settings):
     """If a model batch fails, its requests are retried one by one: only the guilty one fails.
     The model is held on a first request so the poisoned and the good ones share the next batch."""
     async with serving(settings) as (app, client):
-        encoder = app.state.runtime.bundle.encoder
+        encoder = app.state.runtime.default.bundle.encoder
         poison = encoder.tokenizer.hf.convert_tokens_to_ids("mat")
         original = encoder.embed_tokens
         hold, batches = threading.Event(), []
@@ -84,7 +84,7 @@ async def test_a_request_whose_client_left_is_not_encoded(settings):
     """Raw ASGI: the client disconnects while the model is busy with someone else."""
     async with serving(settings) as (app, client):
         seen: list[list[int]] = []
-        encoder = app.state.runtime.bundle.encoder
+        encoder = app.state.runtime.default.bundle.encoder
         original = encoder.embed_tokens
         entered = threading.Event()
 
@@ -176,7 +176,7 @@ async def test_every_error_has_the_documented_shape(settings, method, path, body
 
 async def test_unexpected_exception_is_a_json_500(settings, monkeypatch):
     async with serving(settings) as (app, client):
-        monkeypatch.setattr(type(app.state.runtime.reports), "ready_report", lambda self: 1 / 0)
+        monkeypatch.setattr(type(app.state.runtime.default.reports), "ready_report", lambda self: 1 / 0)
         r = await client.get("/readyz")
         assert r.status_code == 500
         assert r.json()["error"]["type"] == "server_error" and "ZeroDivisionError" in r.json()["error"]["message"]
@@ -279,7 +279,7 @@ async def test_big_requests_do_not_stall_small_ones(settings):
     settings.max_batch_tokens = 64
     async with serving(settings) as (app, client):
         order: list[int] = []
-        encoder = app.state.runtime.bundle.encoder
+        encoder = app.state.runtime.default.bundle.encoder
         original = encoder.embed_tokens
         small_id = encoder.tokenizer.hf.convert_tokens_to_ids("river")
         hold = threading.Event()
@@ -334,5 +334,5 @@ async def test_responses_keep_float32_values_and_huge_integers(settings):
         hits = (await client.post("/search", json={"query": docs[0]["text"], "k": 1})).json()["results"][0]["hits"]
         assert hits[0]["metadata"] == {"big": 10**30, "nested": {"x": [1.5, None, "é"]}}
         raw = (await client.post("/embed", json={"texts": ["a red car"], "whiten": False, "normalize": False})).json()
-        want = app.state.runtime.bundle.encoder.encode(["a red car"]).vectors[0]  # the served engine's own
+        want = app.state.runtime.default.bundle.encoder.encode(["a red car"]).vectors[0]  # the served engine's own
         assert np.array_equal(np.asarray(raw["embeddings"][0], dtype=np.float32), want)

@@ -44,8 +44,8 @@ def during_build(monkeypatch, action):
 def changes(rt, docs):
     """One upsert and one delete, acknowledged through the runtime (as the routes call it)."""
     def act():
-        rt.corpus_ops.change_documents([Document("during", "written while the job ran", {"topic": "new"})], [])
-        assert rt.corpus_ops.change_documents([], [docs[5]["id"]])["deleted"] == 1
+        rt.default.corpus_ops.change_documents([Document("during", "written while the job ran", {"topic": "new"})], [])
+        assert rt.default.corpus_ops.change_documents([], [docs[5]["id"]])["deleted"] == 1
     return act
 
 
@@ -87,11 +87,11 @@ async def test_changes_during_a_model_activation_carry_over_reencoded(backend_se
         rt = app.state.runtime
         await rebuild(client, {"documents": docs})
         during_build(monkeypatch, changes(rt, docs))
-        result = await asyncio.to_thread(rt.training.activate_model, None, other)
-        assert rt.bundle.encoder.model_dir == other.resolve()
+        result = await asyncio.to_thread(rt.training.activate_model, None, rt.default, other)
+        assert rt.default.bundle.encoder.model_dir == other.resolve()
         await assert_carried(client, docs, result["version"])
-        vectors = rt.bundle.retriever.fetch(["during"])[1]
-        want = rt.bundle.encoder.encode(["written while the job ran"]).vectors
+        vectors = rt.default.bundle.retriever.fetch(["during"])[1]
+        want = rt.default.bundle.encoder.encode(["written while the job ran"]).vectors
         assert abs(vectors - want).max() < 1e-4
 
 
@@ -101,10 +101,10 @@ async def test_a_rollback_during_a_rebuild_fails_the_job_and_loses_nothing(backe
         rt = app.state.runtime
         old = (await rebuild(client, {"documents": docs}))["result"]["version"]
         served = (await rebuild(client, {"documents": docs}))["result"]["version"]
-        before = set(rt.versions.versions())
+        before = set(rt.default.versions.versions())
 
         def rollback_then_change():
-            rt.activate_existing(old)
+            rt.default.activate_existing(old)
             changes(rt, docs)()
 
         during_build(monkeypatch, rollback_then_change)
@@ -112,7 +112,7 @@ async def test_a_rollback_during_a_rebuild_fails_the_job_and_loses_nothing(backe
         assert job["state"] == "failed" and "the served version changed while this job ran" in job["error"]
         assert "run the job again" in job["error"] and served in job["error"] and old in job["error"]
         await assert_carried(client, docs, old)  # the rollback stands, with the changes made after it
-        assert set(rt.versions.versions()) == before  # the job's version was discarded, nothing else
+        assert set(rt.default.versions.versions()) == before  # the job's version was discarded, nothing else
 
 
 async def test_prune_never_takes_the_version_a_job_is_about_to_activate(backend_settings, monkeypatch):
@@ -126,13 +126,13 @@ async def test_prune_never_takes_the_version_a_job_is_about_to_activate(backend_
 
         def build_then_prune(*args, **kwargs):
             result = original(*args, **kwargs)
-            rt.versions.prune(1)  # another activation's prune, between this build and its activation
+            rt.default.versions.prune(1)  # another activation's prune, between this build and its activation
             return result
 
         monkeypatch.setattr(corpus_module, "build_version", build_then_prune)
         job = await rebuild(client, {"reencode": False})
         assert job["state"] == "succeeded", job
-        assert rt.bundle.version == job["result"]["version"] and {a, b} & set(rt.versions.versions())
+        assert rt.default.bundle.version == job["result"]["version"] and {a, b} & set(rt.default.versions.versions())
 
 
 def whitevec_threads() -> int:
@@ -171,13 +171,13 @@ async def test_a_request_keeps_its_bundle_open_across_a_swap(settings):
         rt = app.state.runtime
         first = (await rebuild(client, {"documents": docs}))["result"]["version"]
         await rebuild(client, {"documents": docs})
-        with rt.served.lease() as leased:
-            await asyncio.to_thread(rt.activate_existing, first)
-            found = await leased.retriever.search(rt.bundle.pipeline.postprocess(
-                rt.bundle.encoder.encode(["rain"]).vectors), 3, leased.retriever.search_params(None, None, 1, 1))
+        with rt.default.served.lease() as leased:
+            await asyncio.to_thread(rt.default.activate_existing, first)
+            found = await leased.retriever.search(rt.default.bundle.pipeline.postprocess(
+                rt.default.bundle.encoder.encode(["rain"]).vectors), 3, leased.retriever.search_params(None, None, 1, 1))
             assert len(found[0]) == 3  # swapped out, still open for this lease
         with pytest.raises(RuntimeError, match="closed"):  # closed once the lease ended
-            leased.index.search(rt.bundle.pipeline.postprocess(rt.bundle.encoder.encode(["rain"]).vectors), 3)
+            leased.index.search(rt.default.bundle.pipeline.postprocess(rt.default.bundle.encoder.encode(["rain"]).vectors), 3)
 
 
 @pytest.mark.parametrize("damage", ["lost-wal", "truncated", "removed"])
@@ -187,7 +187,7 @@ async def test_a_change_log_that_lost_acknowledged_changes_is_refused_visibly(se
         rt = app.state.runtime
         older = (await rebuild(client, {"documents": docs}))["result"]["version"]
         version = (await rebuild(client, {"documents": docs}))["result"]["version"]
-        folder = rt.versions.folder(version)
+        folder = rt.default.versions.folder(version)
         await client.post("/admin/documents", headers=ADMIN, json={"documents": [{"id": "a", "text": "first"}]})
         shutil.copy(folder / "changes.sqlite", folder.parent / "early-copy")  # the state before the WAL's frames
         for i in range(20):
@@ -222,7 +222,7 @@ async def test_slow_job_records_never_stall_the_event_loop(settings, monkeypatch
     monkeypatch.setattr(JobRunner, "counts", slow_counts)  # before the app binds it to /metrics
     async with serving(settings) as (app, client):
         await rebuild(client, {"documents": corpus(30)})
-        monkeypatch.setattr(JobRunner, "list", lambda self, limit=100: (release.wait(10), [])[1])
+        monkeypatch.setattr(JobRunner, "list", lambda self, limit=100, collection=None: (release.wait(10), [])[1])
         stuck = [asyncio.ensure_future(client.get("/metrics")),
                  asyncio.ensure_future(client.get("/admin/jobs", headers=ADMIN))]
         await asyncio.sleep(0.2)
@@ -241,7 +241,7 @@ async def test_upserts_waiting_on_the_model_leave_the_thread_pool_to_searches(se
         rt = app.state.runtime
         await rebuild(client, {"documents": docs})
         release = threading.Event()
-        encoder = rt.bundle.encoder
+        encoder = rt.default.bundle.encoder
         original = encoder.encode
         encoder.encode = lambda texts, **kw: (release.wait(10), original(texts, **kw))[1]
         try:
@@ -274,7 +274,7 @@ async def test_a_failed_alias_flip_leaves_active_as_it_was(settings, tmp_path, m
 
         monkeypatch.setattr(milvus_module, "point_alias", unreachable)
         r = await client.post(f"/admin/versions/{first}/activate", headers=ADMIN)
-        assert r.status_code >= 400 and rt.versions.active() == second and rt.bundle.version == second
+        assert r.status_code >= 400 and rt.default.versions.active() == second and rt.default.bundle.version == second
 
 
 def test_concurrent_activations_keep_one_consistent_history(tmp_path, tiny_encoder):
@@ -309,7 +309,7 @@ async def test_a_job_cancelled_after_its_build_leaves_no_version_behind(settings
     async with serving(settings) as (app, client):
         rt = app.state.runtime
         await rebuild(client, {"documents": corpus(30)})
-        before = set(rt.versions.versions())
+        before = set(rt.default.versions.versions())
         during_build(monkeypatch, lambda: rt.jobs.cancel(rt.jobs._running))  # lands while the version is written
         job = await rebuild(client, {"reencode": False, "whitening": {"dim": 8}})
-        assert job["state"] == "cancelled" and set(rt.versions.versions()) == before
+        assert job["state"] == "cancelled" and set(rt.default.versions.versions()) == before

@@ -1,8 +1,6 @@
 """Stateless replicas on the Milvus backend (issue 11): shared job records, a shared bundle dir, and two
 `whitevec serve` processes on one Milvus server that both switch to a new version with no failed search."""
 
-import subprocess
-import sys
 import threading
 import time
 from urllib.parse import urlparse
@@ -10,7 +8,7 @@ from urllib.parse import urlparse
 import httpx
 import pytest
 
-from tests.conftest import ADMIN, ADMIN_TOKEN, ServeProcess, free_port, rebuild, serving
+from tests.conftest import ADMIN, ADMIN_TOKEN, ServeProcess, rebuild, serving
 from tests.service.test_corpus import corpus
 from whitevec.service.jobs import JobNotCancellable, JobRunner
 from whitevec.service.runtime import Runtime
@@ -141,8 +139,9 @@ def test_a_shared_bundle_dir_keeps_another_replicas_fresh_work(tmp_path, tiny_mo
     import os
 
     def leftovers(root):
-        paths = [root / "versions" / ".tmp-20260101T000000.000000-aaaa", root / "models" / ".tmp-tuned",
-                 root / "versions" / ".tmp-20200101T000000.000000-bbbb", root / "models" / ".old-tuned"]
+        versions = root / "collections" / "default" / "versions"
+        paths = [versions / ".tmp-20260101T000000.000000-aaaa", root / "models" / ".tmp-tuned",
+                 versions / ".tmp-20200101T000000.000000-bbbb", root / "models" / ".old-tuned"]
         for path in paths:
             path.mkdir(parents=True)
         for path in paths[2:]:
@@ -151,10 +150,10 @@ def test_a_shared_bundle_dir_keeps_another_replicas_fresh_work(tmp_path, tiny_mo
 
     shared = tmp_path / "bundles"
     paths = leftovers(shared)
-    Runtime(Settings(data_dir=tmp_path / "a", model_dir=tiny_model_dir, bundle_dir=shared)).cleanup_at_start()
+    Runtime(Settings(data_dir=tmp_path / "a", model_dir=tiny_model_dir, bundle_dir=shared)).open()
     assert [p.exists() for p in paths] == [True, True, False, False]
     paths = leftovers(tmp_path / "b")  # a private data dir: every leftover goes
-    Runtime(Settings(data_dir=tmp_path / "b", model_dir=tiny_model_dir)).cleanup_at_start()
+    Runtime(Settings(data_dir=tmp_path / "b", model_dir=tiny_model_dir)).open()
     assert not any(p.exists() for p in paths)
 
 
@@ -170,9 +169,10 @@ async def test_a_replica_follows_the_alias_to_the_version_another_activated(sett
         # Milvus Lite serves a file to one client per process: b gets a's client in place of its own
         b = Runtime(settings.model_copy(update={**shared, "data_dir": tmp_path / "b",
                                                 "milvus_uri": str(tmp_path / "b-own.db")}))
-        b.versions.milvus.client.close()
-        b.versions.milvus = app_a.state.runtime.versions.milvus
+        b.milvus.client.close()
+        b.milvus = app_a.state.runtime.milvus
         b.load()
+        b = b.default  # the collection the routes without a name act on
         assert b.bundle.version == v1 and b.follower.follow_alias() is None
         v2 = (await rebuild(client_a, {"documents": docs, "whitening": {"beta": 1, "gamma": 1, "dim": 8}}))
         v2 = v2["result"]["version"]
@@ -198,35 +198,6 @@ async def test_a_replica_follows_the_alias_to_the_version_another_activated(sett
 
         b.versions.load = load_while_b_activates
         assert b.follower.follow_alias() is None and calls[0] == v3 and b.bundle.version == v2
-
-
-@pytest.fixture
-def milvus_server(tmp_path):
-    """A Milvus Lite server process on loopback: one Milvus that several whitevec processes share."""
-    from pymilvus import MilvusClient
-
-    port, log_path = free_port(), tmp_path / "milvus.log"
-    with open(log_path, "w") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "milvus_lite", "server", "--data-dir", str(tmp_path / "milvus"),
-                                 "--host", "127.0.0.1", "--port", str(port)], stdout=log, stderr=subprocess.STDOUT)
-    uri, deadline = f"http://127.0.0.1:{port}", time.monotonic() + 60
-    while True:
-        try:
-            client = MilvusClient(uri, timeout=2)
-            client.list_collections()
-            client.close()
-            break
-        except Exception:  # noqa: BLE001 - not listening yet
-            if proc.poll() is not None or time.monotonic() > deadline:
-                proc.kill()
-                raise AssertionError(log_path.read_text()[-3000:]) from None
-            time.sleep(0.2)
-    yield uri
-    proc.terminate()
-    try:
-        proc.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        proc.kill()
 
 
 def admin_rebuild(base: str, body: dict) -> str:

@@ -148,3 +148,31 @@ async def test_two_training_jobs_never_share_a_model_name(settings):
         await client.post(f"/admin/jobs/{blocker}/cancel", headers=ADMIN)
         await wait_job(client, blocker)
         await start_training(client, {"examples": TRAIN_EXAMPLES, **FAST, "name": "other"})
+
+
+@pytest.mark.slow
+async def test_training_in_one_collection_changes_that_collection_only(settings):
+    async with serving(settings) as (app, client):
+        await rebuild(client, {"documents": demo_documents()})
+        default_before = (await client.get("/admin/versions", headers=ADMIN)).json()
+        assert (await client.put("/admin/collections/b", json={}, headers=ADMIN)).status_code == 201
+        r = await client.post("/admin/collections/b/rebuild", json={"documents": demo_documents(2)}, headers=ADMIN)
+        assert (await wait_job(client, r.json()["job_id"]))["state"] == "succeeded"
+        r = await client.post("/admin/train", json={"examples": TRAIN_EXAMPLES, **FAST, "collection": "nope"},
+                              headers=ADMIN)
+        assert r.status_code == 404 and "no collection named 'nope'" in r.json()["error"]["message"]
+        job_id = await start_training(client, {"examples": TRAIN_EXAMPLES, **FAST, "activate": True,
+                                               "name": "tuned-b", "collection": "b"})
+        job = await wait_job(client, job_id)
+        assert job["state"] == "succeeded" and job["collection"] == "b", job
+        assert (await client.get("/readyz")).json()["collections"]["b"]["active_version"] == \
+            job["result"]["activation"]["version"]
+        assert (await client.post("/collections/b/embed", json={"texts": ["x"]})).json()["model"] == "tuned-b"
+        assert (await client.get("/admin/versions", headers=ADMIN)).json() == default_before
+        assert (await client.post("/embed", json={"texts": ["x"]})).json()["model"] != "tuned-b"
+        # a new collection on the fine-tune shares its loaded weights with b
+        made = await client.put("/admin/collections/c", json={"model": "tuned-b"}, headers=ADMIN)
+        assert made.status_code == 201 and made.json()["model"] == "tuned-b"
+        rt = app.state.runtime
+        assert rt.collection("c").bundle.encoder is rt.collection("b").bundle.encoder
+        assert len(rt.encoders) == 2

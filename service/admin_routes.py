@@ -1,0 +1,184 @@
+"""The admin token's own routes: collections, access keys, training and jobs."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import asdict
+
+from fastapi import APIRouter, Depends, Query
+from fastapi.responses import JSONResponse, Response
+from whitevec.index.documents import resolve_import_path
+from whitevec.index.faiss_index import IndexSpec
+from whitevec.index.layout import check_name
+from whitevec.models.evaluation import read_pairs
+from whitevec.models.training import TrainConfig, classes_from_examples, classes_from_pairs, read_training_file
+
+from . import errors
+from .access import Caller, require_admin, resolve
+from .body import body_openapi, json_body
+from .deps import get_runtime
+from .errors import COMMON, Conflict, Forbidden, NotFound, Unauthorized, responses
+from .jobs import JobNotCancellable, UnknownJob
+from .runtime import Runtime
+from .schemas import CollectionCreate, JobOut, KeyCreate, TrainAccepted, TrainRequest
+
+ADMIN_ERRORS = (*COMMON, Unauthorized, Forbidden)
+
+router = APIRouter(prefix="/admin", tags=["admin"], dependencies=[Depends(require_admin)])
+ADMIN = Caller(admin=True)  # the router's dependency has checked the token
+
+
+# -- collections ------------------------------------------------------------------------------------------
+@router.put("/collections/{name}", status_code=201, openapi_extra=body_openapi(CollectionCreate),
+            responses=responses(*ADMIN_ERRORS, Conflict), tags=["collections"])
+async def create_collection(name: str, req: CollectionCreate = Depends(json_body(CollectionCreate)),
+                            rt: Runtime = Depends(get_runtime)) -> Response:
+    """A new, empty collection with its own whitening, index, versions and change log; it serves its
+    model at once (/collections/{name}/embed) and searches once documents are added or rebuilt in.
+    Collections on one model share its weights."""
+    check_name(name)
+    if rt.collection(name) is not None:
+        raise Conflict(f"collection {name!r} exists already; DELETE /admin/collections/{name}?confirm=true first, "
+                       "or choose another name", param="name")
+    whitening = req.whitening.model_dump(exclude_none=True) if req.whitening else None
+    index = req.index.model_dump(exclude_none=True) if req.index else None
+    if index:
+        try:
+            IndexSpec(**{"type": rt.settings.index_type, **index})
+        except ValueError as exc:
+            raise errors.InvalidRequest(str(exc), param="index") from exc
+    col = await asyncio.to_thread(rt.create_collection, name, req.model, whitening, index)
+    d = col.details()
+    return JSONResponse({"name": name, "model": d["model"], "whitening": d["whitening"], "index": d["index"],
+                         "documents": 0}, status_code=201)
+
+
+@router.get("/collections", responses=responses(Unauthorized, Forbidden), tags=["collections"])
+async def list_collections(rt: Runtime = Depends(get_runtime)) -> dict:
+    """Every collection: name, model, documents, active version, dim, creation time."""
+    return {"collections": await asyncio.to_thread(lambda: [c.summary() for c in rt.collections()])}
+
+
+@router.get("/collections/{name}", responses=responses(Unauthorized, Forbidden, NotFound), tags=["collections"])
+async def get_collection(name: str, rt: Runtime = Depends(get_runtime)) -> dict:
+    """One collection, with the whitening and index its served version has (or its rebuilds will use)."""
+    col = resolve(rt, ADMIN, name, "admin")
+    return await asyncio.to_thread(col.details)
+
+
+@router.delete("/collections/{name}", responses=responses(Unauthorized, Forbidden, NotFound, Conflict),
+               tags=["collections"])
+async def delete_collection(name: str, confirm: bool = Query(False, description="true: really delete its documents"),
+                            rt: Runtime = Depends(get_runtime)) -> dict:
+    """Remove a collection: its versions, change logs and (Milvus) its collections and alias. Keys keep
+    their other collections."""
+    col = resolve(rt, ADMIN, name, "admin")
+    if name == "default":
+        raise Conflict("the collection `default` cannot be deleted (the routes without a collection use it)")
+    documents = col.summary()["documents"]
+    if not confirm:
+        raise Conflict(f"collection {name!r} holds {documents} documents: add ?confirm=true to delete it and them",
+                       param="confirm")
+    try:
+        documents = await asyncio.to_thread(rt.delete_collection, name)
+    except KeyError:
+        raise NotFound(f"no collection named {name!r}", param="name") from None
+    return {"deleted": name, "documents": documents}
+
+
+# -- access keys ------------------------------------------------------------------------------------------
+@router.post("/keys", status_code=201, openapi_extra=body_openapi(KeyCreate), responses=responses(*ADMIN_ERRORS, NotFound),
+             tags=["keys"])
+async def create_key(req: KeyCreate = Depends(json_body(KeyCreate)), rt: Runtime = Depends(get_runtime)) -> Response:
+    """A key for some collections, `read` (search, embed) or `write` (also documents). The key is in this
+    answer only: the server keeps its SHA-256."""
+    for i, name in enumerate(req.collections):
+        if rt.collection(name) is None:
+            raise NotFound(f"collections[{i}]: no collection named {name[:100]!r}; create it first "
+                           "(PUT /admin/collections/{name})", param="collections")
+    made = await asyncio.to_thread(rt.keys.create, req.collections, req.access, req.name)
+    return JSONResponse(made, status_code=201)
+
+
+@router.get("/keys", responses=responses(Unauthorized, Forbidden), tags=["keys"])
+async def list_keys(rt: Runtime = Depends(get_runtime)) -> dict:
+    """Ids, names, scopes, creation and last-use times; never the keys."""
+    return {"keys": await asyncio.to_thread(rt.keys.list)}
+
+
+@router.delete("/keys/{key_id}", responses=responses(Unauthorized, Forbidden, NotFound), tags=["keys"])
+async def revoke_key(key_id: str, rt: Runtime = Depends(get_runtime)) -> dict:
+    """Refused at once here; on other replicas within WHITEVEC_ALIAS_POLL_S."""
+    if not await asyncio.to_thread(rt.keys.revoke, key_id):
+        raise NotFound(f"no key with id {key_id[:100]!r}; GET /admin/keys lists them")
+    return {"revoked": key_id}
+
+
+# -- training and jobs --------------------------------------------------------------------------------------
+@router.post("/train", status_code=202, response_model=TrainAccepted, openapi_extra=body_openapi(TrainRequest),
+             responses=responses(*ADMIN_ERRORS, NotFound))
+async def train(req: TrainRequest = Depends(json_body(TrainRequest)),
+                rt: Runtime = Depends(get_runtime)) -> Response:
+    """Start an AM-Softmax fine-tuning job in a separate process from the collection's model; `activate`
+    swaps in the new model with a re-encoded corpus, refitted whitening and a rebuilt index, as one
+    version of that collection."""
+    col = resolve(rt, ADMIN, req.collection, "admin")
+    bundle = col.require_bundle()
+    examples = [e.model_dump() for e in req.examples] if req.examples is not None else None
+    pairs = [p.model_dump() for p in req.pairs] if req.pairs is not None else None
+    if req.path is not None:
+        path = resolve_import_path(rt.settings.import_dir, req.path)
+        examples, pairs = await asyncio.to_thread(read_training_file, path)
+    data = classes_from_examples(examples) if examples is not None else classes_from_pairs(pairs or [], req.pair_threshold)
+    eval_path = None
+    if req.eval_path is not None:
+        eval_path = resolve_import_path(rt.settings.import_dir, req.eval_path)
+        await asyncio.to_thread(read_pairs, eval_path)
+    if req.activate and bundle.retriever is None:
+        raise errors.InvalidRequest(f"activate needs an index to re-encode: build one in collection {col.name} "
+                                    "first, or set activate to false", param="activate")
+    config = TrainConfig(**req.model_dump(include=set(TrainConfig.__dataclass_fields__)))
+    out_dir = rt.training.model_output_dir(req.name, base=bundle.encoder.identity.name)
+    supervisor = rt.training
+    try:
+        job_id = await asyncio.to_thread(
+            rt.jobs.submit, "train",
+            lambda ctx: supervisor.train(ctx, col, supervisor.training_spec(
+                col, asdict(config), examples, pairs, req.pair_threshold, eval_path, out_dir), req.activate),
+            on_end=lambda: supervisor.release_model_name(out_dir), collection=col.name)
+    except BaseException:
+        supervisor.release_model_name(out_dir)
+        raise
+    return JSONResponse({"job_id": job_id, "classes": data.n_classes, "texts": len(data.texts),
+                         "warnings": data.warnings, "model_name": out_dir.name}, status_code=202)
+
+
+def job_or_404(rt: Runtime, job_id: str) -> dict:
+    try:
+        return rt.jobs.get(job_id)
+    except UnknownJob:
+        raise NotFound(f"no job with id {job_id!r}; GET /admin/jobs lists them") from None
+
+
+@router.get("/jobs", response_model=list[JobOut], responses=responses(Unauthorized, Forbidden))
+async def list_jobs(collection: str | None = Query(None, description="Only this collection's jobs."),
+                    rt: Runtime = Depends(get_runtime)) -> list[dict]:
+    """The latest 100 jobs, newest first."""
+    return await asyncio.to_thread(rt.jobs.list, 100, collection)
+
+
+@router.get("/jobs/{job_id}", response_model=JobOut, responses=responses(Unauthorized, Forbidden, NotFound))
+async def get_job(job_id: str, rt: Runtime = Depends(get_runtime)) -> dict:
+    return await asyncio.to_thread(job_or_404, rt, job_id)
+
+
+@router.post("/jobs/{job_id}/cancel", response_model=JobOut,
+             responses=responses(Unauthorized, Forbidden, NotFound, Conflict))
+async def cancel_job(job_id: str, rt: Runtime = Depends(get_runtime)) -> dict:
+    """Stop a queued job at once (it ends `cancelled`), or ask a running one to stop; the served
+    version is untouched either way."""
+    await asyncio.to_thread(job_or_404, rt, job_id)
+    try:
+        return await asyncio.to_thread(rt.jobs.cancel, job_id)
+    except JobNotCancellable as exc:
+        raise Conflict(str(exc)) from exc

@@ -1,0 +1,269 @@
+"""One collection's live state: its versions, the bundle it serves, its change lock; loads, activates, swaps."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from whitevec.index import layout
+from whitevec.index.versions import Bundle, VersionStore
+from whitevec.models.encoder import Encoder, EncoderSpec
+from whitevec.models.errors import WhitevecError
+from whitevec.models.pipeline import Pipeline
+from whitevec.models.whitening import WhiteningParams
+
+from .corpus_ops import CorpusOps, Snapshot
+from .errors import InvalidRequest, NotFound, NotReady
+from .replicas import AliasFollower
+from .reports import Reports
+from .serving import ServedBundle
+
+if TYPE_CHECKING:
+    from .runtime import Runtime
+
+log = logging.getLogger("whitevec")
+
+
+class Collection:
+    """A named corpus with its own whitening fit, index, documents, change log and versions. Owned by the
+    Runtime, which shares one encoder per model, the batcher, the job runner and the writer thread among
+    collections. Its parts (corpus operations, alias follower, reports) reach the backend only through
+    the VersionStore and the Retriever protocol."""
+
+    def __init__(self, rt: Runtime, name: str, config: dict) -> None:
+        self.rt = rt
+        self.name = name
+        self.config = config
+        folder = layout.folder(rt.settings.bundles, name)
+        milvus = rt.milvus.for_collection(name, rt.settings.milvus_alias) if rt.milvus is not None else None
+        self.versions = VersionStore(folder, milvus=milvus, shared=rt.settings.bundle_dir is not None,
+                                     encoders=rt.encoders)
+        self.served = ServedBundle()
+        self.load_error: str | None = None
+        self._loading = threading.Lock()
+        self.deleted = False  # set when deleted: requests and jobs that still hold it get 404
+        self.refused: dict | None = None  # the active version, when it could not be served, and why
+        # Upserts, deletes and activations take turns: a change lands in the version that is served
+        # when it commits, and a rebuild's activation carries over what was committed while it ran.
+        self.change_lock = threading.RLock()
+        self.corpus_ops = CorpusOps(self)
+        self.follower = AliasFollower(self)
+        self.reports = Reports(self)
+
+    # what the parts share with the runtime
+    @property
+    def settings(self):
+        return self.rt.settings
+
+    @property
+    def jobs(self):
+        return self.rt.jobs
+
+    @property
+    def bundle(self) -> Bundle | None:
+        """The served bundle now (a request or job that keeps using it leases it: `served.lease()`)."""
+        return self.served.current
+
+    @property
+    def created_at(self) -> float | None:
+        return self.config.get("created_at")
+
+    def model_dir(self) -> Path | None:
+        """The collection's configured model folder: none (the server's), `bundled`, or a folder in models/."""
+        return layout.model_folder(self.settings.bundles, self.config.get("model")) or self.settings.model_dir
+
+    def encoder_spec(self, model_dir: Path | None = None, engine: str | None = None) -> EncoderSpec:
+        """This collection's model (or `model_dir`) with the server's pooling, tokenizer, engine and device."""
+        return self.rt.encoder_spec(model_dir if model_dir is not None else self.model_dir(), engine)
+
+    def new_encoder(self, model_dir: Path | None = None, engine: str | None = None) -> Encoder:
+        """From the shared pool: collections on one model share its weights."""
+        return self.rt.encoders.get(self.encoder_spec(model_dir, engine))
+
+    def whitening_defaults(self) -> dict[str, Any]:
+        """(β, γ, dim) for rebuilds that leave them out: the collection's, else WHITEVEC_WHITEN_*."""
+        s = self.settings
+        return {"beta": s.whiten_beta, "gamma": s.whiten_gamma, "dim": s.whiten_dim, **(self.config.get("whitening") or {})}
+
+    def index_defaults(self) -> dict[str, Any]:
+        return {"type": self.settings.index_type, **(self.config.get("index") or {})}
+
+    def require_bundle(self) -> Bundle:
+        bundle = self.bundle
+        if self.deleted:
+            raise NotFound(f"collection {self.name} was deleted", param="name")
+        if bundle is None:
+            raise NotReady(self.load_error or f"collection {self.name} is still loading; retry shortly",
+                           headers={"Retry-After": "2"})
+        return bundle
+
+    def prune_models(self) -> list[str]:
+        return self.rt.prune_models()
+
+    def cleanup(self) -> None:
+        """At start (data dir locked): what a crashed rebuild of this collection left behind."""
+        removed = self.versions.cleanup_partial()
+        if removed:
+            log.info("collection %s: removed leftovers of interrupted rebuilds: %s", self.name, ", ".join(removed))
+
+    def load(self) -> None:
+        """Serve the active version (verified); if it is damaged, the newest intact one; if none, the
+        collection's model alone. Once."""
+        with self._loading:
+            if self.bundle is not None:
+                return
+            self._load()
+
+    def _load(self) -> None:
+        try:
+            self.served.swap(self._load_best())
+            self.load_error = None
+        except Exception as exc:
+            self.load_error = f"collection {self.name}: {exc}"
+            log.error("collection %s could not be loaded: %s", self.name, exc)
+            raise
+        log.info("collection %s ready: %s", self.name, self.reports.describe())
+
+    def _load_best(self) -> Bundle:
+        """The active version; when it cannot be served (damaged, or ACTIVE missing, unreadable or naming
+        no version), the newest intact one, reported in /readyz as `refused` until an admin activates one."""
+        data, problem = self.versions.pointer_state()
+        active = data.get("version") if problem is None else None
+        candidates = ([active] if active else []) + [v for v in self.versions.newest_versions() if v != active]
+        if not candidates:
+            return Bundle(Pipeline(self.new_encoder()))
+        reason = problem
+        for version in candidates:
+            try:
+                bundle = self.load_version(version)
+            except WhitevecError as exc:
+                log.error("collection %s: refusing version %s: %s", self.name, version, exc)
+                if version == active:
+                    reason = str(exc)
+                continue
+            if version != active:
+                self.refused = {"version": data.get("version"), "reason": reason, "served_instead": version}
+                log.error("collection %s: the active version cannot be served (%s); serving %s, the newest intact "
+                          "version, until an activation or a rebuild replaces it", self.name, reason, version)
+            else:
+                self._warn_if_model_setting_differs(bundle)
+            return bundle
+        self.refused = {"version": data.get("version"), "reason": reason, "served_instead": None}
+        log.error("collection %s: no intact version (the active one: %s); serving the configured model without an "
+                  "index until a rebuild", self.name, reason)
+        return Bundle(Pipeline(self.new_encoder()))
+
+    def load_version(self, version: str, encoder: Encoder | None = None, checksums: bool = True) -> Bundle:
+        s = self.settings
+        return self.versions.load(version, encoder=encoder, device=s.device, use_gpu=s.use_gpu_index,
+                                  engine=encoder.engine if encoder is not None else s.engine,
+                                  engine_cache=s.engine_cache, checksums=checksums)
+
+    def _warn_if_model_setting_differs(self, bundle: Bundle) -> None:
+        wanted = self.model_dir()
+        served = bundle.encoder.model_dir
+        if wanted is not None and Path(wanted).resolve() != served:
+            log.warning("collection %s: its configured model is %s but the active version was built with %s; "
+                        "serving %s. Rebuild the index to switch models.", self.name, wanted, served, served)
+
+    def served_encoder(self) -> Encoder:
+        """The model this collection serves, loaded read-only in float32 (what training starts from)."""
+        active = self.versions.active()
+        if active is None:
+            return self.encoder_spec(engine="torch").build()
+        model = self.versions.verify_files(active)["model"]
+        return EncoderSpec.from_manifest({**model, "engine": "torch"}, device=self.settings.device).build()
+
+    def activate(self, version: str, encoder: Encoder | None, just_built: bool = False,
+                 since: Snapshot | None = None) -> Bundle:
+        """Load a written version fully (verified), then point at it, then serve it: a failure changes nothing.
+        A version this process `just_built` is not re-hashed (its checksums were taken from the files), and
+        is discarded if it cannot be activated. With `since` (what a job read its corpus from), every change
+        acknowledged after that read is applied to the new version before it is served, on either backend;
+        if the served version changed meanwhile (a rollback), the activation fails and says so."""
+        try:
+            bundle = self.load_version(version, encoder, checksums=not just_built)
+        except BaseException:
+            if just_built:
+                self.versions.discard(version)
+            raise
+        with self.served.lease(), self.change_lock:  # the lease keeps the old version open for the last pass
+            try:
+                seq = self.corpus_ops.carry_over(since, bundle, since.seq) if since is not None else 0
+                self.versions.activate(version)
+            except BaseException:
+                bundle.close()
+                if just_built:
+                    self.versions.discard(version)
+                raise
+            # the pointer (and alias) name the new version now: serve it, whatever happens next
+            previous = self.served.swap(bundle)
+            self.refused = None
+            if since is not None:  # what other replicas acknowledged before the alias moved
+                try:
+                    self.corpus_ops.carry_over(since, bundle, seq, served=previous)
+                except Exception as exc:  # noqa: BLE001 - replicas re-apply a write that raced the move
+                    log.error("version %s is served, but the changes other replicas acknowledged while it was "
+                              "activated could not be read from version %s: %s", version, since.bundle.version, exc)
+        protect = {previous.version} if previous is not None and previous.version else set()
+        pruned = self.versions.prune(self.settings.keep_versions, protect=protect)
+        if pruned:
+            log.info("collection %s: pruned old versions %s", self.name, ", ".join(pruned))
+        self.rt.prune_models()
+        log.info("collection %s serves version %s: %s", self.name, version, self.reports.describe())
+        return bundle
+
+    def activate_existing(self, version: str) -> Bundle:
+        """Serve a kept version again (roll back or forward): loaded and verified in full first, so a
+        damaged or incomplete one changes nothing."""
+        if version not in self.versions.versions():
+            raise KeyError(version)
+        return self.activate(version, self.bundle.encoder if self.bundle is not None else None)
+
+    def close(self) -> None:
+        """Stop serving: the bundle closes now, or when its last request ends."""
+        self.served.close()
+
+    def summary(self) -> dict[str, Any]:
+        """The collection as GET /admin/collections lists it."""
+        bundle = self.bundle
+        retriever = bundle.retriever if bundle is not None else None
+        return {
+            "name": self.name,
+            "model": bundle.encoder.identity.name if bundle is not None else self.config.get("model"),
+            "documents": retriever.count() if retriever is not None else 0,
+            "active_version": self.versions.active(),
+            "dim": bundle.pipeline.output_dim() if bundle is not None else None,
+            "created_at": self.created_at,
+        }
+
+    def details(self) -> dict[str, Any]:
+        """The summary plus the whitening and index a rebuild would use or the served version has."""
+        bundle = self.bundle
+        fit = bundle.pipeline.whitening if bundle is not None else None
+        retriever = bundle.retriever if bundle is not None else None
+        whitening = fit.params.to_dict() if fit is not None else WhiteningParams(**self.whitening_defaults()).to_dict()
+        index = retriever.spec.to_dict() if retriever is not None else self.index_defaults()
+        return {**self.summary(), "whitening": whitening, "index": index, "status": self.status()}
+
+    def status(self) -> str:
+        if self.bundle is None:
+            return "failed" if self.load_error else "loading"
+        return "ready" if self.refused is None else "degraded"
+
+
+def resolve_model_choice(rt: Runtime, model: str | None) -> str | None:
+    """A collection's `model` as stored: None (the server's), `bundled`, or a folder name in models/;
+    ModelFolderError names what is missing."""
+    if model is None or model == "bundled":
+        return model
+    if "/" in model or model.startswith(".") or not model.strip():
+        raise InvalidRequest(f"model {model!r}: give `bundled`, or the name of a folder in the data dir's "
+                             "models/ (a fine-tune), without a path", param="model")
+    folder = rt.settings.bundles / "models" / model
+    if not (folder / "config.json").is_file():
+        raise InvalidRequest(f"model {model!r}: no model folder of that name in the data dir's models/ "
+                             "(fine-tunes are written there; omit `model` for the server's own)", param="model")
+    return model

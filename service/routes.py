@@ -1,0 +1,281 @@
+"""The corpus routes, each written once over a collection and mounted twice: at the paths from before
+collections (acting on `default`) and under /collections/{name} and /admin/collections/{name}."""
+
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import JSONResponse, Response
+from whitevec.index.documents import check_documents, parse_document, read_jsonl, resolve_import_path
+from whitevec.models.encoder import EncodeResult
+from whitevec.models.errors import WhitevecError
+
+from . import errors
+from .access import (ADMIN, ADMIN_LEASED, ADMIN_LEASED_NAMED, ADMIN_NAMED, READ, READ_NAMED, WRITE,
+                     WRITE_LEASED, WRITE_LEASED_NAMED, WRITE_NAMED, Target)
+from .body import FastJSONResponse, RenderedJSON, body_openapi, json_body, render_json
+from .collection import Collection
+from .deps import check_texts, encode, get_runtime
+from .errors import COMMON, Conflict, Forbidden, NotFound, Overloaded, Unauthorized, responses
+from .jobs import JobContext
+from .runtime import Runtime
+from .schemas import (DeleteRequest, EmbedRequest, EmbedResponse, JobAccepted, RebuildRequest, SearchRequest,
+                      SearchResponse, UpsertRequest)
+
+ENCODE_ERRORS = (*COMMON, Overloaded, Conflict, Unauthorized, Forbidden, NotFound)
+ADMIN_ERRORS = (*COMMON, Unauthorized, Forbidden, NotFound)
+
+data = APIRouter(tags=["data"])
+admin = APIRouter(prefix="/admin", tags=["admin"])
+named_data = APIRouter(prefix="/collections/{name}", tags=["collections"])
+named_admin = APIRouter(prefix="/admin/collections/{name}", tags=["collections"])
+
+
+# -- implementations ------------------------------------------------------------------------------------
+async def _embed(request: Request, req: EmbedRequest, rt: Runtime, t: Target) -> Response:
+    check_texts(rt, req.texts, "texts")
+    bundle = t.bundle
+    out_dim = bundle.pipeline.output_dim(req.whiten, req.dim)
+
+    def answer(raw: EncodeResult) -> bytes:  # in the batcher's output thread
+        vectors = bundle.pipeline.postprocess(raw.vectors, req.whiten, req.dim, req.normalize)
+        return render_json({
+            "model": bundle.encoder.identity.name, "dim": out_dim, "embeddings": vectors.astype(np.float32),
+            "truncated": raw.truncated, "whitened": req.whiten and bundle.pipeline.whitening is not None,
+            "version": bundle.version,
+        })
+    return RenderedJSON(await encode(rt, bundle, req.texts, request, answer))
+
+
+async def _search(request: Request, req: SearchRequest, rt: Runtime, t: Target) -> Response:
+    queries = [req.query] if req.query is not None else list(req.queries or [])
+    check_texts(rt, queries, "queries")
+    if req.k > rt.settings.max_k:
+        raise errors.InvalidRequest(f"k={req.k} is above the limit of {rt.settings.max_k} (WHITEVEC_MAX_K)",
+                                    param="k")
+    bundle = t.bundle
+    retriever = bundle.retriever
+    if retriever is None:
+        raise Conflict(t.col.reports.no_index_message())
+    params = retriever.search_params(req.nprobe, req.ef_search, rt.settings.max_nprobe, rt.settings.max_ef_search)
+    vectors = await encode(rt, bundle, queries, request, lambda raw: bundle.pipeline.postprocess(raw.vectors))
+    found = await retriever.search(vectors, req.k, params, req.where())
+    results = [{"query": query, "hits": [{"id": h.document.id, "score": h.score, "text": h.document.text,
+                                          "metadata": h.document.metadata} for h in hits]}
+               for query, hits in zip(queries, found)]
+    return FastJSONResponse({"results": results, "version": bundle.version})
+
+
+async def _rebuild(req: RebuildRequest, rt: Runtime, t: Target) -> Response:
+    col, bundle, ops = t.col, t.bundle, t.col.corpus_ops
+
+    async def submit(fn, total: int) -> Response:
+        job_id = await asyncio.to_thread(rt.jobs.submit, "index.rebuild", fn, total=total, collection=col.name)
+        return JSONResponse({"job_id": job_id}, status_code=202)
+
+    if not req.reencode:
+        if bundle.retriever is None:
+            raise Conflict(col.reports.no_index_message())
+        now = bundle.pipeline.whitening.params if bundle.pipeline.whitening is not None else None
+        given = req.whitening.model_dump(exclude_unset=True) if req.whitening else {}
+        keep = {k: getattr(now, k) for k in ("beta", "gamma", "dim")} if now else {}
+        # the dim asked for, not one a rank-deficient fit lowered for gamma > 0 (a later gamma 0 restores it)
+        keep.update(bundle.requested_whitening())
+        merged = {**keep, **given}  # what the request leaves out stays as the served version has it
+        params = ops.whitening_params(merged.get("beta"), merged.get("gamma"), merged.get("dim"))
+        ops.check_whitening_dim(params, bundle.encoder)
+        count = bundle.retriever.count()
+        spec = ops.index_spec(req.index.model_dump() if req.index else bundle.retriever.spec.to_dict(), count)
+        ops.check_raw_vectors(bundle)
+        return await submit(lambda ctx: ops.rewhiten(ctx, params, spec), count)
+    if req.path is not None:
+        path = resolve_import_path(rt.settings.import_dir, req.path)
+        documents = await asyncio.to_thread(read_jsonl, path)
+    else:  # a worker thread: for 100k+ documents this loop would stall the event loop for seconds
+        documents = await asyncio.to_thread(lambda: [parse_document(d.model_dump(), f"documents[{i}]")
+                                                     for i, d in enumerate(req.documents or [])])
+    await asyncio.to_thread(check_documents, documents, rt.settings.max_documents)
+    served = bundle.retriever.count() if bundle.retriever is not None else 0
+    if req.mode == "replace" and not req.confirm_shrink and len(documents) < served / 2:
+        raise Conflict(f"this rebuild would replace the {served} served documents with {len(documents)}, fewer than "
+                       "half: send \"confirm_shrink\": true to do that, or \"mode\": \"merge\" to add them to "
+                       "the corpus")
+    w = req.whitening
+    params = ops.whitening_params(w.beta if w else None, w.gamma if w else None, w.dim if w else None)
+    ops.check_whitening_dim(params, bundle.encoder)
+    total = len(documents) + (served if req.mode == "merge" else 0)
+    spec = ops.index_spec(req.index.model_dump() if req.index else None, total)
+    if req.mode == "merge":
+        def merge(ctx: JobContext) -> dict:
+            corpus, since = ops.merged(documents)
+            return ops.rebuild(ctx, corpus, params, spec, since=since)
+
+        return await submit(merge, total)
+    return await submit(lambda ctx: ops.rebuild(ctx, documents, params, spec), len(documents))
+
+
+async def _upsert(req: UpsertRequest, rt: Runtime, col: Collection) -> dict:
+    if len(req.documents) > rt.settings.max_upsert:
+        raise errors.InvalidRequest(f"{len(req.documents)} documents exceed WHITEVEC_MAX_UPSERT "
+                                    f"({rt.settings.max_upsert}) per call; send them in several calls or rebuild "
+                                    "with \"mode\": \"merge\"", param="documents")
+    parsed = [parse_document(d.model_dump(), f"documents[{i}]") for i, d in enumerate(req.documents)]
+    documents = list({d.id: d for d in parsed}.values())  # one id twice in a call: the last one wins, as in order
+    done = await asyncio.wrap_future(rt.writer.submit(col.corpus_ops.change_documents, documents, []))
+    return {"upserted": done["upserted"], "version": done["version"]}
+
+
+async def _delete(req: DeleteRequest, rt: Runtime, col: Collection) -> dict:
+    done = await asyncio.wrap_future(rt.writer.submit(col.corpus_ops.change_documents, [], req.ids))
+    return {"deleted": done["deleted"], "missing": done["missing"], "version": done["version"]}
+
+
+async def _get_document(doc_id: str, t: Target) -> Response:
+    bundle = t.bundle
+    if bundle.retriever is None:
+        raise Conflict(t.col.reports.no_index_message())
+    doc = await asyncio.to_thread(bundle.retriever.get, doc_id)
+    if doc is None:
+        raise NotFound(f"no document with id {doc_id!r} in version {bundle.version}")
+    return FastJSONResponse({"id": doc.id, "text": doc.text, "metadata": doc.metadata, "version": bundle.version})
+
+
+async def _versions(col: Collection) -> dict:
+    return {"active": col.versions.active(), "versions": await asyncio.to_thread(col.reports.versions_report)}
+
+
+async def _activate(version: str, col: Collection) -> dict:
+    try:
+        bundle = await asyncio.to_thread(col.activate_existing, version)
+    except KeyError:
+        listing = "/admin/versions" if col.name == "default" else f"/admin/collections/{col.name}/versions"
+        raise NotFound(f"no version {version!r} is kept in collection {col.name}; GET {listing} lists them") from None
+    except WhitevecError as exc:
+        raise Conflict(f"version {version} cannot be served: {exc}") from exc
+    return {"active": bundle.version, "documents": bundle.retriever.count() if bundle.retriever else 0}
+
+
+# -- the routes from before collections: the collection `default` -----------------------------------------
+EMBED_DOC = "Vectors for texts: pooled, whitened with the active version's fit, normalised."
+SEARCH_DOC = "Nearest documents by cosine for one query or several; results in query order."
+REBUILD_DOC = """Start a job that encodes the documents, fits whitening, builds the index and swaps it in.
+
+The model is the one served when the job runs (a training job queued before it with
+`activate` changes it), never the one served at submit time."""
+UPSERT_DOC = """Add or replace documents: encoded with the served model, transformed with its whitening (no
+refit), committed to the served version's change log before the answer (durable); search sees them as
+soon as this returns. An id sent twice in one call is written once, as its last occurrence."""
+DELETE_DOC = """Delete documents by id, committed to the served version's change log before the answer (no
+ghost hits); unknown ids are listed in `missing`."""
+ACTIVATE_DOC = """Serve a kept version again, atomically: it is loaded and verified first; a damaged one is a
+409 and changes nothing. Rolls back (or forward) the model, whitening and index together."""
+
+
+@data.post("/embed", response_model=EmbedResponse, openapi_extra=body_openapi(EmbedRequest),
+           responses=responses(*ENCODE_ERRORS), description=EMBED_DOC)
+async def embed(request: Request, req: EmbedRequest = Depends(json_body(EmbedRequest)),
+                rt: Runtime = Depends(get_runtime), t: Target = Depends(READ)) -> Response:
+    return await _embed(request, req, rt, t)
+
+
+@data.post("/search", response_model=SearchResponse, openapi_extra=body_openapi(SearchRequest),
+           responses=responses(*ENCODE_ERRORS), description=SEARCH_DOC)
+async def search(request: Request, req: SearchRequest = Depends(json_body(SearchRequest)),
+                 rt: Runtime = Depends(get_runtime), t: Target = Depends(READ)) -> Response:
+    return await _search(request, req, rt, t)
+
+
+@admin.post("/index/rebuild", status_code=202, response_model=JobAccepted, openapi_extra=body_openapi(RebuildRequest),
+            responses=responses(*ADMIN_ERRORS, Conflict), description=REBUILD_DOC)
+async def rebuild(req: RebuildRequest = Depends(json_body(RebuildRequest)),
+                  rt: Runtime = Depends(get_runtime), t: Target = Depends(ADMIN_LEASED)) -> Response:
+    return await _rebuild(req, rt, t)
+
+
+@admin.post("/documents", openapi_extra=body_openapi(UpsertRequest), responses=responses(*ADMIN_ERRORS, Conflict),
+            description=UPSERT_DOC)
+async def upsert_documents(req: UpsertRequest = Depends(json_body(UpsertRequest)),
+                           rt: Runtime = Depends(get_runtime), col: Collection = Depends(WRITE)) -> dict:
+    return await _upsert(req, rt, col)
+
+
+@admin.post("/documents/delete", openapi_extra=body_openapi(DeleteRequest),
+            responses=responses(*ADMIN_ERRORS, Conflict), description=DELETE_DOC)
+async def delete_documents(req: DeleteRequest = Depends(json_body(DeleteRequest)),
+                           rt: Runtime = Depends(get_runtime), col: Collection = Depends(WRITE)) -> dict:
+    return await _delete(req, rt, col)
+
+
+@admin.get("/documents/{doc_id:path}", responses=responses(Unauthorized, Forbidden, NotFound, Conflict))
+async def get_document(doc_id: str, t: Target = Depends(WRITE_LEASED)) -> Response:
+    """One document of the served version: id, text, metadata."""
+    return await _get_document(doc_id, t)
+
+
+@admin.get("/versions", responses=responses(Unauthorized, Forbidden))
+async def list_versions(col: Collection = Depends(ADMIN)) -> dict:
+    """Every kept version, newest first, with which is active (the pointer) and served (loaded here)."""
+    return await _versions(col)
+
+
+@admin.post("/versions/{version}/activate", responses=responses(Unauthorized, Forbidden, NotFound, Conflict),
+            description=ACTIVATE_DOC)
+async def activate_version(version: str, col: Collection = Depends(ADMIN)) -> dict:
+    return await _activate(version, col)
+
+
+# -- the same, per collection -----------------------------------------------------------------------------
+@named_data.post("/embed", response_model=EmbedResponse, openapi_extra=body_openapi(EmbedRequest),
+                 responses=responses(*ENCODE_ERRORS), description=EMBED_DOC + " In this collection's whitened space.")
+async def collection_embed(request: Request, req: EmbedRequest = Depends(json_body(EmbedRequest)),
+                           rt: Runtime = Depends(get_runtime), t: Target = Depends(READ_NAMED)) -> Response:
+    return await _embed(request, req, rt, t)
+
+
+@named_data.post("/search", response_model=SearchResponse, openapi_extra=body_openapi(SearchRequest),
+                 responses=responses(*ENCODE_ERRORS), description=SEARCH_DOC)
+async def collection_search(request: Request, req: SearchRequest = Depends(json_body(SearchRequest)),
+                            rt: Runtime = Depends(get_runtime), t: Target = Depends(READ_NAMED)) -> Response:
+    return await _search(request, req, rt, t)
+
+
+@named_admin.post("/rebuild", status_code=202, response_model=JobAccepted, openapi_extra=body_openapi(RebuildRequest),
+                  responses=responses(*ADMIN_ERRORS, Conflict), description=REBUILD_DOC)
+async def collection_rebuild(req: RebuildRequest = Depends(json_body(RebuildRequest)),
+                             rt: Runtime = Depends(get_runtime), t: Target = Depends(ADMIN_LEASED_NAMED)) -> Response:
+    return await _rebuild(req, rt, t)
+
+
+@named_admin.post("/documents", openapi_extra=body_openapi(UpsertRequest),
+                  responses=responses(*ADMIN_ERRORS, Conflict), description=UPSERT_DOC)
+async def collection_upsert(req: UpsertRequest = Depends(json_body(UpsertRequest)),
+                            rt: Runtime = Depends(get_runtime), col: Collection = Depends(WRITE_NAMED)) -> dict:
+    return await _upsert(req, rt, col)
+
+
+@named_admin.post("/documents/delete", openapi_extra=body_openapi(DeleteRequest),
+                  responses=responses(*ADMIN_ERRORS, Conflict), description=DELETE_DOC)
+async def collection_delete_documents(req: DeleteRequest = Depends(json_body(DeleteRequest)),
+                                      rt: Runtime = Depends(get_runtime),
+                                      col: Collection = Depends(WRITE_NAMED)) -> dict:
+    return await _delete(req, rt, col)
+
+
+@named_admin.get("/documents/{doc_id:path}", responses=responses(Unauthorized, Forbidden, NotFound, Conflict))
+async def collection_get_document(doc_id: str, t: Target = Depends(WRITE_LEASED_NAMED)) -> Response:
+    """One document of the collection's served version: id, text, metadata."""
+    return await _get_document(doc_id, t)
+
+
+@named_admin.get("/versions", responses=responses(Unauthorized, Forbidden, NotFound))
+async def collection_versions(col: Collection = Depends(ADMIN_NAMED)) -> dict:
+    """The collection's kept versions, newest first, with which is active and served."""
+    return await _versions(col)
+
+
+@named_admin.post("/versions/{version}/activate", responses=responses(Unauthorized, Forbidden, NotFound, Conflict),
+                  description=ACTIVATE_DOC)
+async def collection_activate(version: str, col: Collection = Depends(ADMIN_NAMED)) -> dict:
+    return await _activate(version, col)
