@@ -20,7 +20,7 @@ from whitevec.models.errors import WhitevecError
 SKIP = {".lock", ".collections.lock", "milvus.db"}  # the holder's lock; Milvus data lives in Milvus (back it up there)
 #: SQLite files that change while a server runs. Built parts (docs.sqlite) are copied byte for byte:
 #: their checksums are in the version's manifest.
-LIVE_SQLITE = {"changes.sqlite", "journal.sqlite", "jobs.sqlite"}
+LIVE_SQLITE = {"changes.sqlite", "journal.sqlite", "jobs.sqlite", "keys.sqlite"}
 
 
 def _copy_sqlite(src: Path, dst: Path) -> None:

@@ -31,7 +31,7 @@ from whitevec.models.loader import bundled_model_dir
 DEFAULT = "default"
 COLLECTIONS = "collections"
 CONFIG = "collection.json"
-NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")  # fullmatch: no trailing newline slips through
 
 
 class BadCollectionName(WhitevecError):
@@ -43,7 +43,7 @@ class CollectionExists(WhitevecError):
 
 
 def check_name(name: str) -> str:
-    if not NAME.match(name):
+    if not NAME.fullmatch(name):
         raise BadCollectionName(f"collection name {name[:80]!r} is not allowed: use 1 to 63 lowercase letters, digits, "
                                 "'_' or '-', starting with a letter or digit")
     return name
@@ -92,7 +92,7 @@ def names(bundles: Path) -> list[str]:
     base = root(bundles)
     if not base.is_dir():
         return []
-    return sorted(p.name for p in base.iterdir() if p.is_dir() and NAME.match(p.name))
+    return sorted(p.name for p in base.iterdir() if p.is_dir() and NAME.fullmatch(p.name))
 
 
 def model_folder(bundles: Path, model: str | None) -> Path | None:
@@ -104,11 +104,14 @@ def model_folder(bundles: Path, model: str | None) -> Path | None:
 
 
 def read_config(bundles: Path, name: str) -> dict:
-    """A collection's stored settings; {} for `default` written by the upgrade (it follows the settings)."""
+    """A collection's stored settings ({"name"} alone when its file is missing or unreadable: the
+    server's settings then apply). `uid` tells a collection from a later one of the same name."""
     path = folder(bundles, name) / CONFIG
-    if not path.is_file():
-        return {"name": name}
-    return json.loads(path.read_text(encoding="utf-8"))
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        data = None
+    return {"name": name, "uid": name, **(data if isinstance(data, dict) else {})}
 
 
 def create(bundles: Path, name: str, config: dict) -> Path:
@@ -120,7 +123,8 @@ def create(bundles: Path, name: str, config: dict) -> Path:
                                    "first, or choose another name")
         tmp = root(bundles) / f".tmp-{name}-{secrets.token_hex(3)}"
         (tmp / "versions").mkdir(parents=True)
-        write_json_atomic(tmp / CONFIG, {"name": name, "created_at": time.time(), **config})
+        write_json_atomic(tmp / CONFIG, {"name": name, "uid": secrets.token_hex(8), "created_at": time.time(),
+                                         **config})
         os.rename(tmp, target)
         fsync_path(root(bundles))
     return target
@@ -133,7 +137,7 @@ def ensure_default(bundles: Path) -> None:
         (target / "versions").mkdir(parents=True, exist_ok=True)
         versions = sorted(p.name for p in (target / "versions").iterdir() if not p.name.startswith("."))
         created = _version_time(versions[0]) if versions else time.time()
-        write_json_atomic(target / CONFIG, {"name": DEFAULT, "created_at": created, "model": None,
+        write_json_atomic(target / CONFIG, {"name": DEFAULT, "uid": "default", "created_at": created, "model": None,
                                             "whitening": None, "index": None})
 
 
@@ -149,6 +153,8 @@ def retire(bundles: Path, name: str) -> Path:
     """Take a collection out of the layout in one rename; the caller removes the returned folder."""
     with layout_lock(bundles):
         src = folder(bundles, name)
+        if not src.is_dir():  # deleted meanwhile (another request, another replica)
+            raise KeyError(name)
         dst = root(bundles) / f".deleting-{name}-{secrets.token_hex(3)}"
         os.rename(src, dst)
         fsync_path(root(bundles))

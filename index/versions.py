@@ -217,9 +217,11 @@ class VersionStore:
         """Before a deleted collection's folder goes: its versions' Milvus collections and its alias."""
         if self.milvus is None:
             return
-        from .milvus import drop_alias
+        from .milvus import alias_target, drop_alias
 
-        drop_alias(self.milvus.client, self.milvus.alias)  # first: Milvus keeps a collection an alias names
+        mine = {self.collection(p.name) for p in self.root.iterdir() if (p / MILVUS_FILE).is_file()}
+        if alias_target(self.milvus.client, self.milvus.alias) in mine:  # not a newer collection's of that name
+            drop_alias(self.milvus.client, self.milvus.alias)  # first: Milvus keeps a collection an alias names
         for path in self.root.iterdir():
             if path.name.startswith(".tmp-"):
                 self._drop_partial_collection(path.name[len(".tmp-"):])

@@ -6,6 +6,7 @@ a tenant's key must not learn which other collections a server holds.
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -54,7 +55,9 @@ class Target:
 
 
 def _equal(a: str, b: str) -> bool:
-    return hmac.compare_digest(a.encode("utf-8", "surrogatepass"), b.encode("utf-8", "surrogatepass"))
+    """Constant time, and blind to length: digests of equal size are compared."""
+    return hmac.compare_digest(hashlib.sha256(a.encode("utf-8", "surrogatepass")).digest(),
+                               hashlib.sha256(b.encode("utf-8", "surrogatepass")).digest())
 
 
 def identify(rt: Runtime, token: str, wrong: str) -> Caller:
@@ -75,9 +78,10 @@ async def data_caller(request: Request,
                       credentials: HTTPAuthorizationCredentials | None = Depends(api_bearer)) -> Caller:
     """Search and embed: any credential; none while the server has neither WHITEVEC_API_KEY nor access keys."""
     rt: Runtime = request.app.state.runtime
+    if rt.settings.api_key is None and not rt.keys.any:  # an open server: any bearer (OpenAI SDKs send one)
+        admin = credentials is not None and _equal(credentials.credentials, rt.admin_token)
+        return Caller(admin=admin, reads_all=True)
     if credentials is None:
-        if rt.settings.api_key is None and not rt.keys.any:
-            return Caller(reads_all=True)
         rt.metrics.auth_failures.labels("missing").inc()
         raise Unauthorized("these endpoints need `Authorization: Bearer <key>`: an access key, the WHITEVEC_API_KEY "
                            "or the admin token")

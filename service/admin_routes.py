@@ -29,9 +29,9 @@ ADMIN = Caller(admin=True)  # the router's dependency has checked the token
 
 
 # -- collections ------------------------------------------------------------------------------------------
-@router.put("/collections/{name}", status_code=201, openapi_extra=body_openapi(CollectionCreate),
+@router.put("/collections/{name}", status_code=201, openapi_extra=body_openapi(CollectionCreate, required=False),
             responses=responses(*ADMIN_ERRORS, Conflict), tags=["collections"])
-async def create_collection(name: str, req: CollectionCreate = Depends(json_body(CollectionCreate)),
+async def create_collection(name: str, req: CollectionCreate = Depends(json_body(CollectionCreate, optional=True)),
                             rt: Runtime = Depends(get_runtime)) -> Response:
     """A new, empty collection with its own whitening, index, versions and change log; it serves its
     model at once (/collections/{name}/embed) and searches once documents are added or rebuilt in.
@@ -75,7 +75,7 @@ async def delete_collection(name: str, confirm: bool = Query(False, description=
     col = resolve(rt, ADMIN, name, "admin")
     if name == "default":
         raise Conflict("the collection `default` cannot be deleted (the routes without a collection use it)")
-    documents = col.summary()["documents"]
+    documents = (await asyncio.to_thread(col.summary))["documents"]
     if not confirm:
         raise Conflict(f"collection {name!r} holds {documents} documents: add ?confirm=true to delete it and them",
                        param="confirm")

@@ -4,12 +4,14 @@ runner and sync thread; middleware for body limits and request metrics; the oper
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
 import logging
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import APIRouter, Depends, FastAPI
+from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse, PlainTextResponse, Response
 from fastapi.staticfiles import StaticFiles
@@ -127,24 +129,38 @@ async def healthz() -> dict:
     return {"status": "ok"}
 
 
+def _operator(request: Request, rt: Runtime) -> bool:
+    """Collection names are the operator's to see: anyone while the server has no access key (no tenants),
+    else only a request with the admin token."""
+    if not rt.keys.any:
+        return True
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    return scheme.lower() == "bearer" and hmac.compare_digest(
+        hashlib.sha256(token.strip().encode("utf-8", "surrogateescape")).digest(),
+        hashlib.sha256(rt.admin_token.encode()).digest())
+
+
 @ops.get("/readyz", responses=responses(NotReady))
-async def readyz(rt: Runtime = Depends(get_runtime)) -> dict:
-    """200 once /embed can be answered, with what the collection `default` serves and, under
-    `collections`, each collection's state; 503 while loading or if the encoder stopped."""
+async def readyz(request: Request, rt: Runtime = Depends(get_runtime)) -> dict:
+    """200 once /embed can be answered (every collection loaded or failed), with what the collection
+    `default` serves and, under `collections`, each collection's state — once access keys exist, only
+    for the admin token (tenants must not learn other collections' names); 503 while loading or if
+    the encoder stopped."""
     rt.default.require_bundle()
     loading = [c.name for c in rt.collections() if c.status() == "loading"]
     if loading:
-        raise NotReady(f"loading collection {loading[0]} ({len(loading)} still loading)", headers={"Retry-After": "2"})
+        raise NotReady(f"{len(loading)} collection(s) still loading; retry shortly", headers={"Retry-After": "2"})
     if not rt.batcher.running:
         raise NotReady(rt.batcher.error or "the encoder is not running", headers={"Retry-After": "5"})
-    return await asyncio.to_thread(ready_report, rt)
+    return await asyncio.to_thread(ready_report, rt, _operator(request, rt))
 
 
-def ready_report(rt: Runtime) -> dict:
+def ready_report(rt: Runtime, operator: bool) -> dict:
     report = rt.default.reports.ready_report()
-    report["collections"] = {c.name: {"status": c.status(), "documents": c.summary()["documents"],
-                                      "active_version": c.versions.active(), "error": c.load_error,
-                                      "refused": c.refused} for c in rt.collections()}
+    if operator:
+        report["collections"] = {c.name: {"status": c.status(), "documents": c.summary()["documents"],
+                                          "active_version": c.versions.active(), "error": c.load_error,
+                                          "refused": c.refused} for c in rt.collections()}
     report["models_loaded"] = len(rt.encoders)
     if any(c.status() != "ready" for c in rt.collections()):
         report["status"] = "degraded"
@@ -153,7 +169,7 @@ def ready_report(rt: Runtime) -> dict:
 
 @ops.get("/metrics", response_class=PlainTextResponse)
 async def metrics(rt: Runtime = Depends(get_runtime)) -> Response:
-    """Prometheus text format."""
+    """Prometheus text format; series are labelled by collection, so keep it where operators alone reach it."""
     return Response(await asyncio.to_thread(rt.metrics.render), media_type="text/plain; version=0.0.4")
 
 

@@ -69,11 +69,14 @@ def is_json(content_type: str | None) -> bool:
     return media == "application/json" or (media.startswith("application/") and media.endswith("+json"))
 
 
-def json_body(model: type[M]) -> Callable[[Request], Awaitable[M]]:
-    """A dependency that returns the validated body; declare it in OpenAPI with `body_openapi(model)`."""
+def json_body(model: type[M], optional: bool = False) -> Callable[[Request], Awaitable[M]]:
+    """A dependency that returns the validated body; declare it in OpenAPI with `body_openapi(model)`.
+    `optional`: a request with no body at all means `{}` (every field of `model` has a default)."""
 
     async def parse(request: Request) -> M:
         content_type = request.headers.get("content-type")
+        if optional and not content_type and not await request.body():
+            return model()
         if not is_json(content_type):
             got = f"Content-Type {content_type!r}" if content_type else "no Content-Type"
             raise UnsupportedMediaType(f"the body must be JSON: send it with `Content-Type: application/json` "
@@ -123,10 +126,11 @@ def _validate_large(model: type[M], body: bytes) -> M:
     return result
 
 
-def body_openapi(model: type[BaseModel]) -> dict:
-    """`openapi_extra=` for a route whose body is read by `json_body(model)`."""
+def body_openapi(model: type[BaseModel], required: bool = True) -> dict:
+    """`openapi_extra=` for a route whose body is read by `json_body(model)` (`required=False` with
+    `json_body(model, optional=True)`)."""
     _REGISTERED[model.__name__] = model
-    return {"requestBody": {"required": True, "content": {
+    return {"requestBody": {"required": required, "content": {
         "application/json": {"schema": {"$ref": f"#/components/schemas/{model.__name__}"}}}}}
 
 

@@ -174,6 +174,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.activate:  # before the long part: refuse now if a server uses the data dir
         rt.lock("`whitevec train --activate`")
         rt.open()
+        if rt.collection(args.collection) is None:
+            rt.unlock()
+            raise WhitevecError(f"no collection named {args.collection!r} in {rt.settings.data_dir}")
     try:
         return _train(rt, args, path)
     finally:
@@ -207,7 +210,11 @@ def _train(rt, args: argparse.Namespace, path: Path) -> int:
     summary["settings"] = asdict(config)
     if args.activate:
         rt.load()
-        summary["activation"] = rt.training.activate_model(None, rt.collection(args.collection), out)
+        col = rt.collection(args.collection)
+        if col is None:
+            raise WhitevecError(f"no collection named {args.collection!r} in {rt.settings.data_dir}; the model was "
+                                f"written to {out}: create the collection and activate it there")
+        summary["activation"] = rt.training.activate_model(None, col, out)
     print(json.dumps(summary, indent=2))
     return 0
 

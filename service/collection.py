@@ -112,7 +112,7 @@ class Collection:
         """Serve the active version (verified); if it is damaged, the newest intact one; if none, the
         collection's model alone. Once."""
         with self._loading:
-            if self.bundle is not None:
+            if self.bundle is not None or self.deleted:
                 return
             self._load()
 
@@ -168,14 +168,6 @@ class Collection:
             log.warning("collection %s: its configured model is %s but the active version was built with %s; "
                         "serving %s. Rebuild the index to switch models.", self.name, wanted, served, served)
 
-    def served_encoder(self) -> Encoder:
-        """The model this collection serves, loaded read-only in float32 (what training starts from)."""
-        active = self.versions.active()
-        if active is None:
-            return self.encoder_spec(engine="torch").build()
-        model = self.versions.verify_files(active)["model"]
-        return EncoderSpec.from_manifest({**model, "engine": "torch"}, device=self.settings.device).build()
-
     def activate(self, version: str, encoder: Encoder | None, just_built: bool = False,
                  since: Snapshot | None = None) -> Bundle:
         """Load a written version fully (verified), then point at it, then serve it: a failure changes nothing.
@@ -191,6 +183,8 @@ class Collection:
             raise
         with self.served.lease(), self.change_lock:  # the lease keeps the old version open for the last pass
             try:
+                if self.deleted:  # its folder may hold a new collection of the same name by now
+                    raise NotFound(f"collection {self.name} was deleted while this ran; nothing was activated")
                 seq = self.corpus_ops.carry_over(since, bundle, since.seq) if since is not None else 0
                 self.versions.activate(version)
             except BaseException:

@@ -110,31 +110,20 @@ POSTGRES = re.compile(r"^postgres(ql)?://")
 Execute = Callable[..., list[tuple]]
 
 
-class JobsDB:
-    """Where job records live: a SQLite file, or Postgres (a postgresql:// URL, through psycopg) that
-    replicas on different machines share. One connection; `transaction()` serialises its use."""
+class Database:
+    """A SQLite file, or Postgres (a postgresql:// URL, through psycopg) that replicas on different
+    machines share. One connection; `transaction()` serialises its use."""
 
     def __init__(self, target: str | Path) -> None:
         self.postgres = isinstance(target, str) and bool(POSTGRES.match(target))
         self._target = target
         self._lock = threading.Lock()
         self._conn = self._connect()
-        real = "DOUBLE PRECISION" if self.postgres else "REAL"  # Postgres REAL is 4 bytes: seconds would round
-        with self.transaction() as execute:
-            execute(f"""CREATE TABLE IF NOT EXISTS jobs (
-                id TEXT PRIMARY KEY, kind TEXT NOT NULL, state TEXT NOT NULL,
-                done INTEGER NOT NULL DEFAULT 0, total INTEGER NOT NULL DEFAULT 0,
-                created_at {real} NOT NULL, started_at {real}, finished_at {real},
-                error TEXT, result TEXT, detail TEXT NOT NULL DEFAULT '{{}}', owner TEXT, collection TEXT)""")
-            if self.postgres:
-                columns = {r[0] for r in execute("SELECT column_name FROM information_schema.columns "
-                                                 "WHERE table_name = 'jobs'")}
-            else:
-                columns = {r[1] for r in execute("PRAGMA table_info(jobs)")}
-            if "owner" not in columns:  # a database from before replicas
-                execute("ALTER TABLE jobs ADD COLUMN owner TEXT")
-            if "collection" not in columns:  # from before collections: its jobs were the default's
-                execute("ALTER TABLE jobs ADD COLUMN collection TEXT")
+
+    @property
+    def real(self) -> str:
+        """The column type for seconds (Postgres REAL is 4 bytes: seconds would round)."""
+        return "DOUBLE PRECISION" if self.postgres else "REAL"
 
     def _connect(self):
         if not self.postgres:
@@ -173,6 +162,29 @@ class JobsDB:
                                       "retry when it is back") from exc
 
 
+class JobsDB(Database):
+    """Where job records live (table `jobs`), created or brought up to date on connect."""
+
+    def __init__(self, target: str | Path) -> None:
+        super().__init__(target)
+        real = self.real
+        with self.transaction() as execute:
+            execute(f"""CREATE TABLE IF NOT EXISTS jobs (
+                id TEXT PRIMARY KEY, kind TEXT NOT NULL, state TEXT NOT NULL,
+                done INTEGER NOT NULL DEFAULT 0, total INTEGER NOT NULL DEFAULT 0,
+                created_at {real} NOT NULL, started_at {real}, finished_at {real},
+                error TEXT, result TEXT, detail TEXT NOT NULL DEFAULT '{{}}', owner TEXT, collection TEXT)""")
+            if self.postgres:
+                columns = {r[0] for r in execute("SELECT column_name FROM information_schema.columns "
+                                                 "WHERE table_name = 'jobs'")}
+            else:
+                columns = {r[1] for r in execute("PRAGMA table_info(jobs)")}
+            if "owner" not in columns:  # a database from before replicas
+                execute("ALTER TABLE jobs ADD COLUMN owner TEXT")
+            if "collection" not in columns:  # from before collections: its jobs were the default's
+                execute("ALTER TABLE jobs ADD COLUMN collection TEXT")
+
+
 class JobRunner:
     def __init__(self, db: str | Path, owner: str = "local") -> None:
         self.owner = owner
@@ -184,6 +196,7 @@ class JobRunner:
         self._transition = threading.Lock()
         self._running: str | None = None
         self._on_end: dict[str, Callable[[], None]] = {}
+        self._collection: dict[str, str] = {}  # unfinished jobs here -> their collection
 
     @property
     def busy(self) -> bool:
@@ -236,6 +249,7 @@ class JobRunner:
             execute("INSERT INTO jobs (id, kind, state, total, created_at, owner, collection) "
                     "VALUES (?, ?, 'queued', ?, ?, ?, ?)", (job_id, kind, total, time.time(), self.owner, collection))
         self._contexts[job_id] = JobContext(self, job_id)
+        self._collection[job_id] = collection
         self._live[job_id] = {"done": 0, "total": total, "detail": {}}
         if on_end is not None:
             self._on_end[job_id] = on_end
@@ -287,6 +301,7 @@ class JobRunner:
                     detail=json.dumps(live.get("detail", {})))
         self._contexts.pop(job_id, None)
         self._live.pop(job_id, None)
+        self._collection.pop(job_id, None)
         on_end = self._on_end.pop(job_id, None)
         if on_end is not None:
             on_end()
@@ -339,6 +354,18 @@ class JobRunner:
                 if self._running != job_id:  # still queued: final now, and it never runs
                     self._finish(job_id, "cancelled", error="cancelled before it started")
         return self.get(job_id)
+
+    def cancel_collection(self, collection: str) -> list[str]:
+        """Cancel this process's queued and running jobs of a collection (it is being deleted)."""
+        cancelled = []
+        for job_id, name in list(self._collection.items()):
+            if name == collection:
+                try:
+                    self.cancel(job_id)
+                    cancelled.append(job_id)
+                except (JobNotCancellable, UnknownJob, JobsUnavailable):
+                    continue
+        return cancelled
 
     def counts(self) -> dict[str, int]:
         with self._db.transaction() as execute:

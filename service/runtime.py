@@ -15,13 +15,13 @@ from pathlib import Path
 
 from whitevec.index import layout
 from whitevec.index.versions import DataDirLock, MilvusTarget, VersionStore
-from whitevec.models.encoder import Encoder, EncoderPool, EncoderSpec
+from whitevec.models.encoder import EncoderPool, EncoderSpec
 from whitevec.models.errors import WhitevecError
 
 from .batcher import Batcher
 from .collection import Collection, resolve_model_choice
 from .errors import Conflict, InvalidRequest, NotReady
-from .jobs import POSTGRES, JobRunner
+from .jobs import POSTGRES, Database, JobRunner
 from .keys import KeyStore
 from .metrics import Metrics
 from .settings import Settings
@@ -46,7 +46,9 @@ class Runtime:
         self.encoders = EncoderPool()
         self._lock = DataDirLock(settings.data_dir)
         self.jobs = JobRunner(self._jobs_db(settings), owner=settings.replica_name or self._default_replica(settings))
-        self.keys = KeyStore(self.jobs.db)
+        # keys live where every replica reads them: the shared jobs database, else the (shared) bundle dir
+        self.keys = KeyStore(self.jobs.db if settings.jobs_db is not None
+                             else Database(settings.bundles / "keys.sqlite"))
         self.metrics = Metrics()
         self.batcher = Batcher(settings.max_batch, settings.max_batch_tokens, settings.max_queue_tokens,
                                on_batch=self.metrics.batch_size.observe)
@@ -57,6 +59,7 @@ class Runtime:
         self._token_announced = False
         self._collections: dict[str, Collection] = {}
         self._registry = threading.RLock()  # creating, deleting and discovering collections
+        self._deleting: set[str] = set()
         self.opened = False
         self.loaded = False
         self.load_error: str | None = None  # why the data dir could not be opened
@@ -230,24 +233,37 @@ class Runtime:
         return col
 
     def delete_collection(self, name: str, force: bool = False) -> int:
-        """Remove a collection: out of the layout in one rename, then its indexes and files; returns its
-        document count. Its keys lose it from their scope."""
+        """Remove a collection: out of the registry and the layout (one rename) first, so no new request or
+        job reaches it; its jobs here are cancelled, its writes drained; then its keys' scopes, indexes and
+        files go. Returns its document count."""
         if name == layout.DEFAULT and not force:
             raise Conflict("the collection `default` cannot be deleted (the routes without a collection use it); "
                            "rebuild it with other documents instead")
-        with self._registry:
-            col = self._collections.get(name)
-            if col is None:
-                raise KeyError(name)
-            with col.change_lock:
-                count = col.summary()["documents"]
+        with self._registry:  # held for the dict only: a collection's own locks are never taken under it
+            col = self._collections.pop(name, None)
+            if col is not None:
+                self._deleting.add(name)  # the sync thread must not register it again meanwhile
+        if col is None:
+            raise KeyError(name)
+        try:
+            return self._delete(col)
+        finally:
+            with self._registry:
+                self._deleting.discard(name)
+
+    def _delete(self, col: Collection) -> int:
+        name = col.name
+        col.deleted = True
+        self.jobs.cancel_collection(name)
+        with col.change_lock:  # an upsert or activation in flight ends first; later ones see `deleted`
+            count = col.summary()["documents"]
+            try:
                 retired = layout.retire(self.settings.bundles, name)
-                del self._collections[name]
-                col.deleted = True
+            finally:
                 col.close()
+        self.keys.forget_collection(name)
         self._drop_indexes(retired)
         layout.remove(retired)
-        self.keys.forget_collection(name)
         self.prune_models()
         log.info("deleted collection %s (%d documents)", name, count)
         return count
@@ -261,17 +277,23 @@ class Runtime:
 
     # -- replicas ---------------------------------------------------------------------------------------
     def sync(self) -> None:
-        """What other replicas changed: collections created or deleted in the shared bundle dir, versions
-        they activated (Milvus aliases), keys they created or revoked."""
+        """What other replicas changed: collections created or deleted in the shared bundle dir (told apart
+        by their uid, so one deleted and created again is a new one), versions they activated (Milvus
+        aliases), keys they created or revoked."""
         try:
             self.keys.refresh()
         except Exception as exc:  # noqa: BLE001 - the database away: keep the keys known
             log.warning("could not refresh access keys: %s", exc)
-        on_disk = set(layout.names(self.settings.bundles))
-        with self._registry:
-            for name in on_disk - set(self._collections):
-                self._register(name)
-            gone = [self._collections.pop(n) for n in set(self._collections) - on_disk]
+        bundles = self.settings.bundles
+        with self._registry:  # listed under the lock: a create or delete here is wholly before or after it
+            on_disk = {n: layout.read_config(bundles, n).get("uid", n) for n in layout.names(bundles)}
+            if layout.DEFAULT not in on_disk:  # a listing caught mid-change, or a folder away: change nothing
+                return
+            gone = [self._collections.pop(n) for n, col in list(self._collections.items())
+                    if n != layout.DEFAULT and on_disk.get(n) != col.config.get("uid", n)]
+            for name in on_disk:
+                if name not in self._deleting:
+                    self._register(name)
         for col in gone:
             log.info("collection %s was deleted by another replica", col.name)
             col.deleted = True
@@ -300,8 +322,12 @@ class Runtime:
 
     def _sync_loop(self) -> None:
         while not self._sync_stop.wait(self.settings.alias_poll_s):
-            if self.loaded:
+            if not self.loaded:
+                continue
+            try:
                 self.sync()
+            except Exception as exc:  # noqa: BLE001 - a bundle dir briefly unreadable: try again next poll
+                log.warning("could not sync with other replicas: %s", exc)
 
     # -- models -----------------------------------------------------------------------------------------
     def encoder_spec(self, model_dir: Path | None = None, engine: str | None = None) -> EncoderSpec:
@@ -309,9 +335,6 @@ class Runtime:
         s = self.settings
         return EncoderSpec(model_dir if model_dir is not None else s.model_dir, s.pooling, s.tokenizer, s.max_length,
                            engine or s.engine, s.device, s.max_batch, s.engine_cache)
-
-    def new_encoder(self, model_dir: Path | None = None, engine: str | None = None) -> Encoder:
-        return self.encoders.get(self.encoder_spec(model_dir, engine))
 
     def prune_models(self) -> list[str]:
         """Delete fine-tuned folders in BUNDLE_DIR/models that no kept version of any collection uses and no
@@ -344,9 +367,10 @@ class Runtime:
         return [p.name for p in doomed]
 
     def was_activated(self, version: str) -> bool:
-        """`version` is in some collection's activation history (a job killed after activating it succeeded)."""
-        for name in layout.names(self.settings.bundles):
-            store = VersionStore(layout.folder(self.settings.bundles, name))
-            if any(h["version"] == version for h in store.history()):
-                return True
-        return False
+        """`version` is in some collection's activation history (a job killed after activating it succeeded);
+        also asked before the data dir is opened, when it may still have the layout from before collections."""
+        bundles = self.settings.bundles
+        folders = [layout.folder(bundles, n) for n in layout.names(bundles)]
+        if (bundles / "versions").is_dir():
+            folders.append(bundles)
+        return any(any(h["version"] == version for h in VersionStore(f).history()) for f in folders)

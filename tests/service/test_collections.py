@@ -38,7 +38,7 @@ async def test_create_list_get_and_delete_a_collection(settings):
         assert made["model"] and made["index"]["type"] == "flat"
         r = await client.put("/admin/collections/faq", json={}, headers=ADMIN)
         assert r.status_code == 409 and "exists already" in r.json()["error"]["message"]
-        for bad in ("Faq", "-x", "a" * 64, "a.b", "ü"):
+        for bad in ("Faq", "-x", "a" * 64, "a.b", "ü", "faq%0A", "x%00"):
             r = await client.put(f"/admin/collections/{bad}", json={}, headers=ADMIN)
             assert r.status_code == 422, (bad, r.text)
             assert "lowercase letters" in r.json()["error"]["message"]
@@ -65,8 +65,33 @@ async def test_create_list_get_and_delete_a_collection(settings):
         assert r.json() == {"deleted": "faq", "documents": len(english())}
         assert not (settings.data_dir / "collections" / "faq").exists()
         assert (await client.post("/collections/faq/search", json={"query": "x"})).status_code == 404
-        # the name is free again, and the new one starts empty
-        assert (await client.put("/admin/collections/faq", json={}, headers=ADMIN)).json()["documents"] == 0
+        r = await client.delete("/admin/collections/faq?confirm=true", headers=ADMIN)
+        assert r.status_code == 404  # a second delete: gone already
+        # the name is free again, and the new one starts empty; a PUT needs no body
+        r = await client.put("/admin/collections/faq", headers=ADMIN)
+        assert r.status_code == 201 and r.json()["documents"] == 0
+        # any bearer is fine while the server has no API key and no access key (OpenAI SDKs always send one)
+        assert (await client.post("/collections/faq/embed", json={"texts": ["x"]},
+                                  headers={"Authorization": "Bearer anything"})).status_code == 200
+
+
+async def test_deleting_a_collection_stops_its_running_job_and_a_new_one_of_that_name_is_empty(settings):
+    from tests.conftest import slowed_encoder
+
+    async with serving(settings) as (app, client):
+        await rebuild(client, {"documents": english()})
+        assert (await client.put("/admin/collections/busy", json={}, headers=ADMIN)).status_code == 201
+        with slowed_encoder(app, 0.3):  # the encoder every collection shares
+            r = await client.post("/admin/collections/busy/rebuild", json={"documents": chinese()}, headers=ADMIN)
+            job_id = r.json()["job_id"]
+            deleted = await client.delete("/admin/collections/busy?confirm=true", headers=ADMIN)
+            assert deleted.status_code == 200
+            job = await wait_job(client, job_id)
+        assert job["state"] in ("cancelled", "failed") and job["collection"] == "busy"
+        assert (await client.put("/admin/collections/busy", json={}, headers=ADMIN)).status_code == 201
+        listed = (await client.get("/admin/collections/busy", headers=ADMIN)).json()
+        assert listed["documents"] == 0 and listed["active_version"] is None
+        assert list((settings.data_dir / "collections" / "busy" / "versions").glob("2*")) == []
 
 
 async def test_collections_keep_their_own_corpus_whitening_and_versions(settings):

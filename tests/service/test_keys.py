@@ -19,6 +19,7 @@ async def two_collections(client) -> None:
         assert (await client.put(f"/admin/collections/{name}", json={}, headers=ADMIN)).status_code == 201
         r = await client.post(f"/admin/collections/{name}/rebuild", headers=ADMIN, json={
             "documents": [dict(d, id=f"{name}-{d['id']}") for d in demo_documents(2)]})
+        assert r.status_code == 202, r.text
         assert (await wait_job(client, r.json()["job_id"]))["state"] == "succeeded"
 
 
@@ -84,8 +85,11 @@ async def test_a_key_reaches_its_collections_only(settings):
         assert keys[0]["last_used_at"] is not None and keys[0]["created_at"] > 0
         text = str(keys)
         assert read["key"] not in text and write["key"] not in text and "digest" not in text
-        stored = (settings.data_dir / "jobs.sqlite").read_bytes()
+        stored = (settings.data_dir / "keys.sqlite").read_bytes()
         assert read["key"].encode() not in stored  # only the SHA-256 is kept
+        import hashlib
+
+        assert hashlib.sha256(read["key"].encode()).hexdigest().encode() in stored
 
         # revocation holds at once
         assert (await client.delete(f"/admin/keys/{read['id']}", headers=ADMIN)).json() == {"revoked": read["id"]}
@@ -103,7 +107,12 @@ async def test_a_key_reaches_its_collections_only(settings):
 
         # the admin token reaches everything; failures are counted
         assert (await client.post("/collections/b/search", json={"query": "x"}, headers=ADMIN)).status_code == 200
-        metrics = (await client.get("/metrics")).text
+        assert "collections" not in (await client.get("/readyz")).json()  # no names for whoever asks
+        assert "collections" not in (await client.get("/readyz", headers=bearer(write["key"]))).json()
+        assert set((await client.get("/readyz", headers=ADMIN)).json()["collections"]) == {"default", "a", "b"}
+        assert set((await client.get("/readyz", headers={"Authorization": f"bearer {ADMIN['Authorization'][7:]}"})
+                    ).json()["collections"]) == {"default", "a", "b"}
+        metrics = (await client.get("/metrics")).text  # open, as before collections: keep it for operators
         assert 'whitevec_auth_failures_total{reason="out_of_scope"}' in metrics
         assert 'whitevec_auth_failures_total{reason="wrong"}' in metrics
         assert read["key"] not in metrics
@@ -169,11 +178,12 @@ async def test_keys_and_collections_on_milvus_and_across_two_replicas(settings, 
         key = await make_key(a, ["a"], "read")
         h = bearer(key["key"])
 
-        async def b_serves_a() -> bool:
+        async def b_serves_a_to_the_key_only() -> bool:
             r = await b.post("/collections/a/search", json={"query": "rain", "k": 3}, headers=h)
-            return r.status_code == 200 and r.json()["results"][0]["hits"][0]["id"].startswith("a-")
-        await eventually(b_serves_a)  # the collection, its version and the key reached replica b
-        assert (await b.post("/collections/b/search", json={"query": "x"}, headers=h)).status_code == 404
+            other = await b.post("/collections/b/search", json={"query": "x"}, headers=h)
+            return (r.status_code == 200 and r.json()["results"][0]["hits"][0]["id"].startswith("a-")
+                    and other.status_code == 404)
+        await eventually(b_serves_a_to_the_key_only)  # the collection, its version and the key reached b
 
         # a write through b lands in the version a activated, and a sees it
         r = await b.post("/admin/collections/a/documents", headers=ADMIN,
@@ -196,3 +206,6 @@ async def test_keys_and_collections_on_milvus_and_across_two_replicas(settings, 
         async def b_forgets() -> bool:
             return (await b.post("/collections/b/search", json={"query": "x"}, headers=ADMIN)).status_code == 404
         await eventually(b_forgets)
+        # the last key revoked: the replicas stay closed to callers without a credential
+        for replica in (a, b):
+            assert (await replica.post("/collections/a/search", json={"query": "x"})).status_code == 401
