@@ -41,6 +41,11 @@ def start_server(data_dir: Path, token: str, args: tuple[str, ...] = (), module:
     raise RuntimeError("server did not become ready")
 
 
+def has_index(data_dir: Path) -> bool:
+    """A data dir with an active version (collections' layout, or the one before it)."""
+    return any((data_dir / sub / "ACTIVE").is_file() for sub in ("collections/default/versions", "versions"))
+
+
 def wait_job(client: httpx.Client, job_id: str, headers: dict) -> dict:
     while True:
         job = client.get(f"/admin/jobs/{job_id}", headers=headers).json()

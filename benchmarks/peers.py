@@ -32,7 +32,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 
-from _util import free_port, start_server, sts_sentences
+from _util import has_index, free_port, start_server, sts_sentences
 
 TOKEN = "bench"
 LOADS = ((8, 32), (32, 1))
@@ -156,7 +156,7 @@ def search_docs(sentences: list[str], n: int) -> list[dict]:
 
 def build_search_dir(work: Path, sentences: list[str], n: int, engine: str) -> Path:
     data = work / f"search-{n}-{engine}"
-    if (data / "versions" / "ACTIVE").exists():
+    if has_index(data):
         return data
     work.mkdir(parents=True, exist_ok=True)
     path = work / f"docs-{n}.jsonl"

@@ -22,7 +22,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 
-from _util import pct, start_server, sts_sentences
+from _util import has_index, pct, start_server, sts_sentences
 from peers import search_docs
 
 TOKEN = "bench"
@@ -40,7 +40,7 @@ def main() -> None:
     headers = {"Authorization": f"Bearer {TOKEN}"}
     with tempfile.TemporaryDirectory() as tmp:
         cached = args.work_dir / f"upsert-{args.docs}"
-        if not (cached / "versions" / "ACTIVE").is_file():
+        if not has_index(cached):
             path = Path(tmp) / "docs.jsonl"
             path.write_text("".join(json.dumps(d) + "\n" for d in search_docs(pool, args.docs)), encoding="utf-8")
             subprocess.run([sys.executable, "-m", "whitevec.service.cli", "index", "build", str(path), "--data-dir",

@@ -37,6 +37,7 @@ def choose_spec(spec: IndexSpec, n: int, min_approx: int = MIN_APPROX_VECTORS) -
 log = logging.getLogger(__name__)
 
 ProgressFn = Callable[[int, int], None]
+Chooser = Callable[[Whitening], tuple[WhiteningParams, dict]]
 
 
 @dataclass
@@ -56,6 +57,7 @@ def build_version(
     min_approx: int = MIN_APPROX_VECTORS,
     raw_vectors: np.ndarray | None = None,
     fit: Whitening | None = None,
+    choose: Chooser | None = None,
 ) -> BuildResult:
     """Write a complete new version folder; the caller decides when to activate it.
 
@@ -64,7 +66,9 @@ def build_version(
     raise to cancel. With `raw_vectors`
     (the pooled vectors of `documents` by this encoder's model, from a version's raw.npy) nothing is
     encoded: whitening is refitted and the index rebuilt from them. With `fit`, that whitening is
-    kept as it is (an upsert transforms new documents with the served fit; no refit).
+    kept as it is (an upsert transforms new documents with the served fit; no refit). With `choose`, the
+    (β, γ, dim) are picked after the fit (auto whitening): choose(fit) returns them and a report, which the
+    manifest records under whitening.tuned.
     Any exception removes the partial folder and leaves every existing version as it was.
     """
     started = time.time()
@@ -78,8 +82,12 @@ def build_version(
                                     f"{encoder.dim}): rebuild with reencode true")
             raw = EncodeResult(np.asarray(raw_vectors, dtype=np.float32), [False] * len(documents), [])
         warnings = []
+        tuned = None
         if fit is None:
             fit = Whitening.fit(raw.vectors, identity=encoder.identity, params=whitening)
+            if choose is not None:
+                whitening, tuned = choose(fit)
+                fit = fit.with_params(whitening)
             dim, lowered = fit.effective_dim(whitening.gamma, whitening.dim)
             if lowered:
                 warnings.append(lowered)
@@ -111,7 +119,8 @@ def build_version(
             "created_at": time.time(),
             "build_seconds": round(time.time() - started, 3),
             "model": encoder_manifest(encoder),
-            "whitening": {**fit.meta(), "output_dim": fit.output_dim(fit.params.dim), "requested": whitening.to_dict()},
+            "whitening": {**fit.meta(), "output_dim": fit.output_dim(fit.params.dim), "requested": whitening.to_dict(),
+                          **({"tuned": tuned} if tuned is not None else {})},
             "backend": "milvus" if versions.milvus is not None else "faiss",
             "index": {"spec": spec.to_dict(), "dim": dim, "count": count},
             "documents": {"count": count, "truncated": int(sum(raw.truncated))},

@@ -129,8 +129,9 @@ def format_table(report: dict) -> str:
     return "\n".join(lines)
 
 
-def plot_results(report: dict, out: str | Path) -> Path:
-    """Spearman against dim, one line per (β, γ), the raw score as a dashed reference."""
+def plot_results(report: dict, out: str | Path, chosen: dict | None = None) -> Path:
+    """Spearman against dim, one line per (β, γ), the raw score as a dashed reference; `chosen` (a row's
+    beta, gamma, dim; default the best row) is marked with a star."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -144,10 +145,16 @@ def plot_results(report: dict, out: str | Path) -> Path:
         points.sort()
         ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=f"β={beta:g}, γ={gamma:g}")
     ax.axhline(report["raw"], color="black", linestyle="--", label=f"raw ({report['raw']:.2f})")
+    mark = chosen or max(report["results"], key=lambda r: r["spearman"])
+    at = next((r["spearman"] for r in report["results"] if (r["beta"], r["gamma"], r["dim"])
+               == (mark["beta"], mark["gamma"], mark["dim"])), None)
+    if at is not None:
+        ax.plot([mark["dim"]], [at], marker="*", markersize=16, color="red", linestyle="none", zorder=5,
+                label=f"{'chosen' if chosen else 'best'}: β={mark['beta']:g}, γ={mark['gamma']:g}, dim={mark['dim']}")
     ax.set_xlabel("dim")
     ax.set_ylabel("Spearman × 100")
     ax.set_title(f"{report['model']} ({report['pooling']}), {report['n_pairs']} pairs")
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=6 if len(groups) > 8 else 8, ncol=2 if len(groups) > 8 else 1)
     ax.grid(alpha=0.3)
     fig.tight_layout()
     out = Path(out)

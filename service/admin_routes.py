@@ -6,11 +6,12 @@ import asyncio
 from dataclasses import asdict
 
 from fastapi import APIRouter, Depends, Query
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import FileResponse, JSONResponse, Response
 from whitevec.index.documents import resolve_import_path
 from whitevec.index.faiss_index import IndexSpec
 from whitevec.index.layout import check_name
 from whitevec.models.evaluation import read_pairs
+from whitevec.models.tuning import AutoWhitening
 from whitevec.models.training import TrainConfig, classes_from_examples, classes_from_pairs, read_training_file
 
 from . import errors
@@ -41,6 +42,9 @@ async def create_collection(name: str, req: CollectionCreate = Depends(json_body
         raise Conflict(f"collection {name!r} exists already; DELETE /admin/collections/{name}?confirm=true first, "
                        "or choose another name", param="name")
     whitening = req.whitening.model_dump(exclude_none=True) if req.whitening else None
+    if whitening and whitening.get("auto"):  # its pairs must exist now, not at the first rebuild
+        path = resolve_import_path(rt.settings.import_dir, whitening["auto"]["pairs"])
+        await asyncio.to_thread(read_pairs, path)
     index = req.index.model_dump(exclude_none=True) if req.index else None
     if index:
         try:
@@ -135,8 +139,10 @@ async def train(req: TrainRequest = Depends(json_body(TrainRequest)),
         eval_path = resolve_import_path(rt.settings.import_dir, req.eval_path)
         await asyncio.to_thread(read_pairs, eval_path)
     if req.activate and bundle.retriever is None:
-        raise errors.InvalidRequest(f"activate needs an index to re-encode: build one in collection {col.name} "
-                                    "first, or set activate to false", param="activate")
+        where = ("(POST /admin/index/rebuild)" if col.name == "default"
+                 else f"in collection {col.name} (POST /admin/collections/{col.name}/rebuild)")
+        raise errors.InvalidRequest(f"activate needs an index to re-encode: build one first {where}, or set "
+                                    "activate to false", param="activate")
     config = TrainConfig(**req.model_dump(include=set(TrainConfig.__dataclass_fields__)))
     out_dir = rt.training.model_output_dir(req.name, base=bundle.encoder.identity.name)
     supervisor = rt.training
@@ -144,7 +150,8 @@ async def train(req: TrainRequest = Depends(json_body(TrainRequest)),
         job_id = await asyncio.to_thread(
             rt.jobs.submit, "train",
             lambda ctx: supervisor.train(ctx, col, supervisor.training_spec(
-                col, asdict(config), examples, pairs, req.pair_threshold, eval_path, out_dir), req.activate),
+                col, asdict(config), examples, pairs, req.pair_threshold, eval_path, out_dir), req.activate,
+                auto=AutoWhitening(str(eval_path), req.eval_path) if req.whitening == "auto" else None),
             on_end=lambda: supervisor.release_model_name(out_dir), collection=col.name)
     except BaseException:
         supervisor.release_model_name(out_dir)
@@ -170,6 +177,16 @@ async def list_jobs(collection: str | None = Query(None, description="Only this 
 @router.get("/jobs/{job_id}", response_model=JobOut, responses=responses(Unauthorized, Forbidden, NotFound))
 async def get_job(job_id: str, rt: Runtime = Depends(get_runtime)) -> dict:
     return await asyncio.to_thread(job_or_404, rt, job_id)
+
+
+@router.get("/jobs/{job_id}/plot.png", response_class=FileResponse, responses=responses(Unauthorized, Forbidden, NotFound))
+async def job_plot(job_id: str, rt: Runtime = Depends(get_runtime)) -> FileResponse:
+    """An auto-whitening job's picture: held-out Spearman against dim, one line per (β, γ), the choice starred."""
+    await asyncio.to_thread(job_or_404, rt, job_id)
+    path = rt.settings.data_dir / "reports" / f"{job_id}.png"
+    if not job_id.isalnum() or not path.is_file():
+        raise NotFound(f"job {job_id!r} has no plot (only rebuilds and trainings with auto whitening draw one)")
+    return FileResponse(path, media_type="image/png")
 
 
 @router.post("/jobs/{job_id}/cancel", response_model=JobOut,

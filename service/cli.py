@@ -68,6 +68,11 @@ def _index_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--gamma", type=float, default=None, help="whitening γ (default WHITEVEC_WHITEN_GAMMA, 0)")
     p.add_argument("--dim", type=int, default=None, help="kept dims (default WHITEVEC_WHITEN_DIM, all)")
     p.add_argument("--index-type", choices=("flat", "ivf", "hnsw"), default=None)
+    p.add_argument("--auto-whitening", default=None, metavar="PAIRS",
+                   help="choose β, γ and dim on these labelled pairs (sentence1<TAB>sentence2<TAB>score), chosen "
+                        "on one half and reported on the other; not with --beta/--gamma/--dim")
+    p.add_argument("--tolerance", type=float, default=0.3,
+                   help="with --auto-whitening: the smallest dim within this Spearman (×100) of the best wins")
     for name in ("nlist", "nprobe", "m", "ef-construction", "ef-search"):
         p.add_argument(f"--{name}", type=int, default=None, help="index parameter (default: from corpus size)")
 
@@ -79,6 +84,16 @@ def _build(col, args: argparse.Namespace, documents, encoder=None, path: Path | 
     spec = col.corpus_ops.index_spec({"type": args.index_type, "nlist": args.nlist, "nprobe": args.nprobe, "m": args.m,
                           "ef_construction": args.ef_construction, "ef_search": args.ef_search})
     params = col.corpus_ops.whitening_params(args.beta, args.gamma, args.dim)
+    auto = None
+    if getattr(args, "auto_whitening", None):
+        from whitevec.models.evaluation import read_pairs
+        from whitevec.models.tuning import AutoWhitening
+
+        if any(v is not None for v in (args.beta, args.gamma, args.dim)):
+            raise WhitevecError("--auto-whitening chooses β, γ and dim: leave out --beta, --gamma and --dim")
+        pairs = Path(args.auto_whitening)
+        read_pairs(pairs)  # a bad file stops here, naming the line, before any encoding
+        auto = AutoWhitening(str(pairs.resolve()), pairs.name, tolerance=args.tolerance)
     raw = None
     if getattr(args, "ray", None) is not None:
         from tqdm import tqdm
@@ -89,7 +104,8 @@ def _build(col, args: argparse.Namespace, documents, encoder=None, path: Path | 
         with tqdm(total=len(documents), desc=f"encoding on Ray ({args.ray})", unit="doc") as bar:
             raw = ray_encode(path, documents, encoder, args.ray, args.ray_workers,
                              on_progress=lambda done, total: bar.update(done - bar.n))
-    return col.corpus_ops.rebuild(None, documents, params, spec, encoder=encoder, progress_bar=True, raw_vectors=raw)
+    return col.corpus_ops.rebuild(None, documents, params, spec, encoder=encoder, progress_bar=True, raw_vectors=raw,
+                                  auto=auto)
 
 
 def cmd_index_build(args: argparse.Namespace) -> int:

@@ -238,7 +238,9 @@ class Collection:
         bundle = self.bundle
         fit = bundle.pipeline.whitening if bundle is not None else None
         retriever = bundle.retriever if bundle is not None else None
-        whitening = fit.params.to_dict() if fit is not None else WhiteningParams(**self.whitening_defaults()).to_dict()
+        d = self.whitening_defaults()
+        whitening = (fit.params.to_dict() if fit is not None else
+                     {"auto": d["auto"]} if d.get("auto") else WhiteningParams(d["beta"], d["gamma"], d["dim"]).to_dict())
         index = retriever.spec.to_dict() if retriever is not None else self.index_defaults()
         return {**self.summary(), "whitening": whitening, "index": index, "status": self.status()}
 

@@ -8,14 +8,16 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
-from whitevec.index.build import BuildResult, build_version
+from whitevec.index.build import BuildResult, Chooser, build_version
 from whitevec.index.documents import check_count
 from whitevec.index.faiss_index import IndexSpec
 from whitevec.index.store import Document, Documents
 from whitevec.index.versions import Bundle, ServedVersionChanged
 from whitevec.models.encoder import Encoder
 from whitevec.models.errors import WhitevecError
-from whitevec.models.whitening import WhiteningParams
+from whitevec.models.evaluation import encode_unique, read_pairs
+from whitevec.models.tuning import AutoWhitening, plot_tuning, tune
+from whitevec.models.whitening import Whitening, WhiteningParams
 
 from .errors import Conflict, InvalidRequest
 from .jobs import JobContext
@@ -80,14 +82,17 @@ class CorpusOps:
             docs, raw = bundle.retriever.documents(bundle.retriever.stored_raw() if with_raw else None)
         return docs, raw, since
 
-    def rewhiten(self, ctx: JobContext | None, whitening: WhiteningParams, spec: IndexSpec) -> dict:
+    def rewhiten(self, ctx: JobContext | None, whitening: WhiteningParams, spec: IndexSpec,
+                 auto: AutoWhitening | None = None) -> dict:
         """A new version of the served corpus from its stored raw vectors: whitening refitted with
-        `whitening`, index rebuilt as `spec`, the model never run. The served version is read when the job runs."""
+        `whitening` (or tuned on `auto`'s pairs), index rebuilt as `spec`, the corpus never re-encoded.
+        The served version is read when the job runs."""
         bundle = self.rt.require_bundle()
         documents, raw, since = self.corpus(bundle, with_raw=True)
         if ctx is not None:
             ctx.progress(len(documents), len(documents), phase="indexing")
-        return self._build_and_activate(ctx, bundle.encoder, documents, whitening, spec, since, raw_vectors=raw)
+        return self._build_and_activate(ctx, bundle.encoder, documents, whitening, spec, since, raw_vectors=raw,
+                                        auto=auto)
 
     def change_documents(self, upserts: list[Document], deletes: list[str]) -> dict:
         """Upsert and/or delete documents of the served version, durable before returning: new texts are
@@ -201,8 +206,10 @@ class CorpusOps:
 
     def rebuild(self, ctx: JobContext | None, documents: Documents, whitening: WhiteningParams,
                 spec: IndexSpec, encoder: Encoder | None = None, progress_bar: bool = False,
-                since: Snapshot | None = None, raw_vectors: np.ndarray | None = None) -> dict:
-        """Encode with `encoder`, or the model served when this runs, fit, index, write a version, swap it in.
+                since: Snapshot | None = None, raw_vectors: np.ndarray | None = None,
+                auto: AutoWhitening | None = None) -> dict:
+        """Encode with `encoder`, or the model served when this runs, fit (and with `auto`, tune (β, γ, dim) on
+        its labelled pairs), index, write a version, swap it in.
         `since`: the served corpus was read at that snapshot (merge, new model): later changes carry over.
         `raw_vectors`: the documents' pooled vectors by this encoder, already encoded (on a Ray cluster)."""
         encoder = encoder or self.rt.require_bundle().encoder
@@ -214,17 +221,21 @@ class CorpusOps:
                 ctx.progress(done, total, phase="encoding")
 
         return self._build_and_activate(ctx, encoder, documents, whitening, spec, since, on_progress, progress_bar,
-                                        raw_vectors=raw_vectors, reencoded=True)
+                                        raw_vectors=raw_vectors, reencoded=True, auto=auto)
 
     def _build_and_activate(self, ctx: JobContext | None, encoder: Encoder, documents: Documents,
                             whitening: WhiteningParams, spec: IndexSpec, since: Snapshot | None,
                             on_progress: Callable[[int, int], None] | None = None, progress_bar: bool = False,
-                            raw_vectors: np.ndarray | None = None, reencoded: bool = False) -> dict:
+                            raw_vectors: np.ndarray | None = None, reencoded: bool = False,
+                            auto: AutoWhitening | None = None) -> dict:
         """Write the version (the corpus released after), record it in the job, then activate it with the
         changes acknowledged since `since`: the one path every rebuild-like job ends in."""
+        tuning: dict = {}
+        choose = self._chooser(ctx, encoder, auto, tuning) if auto is not None else None
         try:
             result = build_version(self.rt.versions, encoder, documents, whitening, spec, on_progress, progress_bar,
-                                   min_approx=self.rt.settings.min_approx_vectors, raw_vectors=raw_vectors)
+                                   min_approx=self.rt.settings.min_approx_vectors, raw_vectors=raw_vectors,
+                                   choose=choose)
         finally:
             _release(documents)
         if ctx is not None:
@@ -235,7 +246,30 @@ class CorpusOps:
                 self.rt.versions.discard(result.version)
                 raise
         self.rt.activate(result.version, encoder, just_built=True, since=since)
-        return {**_job_result(result), "reencoded": reencoded}
+        if tuning and ctx is not None:  # the picture of the trade-off, served to admins beside the job
+            plot_tuning(tuning, encoder.identity.name, self.rt.settings.data_dir / "reports" / f"{ctx.id}.png")
+            tuning["plot"] = f"/admin/jobs/{ctx.id}/plot.png"
+        return {**_job_result(result), "reencoded": reencoded, **({"tuning": tuning} if tuning else {})}
+
+    @staticmethod
+    def _chooser(ctx: JobContext | None, encoder: Encoder, auto: AutoWhitening, report: dict) -> Chooser:
+        """The build's choice of (β, γ, dim): encode the labelled pairs, score the grid on the corpus's fit
+        (tune), keep the full report in `report` for the job and a summary for the manifest."""
+        pairs = read_pairs(auto.pairs)
+
+        def choose(fit: Whitening) -> tuple[WhiteningParams, dict]:
+            if ctx is not None:
+                ctx.check_cancelled()
+                ctx.progress(0, len(pairs.scores), phase="tuning")
+            n = len(pairs.scores)
+            vectors = encode_unique(encoder, pairs.a + pairs.b)
+            report.update(tune(fit, vectors[:n], vectors[n:], pairs.scores, auto.max_dim, auto.tolerance, auto.seed))
+            report["pairs"] = auto.label
+            c = report["choice"]
+            dim = c["dim"] if report["whiten"] and c["dim"] < fit.d else None
+            summary = {k: report[k] for k in ("pairs", "choice", "whiten", "reason", "held_out", "split", "tolerance")}
+            return WhiteningParams(c["beta"], c["gamma"], dim), summary
+        return choose
 
 
 @dataclass(frozen=True)
@@ -263,5 +297,6 @@ def _job_result(result: BuildResult) -> dict:
     m = result.manifest
     return {"version": result.version, "documents": m["documents"]["count"], "index": m["index"],
             "model": m["model"]["name"],
-            "whitening": {k: m["whitening"][k] for k in ("version", "params", "rank", "output_dim", "jl_dim")},
+            "whitening": {k: m["whitening"][k] for k in ("version", "params", "rank", "output_dim", "jl_dim")
+                          if k in m["whitening"]},
             "seconds": m["build_seconds"], "warnings": m["warnings"]}

@@ -105,7 +105,9 @@ class Reports:
                 "documents": m.get("documents", {}).get("count"),
                 "changes": self._changes_report(version, m),
                 "model": {k: m.get("model", {}).get(k) for k in ("name", "fingerprint", "pooling", "engine", "dim")},
-                "whitening": {**w.get("params", {}), "output_dim": w.get("output_dim"), "fitted_on": w.get("n_vectors")},
+                "whitening": {**w.get("params", {}), "output_dim": w.get("output_dim"), "fitted_on": w.get("n_vectors"),
+                              **({"tuned": {k: w["tuned"].get(k) for k in ("pairs", "reason", "held_out")}}
+                                 if w.get("tuned") else {})},
                 "index": m.get("index", {}).get("spec"),
             })
         return out

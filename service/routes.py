@@ -11,6 +11,8 @@ from fastapi.responses import JSONResponse, Response
 from whitevec.index.documents import check_documents, parse_document, read_jsonl, resolve_import_path
 from whitevec.models.encoder import EncodeResult
 from whitevec.models.errors import WhitevecError
+from whitevec.models.evaluation import read_pairs
+from whitevec.models.tuning import AutoWhitening
 
 from . import errors
 from .access import (ADMIN, ADMIN_LEASED, ADMIN_LEASED_NAMED, ADMIN_NAMED, READ, READ_NAMED, WRITE,
@@ -75,9 +77,16 @@ async def _rebuild(req: RebuildRequest, rt: Runtime, t: Target) -> Response:
         job_id = await asyncio.to_thread(rt.jobs.submit, "index.rebuild", fn, total=total, collection=col.name)
         return JSONResponse({"job_id": job_id}, status_code=202)
 
+    auto = await asyncio.to_thread(_auto, rt, col, req)
     if not req.reencode:
         if bundle.retriever is None:
             raise Conflict(col.reports.no_index_message())
+        if auto is not None:
+            spec = ops.index_spec(req.index.model_dump() if req.index else bundle.retriever.spec.to_dict(),
+                                  bundle.retriever.count())
+            ops.check_raw_vectors(bundle)
+            defaults = ops.whitening_params(None, None, None)
+            return await submit(lambda ctx: ops.rewhiten(ctx, defaults, spec, auto=auto), bundle.retriever.count())
         now = bundle.pipeline.whitening.params if bundle.pipeline.whitening is not None else None
         given = req.whitening.model_dump(exclude_unset=True) if req.whitening else {}
         keep = {k: getattr(now, k) for k in ("beta", "gamma", "dim")} if now else {}
@@ -102,7 +111,7 @@ async def _rebuild(req: RebuildRequest, rt: Runtime, t: Target) -> Response:
         raise Conflict(f"this rebuild would replace the {served} served documents with {len(documents)}, fewer than "
                        "half: send \"confirm_shrink\": true to do that, or \"mode\": \"merge\" to add them to "
                        "the corpus")
-    w = req.whitening
+    w = req.whitening if auto is None else None
     params = ops.whitening_params(w.beta if w else None, w.gamma if w else None, w.dim if w else None)
     ops.check_whitening_dim(params, bundle.encoder)
     total = len(documents) + (served if req.mode == "merge" else 0)
@@ -110,10 +119,25 @@ async def _rebuild(req: RebuildRequest, rt: Runtime, t: Target) -> Response:
     if req.mode == "merge":
         def merge(ctx: JobContext) -> dict:
             corpus, since = ops.merged(documents)
-            return ops.rebuild(ctx, corpus, params, spec, since=since)
+            return ops.rebuild(ctx, corpus, params, spec, since=since, auto=auto)
 
         return await submit(merge, total)
-    return await submit(lambda ctx: ops.rebuild(ctx, documents, params, spec), len(documents))
+    return await submit(lambda ctx: ops.rebuild(ctx, documents, params, spec, auto=auto), len(documents))
+
+
+def _auto(rt: Runtime, col: Collection, req: RebuildRequest) -> AutoWhitening | None:
+    """Auto whitening asked by the request, or by the collection's defaults when the request gives no
+    whitening; its pairs file must be in the import folder and readable now (not when the job runs)."""
+    if req.whitening is not None:
+        asked = req.whitening.auto.model_dump() if req.whitening.auto is not None else None
+    else:
+        asked = col.whitening_defaults().get("auto")
+    if not asked:
+        return None
+    path = resolve_import_path(rt.settings.import_dir, asked["pairs"])
+    read_pairs(path)  # a file that is not pairs is a 422 now, naming the line
+    return AutoWhitening(str(path), asked["pairs"], asked.get("max_dim"), asked.get("tolerance", 0.3),
+                         asked.get("seed", 0))
 
 
 async def _upsert(req: UpsertRequest, rt: Runtime, col: Collection) -> dict:

@@ -139,10 +139,33 @@ class DeleteRequest(Strict):
     ids: list[DocumentId] = Field(min_length=1, max_length=100_000, description="Document ids to delete.")
 
 
+class AutoIn(Strict):
+    pairs: NonEmpty | None = Field(None, description="A sentence1<TAB>sentence2<TAB>score file in the import folder: "
+                                   "the labelled pairs (β, γ, dim) are chosen on.")
+    max_dim: int | None = Field(None, ge=1, description="Largest dim to consider; null: the model's.")
+    tolerance: float = Field(0.3, ge=0, le=100, description="Take the smallest dim whose Spearman (×100) is "
+                             "within this of the best.")
+    seed: int = Field(0, ge=0, le=2**31, description="Which half of the pairs chooses and which reports.")
+
+
 class WhiteningIn(Strict):
     beta: float | None = Field(None, ge=0, le=1, description="Mean removal; null: the server default.")
     gamma: float | None = Field(None, ge=0, le=1, description="Variance equalisation; null: the server default.")
     dim: int | None = Field(None, ge=1, description="Kept dims; null: the server default.")
+    auto: AutoIn | None = Field(None, description="Choose β, γ and dim from labelled pairs instead: every (β, γ) "
+                                "in {0, .25, .5, .75, 1}² and a ladder of dims, chosen on one half of the pairs, "
+                                "reported on the other; raw vectors are a candidate too.")
+
+    @model_validator(mode="after")
+    def _auto_alone(self) -> "WhiteningIn":
+        if self.auto is not None:
+            if any(v is not None for v in (self.beta, self.gamma, self.dim)):
+                raise ValueError("give either `auto` or beta/gamma/dim: auto chooses all three")
+            if self.auto.pairs is None:
+                raise ValueError("auto needs `pairs`: a file of sentence1<TAB>sentence2<TAB>score lines in the "
+                                 "import folder; without labelled pairs there is nothing to score, and whitevec "
+                                 "does not guess")
+        return self
 
 
 class IndexIn(Strict):
@@ -260,11 +283,17 @@ class TrainRequest(Strict):
     name: str | None = Field(None, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,79}$", description="Output model folder name.")
     collection: str = Field("default", description="The collection whose model is fine-tuned and, with `activate`, "
                             "whose corpus is re-encoded (only that collection changes).")
+    whitening: Literal["auto"] | None = Field(None, description="`auto`: the activation's (β, γ, dim) are tuned on "
+                                              "`eval_path`'s pairs for the fine-tuned model (needs `activate` and "
+                                              "`eval_path`); null: the served setting is kept.")
 
     @model_validator(mode="after")
     def _one_of(self) -> "TrainRequest":
         if sum(x is not None for x in (self.examples, self.pairs, self.path)) != 1:
             raise ValueError("give exactly one of `examples`, `pairs` or `path`")
+        if self.whitening == "auto" and (self.eval_path is None or not self.activate):
+            raise ValueError("whitening \"auto\" tunes the activation's whitening on labelled pairs: set "
+                             "`activate` to true and `eval_path` to a pairs file in the import folder")
         return self
 
     model_config = ConfigDict(json_schema_extra={"examples": [{

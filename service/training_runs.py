@@ -17,6 +17,11 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from whitevec.index.versions import Bundle
+from whitevec.models.evaluation import cosine_spearman, encode_unique, read_pairs
+from whitevec.models.training import paraphrase_hit_at_1
+from whitevec.models.tuning import AutoWhitening
+
 from .errors import InvalidRequest
 from .jobs import JobContext
 
@@ -90,7 +95,8 @@ class TrainingSupervisor:
             "out_dir": str(out_dir),
         }
 
-    def train(self, ctx: JobContext, col: Collection, spec: dict, activate: bool) -> dict:
+    def train(self, ctx: JobContext, col: Collection, spec: dict, activate: bool,
+              auto: AutoWhitening | None = None) -> dict:
         """Run whitevec.models.training in a child process with bounded threads; optionally activate the result
         in `col` (only there: other collections keep their models).
         The work folder is removed when the job ends, whatever the outcome."""
@@ -102,7 +108,10 @@ class TrainingSupervisor:
             shutil.rmtree(work, ignore_errors=True)
         result = {"model_dir": Path(spec["out_dir"]).name, "report": report}
         if activate:
-            result["activation"] = self.activate_model(ctx, col, Path(spec["out_dir"]))
+            base = col.require_bundle()  # what was served before: the comparison's first two rows
+            result["activation"] = self.activate_model(ctx, col, Path(spec["out_dir"]), auto=auto)
+            if auto is not None:
+                result["comparison"] = compare(auto.pairs, base, col.require_bundle())
         else:
             self.rt.prune_models()
         return result
@@ -157,9 +166,11 @@ class TrainingSupervisor:
                 proc.terminate()
                 return
 
-    def activate_model(self, ctx: JobContext | None, col: Collection, model_dir: Path) -> dict:
+    def activate_model(self, ctx: JobContext | None, col: Collection, model_dir: Path,
+                       auto: AutoWhitening | None = None) -> dict:
         """Re-encode a collection's served corpus with a new model, refit whitening with the current
-        (β, γ, dim), rebuild the index, and swap all of it in as one new version of that collection."""
+        (β, γ, dim) — or tune them on `auto`'s pairs for the new model — rebuild the index, and swap all of
+        it in as one new version of that collection."""
         bundle = col.require_bundle()
         if bundle.retriever is None or bundle.pipeline.whitening is None:
             raise RuntimeError(f"collection {col.name} has no index to re-encode; build one first, then activate "
@@ -169,4 +180,21 @@ class TrainingSupervisor:
                                                tokenizer=enc.tokenizer.kind, max_length=enc.max_length))
         documents, _, since = col.corpus_ops.corpus(bundle, with_raw=False)
         return col.corpus_ops.rebuild(ctx, documents, bundle.pipeline.whitening.params, bundle.retriever.spec,
-                                      encoder=encoder, since=since)
+                                      encoder=encoder, since=since, auto=auto)
+
+
+def compare(pairs_path: str, base: Bundle, tuned: Bundle) -> dict:
+    """Spearman (×100) and paraphrase hit@1 on the pairs for: the base model raw and with the whitening it
+    was served with, the fine-tuned model raw and with its tuned whitening."""
+    pairs = read_pairs(pairs_path)
+    n, out = len(pairs.scores), {}
+    for label, bundle, whitened in (("base", base, "served whitening"), ("fine-tuned", tuned, "tuned whitening")):
+        vectors = encode_unique(bundle.encoder, pairs.a + pairs.b)
+        a, b = vectors[:n], vectors[n:]
+        rows = {"raw": (a, b)}
+        if bundle.pipeline.whitening is not None:
+            rows[whitened] = (bundle.pipeline.postprocess(a), bundle.pipeline.postprocess(b))
+        for what, (x, y) in rows.items():
+            out[f"{label}, {what}"] = {"spearman": round(cosine_spearman(x, y, pairs.scores), 2),
+                                      "hit_at_1": paraphrase_hit_at_1(pairs.a, pairs.b, pairs.scores, x, y)}
+    return out

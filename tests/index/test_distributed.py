@@ -33,7 +33,7 @@ def load(data_dir):
     from whitevec.index.versions import MilvusTarget, VersionStore
 
     client = MilvusClient(str(data_dir / "milvus.db"))
-    store = VersionStore(data_dir, milvus=MilvusTarget(client, "whitevec"))
+    store = VersionStore(data_dir / "collections" / "default", milvus=MilvusTarget(client, "whitevec", "default"))
     bundle = store.load(store.active(), device="cpu", engine="torch")
     return client, bundle
 

@@ -176,3 +176,27 @@ async def test_training_in_one_collection_changes_that_collection_only(settings)
         rt = app.state.runtime
         assert rt.collection("c").bundle.encoder is rt.collection("b").bundle.encoder
         assert len(rt.encoders) == 2
+
+
+@pytest.mark.slow
+async def test_train_then_tune_the_whitening_for_the_fine_tuned_model(settings):
+    from tests.service.test_auto_whitening import write_pairs
+
+    async with serving(settings) as (app, client):
+        pairs = write_pairs(settings.import_dir)
+        await rebuild(client, {"documents": demo_documents(3), "whitening": {"beta": 1, "gamma": 1}})
+        r = await client.post("/admin/train", json={"examples": TRAIN_EXAMPLES, **FAST, "whitening": "auto"},
+                              headers=ADMIN)
+        assert r.status_code == 422 and "activate" in r.json()["error"]["message"]
+        job_id = await start_training(client, {"examples": TRAIN_EXAMPLES, **FAST, "activate": True,
+                                               "eval_path": pairs, "whitening": "auto"})
+        job = await wait_job(client, job_id)
+        assert job["state"] == "succeeded", job
+        tuning = job["result"]["activation"]["tuning"]
+        assert tuning["pairs"] == pairs and tuning["plot"] == f"/admin/jobs/{job_id}/plot.png"
+        rows = job["result"]["comparison"]
+        assert list(rows) == ["base, raw", "base, served whitening", "fine-tuned, raw", "fine-tuned, tuned whitening"]
+        assert all({"spearman", "hit_at_1"} == set(v) for v in rows.values())
+        assert rows["fine-tuned, raw"]["spearman"] == pytest.approx(job["result"]["report"]["eval_after"], abs=0.05)
+        served = (await client.get("/admin/versions", headers=ADMIN)).json()["versions"][0]["whitening"]
+        assert (served["beta"], served["gamma"]) == (tuning["choice"]["beta"], tuning["choice"]["gamma"])

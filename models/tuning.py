@@ -1,0 +1,130 @@
+"""Choosing whitening's (β, γ, dim) from labelled pairs: a grid chosen on one half of the pairs and
+reported on the other, then the smallest dim within a tolerance of the best.
+
+One fit serves the whole grid: one kernel per γ (dims are its first columns), and the cosines of every
+dim prefix come from running sums over the columns, so the grid costs 5 matrix products per half, not
+one per cell.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from scipy.stats import spearmanr
+
+from .errors import WhiteningError
+from .whitening import Whitening, jl_dim
+
+GRID = (0.0, 0.25, 0.5, 0.75, 1.0)
+DEFAULT_TOLERANCE = 0.3
+
+
+@dataclass(frozen=True)
+class AutoWhitening:
+    """What a rebuild asks for: tune on the labelled pairs in the file `pairs` (`label`: how the manifest
+    names it, e.g. its name in the import folder)."""
+
+    pairs: str
+    label: str
+    max_dim: int | None = None
+    tolerance: float = DEFAULT_TOLERANCE
+    seed: int = 0
+
+
+def dim_ladder(d: int, n_corpus: int, max_dim: int | None = None) -> list[int]:
+    """d, 3d/4, d/2, d/4, d/8, … down to the Johnson–Lindenstrauss estimate for the corpus size (and
+    that estimate itself); at most `max_dim`."""
+    top = min(d, max_dim or d)
+    floor = min(jl_dim(n_corpus), top)
+    dims = {top, max(floor, (3 * top) // 4)}
+    k = top // 2
+    while k > floor:
+        dims.add(k)
+        k //= 2
+    dims.add(floor)
+    return sorted(dims, reverse=True)
+
+
+def _spearman(x: np.ndarray, scores: np.ndarray) -> float:
+    return float(spearmanr(x, scores).statistic * 100)
+
+
+def _prefix_cosines(a: np.ndarray, b: np.ndarray, dims: list[int]) -> np.ndarray:
+    """Cosine of each pair over the first k columns, for every k in dims: shape (len(dims), n)."""
+    dots = np.cumsum(a * b, axis=1)
+    na, nb = np.cumsum(a * a, axis=1), np.cumsum(b * b, axis=1)
+    cols = np.array(dims) - 1
+    return (dots[:, cols] / np.sqrt(np.maximum(na[:, cols] * nb[:, cols], 1e-24))).T
+
+
+def split(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Indices of the half the choice is made on and the half it is reported on (disjoint, seeded)."""
+    order = np.random.default_rng(seed).permutation(n)
+    return np.sort(order[: n // 2]), np.sort(order[n // 2:])
+
+
+def tune(fit: Whitening, a: np.ndarray, b: np.ndarray, scores: np.ndarray, max_dim: int | None = None,
+         tolerance: float = DEFAULT_TOLERANCE, seed: int = 0) -> dict:
+    """Score raw vectors and every (β, γ) in GRID² × dim ladder on pairs (a[i], b[i], scores[i]); choose on
+    one half, report the other. The choice is the smallest dim whose Spearman on the choosing half is within
+    `tolerance` of that half's best (ties: the higher Spearman). Returns the table, the choice and why."""
+    scores = np.asarray(scores, dtype=np.float64)
+    if len(scores) < 20:
+        raise WhiteningError(f"auto whitening needs at least 20 labelled pairs to choose on one half and report "
+                             f"on the other; the pairs file has {len(scores)}")
+    choose, report = split(len(scores), seed)
+    dims = dim_ladder(fit.d, fit.n_vectors, max_dim)
+    rows = []
+    raw_cos = _prefix_cosines(np.asarray(a, np.float64), np.asarray(b, np.float64), [fit.d])[0]
+    rows.append({"raw": True, "beta": 0.0, "gamma": 0.0, "dim": fit.d,
+                 "choose": _spearman(raw_cos[choose], scores[choose]),
+                 "report": _spearman(raw_cos[report], scores[report])})
+    for gamma in GRID:
+        # past the fit's rank γ > 0 amplifies noise: those cells are scored at the rank instead
+        usable = dims if gamma == 0 else sorted({min(k, fit.rank) for k in dims}, reverse=True)
+        for beta in GRID:
+            ta = fit.transform(a, beta, gamma, fit.d).astype(np.float64)  # every column: dims are prefixes
+            tb = fit.transform(b, beta, gamma, fit.d).astype(np.float64)
+            for k, cos in zip(usable, _prefix_cosines(ta, tb, usable)):
+                rows.append({"raw": False, "beta": beta, "gamma": gamma, "dim": int(k),
+                             "choose": _spearman(cos[choose], scores[choose]),
+                             "report": _spearman(cos[report], scores[report])})
+    for row in rows:
+        row["choose"], row["report"] = round(row["choose"], 4), round(row["report"], 4)
+    best = max(rows, key=lambda r: r["choose"])
+    near = [r for r in rows if r["choose"] >= best["choose"] - tolerance]
+    chosen = min(near, key=lambda r: (r["dim"], -r["choose"], not r["raw"]))
+    held_best = max(rows, key=lambda r: r["report"])
+    whiten = not chosen["raw"] and not (chosen["beta"] == 0 and chosen["gamma"] == 0 and chosen["dim"] == fit.d)
+    what = ("do not whiten (raw vectors)" if not whiten else
+            "rotate and truncate only" if chosen["beta"] == 0 and chosen["gamma"] == 0 else "whiten")
+    reason = (f"best on the choosing half: β={best['beta']:g} γ={best['gamma']:g} dim={best['dim']}"
+              f"{' (raw)' if best['raw'] else ''}, Spearman {best['choose']:.2f}; the smallest dim within "
+              f"{tolerance:g} of it is {chosen['dim']} (β={chosen['beta']:g} γ={chosen['gamma']:g}, "
+              f"{chosen['choose']:.2f}): {what}")
+    return {
+        "choice": {"beta": chosen["beta"], "gamma": chosen["gamma"], "dim": chosen["dim"]},
+        "whiten": whiten,
+        "reason": reason,
+        "held_out": {"chosen": chosen["report"], "grid_best": held_best["report"],
+                     "grid_best_at": {k: held_best[k] for k in ("beta", "gamma", "dim", "raw")},
+                     "raw": rows[0]["report"]},
+        "split": {"choose": len(choose), "report": len(report), "seed": seed},
+        "tolerance": tolerance,
+        "dims": dims,
+        "table": rows,
+    }
+
+
+def plot_tuning(report: dict, model: str, out: Path) -> Path:
+    """Held-out Spearman against dim, one line per (β, γ), the chosen setting starred."""
+    from .evaluation import plot_results
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    rows = [{"beta": r["beta"], "gamma": r["gamma"], "dim": r["dim"], "spearman": r["report"]}
+            for r in report["table"] if not r["raw"]]
+    return plot_results({"results": rows, "raw": report["held_out"]["raw"], "model": model,
+                         "pooling": f"auto whitening on {report.get('pairs', 'pairs')}",
+                         "n_pairs": report["split"]["report"]}, out, chosen=report["choice"])
