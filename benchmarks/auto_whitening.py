@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -35,6 +36,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--tolerance", type=float, default=0.3)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--cache", type=Path, default=None, help="keep the encoded vectors here between runs")
     args = parser.parse_args()
     from whitevec.models.encoder import Encoder
     from whitevec.models.evaluation import encode_unique, read_pairs
@@ -47,9 +49,17 @@ def main() -> None:
         pairs = read_pairs(SHARED / held)
         corpus = list(dict.fromkeys(s for f in (train, held) for p in [read_pairs(SHARED / f)] for s in p.a + p.b))
         started = time.perf_counter()
-        raw = encoder.encode(corpus).vectors
         n = len(pairs.scores)
-        vectors = encode_unique(encoder, pairs.a + pairs.b)
+        cache = args.cache / f"{lang}.npz" if args.cache else None
+        if cache is not None and cache.is_file():
+            saved = np.load(cache)
+            raw, vectors = saved["raw"], saved["pairs"]
+        else:
+            raw = encoder.encode(corpus).vectors
+            vectors = encode_unique(encoder, pairs.a + pairs.b)
+            if cache is not None:
+                cache.parent.mkdir(parents=True, exist_ok=True)
+                np.savez(cache, raw=raw, pairs=vectors)
         encoded = time.perf_counter() - started
         started = time.perf_counter()
         fit = Whitening.fit(raw, identity=encoder.identity)

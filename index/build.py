@@ -14,6 +14,7 @@ from whitevec.models.encoder import EncodeResult, Encoder
 from whitevec.models.errors import WhitevecError
 from whitevec.models.files import write_json_atomic
 from whitevec.models.pipeline import l2_normalize
+from whitevec.models.tuning import anisotropy
 from whitevec.models.whitening import Whitening, WhiteningParams, jl_dim
 
 from .faiss_index import IndexSpec, VectorIndex
@@ -120,7 +121,7 @@ def build_version(
             "build_seconds": round(time.time() - started, 3),
             "model": encoder_manifest(encoder),
             "whitening": {**fit.meta(), "output_dim": fit.output_dim(fit.params.dim), "requested": whitening.to_dict(),
-                          **({"tuned": tuned} if tuned is not None else {})},
+                          "anisotropy": anisotropy(raw.vectors), **({"tuned": tuned} if tuned is not None else {})},
             "backend": "milvus" if versions.milvus is not None else "faiss",
             "index": {"spec": spec.to_dict(), "dim": dim, "count": count},
             "documents": {"count": count, "truncated": int(sum(raw.truncated))},

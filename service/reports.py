@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 from whitevec.index.versions import Bundle
 from whitevec.models.encoder import Encoder
 from whitevec.models.loader import bundled_model_dir
+from whitevec.models.tuning import suggestion
 
 if TYPE_CHECKING:
     from .collection import Collection
@@ -107,7 +108,8 @@ class Reports:
                 "model": {k: m.get("model", {}).get(k) for k in ("name", "fingerprint", "pooling", "engine", "dim")},
                 "whitening": {**w.get("params", {}), "output_dim": w.get("output_dim"), "fitted_on": w.get("n_vectors"),
                               **({"tuned": {k: w["tuned"].get(k) for k in ("pairs", "reason", "held_out")}}
-                                 if w.get("tuned") else {})},
+                                 if w.get("tuned") else {}),
+                              **({"suggestion": suggestion(w["anisotropy"])} if "anisotropy" in w else {})},
                 "index": m.get("index", {}).get("spec"),
             })
         return out

@@ -79,3 +79,15 @@ def test_too_few_pairs_are_refused():
     fit, a, b, scores = synthetic(n_pairs=10)
     with pytest.raises(WhiteningError, match="at least 20 labelled pairs"):
         tune(fit, a, b, scores)
+
+
+def test_anisotropy_and_the_unlabelled_suggestion():
+    from whitevec.models.tuning import anisotropy, suggestion
+
+    rng = np.random.default_rng(0)
+    isotropic = rng.normal(size=(3000, 64))
+    assert abs(anisotropy(isotropic)) < 0.02
+    assert anisotropy(isotropic + 3.0) > 0.8  # a large common component: every pair looks alike
+    assert suggestion(anisotropy(isotropic))["gamma"] == 0.0
+    hint = suggestion(anisotropy(isotropic + 3.0))
+    assert (hint["beta"], hint["gamma"]) == (1.0, 1.0) and "auto whitening" in hint["why"]

@@ -40,6 +40,8 @@ async def test_a_rebuild_with_auto_whitening_serves_the_choice_and_records_it(se
         assert listed["version"] == version
         assert listed["whitening"]["beta"] == chosen["beta"] and listed["whitening"]["gamma"] == chosen["gamma"]
         assert listed["whitening"]["tuned"]["pairs"] == pairs
+        hint = listed["whitening"]["suggestion"]  # the unlabelled hint, shown beside every version
+        assert {"beta", "gamma", "anisotropy", "why"} == set(hint) and -1 <= hint["anisotropy"] <= 1
         served_dim = (await client.post("/embed", json={"texts": ["x"]})).json()["dim"]
         assert served_dim == (chosen["dim"] if tuning["whiten"] else 32)
         png = await client.get(tuning["plot"], headers=ADMIN)

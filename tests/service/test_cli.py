@@ -115,3 +115,23 @@ def test_version_and_clean_one_line_errors(tmp_path):
     proc = run("index", "build", str(bad), "--data-dir", str(tmp_path / "d"))
     assert proc.returncode == 2 and "bad.jsonl:1: not UTF-8" in proc.stderr and "Traceback" not in proc.stderr
     assert "Could not load library" not in proc.stderr  # FAISS's loader noise is silenced
+
+
+def test_index_build_with_auto_whitening_and_a_named_collection(tiny_model_dir, tmp_path, capsys):
+    from tests.conftest import demo_documents
+    from tests.service.test_auto_whitening import write_pairs
+    from whitevec.index.versions import VersionStore
+
+    docs = tmp_path / "docs.jsonl"
+    docs.write_text("\n".join(json.dumps(d) for d in demo_documents(3)))
+    pairs = tmp_path / write_pairs(tmp_path)
+    data = tmp_path / "data"
+    assert main(["index", "build", str(docs), "--data-dir", str(data), "--model", str(tiny_model_dir),
+                 "--auto-whitening", str(pairs), "--beta", "1"]) == 2
+    assert "leave out --beta" in capsys.readouterr().err
+    assert main(["index", "build", str(docs), "--data-dir", str(data), "--model", str(tiny_model_dir),
+                 "--auto-whitening", str(pairs), "--collection", "tuned"]) == 0
+    built = json.loads(capsys.readouterr().out)
+    assert built["tuning"]["pairs"] == pairs.name and "reason" in built["tuning"]
+    store = VersionStore(data / "collections" / "tuned")
+    assert store.manifest(store.active())["whitening"]["tuned"]["choice"] == built["tuning"]["choice"]
