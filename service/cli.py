@@ -5,11 +5,12 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import sys
 from pathlib import Path
 
 from whitevec.models.errors import WhitevecError
+
+from .cli_remote import add_collections_parser
 
 
 def _add_model_args(p: argparse.ArgumentParser) -> None:
@@ -257,55 +258,6 @@ def _served_encoder(rt, name: str):
     return EncoderSpec.from_manifest({**model, "engine": "torch"}, device=rt.settings.device).build()
 
 
-def cmd_collections(args: argparse.Namespace) -> int:
-    """`whitevec collections list|create|delete` against a running server (admin token from the environment)."""
-    import httpx
-
-    token = os.environ.get("WHITEVEC_ADMIN_TOKEN")
-    if not token:
-        raise WhitevecError("set WHITEVEC_ADMIN_TOKEN to the server's admin token (printed at its start, or the "
-                            "one it was given)")
-    headers = {"Authorization": f"Bearer {token}"}
-    url = args.url.rstrip("/")
-    try:
-        with httpx.Client(base_url=url, headers=headers, timeout=600) as http:
-            if args.collections_command == "list":
-                r = http.get("/admin/collections")
-            elif args.collections_command == "create":
-                body: dict = {}
-                if args.model:
-                    body["model"] = args.model
-                whitening = {k: v for k, v in (("beta", args.beta), ("gamma", args.gamma), ("dim", args.dim))
-                             if v is not None}
-                if whitening:
-                    body["whitening"] = whitening
-                if args.index_type:
-                    body["index"] = {"type": args.index_type}
-                r = http.put(f"/admin/collections/{args.name}", json=body)
-            else:
-                r = http.delete(f"/admin/collections/{args.name}", params={"confirm": "true"} if args.yes else {})
-    except httpx.TransportError as exc:
-        raise WhitevecError(f"no whitevec server answers at {url} ({exc}); start one (`whitevec serve`) or give "
-                            "--url") from None
-    if not r.is_success:
-        try:
-            message = r.json()["error"]["message"]
-        except (ValueError, KeyError, TypeError):
-            message = r.text[:500]
-        hint = " (add --yes to delete it)" if r.status_code == 409 and args.collections_command == "delete" else ""
-        raise WhitevecError(f"{r.status_code}: {message}{hint}")
-    answer = r.json()
-    if args.collections_command == "list" and not args.json:
-        rows = answer["collections"]
-        print(f"{'name':<24} {'documents':>10} {'dim':>5}  {'model':<28} active version")
-        for c in rows:
-            print(f"{c['name']:<24} {c['documents']:>10} {c['dim'] or '-':>5}  {str(c['model'])[:28]:<28} "
-                  f"{c['active_version'] or '-'}")
-    else:
-        print(json.dumps(answer, indent=2))
-    return 0
-
-
 def cmd_backup(args: argparse.Namespace) -> int:
     from whitevec.index.backup import backup
 
@@ -366,28 +318,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="encoder actors on Ray (default: one per GPU, else one per CPU)")
     build.set_defaults(func=cmd_index_build)
 
-    cols = sub.add_parser("collections", help="list, create or delete collections of a running server "
-                          "(admin token from WHITEVEC_ADMIN_TOKEN)").add_subparsers(dest="collections_command",
-                                                                                   required=True)
-    for name, text in (("list", "every collection: documents, dim, model, active version"),
-                       ("create", "a new empty collection"), ("delete", "a collection and its documents")):
-        c = cols.add_parser(name, help=text)
-        c.add_argument("--url", default=os.environ.get("WHITEVEC_URL", "http://127.0.0.1:8000"),
-                       help="the server (default WHITEVEC_URL, else http://127.0.0.1:8000)")
-        if name == "list":
-            c.add_argument("--json", action="store_true", help="print the server's JSON answer")
-        else:
-            c.add_argument("name", help="[a-z0-9][a-z0-9_-]{0,62}")
-        if name == "create":
-            c.add_argument("--model", default=None, help="`bundled`, or a fine-tune's folder name in the data dir's "
-                           "models/ (default: the server's model)")
-            c.add_argument("--beta", type=float, default=None, help="whitening β for its rebuilds")
-            c.add_argument("--gamma", type=float, default=None, help="whitening γ for its rebuilds")
-            c.add_argument("--dim", type=int, default=None, help="kept dims for its rebuilds")
-            c.add_argument("--index-type", choices=("flat", "ivf", "hnsw"), default=None)
-        if name == "delete":
-            c.add_argument("--yes", action="store_true", help="really delete it and its documents")
-        c.set_defaults(func=cmd_collections)
+    add_collections_parser(sub)
 
     tr = sub.add_parser("train", help="AM-Softmax fine-tuning (the same as POST /admin/train, in the shell)")
     tr.add_argument("file", help="TSV pairs (sentence1<TAB>sentence2<TAB>score), or JSONL of "

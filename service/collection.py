@@ -99,9 +99,6 @@ class Collection:
                            headers={"Retry-After": "2"})
         return bundle
 
-    def prune_models(self) -> list[str]:
-        return self.rt.prune_models()
-
     def cleanup(self) -> None:
         """At start (data dir locked): what a crashed rebuild of this collection left behind."""
         removed = self.versions.cleanup_partial()
