@@ -1,5 +1,6 @@
 """Choosing whitening's (β, γ, dim) from labelled pairs: a grid chosen on one half of the pairs and
-reported on the other, then the smallest dim within a tolerance of the best.
+reported on the other, then the smallest dim within a tolerance of the best (at that dim, no variance
+equalisation when that is within the tolerance too).
 
 One fit serves the whole grid: one kernel per γ (dims are its first columns), and the cosines of every
 dim prefix come from running sums over the columns, so the grid costs 5 matrix products per half, not
@@ -72,7 +73,8 @@ def tune(fit: Whitening, a: np.ndarray, b: np.ndarray, scores: np.ndarray, max_d
          tolerance: float = DEFAULT_TOLERANCE, seed: int = 0) -> dict:
     """Score raw vectors and every (β, γ) in GRID² × dim ladder on pairs (a[i], b[i], scores[i]); choose on
     one half, report the other. The choice is the smallest dim whose Spearman on the choosing half is within
-    `tolerance` of that half's best (ties: the higher Spearman). Returns the table, the choice and why."""
+    `tolerance` of that half's best; at that dim, γ = 0 if a γ = 0 cell is within the tolerance, else the
+    best cell there. Returns the table, the choice and why."""
     scores = np.asarray(scores, dtype=np.float64)
     if len(scores) < 20:
         raise WhiteningError(f"auto whitening needs at least 20 labelled pairs to choose on one half and report "
@@ -98,15 +100,20 @@ def tune(fit: Whitening, a: np.ndarray, b: np.ndarray, scores: np.ndarray, max_d
         row["choose"], row["report"] = round(row["choose"], 4), round(row["report"], 4)
     best = max(rows, key=lambda r: r["choose"])
     near = [r for r in rows if r["choose"] >= best["choose"] - tolerance]
-    chosen = min(near, key=lambda r: (r["dim"], -r["choose"], not r["raw"]))
+    smallest = min(r["dim"] for r in near)
+    at_dim = [r for r in near if r["dim"] == smallest]
+    # at that dim, no variance equalisation when it is as good (γ = 0 amplifies nothing a query brings);
+    # otherwise the best there
+    plain = [r for r in at_dim if r["gamma"] == 0]
+    chosen = max(plain or at_dim, key=lambda r: (r["choose"], r["raw"]))
     held_best = max(rows, key=lambda r: r["report"])
     whiten = not chosen["raw"] and not (chosen["beta"] == 0 and chosen["gamma"] == 0 and chosen["dim"] == fit.d)
     what = ("do not whiten (raw vectors)" if not whiten else
             "rotate and truncate only, no variance equalisation" if chosen["gamma"] == 0 else "whiten")
     reason = (f"best on the choosing half: β={best['beta']:g} γ={best['gamma']:g} dim={best['dim']}"
               f"{' (raw)' if best['raw'] else ''}, Spearman {best['choose']:.2f}; the smallest dim within "
-              f"{tolerance:g} of it is {chosen['dim']} (β={chosen['beta']:g} γ={chosen['gamma']:g}, "
-              f"{chosen['choose']:.2f}): {what}")
+              f"{tolerance:g} of it is {chosen['dim']}, where β={chosen['beta']:g} γ={chosen['gamma']:g} scores "
+              f"{chosen['choose']:.2f}{' (γ = 0 preferred when within the tolerance)' if plain else ''}: {what}")
     return {
         "choice": {"beta": chosen["beta"], "gamma": chosen["gamma"], "dim": chosen["dim"]},
         "whiten": whiten,

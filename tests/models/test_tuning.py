@@ -69,6 +69,10 @@ def test_the_smallest_dim_within_the_tolerance_wins():
         (best["dim"], best["beta"], best["gamma"])
     loose = tune(fit, a, b, scores, tolerance=1000.0)  # everything is near: the smallest dim there is
     assert loose["choice"]["dim"] == min(r["dim"] for r in loose["table"])
+    # and at that dim no variance equalisation, the best of the γ = 0 cells there
+    plain = [r for r in loose["table"] if r["dim"] == loose["choice"]["dim"] and r["gamma"] == 0]
+    assert loose["choice"] == {k: max(plain, key=lambda r: r["choose"])[k] for k in ("beta", "gamma", "dim")}
+    assert "γ = 0 preferred" in loose["reason"]
     middle = tune(fit, a, b, scores, tolerance=2.0)
     near = [r for r in middle["table"] if r["choose"] >= best["choose"] - 2.0]
     assert middle["choice"]["dim"] == min(r["dim"] for r in near)
