@@ -297,9 +297,13 @@ class VersionStore:
         return self.root / version
 
     def versions(self) -> list[str]:
-        """Complete versions, oldest first (ids start with a UTC timestamp to the microsecond)."""
-        return sorted(p.name for p in self.root.iterdir() if p.is_dir() and (p / MANIFEST).is_file()
-                      and not p.name.startswith("."))
+        """Complete versions, oldest first (ids start with a UTC timestamp to the microsecond); none when the
+        folder is gone (its collection was deleted meanwhile)."""
+        try:
+            entries = list(self.root.iterdir())
+        except FileNotFoundError:
+            return []
+        return sorted(p.name for p in entries if p.is_dir() and (p / MANIFEST).is_file() and not p.name.startswith("."))
 
     def new_version(self) -> tuple[str, Path]:
         now = time.time()

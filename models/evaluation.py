@@ -144,7 +144,8 @@ def plot_results(report: dict, out: str | Path, chosen: dict | None = None) -> P
     for (beta, gamma), points in groups.items():
         points.sort()
         ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=f"β={beta:g}, γ={gamma:g}")
-    ax.axhline(report["raw"], color="black", linestyle="--", label=f"raw ({report['raw']:.2f})")
+    if report["raw"] is not None:
+        ax.axhline(report["raw"], color="black", linestyle="--", label=f"raw ({report['raw']:.2f})")
     mark = chosen or max(report["results"], key=lambda r: r["spearman"])
     at = next((r["spearman"] for r in report["results"] if (r["beta"], r["gamma"], r["dim"])
                == (mark["beta"], mark["gamma"], mark["dim"])), None)

@@ -20,6 +20,9 @@ from .whitening import Whitening, jl_dim
 
 GRID = (0.0, 0.25, 0.5, 0.75, 1.0)
 DEFAULT_TOLERANCE = 0.3
+MIN_PAIRS = 20
+#: More labelled pairs than this add little to a choice between ~130 cells and cost encoding time.
+MAX_PAIRS = 50_000
 #: Above this mean cosine between random corpus pairs the raw space is anisotropic enough that full
 #: whitening was best (bundled model on Chinese STS-B: 0.51); below it, a rotation (English: 0.025).
 ANISOTROPY_THRESHOLD = 0.25
@@ -37,6 +40,20 @@ class AutoWhitening:
     seed: int = 0
 
 
+def check_pairs(scores: np.ndarray, a: list[str], b: list[str], label: str) -> None:
+    """Refuse pairs no choice can be made on, before any encoding: too few, too many, or all alike."""
+    n = len(scores)
+    if n < MIN_PAIRS:
+        raise WhiteningError(f"{label}: auto whitening needs at least {MIN_PAIRS} labelled pairs to choose on one half "
+                             f"and report on the other; the file has {n}")
+    if n > MAX_PAIRS:
+        raise WhiteningError(f"{label}: {n} pairs are more than auto whitening takes ({MAX_PAIRS}); give a sample")
+    if np.ptp(scores) == 0:
+        raise WhiteningError(f"{label}: every pair has the score {scores[0]:g}; Spearman needs scores that differ")
+    if len(set(a) | set(b)) < 3:
+        raise WhiteningError(f"{label}: the pairs hold fewer than 3 distinct sentences; nothing can be ranked")
+
+
 def dim_ladder(d: int, n_corpus: int, max_dim: int | None = None) -> list[int]:
     """d, 3d/4, d/2, d/4, d/8, … down to the Johnson–Lindenstrauss estimate for the corpus size (and
     that estimate itself); at most `max_dim`."""
@@ -51,8 +68,10 @@ def dim_ladder(d: int, n_corpus: int, max_dim: int | None = None) -> list[int]:
     return sorted(dims, reverse=True)
 
 
-def _spearman(x: np.ndarray, scores: np.ndarray) -> float:
-    return float(spearmanr(x, scores).statistic * 100)
+def _spearman(x: np.ndarray, scores: np.ndarray) -> float | None:
+    """Spearman ×100, None where it is undefined (constant cosines: a 1-dim space, identical sentences)."""
+    value = float(spearmanr(x, scores).statistic * 100)
+    return value if np.isfinite(value) else None
 
 
 def _prefix_cosines(a: np.ndarray, b: np.ndarray, dims: list[int]) -> np.ndarray:
@@ -76,16 +95,17 @@ def tune(fit: Whitening, a: np.ndarray, b: np.ndarray, scores: np.ndarray, max_d
     `tolerance` of that half's best; at that dim, γ = 0 if a γ = 0 cell is within the tolerance, else the
     best cell there. Returns the table, the choice and why."""
     scores = np.asarray(scores, dtype=np.float64)
-    if len(scores) < 20:
-        raise WhiteningError(f"auto whitening needs at least 20 labelled pairs to choose on one half and report "
-                             f"on the other; the pairs file has {len(scores)}")
+    if len(scores) < MIN_PAIRS:
+        raise WhiteningError(f"auto whitening needs at least {MIN_PAIRS} labelled pairs to choose on one half and "
+                             f"report on the other; the pairs file has {len(scores)}")
     choose, report = split(len(scores), seed)
     dims = dim_ladder(fit.d, fit.n_vectors, max_dim)
     rows = []
-    raw_cos = _prefix_cosines(np.asarray(a, np.float64), np.asarray(b, np.float64), [fit.d])[0]
-    rows.append({"raw": True, "beta": 0.0, "gamma": 0.0, "dim": fit.d,
-                 "choose": _spearman(raw_cos[choose], scores[choose]),
-                 "report": _spearman(raw_cos[report], scores[report])})
+    if max_dim is None or max_dim >= fit.d:  # raw vectors keep every dim: a candidate only if that is allowed
+        raw_cos = _prefix_cosines(np.asarray(a, np.float64), np.asarray(b, np.float64), [fit.d])[0]
+        rows.append({"raw": True, "beta": 0.0, "gamma": 0.0, "dim": fit.d,
+                     "choose": _spearman(raw_cos[choose], scores[choose]),
+                     "report": _spearman(raw_cos[report], scores[report])})
     for gamma in GRID:
         # past the fit's rank γ > 0 amplifies noise: those cells are scored at the rank instead
         usable = dims if gamma == 0 else sorted({min(k, fit.rank) for k in dims}, reverse=True)
@@ -97,16 +117,21 @@ def tune(fit: Whitening, a: np.ndarray, b: np.ndarray, scores: np.ndarray, max_d
                              "choose": _spearman(cos[choose], scores[choose]),
                              "report": _spearman(cos[report], scores[report])})
     for row in rows:
-        row["choose"], row["report"] = round(row["choose"], 4), round(row["report"], 4)
-    best = max(rows, key=lambda r: r["choose"])
-    near = [r for r in rows if r["choose"] >= best["choose"] - tolerance]
+        for key in ("choose", "report"):
+            row[key] = None if row[key] is None else round(row[key], 4)
+    scored = [r for r in rows if r["choose"] is not None and r["report"] is not None]
+    if not scored:
+        raise WhiteningError("no setting gives a defined Spearman on these pairs (their cosines do not vary): "
+                             "give pairs of different sentences, or a larger max_dim")
+    best = max(scored, key=lambda r: r["choose"])
+    near = [r for r in scored if r["choose"] >= best["choose"] - tolerance]
     smallest = min(r["dim"] for r in near)
     at_dim = [r for r in near if r["dim"] == smallest]
     # at that dim, no variance equalisation when it is as good (γ = 0 amplifies nothing a query brings);
     # otherwise the best there
     plain = [r for r in at_dim if r["gamma"] == 0]
     chosen = max(plain or at_dim, key=lambda r: (r["choose"], r["raw"]))
-    held_best = max(rows, key=lambda r: r["report"])
+    held_best = max(scored, key=lambda r: r["report"])
     whiten = not chosen["raw"] and not (chosen["beta"] == 0 and chosen["gamma"] == 0 and chosen["dim"] == fit.d)
     what = ("do not whiten (raw vectors)" if not whiten else
             "rotate and truncate only, no variance equalisation" if chosen["gamma"] == 0 else "whiten")
@@ -120,7 +145,7 @@ def tune(fit: Whitening, a: np.ndarray, b: np.ndarray, scores: np.ndarray, max_d
         "reason": reason,
         "held_out": {"chosen": chosen["report"], "grid_best": held_best["report"],
                      "grid_best_at": {k: held_best[k] for k in ("beta", "gamma", "dim", "raw")},
-                     "raw": rows[0]["report"]},
+                     "raw": rows[0]["report"] if rows[0]["raw"] else None},
         "split": {"choose": len(choose), "report": len(report), "seed": seed},
         "tolerance": tolerance,
         "dims": dims,
@@ -134,7 +159,7 @@ def plot_tuning(report: dict, model: str, out: Path) -> Path:
 
     out.parent.mkdir(parents=True, exist_ok=True)
     rows = [{"beta": r["beta"], "gamma": r["gamma"], "dim": r["dim"], "spearman": r["report"]}
-            for r in report["table"] if not r["raw"]]
+            for r in report["table"] if not r["raw"] and r["report"] is not None]
     return plot_results({"results": rows, "raw": report["held_out"]["raw"], "model": model,
                          "pooling": f"auto whitening on {report.get('pairs', 'pairs')}",
                          "n_pairs": report["split"]["report"]}, out, chosen=report["choice"])

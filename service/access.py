@@ -115,7 +115,7 @@ def resolve(rt: Runtime, caller: Caller, name: str, need: Need) -> Collection:
         raise NotReady(rt.load_error or "the server is still opening its data dir; retry shortly",
                        headers={"Retry-After": "2"})
     if col is None or not caller.sees(name):
-        if col is not None:
+        if not caller.admin and not caller.reads_all:  # counted alike whether it exists: /metrics is open
             rt.metrics.auth_failures.labels("out_of_scope").inc()
         hint = "; GET /admin/collections lists them" if caller.admin else ""
         raise NotFound(f"no collection named {name[:100]!r}{hint}", param="name")

@@ -11,7 +11,7 @@ from whitevec.index.documents import resolve_import_path
 from whitevec.index.faiss_index import IndexSpec
 from whitevec.index.layout import check_name
 from whitevec.models.evaluation import read_pairs
-from whitevec.models.tuning import AutoWhitening
+from whitevec.models.tuning import AutoWhitening, check_pairs
 from whitevec.models.training import TrainConfig, classes_from_examples, classes_from_pairs, read_training_file
 
 from . import errors
@@ -42,9 +42,10 @@ async def create_collection(name: str, req: CollectionCreate = Depends(json_body
         raise Conflict(f"collection {name!r} exists already; DELETE /admin/collections/{name}?confirm=true first, "
                        "or choose another name", param="name")
     whitening = req.whitening.model_dump(exclude_none=True) if req.whitening else None
-    if whitening and whitening.get("auto"):  # its pairs must exist now, not at the first rebuild
+    if whitening and whitening.get("auto"):  # its pairs must exist and be usable now, not at the first rebuild
         path = resolve_import_path(rt.settings.import_dir, whitening["auto"]["pairs"])
-        await asyncio.to_thread(read_pairs, path)
+        pairs = await asyncio.to_thread(read_pairs, path)
+        check_pairs(pairs.scores, pairs.a, pairs.b, whitening["auto"]["pairs"])
     index = req.index.model_dump(exclude_none=True) if req.index else None
     if index:
         try:

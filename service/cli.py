@@ -88,12 +88,13 @@ def _build(col, args: argparse.Namespace, documents, encoder=None, path: Path | 
     auto = None
     if getattr(args, "auto_whitening", None):
         from whitevec.models.evaluation import read_pairs
-        from whitevec.models.tuning import AutoWhitening
+        from whitevec.models.tuning import AutoWhitening, check_pairs
 
         if any(v is not None for v in (args.beta, args.gamma, args.dim)):
             raise WhitevecError("--auto-whitening chooses β, γ and dim: leave out --beta, --gamma and --dim")
         pairs = Path(args.auto_whitening)
-        read_pairs(pairs)  # a bad file stops here, naming the line, before any encoding
+        read = read_pairs(pairs)  # a bad file stops here, naming the line, before any encoding
+        check_pairs(read.scores, read.a, read.b, pairs.name)
         auto = AutoWhitening(str(pairs.resolve()), pairs.name, tolerance=args.tolerance)
     raw = None
     if getattr(args, "ray", None) is not None:

@@ -249,14 +249,19 @@ class Collection:
 
 def resolve_model_choice(rt: Runtime, model: str | None) -> str | None:
     """A collection's `model` as stored: None (the server's), `bundled`, or a folder name in models/;
-    ModelFolderError names what is missing."""
+    InvalidRequest names what is wrong."""
     if model is None or model == "bundled":
         return model
-    if "/" in model or model.startswith(".") or not model.strip():
-        raise InvalidRequest(f"model {model!r}: give `bundled`, or the name of a folder in the data dir's "
-                             "models/ (a fine-tune), without a path", param="model")
+    shown = repr(model[:80] + "…") if len(model) > 80 else repr(model)
+    if "/" in model or "\x00" in model or model.startswith(".") or not model.strip() or len(model) > 200:
+        raise InvalidRequest(f"model {shown}: give `bundled`, or the name of a folder in the data dir's "
+                             "models/ (a fine-tune; at most 200 characters), without a path", param="model")
     folder = rt.settings.bundles / "models" / model
-    if not (folder / "config.json").is_file():
-        raise InvalidRequest(f"model {model!r}: no model folder of that name in the data dir's models/ "
+    try:
+        found = (folder / "config.json").is_file()
+    except (OSError, ValueError):  # a name the filesystem cannot hold
+        found = False
+    if not found:
+        raise InvalidRequest(f"model {shown}: no model folder of that name in the data dir's models/ "
                              "(fine-tunes are written there; omit `model` for the server's own)", param="model")
     return model

@@ -15,11 +15,11 @@ from whitevec.index.store import Document, Documents
 from whitevec.index.versions import Bundle, ServedVersionChanged
 from whitevec.models.encoder import Encoder
 from whitevec.models.errors import WhitevecError
-from whitevec.models.evaluation import encode_unique, read_pairs
-from whitevec.models.tuning import AutoWhitening, plot_tuning, tune
+from whitevec.models.evaluation import read_pairs
+from whitevec.models.tuning import AutoWhitening, check_pairs, plot_tuning, tune
 from whitevec.models.whitening import Whitening, WhiteningParams
 
-from .errors import Conflict, InvalidRequest
+from .errors import Conflict, InvalidRequest, NotFound
 from .jobs import JobContext
 
 if TYPE_CHECKING:
@@ -236,6 +236,10 @@ class CorpusOps:
             result = build_version(self.rt.versions, encoder, documents, whitening, spec, on_progress, progress_bar,
                                    min_approx=self.rt.settings.min_approx_vectors, raw_vectors=raw_vectors,
                                    choose=choose)
+        except OSError as exc:
+            if self.rt.deleted:  # its folder was renamed away under the build
+                raise NotFound(f"collection {self.rt.name} was deleted while this job ran; nothing was built") from exc
+            raise
         finally:
             _release(documents)
         if ctx is not None:
@@ -253,16 +257,23 @@ class CorpusOps:
 
     @staticmethod
     def _chooser(ctx: JobContext | None, encoder: Encoder, auto: AutoWhitening, report: dict) -> Chooser:
-        """The build's choice of (β, γ, dim): encode the labelled pairs, score the grid on the corpus's fit
-        (tune), keep the full report in `report` for the job and a summary for the manifest."""
+        """The build's choice of (β, γ, dim): encode the labelled pairs (with progress; cancellable), score the
+        grid on the corpus's fit (tune), keep the full report in `report` for the job and a summary for the
+        manifest."""
         pairs = read_pairs(auto.pairs)
+        check_pairs(pairs.scores, pairs.a, pairs.b, auto.label)
 
-        def choose(fit: Whitening) -> tuple[WhiteningParams, dict]:
+        def on_progress(done: int, total: int) -> None:
             if ctx is not None:
                 ctx.check_cancelled()
-                ctx.progress(0, len(pairs.scores), phase="tuning")
+                ctx.progress(done, total, phase="tuning")
+
+        def choose(fit: Whitening) -> tuple[WhiteningParams, dict]:
             n = len(pairs.scores)
-            vectors = encode_unique(encoder, pairs.a + pairs.b)
+            unique = list(dict.fromkeys(pairs.a + pairs.b))
+            where = {t: i for i, t in enumerate(unique)}
+            encoded = encoder.encode(unique, on_progress=on_progress).vectors
+            vectors = encoded[[where[t] for t in pairs.a + pairs.b]]
             report.update(tune(fit, vectors[:n], vectors[n:], pairs.scores, auto.max_dim, auto.tolerance, auto.seed))
             report["pairs"] = auto.label
             c = report["choice"]

@@ -12,7 +12,7 @@ from whitevec.index.documents import check_documents, parse_document, read_jsonl
 from whitevec.models.encoder import EncodeResult
 from whitevec.models.errors import WhitevecError
 from whitevec.models.evaluation import read_pairs
-from whitevec.models.tuning import AutoWhitening
+from whitevec.models.tuning import AutoWhitening, check_pairs
 
 from . import errors
 from .access import (ADMIN, ADMIN_LEASED, ADMIN_LEASED_NAMED, ADMIN_NAMED, READ, READ_NAMED, WRITE,
@@ -130,12 +130,18 @@ def _auto(rt: Runtime, col: Collection, req: RebuildRequest) -> AutoWhitening | 
     whitening; its pairs file must be in the import folder and readable now (not when the job runs)."""
     if req.whitening is not None:
         asked = req.whitening.auto.model_dump() if req.whitening.auto is not None else None
+        source = "whitening.auto.pairs"
     else:
         asked = col.whitening_defaults().get("auto")
+        source = f"collection {col.name}'s default whitening.auto.pairs (set when it was created)"
     if not asked:
         return None
-    path = resolve_import_path(rt.settings.import_dir, asked["pairs"])
-    read_pairs(path)  # a file that is not pairs is a 422 now, naming the line
+    try:
+        path = resolve_import_path(rt.settings.import_dir, asked["pairs"])
+        pairs = read_pairs(path)  # a file that is not pairs is a 422 now, naming the line
+        check_pairs(pairs.scores, pairs.a, pairs.b, asked["pairs"])
+    except WhitevecError as exc:
+        raise type(exc)(f"{source}: {exc}") from None
     return AutoWhitening(str(path), asked["pairs"], asked.get("max_dim"), asked.get("tolerance", 0.3),
                          asked.get("seed", 0))
 

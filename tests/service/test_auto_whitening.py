@@ -56,6 +56,12 @@ async def test_a_rebuild_with_auto_whitening_serves_the_choice_and_records_it(se
         best = max(again["result"]["tuning"]["table"], key=lambda r: r["choose"])
         assert again["result"]["tuning"]["choice"] == {k: best[k] for k in ("beta", "gamma", "dim")}
 
+        # max_dim is a ceiling for every candidate, raw vectors (all dims) included
+        capped = await rebuild(client, {"reencode": False, "whitening": {"auto": {"pairs": pairs, "max_dim": 4}}})
+        assert capped["state"] == "succeeded", capped
+        assert all(r["dim"] <= 4 and not r["raw"] for r in capped["result"]["tuning"]["table"])
+        assert (await client.post("/embed", json={"texts": ["x"]})).json()["dim"] <= 4
+
 
 @pytest.mark.parametrize("whitening, fragment", [
     ({"auto": {}}, "auto needs `pairs`"),
@@ -63,10 +69,14 @@ async def test_a_rebuild_with_auto_whitening_serves_the_choice_and_records_it(se
     ({"auto": {"pairs": "missing.tsv"}}, "missing.tsv"),
     ({"auto": {"pairs": "../x.tsv"}}, "import"),
     ({"auto": {"pairs": "pairs.tsv", "tolerance": -1}}, "tolerance"),
+    ({"auto": {"pairs": "five.tsv"}}, "at least 20 labelled pairs"),
+    ({"auto": {"pairs": "same.tsv"}}, "every pair has the score 3"),
 ])
 async def test_auto_whitening_errors_are_clear(settings, whitening, fragment):
     async with serving(settings) as (app, client):
         write_pairs(settings.import_dir)
+        (settings.import_dir / "five.tsv").write_text("".join(f"a{i}\tb{i}\t{i}\n" for i in range(5)))
+        (settings.import_dir / "same.tsv").write_text("".join(f"a{i}\tb{i}\t3\n" for i in range(30)))
         r = await client.post("/admin/index/rebuild", json={"documents": demo_documents(), "whitening": whitening},
                               headers=ADMIN)
         assert r.status_code in (404, 422), r.text
