@@ -40,10 +40,13 @@ class Settings(BaseSettings):
     milvus_uri: str | None = Field(None, description="With the milvus backend: a local file path (embedded "
                                    "Milvus Lite) or http://host:19530 (Milvus standalone or cluster); "
                                    "default BUNDLE_DIR/milvus.db (the data dir when no bundle dir is set).")
-    milvus_alias: str = Field("whitevec", description="The Milvus alias that names the served version's collection.")
-    alias_poll_s: float = Field(2.0, gt=0, description="With the milvus backend: how often a replica checks the "
-                                "alias; when another replica has switched it, this one loads that version's model "
-                                "and whitening, then serves them (never vectors of one model against another's index).")
+    milvus_alias: str = Field("whitevec", description="The Milvus alias that names the served version's Milvus "
+                              "collection for the collection `default`; other collections use `<alias>_<name>`.")
+    alias_poll_s: float = Field(2.0, gt=0, description="How often a replica syncs with the others: collections "
+                                "created or deleted in a shared bundle dir, access keys created or revoked, and (milvus "
+                                "backend) each collection's alias — when another replica has switched it, this one "
+                                "loads that version's model and whitening, then serves them (never vectors of one "
+                                "model against another's index).")
     bundle_dir: Path | None = Field(None, description="Where versions (model reference, whitening, index parts, "
                                     "the active pointer) and fine-tuned models live; none: DATA_DIR. Replicas "
                                     "behind one load balancer (milvus backend) point it at one shared folder "
