@@ -54,7 +54,7 @@ class Target:
     bundle: Bundle
 
 
-def _equal(a: str, b: str) -> bool:
+def same_secret(a: str, b: str) -> bool:
     """Constant time, and blind to length: digests of equal size are compared."""
     return hmac.compare_digest(hashlib.sha256(a.encode("utf-8", "surrogatepass")).digest(),
                                hashlib.sha256(b.encode("utf-8", "surrogatepass")).digest())
@@ -62,10 +62,10 @@ def _equal(a: str, b: str) -> bool:
 
 def identify(rt: Runtime, token: str, wrong: str) -> Caller:
     """The caller a bearer token makes; Forbidden (counted) when it is none of the known credentials."""
-    if _equal(token, rt.admin_token):
+    if same_secret(token, rt.admin_token):
         return Caller(admin=True)
     api_key = rt.settings.api_key
-    if api_key is not None and _equal(token, api_key.get_secret_value()):
+    if api_key is not None and same_secret(token, api_key.get_secret_value()):
         return Caller(reads_all=True)
     key = rt.keys.check(token)
     if key is not None:
@@ -79,7 +79,7 @@ async def data_caller(request: Request,
     """Search and embed: any credential; none while the server has neither WHITEVEC_API_KEY nor access keys."""
     rt: Runtime = request.app.state.runtime
     if rt.settings.api_key is None and not rt.keys.any:  # an open server: any bearer (OpenAI SDKs send one)
-        admin = credentials is not None and _equal(credentials.credentials, rt.admin_token)
+        admin = credentials is not None and same_secret(credentials.credentials, rt.admin_token)
         return Caller(admin=admin, reads_all=True)
     if credentials is None:
         rt.metrics.auth_failures.labels("missing").inc()

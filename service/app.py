@@ -4,8 +4,6 @@ runner and sync thread; middleware for body limits and request metrics; the oper
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import hmac
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -19,6 +17,7 @@ from whitevec.index.faiss_index import INDEX_TYPES
 from whitevec.models.errors import WhitevecError
 
 from . import admin_routes, errors, routes
+from .access import same_secret
 from .body import install_openapi
 from .deps import get_runtime
 from .errors import NotReady, PayloadTooLarge, ServerError, responses
@@ -135,9 +134,7 @@ def _operator(request: Request, rt: Runtime) -> bool:
     if not rt.keys.any:
         return True
     scheme, _, token = request.headers.get("authorization", "").partition(" ")
-    return scheme.lower() == "bearer" and hmac.compare_digest(
-        hashlib.sha256(token.strip().encode("utf-8", "surrogateescape")).digest(),
-        hashlib.sha256(rt.admin_token.encode()).digest())
+    return scheme.lower() == "bearer" and same_secret(token.strip(), rt.admin_token)
 
 
 @ops.get("/readyz", responses=responses(NotReady))
