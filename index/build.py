@@ -120,6 +120,7 @@ def build_version(
             "created_at": time.time(),
             "build_seconds": round(time.time() - started, 3),
             "model": encoder_manifest(encoder),
+            "engine_reason": encoder.engine_reason,
             "whitening": {**fit.meta(), "output_dim": fit.output_dim(fit.params.dim), "requested": whitening.to_dict(),
                           "anisotropy": anisotropy(raw.vectors), **({"tuned": tuned} if tuned is not None else {})},
             "backend": "milvus" if versions.milvus is not None else "faiss",

@@ -154,6 +154,18 @@ class Bundle:
     def encoder(self) -> Encoder:
         return self.pipeline.encoder
 
+    @property
+    def engine_reason(self) -> str:
+        """Why the served engine runs: a version is served with the engine it was built with (or one giving
+        the same vectors), whatever `auto` would pick on this machine now."""
+        built = ((self.manifest or {}).get("model") or {}).get("engine", "torch")
+        if self.manifest is None:
+            return self.encoder.engine_reason
+        why = self.manifest.get("engine_reason") or "recorded before reasons were"
+        if built == self.encoder.engine:
+            return f"version {self.version} was built with {built} ({why}); a version is served with its own engine"
+        return f"{self.encoder.engine_reason}; version {self.version} was built with {built}, which gives the same vectors"
+
     def requested_whitening(self) -> dict:
         """The (beta, gamma, dim) the version was asked for: dim as asked, not as a rank-deficient fit
         lowered it for gamma > 0 ({} for versions from before it was recorded)."""

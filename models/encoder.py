@@ -22,8 +22,9 @@ from transformers.utils import logging as hf_logging
 
 from .errors import ModelFolderError
 from .loader import ModelIdentity, bundled_model_dir, fingerprint, resolve_model_dir
-from .engines import ENGINES, OnnxRunner
+from .engines import ENGINES, EngineChoice, batch_limits, choose_auto
 from .pooling import Pooling, default_pooling
+from .runners import OnnxRunner, TracedRunner
 from .st_modules import copy_modules, load_head
 from .tokenizers import Batch, TextTokenizer, default_tokenizer
 
@@ -75,11 +76,16 @@ def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def resolve_engine(engine: str, device: str | torch.device | None) -> str:
-    """"auto" is ONNX Runtime fp32 on the CPU (same vectors, faster) and torch-half on a GPU; others as given."""
+def choose_engine(engine: str, device: str | torch.device | None) -> EngineChoice:
+    """The engine `engine` names on `device`, and why: "auto" is decided by the device and the CPU's flags
+    (engines.choose_auto); any other is as given."""
     if engine != "auto":
-        return engine
-    return "onnx" if torch.device(device if device is not None else default_device()).type == "cpu" else "torch-half"
+        return EngineChoice(engine, f"engine {engine} was configured")
+    return choose_auto(torch.device(device if device is not None else default_device()).type)
+
+
+def resolve_engine(engine: str, device: str | torch.device | None) -> str:
+    return choose_engine(engine, device).engine
 
 
 @dataclass(frozen=True)
@@ -93,7 +99,7 @@ class EncoderSpec:
     max_length: int | None = None
     engine: str = "auto"
     device: str | None = None
-    batch_size: int = 32
+    batch_size: int | None = None  # none: the engine's (engines.batch_limits)
     engine_cache: Path | None = None
 
     @classmethod
@@ -177,7 +183,7 @@ class Encoder:
         tokenizer: str | None = None,
         max_length: int | None = None,
         device: str | torch.device | None = None,
-        batch_size: int = 32,
+        batch_size: int | None = None,
         engine: str = "torch",
         engine_cache: Path | None = None,
     ) -> None:
@@ -188,8 +194,9 @@ class Encoder:
         self.pooling = Pooling(pooling or default_pooling(path))
         self.tokenizer = TextTokenizer(path, tokenizer or default_tokenizer(path))
         self.device = torch.device(device) if device is not None else default_device()
-        engine = resolve_engine(engine, self.device)
-        self.batch_size = batch_size
+        choice = choose_engine(engine, self.device)
+        engine, self.engine_reason = choice.engine, choice.reason
+        self.batch_size = batch_size or batch_limits(engine)[0]
         try:
             model, info = AutoModel.from_pretrained(str(path), local_files_only=True, output_loading_info=True)
         except (OSError, ValueError) as exc:
@@ -216,11 +223,13 @@ class Encoder:
             name=name, fingerprint=fingerprint(path), pooling=self.pooling.mode, dim=out_dim
         )
         self.engine = engine
-        self._runner: OnnxRunner | None = None
+        self._runner: OnnxRunner | TracedRunner | None = None
         if engine.startswith("onnx"):
             if self.device.type != "cpu":
                 raise ModelFolderError(f"engine {engine} runs on the CPU; use engine torch on {self.device}")
             self._runner = OnnxRunner(self.model, self.identity.fingerprint, self.pooling.mode, engine, engine_cache)
+        elif engine == "torch-half" and self.device.type == "cpu":  # inference only: training runs engine torch
+            self._runner = TracedRunner(self.model, self.pooling.mode)
 
     @property
     def dim(self) -> int:
@@ -276,7 +285,7 @@ class Encoder:
             if self._runner is None:
                 return self.forward(batch).float().cpu().numpy()
             pooled = self.pooling(self._runner(batch.input_ids, batch.attention_mask), batch.attention_mask)
-            return (self.head(pooled) if self.head is not None else pooled).float().numpy()
+            return (self.head(pooled.float()) if self.head is not None else pooled).float().numpy()
 
     def encode(
         self,

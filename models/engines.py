@@ -1,37 +1,84 @@
-"""Inference engines for the encoder's transformer: torch, or ONNX Runtime (fp32 or dynamic int8).
+"""Which inference engine runs the encoder's transformer: the names, what `auto` picks here, batch budgets.
 
-The ONNX graph is exported once from the model folder (the transformer only: last hidden state,
-plus the first layer's hidden state or the pooler output when the pooling needs them) and cached
-under a key of the folder's fingerprint, so a changed folder is never served by a stale export.
-Pooling and the sentence-transformers modules after it run in torch as for the torch engine.
+`onnx` (fp32) gives torch's vectors (to float32 rounding) and is interchangeable with `torch`; the others
+(`torch-half`, the int8 engines) give other vectors, so a version records its engine and is always served
+with it (see index/versions.py). How each engine runs is in models/runners.py.
 
-`onnx` (fp32) gives torch's vectors (to float32 rounding) and is interchangeable with `torch`;
-`onnx-int8` (weights quantised per channel, MatMuls only) gives different vectors, so a version
-records its engine and is always served with it (see index/versions.py).
+`auto` is decided at run time by the device and the CPU's flags (choose_auto): machines differ, and an
+engine is picked only where it is both fast and keeps search results within the retrieval contract.
 """
 
 from __future__ import annotations
 
-import logging
-import os
-import warnings
+from dataclasses import dataclass
 from pathlib import Path
-from types import SimpleNamespace
-
-import numpy as np
-import torch
-
-from .errors import ModelFolderError
-
-log = logging.getLogger(__name__)
 
 #: torch: float32 on any device; torch-half: bf16 (fp16 where bf16 is missing) on a GPU; onnx: ONNX Runtime
 #: float32 on the CPU; onnx-int8: weights quantised to int8. Precision is part of the engine's name,
 #: so a version records it and is never served at another precision.
-ENGINES = ("torch", "torch-half", "onnx", "onnx-int8")
+ENGINES = ("torch", "torch-half", "onnx", "onnx-int8", "onnx-int8-rr")
+#: How each int8 engine quantises (see quantize_int8): onnx-int8 with 8-bit weights, onnx-int8-rr with 7-bit.
+INT8 = {"onnx-int8": {"reduce_range": False}, "onnx-int8-rr": {"reduce_range": True}}
 #: Engines whose vectors equal torch's (within float32 rounding): a version built with one may be
 #: served with another.
-EQUIVALENT = {"torch": "torch", "onnx": "torch", "torch-half": "torch-half", "onnx-int8": "onnx-int8"}
+EQUIVALENT = {"torch": "torch", "onnx": "torch", "torch-half": "torch-half", "onnx-int8": "onnx-int8",
+              "onnx-int8-rr": "onnx-int8-rr"}
+
+
+#: CPU flags of int8 dot-product instructions (what makes ONNX Runtime's int8 kernels fast).
+INT8_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8")
+#: Engines `auto` may pick on a CPU, best first, each with the CPU flag it needs to be fast. Only engines that
+#: hold the retrieval contract of benchmarks/int8_probe.py against fp32 are listed (docs/performance.md):
+#: bf16 on AMX-BF16 held it (top-10 overlap 0.990 en / 0.971 zh) at 1.7-1.8× fp32; no int8 variant did (best
+#: 0.928 / 0.865, though 1.9-2.3× fp32 on VNNI), so int8 is an explicit choice only.
+CPU_CANDIDATES = (("torch-half", "amx_bf16"),)
+
+
+#: The batcher's default budget per engine: rows and padded tokens per model batch, the best of
+#: benchmarks/batch_sweep.py over HTTP (bf16 on AMX gains from larger batches; fp32 does not).
+BATCH_LIMITS = {"torch-half": (64, 16384)}
+DEFAULT_BATCH_LIMITS = (32, 8192)
+
+
+def batch_limits(engine: str) -> tuple[int, int]:
+    """(rows, padded tokens) per model batch for `engine`, unless WHITEVEC_MAX_BATCH(_TOKENS) say otherwise."""
+    return BATCH_LIMITS.get(engine, DEFAULT_BATCH_LIMITS)
+
+
+def cpu_flags(path: Path = Path("/proc/cpuinfo")) -> frozenset[str]:
+    """The CPU's feature flags, read at run time (machines differ); empty where the file is missing."""
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return frozenset()
+    for line in text.splitlines():
+        if line.startswith("flags"):
+            return frozenset(line.partition(":")[2].split())
+    return frozenset()
+
+
+@dataclass(frozen=True)
+class EngineChoice:
+    """What an engine setting resolves to on this machine, and why (in /readyz and each version's manifest)."""
+
+    engine: str
+    reason: str
+
+
+def choose_auto(device_type: str, flags: frozenset[str] | None = None) -> EngineChoice:
+    """auto: torch-half on a GPU; on a CPU the first of CPU_CANDIDATES whose flag the CPU has, else ONNX Runtime
+    fp32 (torch's vectors, faster than torch on most CPUs)."""
+    if device_type != "cpu":
+        return EngineChoice("torch-half", f"a {device_type} device: torch in bf16 (fp16 where bf16 is missing)")
+    flags = cpu_flags() if flags is None else flags
+    for engine, flag in CPU_CANDIDATES:
+        if flag in flags:
+            return EngineChoice(engine, f"this CPU has {flag}: bf16 runs 1.7-1.8× fp32 on such CPUs and keeps "
+                                        "search results within the retrieval contract")
+    int8 = [f for f in INT8_FLAGS if f in flags]
+    note = (f"it has {', '.join(int8)}, but no int8 engine keeps search results within the retrieval contract"
+            if int8 else "no int8 dot products either")
+    return EngineChoice("onnx", f"this CPU has no amx_bf16 ({note}): ONNX Runtime fp32, torch's vectors")
 
 
 def serving_engine(built: str, wanted: str | None) -> str:
@@ -40,91 +87,3 @@ def serving_engine(built: str, wanted: str | None) -> str:
     if wanted is None or EQUIVALENT.get(wanted) != EQUIVALENT.get(built):
         return built
     return wanted
-
-
-def default_cache_dir() -> Path:
-    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "whitevec" / "engines"
-
-
-class _Transformer(torch.nn.Module):
-    """What is exported: the transformer's outputs that the pooling reads."""
-
-    def __init__(self, model: torch.nn.Module, first: bool, pooler: bool) -> None:
-        super().__init__()
-        self.model, self.first, self.pooler = model, first, pooler
-
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        out = self.model(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=self.first,
-                         return_dict=True)
-        extra = [out.hidden_states[1]] if self.first else []
-        extra += [out.pooler_output] if self.pooler else []
-        return (out.last_hidden_state, *extra)
-
-
-class OnnxRunner:
-    """Runs the transformer with ONNX Runtime; returns an outputs object the Pooling step reads."""
-
-    def __init__(self, model: torch.nn.Module, fingerprint: str, pooling: str, engine: str,
-                 cache_dir: Path | None = None, threads: int | None = None) -> None:
-        if engine not in ("onnx", "onnx-int8"):
-            raise ValueError(f"unknown ONNX engine {engine!r}")
-        try:
-            import onnxruntime as ort
-        except ImportError as exc:  # pragma: no cover - a hard dependency
-            raise ModelFolderError("engine onnx needs the onnxruntime package: pip install onnxruntime") from exc
-        self.first, self.pooler = pooling == "first-last-avg", pooling == "pooler"
-        outputs = "last" + ("-first" if self.first else "") + ("-pooler" if self.pooler else "")
-        cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-        self.path = cache / f"{fingerprint}-{outputs}-{engine}.onnx"
-        if not self.path.is_file():
-            self._build(model, engine, cache)
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads or torch.get_num_threads()
-        options.inter_op_num_threads = 1
-        # ORT's threads busy-wait between runs by default, taking the cores FAISS needs for the
-        # searches that follow each encode: /search at 32 clients went 65 -> 77 per s without it,
-        # /v1/embeddings 8 x 32 stayed within noise (350 vs 337 sentences/s).
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        self.session = ort.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
-
-    def _build(self, model: torch.nn.Module, engine: str, cache: Path) -> None:
-        """Export (and quantise) into a temp file, then rename: a crash never leaves a half file."""
-        cache.mkdir(parents=True, exist_ok=True)
-        tag = f".tmp-{os.getpid()}"
-        fp32 = self.path.with_name(self.path.stem + f"{tag}.fp32.onnx")
-        names = ["last"] + (["first"] if self.first else []) + (["pooler"] if self.pooler else [])
-        log.info("exporting the model to ONNX for engine %s (once, cached in %s)", engine, cache)
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # tracer notes about shapes: the axes are declared dynamic
-                self._export(model, fp32, names)
-            if engine == "onnx-int8":
-                from onnxruntime.quantization import QuantType, quantize_dynamic
-
-                done = self.path.with_name(self.path.stem + f"{tag}.int8.onnx")
-                quantize_dynamic(str(fp32), str(done), weight_type=QuantType.QInt8, per_channel=True,
-                                 op_types_to_quantize=["MatMul"])
-                fp32.unlink()
-            else:
-                done = fp32
-            os.replace(done, self.path)
-        finally:
-            for leftover in cache.glob(self.path.stem + f"{tag}*"):
-                leftover.unlink(missing_ok=True)
-
-    def _export(self, model: torch.nn.Module, path: Path, names: list[str]) -> None:
-        axes = {0: "batch", 1: "tokens"}
-        ids = torch.ones(2, 8, dtype=torch.long)
-        torch.onnx.export(_Transformer(model, self.first, self.pooler).eval(), (ids, ids), str(path),
-                          input_names=["input_ids", "attention_mask"], output_names=names,
-                          dynamic_axes={"input_ids": axes, "attention_mask": axes,
-                                        **{n: ({0: "batch"} if n == "pooler" else axes) for n in names}},
-                          opset_version=17, dynamo=False)
-
-    def __call__(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> SimpleNamespace:
-        feeds = {"input_ids": input_ids.numpy().astype(np.int64), "attention_mask": attention_mask.numpy().astype(np.int64)}
-        outs = [torch.from_numpy(o) for o in self.session.run(None, feeds)]
-        last = outs.pop(0)
-        first = outs.pop(0) if self.first else None
-        pooler = outs.pop(0) if self.pooler else None
-        return SimpleNamespace(last_hidden_state=last, hidden_states=[None, first, last], pooler_output=pooler)

@@ -24,16 +24,17 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-length", type=int, default=None, help="tokens per text; longer texts are truncated and counted")
     p.add_argument("--batch-size", type=int, default=None, help="texts per model batch (default 32)")
     p.add_argument("--device", default=None, help="torch device (default: cuda when available, else cpu)")
-    p.add_argument("--engine", choices=("auto", "torch", "torch-half", "onnx", "onnx-int8"), default=None,
-                   help="inference engine (default auto: onnx on the CPU, torch on a GPU; onnx: ONNX Runtime fp32, "
-                        "torch's vectors, faster; onnx-int8: faster still, other vectors)")
+    p.add_argument("--engine", choices=("auto", "torch", "torch-half", "onnx", "onnx-int8", "onnx-int8-rr"), default=None,
+                   help="inference engine (default auto: torch-half (bf16) on a GPU or a CPU with AMX-BF16, onnx on "
+                        "other CPUs; onnx: ONNX Runtime fp32, torch's vectors; onnx-int8-rr: int8, fastest on VNNI "
+                        "CPUs, vectors further from fp32; see WHITEVEC_ENGINE)")
 
 
 def _encoder(args: argparse.Namespace):
     from whitevec.models.encoder import EncoderSpec
 
     return EncoderSpec(args.model, args.pooling, args.tokenizer, args.max_length, args.engine or "auto",
-                       args.device, args.batch_size or 32).build()
+                       args.device, args.batch_size).build()
 
 
 def cmd_eval_sts(args: argparse.Namespace) -> int:

@@ -6,7 +6,8 @@ import logging
 from typing import TYPE_CHECKING
 
 from whitevec.index.versions import Bundle
-from whitevec.models.encoder import Encoder
+from whitevec.models.encoder import Encoder, choose_engine
+from whitevec.models import engines
 from whitevec.models.loader import bundled_model_dir
 from whitevec.models.tuning import suggestion
 
@@ -55,6 +56,14 @@ class Reports:
         except ValueError:
             return "model folder " + path.name
 
+    def engine_choice(self) -> dict:
+        """What WHITEVEC_ENGINE gives new versions on this machine, why, and the CPU flags it looked at."""
+        s = self.rt.settings
+        choice = choose_engine(s.engine, s.device)
+        shown = (*engines.INT8_FLAGS, *(flag for _, flag in engines.CPU_CANDIDATES), "avx2", "avx512f")
+        flags = sorted(f for f in engines.cpu_flags() if f in shown)
+        return {"configured": s.engine, "engine": choice.engine, "reason": choice.reason, "cpu_flags": flags}
+
     def ready_report(self) -> dict:
         bundle = self.rt.require_bundle()
         enc, r, w = bundle.encoder, bundle.retriever, bundle.pipeline.whitening
@@ -67,6 +76,8 @@ class Reports:
             "tokenizer": enc.tokenizer.kind,
             "encoder_device": str(enc.device),
             "engine": enc.engine,
+            "engine_reason": bundle.engine_reason,
+            "engine_choice": self.engine_choice(),
             "dim": bundle.pipeline.output_dim(),
             "model_dim": enc.dim,
             "version": bundle.version,

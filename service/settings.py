@@ -21,13 +21,16 @@ class Settings(BaseSettings):
     max_length: int | None = Field(None, description="Tokens per text; longer texts are truncated and flagged.")
     device: str | None = Field(None, description="Torch device for the encoder; none: cuda when available, else cpu.")
     use_gpu_index: bool = Field(True, description="Search on the GPU when FAISS or torch can.")
-    engine: Literal["auto", "torch", "torch-half", "onnx", "onnx-int8"] = Field(
-        "auto", description="Inference engine: auto (onnx on the CPU, torch-half on a GPU); torch (float32); "
-        "torch-half (bf16/fp16 on a GPU: other vectors, so a float32 version is never served with it); onnx (ONNX Runtime "
-        "fp32: the same vectors as torch, 1.3x its speed here, CPU only); onnx-int8 (dynamic int8: 1.4-1.7x, "
-        "other vectors, Spearman within 0.3 of fp32 on English STS-B but 0.4 below on Chinese, so never the "
-        "default). A version is always served with the engine it was built with, or an equivalent one "
-        "(torch = onnx). The ONNX export (about 6 s, once per model) is cached in DATA_DIR/engines.")
+    engine: Literal["auto", "torch", "torch-half", "onnx", "onnx-int8", "onnx-int8-rr"] = Field(
+        "auto", description="Inference engine for new versions. auto: torch-half on a GPU; on a CPU with AMX-BF16 "
+        "(amx_bf16 in its flags) torch-half too (bf16: 1.7-1.8× fp32 there, search results within the retrieval "
+        "contract of docs/performance.md), elsewhere onnx; /readyz says which and why. torch (float32); torch-half "
+        "(bf16, fp16 on GPUs without bf16: other vectors, slow on CPUs without bf16 instructions); onnx (ONNX "
+        "Runtime fp32: the same vectors as torch, CPU only); onnx-int8-rr (int8, 7-bit weights: 1.9-2.3× fp32 on "
+        "CPUs with VNNI, other vectors that change search results more than the contract allows, correct on any "
+        "x86 CPU); onnx-int8 (int8, 8-bit weights: slower than onnx-int8-rr and no closer to fp32). A version is "
+        "always served with the engine it was built with, or an equivalent one (torch = onnx). The ONNX export "
+        "(about 6 s, once per model and engine) is cached in DATA_DIR/engines.")
 
     whiten_beta: float = Field(0.0, ge=0, le=1, description="Default β for rebuilds (mean removal). 0 keeps "
                                "similarity-trained models' accuracy; 1 is classic BERT-whitening.")
@@ -58,9 +61,11 @@ class Settings(BaseSettings):
     replica_name: str | None = Field(None, description="This replica's name in shared job records; none: "
                                      "host name and DATA_DIR.")
 
-    max_batch: int = Field(32, ge=1, description="Most texts the batcher sends to the model at once.")
-    max_batch_tokens: int = Field(8192, ge=1, description="Most padded tokens (rows × longest row) in one model "
-                                  "batch; a single text longer than this still runs alone.")
+    max_batch: int | None = Field(None, ge=1, description="Most texts the batcher sends to the model at once; none: "
+                                  "the engine's tuned value (64 for torch-half, 32 for the others).")
+    max_batch_tokens: int | None = Field(None, ge=1, description="Most padded tokens (rows × longest row) in one "
+                                         "model batch (a single longer text still runs alone); none: the engine's "
+                                         "tuned value (16384 for torch-half, 8192 for the others).")
     max_queue_tokens: int = Field(32768, ge=1, description="Most tokens (after truncation) admitted and not yet "
                                   "encoded; beyond it requests get 429. A lone request larger than this still runs.")
     max_texts: int = Field(256, ge=1, description="Most texts (or queries) in one /embed or /search request.")

@@ -56,6 +56,18 @@ def make_tiny_bert(folder: Path, seed: int = 0, pooler: bool = True, hidden: int
     return folder
 
 
+#: The CPU flags in-process tests run with: `auto` picks its engine by the CPU (bf16 on AMX-BF16, else onnx),
+#: and tests compare vectors with torch's, so they run as on a CPU without AMX-BF16 whatever the machine.
+#: Tests of the choice fake the flags themselves; servers started as processes see the real ones.
+PLAIN_CPU = frozenset({"sse4_2", "avx2", "fma"})
+
+
+@pytest.fixture(autouse=True)
+def plain_cpu(monkeypatch):
+    monkeypatch.setattr("whitevec.models.engines.cpu_flags", lambda *_: PLAIN_CPU)
+    return PLAIN_CPU
+
+
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory) -> Path:
     return make_tiny_bert(tmp_path_factory.mktemp("tiny-bert"))

@@ -17,6 +17,22 @@ def test_onnx_fp32_equals_torch_for_every_pooling(tiny_model_dir, tmp_path, pool
     np.testing.assert_allclose(onnx_enc.encode(TEXTS).vectors, torch_enc.encode(TEXTS).vectors, atol=1e-5)
 
 
+@pytest.mark.parametrize("pooling", ["cls", "pooler", "last-avg", "first-last-avg"])
+def test_torch_half_on_the_cpu_runs_traced_with_eager_torchs_vectors(tiny_model_dir, pooling):
+    """bf16 on a CPU runs as a frozen TorchScript graph (no GIL held during the forward): same vectors as
+    eager bf16, for every pooling and for padded batches of any shape."""
+    from whitevec.models.runners import TracedRunner
+
+    half = Encoder(tiny_model_dir, pooling=pooling, device="cpu", engine="torch-half")
+    assert isinstance(half._runner, TracedRunner)
+    texts = TEXTS + ["the cat sat on the mat " * 5, "a"]
+    for batch in (texts, texts[:1], texts[2:5]):
+        ids, _ = half.tokenize(batch)
+        with torch.inference_mode():
+            eager = half.forward(half.tokenizer.pad(ids, half.max_length)).float().numpy()
+        np.testing.assert_allclose(half.embed_tokens(ids), eager, atol=1e-6)
+
+
 def test_the_export_is_cached_by_fingerprint(tiny_model_dir, tmp_path):
     first = Encoder(tiny_model_dir, device="cpu", engine="onnx-int8", engine_cache=tmp_path)
     path, mtime = first._runner.path, first._runner.path.stat().st_mtime_ns
@@ -131,3 +147,61 @@ def test_precision_is_part_of_the_engine(tiny_model_dir):
     assert next(half.model.parameters()).dtype == torch.bfloat16 and half.engine == "torch-half"
     a, b = half.encode(["the cat sat on the mat"]).vectors, full.encode(["the cat sat on the mat"]).vectors
     assert a.dtype == np.float32 and 0 < np.abs(a - b).max() < 0.1  # close, not equal: other vectors
+
+
+def test_cpu_flags_are_read_at_run_time(tmp_path, monkeypatch):
+    monkeypatch.undo()  # the real reader, not conftest's plain CPU
+    from whitevec.models.engines import cpu_flags
+
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\nmodel name\t: x\nflags\t\t: fpu sse4_2 avx2 avx512_vnni amx_bf16\n\n"
+                    "processor\t: 1\nflags\t\t: fpu sse4_2 avx2 avx512_vnni amx_bf16\n")
+    assert cpu_flags(info) == {"fpu", "sse4_2", "avx2", "avx512_vnni", "amx_bf16"}
+    assert cpu_flags(tmp_path / "missing") == frozenset()  # not Linux: no flags, so the plain choice
+
+
+@pytest.mark.parametrize("flags, engine, says", [
+    ({"avx2", "avx512_vnni", "amx_int8", "amx_bf16"}, "torch-half", "amx_bf16"),
+    ({"avx2", "avx512_vnni"}, "onnx", "avx512_vnni, but no int8 engine keeps search results"),
+    ({"avx2", "avx_vnni"}, "onnx", "avx_vnni, but no int8"),
+    ({"avx2"}, "onnx", "no int8 dot products either"),
+    (set(), "onnx", "no amx_bf16"),
+])
+def test_auto_chooses_by_the_cpu(flags, engine, says):
+    from whitevec.models.engines import choose_auto
+
+    choice = choose_auto("cpu", frozenset(flags))
+    assert choice.engine == engine and says in choice.reason
+    assert choose_auto("cuda", frozenset(flags)).engine == "torch-half"  # a GPU: whatever the CPU
+
+
+@pytest.mark.anyio
+async def test_the_choice_shows_in_readyz_and_the_manifest_and_a_version_keeps_it(settings, monkeypatch):
+    """Built where auto picks bf16, the version is served in bf16 on a CPU where auto would pick onnx."""
+    from tests.conftest import rebuild, serving
+    from whitevec.index.versions import VersionStore
+
+    texts = ["hello world", "the red cat", "今天天气不错"]
+    want = Encoder(settings.model_dir, device="cpu", engine="torch").encode(texts).vectors
+    monkeypatch.setattr("whitevec.models.engines.cpu_flags", lambda *_: frozenset({"avx2", "amx_bf16", "amx_int8"}))
+    async with serving(settings) as (app, client):
+        await rebuild(client, {"documents": demo_documents()})
+        ready = (await client.get("/readyz")).json()
+        got = np.array((await client.post("/embed", json={"texts": texts, "normalize": False})).json()["embeddings"])
+    assert ready["engine"] == "torch-half" and ready["engine_choice"]["engine"] == "torch-half"
+    assert "amx_bf16" in ready["engine_choice"]["reason"] and "amx_bf16" in ready["engine_choice"]["cpu_flags"]
+    assert "built with torch-half" in ready["engine_reason"]
+    # the default whitening (beta = gamma = 0) is a rotation: it keeps inner products, so compare those
+    close = np.abs(got @ got.T - want @ want.T) / np.abs(want @ want.T).max()
+    assert close.max() < 0.02 and close.max() > 1e-7  # bf16: close to torch's, not equal
+    store = VersionStore(settings.bundles / "collections" / "default")
+    manifest = store.manifest(store.active())
+    assert manifest["model"]["engine"] == "torch-half" and "amx_bf16" in manifest["engine_reason"]
+
+    monkeypatch.setattr("whitevec.models.engines.cpu_flags", lambda *_: frozenset({"avx2"}))  # another machine
+    async with serving(settings) as (app, client):
+        ready = (await client.get("/readyz")).json()
+        again = np.array((await client.post("/embed", json={"texts": texts, "normalize": False})).json()["embeddings"])
+    assert ready["engine"] == "torch-half" and ready["engine_choice"]["engine"] == "onnx"
+    assert "served with its own engine" in ready["engine_reason"]
+    np.testing.assert_allclose(again, got, atol=1e-6)  # the version's own vectors, not onnx's

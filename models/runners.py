@@ -1,0 +1,142 @@
+"""How the encoder's transformer runs outside eager torch: ONNX Runtime (fp32 or int8), or TorchScript.
+
+The ONNX graph is exported once from the model folder (the transformer only: last hidden state,
+plus the first layer's hidden state or the pooler output when the pooling needs them) and cached
+under a key of the folder's fingerprint, so a changed folder is never served by a stale export.
+The TorchScript graph (bf16 on a CPU) is traced when the encoder loads. Either way pooling and the
+sentence-transformers modules after it run in torch as for the torch engine.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import warnings
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import torch
+
+from .engines import INT8
+from .errors import ModelFolderError
+
+log = logging.getLogger(__name__)
+
+
+def quantize_int8(src: Path, dst: Path, reduce_range: bool, exclude: list[str] | None = None) -> Path:
+    """Dynamic int8 quantisation of an fp32 export's MatMul weights, per output channel; `reduce_range`
+    keeps weights to 7 bits, so the int16 pair sums of CPUs without VNNI never saturate and the vectors are
+    the same on every x86 CPU. `exclude`: MatMul nodes left fp32 (benchmarks/int8_probe.py tries mixes)."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8, per_channel=True, reduce_range=reduce_range,
+                     op_types_to_quantize=["MatMul"], nodes_to_exclude=exclude or [])
+    return dst
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "whitevec" / "engines"
+
+
+class _Transformer(torch.nn.Module):
+    """What is exported: the transformer's outputs that the pooling reads."""
+
+    def __init__(self, model: torch.nn.Module, first: bool, pooler: bool) -> None:
+        super().__init__()
+        self.model, self.first, self.pooler = model, first, pooler
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        out = self.model(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=self.first,
+                         return_dict=True)
+        extra = [out.hidden_states[1]] if self.first else []
+        extra += [out.pooler_output] if self.pooler else []
+        return (out.last_hidden_state, *extra)
+
+
+class OnnxRunner:
+    """Runs the transformer with ONNX Runtime; returns an outputs object the Pooling step reads."""
+
+    def __init__(self, model: torch.nn.Module, fingerprint: str, pooling: str, engine: str,
+                 cache_dir: Path | None = None, threads: int | None = None) -> None:
+        if engine != "onnx" and engine not in INT8:
+            raise ValueError(f"unknown ONNX engine {engine!r}")
+        try:
+            import onnxruntime as ort
+        except ImportError as exc:  # pragma: no cover - a hard dependency
+            raise ModelFolderError("engine onnx needs the onnxruntime package: pip install onnxruntime") from exc
+        self.first, self.pooler = pooling == "first-last-avg", pooling == "pooler"
+        outputs = "last" + ("-first" if self.first else "") + ("-pooler" if self.pooler else "")
+        cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+        self.path = cache / f"{fingerprint}-{outputs}-{engine}.onnx"
+        if not self.path.is_file():
+            self._build(model, engine, cache)
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads or torch.get_num_threads()
+        options.inter_op_num_threads = 1
+        # ORT's threads busy-wait between runs by default, taking the cores FAISS needs for the
+        # searches that follow each encode: /search at 32 clients went 65 -> 77 per s without it,
+        # /v1/embeddings 8 x 32 stayed within noise (350 vs 337 sentences/s).
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        self.session = ort.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
+
+    def _build(self, model: torch.nn.Module, engine: str, cache: Path) -> None:
+        """Export (and quantise) into a temp file, then rename: a crash never leaves a half file."""
+        cache.mkdir(parents=True, exist_ok=True)
+        tag = f".tmp-{os.getpid()}"
+        fp32 = self.path.with_name(self.path.stem + f"{tag}.fp32.onnx")
+        names = ["last"] + (["first"] if self.first else []) + (["pooler"] if self.pooler else [])
+        log.info("exporting the model to ONNX for engine %s (once, cached in %s)", engine, cache)
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # tracer notes about shapes: the axes are declared dynamic
+                self._export(model, fp32, names)
+            if engine in INT8:
+                done = quantize_int8(fp32, self.path.with_name(self.path.stem + f"{tag}.int8.onnx"), **INT8[engine])
+                fp32.unlink()
+            else:
+                done = fp32
+            os.replace(done, self.path)
+        finally:
+            for leftover in cache.glob(self.path.stem + f"{tag}*"):
+                leftover.unlink(missing_ok=True)
+
+    def _export(self, model: torch.nn.Module, path: Path, names: list[str]) -> None:
+        axes = {0: "batch", 1: "tokens"}
+        ids = torch.ones(2, 8, dtype=torch.long)
+        torch.onnx.export(_Transformer(model, self.first, self.pooler).eval(), (ids, ids), str(path),
+                          input_names=["input_ids", "attention_mask"], output_names=names,
+                          dynamic_axes={"input_ids": axes, "attention_mask": axes,
+                                        **{n: ({0: "batch"} if n == "pooler" else axes) for n in names}},
+                          opset_version=17, dynamo=False)
+
+    def __call__(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> SimpleNamespace:
+        feeds = {"input_ids": input_ids.numpy().astype(np.int64), "attention_mask": attention_mask.numpy().astype(np.int64)}
+        outs = [torch.from_numpy(o) for o in self.session.run(None, feeds)]
+        last = outs.pop(0)
+        first = outs.pop(0) if self.first else None
+        pooler = outs.pop(0) if self.pooler else None
+        return SimpleNamespace(last_hidden_state=last, hidden_states=[None, first, last], pooler_output=pooler)
+
+
+class TracedRunner:
+    """Runs the transformer as a frozen TorchScript graph: the same kernels as eager torch (the same vectors),
+    without Python between the ops, and without holding the GIL during the forward, so the event loop of a
+    server on a small machine is not starved while the model runs (measured: docs/performance.md)."""
+
+    def __init__(self, model: torch.nn.Module, pooling: str) -> None:
+        self.first, self.pooler = pooling == "first-last-avg", pooling == "pooler"
+        ids = torch.ones(2, 8, dtype=torch.long)
+        mask = torch.ones(2, 8, dtype=torch.long)
+        mask[1, 5:] = 0  # a padded row, so the trace keeps the attention mask
+        with warnings.catch_warnings(), torch.inference_mode():
+            warnings.simplefilter("ignore")  # tracer notes about shapes: no branch depends on them here
+            self.graph = torch.jit.freeze(torch.jit.trace(_Transformer(model, self.first, self.pooler).eval(),
+                                                          (ids, mask), check_trace=False))
+
+    def __call__(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> SimpleNamespace:
+        outs = list(self.graph(input_ids, attention_mask))
+        last = outs.pop(0)
+        first = outs.pop(0) if self.first else None
+        pooler = outs.pop(0) if self.pooler else None
+        return SimpleNamespace(last_hidden_state=last, hidden_states=[None, first, last], pooler_output=pooler)
