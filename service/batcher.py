@@ -2,9 +2,10 @@
 
 Cost is counted in tokens after truncation, not in texts: a request of 256 × 20,000
 characters weighs what the model will actually do for it. Each request is tokenized in a
-tokenizer thread (overlapping the model's forward in the model thread), admitted only if
+tokenizer thread (overlapping the model's forward in the model thread; a request of a few short
+texts on the event loop, which costs less than the thread hops), admitted only if
 the queue's token budget has room (else QueueFull → 429), and split into rows. Each model
-batch takes rows of similar length up to `max_batch_tokens` padded tokens, serving the
+batch takes rows of similar length up to the batch token budget (per engine), serving the
 request with the least work left first, so a small request never waits behind a large one
 for more than one batch; a request older than STARVATION_S goes first whatever its size.
 
@@ -30,11 +31,15 @@ from typing import Any
 
 import numpy as np
 from whitevec.models.encoder import Encoder, EncodeResult, model_executor
+from whitevec.models.engines import batch_limits
 
 log = logging.getLogger(__name__)
 
 #: A request waiting longer than this is served before smaller ones (no starvation).
 STARVATION_S = 1.0
+#: Requests with at most this many characters are tokenized on the event loop (tens of microseconds);
+#: larger ones in the tokenizer thread, so a big request never holds the loop.
+INLINE_TOKENIZE_CHARS = 1000
 
 
 class QueueFull(Exception):
@@ -68,7 +73,7 @@ class _Request:
 
 
 class Batcher:
-    def __init__(self, max_batch: int, max_batch_tokens: int, max_queue_tokens: int,
+    def __init__(self, max_batch: int | None, max_batch_tokens: int | None, max_queue_tokens: int,
                  on_batch: Callable[[int], None] | None = None) -> None:
         self.max_batch = max_batch
         self.max_batch_tokens = max_batch_tokens
@@ -128,6 +133,11 @@ class Batcher:
             if pool is not None:
                 pool.shutdown(wait=True)
 
+    def limits(self, encoder: Encoder) -> tuple[int, int]:
+        """(rows, padded tokens) per batch: the settings where given, else the encoder's engine's tuned ones."""
+        rows, tokens = batch_limits(encoder.engine)
+        return self.max_batch or rows, self.max_batch_tokens or tokens
+
     def try_acquire(self, n: int) -> bool:
         """Reserve room for n tokens; a lone request larger than the whole queue still runs."""
         if self.pending and self.pending + n > self.max_queue_tokens:
@@ -141,12 +151,15 @@ class Batcher:
         if not self.running or self._wake is None:
             raise BatcherStopped(self.error or "the batcher is not running")
         loop = asyncio.get_running_loop()
-        try:
-            ids, truncated = await loop.run_in_executor(self._tokenizer, encoder.tokenize, texts)
-        except RuntimeError as exc:  # the pool was shut down meanwhile
-            if self.running:
-                raise
-            raise BatcherStopped(self.error or "the server is shutting down") from exc
+        if sum(map(len, texts)) <= INLINE_TOKENIZE_CHARS:  # cheaper than two thread hops under load
+            ids, truncated = encoder.tokenize(texts)
+        else:
+            try:
+                ids, truncated = await loop.run_in_executor(self._tokenizer, encoder.tokenize, texts)
+            except RuntimeError as exc:  # the pool was shut down meanwhile
+                if self.running:
+                    raise
+                raise BatcherStopped(self.error or "the server is shutting down") from exc
         if not self.running:
             raise BatcherStopped(self.error or "the server is shutting down")
         cost = sum(len(row) for row in ids)
@@ -194,7 +207,7 @@ class Batcher:
         rows = sorted((len(req.ids[r]), rank, pos, r) for rank, req in enumerate(ready)
                       if req.encoder is first.encoder for pos, r in enumerate(req.todo))
         anchor = rows.index((len(first.ids[first.todo[0]]), 0, 0, first.todo[0]))
-        lo, hi = _window([n for n, *_ in rows], anchor, self.max_batch, self.max_batch_tokens)
+        lo, hi = _window([n for n, *_ in rows], anchor, *self.limits(first.encoder))
         chosen: dict[int, list[int]] = {}
         for _, rank, _, r in rows[lo:hi]:
             chosen.setdefault(rank, []).append(r)

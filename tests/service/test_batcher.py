@@ -17,7 +17,7 @@ class Recording:
 
     def __init__(self, encoder, hold: threading.Event | None = None):
         self.encoder, self.hold, self.batches = encoder, hold, []
-        self.dim = encoder.dim
+        self.dim, self.engine = encoder.dim, encoder.engine
 
     def tokenize(self, texts):
         return self.encoder.tokenize(texts)
