@@ -64,6 +64,24 @@ def sts_sentences(limit: int) -> list[str]:
     return [s for s in out if s][:limit]
 
 
+def read_tsv(path: Path) -> list[tuple[str, str, float]]:
+    """(sentence1, sentence2, score) rows of an STS-B file; lines of another shape are skipped."""
+    rows = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        parts = line.split("\t")
+        if len(parts) == 3:
+            rows.append((parts[0].strip(), parts[1].strip(), float(parts[2])))
+    return rows
+
+
+def cpu_flags_line() -> str:
+    """The CPU flags every speed figure is stated with (machines differ: VNNI, AMX or only AVX2)."""
+    from whitevec.models.engines import cpu_flags
+
+    named = ("avx2", "avx512_vnni", "avx_vnni", "amx_int8", "amx_bf16")
+    return ", ".join(f for f in named if f in cpu_flags()) or "none of " + ", ".join(named)
+
+
 def pct(samples_s: list[float]) -> tuple[float, float]:
     ms = np.asarray(samples_s) * 1000
     return float(np.percentile(ms, 50)), float(np.percentile(ms, 99))

@@ -1,7 +1,7 @@
 """Auto whitening on the shared STS-B files: what it chooses, its held-out Spearman against the grid's best,
 the grid's time, and whether an unsupervised proxy would have predicted the best (β, γ).
 
-    python benchmarks/auto_whitening.py [--tolerance 0.3] [--seeds 0 1 2]
+    python benchmarks/auto_whitening.py [--tolerance 0.3] [--seeds 0 1 2] [--tiny]
 
 Per language, the bundled model (ONNX) encodes the corpus (every sentence of train + held-out file), the
 whitening is fitted on it (as a rebuild does), and `whitevec.models.tuning.tune` scores the grid on the
@@ -37,7 +37,11 @@ def main() -> None:
     parser.add_argument("--tolerance", type=float, default=0.3)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--cache", type=Path, default=None, help="keep the encoded vectors here between runs")
+    parser.add_argument("--tiny", action="store_true", help="a smoke run: 200 pairs per language, one seed")
     args = parser.parse_args()
+    limit = 200 if args.tiny else None
+    if args.tiny:
+        args.seeds = args.seeds[:1]
     from whitevec.models.encoder import Encoder
     from whitevec.models.evaluation import encode_unique, read_pairs
     from whitevec.models.tuning import tune
@@ -47,7 +51,10 @@ def main() -> None:
     summary = []
     for lang, (train, held) in FILES.items():
         pairs = read_pairs(SHARED / held)
-        corpus = list(dict.fromkeys(s for f in (train, held) for p in [read_pairs(SHARED / f)] for s in p.a + p.b))
+        files = (held,) if args.tiny else (train, held)
+        if limit:
+            pairs = type(pairs)(pairs.a[:limit], pairs.b[:limit], pairs.scores[:limit])
+        corpus = list(dict.fromkeys(s for f in files for p in [read_pairs(SHARED / f)] for s in p.a + p.b))
         started = time.perf_counter()
         n = len(pairs.scores)
         cache = args.cache / f"{lang}.npz" if args.cache else None
@@ -82,9 +89,10 @@ def main() -> None:
             print(f"{beta:>7} " + " ".join(f"{best_by_bg[(float(beta), float(g))]:>7.2f}" for g in (0, 0.25, 0.5, 0.75, 1)))
         print(f"proxies: {proxies(fit, raw)}\n")
     train = read_pairs(SHARED / "sts-b-en/train.tsv")
-    n = 3000
+    n = 100 if args.tiny else 3000
     vectors = encode_unique(encoder, train.a[:n] + train.b[:n])
-    fit = Whitening.fit(encoder.encode(list(dict.fromkeys(train.a + train.b))).vectors, identity=encoder.identity)
+    fit_corpus = list(dict.fromkeys(train.a + train.b))[: 600 if args.tiny else None]
+    fit = Whitening.fit(encoder.encode(fit_corpus).vectors, identity=encoder.identity)
     started = time.perf_counter()
     tune(fit, vectors[:n], vectors[n:], train.scores[:n])
     print(f"grid on {n} pairs of {fit.d} dims (STS-B en train), beyond encoding: {time.perf_counter() - started:.2f} s\n")

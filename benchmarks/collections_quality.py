@@ -1,7 +1,7 @@
 """Paraphrase hit@1 of an English and a Chinese corpus: in collections of one server (each whitened on its
 own corpus), on single-corpus servers, and in one collection whitened on their union.
 
-    python benchmarks/collections_quality.py [--beta 1 --gamma 1] [--dim 384]
+    python benchmarks/collections_quality.py [--beta 1 --gamma 1] [--dim 384] [--tiny]
 
 Corpora: every sentence of STS-B en (train + dev) and of Chinese STS-B (train + valid), from
 ../shared/data. Queries: the sentences of dev/valid pairs scored >= 4 (both directions); a hit is a query
@@ -17,24 +17,17 @@ from pathlib import Path
 
 import httpx
 
-from _util import SHARED, start_server, wait_job
+from _util import SHARED, read_tsv, start_server, wait_job
 
 TOKEN = "bench"
 ADMIN = {"Authorization": f"Bearer {TOKEN}"}
 FILES = {"en": ("sts-b-en/train.tsv", "sts-b-en/dev.tsv"), "zh": ("sts-b-zh/train.tsv", "sts-b-zh/valid.tsv")}
 
 
-def read(path: Path) -> list[tuple[str, str, float]]:
-    rows = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        parts = line.split("\t")
-        if len(parts) == 3:
-            rows.append((parts[0].strip(), parts[1].strip(), float(parts[2])))
-    return rows
-
-
-def corpus_and_queries(lang: str) -> tuple[list[str], dict[str, set[str]]]:
-    train, held_out = (read(SHARED / f) for f in FILES[lang])
+def corpus_and_queries(lang: str, tiny: bool = False) -> tuple[list[str], dict[str, set[str]]]:
+    train, held_out = (read_tsv(SHARED / f) for f in FILES[lang])
+    if tiny:  # a smoke run: 150 held-out pairs make the whole corpus
+        train, held_out = [], held_out[:150]
     sentences = list(dict.fromkeys(s for a, b, _ in train + held_out for s in (a, b) if s))
     partners: dict[str, set[str]] = {}
     for a, b, score in held_out:
@@ -78,9 +71,10 @@ def main() -> None:
     parser.add_argument("--beta", type=float, default=1.0)
     parser.add_argument("--gamma", type=float, default=1.0)
     parser.add_argument("--dim", type=int, default=None)
+    parser.add_argument("--tiny", action="store_true", help="a smoke run: 150 held-out pairs per language")
     args = parser.parse_args()
     whitening = {"beta": args.beta, "gamma": args.gamma, **({"dim": args.dim} if args.dim else {})}
-    data = {lang: corpus_and_queries(lang) for lang in FILES}
+    data = {lang: corpus_and_queries(lang, args.tiny) for lang in FILES}
     for lang, (sentences, partners) in data.items():
         print(f"{lang}: {len(sentences)} sentences, {len(partners)} paraphrase queries")
     results: dict[str, dict[str, float]] = {}

