@@ -57,7 +57,9 @@ def search_bench(args: argparse.Namespace) -> None:
     active = source.active()
     bundle = source.load(active, device="cpu")
     encoder = bundle.encoder
-    docs = DocumentStore(source.folder(active) / DOCS_FILE).all()
+    store = DocumentStore(source.folder(active) / DOCS_FILE)
+    docs = [doc for _, doc in store.page(-1, store.count())]
+    store.close()
     raw = np.load(source.folder(active) / RAW_FILE)
     queries = [s for s in sentences[-args.queries * 3:]][: args.queries]
     with tempfile.TemporaryDirectory() as tmp:
