@@ -29,7 +29,7 @@ EQUIVALENT = {"torch": "torch", "onnx": "torch", "torch-half": "torch-half", "on
 INT8_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8")
 #: Engines `auto` may pick on a CPU, best first, each with the CPU flag it needs to be fast. Only engines that
 #: hold the retrieval contract of benchmarks/int8_probe.py against fp32 are listed (docs/performance.md):
-#: bf16 on AMX-BF16 held it (top-10 overlap 0.990 en / 0.971 zh) at 1.7-1.8× fp32; no int8 variant did (best
+#: bf16 on AMX-BF16 held it (top-10 overlap 0.990 en / 0.971 zh) at 2.5× ONNX fp32, traced; no int8 variant did (best
 #: 0.928 / 0.865, though 1.9-2.3× fp32 on VNNI), so int8 is an explicit choice only.
 CPU_CANDIDATES = (("torch-half", "amx_bf16"),)
 
@@ -73,7 +73,7 @@ def choose_auto(device_type: str, flags: frozenset[str] | None = None) -> Engine
     flags = cpu_flags() if flags is None else flags
     for engine, flag in CPU_CANDIDATES:
         if flag in flags:
-            return EngineChoice(engine, f"this CPU has {flag}: bf16 runs 1.7-1.8× fp32 on such CPUs and keeps "
+            return EngineChoice(engine, f"this CPU has {flag}: bf16 runs 2.5× ONNX fp32 on such CPUs and keeps "
                                         "search results within the retrieval contract")
     int8 = [f for f in INT8_FLAGS if f in flags]
     note = (f"it has {', '.join(int8)}, but no int8 engine keeps search results within the retrieval contract"
