@@ -7,8 +7,9 @@
 For every engine and (WHITEVEC_MAX_BATCH, WHITEVEC_MAX_BATCH_TOKENS) pair, a `whitevec serve` on that engine
 answers /v1/embeddings under 8 clients × 32 texts and 32 clients × 1 text (STS-B en sentences, the load
 generator of peers.py); the table shows sentences/s, p50 and p99 (median of --repeat runs), and the best pair
-per engine by 8 × 32 throughput among those whose 32 × 1 p99 is within 10% of the lowest. Those pairs are the
-engines' defaults in whitevec.models.engines.BATCH_LIMITS.
+per engine by 8 × 32 throughput among those whose 32 × 1 p99 is within 10% of the lowest. The engines' defaults
+(whitevec.models.engines.BATCH_LIMITS) come from this sweep read beside in-process runs at each batch size:
+where the HTTP figures differ by less than run-to-run noise, the in-process gain decides.
 """
 
 from __future__ import annotations

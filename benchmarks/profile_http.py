@@ -2,14 +2,16 @@
 
     pip install -e '.[bench]'            # py-spy
     python benchmarks/profile_http.py [--engine auto] [--clients 8] [--texts 32] [--seconds 20]
-                                      [--svg /tmp/whitevec-profile.svg]
+                                      [--raw /tmp/whitevec-profile.txt]
     python benchmarks/profile_http.py --tiny     # a smoke run (CI): 3 seconds, no table if py-spy cannot attach
 
 A `whitevec serve` answers /v1/embeddings under `--clients` × `--texts` (STS-B en sentences, peers.py's load
 generator) while `py-spy record --native --threads` samples it (on-CPU samples only). The first table is the
 share of CPU samples per thread (event loop, tokenizer, model, output, ORT/OpenMP workers, tokenizers'
-rayon pool); the second the functions that hold the most samples, with the thread they ran on. `--svg` also
-writes py-spy's flame graph. The command the script runs is printed, to rerun by hand.
+rayon pool); the second the functions that hold the most samples, with the thread they ran on. `--raw` keeps
+py-spy's stacks (collapsed format, for a flame graph tool). The py-spy command is printed, to rerun by hand.
+py-spy pauses the process at each sample, so the shares say where time goes, not how much the server does;
+the first table, per-thread CPU from /proc, says that.
 """
 
 from __future__ import annotations
@@ -93,7 +95,6 @@ def main() -> None:
     parser.add_argument("--texts", type=int, default=32)
     parser.add_argument("--seconds", type=int, default=20)
     parser.add_argument("--top", type=int, default=25)
-    parser.add_argument("--svg", type=Path, default=None)
     parser.add_argument("--raw", type=Path, default=None, help="also keep py-spy's raw stacks here")
     parser.add_argument("--tiny", action="store_true", help="a smoke run: 3 seconds of load")
     args = parser.parse_args()
@@ -130,9 +131,6 @@ def main() -> None:
             after, wall = thread_cpu(proc.pid), time.perf_counter() - started
             stop.set()
             loader.join()
-            if args.svg is not None:
-                subprocess.run([*cmd[:-4], "--format", "flamegraph", "--output", str(args.svg), "--duration", "5"],
-                               capture_output=True)
         finally:
             proc.terminate()
             proc.wait()

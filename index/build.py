@@ -11,6 +11,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from whitevec.models.encoder import EncodeResult, Encoder
+from whitevec.models.engines import explain
 from whitevec.models.errors import WhitevecError
 from whitevec.models.files import write_json_atomic
 from whitevec.models.pipeline import l2_normalize
@@ -120,7 +121,7 @@ def build_version(
             "created_at": time.time(),
             "build_seconds": round(time.time() - started, 3),
             "model": encoder_manifest(encoder),
-            "engine_reason": encoder.engine_reason,
+            "engine_reason": explain(encoder.engine, encoder.device.type),
             "whitening": {**fit.meta(), "output_dim": fit.output_dim(fit.params.dim), "requested": whitening.to_dict(),
                           "anisotropy": anisotropy(raw.vectors), **({"tuned": tuned} if tuned is not None else {})},
             "backend": "milvus" if versions.milvus is not None else "faiss",

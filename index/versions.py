@@ -40,6 +40,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from whitevec.models.encoder import Encoder, EncoderPool
+from whitevec.models.engines import explain
 from whitevec.models.errors import WhitevecError
 from whitevec.models.files import fsync_path, write_json_atomic
 from whitevec.models.pipeline import Pipeline
@@ -158,13 +159,15 @@ class Bundle:
     def engine_reason(self) -> str:
         """Why the served engine runs: a version is served with the engine it was built with (or one giving
         the same vectors), whatever `auto` would pick on this machine now."""
-        built = ((self.manifest or {}).get("model") or {}).get("engine", "torch")
+        served = self.encoder.engine
         if self.manifest is None:
-            return self.encoder.engine_reason
-        why = self.manifest.get("engine_reason") or "recorded before reasons were"
-        if built == self.encoder.engine:
+            return explain(served, self.encoder.device.type)
+        built = (self.manifest.get("model") or {}).get("engine", "torch")
+        why = self.manifest.get("engine_reason") or "not recorded"
+        if built == served:
             return f"version {self.version} was built with {built} ({why}); a version is served with its own engine"
-        return f"{self.encoder.engine_reason}; version {self.version} was built with {built}, which gives the same vectors"
+        return (f"version {self.version} was built with {built} ({why}); served with {served}, which gives the same "
+                "vectors")
 
     def requested_whitening(self) -> dict:
         """The (beta, gamma, dim) the version was asked for: dim as asked, not as a rank-deficient fit

@@ -24,7 +24,7 @@ from .errors import ModelFolderError
 from .loader import ModelIdentity, bundled_model_dir, fingerprint, resolve_model_dir
 from .engines import ENGINES, EngineChoice, batch_limits, choose_auto
 from .pooling import Pooling, default_pooling
-from .runners import OnnxRunner, TracedRunner
+from .runners import OnnxRunner, TracedRunner, TraceMismatch
 from .st_modules import copy_modules, load_head
 from .tokenizers import Batch, TextTokenizer, default_tokenizer
 
@@ -194,8 +194,7 @@ class Encoder:
         self.pooling = Pooling(pooling or default_pooling(path))
         self.tokenizer = TextTokenizer(path, tokenizer or default_tokenizer(path))
         self.device = torch.device(device) if device is not None else default_device()
-        choice = choose_engine(engine, self.device)
-        engine, self.engine_reason = choice.engine, choice.reason
+        engine = resolve_engine(engine, self.device)
         self.batch_size = batch_size or batch_limits(engine)[0]
         try:
             model, info = AutoModel.from_pretrained(str(path), local_files_only=True, output_loading_info=True)
@@ -228,8 +227,8 @@ class Encoder:
             if self.device.type != "cpu":
                 raise ModelFolderError(f"engine {engine} runs on the CPU; use engine torch on {self.device}")
             self._runner = OnnxRunner(self.model, self.identity.fingerprint, self.pooling.mode, engine, engine_cache)
-        elif engine == "torch-half" and self.device.type == "cpu":  # inference only: training runs engine torch
-            self._runner = TracedRunner(self.model, self.pooling.mode)
+        # bf16 on a CPU runs traced (runners.TracedRunner), traced at its first batch on the model thread
+        self._trace = engine == "torch-half" and self.device.type == "cpu"
 
     @property
     def dim(self) -> int:
@@ -280,6 +279,12 @@ class Encoder:
         return model_executor().submit(self._embed_tokens, ids).result()
 
     def _embed_tokens(self, ids: list[list[int]]) -> np.ndarray:
+        if self._trace:
+            self._trace = False
+            try:
+                self._runner = TracedRunner(self.model, self.pooling.mode)
+            except (TraceMismatch, RuntimeError) as exc:
+                log.warning("model folder %s runs eager in %s, not traced: %s", self.model_dir, self.engine, exc)
         batch = self.tokenizer.pad(ids, self.max_length)
         with torch.inference_mode():
             if self._runner is None:

@@ -13,9 +13,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-#: torch: float32 on any device; torch-half: bf16 (fp16 where bf16 is missing) on a GPU; onnx: ONNX Runtime
-#: float32 on the CPU; onnx-int8: weights quantised to int8. Precision is part of the engine's name,
-#: so a version records it and is never served at another precision.
+#: torch: float32 on any device; torch-half: bf16 (fp16 on GPUs without bf16), on a GPU or a CPU; onnx: ONNX
+#: Runtime float32 on the CPU; onnx-int8-rr / onnx-int8: dynamic int8 with 7-bit / 8-bit weights. Precision is
+#: part of the engine's name, so a version records it and is never served at another precision.
 ENGINES = ("torch", "torch-half", "onnx", "onnx-int8", "onnx-int8-rr")
 #: How each int8 engine quantises (see quantize_int8): onnx-int8 with 8-bit weights, onnx-int8-rr with 7-bit.
 INT8 = {"onnx-int8": {"reduce_range": False}, "onnx-int8-rr": {"reduce_range": True}}
@@ -34,8 +34,9 @@ INT8_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8")
 CPU_CANDIDATES = (("torch-half", "amx_bf16"),)
 
 
-#: The batcher's default budget per engine: rows and padded tokens per model batch, the best of
-#: benchmarks/batch_sweep.py over HTTP (bf16 on AMX gains from larger batches; fp32 does not).
+#: The batcher's default budget per engine: rows and padded tokens per model batch. Over HTTP
+#: (benchmarks/batch_sweep.py) the settings differed by less than run-to-run noise; in-process bf16 on AMX
+#: gained from 64 rows (884 against 602 sentences/s) and fp32 did not (478 against 480).
 BATCH_LIMITS = {"torch-half": (64, 16384)}
 DEFAULT_BATCH_LIMITS = (32, 8192)
 
@@ -79,6 +80,15 @@ def choose_auto(device_type: str, flags: frozenset[str] | None = None) -> Engine
     note = (f"it has {', '.join(int8)}, but no int8 engine keeps search results within the retrieval contract"
             if int8 else "no int8 dot products either")
     return EngineChoice("onnx", f"this CPU has no amx_bf16 ({note}): ONNX Runtime fp32, torch's vectors")
+
+
+def explain(engine: str, device_type: str) -> str:
+    """Why `engine` encodes on this machine, as recorded in a version's manifest: what auto would pick here
+    and why, and whether the engine is that choice."""
+    auto = choose_auto(device_type)
+    if engine == auto.engine:
+        return f"auto's choice here: {auto.reason}"
+    return f"set explicitly (auto would pick {auto.engine} here: {auto.reason})"
 
 
 def serving_engine(built: str, wanted: str | None) -> str:

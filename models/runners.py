@@ -122,17 +122,22 @@ class OnnxRunner:
 class TracedRunner:
     """Runs the transformer as a frozen TorchScript graph: the same kernels as eager torch (the same vectors),
     without Python between the ops, and without holding the GIL during the forward, so the event loop of a
-    server on a small machine is not starved while the model runs (measured: docs/performance.md)."""
+    server on a small machine is not starved while the model runs (measured: docs/performance.md).
+
+    A trace records one path through the model's Python; a model whose forward branches on the batch's
+    shape would be wrong for other shapes. So the graph is checked against eager torch on a second shape
+    with other padding, and TraceMismatch says it cannot be used (the encoder then stays eager)."""
 
     def __init__(self, model: torch.nn.Module, pooling: str) -> None:
         self.first, self.pooler = pooling == "first-last-avg", pooling == "pooler"
-        ids = torch.ones(2, 8, dtype=torch.long)
-        mask = torch.ones(2, 8, dtype=torch.long)
-        mask[1, 5:] = 0  # a padded row, so the trace keeps the attention mask
+        module = _Transformer(model, self.first, self.pooler).eval()
         with warnings.catch_warnings(), torch.inference_mode():
-            warnings.simplefilter("ignore")  # tracer notes about shapes: no branch depends on them here
-            self.graph = torch.jit.freeze(torch.jit.trace(_Transformer(model, self.first, self.pooler).eval(),
-                                                          (ids, mask), check_trace=False))
+            warnings.simplefilter("ignore")  # tracer notes about shapes: what matters is checked below
+            self.graph = torch.jit.freeze(torch.jit.trace(module, _padded(2, 8, 5), check_trace=False))
+            check = _padded(3, 11, 4)
+            for want, got in zip(module(*check), self.graph(*check)):
+                if want.shape != got.shape or not torch.allclose(want.float(), got.float(), atol=1e-3):
+                    raise TraceMismatch("the traced graph differs from eager torch on another batch shape")
 
     def __call__(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> SimpleNamespace:
         outs = list(self.graph(input_ids, attention_mask))
@@ -140,3 +145,16 @@ class TracedRunner:
         first = outs.pop(0) if self.first else None
         pooler = outs.pop(0) if self.pooler else None
         return SimpleNamespace(last_hidden_state=last, hidden_states=[None, first, last], pooler_output=pooler)
+
+
+class TraceMismatch(Exception):
+    """The model cannot run traced (its forward depends on the batch's shape)."""
+
+
+def _padded(rows: int, tokens: int, short: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Inputs with one row padded after `short` tokens, so the trace and its check see an attention mask."""
+    ids = torch.full((rows, tokens), 5, dtype=torch.long)
+    mask = torch.ones(rows, tokens, dtype=torch.long)
+    mask[-1, short:] = 0
+    ids[-1, short:] = 0
+    return ids, mask

@@ -37,8 +37,8 @@ log = logging.getLogger(__name__)
 
 #: A request waiting longer than this is served before smaller ones (no starvation).
 STARVATION_S = 1.0
-#: Requests with at most this many characters are tokenized on the event loop (tens of microseconds);
-#: larger ones in the tokenizer thread, so a big request never holds the loop.
+#: Requests with at most this many characters are tokenized on the event loop (tens of microseconds with a
+#: fast BERT tokenizer); larger ones, and WoBERT's jieba, in the tokenizer thread, so nothing holds the loop.
 INLINE_TOKENIZE_CHARS = 1000
 
 
@@ -151,7 +151,7 @@ class Batcher:
         if not self.running or self._wake is None:
             raise BatcherStopped(self.error or "the batcher is not running")
         loop = asyncio.get_running_loop()
-        if sum(map(len, texts)) <= INLINE_TOKENIZE_CHARS:  # cheaper than two thread hops under load
+        if encoder.tokenizer.kind == "bert" and sum(map(len, texts)) <= INLINE_TOKENIZE_CHARS:  # < two thread hops
             ids, truncated = encoder.tokenize(texts)
         else:
             try:

@@ -22,7 +22,7 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
                    help="default: the folder's sentence-transformers pooling, else first-last-avg")
     p.add_argument("--tokenizer", choices=TOKENIZERS, default=None, help="bert (default) or wobert (jieba words)")
     p.add_argument("--max-length", type=int, default=None, help="tokens per text; longer texts are truncated and counted")
-    p.add_argument("--batch-size", type=int, default=None, help="texts per model batch (default 32)")
+    p.add_argument("--batch-size", type=int, default=None, help="texts per model batch (default: the engine's, 64 for torch-half, else 32)")
     p.add_argument("--device", default=None, help="torch device (default: cuda when available, else cpu)")
     p.add_argument("--engine", choices=("auto", "torch", "torch-half", "onnx", "onnx-int8", "onnx-int8-rr"), default=None,
                    help="inference engine (default auto: torch-half (bf16) on a GPU or a CPU with AMX-BF16, onnx on "

@@ -80,7 +80,10 @@ class Collection:
 
     def new_encoder(self, model_dir: Path | None = None, engine: str | None = None) -> Encoder:
         """From the shared pool: collections on one model share its weights."""
-        return self.rt.encoders.get(self.encoder_spec(model_dir, engine))
+        return self.shared_encoder(self.encoder_spec(model_dir, engine))
+
+    def shared_encoder(self, spec: EncoderSpec) -> Encoder:
+        return self.rt.encoders.get(spec)
 
     def whitening_defaults(self) -> dict[str, Any]:
         """(β, γ, dim) for rebuilds that leave them out: the collection's, else WHITEVEC_WHITEN_*."""

@@ -13,7 +13,8 @@ from whitevec.index.documents import check_count
 from whitevec.index.faiss_index import IndexSpec
 from whitevec.index.store import Document, Documents
 from whitevec.index.versions import Bundle, ServedVersionChanged
-from whitevec.models.encoder import Encoder
+from whitevec.models.encoder import Encoder, EncoderSpec, resolve_engine
+from whitevec.models.engines import EQUIVALENT
 from whitevec.models.errors import WhitevecError
 from whitevec.models.evaluation import read_pairs
 from whitevec.models.tuning import AutoWhitening, check_pairs, plot_tuning, tune
@@ -204,6 +205,18 @@ class CorpusOps:
             raise
         return out, since
 
+    def rebuild_encoder(self) -> Encoder:
+        """The served model on the engine WHITEVEC_ENGINE gives on this machine now: a rebuild encodes every
+        document afresh, so it is where a version changes engine (the served encoder itself when both give
+        the same vectors)."""
+        served = self.rt.require_bundle().encoder
+        s = self.rt.settings
+        wanted = resolve_engine(s.engine, s.device)
+        if EQUIVALENT.get(wanted) == EQUIVALENT.get(served.engine):
+            return served
+        return self.rt.shared_encoder(EncoderSpec(served.model_dir, served.pooling.mode, served.tokenizer.kind,
+                                                served.max_length, wanted, s.device, s.max_batch, s.engine_cache))
+
     def rebuild(self, ctx: JobContext | None, documents: Documents, whitening: WhiteningParams,
                 spec: IndexSpec, encoder: Encoder | None = None, progress_bar: bool = False,
                 since: Snapshot | None = None, raw_vectors: np.ndarray | None = None,
@@ -212,7 +225,7 @@ class CorpusOps:
         its labelled pairs), index, write a version, swap it in.
         `since`: the served corpus was read at that snapshot (merge, new model): later changes carry over.
         `raw_vectors`: the documents' pooled vectors by this encoder, already encoded (on a Ray cluster)."""
-        encoder = encoder or self.rt.require_bundle().encoder
+        encoder = encoder or self.rebuild_encoder()
         self.check_whitening_dim(whitening, encoder)
 
         def on_progress(done: int, total: int) -> None:

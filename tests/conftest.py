@@ -230,8 +230,11 @@ class ServeProcess:
         self.base = f"http://127.0.0.1:{self.port}"
         # A file, not a pipe: an unread pipe fills up with access logs and blocks the server.
         self.log = tempfile.NamedTemporaryFile("w+", prefix="whitevec-serve-", suffix=".log")
+        # Servers run onnx unless a test says otherwise, as in-process tests run as on a CPU without AMX-BF16
+        # (PLAIN_CPU): bf16's vectors move with a batch's padding more than the 1e-5 tests compare to.
         self.proc = subprocess.Popen([sys.executable, "-m", "whitevec.service.cli", "serve", "--port", str(self.port), *args],
-                                     env={**os.environ, **env}, stdout=self.log, stderr=subprocess.STDOUT)
+                                     env={"WHITEVEC_ENGINE": "onnx", **os.environ, **env}, stdout=self.log,
+                                     stderr=subprocess.STDOUT)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             try:

@@ -24,13 +24,33 @@ def test_torch_half_on_the_cpu_runs_traced_with_eager_torchs_vectors(tiny_model_
     from whitevec.models.runners import TracedRunner
 
     half = Encoder(tiny_model_dir, pooling=pooling, device="cpu", engine="torch-half")
-    assert isinstance(half._runner, TracedRunner)
     texts = TEXTS + ["the cat sat on the mat " * 5, "a"]
+    half.encode(texts[:1])  # traced at the first batch, on the model thread
+    assert isinstance(half._runner, TracedRunner)
     for batch in (texts, texts[:1], texts[2:5]):
         ids, _ = half.tokenize(batch)
         with torch.inference_mode():
             eager = half.forward(half.tokenizer.pad(ids, half.max_length)).float().numpy()
-        np.testing.assert_allclose(half.embed_tokens(ids), eager, atol=1e-6)
+        np.testing.assert_array_equal(half.embed_tokens(ids), eager)  # the same kernels: bitwise equal
+
+
+def test_a_model_whose_trace_depends_on_the_shape_stays_eager(tiny_model_dir, monkeypatch, caplog):
+    """A forward that branches on the batch's shape cannot be traced: the check on a second shape catches it."""
+    from whitevec.models import runners
+
+    real = runners._Transformer.forward
+
+    def shape_dependent(self, input_ids, attention_mask):
+        out = real(self, input_ids, attention_mask)
+        return tuple(o * 2 for o in out) if input_ids.shape[0] == 2 else out  # right only for 2 rows
+
+    monkeypatch.setattr(runners._Transformer, "forward", shape_dependent)
+    half = Encoder(tiny_model_dir, device="cpu", engine="torch-half")
+    want = Encoder(tiny_model_dir, device="cpu", engine="torch-half")
+    want._trace = False  # eager
+    got = half.encode(TEXTS).vectors
+    assert half._runner is None and "runs eager" in caplog.text
+    np.testing.assert_array_equal(got, want.encode(TEXTS).vectors)
 
 
 def test_the_export_is_cached_by_fingerprint(tiny_model_dir, tmp_path):
@@ -202,6 +222,13 @@ async def test_the_choice_shows_in_readyz_and_the_manifest_and_a_version_keeps_i
     async with serving(settings) as (app, client):
         ready = (await client.get("/readyz")).json()
         again = np.array((await client.post("/embed", json={"texts": texts, "normalize": False})).json()["embeddings"])
-    assert ready["engine"] == "torch-half" and ready["engine_choice"]["engine"] == "onnx"
-    assert "served with its own engine" in ready["engine_reason"]
-    np.testing.assert_allclose(again, got, atol=1e-6)  # the version's own vectors, not onnx's
+        assert ready["engine"] == "torch-half" and ready["engine_choice"]["engine"] == "onnx"
+        assert "served with its own engine" in ready["engine_reason"]
+        np.testing.assert_allclose(again, got, atol=1e-6)  # the version's own vectors, not onnx's
+        await rebuild(client, {"documents": demo_documents()})  # re-encodes: takes this machine's choice
+        ready = (await client.get("/readyz")).json()
+        fresh = np.array((await client.post("/embed", json={"texts": texts, "normalize": False})).json()["embeddings"])
+    assert ready["engine"] == "onnx" and "auto's choice here" in ready["engine_reason"]
+    np.testing.assert_allclose(fresh @ fresh.T, want @ want.T, atol=1e-5)  # onnx: torch's vectors
+    manifest = store.manifest(store.active())
+    assert manifest["model"]["engine"] == "onnx" and "no amx_bf16" in manifest["engine_reason"]

@@ -17,7 +17,7 @@ class Recording:
 
     def __init__(self, encoder, hold: threading.Event | None = None):
         self.encoder, self.hold, self.batches = encoder, hold, []
-        self.dim, self.engine = encoder.dim, encoder.engine
+        self.dim, self.engine, self.tokenizer = encoder.dim, encoder.engine, encoder.tokenizer
 
     def tokenize(self, texts):
         return self.encoder.tokenize(texts)
@@ -148,3 +148,33 @@ async def test_post_runs_in_the_output_thread_once_per_request(tiny_encoder):
     assert len(seen) == 6 and all(name.startswith("whitevec-output") for name in seen)
     assert (await batcher.encode(tiny_encoder, ["after"])).vectors.shape == (1, tiny_encoder.dim)
     await batcher.stop()
+
+
+async def test_batch_budgets_are_the_engines_unless_set(tiny_encoder):
+    """Without settings, each engine's tuned rows × tokens (engines.BATCH_LIMITS) bound its batches."""
+    from whitevec.models.engines import BATCH_LIMITS, DEFAULT_BATCH_LIMITS
+
+    rec = Recording(tiny_encoder)
+    assert Batcher(None, None, 10_000).limits(rec) == DEFAULT_BATCH_LIMITS  # torch
+    rec.engine = "torch-half"
+    assert Batcher(None, None, 10_000).limits(rec) == BATCH_LIMITS["torch-half"]
+    assert Batcher(8, None, 10_000).limits(rec) == (8, BATCH_LIMITS["torch-half"][1])
+    rec.engine = "torch"
+    batcher = Batcher(None, None, 100_000)
+    await batcher.start()
+    texts = [f"the cat {i} sat on the mat" for i in range(100)]
+    await asyncio.gather(*[batcher.encode(rec, texts[i:i + 10]) for i in range(0, 100, 10)])
+    await batcher.stop()
+    assert max(len(b) for b in rec.batches) == DEFAULT_BATCH_LIMITS[0]  # 32 rows, then the rest
+
+
+async def test_short_requests_skip_the_tokenizer_thread_and_long_ones_use_it(tiny_encoder):
+    batcher = Batcher(None, None, 100_000)
+    await batcher.start()
+    seen: list[str] = []
+    rec = Recording(tiny_encoder)
+    rec.tokenize = lambda texts: seen.append(threading.current_thread().name) or tiny_encoder.tokenize(texts)
+    await batcher.encode(rec, ["hello world"])
+    await batcher.encode(rec, ["the cat sat on the mat " * 60])  # 1,380 characters
+    await batcher.stop()
+    assert seen[0] == threading.main_thread().name and seen[1].startswith("whitevec-tokenize")
