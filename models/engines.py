@@ -10,6 +10,7 @@ engine is picked only where it is both fast and keeps search results within the 
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -46,8 +47,10 @@ def batch_limits(engine: str) -> tuple[int, int]:
     return BATCH_LIMITS.get(engine, DEFAULT_BATCH_LIMITS)
 
 
+@functools.lru_cache(maxsize=8)
 def cpu_flags(path: Path = Path("/proc/cpuinfo")) -> frozenset[str]:
-    """The CPU's feature flags, read at run time (machines differ); empty where the file is missing."""
+    """The CPU's feature flags, read at run time (machines differ; read once per process, as every /readyz
+    shows them); empty where the file is missing."""
     try:
         text = path.read_text(encoding="utf-8", errors="replace")
     except OSError:
