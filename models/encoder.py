@@ -143,6 +143,7 @@ class EncoderPool:
             if found is not None:
                 return found
             encoder = spec.build()
+            encoder.warm_up()
             concrete = self._key(EncoderSpec(encoder.model_dir, encoder.pooling.mode, encoder.tokenizer.kind,
                                              encoder.max_length, encoder.engine, spec.device, spec.batch_size,
                                              spec.engine_cache))
@@ -266,6 +267,11 @@ class Encoder:
     def save_modules(self, out_dir: Path) -> None:
         """Carry the folder's sentence-transformers modules (Dense, Normalize) to a saved copy."""
         copy_modules(self.model_dir, out_dir)
+
+    def warm_up(self) -> None:
+        """One tiny forward on the model thread, so the first request does not pay for a trace or the engine's
+        first-run allocations."""
+        self.embed_tokens(self.tokenize(["warm up"])[0])
 
     def tokenize(self, texts: list[str]) -> tuple[list[list[int]], list[bool]]:
         """Model-ready ids (truncated to max_length) and truncation flags; cost bounded by max_length."""

@@ -205,6 +205,10 @@ async def test_the_choice_shows_in_readyz_and_the_manifest_and_a_version_keeps_i
     want = Encoder(settings.model_dir, device="cpu", engine="torch").encode(texts).vectors
     monkeypatch.setattr("whitevec.models.engines.cpu_flags", lambda *_: frozenset({"avx2", "amx_bf16", "amx_int8"}))
     async with serving(settings) as (app, client):
+        from whitevec.models.runners import TracedRunner
+
+        # traced while loading (warmed up on the model thread), not by the first request
+        assert isinstance(app.state.runtime.default.bundle.encoder._runner, TracedRunner)
         await rebuild(client, {"documents": demo_documents()})
         ready = (await client.get("/readyz")).json()
         got = np.array((await client.post("/embed", json={"texts": texts, "normalize": False})).json()["embeddings"])
