@@ -9,8 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 import numpy as np
-
-from whitevec.models.encoder import EncodeResult, Encoder
+from whitevec.models.encoder import Encoder, EncodeResult
 from whitevec.models.engines import explain
 from whitevec.models.errors import WhitevecError
 from whitevec.models.files import write_json_atomic
@@ -18,11 +17,11 @@ from whitevec.models.pipeline import l2_normalize
 from whitevec.models.tuning import anisotropy
 from whitevec.models.whitening import Whitening, WhiteningParams, jl_dim
 
+from .bundle import encoder_manifest
 from .faiss_index import IndexSpec, VectorIndex
 from .milvus import MilvusRetriever
 from .store import Documents, DocumentStore
-from .versions import (DOCS_FILE, INDEX_FILE, MILVUS_FILE, RAW_FILE, WHITENING_FILE, VersionStore, describe_parts,
-                       encoder_manifest)
+from .versions import DOCS_FILE, INDEX_FILE, MILVUS_FILE, RAW_FILE, WHITENING_FILE, VersionStore, describe_parts
 
 #: Below this many documents an approximate index (ivf, hnsw) is slower and less exact than flat.
 MIN_APPROX_VECTORS = 10_000

@@ -87,7 +87,7 @@ def ray_encode(path: Path, documents: list[Document], encoder: Encoder, address:
     """The pooled vectors of `documents` (read from `path`), in their order, encoded on the Ray cluster at
     `address` ("local" starts one on this machine; "auto" joins the one running here; ray://host:10001),
     or on the one a surrounding `ray_session` opened."""
-    from whitevec.index.versions import encoder_manifest
+    from whitevec.index.bundle import encoder_manifest
 
     ray = _ray()
     with ray_session(address):

@@ -13,14 +13,14 @@ from whitevec.models.errors import ModelFolderError
 from whitevec.models.pipeline import Pipeline
 from whitevec.models.whitening import Whitening
 
+from .bundle import Bundle, encoder_manifest
 from .changes import CHANGES_FILE, HEAD_FILE, ChangeLog
 from .faiss_index import IndexSpec, VectorIndex
 from .journal import JOURNAL_FILE, Journal
 from .milvus import MilvusRetriever
 from .retriever import FaissRetriever
 from .store import DocumentStore
-from .versions import (DOCS_FILE, INDEX_FILE, MANIFEST, RAW_FILE, WHITENING_FILE, Bundle, VersionDamaged, VersionStore,
-                       encoder_manifest)
+from .versions import DOCS_FILE, INDEX_FILE, MANIFEST, RAW_FILE, WHITENING_FILE, VersionDamaged, VersionStore
 
 log = logging.getLogger(__name__)
 

@@ -7,7 +7,7 @@
                                /raw.npy         pooled vectors before whitening (re-whitening, changes)
                                /changes.sqlite  upserts and deletes since the build (index/changes.py)
     data_dir/versions/ACTIVE                    {"version", "activated_at", "history": [...]}
-    data_dir/.lock                              held by the one process using the data dir
+    data_dir/.lock                              held by the one process using the data dir (datadir.py)
 
 `versions/` lies in WHITEVEC_BUNDLE_DIR when one is set (default: the data dir); replicas on
 the Milvus backend share that folder, each keeping its own locked data dir.
@@ -40,15 +40,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from whitevec.models.encoder import Encoder, EncoderPool
-from whitevec.models.engines import explain
 from whitevec.models.errors import WhitevecError
 from whitevec.models.files import fsync_path, write_json_atomic
-from whitevec.models.pipeline import Pipeline
 
+from .bundle import Bundle
 from .changes import CHANGES_FILE
-from .faiss_index import VectorIndex
-from .retriever import Retriever
-from .store import DocumentStore
 
 log = logging.getLogger(__name__)
 
@@ -74,10 +70,6 @@ class ServedVersionChanged(WhitevecError):
     """A job read one version, and another was activated before the job could activate its own."""
 
 
-class DataDirLocked(WhitevecError):
-    """Another whitevec process is using the data dir."""
-
-
 def file_digest(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as fh:
@@ -91,95 +83,6 @@ def describe_parts(folder: Path) -> dict:
     required = MILVUS_PARTS if (folder / MILVUS_FILE).is_file() else PARTS
     names = [*required, *([RAW_FILE] if (folder / RAW_FILE).is_file() else [])]
     return {name: {"bytes": (folder / name).stat().st_size, "sha256": file_digest(folder / name)} for name in names}
-
-
-class DataDirLock:
-    """An exclusive flock on data_dir/.lock for the life of a server or a CLI build.
-
-    The kernel drops it when the process dies (kill -9 included), so it never needs cleaning.
-    """
-
-    def __init__(self, data_dir: Path) -> None:
-        self.path = Path(data_dir) / ".lock"
-        self._fd: int | None = None
-
-    @property
-    def held(self) -> bool:
-        return self._fd is not None
-
-    def acquire(self, what: str) -> None:
-        if self._fd is not None:
-            return
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.read(fd, 200).decode(errors="replace").strip() or "another process"
-            os.close(fd)
-            raise DataDirLocked(
-                f"data dir {self.path.parent} is in use by {holder}; stop it first, or send the work to the "
-                "running server (POST /admin/index/rebuild), or use another --data-dir"
-            ) from None
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{what} (pid {os.getpid()})".encode())
-        self._fd = fd
-
-    def release(self) -> None:
-        if self._fd is not None:
-            os.close(self._fd)  # closing drops the flock
-            self._fd = None
-
-
-def encoder_manifest(encoder: Encoder) -> dict:
-    return {
-        "path": str(encoder.model_dir),
-        "max_length": encoder.max_length,
-        "tokenizer": encoder.tokenizer.kind,
-        "engine": encoder.engine,
-        **encoder.identity.to_dict(),
-    }
-
-
-@dataclass
-class Bundle:
-    """What one request is served from: a consistent snapshot, swapped as a whole."""
-
-    pipeline: Pipeline
-    version: str | None = None
-    manifest: dict | None = None
-    index: VectorIndex | None = None
-    store: DocumentStore | None = None
-    retriever: Retriever | None = None
-
-    @property
-    def encoder(self) -> Encoder:
-        return self.pipeline.encoder
-
-    @property
-    def engine_reason(self) -> str:
-        """Why the served engine runs: a version is served with the engine it was built with (or one giving
-        the same vectors), whatever `auto` would pick on this machine now."""
-        served = self.encoder.engine
-        if self.manifest is None:
-            return explain(served, self.encoder.device.type)
-        built = (self.manifest.get("model") or {}).get("engine", "torch")
-        why = self.manifest.get("engine_reason") or "not recorded"
-        if built == served:
-            return f"version {self.version} was built with {built} ({why}); a version is served with its own engine"
-        return (f"version {self.version} was built with {built} ({why}); served with {served}, which gives the same "
-                "vectors")
-
-    def requested_whitening(self) -> dict:
-        """The (beta, gamma, dim) the version was asked for: dim as asked, not as a rank-deficient fit
-        lowered it for gamma > 0 ({} for versions from before it was recorded)."""
-        return dict((self.manifest or {}).get("whitening", {}).get("requested") or {})
-
-    def close(self) -> None:
-        """Free the index and close its files (the encoder is shared with other bundles and stays)."""
-        if self.retriever is not None:
-            self.retriever.close()
-        elif self.index is not None:
-            self.index.close()
 
 
 @dataclass
@@ -506,6 +409,8 @@ class VersionStore:
 
         The version is served with the engine it was built with, or with `engine` when that one gives
         the same vectors (torch and onnx fp32); never with one that gives other vectors."""
-        from .loading import load_version  # loading reads this module's names; imported when first used
+        from .loading import (
+            load_version,  # loading reads this module's names; imported when first used
+        )
 
         return load_version(self, version, encoder, device, use_gpu, engine, engine_cache, checksums)

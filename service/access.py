@@ -14,7 +14,7 @@ from typing import Literal
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from whitevec.index.versions import Bundle
+from whitevec.index.bundle import Bundle
 
 from .collection import Collection
 from .errors import Forbidden, NotFound, NotReady, Unauthorized

@@ -8,7 +8,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from whitevec.index import layout
-from whitevec.index.versions import Bundle, VersionStore
+from whitevec.index.bundle import Bundle
+from whitevec.index.versions import VersionStore
 from whitevec.models.encoder import Encoder, EncoderSpec
 from whitevec.models.errors import WhitevecError
 from whitevec.models.pipeline import Pipeline

@@ -9,10 +9,11 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 from whitevec.index.build import BuildResult, Chooser, build_version
+from whitevec.index.bundle import Bundle
 from whitevec.index.documents import check_count
 from whitevec.index.faiss_index import IndexSpec
 from whitevec.index.store import Document, Documents
-from whitevec.index.versions import Bundle, ServedVersionChanged
+from whitevec.index.versions import ServedVersionChanged
 from whitevec.models.encoder import Encoder, EncoderSpec, resolve_engine
 from whitevec.models.engines import EQUIVALENT
 from whitevec.models.errors import WhitevecError

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from typing import Any
 
 from fastapi import Request
-from whitevec.index.versions import Bundle
+from whitevec.index.bundle import Bundle
 from whitevec.models.encoder import EncodeResult
 
 from .batcher import BatcherStopped, QueueFull

@@ -16,9 +16,10 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from whitevec.index.versions import DataDirLocked, ServedVersionChanged, VersionDamaged
+from whitevec.index.datadir import DataDirLocked
 from whitevec.index.documents import ImportFileMissing
 from whitevec.index.layout import BadCollectionName, CollectionExists
+from whitevec.index.versions import ServedVersionChanged, VersionDamaged
 from whitevec.models.errors import DimNotServed, ModelFolderError, WhiteningError, WhitevecError
 
 from .jobs import JobsUnavailable

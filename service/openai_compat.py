@@ -9,23 +9,15 @@ import numpy as np
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field
-from whitevec.index.versions import Bundle
+from whitevec.index.bundle import Bundle
 from whitevec.models.encoder import EncodeResult
 from whitevec.models.errors import WhiteningError
 
-from .body import RenderedJSON, body_openapi, json_body, render_json
 from .access import Caller, data_caller, resolve
-from .deps import check_texts, encode, get_runtime
-from .errors import (
-    COMMON,
-    InvalidRequest,
-    NotFound,
-    NotReady,
-    Overloaded,
-    Unauthorized,
-    responses,
-)
+from .body import RenderedJSON, body_openapi, json_body, render_json
 from .collection import Collection
+from .deps import check_texts, encode, get_runtime
+from .errors import COMMON, InvalidRequest, NotFound, NotReady, Overloaded, Unauthorized, responses
 from .runtime import Runtime
 from .schemas import NonEmpty, Strict
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
-from whitevec.index.versions import Bundle, VersionDamaged
+from whitevec.index.bundle import Bundle
+from whitevec.index.versions import VersionDamaged
 
 if TYPE_CHECKING:
     from .collection import Collection

@@ -5,9 +5,9 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
-from whitevec.index.versions import Bundle
-from whitevec.models.encoder import Encoder, choose_engine
+from whitevec.index.bundle import Bundle
 from whitevec.models import engines
+from whitevec.models.encoder import Encoder, choose_engine
 from whitevec.models.loader import bundled_model_dir
 from whitevec.models.tuning import suggestion
 

@@ -14,7 +14,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from whitevec.index import layout
-from whitevec.index.versions import DataDirLock, MilvusTarget, VersionStore
+from whitevec.index.datadir import DataDirLock
+from whitevec.index.versions import MilvusTarget, VersionStore
 from whitevec.models.encoder import EncoderPool, EncoderSpec
 from whitevec.models.errors import WhitevecError
 

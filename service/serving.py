@@ -9,7 +9,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from whitevec.index.versions import Bundle
+from whitevec.index.bundle import Bundle
 
 
 def release_freed_memory() -> None:

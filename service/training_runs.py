@@ -17,7 +17,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from whitevec.index.versions import Bundle
+from whitevec.index.bundle import Bundle
 from whitevec.models.evaluation import cosine_spearman, encode_unique, read_pairs
 from whitevec.models.training import paraphrase_hit_at_1
 from whitevec.models.tuning import AutoWhitening

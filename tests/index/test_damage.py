@@ -6,13 +6,14 @@ import os
 import shutil
 
 import pytest
-
-from tests.conftest import ADMIN, demo_documents, rebuild, serving
 from whitevec.index.build import build_version
+from whitevec.index.datadir import DataDirLock, DataDirLocked
 from whitevec.index.faiss_index import IndexSpec
 from whitevec.index.store import Document
-from whitevec.index.versions import DataDirLock, DataDirLocked, VersionDamaged, VersionStore
+from whitevec.index.versions import VersionDamaged, VersionStore
 from whitevec.models.whitening import WhiteningParams
+
+from tests.conftest import ADMIN, demo_documents, rebuild, serving
 
 pytestmark = pytest.mark.anyio
 

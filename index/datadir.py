@@ -1,0 +1,50 @@
+"""The one-process-per-data-dir lock of a server or a CLI build."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+from pathlib import Path
+
+from whitevec.models.errors import WhitevecError
+
+
+class DataDirLocked(WhitevecError):
+    """Another whitevec process is using the data dir."""
+
+
+class DataDirLock:
+    """An exclusive flock on data_dir/.lock for the life of a server or a CLI build.
+
+    The kernel drops it when the process dies (kill -9 included), so it never needs cleaning.
+    """
+
+    def __init__(self, data_dir: Path) -> None:
+        self.path = Path(data_dir) / ".lock"
+        self._fd: int | None = None
+
+    @property
+    def held(self) -> bool:
+        return self._fd is not None
+
+    def acquire(self, what: str) -> None:
+        if self._fd is not None:
+            return
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 200).decode(errors="replace").strip() or "another process"
+            os.close(fd)
+            raise DataDirLocked(
+                f"data dir {self.path.parent} is in use by {holder}; stop it first, or send the work to the "
+                "running server (POST /admin/index/rebuild), or use another --data-dir"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{what} (pid {os.getpid()})".encode())
+        self._fd = fd
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # closing drops the flock
+            self._fd = None
