@@ -1,10 +1,25 @@
 """whitevec-client: the Python SDK for a whitevec server."""
 
-from ._client import AsyncClient, AsyncCollection, Client, Collection
-from .errors import (AuthError, JobFailed, NotFound, NotReady, Overloaded, ServerError, ValidationError, VersionChanged,
-                     WhitevecError)
-from .types import Hit, Job, JobProgress
+from typing import TYPE_CHECKING, Any
 
-__all__ = ["AsyncClient", "AsyncCollection", "AuthError", "Client", "Collection", "Hit", "Job", "JobFailed", "JobProgress", "NotFound", "NotReady",
-           "Overloaded", "ServerError", "ValidationError", "VersionChanged", "WhitevecError"]
+from ._async import AsyncClient, AsyncCollection
+from ._client import Client, Collection
+from .errors import (AuthError, Conflict, InvalidRequest, JobFailed, NotFound, NotReady, Overloaded, ServerError,
+                     VersionChanged, WhitevecError)
+from .errors import renamed as _renamed
+from .types import (Activated, AutoWhitening, CollectionDeleted, Deleted, Document, Example, Filter, Hit, Hits,
+                    IndexSpec, Job, JobProgress, KeyRevoked, Pair, StoredDocument, TrainJob, Upserted, VersionList,
+                    Whitening)
+
+__all__ = ["Activated", "AsyncClient", "AsyncCollection", "AuthError", "AutoWhitening", "Client", "Collection",
+           "CollectionDeleted", "Conflict", "Deleted", "Document", "Example", "Filter", "Hit", "Hits", "IndexSpec",
+           "InvalidRequest", "Job", "JobFailed", "JobProgress", "KeyRevoked", "NotFound", "NotReady", "Overloaded",
+           "Pair", "ServerError", "StoredDocument", "TrainJob", "Upserted", "VersionChanged", "VersionList",
+           "Whitening", "WhitevecError"]
 __version__ = "0.1.0"
+
+if TYPE_CHECKING:
+    from .errors import ValidationError as ValidationError  # deprecated: InvalidRequest
+else:
+    def __getattr__(name: str) -> Any:
+        return _renamed(__name__, name)

@@ -1,112 +1,158 @@
-"""Client (blocking) and AsyncClient (asyncio): the same methods over one shared core. Each has a
-collection handle (`client.collection("faq")`) with the corpus methods; the client's own corpus
-methods act on the collection `default`."""
+"""Client, the blocking SDK, and Collection, its handle on one collection (`client.collection("faq")`).
+The client's own corpus methods (search, embed, upsert, …) act on the collection `default`."""
 
 from __future__ import annotations
 
-import asyncio
 import time
-from typing import Any, Dict, List, Optional, Sequence, Union
-from urllib.parse import quote
+from typing import TYPE_CHECKING, Any, Dict, List, Literal, Optional, Sequence, TypeVar, Union, overload
 
 import httpx
 
+from . import _calls as calls
+from ._calls import Call, Vectors
 from ._core import Core, Routes
 from .errors import VersionChanged, WhitevecError
-from .types import Hit, Job
+from .types import (Activated, CollectionDeleted, Deleted, Document, Example, Filter, Hits, IndexSpec, Job,
+                    KeyRevoked, Pair, StoredDocument, TrainJob, Upserted, VersionList, Whitening)
 
-Texts = Sequence[str]
-Query = Union[str, Sequence[str]]
-Doc = Dict[str, Any]
+if TYPE_CHECKING:
+    import numpy as np
+    from numpy.typing import NDArray
 
-
-def _q(part: str) -> str:
-    return quote(part, safe="")
+T = TypeVar("T")
 
 
 class _Corpus:
-    """Blocking methods over one collection's routes (`_routes`), sent through `_send`."""
+    """The methods over one collection's routes, sent through `_run`."""
 
     _core: Core
     _routes: Routes
 
-    def _send(self, method: str, path: str, json: Any = None, admin: bool = False, idempotent: bool = True) -> Any:
+    def _run(self, call: Call[T]) -> T:
         raise NotImplementedError
 
     def _limits(self) -> None:
         if self._core.limits is None:
-            self._core.limits = self._send("GET", "/readyz")["limits"]
+            self._core.limits = self._run(calls.ready(retry=True))["limits"]
 
-    def embed(self, texts: Texts, dim: Optional[int] = None, whiten: bool = True, normalize: bool = True,
-              as_numpy: bool = False) -> Any:
-        """Vectors in input order; inputs above the server's limit go in several requests, all answered
+    @overload
+    def embed(self, texts: Sequence[str], dim: Optional[int] = None, whiten: bool = True, normalize: bool = True,
+              as_numpy: Literal[False] = False) -> Vectors: ...
+
+    @overload
+    def embed(self, texts: Sequence[str], dim: Optional[int] = None, whiten: bool = True, normalize: bool = True,
+              *, as_numpy: Literal[True]) -> NDArray[np.float32]: ...
+
+    @overload
+    def embed(self, texts: Sequence[str], dim: Optional[int] = None, whiten: bool = True, normalize: bool = True,
+              as_numpy: bool = False) -> Union[Vectors, NDArray[np.float32]]: ...
+
+    def embed(self, texts: Sequence[str], dim: Optional[int] = None, whiten: bool = True, normalize: bool = True,
+              as_numpy: bool = False) -> Union[Vectors, NDArray[np.float32]]:
+        """One vector per text, in input order: list[list[float]], or a float32 array with as_numpy=True
+        (needs the `numpy` extra). `dim`: keep the first dims of the whitened space; whiten=False: the
+        model's raw pooled vectors. Inputs above the server's limit go in several requests, all answered
         by one version (retried when a rebuild lands in between; VersionChanged if it keeps changing)."""
+        if as_numpy:
+            calls.require_numpy()
+        calls.check_texts(texts)
         self._limits()
-        bodies = self._core.embed_bodies(texts, dim, whiten, normalize)
-        for attempt in range(self._core.retries + 1):
+        batch = calls.embed(self._core, self._routes, texts, dim, whiten, normalize)
+        attempt = 0
+        while True:
             try:
-                return self._core.embed_result([self._send("POST", self._routes.embed, b) for b in bodies], as_numpy)
+                rows = calls.vectors([self._run(c) for c in batch])
+                return calls.as_array(rows) if as_numpy else rows
             except VersionChanged:
                 if attempt >= self._core.retries:
                     raise
+                attempt += 1
 
-    def search(self, query: Query, k: int = 10,
-               filter: Optional[Dict[str, Any]] = None) -> Union[List[Hit], List[List[Hit]]]:
-        """One query → list[Hit]; a list of queries → list[list[Hit]], in query order. `filter`:
-        metadata to match, AND over keys: {"lang": "en", "year": {"$in": [2023, 2024]}}."""
+    @overload  # a str is a Sequence[str] too: this first overload wins
+    def search(  # type: ignore[overload-overlap]
+            self, query: str, k: int = 10, filter: Optional[Filter] = None, nprobe: Optional[int] = None,
+            ef_search: Optional[int] = None) -> Hits: ...
+
+    @overload
+    def search(self, query: Sequence[str], k: int = 10, filter: Optional[Filter] = None, nprobe: Optional[int] = None,
+               ef_search: Optional[int] = None) -> List[Hits]: ...
+
+    def search(self, query: Union[str, Sequence[str]], k: int = 10, filter: Optional[Filter] = None,
+               nprobe: Optional[int] = None, ef_search: Optional[int] = None) -> Union[Hits, List[Hits]]:
+        """The k nearest documents to `query`, best first: a list of Hit (id, score, text, metadata)
+        with `.warnings` and `.version`. `filter`: metadata to match, AND over keys, e.g.
+        {"lang": "en", "year": {"$gte": 2020, "$lt": 2024}}; a key or value type no document has is
+        named in `.warnings`. `nprobe` (ivf) and `ef_search` (hnsw): recall against speed for this call.
+        Several queries: use search_many (a list given here still answers list[Hits])."""
+        if not isinstance(query, str):
+            return self.search_many(query, k, filter, nprobe, ef_search)
+        return self._run(calls.search(self._core, self._routes, query, k, filter, nprobe, ef_search)[0])[0]
+
+    def search_many(self, queries: Sequence[str], k: int = 10, filter: Optional[Filter] = None,
+                    nprobe: Optional[int] = None, ef_search: Optional[int] = None) -> List[Hits]:
+        """search for several queries: one Hits per query, in query order; more queries than the server
+        takes in one request go in several."""
+        calls.check_texts(queries, "search_many takes a list of queries; search(query) takes one")
         self._limits()
-        bodies = self._core.search_bodies(query, k, filter)
-        return self._core.search_result(query, [self._send("POST", self._routes.search, b) for b in bodies])
+        return [hits for c in calls.search(self._core, self._routes, queries, k, filter, nprobe, ef_search)
+                for hits in self._run(c)]
 
-    def rebuild_index(self, documents: Optional[Sequence[Doc]] = None, path: Optional[str] = None,
-                      whitening: Optional[Dict[str, Any]] = None, index: Optional[Dict[str, Any]] = None,
-                      mode: Optional[str] = None, confirm_shrink: Optional[bool] = None,
+    def rebuild_index(self, documents: Optional[Sequence[Document]] = None, path: Optional[str] = None,
+                      whitening: Optional[Whitening] = None, index: Optional[IndexSpec] = None,
+                      mode: Optional[Literal["replace", "merge"]] = None, confirm_shrink: Optional[bool] = None,
                       reencode: Optional[bool] = None) -> Job:
-        """Start a rebuild job (documents= or path=; mode "replace" or "merge"; reencode=False re-whitens
-        what is served); returns the job: `wait(job)` follows it."""
-        body = self._core.rebuild_body(documents, path, whitening, index, mode, confirm_shrink, reencode)
-        accepted = self._send("POST", self._routes.rebuild, body, admin=True, idempotent=False)
-        return Job(**self._send("GET", f"/admin/jobs/{_q(accepted['job_id'])}", admin=True))
+        """Start a job that encodes the documents, fits whitening, builds the index and serves them as a
+        new version; `wait(job)` follows it. `documents=` or `path=` (a JSONL file in the server's import
+        folder); mode "merge" adds them to the served corpus instead of replacing it ("replace" leaving
+        under half the served documents needs confirm_shrink=True); reencode=False, with no documents,
+        refits whitening and/or rebuilds the index from the served version's stored vectors."""
+        job_id = self._run(calls.rebuild(self._routes, documents, path, whitening, index, mode, confirm_shrink,
+                                         reencode))
+        return self._run(calls.job(job_id))
 
-    def upsert(self, documents: Sequence[Doc]) -> Dict[str, Any]:
-        """Add or replace documents ({"id", "text", "metadata"?}); searchable when this returns.
-        Sent in calls of at most the server's WHITEVEC_MAX_UPSERT; returns the last call's answer with
-        the total upserted."""
-        answer: Dict[str, Any] = {"upserted": 0, "version": None}
-        for chunk in self._core.upsert_chunks(documents):
-            done = self._send("POST", self._routes.documents, {"documents": list(chunk)}, admin=True)
+    def upsert(self, documents: Sequence[Document]) -> Upserted:
+        """Add or replace documents ({"id", "text", "metadata"?}); searchable when this returns. Sent in
+        calls of at most 10,000 (the server's WHITEVEC_MAX_UPSERT default); answers the total upserted
+        and the version written to."""
+        answer: Upserted = {"upserted": 0, "version": None}
+        for call in calls.upsert(self._routes, documents):
+            done = self._run(call)
             answer = {"upserted": answer["upserted"] + done["upserted"], "version": done["version"]}
         return answer
 
-    def delete(self, ids: Sequence[str]) -> Dict[str, Any]:
-        """Delete documents by id → {"deleted", "missing", "version"}."""
-        return self._send("POST", f"{self._routes.documents}/delete", {"ids": list(ids)}, admin=True)
+    def delete(self, ids: Sequence[str]) -> Deleted:
+        """Delete documents by id → {"deleted", "missing", "version"} (unknown ids are in `missing`)."""
+        return self._run(calls.delete(self._routes, ids))
 
-    def get_document(self, doc_id: str) -> Dict[str, Any]:
+    def get_document(self, doc_id: str) -> StoredDocument:
         """{"id", "text", "metadata", "version"} of one served document (NotFound if unknown)."""
-        return self._send("GET", f"{self._routes.documents}/{_q(doc_id)}", admin=True)
+        return self._run(calls.get_document(self._routes, doc_id))
 
-    def versions(self) -> Dict[str, Any]:
+    def versions(self) -> VersionList:
         """{"active": id, "versions": [...]}: every kept version, newest first."""
-        return self._send("GET", self._routes.versions, admin=True)
+        return self._run(calls.versions(self._routes))
 
-    def activate(self, version: str) -> Dict[str, Any]:
-        """Serve a kept version again (roll back or forward)."""
-        return self._send("POST", f"{self._routes.versions}/{_q(version)}/activate", admin=True)
+    def activate(self, version: str) -> Activated:
+        """Serve a kept version again (roll back or forward): model, whitening and index together."""
+        return self._run(calls.activate(self._routes, version))
 
 
 class Collection(_Corpus):
     """One collection of a server: `client.collection("faq")`. Shares the client's connection."""
 
-    def __init__(self, client: "Client", name: str) -> None:
+    def __init__(self, client: Client, name: str) -> None:
         self._client, self._core, self._routes, self.name = client, client._core, Routes(name), name
 
-    def _send(self, method: str, path: str, json: Any = None, admin: bool = False, idempotent: bool = True) -> Any:
-        return self._client._send(method, path, json, admin, idempotent)
+    def __repr__(self) -> str:
+        return f"Collection({self.name!r})"
+
+    def _run(self, call: Call[T]) -> T:
+        return self._client._run(call)
 
 
 class Client(_Corpus):
-    """Blocking client. Retries 429/503/connection errors with backoff on idempotent calls only."""
+    """Blocking client. Retries 429, 503 and connection errors with backoff, on idempotent calls only.
+    URL and tokens default to WHITEVEC_URL, WHITEVEC_API_KEY and WHITEVEC_ADMIN_TOKEN."""
 
     def __init__(self, base_url: Optional[str] = None, api_key: Optional[str] = None,
                  admin_token: Optional[str] = None, timeout: float = 60.0, retries: int = 3,
@@ -115,87 +161,122 @@ class Client(_Corpus):
         self._routes = Routes()
         self._http = httpx.Client(base_url=self._core.base_url, timeout=timeout)
 
-    def __enter__(self) -> "Client":
+    def __enter__(self) -> Client:
         return self
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
     def close(self) -> None:
+        """Close the connection pool (`with Client(...)` does it)."""
         self._http.close()
 
-    def _send(self, method: str, path: str, json: Any = None, admin: bool = False, idempotent: bool = True) -> Any:
+    def _run(self, call: Call[T]) -> T:
         attempt = 0
         while True:
             try:
-                r = self._http.request(method, path, json=json, headers=self._core.headers(admin))
+                r = self._http.request(call.method, call.path, json=call.json, params=call.params,
+                                       headers=self._core.headers(call.admin))
             except httpx.TransportError as exc:
-                error: WhitevecError = self._core.transport_error(exc, self._core.base_url)
+                error: WhitevecError = self._core.transport_error(exc)
             else:
                 if r.is_success:
-                    return r.json()
+                    return call.read(r)
                 error = self._core.error_for(r)
-            delay = self._core.retry_delay(attempt, error, idempotent)
+            delay = self._core.retry_delay(attempt, error, call.retry)
             if delay is None:
                 raise error
             time.sleep(delay)
             attempt += 1
 
-    # collections and keys (admin token)
+    # --- collections and keys (admin token) ------------------------------------------------------------
+
     def collection(self, name: str) -> Collection:
-        """A handle on collection `name`: search, embed, upsert, delete, get_document, rebuild_index,
-        versions, activate (nothing is sent until one of them is called)."""
+        """A handle on collection `name`: search, search_many, embed, upsert, delete, get_document,
+        rebuild_index, versions, activate (nothing is sent until one of them is called)."""
         return Collection(self, name)
 
-    def create_collection(self, name: str, model: Optional[str] = None, whitening: Optional[Dict[str, Any]] = None,
-                          index: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
-        """A new empty collection → {"name", "model", "whitening", "index", "documents"}."""
-        body = {k: v for k, v in (("model", model), ("whitening", whitening), ("index", index)) if v is not None}
-        return self._send("PUT", f"/admin/collections/{_q(name)}", body, admin=True, idempotent=False)
+    def create_collection(self, name: str, model: Optional[str] = None, whitening: Optional[Whitening] = None,
+                          index: Optional[IndexSpec] = None) -> Dict[str, Any]:
+        """A new empty collection → {"name", "model", "whitening", "index", "documents"}. `model`: None for
+        the server's, "bundled", or a fine-tune's folder name; `whitening` and `index`: its rebuilds' defaults."""
+        return self._run(calls.create_collection(name, model, whitening, index))
+
+    def get_collection(self, name: str) -> Dict[str, Any]:
+        """One collection, with the whitening and index its served version has (or its rebuilds will use)."""
+        return self._run(calls.get_collection(name))
 
     def collections(self) -> List[Dict[str, Any]]:
         """Every collection: name, model, documents, active_version, dim, created_at."""
-        return self._send("GET", "/admin/collections", admin=True)["collections"]
+        return self._run(calls.collections())
 
-    def delete_collection(self, name: str, confirm: bool = False) -> Dict[str, Any]:
+    def delete_collection(self, name: str, confirm: bool = False) -> CollectionDeleted:
         """Delete a collection and its documents; refused (Conflict) unless confirm=True."""
-        suffix = "?confirm=true" if confirm else ""
-        return self._send("DELETE", f"/admin/collections/{_q(name)}{suffix}", admin=True, idempotent=False)
+        return self._run(calls.delete_collection(name, confirm))
 
-    def create_key(self, collections: Sequence[str], access: str = "read", name: Optional[str] = None) -> Dict[str, Any]:
-        """A key for `collections`, "read" or "write" → {"id", "key", ...}; the key is shown this once."""
-        body = {"collections": list(collections), "access": access, **({"name": name} if name else {})}
-        return self._send("POST", "/admin/keys", body, admin=True, idempotent=False)
+    def create_key(self, collections: Sequence[str], access: Literal["read", "write"] = "read",
+                   name: Optional[str] = None) -> Dict[str, Any]:
+        """An access key for `collections`: "read" (search, embed) or "write" (also documents) →
+        {"id", "key", ...}; the key is in this answer only."""
+        return self._run(calls.create_key(collections, access, name))
 
     def keys(self) -> List[Dict[str, Any]]:
         """Every key's id, name, collections, access, created and last-used times (never the key)."""
-        return self._send("GET", "/admin/keys", admin=True)["keys"]
+        return self._run(calls.keys())
 
-    def revoke_key(self, key_id: str) -> Dict[str, Any]:
+    def revoke_key(self, key_id: str) -> KeyRevoked:
         """Refuse a key from now on."""
-        return self._send("DELETE", f"/admin/keys/{_q(key_id)}", admin=True)
+        return self._run(calls.revoke_key(key_id))
 
-    # training and jobs (admin token)
-    def train(self, **fields: Any) -> Job:
-        """POST /admin/train with the given fields (examples= or pairs= or path=, epochs=, activate=,
-        collection=, …)."""
-        accepted = self._send("POST", "/admin/train", fields, admin=True, idempotent=False)
-        return self.job(accepted["job_id"])
+    # --- training and jobs (admin token) ---------------------------------------------------------------
+
+    def train(self, *, examples: Optional[Sequence[Example]] = None, pairs: Optional[Sequence[Pair]] = None,
+              path: Optional[str] = None, pair_threshold: Optional[float] = None, eval_path: Optional[str] = None,
+              epochs: Optional[int] = None, batch_size: Optional[int] = None, lr: Optional[float] = None,
+              centre_lr: Optional[float] = None, warmup: Optional[float] = None, grad_accum: Optional[int] = None,
+              max_length: Optional[int] = None, seed: Optional[int] = None, max_steps: Optional[int] = None,
+              scale: Optional[float] = None, margin: Optional[float] = None, activate: Optional[bool] = None,
+              name: Optional[str] = None, collection: Optional[str] = None,
+              whitening: Optional[Literal["auto"]] = None) -> TrainJob:
+        """Start fine-tuning a collection's model (AM-Softmax); `wait(job)` follows it. Give one of
+        `examples` ([{"text", "label"}]), `pairs` ([{"text_a", "text_b", "score"}]) or `path` (a JSONL or
+        TSV file in the server's import folder). An argument left None takes the server's default:
+
+        - pair_threshold (default 4.0): pairs scoring at least this are joined into one class
+        - eval_path: a pairs file for Spearman before/after
+        - epochs (default 3), batch_size (default 32), lr (default 5e-05), centre_lr (default 0.01),
+          warmup (default 0.1, a fraction of the steps), grad_accum (default 1), max_length (default 64),
+          seed (default 0), max_steps (default None: the epochs decide), scale (default 30.0),
+          margin (default 0.35)
+        - activate (default False): re-encode the corpus with the new model and serve it as a new version
+        - name: the output model's folder name; collection (default "default"): whose model is tuned
+        - whitening "auto": tune the activation's (β, γ, dim) on eval_path's pairs
+
+        The answer is the job, with `classes`, `texts` and `warnings` about the data."""
+        fields = {k: v for k, v in locals().items() if k != "self"}
+        accepted = self._run(calls.train(fields))
+        return calls.train_job(accepted, self.job(accepted["job_id"]))
 
     def job(self, job_id: str) -> Job:
-        return Job(**self._send("GET", f"/admin/jobs/{_q(job_id)}", admin=True))
+        """One job's state, progress, detail and result."""
+        return self._run(calls.job(job_id))
 
     def jobs(self, collection: Optional[str] = None) -> List[Job]:
         """The latest jobs, newest first; of one collection when given."""
-        suffix = f"?collection={_q(collection)}" if collection else ""
-        return [Job(**j) for j in self._send("GET", f"/admin/jobs{suffix}", admin=True)]
+        return self._run(calls.jobs(collection))
 
     def cancel(self, job_id: str) -> Job:
-        return Job(**self._send("POST", f"/admin/jobs/{_q(job_id)}/cancel", admin=True, idempotent=False))
+        """Stop a queued job at once, or ask a running one to stop; the served version is untouched."""
+        return self._run(calls.cancel(job_id))
+
+    def job_plot(self, job_id: str) -> bytes:
+        """An auto-whitening job's PNG: held-out Spearman against dim per (β, γ), the choice starred."""
+        return self._run(calls.job_plot(job_id))
 
     def wait(self, job: Union[Job, str], timeout: Optional[float] = None, progress: bool = True,
              poll: float = 0.5) -> Job:
-        """Poll until the job ends; a tqdm bar when tqdm is installed; JobFailed with the server's reason."""
+        """Poll until the job ends and return it; a tqdm bar when tqdm is installed; JobFailed (with the
+        server's reason) if it failed or was cancelled, TimeoutError after `timeout` seconds."""
         current = self.job(job if isinstance(job, str) else job.id)
         deadline = None if timeout is None else time.monotonic() + timeout
         bar = self._core.progress_bar(current, progress)
@@ -204,182 +285,17 @@ class Client(_Corpus):
             current = self.job(current.id)
         return done
 
+    # --- operations --------------------------------------------------------------------------------------
 
-class _AsyncCorpus:
-    """The asyncio twin of _Corpus."""
+    def health(self) -> Dict[str, Any]:
+        """{"status": "ok"} while the process is alive (it may still be loading)."""
+        return self._run(calls.health())
 
-    _core: Core
-    _routes: Routes
+    def ready(self) -> Dict[str, Any]:
+        """What the server serves (model, version, limits, engine, …) once it can answer; NotReady, at
+        once, while it is loading or if its encoder stopped."""
+        return self._run(calls.ready(retry=False))
 
-    async def _send(self, method: str, path: str, json: Any = None, admin: bool = False,
-                    idempotent: bool = True) -> Any:
-        raise NotImplementedError
-
-    async def _limits(self) -> None:
-        if self._core.limits is None:
-            self._core.limits = (await self._send("GET", "/readyz"))["limits"]
-
-    async def embed(self, texts: Texts, dim: Optional[int] = None, whiten: bool = True, normalize: bool = True,
-                    as_numpy: bool = False) -> Any:
-        """Vectors in input order (see Client.embed)."""
-        await self._limits()
-        bodies = self._core.embed_bodies(texts, dim, whiten, normalize)
-        for attempt in range(self._core.retries + 1):
-            try:
-                answers = [await self._send("POST", self._routes.embed, b) for b in bodies]
-                return self._core.embed_result(answers, as_numpy)
-            except VersionChanged:
-                if attempt >= self._core.retries:
-                    raise
-
-    async def search(self, query: Query, k: int = 10,
-                     filter: Optional[Dict[str, Any]] = None) -> Union[List[Hit], List[List[Hit]]]:
-        """Nearest documents (see Client.search)."""
-        await self._limits()
-        bodies = self._core.search_bodies(query, k, filter)
-        return self._core.search_result(query, [await self._send("POST", self._routes.search, b) for b in bodies])
-
-    async def rebuild_index(self, documents: Optional[Sequence[Doc]] = None, path: Optional[str] = None,
-                            whitening: Optional[Dict[str, Any]] = None, index: Optional[Dict[str, Any]] = None,
-                            mode: Optional[str] = None, confirm_shrink: Optional[bool] = None,
-                            reencode: Optional[bool] = None) -> Job:
-        """Start a rebuild job (see Client.rebuild_index)."""
-        body = self._core.rebuild_body(documents, path, whitening, index, mode, confirm_shrink, reencode)
-        accepted = await self._send("POST", self._routes.rebuild, body, admin=True, idempotent=False)
-        return Job(**await self._send("GET", f"/admin/jobs/{_q(accepted['job_id'])}", admin=True))
-
-    async def upsert(self, documents: Sequence[Doc]) -> Dict[str, Any]:
-        """Add or replace documents (see Client.upsert)."""
-        answer: Dict[str, Any] = {"upserted": 0, "version": None}
-        for chunk in self._core.upsert_chunks(documents):
-            done = await self._send("POST", self._routes.documents, {"documents": list(chunk)}, admin=True)
-            answer = {"upserted": answer["upserted"] + done["upserted"], "version": done["version"]}
-        return answer
-
-    async def delete(self, ids: Sequence[str]) -> Dict[str, Any]:
-        """Delete documents by id → {"deleted", "missing", "version"}."""
-        return await self._send("POST", f"{self._routes.documents}/delete", {"ids": list(ids)}, admin=True)
-
-    async def get_document(self, doc_id: str) -> Dict[str, Any]:
-        """One served document (NotFound if unknown)."""
-        return await self._send("GET", f"{self._routes.documents}/{_q(doc_id)}", admin=True)
-
-    async def versions(self) -> Dict[str, Any]:
-        """{"active": id, "versions": [...]}, newest first."""
-        return await self._send("GET", self._routes.versions, admin=True)
-
-    async def activate(self, version: str) -> Dict[str, Any]:
-        """Serve a kept version again (roll back or forward)."""
-        return await self._send("POST", f"{self._routes.versions}/{_q(version)}/activate", admin=True)
-
-
-class AsyncCollection(_AsyncCorpus):
-    """One collection of a server: `client.collection("faq")` on an AsyncClient."""
-
-    def __init__(self, client: "AsyncClient", name: str) -> None:
-        self._client, self._core, self._routes, self.name = client, client._core, Routes(name), name
-
-    async def _send(self, method: str, path: str, json: Any = None, admin: bool = False,
-                    idempotent: bool = True) -> Any:
-        return await self._client._send(method, path, json, admin, idempotent)
-
-
-class AsyncClient(_AsyncCorpus):
-    """The asyncio twin of Client: `async with AsyncClient(...) as wv: await wv.embed(...)`."""
-
-    def __init__(self, base_url: Optional[str] = None, api_key: Optional[str] = None,
-                 admin_token: Optional[str] = None, timeout: float = 60.0, retries: int = 3,
-                 backoff: float = 0.5) -> None:
-        self._core = Core(base_url, api_key, admin_token, retries, backoff)
-        self._routes = Routes()
-        self._http = httpx.AsyncClient(base_url=self._core.base_url, timeout=timeout)
-
-    async def __aenter__(self) -> "AsyncClient":
-        return self
-
-    async def __aexit__(self, *exc: Any) -> None:
-        await self.close()
-
-    async def close(self) -> None:
-        await self._http.aclose()
-
-    async def _send(self, method: str, path: str, json: Any = None, admin: bool = False,
-                    idempotent: bool = True) -> Any:
-        attempt = 0
-        while True:
-            try:
-                r = await self._http.request(method, path, json=json, headers=self._core.headers(admin))
-            except httpx.TransportError as exc:
-                error: WhitevecError = self._core.transport_error(exc, self._core.base_url)
-            else:
-                if r.is_success:
-                    return r.json()
-                error = self._core.error_for(r)
-            delay = self._core.retry_delay(attempt, error, idempotent)
-            if delay is None:
-                raise error
-            await asyncio.sleep(delay)
-            attempt += 1
-
-    def collection(self, name: str) -> AsyncCollection:
-        """A handle on collection `name` (see Client.collection)."""
-        return AsyncCollection(self, name)
-
-    async def create_collection(self, name: str, model: Optional[str] = None,
-                                whitening: Optional[Dict[str, Any]] = None,
-                                index: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
-        """A new empty collection (see Client.create_collection)."""
-        body = {k: v for k, v in (("model", model), ("whitening", whitening), ("index", index)) if v is not None}
-        return await self._send("PUT", f"/admin/collections/{_q(name)}", body, admin=True, idempotent=False)
-
-    async def collections(self) -> List[Dict[str, Any]]:
-        """Every collection."""
-        return (await self._send("GET", "/admin/collections", admin=True))["collections"]
-
-    async def delete_collection(self, name: str, confirm: bool = False) -> Dict[str, Any]:
-        """Delete a collection and its documents; refused unless confirm=True."""
-        suffix = "?confirm=true" if confirm else ""
-        return await self._send("DELETE", f"/admin/collections/{_q(name)}{suffix}", admin=True, idempotent=False)
-
-    async def create_key(self, collections: Sequence[str], access: str = "read",
-                         name: Optional[str] = None) -> Dict[str, Any]:
-        """A key for `collections` (see Client.create_key)."""
-        body = {"collections": list(collections), "access": access, **({"name": name} if name else {})}
-        return await self._send("POST", "/admin/keys", body, admin=True, idempotent=False)
-
-    async def keys(self) -> List[Dict[str, Any]]:
-        """Every key, never the key itself."""
-        return (await self._send("GET", "/admin/keys", admin=True))["keys"]
-
-    async def revoke_key(self, key_id: str) -> Dict[str, Any]:
-        """Refuse a key from now on."""
-        return await self._send("DELETE", f"/admin/keys/{_q(key_id)}", admin=True)
-
-    async def train(self, **fields: Any) -> Job:
-        """POST /admin/train with the given fields (see Client.train)."""
-        accepted = await self._send("POST", "/admin/train", fields, admin=True, idempotent=False)
-        return await self.job(accepted["job_id"])
-
-    async def job(self, job_id: str) -> Job:
-        """One job's state, progress and result."""
-        return Job(**await self._send("GET", f"/admin/jobs/{_q(job_id)}", admin=True))
-
-    async def jobs(self, collection: Optional[str] = None) -> List[Job]:
-        """The latest jobs, newest first; of one collection when given."""
-        suffix = f"?collection={_q(collection)}" if collection else ""
-        return [Job(**j) for j in await self._send("GET", f"/admin/jobs{suffix}", admin=True)]
-
-    async def cancel(self, job_id: str) -> Job:
-        """Stop a queued or running job."""
-        return Job(**await self._send("POST", f"/admin/jobs/{_q(job_id)}/cancel", admin=True, idempotent=False))
-
-    async def wait(self, job: Union[Job, str], timeout: Optional[float] = None, progress: bool = True,
-                   poll: float = 0.5) -> Job:
-        """Poll until the job ends (see Client.wait)."""
-        current = await self.job(job if isinstance(job, str) else job.id)
-        deadline = None if timeout is None else time.monotonic() + timeout
-        bar = self._core.progress_bar(current, progress)
-        while (done := self._core.observe(current, bar, deadline)) is None:
-            await asyncio.sleep(poll)
-            current = await self.job(current.id)
-        return done
+    def metrics(self) -> str:
+        """The server's Prometheus metrics, as text."""
+        return self._run(calls.metrics())

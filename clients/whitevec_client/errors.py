@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 
 class WhitevecError(Exception):
-    """Base of every error this SDK raises."""
+    """Base of the errors about a call to the server: its answer, or the lack of one."""
 
     def __init__(self, message: str, status: Optional[int] = None, body: Any = None) -> None:
         super().__init__(message)
@@ -19,8 +19,9 @@ class AuthError(WhitevecError):
     """401/403: a missing or wrong API key or admin token."""
 
 
-class ValidationError(WhitevecError):
-    """Another 4xx: the request was refused; `message` is the server's, saying what to fix."""
+class InvalidRequest(WhitevecError):
+    """Another 4xx: the request was refused; `message` is the server's, saying what to fix, and
+    `param` the field it is about (when the server names one)."""
 
     def __init__(self, message: str, status: Optional[int] = None, body: Any = None,
                  param: Optional[str] = None) -> None:
@@ -28,8 +29,13 @@ class ValidationError(WhitevecError):
         self.param = param
 
 
-class NotFound(ValidationError):
-    """404: no such document, version or job (a ValidationError too, as before it existed)."""
+class NotFound(InvalidRequest):
+    """404: no such collection, document, version, key or job."""
+
+
+class Conflict(InvalidRequest):
+    """409: refused in the server's current state (e.g. deleting a collection without confirm=True,
+    searching before any index is built); the message says what to do."""
 
 
 class Overloaded(WhitevecError):
@@ -65,3 +71,23 @@ class JobFailed(WhitevecError):
     def __init__(self, job: Any) -> None:
         super().__init__(f"job {job.id} {job.state}: {job.error}")
         self.job = job
+
+
+
+
+def renamed(module: str, name: str) -> Any:
+    """A module `__getattr__`'s answer: `ValidationError`, the old name of InvalidRequest (it shadowed
+    pydantic's), still works but warns; any other name is missing."""
+    if name == "ValidationError":
+        import warnings
+
+        warnings.warn("whitevec_client.ValidationError is now InvalidRequest", DeprecationWarning, stacklevel=3)
+        return InvalidRequest
+    raise AttributeError(f"module {module!r} has no attribute {name!r}")
+
+
+if TYPE_CHECKING:
+    ValidationError = InvalidRequest  # deprecated
+else:
+    def __getattr__(name: str) -> Any:
+        return renamed(__name__, name)

@@ -1,10 +1,75 @@
-"""Response types; they mirror the server's OpenAPI schemas (a test compares the two)."""
+"""What the SDK sends and gets back: request shapes as TypedDicts, answers as models and TypedDicts.
+They mirror the server's OpenAPI schemas (tests/clients compares the two)."""
 
 from __future__ import annotations
 
-from typing import Any, Dict, Literal, Optional
+from typing import Any, Dict, Iterable, List, Literal, Optional, Sequence, TypedDict, Union
 
 from pydantic import BaseModel, Field
+
+# --- request shapes ------------------------------------------------------------------------------------
+
+
+class _DocumentBase(TypedDict):
+    id: str
+    text: str
+
+
+class Document(_DocumentBase, total=False):
+    """One document to index: `{"id": "faq-1", "text": "…", "metadata": {"lang": "en"}}`."""
+
+    metadata: Optional[Dict[str, Any]]
+
+
+class Example(TypedDict):
+    """A training sentence and its class: texts with the same label mean the same."""
+
+    text: str
+    label: Union[str, int]
+
+
+class Pair(TypedDict):
+    """A scored training pair; pairs at or above `pair_threshold` are joined into one class."""
+
+    text_a: str
+    text_b: str
+    score: float
+
+
+class AutoWhitening(TypedDict, total=False):
+    """Choose (β, γ, dim) on labelled pairs (`pairs`: a file in the server's import folder)."""
+
+    pairs: str
+    max_dim: Optional[int]
+    tolerance: float
+    seed: int
+
+
+class Whitening(TypedDict, total=False):
+    """β (mean removal), γ (variance equalisation), kept dims; or `auto` instead of all three.
+    A key left out (or None) takes the server's default."""
+
+    beta: Optional[float]
+    gamma: Optional[float]
+    dim: Optional[int]
+    auto: Optional[AutoWhitening]
+
+
+class IndexSpec(TypedDict, total=False):
+    """The FAISS index: `{"type": "hnsw", "m": 32}`; a key left out takes the server's default."""
+
+    type: Optional[Literal["flat", "ivf", "hnsw"]]
+    nlist: Optional[int]
+    nprobe: Optional[int]
+    m: Optional[int]
+    ef_construction: Optional[int]
+    ef_search: Optional[int]
+
+
+#: A metadata filter, AND over keys: `{"lang": "en", "year": {"$gte": 2020, "$lt": 2024}}`.
+Filter = Dict[str, Any]
+
+# --- answers ---------------------------------------------------------------------------------------------
 
 
 class Hit(BaseModel):
@@ -12,6 +77,21 @@ class Hit(BaseModel):
     score: float
     text: str
     metadata: Dict[str, Any]
+
+
+class Hits(List[Hit]):
+    """One query's hits, best first: a list of Hit that also carries the answer's `version` and its
+    `warnings` (e.g. a filter key no document has: the search answered, most likely with no hits)."""
+
+    def __init__(self, hits: Iterable[Hit] = (), query: str = "", version: str = "",
+                 warnings: Sequence[str] = ()) -> None:
+        super().__init__(hits)
+        self.query = query
+        self.version = version
+        self.warnings: List[str] = list(warnings)
+
+    def __repr__(self) -> str:
+        return f"Hits({list.__repr__(self)}, version={self.version!r}, warnings={self.warnings!r})"
 
 
 class JobProgress(BaseModel):
@@ -37,3 +117,49 @@ class Job(BaseModel):
     @property
     def finished(self) -> bool:
         return self.state in ("succeeded", "failed", "cancelled")
+
+
+class TrainJob(Job):
+    """A training job as submitted, with what the server made of the data."""
+
+    classes: int = Field(description="Classes formed from the data.")
+    texts: int = Field(description="Sentences used (those in one-member classes are dropped).")
+    warnings: List[str] = Field(default_factory=list)
+    model_name: Optional[str] = Field(None, description="The folder the fine-tuned model is written to.")
+
+
+class StoredDocument(TypedDict):
+    id: str
+    text: str
+    metadata: Dict[str, Any]
+    version: str
+
+
+class Upserted(TypedDict):
+    upserted: int
+    version: Optional[str]
+
+
+class Deleted(TypedDict):
+    deleted: int
+    missing: List[str]
+    version: Optional[str]
+
+
+class VersionList(TypedDict):
+    active: Optional[str]
+    versions: List[Dict[str, Any]]
+
+
+class Activated(TypedDict):
+    active: str
+    documents: int
+
+
+class CollectionDeleted(TypedDict):
+    deleted: str
+    documents: int
+
+
+class KeyRevoked(TypedDict):
+    revoked: str

@@ -11,33 +11,12 @@ import httpx
 import numpy as np
 import pytest
 
+from tests.clients.conftest import ADMIN, DOCS, KEY
 from tests.conftest import TRAIN_EXAMPLES, ServeProcess, demo_documents, free_port
-from whitevec_client import (AsyncClient, AuthError, Client, Hit, Job, JobFailed, JobProgress, NotFound, NotReady,
-                             Overloaded, ServerError, ValidationError)
+from whitevec_client import (AsyncClient, AuthError, Client, Conflict, Hit, Hits, InvalidRequest, Job, JobFailed,
+                             JobProgress, NotFound, NotReady, Overloaded, ServerError, TrainJob)
 from whitevec_client._core import Core
-
-ADMIN, KEY = "sdk-admin", "sdk-key"
-DOCS = demo_documents()
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory, tiny_model_dir):
-    data = tmp_path_factory.mktemp("sdk-data")
-    proc = ServeProcess(["--model", str(tiny_model_dir)], {
-        "WHITEVEC_DATA_DIR": str(data), "WHITEVEC_ADMIN_TOKEN": ADMIN, "WHITEVEC_API_KEY": KEY,
-        "WHITEVEC_MAX_TEXTS": "4", "WHITEVEC_DEVICE": "cpu"})
-    with Client(proc.base, api_key=KEY, admin_token=ADMIN) as wv:
-        job = wv.wait(wv.rebuild_index(documents=DOCS, whitening={"beta": 1, "gamma": 1, "dim": 8}), progress=False)
-        assert job.state == "succeeded"
-    yield proc.base
-    proc.stop()
-
-
-@pytest.fixture
-def wv(server):
-    with Client(server, api_key=KEY, admin_token=ADMIN) as client:
-        yield client
-
+from whitevec_client.types import Activated, StoredDocument, Upserted, VersionList
 
 @pytest.mark.slow
 def test_embed_splits_requests_and_keeps_order(wv):
@@ -55,11 +34,16 @@ def test_embed_splits_requests_and_keeps_order(wv):
 
 def test_search_single_and_many_in_order(wv):
     hits = wv.search(DOCS[2]["text"], k=3)
-    assert isinstance(hits[0], Hit) and hits[0].id == DOCS[2]["id"] and len(hits) == 3
+    assert isinstance(hits, Hits) and isinstance(hits[0], Hit) and hits[0].id == DOCS[2]["id"] and len(hits) == 3
     assert hits[0].metadata == DOCS[2]["metadata"]
+    assert (hits.query, hits.version, hits.warnings) == (DOCS[2]["text"], wv.versions()["active"], [])
     queries = [d["text"] for d in DOCS[:6]]  # split across two requests
-    many = wv.search(queries, k=2)
+    many = wv.search_many(queries, k=2)
     assert [h[0].id for h in many] == [d["id"] for d in DOCS[:6]]
+    assert [h.query for h in many] == queries and {h.version for h in many} == {hits.version}
+    assert wv.search(queries, k=2) == many  # the older form, a list given to search, still answers list[Hits]
+    with pytest.raises(TypeError, match="search_many takes a list"):
+        wv.search_many("one query")
 
 
 def test_filters_documents_and_versions(wv):
@@ -67,22 +51,27 @@ def test_filters_documents_and_versions(wv):
     hits = wv.search(DOCS[-1]["text"], k=50, filter={"topic": topic})
     assert hits and all(h.metadata["topic"] == topic for h in hits)
     assert len(hits) == sum(d["metadata"]["topic"] == topic for d in DOCS)
-    many = wv.search([d["text"] for d in DOCS[:6]], k=1, filter={"topic": {"$in": [topic]}})
+    many = wv.search_many([d["text"] for d in DOCS[:6]], k=1, filter={"topic": {"$in": [topic]}})
     assert all(h[0].metadata["topic"] == topic for h in many)
+    typo = wv.search(DOCS[0]["text"], k=5, filter={"topik": topic})
+    assert typo == [] and any('"topik"' in w for w in typo.warnings), typo.warnings
     doc = wv.get_document(DOCS[3]["id"])
     assert (doc["id"], doc["text"], doc["metadata"]) == (DOCS[3]["id"], DOCS[3]["text"], DOCS[3]["metadata"])
+    assert set(doc) == set(StoredDocument.__annotations__)
     with pytest.raises(NotFound, match="no document"):
         wv.get_document("nope/../x")
     listed = wv.versions()
     assert listed["active"] == listed["versions"][0]["version"]
     if len(listed["versions"]) > 1:
         older = listed["versions"][1]["version"]
-        assert wv.activate(older)["active"] == older
+        activated = wv.activate(older)
+        assert activated["active"] == older and set(activated) == set(Activated.__annotations__)
         assert wv.versions()["active"] == older
         wv.activate(listed["active"])  # and back
     with pytest.raises(NotFound):
         wv.activate("20990101T000000.000000-beef")
     done = wv.upsert([{"id": "sdk-new", "text": "an upserted sentence about owls", "metadata": {"topic": "owls"}}])
+    assert set(done) == set(Upserted.__annotations__) and set(listed) == set(VersionList.__annotations__)
     assert done["upserted"] == 1 and wv.search("owls", k=1, filter={"topic": "owls"})[0].id == "sdk-new"
     assert wv.delete(["sdk-new", "nope"]) == {"deleted": 1, "missing": ["nope"], "version": wv.versions()["active"]}
     with pytest.raises(TypeError, match="list of documents"):
@@ -103,7 +92,8 @@ def test_filters_documents_and_versions(wv):
 @pytest.mark.slow
 def test_jobs_train_wait_and_cancel(wv, capsys):
     job = wv.train(examples=TRAIN_EXAMPLES, epochs=3, batch_size=6, lr=1e-3)
-    assert isinstance(job, Job) and job.kind == "train"
+    assert isinstance(job, TrainJob) and job.kind == "train"
+    assert job.classes >= 2 and job.texts == len(TRAIN_EXAMPLES) and job.warnings == [] and job.model_name
     done = wv.wait(job, timeout=300, progress=True, poll=0.2)
     assert done.state == "succeeded" and done.result["report"]["steps"] == 6
     assert "train" in capsys.readouterr().err  # the tqdm bar was drawn
@@ -130,16 +120,21 @@ def test_wait_times_out(wv):
 
 
 def test_error_classes(server, wv):
-    with pytest.raises(ValidationError, match="texts.0") as bad:
+    with pytest.raises(InvalidRequest, match="texts") as bad:
         wv.embed([""])
-    assert bad.value.status == 422 and bad.value.param == "texts.0"
-    with pytest.raises(ValidationError, match="above the limit"):
+    assert bad.value.status == 422 and bad.value.param.startswith("texts")
+    with pytest.raises(InvalidRequest, match="above the limit"):
         wv.search("cat", k=1000)
-    with pytest.raises(ValidationError, match="duplicate document ids"):
+    for call, field in ((lambda: wv.search("cat", nprobe=0), "nprobe"), (lambda: wv.search_many(["cat"], ef_search=0),
+                         "ef_search"), (lambda: wv.train(examples=TRAIN_EXAMPLES, warmup=1.5), "warmup")):
+        with pytest.raises(InvalidRequest) as refused:  # the field reached the server, which checked it
+            call()
+        assert refused.value.param == field, refused.value.message
+    with pytest.raises(InvalidRequest, match="duplicate document ids"):
         wv.rebuild_index(documents=[{"id": "a", "text": "x"}, {"id": "a", "text": "y"}])
-    with pytest.raises(ValidationError) as missing:
+    with pytest.raises(NotFound) as missing:
         wv.job("nope")
-    assert missing.value.status == 404
+    assert missing.value.status == 404 and isinstance(missing.value, InvalidRequest)
     with Client(server, api_key="wrong", admin_token="wrong", retries=0) as bad_auth:
         with pytest.raises(AuthError) as auth:
             bad_auth.search("cat")
@@ -229,10 +224,10 @@ def test_split_embed_never_mixes_versions(server):
 def test_only_idempotent_calls_retry():
     core = Core("http://x", None, None, retries=3, backoff=0.1)
     busy = Overloaded("full", 429, retry_after=2.0)
-    assert 2.0 <= core.retry_delay(0, busy, idempotent=True) <= 3.0  # Retry-After, plus jitter
-    assert core.retry_delay(0, busy, idempotent=False) is None
-    assert core.retry_delay(3, busy, idempotent=True) is None
-    assert core.retry_delay(0, ValidationError("bad", 422), idempotent=True) is None
+    assert 2.0 <= core.retry_delay(0, busy, retry=True) <= 3.0  # Retry-After, plus jitter
+    assert core.retry_delay(0, busy, retry=False) is None
+    assert core.retry_delay(3, busy, retry=True) is None
+    assert core.retry_delay(0, InvalidRequest("bad", 422), retry=True) is None
 
 
 def test_async_client_has_the_same_methods(server):
@@ -240,7 +235,7 @@ def test_async_client_has_the_same_methods(server):
         async with AsyncClient(server, api_key=KEY, admin_token=ADMIN) as wv:
             texts = [d["text"] for d in DOCS[:6]]
             vectors = await wv.embed(texts)
-            hits = await wv.search(texts, k=1)
+            hits = await wv.search_many(texts, k=1)
             job = await wv.wait(await wv.rebuild_index(documents=DOCS, whitening={"dim": 8}), progress=False)
             jobs = await wv.jobs()
             return vectors, hits, job, jobs
@@ -253,7 +248,8 @@ def test_async_client_has_the_same_methods(server):
 
     handle = {m for m in dir(Collection) if not m.startswith("_")}
     assert handle == {m for m in dir(AsyncCollection) if not m.startswith("_")}
-    assert {"search", "embed", "upsert", "delete", "get_document", "rebuild_index", "versions", "activate"} <= handle
+    assert {"search", "search_many", "embed", "upsert", "delete", "get_document", "rebuild_index", "versions",
+            "activate"} <= handle
 
 
 def test_environment_variables(server, monkeypatch):
@@ -293,7 +289,7 @@ def test_client_distribution_is_light():
 
 
 def test_collections_and_access_keys_through_the_sdk(server):
-    from whitevec_client import Collection, ValidationError as SdkValidationError
+    from whitevec_client import Collection
 
     docs = [dict(d, id="faq-" + d["id"]) for d in demo_documents(2)]
     with Client(server, admin_token=ADMIN) as admin:
@@ -315,6 +311,7 @@ def test_collections_and_access_keys_through_the_sdk(server):
         assert listed["active"] == second.result["version"] and len(listed["versions"]) == 2
         assert faq.activate(job.result["version"])["active"] == job.result["version"]
         assert "sdk-faq" in {c["name"] for c in admin.collections()}
+        assert admin.get_collection("sdk-faq")["whitening"]["dim"] == 16  # the version activated again
         key = admin.create_key(["sdk-faq"], "write", name="sdk test")
         assert key["key"] not in str(admin.keys())
     with Client(server, api_key=key["key"]) as tenant:
@@ -326,10 +323,10 @@ def test_collections_and_access_keys_through_the_sdk(server):
         with pytest.raises(AuthError):
             tenant.collections()
     with Client(server, admin_token=ADMIN) as admin:
-        admin.revoke_key(key["id"])
-        with pytest.raises(SdkValidationError, match="confirm=true"):
+        assert admin.revoke_key(key["id"]) == {"revoked": key["id"]}
+        with pytest.raises(Conflict, match="confirm=true"):
             admin.delete_collection("sdk-faq")
-        assert admin.delete_collection("sdk-faq", confirm=True)["deleted"] == "sdk-faq"
+        assert admin.delete_collection("sdk-faq", confirm=True) == {"deleted": "sdk-faq", "documents": len(docs) + 1}
     with Client(server, api_key=key["key"]) as tenant, pytest.raises(AuthError):
         tenant.collection("sdk-faq").search("rain")
 
@@ -341,7 +338,8 @@ def test_async_collections_and_keys(server):
             col = admin.collection("sdk-async")
             job = await admin.wait(await col.rebuild_index(documents=DOCS), progress=False)
             assert job.collection == "sdk-async"
-            assert len(await col.search(["rain", "cats"], k=2)) == 2
+            assert [h.query for h in await col.search_many(["rain", "cats"], k=2)] == ["rain", "cats"]
+            assert (await admin.get_collection("sdk-async"))["documents"] == len(DOCS)
             key = await admin.create_key(["sdk-async"], "read")
             assert [k["id"] for k in await admin.keys()][-1] == key["id"]
             async with AsyncClient(server, api_key=key["key"]) as tenant:
