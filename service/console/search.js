@@ -1,0 +1,172 @@
+// The Search page: a query against a collection with k and a metadata filter; the request as JSON and as
+// curl (to copy), the answer's warnings, then the hits with score, text and metadata.
+
+import { api, collectionInput, copyButton, el, errorNotice, hasToken, notice, num, table } from "./ui.js";
+
+const OPERATORS = [
+  ["$eq", "="], ["$ne", "≠"], ["$in", "in"], ["$nin", "not in"],
+  ["$gt", ">"], ["$gte", "≥"], ["$lt", "<"], ["$lte", "≤"], ["$exists", "exists"],
+];
+const LISTS = new Set(["$in", "$nin"]);
+
+/** The form as the user left it: kept while the tab is open, so coming back to Search keeps the query. */
+const form = { collection: "default", query: "", k: 10, conditions: [] };
+
+/** A typed value: JSON when it reads as a JSON scalar (2020, true, null, "quoted"), else the text itself. */
+export function parseValue(text) {
+  const trimmed = text.trim();
+  try {
+    const value = JSON.parse(trimmed);
+    if (value === null || ["string", "number", "boolean"].includes(typeof value)) return value;
+  } catch {
+    // plain text
+  }
+  return trimmed;
+}
+
+/** A list for $in / $nin: a JSON list, or values separated by commas. */
+function parseList(text) {
+  const trimmed = text.trim();
+  if (trimmed.startsWith("[")) {
+    try {
+      const list = JSON.parse(trimmed);
+      if (Array.isArray(list)) return list;
+    } catch {
+      // fall back to commas
+    }
+  }
+  return trimmed === "" ? [] : trimmed.split(",").map(parseValue);
+}
+
+/** The filter object the API takes: AND over keys; a key's lone `=` is written as the plain value. */
+export function buildFilter(conditions) {
+  const filter = {};
+  for (const { key, op, value } of conditions) {
+    const name = key.trim();
+    if (!name) continue;
+    const ops = (filter[name] ??= {});
+    if (op === "$exists") ops.$exists = value !== "false";
+    else ops[op] = LISTS.has(op) ? parseList(value) : parseValue(value);
+  }
+  for (const [name, ops] of Object.entries(filter)) {
+    const keys = Object.keys(ops);
+    if (keys.length === 1 && keys[0] === "$eq") filter[name] = ops.$eq;
+  }
+  return Object.keys(filter).length ? filter : null;
+}
+
+function requestBody() {
+  const body = { query: form.query, k: form.k };
+  const filter = buildFilter(form.conditions);
+  if (filter) body.filter = filter;
+  return body;
+}
+
+function searchPath() {
+  return form.collection === "default" ? "/search" : `/collections/${encodeURIComponent(form.collection)}/search`;
+}
+
+/** The same request as a shell command; the token stays out of it (a variable stands in for it). */
+function curl() {
+  const body = JSON.stringify(requestBody()).replaceAll("'", "'\\''");
+  const auth = hasToken() ? ` \\\n  -H "Authorization: Bearer $WHITEVEC_TOKEN"` : "";
+  return `curl -s ${location.origin}${searchPath()} -H 'content-type: application/json'${auth} \\\n  -d '${body}'`;
+}
+
+function conditionRow(condition, redraw) {
+  const value = condition.op === "$exists"
+    ? el("select", { "aria-label": "exists", onchange: (e) => { condition.value = e.target.value; redraw(); } },
+      el("option", { value: "true", selected: condition.value !== "false" }, "true"),
+      el("option", { value: "false", selected: condition.value === "false" }, "false"))
+    : el("input", { type: "text", value: condition.value, class: "filter-value", spellcheck: "false",
+      placeholder: LISTS.has(condition.op) ? "a, b, 3  or  [\"a\", 3]" : "text, 2020, true, null",
+      oninput: (e) => { condition.value = e.target.value; redraw(false); } });
+  return el("div", { class: "condition" },
+    el("input", { type: "text", value: condition.key, class: "filter-key", placeholder: "metadata key",
+      spellcheck: "false", oninput: (e) => { condition.key = e.target.value; redraw(false); } }),
+    el("select", { class: "filter-op", "aria-label": "operator",
+      onchange: (e) => { condition.op = e.target.value; redraw(); } },
+    OPERATORS.map(([op, label]) => el("option", { value: op, selected: op === condition.op }, label))),
+    value,
+    el("button", { type: "button", class: "small", title: "remove this condition",
+      onclick: () => { form.conditions.splice(form.conditions.indexOf(condition), 1); redraw(); } }, "✕"));
+}
+
+function metadataCell(metadata) {
+  const entries = Object.entries(metadata || {});
+  if (!entries.length) return el("span", { class: "muted" }, "—");
+  return el("span", { class: "metadata" }, entries.map(([k, v]) =>
+    el("span", { class: "kv" }, el("b", {}, k), " ", typeof v === "string" ? v : JSON.stringify(v))));
+}
+
+function answerView(answer, ms) {
+  const result = answer.results[0];
+  const warnings = answer.warnings || [];
+  return el("div", { class: "answer" },
+    warnings.length ? notice("warning", el("ul", {}, warnings.map((w) => el("li", {}, w)))) : null,
+    el("p", { class: "muted" }, `${result.hits.length} hits from version ${answer.version} in ${ms} ms`),
+    result.hits.length
+      ? table(["#", "score", "id", "text", "metadata"], result.hits.map((h, i) => [
+        String(i + 1), el("span", { class: "score" }, num(h.score, 4)), el("code", {}, h.id),
+        el("span", { class: "hit-text" }, h.text), metadataCell(h.metadata)]))
+      : notice("info", "No document matches."));
+}
+
+export async function searchPage(view, [collection]) {
+  if (collection) form.collection = collection;
+  const conditions = el("div", { class: "conditions" });
+  const json = el("pre", { class: "request" });
+  const shell = el("pre", { class: "request" });
+  const output = el("div", { class: "results" });
+
+  const redraw = (rows = true) => {
+    if (rows) conditions.replaceChildren(...form.conditions.map((c) => conditionRow(c, redraw)));
+    json.textContent = JSON.stringify(requestBody(), null, 2);
+    shell.textContent = curl();
+  };
+
+  const run = async (event) => {
+    event.preventDefault();
+    if (!form.query.trim()) {
+      output.replaceChildren(notice("info", "Type a query first."));
+      return;
+    }
+    output.replaceChildren(el("p", { class: "muted" }, "searching…"));
+    const started = performance.now();
+    try {
+      const answer = await api("POST", searchPath(), requestBody());
+      output.replaceChildren(answerView(answer, Math.round(performance.now() - started)));
+    } catch (err) {
+      output.replaceChildren(errorNotice(err));
+    }
+  };
+
+  const query = el("input", { type: "search", id: "query", value: form.query, placeholder: "a question or a sentence",
+    oninput: (e) => { form.query = e.target.value; redraw(false); } });
+  const k = el("input", { type: "number", id: "k", min: "1", max: "100", value: String(form.k),
+    oninput: (e) => { form.k = Number(e.target.value) || 10; redraw(false); } });
+
+  view.root.append(
+    el("h1", {}, "Search"),
+    el("form", { class: "search", onsubmit: run },
+      el("div", { class: "row" },
+        el("label", {}, "Collection ",
+          collectionInput(form.collection, (name) => { form.collection = name; redraw(false); })),
+        el("label", { class: "grow" }, "Query ", query),
+        el("label", {}, "k ", k),
+        el("button", { type: "submit", id: "run-search" }, "Search")),
+      el("fieldset", {},
+        el("legend", {}, "Filter (all conditions must hold)"),
+        conditions,
+        el("button", { type: "button", class: "small", id: "add-condition",
+          onclick: () => { form.conditions.push({ key: "", op: "$eq", value: "" }); redraw(); } }, "+ condition"))),
+    el("details", { class: "request-box", open: true },
+      el("summary", {}, "The request"),
+      el("div", { class: "copy-row" }, el("span", { class: "muted" }, "JSON body"), copyButton(() => json.textContent)),
+      json,
+      el("div", { class: "copy-row" }, el("span", { class: "muted" }, "curl"), copyButton(() => shell.textContent)),
+      shell),
+    output);
+  redraw();
+  query.focus();
+}
