@@ -25,7 +25,9 @@ import numpy as np
 from whitevec.models.files import write_json_atomic
 
 from .journal import JOURNAL_SCHEMA, changed_since, head, record
-from .store import Document, metadata_clause, select_in
+from . import filters
+from .filters import Filter
+from .store import Document, select_in
 
 CHANGES_FILE = "changes.sqlite"
 #: The journal head of the last acknowledged change, written after each commit: a log that replays to
@@ -71,6 +73,7 @@ class ChangeLog:
         self.path, self.base_count, self.dim = path, base_count, dim
         self._lock = threading.Lock()
         self._conn: sqlite3.Connection | None = None
+        self._types: dict[str, set[str]] | None = None  # metadata key → JSON types, kept up to date once read
         self.head_path = path.with_name(HEAD_FILE)
         acked = self._acknowledged()
         if path.is_file():
@@ -148,6 +151,8 @@ class ChangeLog:
                 conn.execute("ROLLBACK")
                 raise
             write_json_atomic(self.head_path, {"seq": head(conn)})
+            for d in upserts if self._types is not None else ():
+                filters.add_types(self._types, d.metadata)
         return keys
 
     def head(self) -> int:
@@ -172,14 +177,23 @@ class ChangeLog:
         key = self.live_keys([doc_id]).get(doc_id)
         return self.get([key])[key] if key is not None else None
 
-    def match(self, where: dict[str, list]) -> np.ndarray:
+    def match(self, where: Filter) -> np.ndarray:
         """Keys of added documents (live or not: the caller intersects with its view) matching `where`."""
         if self._conn is None:
             return np.zeros(0, np.int64)
-        clause, args = metadata_clause(where)
+        clause, args = filters.sql(where)
         with self._lock:
             found = self._conn.execute(f"SELECT key FROM added WHERE {clause}", args).fetchall()
         return np.fromiter((k for (k,) in found), np.int64, len(found))
+
+    def metadata_types(self) -> dict[str, set[str]]:
+        """Key → JSON types over every added document (replaced ones too: a superset)."""
+        if self._conn is None:
+            return {}
+        if self._types is None:
+            self._types = filters.sqlite_types(self._conn, self._lock, "added")
+        with self._lock:  # a copy: apply() adds to it
+            return {key: set(kinds) for key, kinds in self._types.items()}
 
     def documents(self, keys: np.ndarray) -> tuple[list[Document], np.ndarray]:
         """Documents and raw vectors of `keys`, in that order (rebuilds and compaction)."""

@@ -7,7 +7,9 @@ pooled vectors (`raw`, so re-whitening never re-encodes), the text, the metadata
 typed copy of its scalar values (`typed`) that filters compare: Milvus's JSON comparisons treat
 `true` as `1` and a missing key as null, whitevec's filters do not (measured on Milvus Lite
 2.5: `metadata["g"] == 1` matched 1, 1.0 and true; `is null` matched null and a missing key), so
-each scalar is stored as a tagged string ("n:1", "b:true", "s:…", "z:") and filters compare those.
+each scalar is stored as a tagged string ("n:1", "b:true", "s:…", "z:"; a list as the list of its
+elements' tags, an object as "o:") and filters compare those. Range operators are checked by
+whitevec (index/filters.py's reference) over the documents Milvus finds with the key.
 
 Activation is `alter_alias`: every replica reading the alias flips at once.
 """
@@ -27,6 +29,7 @@ import numpy as np
 from .faiss_index import IndexSpec, SearchParams, check_search_params
 from .journal import Journal
 from .retriever import ChangeResult, Hit
+from .filters import Filter, add_types, matches
 from .store import Document, DocumentList, Documents
 
 #: Longest text and id a collection stores (Milvus VARCHAR limit, in bytes).
@@ -56,7 +59,7 @@ def alias_name(prefix: str, collection: str) -> str:
 
 
 def tag(value: object) -> str | None:
-    """The typed form a filter compares; None for values a filter never matches (objects, lists)."""
+    """The typed form a filter compares; None for values no equality matches (objects, lists)."""
     if value is None:
         return "z:"
     if isinstance(value, bool):
@@ -72,21 +75,45 @@ def tag(value: object) -> str | None:
 
 
 def typed(metadata: dict) -> dict:
-    return {k: t for k, v in metadata.items() if (t := tag(v)) is not None}
+    """Every key with its tag, a list's element tags, or "o:" (an object: present, never equal)."""
+    out: dict = {}
+    for key, value in metadata.items():
+        if isinstance(value, list):
+            out[key] = [t for t in map(tag, value) if t is not None]
+        else:
+            out[key] = tag(value) or "o:"
+    return out
 
 
-def milvus_filter(where: dict[str, list] | None) -> str:
-    """A Milvus boolean expression for whitevec's filter: AND over keys, OR over each key's values.
-    Keys were checked by the request schema (no quote or backslash)."""
+def _equals(key: str, values: tuple) -> str:
+    tags = list(dict.fromkeys(t for t in map(tag, values) if t is not None))
+    if not tags:
+        return "false"
+    # Milvus Lite 2.5 refuses `typed["k"] in [...]` ("left side of 'in' must be a field reference")
+    listed = json.dumps(tags, ensure_ascii=False)
+    scalar = " or ".join(f'typed["{key}"] == {json.dumps(t, ensure_ascii=False)}' for t in tags)
+    return f'({scalar} or json_contains_any(typed["{key}"], {listed}))'
+
+
+def milvus_filter(where: Filter | None) -> tuple[str, bool]:
+    """A Milvus boolean expression for whitevec's filter, and whether it is exact: a range operator
+    becomes "the key exists" (a superset), and the caller checks the candidates with `matches`.
+    Keys were checked by the filter parser (no quote or backslash)."""
     if not where:
-        return ""
-    clauses = []
-    for key, values in where.items():
-        tags = list(dict.fromkeys(t for t in (tag(v) for v in values) if t is not None))
-        # Milvus Lite 2.5 refuses `typed["k"] in [...]` ("left side of 'in' must be a field reference")
-        ors = [f'typed["{key}"] == {json.dumps(t, ensure_ascii=False)}' for t in tags] or ["false"]
-        clauses.append("(" + " or ".join(ors) + ")")
-    return " and ".join(clauses)
+        return "", True
+    clauses, exact = [], True
+    for c in where:
+        has = f'exists typed["{c.key}"]'
+        if c.op == "in":
+            clauses.append(_equals(c.key, c.values))
+        elif c.op == "nin":  # a missing key makes Milvus's `not (...)` null: name that case
+            clauses.append(f"(not {has} or not {_equals(c.key, c.values)})")
+        elif c.op == "exists":
+            clauses.append(has if c.values[0] else f"(not {has})")
+        else:
+            clauses.append(has)
+            exact = False
+    return " and ".join(clauses), exact
 
 
 def _index_params(client, spec: IndexSpec, n: int):
@@ -111,6 +138,7 @@ class MilvusRetriever:
         self.client, self.collection, self._spec = client, collection, spec
         self.dim, self.raw_dim, self.transform = dim, raw_dim, transform
         self.journal = journal  # the served version's: what carry-over reads (None while building)
+        self._types: dict[str, set[str]] | None = None
         client.load_collection(collection)
 
     @classmethod
@@ -163,14 +191,17 @@ class MilvusRetriever:
         return check_search_params(self._spec, nprobe, ef_search, max_nprobe, max_ef_search)
 
     def _search(self, queries: np.ndarray, k: int, params: SearchParams,
-                where: dict[str, list] | None) -> list[list[Hit]]:
+                where: Filter | None) -> list[list[Hit]]:
+        queries = np.asarray(queries, np.float32)
+        expr, exact = milvus_filter(where)
+        if not exact:  # Milvus cannot state the filter: whitevec checks the candidates itself
+            return self._exact(queries, k, expr, where)
         p: dict = {}
         if self._spec.type == "ivf":
             p["nprobe"] = params.nprobe or self._spec.nprobe
         elif self._spec.type == "hnsw":
             p["ef"] = max(params.ef_search or self._spec.ef_search or k, k)
-        expr = milvus_filter(where)
-        found = self.client.search(self.collection, data=np.asarray(queries, np.float32).tolist(), limit=k,
+        found = self.client.search(self.collection, data=queries.tolist(), limit=k,
                                    filter=expr, anns_field="vector",
                                    search_params={"metric_type": "IP", "params": p},
                                    output_fields=["text", "metadata"])
@@ -181,21 +212,35 @@ class MilvusRetriever:
             matching = int(self.client.query(self.collection, filter=expr, output_fields=["count(*)"])[0]["count(*)"])
             short = [i for i in short if len(out[i]) < min(k, matching)]
             if short:
-                exact = self._exact(np.asarray(queries, np.float32)[short], k, expr)
-                for i, hits in zip(short, exact):
+                for i, hits in zip(short, self._exact(queries[short], k, expr, None)):
                     out[i] = hits
         return out
 
-    def _exact(self, queries: np.ndarray, k: int, expr: str) -> list[list[Hit]]:
-        """Brute force over the documents matching `expr`, read in batches."""
+    def _exact(self, queries: np.ndarray, k: int, expr: str, check: Filter | None) -> list[list[Hit]]:
+        """Brute force over the documents matching `expr` (and `check`, when given), read in batches."""
         docs, vectors = self._read(expr, "vector", self.dim)
+        if check is not None:
+            keep = [i for i, d in enumerate(docs) if matches(d.metadata, check)]
+            docs, vectors = [docs[i] for i in keep], vectors[keep]
+        if not docs:
+            return [[] for _ in queries]
         scores = queries @ vectors.T
         top = np.argsort(-scores, axis=1, kind="stable")[:, :k]
         return [[Hit(float(scores[q, j]), docs[j]) for j in row] for q, row in enumerate(top)]
 
     async def search(self, queries: np.ndarray, k: int, params: SearchParams,
-                     where: dict[str, list] | None = None) -> list[list[Hit]]:
+                     where: Filter | None = None) -> list[list[Hit]]:
         return await asyncio.to_thread(self._search, queries, k, params, where)
+
+    def metadata_types(self) -> dict[str, set[str]]:
+        """Read from every document once, then kept up to date by this retriever's changes (another
+        replica's upserts may add types it does not list: warnings are advice)."""
+        if self._types is None:
+            types: dict[str, set[str]] = {}
+            for doc in self._read("", "vector", self.dim)[0]:
+                add_types(types, doc.metadata)
+            self._types = types
+        return {key: set(kinds) for key, kinds in self._types.items()}
 
     def get(self, doc_id: str) -> Document | None:
         found = self.client.get(self.collection, ids=[doc_id], output_fields=["text", "metadata"])
@@ -218,6 +263,8 @@ class MilvusRetriever:
         missing = [i for i in asked if i not in present]
         if upserts:
             self._write(upserts, raw, np.asarray(self.transform(raw), np.float32))
+            for d in upserts if self._types is not None else ():
+                add_types(self._types, d.metadata)
         if present:
             self.client.delete(self.collection, ids=list(present))
             self.client.flush(self.collection)

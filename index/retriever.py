@@ -18,6 +18,7 @@ import numpy as np
 
 from .changes import ChangeLog, Delta
 from .faiss_index import IndexSpec, SearchParams, VectorIndex
+from .filters import Filter, merge_types
 from .store import Corpus, Document, DocumentStore, ServedCorpus
 
 
@@ -46,9 +47,13 @@ class Retriever(Protocol):
                       max_ef_search: int) -> SearchParams: ...
 
     async def search(self, queries: np.ndarray, k: int, params: SearchParams,
-                     where: dict[str, list] | None = None) -> list[list[Hit]]: ...
+                     where: Filter | None = None) -> list[list[Hit]]: ...
 
     def get(self, doc_id: str) -> Document | None: ...
+
+    def metadata_types(self) -> dict[str, set[str]]:
+        """Each metadata key in the version's documents → the JSON types it holds (filter warnings)."""
+        ...
 
     def change(self, upserts: list[Document], raw: np.ndarray, deletes: list[str]) -> ChangeResult: ...
 
@@ -133,7 +138,7 @@ class FaissRetriever:
         return self.index.search_params(nprobe, ef_search, max_nprobe, max_ef_search)
 
     async def search(self, queries: np.ndarray, k: int, params: SearchParams,
-                     where: dict[str, list] | None = None) -> list[list[Hit]]:
+                     where: Filter | None = None) -> list[list[Hit]]:
         """Top k per query among live documents matching `where` (k whenever k match)."""
         delta = self.delta  # one view for the whole search
         q = np.ascontiguousarray(queries, dtype=np.float32)
@@ -149,14 +154,14 @@ class FaissRetriever:
             scores, ids = await asyncio.to_thread(self._merge_added, q, k, where, delta, scores, ids)
         return await asyncio.to_thread(self._hits, scores, ids)
 
-    def _search_base(self, q: np.ndarray, k: int, params: SearchParams, where: dict[str, list] | None,
+    def _search_base(self, q: np.ndarray, k: int, params: SearchParams, where: Filter | None,
                      delta: Delta) -> tuple[np.ndarray, np.ndarray]:
         rows = delta.alive_rows() if where is None else self.store.match(where)
         if where is not None and delta.n_gone:
             rows = rows[~delta.gone[rows]]
         return self.index.search_rows(q, k, rows, params)
 
-    def _merge_added(self, q: np.ndarray, k: int, where: dict[str, list] | None, delta: Delta,
+    def _merge_added(self, q: np.ndarray, k: int, where: Filter | None, delta: Delta,
                      scores: np.ndarray, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Exact search over the added documents, merged with the base hits by score."""
         keys, vectors = delta.keys, delta.vectors
@@ -178,6 +183,9 @@ class FaissRetriever:
         docs = {**self.store.get(base), **self.log.get([i for i in wanted if i >= self.base_count])}
         return [[Hit(float(s), docs[int(i)]) for s, i in zip(row_s, row_i) if i >= 0]
                 for row_s, row_i in zip(scores, ids)]
+
+    def metadata_types(self) -> dict[str, set[str]]:
+        return merge_types(self.store.metadata_types(), self.log.metadata_types())
 
     def get(self, doc_id: str) -> Document | None:
         added = self.log.by_id(doc_id)

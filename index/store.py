@@ -12,6 +12,9 @@ from typing import Protocol
 
 import numpy as np
 
+from . import filters
+from .filters import Filter
+
 
 @dataclass
 class Document:
@@ -46,34 +49,6 @@ def select_in(conn: sqlite3.Connection, lock: threading.Lock, sql: str, values: 
     return out
 
 
-def metadata_clause(where: dict[str, list]) -> tuple[str, list]:
-    """SQL over a `metadata` JSON column: for every key, one of the listed scalar values (exact JSON
-    type: 1 matches 1 and 1.0, never true or "1"). Keys are checked by the request schema (no quote
-    or backslash)."""
-    clauses, args = [], []
-    for key, values in where.items():
-        path = '$."' + key + '"'
-        types = [("true" if v else "false") for v in values if isinstance(v, bool)]
-        types += ["null"] if any(v is None for v in values) else []
-        numbers = [v for v in values if isinstance(v, (int, float)) and not isinstance(v, bool)]
-        texts = [v for v in values if isinstance(v, str)]
-        # one IN list per JSON type, never one OR term per value: a long $in stays a flat expression
-        alternatives = []
-        if types:
-            alternatives.append(f"json_type(metadata, ?) IN ({','.join('?' * len(types))})")
-            args += [path, *types]
-        if numbers:
-            alternatives.append(f"(json_type(metadata, ?) IN ('integer', 'real') AND json_extract(metadata, ?) "
-                                f"IN ({','.join('?' * len(numbers))}))")
-            args += [path, path, *numbers]
-        if texts:
-            alternatives.append(f"(json_type(metadata, ?) = 'text' AND json_extract(metadata, ?) "
-                                f"IN ({','.join('?' * len(texts))}))")
-            args += [path, path, *texts]
-        clauses.append("(" + " OR ".join(alternatives or ["0"]) + ")")
-    return (" AND ".join(clauses) or "1"), args
-
-
 class DocumentStore:
     """Read side of one version's docs.sqlite; row i is the vector with FAISS id i."""
 
@@ -81,6 +56,7 @@ class DocumentStore:
         self.path = path
         self._conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, check_same_thread=False)
         self._lock = threading.Lock()
+        self._types: dict[str, set[str]] | None = None
 
     @staticmethod
     def write(path: Path, documents: Iterable[Document]) -> int:
@@ -107,12 +83,18 @@ class DocumentStore:
             row = self._conn.execute("SELECT id, text, metadata FROM docs WHERE id = ?", (doc_id,)).fetchone()
         return Document(row[0], row[1], json.loads(row[2])) if row else None
 
-    def match(self, where: dict[str, list]) -> np.ndarray:
-        """Rows whose metadata matches `where` (see metadata_clause); evaluated by SQLite."""
-        clause, args = metadata_clause(where)
+    def match(self, where: Filter) -> np.ndarray:
+        """Rows whose metadata passes `where`; evaluated by SQLite."""
+        clause, args = filters.sql(where)
         with self._lock:
             found = self._conn.execute(f"SELECT row FROM docs WHERE {clause}", args).fetchall()
         return np.fromiter((r for (r,) in found), dtype=np.int64, count=len(found))
+
+    def metadata_types(self) -> dict[str, set[str]]:
+        """Key → JSON types over the stored documents (deleted ones too: a superset), read once."""
+        if self._types is None:
+            self._types = filters.sqlite_types(self._conn, self._lock, "docs")
+        return self._types
 
     def rows_of(self, ids: list[str]) -> dict[str, int]:
         """Row of each given id that is in the store."""

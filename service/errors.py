@@ -9,6 +9,7 @@ into that one shape.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Sequence
 
 from fastapi import FastAPI, Request
@@ -164,9 +165,50 @@ def responses(*errors: type[ApiError]) -> dict:
     return out
 
 
+_EXPECTED = {"string_type": "a string", "int_type": "a whole number", "int_from_float": "a whole number",
+             "int_parsing": "a whole number", "float_type": "a number", "float_parsing": "a number",
+             "bool_type": "true or false", "bool_parsing": "true or false", "list_type": "a list",
+             "dict_type": "a JSON object", "model_type": "a JSON object", "model_attributes_type": "a JSON object",
+             "none_required": "null", "finite_number": "a finite number"}
+_TYPE_TAG = re.compile(r"^(str|int|float|bool|none|list|dict|union|nullable|function-\w+|json-or-python|"
+                       r"literal|lax-or-strict|strict|lax|constrained-str)(\[.*\])?$")
+
+
+def _sentence(err: dict) -> str:
+    """One pydantic error as a sentence about the field (no pydantic type names or patterns)."""
+    kind, ctx = err.get("type", ""), err.get("ctx") or {}
+    if kind in _EXPECTED:
+        return f"must be {_EXPECTED[kind]}"
+    if kind == "extra_forbidden":
+        return "unknown field; remove it (GET /docs lists the fields)"
+    if kind == "missing":
+        return "is required"
+    if kind == "string_pattern_mismatch":
+        return "must contain a non-space character" if ctx.get("pattern") == r"\S" else "has characters that are not allowed"
+    if kind == "string_too_short":
+        return "must not be empty"
+    if kind == "string_too_long":
+        return f"must be at most {ctx.get('max_length')} characters"
+    if kind == "too_short" and "min_length" in ctx:
+        return f"give at least {ctx['min_length']} items (got {ctx.get('actual_length')})"
+    if kind == "too_long" and "max_length" in ctx:
+        return f"give at most {ctx['max_length']} items (got {ctx.get('actual_length')}); split the request"
+    bounds = {"greater_than": "above", "greater_than_equal": "at least", "less_than": "below",
+              "less_than_equal": "at most"}
+    if kind in bounds:
+        limit = next(iter(ctx.values()), "")
+        return f"must be {bounds[kind]} {limit}"
+    if kind == "literal_error":
+        return f"must be one of {ctx.get('expected', '')}"
+    if kind in ("value_error", "assertion_error"):
+        return str(ctx.get("error", err.get("msg", "invalid")))
+    return str(err.get("msg", "invalid")).rstrip(".")
+
+
 def validation_message(errors: Sequence[dict]) -> tuple[int, str, str | None]:
-    """(status, message, param) for pydantic errors: 400 when the body is not JSON, else 422 naming each field."""
-    parts, param = [], None
+    """(status, message, param) for pydantic errors: 400 when the body is not JSON, else 422 with one
+    sentence per field (the alternatives of a union said once, as the types it takes)."""
+    fields: dict[str, list[str]] = {}
     for err in errors:
         if err.get("type") == "json_invalid":
             detail = str(err.get("ctx", {}).get("error", err.get("msg")))
@@ -175,19 +217,20 @@ def validation_message(errors: Sequence[dict]) -> tuple[int, str, str | None]:
             elif "recursion limit" in detail:
                 detail += " (the JSON is nested too deeply)"
             return 400, f"request body is not valid JSON: {detail}", None
-        loc = [str(p) for p in err.get("loc", ()) if p != "body"]
-        where = ".".join(loc) or "body"
-        param = param or where
-        msg = err.get("msg", "invalid")
-        ctx = err.get("ctx") or {}
-        if err.get("type") == "extra_forbidden":
-            msg = "unknown field; remove it"
-        elif err.get("type") == "too_short" and "min_length" in ctx:
-            msg = f"give at least {ctx['min_length']} items (got {ctx.get('actual_length')})"
-        elif err.get("type") == "too_long" and "max_length" in ctx:
-            msg = f"give at most {ctx['max_length']} items (got {ctx.get('actual_length')}); split the request"
-        parts.append(f"{where}: {msg}")
-    return 422, "; ".join(parts), param
+        loc = [str(p) for p in err.get("loc", ()) if p != "body" and not _TYPE_TAG.match(str(p))]
+        fields.setdefault(".".join(loc) or "body", []).append(_sentence(err))
+    # a union's alternatives: when one got deeper into the value (input.1), its complaint is the useful one
+    fields = {where: said for where, said in fields.items()
+              if not (all(s.startswith("must be ") for s in said) and any(o.startswith(where + ".") for o in fields))}
+    parts = []
+    for where, said in fields.items():
+        said = list(dict.fromkeys(said))
+        expected = [s.removeprefix("must be ") for s in said if s.startswith("must be ")]
+        if len(said) > 1 and len(expected) == len(said):
+            parts.append(f"{where}: must be {' or '.join(expected)}")
+        else:
+            parts.append(f"{where}: {'; '.join(said)}")
+    return 422, "; ".join(parts), next(iter(fields), None)
 
 
 _OPENAI_TYPES = {429: "rate_limit_error", 500: "server_error", 503: "server_error"}

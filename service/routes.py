@@ -8,6 +8,7 @@ import asyncio
 import numpy as np
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
+from whitevec.index import filters
 from whitevec.index.documents import check_documents, parse_document, read_jsonl, resolve_import_path
 from whitevec.models.encoder import EncodeResult
 from whitevec.models.errors import WhitevecError
@@ -63,11 +64,14 @@ async def _search(request: Request, req: SearchRequest, rt: Runtime, t: Target) 
         raise Conflict(t.col.reports.no_index_message())
     params = retriever.search_params(req.nprobe, req.ef_search, rt.settings.max_nprobe, rt.settings.max_ef_search)
     vectors = await encode(rt, bundle, queries, request, lambda raw: bundle.pipeline.postprocess(raw.vectors))
-    found = await retriever.search(vectors, req.k, params, req.where())
+    where = req.where()
+    found = await retriever.search(vectors, req.k, params, where)
+    said = ([] if where is None else
+            filters.warnings(where, await asyncio.to_thread(retriever.metadata_types), t.col.name))
     results = [{"query": query, "hits": [{"id": h.document.id, "score": h.score, "text": h.document.text,
                                           "metadata": h.document.metadata} for h in hits]}
                for query, hits in zip(queries, found)]
-    return FastJSONResponse({"results": results, "version": bundle.version})
+    return FastJSONResponse({"results": results, "version": bundle.version, "warnings": said})
 
 
 async def _rebuild(req: RebuildRequest, rt: Runtime, t: Target) -> Response:

@@ -5,7 +5,8 @@ from __future__ import annotations
 from types import UnionType
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
+from whitevec.index import filters
 
 NonEmpty = Annotated[str, StringConstraints(min_length=1, pattern=r"\S")]
 
@@ -58,14 +59,6 @@ class EmbedResponse(BaseModel):
     version: str | None = Field(description="The serving version (null before any index is built).")
 
 
-Scalar = Annotated[str | bool | int | float | None, Field(union_mode="left_to_right")]
-FilterKey = Annotated[str, StringConstraints(min_length=1, max_length=256, pattern=r'^[^"\\\x00]+$')]
-
-
-class InList(Strict):
-    in_: list[Scalar] = Field(alias="$in", max_length=1024, description="Any of these values.")
-
-
 class SearchRequest(Strict):
     query: NonEmpty | None = Field(None, description="One query; or use `queries`.")
     queries: list[NonEmpty] | None = Field(None, min_length=1, description="Several queries, answered in order.")
@@ -75,10 +68,14 @@ class SearchRequest(Strict):
                                    "types; null: the version's own.")
     ef_search: int | None = Field(None, ge=1, description="hnsw only: candidate list per query, at most "
                                   "WHITEVEC_MAX_EF_SEARCH; null: the version's own.")
-    filter: dict[FilterKey, Scalar | InList] | None = Field(
-        None, max_length=32, description='Metadata filter, AND over keys: `{"lang": "en", "year": {"$in": [2023, 2024]}}`. '
-        "Hits are only documents whose metadata match (k of them whenever k match), values compared "
-        "with their JSON type (1 never matches true or \"1\").")
+    filter: dict[str, Any] | None = Field(
+        None, description='Metadata filter, AND over keys: `{"lang": "en", "year": {"$gte": 2020, "$lt": 2024}, '
+        '"tags": {"$in": ["faq", "billing"]}}`. A key takes a value (string, number, boolean or null) or an object '
+        "of operators that must all hold: $eq, $ne, $in, $nin (lists of values), $gt, $gte, $lt, $lte (numbers) "
+        "and $exists (true/false). Values compare with their JSON type (1 matches 1.0, never true or \"1\"); a "
+        "list in a document matches when any element does; $ne and $nin match documents without the key. Hits "
+        "are only matching documents, k of them whenever k match; `warnings` names keys and value types no "
+        "document has.")
 
     @model_validator(mode="after")
     def _one_of(self) -> "SearchRequest":
@@ -86,11 +83,16 @@ class SearchRequest(Strict):
             raise ValueError("give exactly one of `query` (a string) or `queries` (a list of strings)")
         return self
 
-    def where(self) -> dict[str, list] | None:
-        """The filter as key → allowed values."""
-        if self.filter is None:
-            return None
-        return {k: (v.in_ if isinstance(v, InList) else [v]) for k, v in self.filter.items()}
+    @field_validator("filter")
+    @classmethod
+    def _filter(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        if value is not None:
+            filters.parse(value)  # FilterError is a ValueError: a 422 with its sentence
+        return value
+
+    def where(self) -> filters.Filter | None:
+        """The parsed filter (None: every document)."""
+        return None if self.filter is None else filters.parse(self.filter)
 
     model_config = ConfigDict(json_schema_extra={"examples": [{"query": "cheap flights to Tokyo", "k": 5},
                                                               {"queries": ["天气预报", "weather forecast"], "k": 3}],
@@ -112,6 +114,8 @@ class QueryResult(BaseModel):
 class SearchResponse(BaseModel):
     results: list[QueryResult]
     version: str
+    warnings: list[str] = Field(description="Filter keys no document has, and values of a type no document has "
+                                "for their key (most likely a typo or a quoted number); the search still answered.")
 
 
 DocumentId = Annotated[str, StringConstraints(min_length=1, max_length=512, pattern=r"\S")]

@@ -7,7 +7,8 @@ import pytest
 
 from whitevec.index.changes import CHANGES_FILE, ChangeLog
 from whitevec.index.faiss_index import IndexSpec, SearchParams, VectorIndex
-from whitevec.index.milvus import MilvusRetriever, alias_target, milvus_filter, point_alias, tag
+from whitevec.index.filters import matches, parse
+from whitevec.index.milvus import MilvusRetriever, alias_target, milvus_filter, point_alias, tag, typed
 from whitevec.index.retriever import FaissRetriever
 from whitevec.index.store import Document, DocumentStore
 from whitevec.models.pipeline import l2_normalize
@@ -16,12 +17,16 @@ pytestmark = pytest.mark.milvus
 
 
 DIM = 16
-FILTERS = [None, {"g": [1]}, {"g": [True]}, {"g": ["1"]}, {"g": [None]}, {"g": [1, "x"], "h": [2.0]}, {"h": [7]}]
+FILTERS = [None, {"g": 1}, {"g": True}, {"g": "1"}, {"g": None}, {"g": {"$in": [1, "x"]}, "h": 2.0}, {"h": 7},
+           {"l": "b"}, {"l": {"$nin": ["a", 3]}}, {"g": {"$ne": 1}}, {"h": {"$gte": 1, "$lt": 2}}, {"l": {"$gt": 2}},
+           {"g": {"$exists": False}}, {"o": {"$exists": True}}, {"o": {"$eq": None}}]
 
 
 def metadata(i: int) -> dict:
     g = [1, 1.0, True, "1", None, "x", 2][i % 7]
-    meta = {"g": g, "h": i % 3}
+    meta = {"g": g, "h": i % 3, "l": [["a", "b"], ["b", 3], [], [None, {"x": 1}]][i % 4]}
+    if i % 6 == 0:
+        meta["o"] = {"nested": i}
     if i % 5 == 0:
         del meta["g"]  # a missing key never matches, not even null
     return meta
@@ -39,8 +44,10 @@ def client(tmp_path):
 def test_tags_keep_json_types_apart():
     assert tag(1) == tag(1.0) == "n:1" and tag(True) == "b:true" and tag("1") == "s:1" and tag(None) == "z:"
     assert tag([1]) is None and tag({"a": 1}) is None
-    assert milvus_filter({"k": ['a"b']}) == '(typed["k"] == "s:a\\"b")'
-    assert milvus_filter({"k": [1, 1.0, True], "j": [[1]]}) == '(typed["k"] == "n:1" or typed["k"] == "b:true") and (false)'
+    assert typed({"a": [1, "x", [2]], "b": {"c": 1}, "d": None}) == {"a": ["n:1", "s:x"], "b": "o:", "d": "z:"}
+    assert milvus_filter(parse({"k": 'a"b'})) == ('(typed["k"] == "s:a\\"b" or json_contains_any(typed["k"], ["s:a\\"b"]))', True)
+    expr, exact = milvus_filter(parse({"k": {"$in": [1, 1.0, True]}, "j": {"$gt": 1}}))
+    assert 'typed["k"] == "n:1" or typed["k"] == "b:true"' in expr and 'exists typed["j"]' in expr and not exact
 
 
 def test_milvus_and_faiss_flat_give_the_same_hits_before_and_after_changes(tmp_path, client):
@@ -57,17 +64,17 @@ def test_milvus_and_faiss_flat_give_the_same_hits_before_and_after_changes(tmp_p
 
     def same_hits() -> None:
         queries = l2_normalize(rng.normal(size=(6, DIM)).astype(np.float32))
-        for where in FILTERS:
-            counts = []
+        for raw_filter in FILTERS:
+            where = None if raw_filter is None else parse(raw_filter)
             a = asyncio.run(faiss_r.search(queries, 10, SearchParams(), where))
             b = asyncio.run(milvus_r.search(queries, 10, SearchParams(), where))
             for ha, hb in zip(a, b):
-                assert [h.document.id for h in ha] == [h.document.id for h in hb], where
+                assert [h.document.id for h in ha] == [h.document.id for h in hb], raw_filter
                 np.testing.assert_allclose([h.score for h in ha], [h.score for h in hb], atol=1e-4)
                 assert [h.document.metadata for h in ha] == [h.document.metadata for h in hb]
-                counts.append(len(ha))
-            if where in (None, {"g": [1]}, {"g": [None]}):  # each matches far more than k
-                assert counts == [10] * len(queries)
+                assert all(where is None or matches(h.document.metadata, where) for h in hb), raw_filter
+                assert len(hb) == 10 or raw_filter in ({"h": 7}, {"o": {"$eq": None}}), raw_filter  # others: > k
+        assert milvus_r.metadata_types() == faiss_r.metadata_types()
 
     same_hits()
     ups = [Document(f"d{i}", f"new {i}", {"g": 1, "h": 7}) for i in range(0, 300, 3)]

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from whitevec.index.changes import CHANGES_FILE, ChangeLog
+from whitevec.index.filters import parse
 from whitevec.index.faiss_index import IndexSpec, SearchParams, VectorIndex
 from whitevec.index.retriever import FaissRetriever
 from whitevec.index.store import Document, DocumentStore
@@ -68,7 +69,8 @@ def test_changes_search_like_brute_force_and_survive_a_reopen(tmp_path, kind, ov
     def check(retriever: FaissRetriever) -> None:
         queries = l2_normalize(rng.normal(size=(8, DIM)).astype(np.float32))
         for where in (None, {"group": [1]}, {"group": [0, 2]}):
-            found = asyncio.run(retriever.search(queries, 10, SearchParams(), where))
+            flt = None if where is None else parse({k: {"$in": v} for k, v in where.items()})
+            found = asyncio.run(retriever.search(queries, 10, SearchParams(), flt))
             for q, hits in zip(queries, found):
                 want = brute(live, q, 10, where)
                 got = [(h.document.id, h.score) for h in hits]

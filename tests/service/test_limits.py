@@ -27,7 +27,7 @@ async def test_a_1024_value_in_and_32_keys_answer_exactly(backend_settings):
         assert r.status_code == 200, r.text
         want = {d["id"] for d in docs if matches(d["metadata"], flt)}
         assert {h["id"] for h in r.json()["results"][0]["hits"]} == want and want
-        wide = {f"k{i}": {"$in": [f"v{j}" for j in range(400)]} for i in range(31)}
+        wide = {f"k{i}": {"$in": [f"v{j}" for j in range(1024)]} for i in range(31)}
         r = await client.post("/search", json={"query": "rain", "filter": {**wide, "topic": "weather"}})
         assert r.status_code == 200 and r.json()["results"][0]["hits"] == []  # SQLite: a 500 at 998 values
         r = await client.post("/search", json={"query": "rain", "filter": {f"k{i}": 1 for i in range(33)}})
@@ -64,6 +64,7 @@ def test_milvus_filtered_search_returns_k_whenever_k_match(tmp_path):
     from pymilvus import MilvusClient
 
     from whitevec.index.faiss_index import IndexSpec, SearchParams
+    from whitevec.index.filters import parse
     from whitevec.index.milvus import MilvusRetriever
     from whitevec.index.store import Document
     from whitevec.models.pipeline import l2_normalize
@@ -75,7 +76,7 @@ def test_milvus_filtered_search_returns_k_whenever_k_match(tmp_path):
     docs = [Document(f"d{i}", f"text {i}", {"rare": i % 300 == 0}) for i in range(n)]
     r = MilvusRetriever.create(client, "wv_k", docs, raw, IndexSpec("ivf", nlist=64, nprobe=1), l2_normalize)
     queries = l2_normalize(rng.normal(size=(20, dim)).astype(np.float32))
-    found = r._search(queries, 10, SearchParams(nprobe=1), {"rare": [True]})  # 1 list of 64: few of the 10 rare
+    found = r._search(queries, 10, SearchParams(nprobe=1), parse({"rare": True}))  # 1 list of 64: few of the 10 rare
     assert [len(hits) for hits in found] == [10] * 20
     vectors = l2_normalize(raw)
     rare = np.array([i for i in range(n) if i % 300 == 0])
@@ -86,7 +87,7 @@ def test_milvus_filtered_search_returns_k_whenever_k_match(tmp_path):
     # short (which cannot run here): the same answer when the approximate pass drops hits
     search = client.search
     client.search = lambda *a, **kw: [hits[:3] for hits in search(*a, **kw)]
-    assert [[h.document.id for h in hits] for hits in r._search(queries, 10, SearchParams(nprobe=1), {"rare": [True]})] \
+    assert [[h.document.id for h in hits] for hits in r._search(queries, 10, SearchParams(nprobe=1), parse({"rare": True}))] \
         == [[h.document.id for h in hits] for hits in found]
     client.search = search
     client.close()
