@@ -147,7 +147,26 @@ def _index_build(path: Path, args: argparse.Namespace) -> int:
     return 0
 
 
+def port_in_use(host: str, port: int) -> bool:
+    """Whether binding host:port fails now, as uvicorn's bind would (SO_REUSEADDR, like uvicorn)."""
+    import socket
+
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return True
+    return False
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
+    if port_in_use(args.host, args.port):  # before the model, the banner or the token
+        other = args.port + 1
+        print(f"whitevec: port {args.port} on {args.host} is already in use; stop what is using it or choose "
+              f"another: whitevec serve --port {other} (make run PORT={other})", file=sys.stderr)
+        return 1
     import uvicorn
     from whitevec.index.documents import read_jsonl
     from whitevec.service.app import create_app
@@ -165,11 +184,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
         args.beta = args.gamma = args.dim = None
         _build(rt.default, args, read_jsonl(DEMO_CORPUS))
     base = f"http://{args.host}:{args.port}"
-    if rt.admin_token_generated:  # printed here once, to the console; never logged
-        rt.announce_token()
-        admin_header = f"Authorization: Bearer {rt.admin_token}"
-    else:
+    rt.announce_token()  # to the console, never logged: in full only when generated now
+    if rt.token.from_settings:
         admin_header = "Authorization: Bearer $WHITEVEC_ADMIN_TOKEN"
+    else:
+        admin_header = f"Authorization: Bearer $(whitevec token --data-dir {rt.settings.data_dir})"
     key = " -H 'Authorization: Bearer $WHITEVEC_API_KEY'" if rt.settings.api_key is not None else ""
     print(f"""
 whitevec on {base}   (docs: {base}/docs)
@@ -179,6 +198,24 @@ try:
     curl -s {base}/admin/jobs -H '{admin_header}'
 """, file=sys.stderr, flush=True)
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
+    return 0
+
+
+def cmd_token(args: argparse.Namespace) -> int:
+    """The admin token alone on stdout (for `curl -H "Authorization: Bearer $(whitevec token)"`)."""
+    from whitevec.service.admin_token import AdminToken
+
+    settings = _settings(args)
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    secret = settings.admin_token.get_secret_value() if settings.admin_token else None
+    token = AdminToken(secret, settings.data_dir)
+    if args.rotate:
+        value = token.rotate()
+        print(f"whitevec: a new admin token is in {token.path}; a running server takes it at its next request",
+              file=sys.stderr)
+    else:
+        value = token.current()
+    print(value)
     return 0
 
 
@@ -298,10 +335,12 @@ def build_parser() -> argparse.ArgumentParser:
     sts.set_defaults(func=cmd_eval_sts)
 
     serve = sub.add_parser("serve", help="run the HTTP service (settings also from WHITEVEC_* variables)")
-    serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=int, default=8000)
-    serve.add_argument("--data-dir", default=None, help="versions, jobs and the import folder (default ./data)")
-    serve.add_argument("--log-level", default="info")
+    serve.add_argument("--host", default="127.0.0.1",
+                       help="address to listen on (default 127.0.0.1: this machine only; 0.0.0.0: every interface)")
+    serve.add_argument("--port", type=int, default=8000, help="TCP port (default 8000); checked before anything loads")
+    serve.add_argument("--data-dir", default=None,
+                       help="versions, jobs, the admin token and the import folder (default ./data, or WHITEVEC_DATA_DIR)")
+    serve.add_argument("--log-level", default="info", help="uvicorn's: critical, error, warning, info (default), debug")
     serve.add_argument("--demo", action="store_true", help="build the bundled demo index first if none exists")
     _add_model_args(serve)
     serve.set_defaults(func=cmd_serve)
@@ -309,7 +348,7 @@ def build_parser() -> argparse.ArgumentParser:
     idx = sub.add_parser("index", help="manage the index").add_subparsers(dest="index_command", required=True)
     build = idx.add_parser("build", help="build and activate a new version from a JSONL file of documents")
     build.add_argument("file", help="JSONL: one {\"id\", \"text\", \"metadata\"?} object per line")
-    build.add_argument("--data-dir", default=None)
+    build.add_argument("--data-dir", default=None, help="the data dir to build into (default ./data, or WHITEVEC_DATA_DIR)")
     build.add_argument("--collection", default="default", help="the collection to build (created if missing)")
     _add_model_args(build)
     _index_args(build)
@@ -326,25 +365,35 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("file", help="TSV pairs (sentence1<TAB>sentence2<TAB>score), or JSONL of "
                     "{\"text\", \"label\"} examples or {\"text_a\", \"text_b\", \"score\"} pairs")
     tr.add_argument("--pair-threshold", type=float, default=4.0, help="pairs scoring ≥ this are one class")
-    tr.add_argument("--data-dir", default=None)
+    tr.add_argument("--data-dir", default=None, help="where the model is written and, with --activate, "
+                    "served from (default ./data, or WHITEVEC_DATA_DIR)")
     tr.add_argument("--collection", default="default", help="start from this collection's model; --activate "
                     "re-encodes this collection only")
     _add_model_args(tr)
-    tr.add_argument("--out", default=None, help="output model folder (default DATA_DIR/models/NAME-amsoftmax)")
-    tr.add_argument("--epochs", type=int, default=3)
+    tr.add_argument("--out", default=None, help="output model folder (default DATA_DIR/models/NAME-ft-TIME-XXXX: "
+                    "NAME is the base model's, TIME the UTC start)")
+    tr.add_argument("--epochs", type=int, default=3, help="passes over the training data (default 3)")
     tr.add_argument("--lr", type=float, default=5e-5, help="encoder learning rate")
     tr.add_argument("--centre-lr", type=float, default=1e-2, help="class-centre learning rate")
     tr.add_argument("--warmup", type=float, default=0.1, help="fraction of steps warming up")
-    tr.add_argument("--grad-accum", type=int, default=1)
+    tr.add_argument("--grad-accum", type=int, default=1, help="batches whose gradients are summed per optimiser step (default 1)")
     tr.add_argument("--train-max-length", type=int, default=64, help="tokens per sentence while training")
-    tr.add_argument("--seed", type=int, default=0)
-    tr.add_argument("--max-steps", type=int, default=None)
-    tr.add_argument("--scale", type=float, default=30.0, help="s")
-    tr.add_argument("--margin", type=float, default=0.35, help="m")
+    tr.add_argument("--seed", type=int, default=0, help="random seed for batches and class centres (default 0)")
+    tr.add_argument("--max-steps", type=int, default=None, help="stop after this many optimiser steps (default: all epochs)")
+    tr.add_argument("--scale", type=float, default=30.0, help="AM-Softmax scale s on the cosine logits (default 30)")
+    tr.add_argument("--margin", type=float, default=0.35, help="AM-Softmax margin m subtracted from the true class cosine (default 0.35)")
     tr.add_argument("--eval-pairs", default=None, help="pairs file: Spearman before and after")
     tr.add_argument("--activate", action="store_true",
                     help="re-encode the data dir's corpus with the new model and serve it as a new version")
     tr.set_defaults(func=cmd_train)
+
+    tok = sub.add_parser("token", help="print the admin token alone on stdout (generated once, kept in the data "
+                         "dir with mode 0600; WHITEVEC_ADMIN_TOKEN wins when set)")
+    tok.add_argument("--data-dir", default=None, help="the server's data dir (default ./data, or WHITEVEC_DATA_DIR)")
+    tok.add_argument("--rotate", action="store_true",
+                     help="replace it with a new one and print that; a running server takes it at its next request")
+    tok.set_defaults(func=cmd_token, model=None, pooling=None, tokenizer=None, max_length=None, device=None,
+                     batch_size=None)
 
     bk = sub.add_parser("backup", help="copy a data dir consistently, also while its server runs "
                         "(change logs read with their write-ahead logs)")

@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
-import secrets
 import shutil
 import socket
 import sys
@@ -19,6 +18,7 @@ from whitevec.index.versions import MilvusTarget, VersionStore
 from whitevec.models.encoder import EncoderPool, EncoderSpec
 from whitevec.models.errors import WhitevecError
 
+from .admin_token import AdminToken
 from .batcher import Batcher
 from .collection import Collection, resolve_model_choice
 from .errors import Conflict, InvalidRequest, NotReady
@@ -54,9 +54,8 @@ class Runtime:
         self.batcher = Batcher(settings.max_batch, settings.max_batch_tokens, settings.max_queue_tokens,
                                on_batch=self.metrics.batch_size.observe)
         self.metrics.bind(lambda: self.batcher.pending, self._documents_by_collection, self.jobs.counts)
-        token = settings.admin_token.get_secret_value() if settings.admin_token else None
-        self.admin_token_generated = token is None
-        self.admin_token = token or secrets.token_urlsafe(24)
+        self.token = AdminToken(settings.admin_token.get_secret_value() if settings.admin_token else None,
+                                settings.data_dir)
         self._token_announced = False
         self._collections: dict[str, Collection] = {}
         self._registry = threading.RLock()  # creating, deleting and discovering collections
@@ -118,12 +117,21 @@ class Runtime:
             self.milvus.client.close()  # Milvus Lite: lets the next process open the file
         self._lock.release()
 
+    @property
+    def admin_token(self) -> str:
+        return self.token.current()
+
     def announce_token(self) -> None:
-        """A generated admin token is printed once, to the console — never to the log."""
-        if self.admin_token_generated and not self._token_announced:
-            self._token_announced = True
-            print(f"whitevec: no WHITEVEC_ADMIN_TOKEN set; admin token for this run: {self.admin_token}",
-                  file=sys.stderr, flush=True)
+        """Once, to the console (never to the log): a token generated now in full; a kept one by where it is."""
+        if self.token.from_settings or self._token_announced:
+            return
+        self._token_announced = True
+        token = self.admin_token
+        if self.token.created:
+            print(f"whitevec: admin token (generated, kept in {self.token.path}): {token}", file=sys.stderr, flush=True)
+        else:
+            print(f"whitevec: admin token: in {self.token.path} (`whitevec token --data-dir {self.settings.data_dir}` "
+                  "prints it)", file=sys.stderr, flush=True)
 
     def open(self) -> None:
         """Lock the data dir, upgrade a layout from before collections (its versions become `default`),

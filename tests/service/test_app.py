@@ -9,6 +9,9 @@ import threading
 import numpy as np
 import pytest
 
+from whitevec.models.errors import WhitevecError
+from whitevec.service.admin_token import AdminToken
+
 from tests.conftest import ADMIN, demo_documents, rebuild, serving, slowed_encoder, wait_job
 
 pytestmark = pytest.mark.anyio
@@ -175,13 +178,27 @@ async def test_admin_auth(settings):
         assert r.status_code == 404 and "deadbeef" in r.json()["error"]["message"]
 
 
-async def test_generated_admin_token_when_none_is_set(settings):
+async def test_generated_admin_token_is_kept_in_the_data_dir_and_rotates_live(settings):
     settings.admin_token = None
     async with serving(settings) as (app, client):
         token = app.state.runtime.admin_token
-        assert app.state.runtime.admin_token_generated and len(token) >= 24
+        path = settings.data_dir / "admin_token"
+        assert app.state.runtime.token.created and len(token) >= 24
+        assert path.read_text().strip() == token and (path.stat().st_mode & 0o777) == 0o600
         assert (await client.get("/admin/jobs")).status_code == 401
         assert (await client.get("/admin/jobs", headers={"Authorization": f"Bearer {token}"})).status_code == 200
+        new = AdminToken(None, settings.data_dir).rotate()  # what `whitevec token --rotate` does
+        assert new != token and (path.stat().st_mode & 0o777) == 0o600
+        assert (await client.get("/admin/jobs", headers={"Authorization": f"Bearer {token}"})).status_code == 403
+        assert (await client.get("/admin/jobs", headers={"Authorization": f"Bearer {new}"})).status_code == 200
+        path.write_text("")  # damaged while serving: the last good token still opens /admin
+        assert (await client.get("/admin/jobs", headers={"Authorization": f"Bearer {new}"})).status_code == 200
+    path.write_text(new + "\n")
+    async with serving(settings) as (app, client):  # a restart reuses the stored token
+        assert app.state.runtime.admin_token == new and not app.state.runtime.token.created
+    path.write_text("  \n")
+    with pytest.raises(WhitevecError, match="whitevec token --rotate"):
+        AdminToken(None, settings.data_dir).current()
 
 
 async def test_rebuild_from_import_folder_and_path_refusal(settings, tmp_path):

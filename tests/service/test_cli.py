@@ -135,3 +135,66 @@ def test_index_build_with_auto_whitening_and_a_named_collection(tiny_model_dir, 
     assert built["tuning"]["pairs"] == pairs.name and "reason" in built["tuning"]
     store = VersionStore(data / "collections" / "tuned")
     assert store.manifest(store.active())["whitening"]["tuned"]["choice"] == built["tuning"]["choice"]
+
+
+def test_token_command_prints_the_token_alone_and_rotates(tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("WHITEVEC_ADMIN_TOKEN", raising=False)
+    data = tmp_path / "data"
+    assert main(["token", "--data-dir", str(data)]) == 0
+    first = capsys.readouterr().out
+    assert first.count("\n") == 1 and first.strip() == (data / "admin_token").read_text().strip()
+    assert main(["token", "--data-dir", str(data)]) == 0 and capsys.readouterr().out == first  # kept, not regenerated
+    assert main(["token", "--data-dir", str(data), "--rotate"]) == 0
+    out = capsys.readouterr()
+    assert out.out != first and out.out.strip() == (data / "admin_token").read_text().strip()
+    assert "running server takes it" in out.err
+    monkeypatch.setenv("WHITEVEC_ADMIN_TOKEN", "from-env")
+    assert main(["token", "--data-dir", str(data)]) == 0 and capsys.readouterr().out == "from-env\n"
+    assert main(["token", "--data-dir", str(data), "--rotate"]) == 2
+    assert "change it there" in capsys.readouterr().err
+
+
+def test_a_busy_port_is_one_line_before_anything_loads(tmp_path):
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        proc = subprocess.run([sys.executable, "-m", "whitevec.service.cli", "serve", "--port", str(port),
+                               "--data-dir", str(tmp_path / "data"), "--model", str(tmp_path / "no-model")],
+                              capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 1 and proc.stdout == ""
+    assert proc.stderr == (f"whitevec: port {port} on 127.0.0.1 is already in use; stop what is using it or choose "
+                           f"another: whitevec serve --port {port + 1} (make run PORT={port + 1})\n")
+    assert not (tmp_path / "data").exists()  # nothing touched: no data dir, no token
+
+
+@pytest.mark.slow
+def test_a_restarted_server_keeps_its_token_and_prints_where_it_is(tiny_model_dir, tmp_path, monkeypatch):
+    import httpx
+
+    from tests.conftest import ServeProcess
+
+    monkeypatch.delenv("WHITEVEC_ADMIN_TOKEN", raising=False)
+    data = tmp_path / "data"
+    args, env = ["--model", str(tiny_model_dir), "--data-dir", str(data)], {}
+    first = ServeProcess(args, env)
+    try:
+        token = (data / "admin_token").read_text().strip()
+        assert f"admin token (generated, kept in {data / 'admin_token'}): {token}" in first.output()
+    finally:
+        first.stop()
+    again = ServeProcess(args, env)
+    try:
+        said = again.output()
+        assert token not in said and f"admin token: in {data / 'admin_token'}" in said
+        assert httpx.get(f"{again.base}/admin/jobs", headers={"Authorization": f"Bearer {token}"}).status_code == 200
+        proc = subprocess.run([sys.executable, "-m", "whitevec.service.cli", "token", "--data-dir", str(data),
+                               "--rotate"], capture_output=True, text=True, timeout=60)
+        new = proc.stdout.strip()
+        assert proc.returncode == 0 and new != token
+        assert httpx.get(f"{again.base}/admin/jobs", headers={"Authorization": f"Bearer {token}"}).status_code == 403
+        assert httpx.get(f"{again.base}/admin/jobs", headers={"Authorization": f"Bearer {new}"}).status_code == 200
+    finally:
+        again.stop()
