@@ -92,10 +92,15 @@ def evaluate_sts(
     a, b = vectors[:n], vectors[n:]
     fit_vectors = vectors if fit_path is None else encode_unique(encoder, read_sentences(fit_path), progress)
     whitening = Whitening.fit(fit_vectors, identity=encoder.identity)
-    results = []
+    results: list[dict] = []
     for beta, gamma, dim in itertools.product(betas, gammas, dims):
         WhiteningParams(beta, gamma, dim)
         k = whitening.output_dim(dim)
+        if whitening.effective_dim(gamma, dim)[0] < k:  # the service would serve fewer dims: no number to show
+            results.append({"beta": beta, "gamma": gamma, "dim": k, "spearman": None,
+                            "skipped": f"dim {k} is above the fit's rank {whitening.rank} and gamma {gamma:g} > 0 "
+                                       f"would amplify noise; the service serves at most dim {whitening.rank} here"})
+            continue
         score = cosine_spearman(whitening.transform(a, beta, gamma, k), whitening.transform(b, beta, gamma, k), pairs.scores)
         results.append({"beta": beta, "gamma": gamma, "dim": k, "spearman": round(score, 4)})
     return {
@@ -107,13 +112,19 @@ def evaluate_sts(
         "n_fit_vectors": whitening.n_vectors,
         "jl_dim": jl_dim(whitening.n_vectors),
         "raw": round(cosine_spearman(a, b, pairs.scores), 4),
+        "rank": whitening.rank,
         "results": results,
     }
 
 
+def scored(report: dict) -> list[dict]:
+    """The rows with a score (not the cells skipped for dim above the fit's rank)."""
+    return [r for r in report["results"] if r["spearman"] is not None]
+
+
 def format_table(report: dict) -> str:
-    """A plain-text table with the best row marked."""
-    best = max(report["results"], key=lambda r: r["spearman"])
+    """A plain-text table with the best row marked; skipped cells show — with a note under the table."""
+    best = max(scored(report), key=lambda r: r["spearman"], default=None)
     lines = [
         f"model {report['model']}  pooling {report['pooling']}  tokenizer {report['tokenizer']}  "
         f"pairs {report['n_pairs']}  whitening fitted on {report['fit_on']} ({report['n_fit_vectors']} vectors)",
@@ -124,8 +135,14 @@ def format_table(report: dict) -> str:
     ]
     for r in report["results"]:
         mark = "*" if r is best else " "
-        lines.append(f"{mark} {r['beta']:>5g} {r['gamma']:>5g} {r['dim']:>5d} {r['spearman']:>9.2f}")
+        score = "—" if r["spearman"] is None else f"{r['spearman']:.2f}"
+        lines.append(f"{mark} {r['beta']:>5g} {r['gamma']:>5g} {r['dim']:>5d} {score:>9}")
     lines.append("\n(* marks the best row)")
+    if len(scored(report)) < len(report["results"]):
+        lines.append(f"(— : dim above the fit's rank {report['rank']} with gamma > 0 is not scored: those axes carry "
+                     f"no variance in the {report['n_fit_vectors']} fitted vectors and would be amplified noise; the "
+                     f"service serves at most dim {report['rank']} there. Fit on more sentences (--fit-file) or use "
+                     "gamma 0.)")
     return "\n".join(lines)
 
 
@@ -139,15 +156,15 @@ def plot_results(report: dict, out: str | Path, chosen: dict | None = None) -> P
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
     groups: dict[tuple[float, float], list[tuple[int, float]]] = {}
-    for r in report["results"]:
+    for r in scored(report):
         groups.setdefault((r["beta"], r["gamma"]), []).append((r["dim"], r["spearman"]))
     for (beta, gamma), points in groups.items():
         points.sort()
         ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=f"β={beta:g}, γ={gamma:g}")
     if report["raw"] is not None:
         ax.axhline(report["raw"], color="black", linestyle="--", label=f"raw ({report['raw']:.2f})")
-    mark = chosen or max(report["results"], key=lambda r: r["spearman"])
-    at = next((r["spearman"] for r in report["results"] if (r["beta"], r["gamma"], r["dim"])
+    mark = chosen or max(scored(report), key=lambda r: r["spearman"], default=None)
+    at = None if mark is None else next((r["spearman"] for r in scored(report) if (r["beta"], r["gamma"], r["dim"])
                == (mark["beta"], mark["gamma"], mark["dim"])), None)
     if at is not None:
         ax.plot([mark["dim"]], [at], marker="*", markersize=16, color="red", linestyle="none", zorder=5,

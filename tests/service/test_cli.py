@@ -17,7 +17,13 @@ def test_eval_sts_json_is_one_object_with_every_combination(tiny_model_dir, pair
     assert report["n_pairs"] == 10 and report["pooling"] == "first-last-avg"
     combos = {(r["beta"], r["gamma"], r["dim"]) for r in report["results"]}
     assert combos == {(b, g, d) for b in (0, 1) for g in (0, 0.5, 1) for d in (32, 8)}
-    assert all(-100 <= r["spearman"] <= 100 for r in report["results"])
+    # 20 sentences fit at most rank 19: with γ > 0, dim 32 would be amplified noise (the service serves ≤ rank)
+    assert report["rank"] < 32
+    for r in report["results"]:
+        if r["gamma"] > 0 and r["dim"] > report["rank"]:
+            assert r["spearman"] is None and f"above the fit's rank {report['rank']}" in r["skipped"]
+        else:
+            assert -100 <= r["spearman"] <= 100 and "skipped" not in r
     # β=γ=0 at full dim is a rotation: cosines, hence the score, equal the raw one.
     rotation = next(r for r in report["results"] if (r["beta"], r["gamma"], r["dim"]) == (0, 0, 32))
     assert rotation["spearman"] == pytest.approx(report["raw"], abs=1e-3)
@@ -32,6 +38,9 @@ def test_eval_sts_table_marks_best_and_plots(tiny_model_dir, pairs_file, tmp_pat
     assert "raw (no whitening)" in text and "8.33" in text
     assert sum(line.startswith("*") for line in text.splitlines()) == 1
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    skipped = [line for line in text.splitlines() if line.rstrip().endswith("—")]
+    assert len(skipped) == 1 and skipped[0].split()[:3] == ["1", "1", "32"]  # β=γ=1 at dim 32: above rank
+    assert "— : dim above the fit's rank" in text and "the service serves at most dim" in text
 
 
 def test_eval_sts_fit_file(tiny_model_dir, pairs_file, tmp_path, capsys):
