@@ -61,9 +61,12 @@ export function lineChart({ series, levels = [], marks = [], xLabel, yLabel, tit
       svg("text", { x: PAD.left - 6, y: sy(y) + 4, "text-anchor": "end" }, label(y)));
   }
   const xTicks = xLog ? [...new Set(xs)].sort((a, b) => a - b) : ticks(x0, x1);
+  let labelled = -Infinity; // x of the last tick labelled: a label too close to it is left out
   for (const x of xTicks) {
-    axes.append(svg("line", { x1: sx(x), x2: sx(x), y1: H - PAD.bottom, y2: H - PAD.bottom + 4, class: "tick" }),
-      svg("text", { x: sx(x), y: H - PAD.bottom + 17, "text-anchor": "middle" }, label(x)));
+    axes.append(svg("line", { x1: sx(x), x2: sx(x), y1: H - PAD.bottom, y2: H - PAD.bottom + 4, class: "tick" }));
+    if (sx(x) - labelled < 30) continue;
+    labelled = sx(x);
+    axes.append(svg("text", { x: sx(x), y: H - PAD.bottom + 17, "text-anchor": "middle" }, label(x)));
   }
   axes.append(
     svg("line", { x1: PAD.left, x2: W - PAD.right, y1: H - PAD.bottom, y2: H - PAD.bottom, class: "axis" }),
@@ -97,8 +100,10 @@ export function lineChart({ series, levels = [], marks = [], xLabel, yLabel, tit
       const a = (Math.PI / 5) * i - Math.PI / 2;
       return `${(cx + r * Math.cos(a)).toFixed(1)},${(cy + r * Math.sin(a)).toFixed(1)}`;
     }).join(" ");
+    const right = cx > PAD.left + innerW * 0.6; // a label near the right edge goes to the star's left
     root.append(svg("polygon", { points: star, class: "mark" }),
-      svg("text", { x: cx + 12, y: cy - 8, class: "mark-label" }, mark.name));
+      svg("text", { x: right ? cx - 12 : cx + 12, y: cy - 8, "text-anchor": right ? "end" : "start",
+        class: "mark-label" }, mark.name));
   }
   return root;
 }
@@ -134,7 +139,7 @@ export function tuningChart(tuning) {
     width: g.beta === chosen.beta && g.gamma === chosen.gamma ? 3 : 1.25,
   }));
   const held = tuning.held_out || {};
-  const levels = held.raw !== null && held.raw !== undefined ? [{ y: held.raw, name: `raw vectors ${held.raw}` }] : [];
+  const levels = held.raw !== null && held.raw !== undefined ? [{ y: held.raw, name: `raw vectors ${label(held.raw)}` }] : [];
   const marks = held.chosen !== null && held.chosen !== undefined
     ? [{ x: chosen.dim, y: held.chosen, name: `chosen: β ${chosen.beta} γ ${chosen.gamma} dim ${chosen.dim}` }] : [];
   const chart = lineChart({ series, levels, marks, xLog: true, xLabel: "dim (log scale)",

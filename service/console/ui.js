@@ -91,10 +91,10 @@ export function errorNotice(err) {
   return notice("error", err.status ? `${err.status}: ` : "", err.message, hint);
 }
 
-/** A table from column titles and rows of cells (strings or nodes). */
+/** A table from column titles (all empty: no header row) and rows of cells (strings or nodes). */
 export function table(columns, rows, rowClass = () => "") {
   return el("table", {},
-    el("thead", {}, el("tr", {}, columns.map((c) => el("th", {}, c)))),
+    columns.some(Boolean) ? el("thead", {}, el("tr", {}, columns.map((c) => el("th", {}, c)))) : null,
     el("tbody", {}, rows.map((cells, i) => el("tr", { class: rowClass(i) || null }, cells.map((c) => el("td", {}, c))))));
 }
 
