@@ -15,6 +15,7 @@ from whitevec.models.errors import WhitevecError
 from whitevec.models.pipeline import Pipeline
 from whitevec.models.whitening import WhiteningParams
 
+from .clock import iso
 from .corpus_ops import CorpusOps, Snapshot
 from .errors import InvalidRequest, NotFound, NotReady
 from .replicas import AliasFollower
@@ -231,7 +232,7 @@ class Collection:
             "documents": retriever.count() if retriever is not None else 0,
             "active_version": self.versions.active(),
             "dim": bundle.pipeline.output_dim() if bundle is not None else None,
-            "created_at": self.created_at,
+            "created_at": iso(self.created_at),
         }
 
     def details(self) -> dict[str, Any]:

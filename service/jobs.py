@@ -22,12 +22,12 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from whitevec.models.errors import WhitevecError
 
+from .clock import iso
 from .serving import release_freed_memory
 
 log = logging.getLogger(__name__)
@@ -50,10 +50,6 @@ class JobNotCancellable(ValueError):
 
 class JobsUnavailable(WhitevecError):
     """The job records database (Postgres) cannot be reached right now."""
-
-
-def _iso(ts: float | None) -> str | None:
-    return None if ts is None else datetime.fromtimestamp(ts, timezone.utc).isoformat(timespec="milliseconds")
 
 
 class JobContext:
@@ -316,7 +312,7 @@ class JobRunner:
         return {
             "id": job_id, "kind": kind, "state": state,
             "progress": {"done": done, "total": total, "phase": detail_obj.get("phase")},
-            "created_at": _iso(created), "started_at": _iso(started), "finished_at": _iso(finished),
+            "created_at": iso(created), "started_at": iso(started), "finished_at": iso(finished),
             "error": error, "result": json.loads(result) if result else None, "detail": detail_obj,
             "replica": owner, "collection": collection or "default",
         }

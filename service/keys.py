@@ -18,6 +18,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from .clock import iso
 from .jobs import Database
 
 Access = Literal["read", "write"]
@@ -98,7 +99,7 @@ class KeyStore:
     @staticmethod
     def _public(k: AccessKey, last_used: float | None) -> dict[str, Any]:
         return {"name": k.name, "collections": list(k.collections), "access": k.access,
-                "created_at": k.created_at, "last_used_at": last_used}
+                "created_at": iso(k.created_at), "last_used_at": iso(last_used)}
 
     def revoke(self, key_id: str) -> bool:
         """Refused from now on, here; on other replicas within one refresh. The record stays, marked revoked

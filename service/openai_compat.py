@@ -87,8 +87,9 @@ def _collection_for(rt: Runtime, caller: Caller, model: str) -> Collection:
         return resolve(rt, caller, "default", "read")
     col = rt.collection(model)
     if col is None or not caller.sees(model):
-        hint = f"; use {bundle.encoder.identity.name!r} or a collection's name" if bundle is not None else ""
-        raise NotFound(f"model {model[:100]!r} is not served here{hint} (GET /v1/models)", param="model")
+        # the stable alias first: a model name changes with every fine-tune, `whitevec` never does
+        raise NotFound(f"model {model[:100]!r} is not served here; use \"whitevec\" (the default collection's model, "
+                       "whatever it is now) or a collection's name (GET /v1/models lists them)", param="model")
     return col
 
 

@@ -11,6 +11,8 @@ from whitevec.models.encoder import Encoder, choose_engine
 from whitevec.models.loader import bundled_model_dir
 from whitevec.models.tuning import suggestion
 
+from .clock import iso
+
 if TYPE_CHECKING:
     from .collection import Collection
 
@@ -113,7 +115,7 @@ class Reports:
             w = m.get("whitening", {})
             out.append({
                 "version": version, "active": version == active, "served": version == served,
-                "created_at": m.get("created_at"), "activated_at": (activated.get(version) or [None])[0],
+                "created_at": iso(m.get("created_at")), "activated_at": iso((activated.get(version) or [None])[0]),
                 "documents": m.get("documents", {}).get("count"),
                 "changes": self._changes_report(version, m),
                 "model": {k: m.get("model", {}).get(k) for k in ("name", "fingerprint", "pooling", "engine", "dim")},

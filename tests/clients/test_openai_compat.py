@@ -63,7 +63,7 @@ def test_dimensions(oa):
 
 
 def test_errors_in_openai_shape(oa, server):
-    with pytest.raises(openai.NotFoundError, match="GET /v1/models"):
+    with pytest.raises(openai.NotFoundError, match='use "whitevec" \(the default collection.s model.*GET /v1/models'):
         oa.embeddings.create(model="text-embedding-3-small", input=["x"])
     with pytest.raises(openai.BadRequestError) as err:
         oa.embeddings.create(model="whitevec", input=[""])

@@ -1,5 +1,7 @@
 """Living corpora (issue 10): metadata filters, documents by id, versions listed and re-activated."""
 
+import re
+
 import numpy as np
 import pytest
 
@@ -154,6 +156,9 @@ async def test_versions_list_activate_and_roll_back(settings):
         rows = {v["version"]: v for v in listed["versions"]}
         assert [v["version"] for v in listed["versions"]][:2] == [v2, v1]  # newest first
         assert rows[v2]["active"] and not rows[v1]["active"]
+        for row in (rows[v1], rows[v2]):  # ISO 8601 in UTC, as jobs and keys show times
+            assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", row["created_at"]), row["created_at"]
+            assert row["activated_at"] >= row["created_at"]
         assert rows[v1]["documents"] == len(first) and rows[v2]["documents"] == len(second)
         assert rows[v2]["whitening"]["beta"] == 1.0 and rows[v2]["whitening"]["output_dim"] == 8
         assert rows[v1]["index"]["type"] == "flat" and rows[v1]["model"]["engine"] in ("torch", "onnx")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 import pytest
 
 from tests.conftest import ADMIN, demo_documents, rebuild, serving, wait_job
@@ -82,7 +84,8 @@ async def test_a_key_reaches_its_collections_only(settings):
         keys = (await client.get("/admin/keys", headers=ADMIN)).json()["keys"]
         assert [k["id"] for k in keys] == [read["id"], write["id"]]
         assert keys[0]["name"] == "site a" and keys[0]["collections"] == ["a"] and keys[0]["access"] == "read"
-        assert keys[0]["last_used_at"] is not None and keys[0]["created_at"] > 0
+        assert keys[0]["last_used_at"].endswith("Z") and keys[0]["created_at"].endswith("Z")  # ISO 8601, UTC
+        assert datetime.fromisoformat(keys[0]["created_at"]) <= datetime.fromisoformat(keys[0]["last_used_at"])
         text = str(keys)
         assert read["key"] not in text and write["key"] not in text and "digest" not in text
         stored = (settings.data_dir / "keys.sqlite").read_bytes()
