@@ -112,7 +112,7 @@ export async function versionsPage(view, [name = "default"]) {
       answer.versions.map((v, i) => [
         el("span", {}, el("code", {}, v.version), " ", v.active ? badge("active") : null,
           v.served && !v.active ? badge("served") : null),
-        when(v.created_at ?? v.created), when(v.activated_at ?? v.activated), num(v.documents),
+        when(v.created_at), when(v.activated_at), num(v.documents),
         v.damaged ? el("span", { class: "damaged" }, v.damaged) : modelText(v.model),
         versionWhitening(v.whitening), indexText(v.index), changesText(v.changes),
         v.active || v.damaged ? "" : activateCell(name, v, answer.active, activeAt >= 0 && i > activeAt, reload, say),

@@ -82,12 +82,10 @@ export function notice(kind, ...children) {
   return el("div", { class: `notice ${kind}`, role: kind === "error" ? "alert" : "status" }, ...children);
 }
 
-/** What went wrong, with a hint when it is the credential. */
+/** What went wrong, as the server said it; with no token typed, where to type one. */
 export function errorNotice(err) {
-  const hint = err.status === 401 || err.status === 403
-    ? (hasToken() ? " (this needs the admin token; a read key opens Search and Health)"
-      : " (type the admin token in the Token field above)")
-    : "";
+  const hint = (err.status === 401 || err.status === 403) && !hasToken()
+    ? " (type the admin token or an access key in the Token field above)" : "";
   return notice("error", err.status ? `${err.status}: ` : "", err.message, hint);
 }
 
