@@ -10,37 +10,15 @@ from pathlib import Path
 
 from whitevec.models.errors import WhitevecError
 
+from .cli_common import add_model_args, build_encoder, settings_from
 from .cli_remote import add_collections_parser
-
-
-def _add_model_args(p: argparse.ArgumentParser) -> None:
-    from whitevec.models.pooling import POOLINGS
-    from whitevec.models.tokenizers import TOKENIZERS
-
-    p.add_argument("--model", default=None, help="local Hugging Face model folder (default: bundled all-MiniLM-L6-v2)")
-    p.add_argument("--pooling", choices=POOLINGS, default=None,
-                   help="default: the folder's sentence-transformers pooling, else first-last-avg")
-    p.add_argument("--tokenizer", choices=TOKENIZERS, default=None, help="bert (default) or wobert (jieba words)")
-    p.add_argument("--max-length", type=int, default=None, help="tokens per text; longer texts are truncated and counted")
-    p.add_argument("--batch-size", type=int, default=None, help="texts per model batch (default: the engine's, 64 for torch-half, else 32)")
-    p.add_argument("--device", default=None, help="torch device (default: cuda when available, else cpu)")
-    p.add_argument("--engine", choices=("auto", "torch", "torch-half", "onnx", "onnx-int8", "onnx-int8-rr"), default=None,
-                   help="inference engine (default auto: torch-half (bf16) on a GPU or a CPU with AMX-BF16, onnx on "
-                        "other CPUs; onnx: ONNX Runtime fp32, torch's vectors; onnx-int8-rr: int8, fastest on VNNI "
-                        "CPUs, vectors further from fp32; see WHITEVEC_ENGINE)")
-
-
-def _encoder(args: argparse.Namespace):
-    from whitevec.models.encoder import EncoderSpec
-
-    return EncoderSpec(args.model, args.pooling, args.tokenizer, args.max_length, args.engine or "auto",
-                       args.device, args.batch_size).build()
+from .cli_train import add_train_parser
 
 
 def cmd_eval_sts(args: argparse.Namespace) -> int:
     from whitevec.models.evaluation import evaluate_sts, format_table, plot_results
 
-    encoder = _encoder(args)
+    encoder = build_encoder(args)
     dims = args.dim or [None]
     report = evaluate_sts(encoder, args.file, args.beta, args.gamma, dims, fit_path=args.fit_file,
                           progress=not args.json)
@@ -53,16 +31,6 @@ def cmd_eval_sts(args: argparse.Namespace) -> int:
         if args.plot:
             print(f"plot written to {args.plot}")
     return 0
-
-
-def _settings(args: argparse.Namespace, **extra):
-    """Settings from WHITEVEC_* variables, overridden by the flags that were given."""
-    from whitevec.service.settings import Settings
-
-    flags = {"data_dir": args.data_dir, "model_dir": args.model, "pooling": args.pooling,
-             "tokenizer": args.tokenizer, "max_length": args.max_length, "device": args.device,
-             "max_batch": args.batch_size, "engine": getattr(args, "engine", None), **extra}
-    return Settings(**{k: v for k, v in flags.items() if v is not None})
 
 
 def _index_args(p: argparse.ArgumentParser) -> None:
@@ -127,7 +95,7 @@ def _index_build(path: Path, args: argparse.Namespace) -> int:
     from whitevec.index.documents import read_jsonl
     from whitevec.service.runtime import Runtime
 
-    rt = Runtime(_settings(args))
+    rt = Runtime(settings_from(args))
     rt.lock("`whitevec index build`")  # refuses while a server uses this data dir
     try:
         rt.open()
@@ -172,7 +140,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from whitevec.service.app import create_app
     from whitevec.service.runtime import DEMO_CORPUS
 
-    app = create_app(_settings(args))
+    app = create_app(settings_from(args))
     rt = app.state.runtime
     rt.lock()  # before anything touches the data dir; the app's lifespan keeps it
     rt.open()  # upgrades a data dir from before collections
@@ -205,7 +173,7 @@ def cmd_token(args: argparse.Namespace) -> int:
     """The admin token alone on stdout (for `curl -H "Authorization: Bearer $(whitevec token)"`)."""
     from whitevec.service.admin_token import AdminToken
 
-    settings = _settings(args)
+    settings = settings_from(args)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     secret = settings.admin_token.get_secret_value() if settings.admin_token else None
     token = AdminToken(secret, settings.data_dir)
@@ -217,84 +185,6 @@ def cmd_token(args: argparse.Namespace) -> int:
         value = token.current()
     print(value)
     return 0
-
-
-def cmd_train(args: argparse.Namespace) -> int:
-
-    from whitevec.service.runtime import Runtime
-
-    path = Path(args.file)
-    if not path.is_file():
-        raise WhitevecError(f"{path} is not a file; give a TSV of pairs or a JSONL of examples or pairs")
-    rt = Runtime(_settings(args))
-    if args.activate:  # before the long part: refuse now if a server uses the data dir
-        rt.lock("`whitevec train --activate`")
-        rt.open()
-        if rt.collection(args.collection) is None:
-            rt.unlock()
-            raise WhitevecError(f"no collection named {args.collection!r} in {rt.settings.data_dir}")
-    try:
-        return _train(rt, args, path)
-    finally:
-        rt.unlock()
-
-
-def _train(rt, args: argparse.Namespace, path: Path) -> int:
-    from dataclasses import asdict
-
-    from whitevec.models.training import (
-        TrainConfig,
-        classes_from_examples,
-        classes_from_pairs,
-        read_training_file,
-        train,
-    )
-
-    config = TrainConfig(scale=args.scale, margin=args.margin, epochs=args.epochs, batch_size=args.batch_size or 32,
-                         lr=args.lr, centre_lr=args.centre_lr, warmup=args.warmup, grad_accum=args.grad_accum,
-                         max_length=args.train_max_length, seed=args.seed, max_steps=args.max_steps)
-    examples, pairs = read_training_file(path)
-    data = classes_from_examples(examples) if examples is not None else classes_from_pairs(pairs, args.pair_threshold)
-    print(f"{data.n_classes} classes, {len(data.texts)} sentences ({data.dropped} alone in their class, dropped)",
-          file=sys.stderr)
-    # the served model (the active version's, else the configured or bundled one), read-only
-    encoder = rt.encoder_spec(engine="torch").build() if args.model is not None else _served_encoder(rt, args.collection)
-    out = Path(args.out) if args.out else rt.training.model_output_dir(None, base=encoder.identity.name)
-    report = train(encoder, data, config, out, Path(args.eval_pairs) if args.eval_pairs else None, progress=True)
-    summary = {k: v for k, v in report.items() if k != "loss"}
-    summary["model_dir"] = str(out)
-    summary["settings"] = asdict(config)
-    if args.activate:
-        rt.load()
-        col = rt.collection(args.collection)
-        if col is None:
-            raise WhitevecError(f"no collection named {args.collection!r} in {rt.settings.data_dir}; the model was "
-                                f"written to {out}: create the collection and activate it there")
-        summary["activation"] = rt.training.activate_model(None, col, out)
-    print(json.dumps(summary, indent=2))
-    return 0
-
-
-def _served_encoder(rt, name: str):
-    """The model collection `name` serves, read-only (a server may be running): float32 torch, for training."""
-    from whitevec.index import layout
-    from whitevec.index.versions import VersionStore
-    from whitevec.models.encoder import EncoderSpec
-
-    bundles = rt.settings.bundles
-    old = name == layout.DEFAULT and (bundles / "versions").is_dir()  # not upgraded yet: no server since
-    folder = bundles if old else layout.folder(bundles, name)
-    if not (folder / "versions").is_dir():
-        if name != layout.DEFAULT:
-            raise WhitevecError(f"no collection named {name!r} in {bundles}")
-        return rt.encoder_spec(engine="torch").build()
-    config = {} if old else layout.read_config(bundles, name)
-    store = VersionStore(folder)
-    active = store.active()
-    if active is None:
-        return rt.encoder_spec(layout.model_folder(bundles, config.get("model")), engine="torch").build()
-    model = store.verify_files(active)["model"]
-    return EncoderSpec.from_manifest({**model, "engine": "torch"}, device=rt.settings.device).build()
 
 
 def cmd_backup(args: argparse.Namespace) -> int:
@@ -325,7 +215,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev = sub.add_parser("eval", help="evaluate encoders").add_subparsers(dest="eval_command", required=True)
     sts = ev.add_parser("sts", help="Spearman of cosine vs gold score on sentence1<TAB>sentence2<TAB>score lines")
     sts.add_argument("file")
-    _add_model_args(sts)
+    add_model_args(sts)
     sts.add_argument("--beta", type=float, nargs="+", default=[1.0], help="mean-removal weights (default 1)")
     sts.add_argument("--gamma", type=float, nargs="+", default=[1.0], help="variance-equalisation weights (default 1)")
     sts.add_argument("--dim", type=int, nargs="+", default=None, help="kept dims (default: all)")
@@ -342,7 +232,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="versions, jobs, the admin token and the import folder (default ./data, or WHITEVEC_DATA_DIR)")
     serve.add_argument("--log-level", default="info", help="uvicorn's: critical, error, warning, info (default), debug")
     serve.add_argument("--demo", action="store_true", help="build the bundled demo index first if none exists")
-    _add_model_args(serve)
+    add_model_args(serve)
     serve.set_defaults(func=cmd_serve)
 
     idx = sub.add_parser("index", help="manage the index").add_subparsers(dest="index_command", required=True)
@@ -350,7 +240,7 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument("file", help="JSONL: one {\"id\", \"text\", \"metadata\"?} object per line")
     build.add_argument("--data-dir", default=None, help="the data dir to build into (default ./data, or WHITEVEC_DATA_DIR)")
     build.add_argument("--collection", default="default", help="the collection to build (created if missing)")
-    _add_model_args(build)
+    add_model_args(build)
     _index_args(build)
     build.add_argument("--ray", default=None, metavar="ADDRESS",
                        help="encode on a Ray cluster: 'local' starts one here, 'auto' joins the one running here, "
@@ -361,31 +251,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_collections_parser(sub)
 
-    tr = sub.add_parser("train", help="AM-Softmax fine-tuning (the same as POST /admin/train, in the shell)")
-    tr.add_argument("file", help="TSV pairs (sentence1<TAB>sentence2<TAB>score), or JSONL of "
-                    "{\"text\", \"label\"} examples or {\"text_a\", \"text_b\", \"score\"} pairs")
-    tr.add_argument("--pair-threshold", type=float, default=4.0, help="pairs scoring ≥ this are one class")
-    tr.add_argument("--data-dir", default=None, help="where the model is written and, with --activate, "
-                    "served from (default ./data, or WHITEVEC_DATA_DIR)")
-    tr.add_argument("--collection", default="default", help="start from this collection's model; --activate "
-                    "re-encodes this collection only")
-    _add_model_args(tr)
-    tr.add_argument("--out", default=None, help="output model folder (default DATA_DIR/models/NAME-ft-TIME-XXXX: "
-                    "NAME is the base model's, TIME the UTC start)")
-    tr.add_argument("--epochs", type=int, default=3, help="passes over the training data (default 3)")
-    tr.add_argument("--lr", type=float, default=5e-5, help="encoder learning rate")
-    tr.add_argument("--centre-lr", type=float, default=1e-2, help="class-centre learning rate")
-    tr.add_argument("--warmup", type=float, default=0.1, help="fraction of steps warming up")
-    tr.add_argument("--grad-accum", type=int, default=1, help="batches whose gradients are summed per optimiser step (default 1)")
-    tr.add_argument("--train-max-length", type=int, default=64, help="tokens per sentence while training")
-    tr.add_argument("--seed", type=int, default=0, help="random seed for batches and class centres (default 0)")
-    tr.add_argument("--max-steps", type=int, default=None, help="stop after this many optimiser steps (default: all epochs)")
-    tr.add_argument("--scale", type=float, default=30.0, help="AM-Softmax scale s on the cosine logits (default 30)")
-    tr.add_argument("--margin", type=float, default=0.35, help="AM-Softmax margin m subtracted from the true class cosine (default 0.35)")
-    tr.add_argument("--eval-pairs", default=None, help="pairs file: Spearman before and after")
-    tr.add_argument("--activate", action="store_true",
-                    help="re-encode the data dir's corpus with the new model and serve it as a new version")
-    tr.set_defaults(func=cmd_train)
+    add_train_parser(sub)
 
     tok = sub.add_parser("token", help="print the admin token alone on stdout (generated once, kept in the data "
                          "dir with mode 0600; WHITEVEC_ADMIN_TOKEN wins when set)")

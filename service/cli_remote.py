@@ -5,18 +5,29 @@ from __future__ import annotations
 import argparse
 import json
 import os
+from pathlib import Path
 
 from whitevec.models.errors import WhitevecError
+
+from .admin_token import TOKEN_FILE
+
+
+def _stored_token(data_dir: Path) -> str | None:
+    """The token a server on this machine generated and kept in its data dir (read only: never created here)."""
+    try:
+        return (data_dir / TOKEN_FILE).read_text(encoding="utf-8").strip() or None
+    except OSError:
+        return None
 
 
 def cmd_collections(args: argparse.Namespace) -> int:
     """`whitevec collections list|create|delete` against a running server (admin token from the environment)."""
     import httpx
 
-    token = os.environ.get("WHITEVEC_ADMIN_TOKEN")
+    token = os.environ.get("WHITEVEC_ADMIN_TOKEN") or _stored_token(Path(args.data_dir))
     if not token:
-        raise WhitevecError("set WHITEVEC_ADMIN_TOKEN to the server's admin token (printed at its start, or the "
-                            "one it was given)")
+        raise WhitevecError(f"no admin token: set WHITEVEC_ADMIN_TOKEN, or give the server's --data-dir (no "
+                            f"{Path(args.data_dir) / TOKEN_FILE} here)")
     headers = {"Authorization": f"Bearer {token}"}
     url = args.url.rstrip("/")
     try:
@@ -60,13 +71,16 @@ def cmd_collections(args: argparse.Namespace) -> int:
 
 def add_collections_parser(sub: argparse._SubParsersAction) -> None:
     cols = sub.add_parser("collections", help="list, create or delete collections of a running server "
-                          "(admin token from WHITEVEC_ADMIN_TOKEN)").add_subparsers(dest="collections_command",
+                          "(admin token from WHITEVEC_ADMIN_TOKEN, else the data dir's)").add_subparsers(dest="collections_command",
                                                                                    required=True)
     for name, text in (("list", "every collection: documents, dim, model, active version"),
                        ("create", "a new empty collection"), ("delete", "a collection and its documents")):
         c = cols.add_parser(name, help=text)
         c.add_argument("--url", default=os.environ.get("WHITEVEC_URL", "http://127.0.0.1:8000"),
                        help="the server (default WHITEVEC_URL, else http://127.0.0.1:8000)")
+        c.add_argument("--data-dir", default=os.environ.get("WHITEVEC_DATA_DIR", "data"),
+                       help="without WHITEVEC_ADMIN_TOKEN, the admin token is read from this data dir's "
+                            "admin_token (default WHITEVEC_DATA_DIR, else ./data)")
         if name == "list":
             c.add_argument("--json", action="store_true", help="print the server's JSON answer")
         else:

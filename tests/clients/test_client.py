@@ -349,7 +349,7 @@ def test_async_collections_and_keys(server):
     asyncio.run(main())
 
 
-def test_cli_collections_against_a_running_server(server, monkeypatch, capsys):
+def test_cli_collections_against_a_running_server(server, monkeypatch, capsys, tmp_path):
     import json as _json
 
     from whitevec.service.cli import main
@@ -360,7 +360,13 @@ def test_cli_collections_against_a_running_server(server, monkeypatch, capsys):
         assert fragment in err, err
 
     monkeypatch.delenv("WHITEVEC_ADMIN_TOKEN", raising=False)
-    fails(["collections", "list", "--url", server], "set WHITEVEC_ADMIN_TOKEN")
+    nowhere = tmp_path / "no-data"
+    fails(["collections", "list", "--url", server, "--data-dir", str(nowhere)], "no admin token: set WHITEVEC_ADMIN_TOKEN")
+    kept = tmp_path / "kept"  # a data dir whose admin_token a server generated: read from there
+    kept.mkdir()
+    (kept / "admin_token").write_text(ADMIN + "\n")
+    assert main(["collections", "list", "--url", server, "--data-dir", str(kept), "--json"]) == 0
+    assert "collections" in _json.loads(capsys.readouterr().out)
     monkeypatch.setenv("WHITEVEC_ADMIN_TOKEN", ADMIN)
     assert main(["collections", "create", "cli-made", "--url", server, "--dim", "8", "--beta", "1"]) == 0
     made = _json.loads(capsys.readouterr().out)

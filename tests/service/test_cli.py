@@ -207,3 +207,19 @@ def test_a_restarted_server_keeps_its_token_and_prints_where_it_is(tiny_model_di
         assert httpx.get(f"{again.base}/admin/jobs", headers={"Authorization": f"Bearer {new}"}).status_code == 200
     finally:
         again.stop()
+
+
+def test_make_run_takes_port_and_host_and_installs_only_serving_needs():
+    import shutil
+    from pathlib import Path
+
+    if shutil.which("make") is None:
+        pytest.skip("make is not installed")
+    root = Path(__file__).resolve().parents[2]
+    dry = subprocess.run(["make", "-n", "-W", "pyproject.toml", "run", "PORT=8123", "HOST=0.0.0.0"], cwd=root,
+                         capture_output=True, text=True, timeout=60).stdout
+    assert "whitevec serve --demo --data-dir data --host 0.0.0.0 --port 8123" in dry
+    installs = [line for line in dry.splitlines() if "pip install" in line]
+    assert installs and not any("[dev]" in line or "[bench]" in line for line in installs), installs
+    # `pip install ./clients` builds in clients/build: ignored, never an untracked folder in a checkout
+    assert subprocess.run(["git", "check-ignore", "-q", "clients/build/lib/x.py"], cwd=root).returncode == 0
