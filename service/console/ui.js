@@ -91,9 +91,9 @@ export function errorNotice(err) {
 
 /** A table from column titles (all empty: no header row) and rows of cells (strings or nodes). */
 export function table(columns, rows, rowClass = () => "") {
-  return el("table", {},
+  return el("div", { class: "table-wrap" }, el("table", {},
     columns.some(Boolean) ? el("thead", {}, el("tr", {}, columns.map((c) => el("th", {}, c)))) : null,
-    el("tbody", {}, rows.map((cells, i) => el("tr", { class: rowClass(i) || null }, cells.map((c) => el("td", {}, c))))));
+    el("tbody", {}, rows.map((cells, i) => el("tr", { class: rowClass(i) || null }, cells.map((c) => el("td", {}, c)))))));
 }
 
 export function badge(text, kind = text) {
