@@ -393,8 +393,18 @@ def worker_main(config_path: str) -> int:
     except Exception as exc:  # reported to the job as its reason
         emit({"event": "error", "error": f"{type(exc).__name__}: {exc}"})
         return 1
-    emit({"event": "done", "report": {k: v for k, v in report.items() if k != "loss"}})
+    emit({"event": "done", "report": {**report, "loss": thinned(report["loss"])}})
     return 0
+
+
+def thinned(loss: list[float], most: int = 1000) -> list[list[float]]:
+    """[step, loss] pairs for a job's record: every step up to `most`, else the mean of each run of
+    steps (the curve's shape, in a bounded record)."""
+    if len(loss) <= most:
+        return [[i + 1, v] for i, v in enumerate(loss)]
+    width = -(-len(loss) // most)
+    return [[min(i + width, len(loss)), round(float(np.mean(loss[i : i + width])), 5)]
+            for i in range(0, len(loss), width)]
 
 
 if __name__ == "__main__":

@@ -190,7 +190,8 @@ def _sentence(err: dict) -> str:
     if kind == "string_too_long":
         return f"must be at most {ctx.get('max_length')} characters"
     if kind == "too_short" and "min_length" in ctx:
-        return f"give at least {ctx['min_length']} items (got {ctx.get('actual_length')})"
+        n = ctx["min_length"]
+        return f"give at least {n} item{'s' if n != 1 else ''} (got {ctx.get('actual_length')})"
     if kind == "too_long" and "max_length" in ctx:
         return f"give at most {ctx['max_length']} items (got {ctx.get('actual_length')}); split the request"
     bounds = {"greater_than": "above", "greater_than_equal": "at least", "less_than": "below",

@@ -186,3 +186,15 @@ def test_a_crash_while_saving_leaves_the_old_model_whole(tiny_model_dir, tmp_pat
         save_model(encoder, out, report)
     assert sorted(p.name for p in out.parent.iterdir()) == ["m"]  # no temp folder left
     np.testing.assert_allclose(Encoder(out, device="cpu").encode(["hello"]).vectors, before)
+
+
+def test_a_long_loss_curve_is_thinned_to_its_shape():
+    from whitevec.models.training import thinned
+
+    assert thinned([0.5, 0.25]) == [[1, 0.5], [2, 0.25]]
+    curve = [float(i % 7) for i in range(2500)]
+    short = thinned(curve)
+    assert len(short) <= 1000 and short[-1][0] == 2500
+    steps = [s for s, _ in short]
+    assert steps == sorted(set(steps))  # increasing: each point is the end of its run of steps
+    assert abs(np.mean([v for _, v in short]) - np.mean(curve)) < 0.05

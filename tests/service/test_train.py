@@ -1,6 +1,7 @@
 """AM-Softmax training as a background job over HTTP, in its own process."""
 
 import asyncio
+import json
 import shutil
 
 import numpy as np
@@ -33,6 +34,9 @@ async def test_train_and_activate_end_to_end(settings, pairs_file):
         assert job["kind"] == "train" and job["detail"]["loss"] >= 0 and "eval_before" in job["detail"]
         report = job["result"]["report"]
         assert report["steps"] == 15 and report["n_classes"] == 3 and "eval_after" in report
+        # the job keeps its loss curve ([step, loss]), so a console or script can draw it after the fact
+        saved = json.loads((settings.data_dir / "models" / "tiny-tuned" / "report.json").read_text())["loss"]
+        assert [step for step, _ in report["loss"]] == list(range(1, 16)) and [v for _, v in report["loss"]] == saved
         activation = job["result"]["activation"]
         assert activation["documents"] == 12 and activation["whitening"]["params"] == {"beta": 0.0, "gamma": 0.0,
                                                                                        "dim": 16}
