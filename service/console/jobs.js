@@ -58,16 +58,27 @@ function record(job) {
   samples.get(job.id).set(job.progress.done, loss);
 }
 
+/** The loss points of a job's record: [step, loss] pairs, or a plain list of losses (step i + 1); those
+ * without a finite step and loss are left out. Null when the record has none. */
+function recordedLoss(job) {
+  const full = job.result && job.result.report && job.result.report.loss;
+  if (!Array.isArray(full) || !full.length) return null;
+  return full.map((p, i) => (Array.isArray(p) ? [Number(p[0]), Number(p[1])] : [i + 1, Number(p)]))
+    .filter(([step, loss]) => Number.isFinite(step) && Number.isFinite(loss))
+    .sort((a, b) => a[0] - b[0]);
+}
+
 /** The loss curve: the loss the job's result records (per step, or [step, loss] pairs), else what this tab
  * saw while the job ran. */
 function lossSection(job) {
-  const full = job.result && job.result.report && job.result.report.loss;
-  const points = Array.isArray(full) ? full.map((p, i) => (Array.isArray(p) ? p : [i + 1, p]))
+  const recorded = recordedLoss(job);
+  const points = recorded && recorded.length ? recorded
     : [...(samples.get(job.id) || new Map()).entries()].sort((a, b) => a[0] - b[0]);
   const latest = job.detail && typeof job.detail.loss === "number" ? ` (latest ${num(job.detail.loss, 4)})` : "";
+  const enough = recorded && recorded.length ? points.length >= 1 : points.length >= 2;
   return [el("h2", {}, "Loss", latest),
-    points.length >= 2 ? el("figure", { class: "plot loss-plot" },
-      lossChart(points, Array.isArray(full) ? null : "sampled while this page watched the job"))
+    enough ? el("figure", { class: "plot loss-plot" },
+      lossChart(points, recorded && recorded.length ? null : "sampled while this page watched the job"))
       : el("p", { class: "muted" }, FINAL.has(job.state)
         ? "This job's record has no loss per step, and this page did not watch it run."
         : "The curve grows here while the job trains.")];

@@ -325,12 +325,20 @@ def run_the_story(page: Page, base: str, v1: str, v2: str) -> None:
                                       "td => td.textContent === 'documents').nextElementSibling.textContent") == "27"
     page.shoot("rebuild-job")
 
-    # a finished training: before and after on the eval pairs
+    # a finished training opened later, in a fresh page that never watched it run (reloaded: the token is
+    # typed again): its loss curve comes from the job's record, and before and after on the eval pairs
     short_run = api_job(base, {"examples": TRAIN_EXAMPLES, "epochs": 15, "batch_size": 12, "lr": 1e-3, "warmup": 0.0,
                                "eval_path": "eval.tsv"})
-    wait_state(base, short_run, ("succeeded",), timeout=180)
+    loss = wait_state(base, short_run, ("succeeded",), timeout=180)["result"]["report"]["loss"]
+    assert len(loss) >= 2 and all(len(pair) == 2 for pair in loss), loss
     page.go(f"#jobs/{short_run}")
+    page.driver.refresh()
+    page.type("#token", TOKEN + Keys.ENTER)
     page.wait(lambda: "Before and after" in page.text("main") and "succeeded" in page.text(".job-state"))
+    page.wait(lambda: polyline_points(page, ".loss-plot") == len(loss))
+    assert "did not watch it run" not in page.text("main") and "sampled while" not in page.text(".loss-plot")
+    assert f"{len(loss)} points" in page.driver.execute_script(
+        "return document.querySelector('.loss-plot svg > title').textContent")
     cells = [c.text for c in page.all(".page-jobs table tbody tr:first-child td")]
     assert cells[0].startswith("Spearman") and cells[1] != "—" and cells[2] != "—", cells
     page.shoot("training-done")
