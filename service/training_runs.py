@@ -46,14 +46,14 @@ def die_with_parent() -> None:
 
 
 class TrainingSupervisor:
-    """Runs `whitevec.models.training` in a child that dies with the server, streams its JSON events into
+    """Runs `whitevec.models.training_worker` in a child that dies with the server, streams its JSON events into
     the job, reserves the output name until the job ends, and activates the result on request."""
 
     def __init__(self, rt: Runtime) -> None:
         self.rt = rt
         self._names_lock = threading.Lock()
         self._reserved_names: set[str] = set()  # fine-tune names of queued and running training jobs
-        self.training_command = [sys.executable, "-m", "whitevec.models.training"]  # + the job's config file
+        self.training_command = [sys.executable, "-m", "whitevec.models.training_worker"]  # + the job's config file
 
     def model_output_dir(self, name: str | None, base: str | None = None) -> Path:
         """Where a fine-tune is written: `name`, or a bounded unique name from the served model's base name.
@@ -97,7 +97,7 @@ class TrainingSupervisor:
 
     def train(self, ctx: JobContext, col: Collection, spec: dict, activate: bool,
               auto: AutoWhitening | None = None) -> dict:
-        """Run whitevec.models.training in a child process with bounded threads; optionally activate the result
+        """Run whitevec.models.training_worker in a child process with bounded threads; optionally activate the result
         in `col` (only there: other collections keep their models).
         The work folder is removed when the job ends, whatever the outcome."""
         work = self.rt.settings.data_dir / "training" / ctx.id
