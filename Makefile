@@ -30,9 +30,10 @@ $(DEV_STAMP): $(SERVE_STAMP)
 test: $(DEV_STAMP)
 	$(PY) -m pytest -q
 
-# The docs site into ./site, strict: a broken link or a page missing from the nav fails the build.
+# The docs site into ./site, strict: a broken link or a page missing from the nav fails the build
+# (not with -q: mkdocs counts no warnings then).
 docs: $(DEV_STAMP)
-	$(VENV)/bin/mkdocs build --strict -q -d site
+	$(VENV)/bin/mkdocs build --strict -d site
 
 # The service on the bundled model; builds the demo index into ./data on first run.
 # Another port: `make run PORT=8001`.

@@ -9,7 +9,7 @@ The same STS-B (en) sentences go through
       the demo version built by that engine), and each engine's Encoder.encode in-process (what the
       HTTP path keeps of its engine);
   (c) infinity-emb over HTTP `/embeddings`, when `--infinity-venv` names a venv that has it
-      (README: "Performance" says how to make one).
+      (docs/performance.md says how to make one).
 Loads: 8 concurrent clients × 32 texts per request, and 32 concurrent clients × 1 text. Every
 HTTP peer is driven by the same minimal keep-alive HTTP/1.1 client (asyncio streams) so the
 load generator costs little and the same for all. Each load runs `--repeat` times, alternating
@@ -119,7 +119,7 @@ def start_infinity(venv: Path, model_dir: str, log: Path) -> tuple[str, subproce
     port = free_port()
     exe = venv / "bin" / "infinity_emb"
     if not exe.exists():
-        raise SystemExit(f"{exe} does not exist: make the venv as README 'Performance' shows, or leave out "
+        raise SystemExit(f"{exe} does not exist: make the venv as docs/performance.md shows, or leave out "
                          "--infinity-venv")
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "DO_NOT_TRACK": "1",
            "INFINITY_ANONYMOUS_USAGE_STATS": "0"}

@@ -129,6 +129,17 @@ def port_in_use(host: str, port: int) -> bool:
     return False
 
 
+def _self_command() -> str:
+    """How to run `whitevec` again from here: the venv's script (relative when under this folder)."""
+    script = Path(sys.executable).with_name("whitevec")
+    if not script.is_file():
+        return "whitevec"
+    try:
+        return str(script.relative_to(Path.cwd()))
+    except ValueError:
+        return str(script)
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     if port_in_use(args.host, args.port):  # before the model, the banner or the token
         other = args.port + 1
@@ -156,14 +167,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if rt.token.from_settings:
         admin_header = "Authorization: Bearer $WHITEVEC_ADMIN_TOKEN"
     else:
-        admin_header = f"Authorization: Bearer $(whitevec token --data-dir {rt.settings.data_dir})"
-    key = " -H 'Authorization: Bearer $WHITEVEC_API_KEY'" if rt.settings.api_key is not None else ""
+        admin_header = f"Authorization: Bearer $({_self_command()} token --data-dir {rt.settings.data_dir})"
+    key = ' -H "Authorization: Bearer $WHITEVEC_API_KEY"' if rt.settings.api_key is not None else ""
     print(f"""
-whitevec on {base}   (docs: {base}/docs)
+whitevec on {base}   (console: {base}/console, API docs: {base}/docs)
 try:
     curl -s {base}/search -H 'content-type: application/json'{key} -d '{{"query": "will it rain tomorrow?", "k": 3}}'
     curl -s {base}/embed -H 'content-type: application/json'{key} -d '{{"texts": ["hello world"]}}'
-    curl -s {base}/admin/jobs -H '{admin_header}'
+    curl -s {base}/admin/jobs -H "{admin_header}"
 """, file=sys.stderr, flush=True)
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
     return 0

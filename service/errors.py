@@ -229,8 +229,8 @@ def validation_message(errors: Sequence[dict]) -> tuple[int, str, str | None]:
         expected = [s.removeprefix("must be ") for s in said if s.startswith("must be ")]
         if len(said) > 1 and len(expected) == len(said):
             parts.append(f"{where}: must be {' or '.join(expected)}")
-        else:
-            parts.append(f"{where}: {'; '.join(said)}")
+        else:  # a sentence that names its field already (`filter key "year": ...`) is not prefixed again
+            parts += [s if s.startswith(f"{where.rsplit('.', 1)[-1]} ") else f"{where}: {s}" for s in said]
     return 422, "; ".join(parts), next(iter(fields), None)
 
 

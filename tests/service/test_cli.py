@@ -199,6 +199,11 @@ def test_a_restarted_server_keeps_its_token_and_prints_where_it_is(tiny_model_di
         said = again.output()
         assert token not in said and f"admin token: in {data / 'admin_token'}" in said
         assert httpx.get(f"{again.base}/admin/jobs", headers={"Authorization": f"Bearer {token}"}).status_code == 200
+        # the banner's admin curl line works as pasted into a shell (the token command runs inside it)
+        line = next(x for x in said.splitlines() if "/admin/jobs" in x and x.strip().startswith("curl"))
+        pasted = subprocess.run(["bash", "-c", line.strip() + " -o /dev/null -w '%{http_code}'"], capture_output=True,
+                                text=True, timeout=60)
+        assert pasted.stdout == "200", (line, pasted.stderr)
         proc = subprocess.run([sys.executable, "-m", "whitevec.service.cli", "token", "--data-dir", str(data),
                                "--rotate"], capture_output=True, text=True, timeout=60)
         new = proc.stdout.strip()

@@ -77,13 +77,13 @@ async def test_filters_are_validated(settings):
     async with serving(settings) as (app, client):
         await rebuild(client, {"documents": corpus(30)})
         for bad, said in [({"topic": ["a", "b"]}, 'use {"topic": {"$in": ["a", "b"]}}'),
-                          ({"year": {"$gt": "2020"}}, 'filter: filter key "year": $gt needs a number, got "2020"'),
+                          ({"year": {"$gt": "2020"}}, 'filter key "year": $gt needs a number, got "2020"'),
                           ({"": "x"}, "filter keys are metadata keys"), ({'to"pic': "x"}, "double quote"),
                           ({"topic": {"$in": "x"}}, "$in needs a list of values"), ("topic", "filter: must be a JSON object")]:
             r = await client.post("/search", json={"query": "x", "filter": bad})
             assert r.status_code == 422, (bad, r.text)
             message = r.json()["error"]["message"]
-            assert said in message and "Value error" not in message, message
+            assert said in message and "Value error" not in message and "filter: filter" not in message, message
         # a misspelt key and a quoted number answer (no hits) and say why
         r = await client.post("/search", json={"query": "x", "filter": {"yaer": 2021, "year": "2020"}})
         assert r.status_code == 200 and r.json()["results"][0]["hits"] == []
