@@ -190,9 +190,9 @@ class ChangeLog:
         """Key → JSON types over every added document (replaced ones too: a superset)."""
         if self._conn is None:
             return {}
-        if self._types is None:
-            self._types = filters.sqlite_types(self._conn, self._lock, "added")
-        with self._lock:  # a copy: apply() adds to it
+        with self._lock:  # apply() adds to it under this lock: read or build it there, hand out a copy
+            if self._types is None:
+                self._types = filters.sqlite_types(self._conn, "added")
             return {key: set(kinds) for key, kinds in self._types.items()}
 
     def documents(self, keys: np.ndarray) -> tuple[list[Document], np.ndarray]:

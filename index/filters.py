@@ -12,7 +12,6 @@ import json
 import math
 import operator
 import sqlite3
-import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -57,13 +56,24 @@ def _is_number(value: object) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
+def _number(key: str, op: str, value: int | float) -> int | float:
+    """A number a filter can compare: finite, and within float range (SQLite and Milvus compare floats);
+    an integer beyond 64 bits is kept as the float SQLite would read it as."""
+    try:
+        as_float = float(value)
+    except OverflowError:
+        as_float = math.inf
+    if not math.isfinite(as_float):
+        raise FilterError(f'filter key "{key}": {op} needs a finite number of at most about 1e308, got '
+                          f"{str(value)[:40]}")
+    return value if isinstance(value, float) or abs(value) < 2**63 else as_float
+
+
 def _scalar(key: str, op: str, value: object) -> object:
     if type_name(value) in ("array", "object"):
         raise FilterError(f'filter key "{key}": {op} compares with a string, number, boolean or null, got '
                           f"{json.dumps(value)[:80]}; to match any of several values use {{\"$in\": [...]}}")
-    if isinstance(value, float) and not math.isfinite(value):
-        raise FilterError(f'filter key "{key}": {op} needs a finite number')
-    return value
+    return _number(key, op, value) if _is_number(value) else value
 
 
 def _check_key(key: object) -> str:
@@ -93,9 +103,9 @@ def _operators(key: str, spec: Mapping) -> list[Condition]:
         elif op in ("$eq", "$ne"):
             out.append(Condition(key, "in" if op == "$eq" else "nin", (_scalar(key, op, arg),)))
         elif op in RANGES:
-            if not _is_number(arg) or not math.isfinite(arg):
+            if not _is_number(arg):
                 raise FilterError(f'filter key "{key}": {op} needs a number, got {json.dumps(arg)[:80]}')
-            out.append(Condition(key, op, (arg,)))
+            out.append(Condition(key, op, (_number(key, op, arg),)))
         elif not isinstance(arg, bool):
             raise FilterError(f'filter key "{key}": $exists needs true or false, got {json.dumps(arg)[:80]}')
         else:
@@ -204,12 +214,12 @@ _JSON_TYPES = {"true": "boolean", "false": "boolean", "integer": "number", "real
                "null": "null", "object": "object", "array": "array"}
 
 
-def sqlite_types(conn: sqlite3.Connection, lock: threading.Lock, table: str) -> dict[str, set[str]]:
-    """Each top-level metadata key in `table` → the JSON types it holds (a list's element types too)."""
-    with lock:
-        rows = conn.execute(f"SELECT DISTINCT j.key, j.type FROM {table}, json_each({table}.metadata) AS j "
-                            f"UNION SELECT DISTINCT j.key, e.type FROM {table}, json_each({table}.metadata) AS j, "
-                            "json_each(j.value) AS e WHERE j.type = 'array'").fetchall()
+def sqlite_types(conn: sqlite3.Connection, table: str) -> dict[str, set[str]]:
+    """Each top-level metadata key in `table` → the JSON types it holds (a list's element types too);
+    the caller holds the connection's lock."""
+    rows = conn.execute(f"SELECT DISTINCT j.key, j.type FROM {table}, json_each({table}.metadata) AS j "
+                        f"UNION SELECT DISTINCT j.key, e.type FROM {table}, json_each({table}.metadata) AS j, "
+                        "json_each(j.value) AS e WHERE j.type = 'array'").fetchall()
     out: dict[str, set[str]] = {}
     for key, kind in rows:
         out.setdefault(key, set()).add(_JSON_TYPES[kind])
@@ -238,7 +248,7 @@ def warnings(flt: Filter, types: Mapping[str, set[str]], collection: str) -> lis
     """Sentences about keys no document has and values of a type no document has for their key: such a
     filter answers (usually with no hits) but most likely has a typo or a quoted number."""
     out: list[str] = []
-    for key in dict.fromkeys(c.key for c in flt if c.op != "exists"):
+    for key in dict.fromkeys(c.key for c in flt if c.op != "exists" or c.values[0]):
         if key not in types:
             known = ", ".join(sorted(types)[:20]) or "none"
             out.append(f'filter key "{key}": no document in collection "{collection}" has this key; keys in use: {known}')

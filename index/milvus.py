@@ -21,6 +21,7 @@ import hashlib
 import json
 import math
 import re
+import threading
 from collections.abc import Callable, Iterable
 from itertools import islice
 
@@ -138,7 +139,8 @@ class MilvusRetriever:
         self.client, self.collection, self._spec = client, collection, spec
         self.dim, self.raw_dim, self.transform = dim, raw_dim, transform
         self.journal = journal  # the served version's: what carry-over reads (None while building)
-        self._types: dict[str, set[str]] | None = None
+        self._types: dict[str, set[str]] | None = None  # metadata key → JSON types (filter warnings)
+        self._types_lock = threading.Lock()
         client.load_collection(collection)
 
     @classmethod
@@ -235,12 +237,19 @@ class MilvusRetriever:
     def metadata_types(self) -> dict[str, set[str]]:
         """Read from every document once, then kept up to date by this retriever's changes (another
         replica's upserts may add types it does not list: warnings are advice)."""
-        if self._types is None:
-            types: dict[str, set[str]] = {}
-            for doc in self._read("", "vector", self.dim)[0]:
-                add_types(types, doc.metadata)
-            self._types = types
-        return {key: set(kinds) for key, kinds in self._types.items()}
+        with self._types_lock:
+            if self._types is None:
+                types: dict[str, set[str]] = {}
+                iterator = self.client.query_iterator(self.collection, batch_size=INSERT_BATCH, filter="",
+                                                      output_fields=["metadata"])
+                try:
+                    while batch := iterator.next():
+                        for row in batch:
+                            add_types(types, row["metadata"] or {})
+                finally:
+                    iterator.close()
+                self._types = types
+            return {key: set(kinds) for key, kinds in self._types.items()}
 
     def get(self, doc_id: str) -> Document | None:
         found = self.client.get(self.collection, ids=[doc_id], output_fields=["text", "metadata"])
@@ -263,8 +272,9 @@ class MilvusRetriever:
         missing = [i for i in asked if i not in present]
         if upserts:
             self._write(upserts, raw, np.asarray(self.transform(raw), np.float32))
-            for d in upserts if self._types is not None else ():
-                add_types(self._types, d.metadata)
+            with self._types_lock:
+                for d in upserts if self._types is not None else ():
+                    add_types(self._types, d.metadata)
         if present:
             self.client.delete(self.collection, ids=list(present))
             self.client.flush(self.collection)

@@ -92,9 +92,10 @@ class DocumentStore:
 
     def metadata_types(self) -> dict[str, set[str]]:
         """Key → JSON types over the stored documents (deleted ones too: a superset), read once."""
-        if self._types is None:
-            self._types = filters.sqlite_types(self._conn, self._lock, "docs")
-        return self._types
+        with self._lock:
+            if self._types is None:
+                self._types = filters.sqlite_types(self._conn, "docs")
+            return self._types
 
     def rows_of(self, ids: list[str]) -> dict[str, int]:
         """Row of each given id that is in the store."""

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import sys
 from pathlib import Path
 
@@ -43,13 +44,18 @@ def worker_main(config_path: str) -> int:
     return 0
 
 
-def thinned(loss: list[float], most: int = 1000) -> list[list[float]]:
+def finite(value: float) -> float | None:
+    """A loss as JSON can carry it: rounded, None where training diverged (NaN, ±inf)."""
+    return round(value, 5) if math.isfinite(value) else None
+
+
+def thinned(loss: list[float], most: int = 1000) -> list[list[float | None]]:
     """[step, loss] pairs for a job's record: every step up to `most`, else the mean of each run of
-    steps (the curve's shape, in a bounded record)."""
+    steps (the curve's shape, in a bounded record); None where the loss was not finite."""
     if len(loss) <= most:
-        return [[i + 1, v] for i, v in enumerate(loss)]
+        return [[i + 1, finite(v)] for i, v in enumerate(loss)]
     width = -(-len(loss) // most)
-    return [[min(i + width, len(loss)), round(float(np.mean(loss[i : i + width])), 5)]
+    return [[min(i + width, len(loss)), finite(float(np.mean(loss[i : i + width])))]
             for i in range(0, len(loss), width)]
 
 

@@ -58,17 +58,38 @@ class AdminToken:
             return None
         return value if value and value.isprintable() and " " not in value else None
 
-    def _create(self) -> str:
-        value = secrets.token_urlsafe(24)
-        try:
-            fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:  # another process wrote it first: use theirs
-            self._seen = None
-            return self._read() or value
+    def stored(self) -> str | None:
+        """The token now without creating one: the setting, else the file's (None when there is none)."""
+        if self.configured is not None or self.path.exists():
+            return self.current()
+        return None
+
+    def _written(self, value: str) -> Path:
+        """`value` in a new private temp file beside the token file, on disk before it is linked into place."""
+        tmp = self.path.with_name(f".{TOKEN_FILE}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(value + "\n")
             f.flush()
             os.fsync(f.fileno())
+        return tmp
+
+    def _create(self) -> str:
+        """A new token, linked into place whole: a racing process or a crash never leaves an empty file."""
+        value = secrets.token_urlsafe(24)
+        tmp = self._written(value)
+        try:
+            os.link(tmp, self.path)  # fails if the file exists: then another process's token wins
+        except FileExistsError:
+            self._seen = None
+            stored = self._read()
+            if stored is None:
+                raise WhitevecError(f"{self.path} is empty or unreadable; write a new admin token with "
+                                    f"`whitevec token --rotate --data-dir {self.path.parent}`") from None
+            self._value = stored
+            return stored
+        finally:
+            tmp.unlink(missing_ok=True)
         self.created, self._value = True, value
         st = os.stat(self.path)
         self._seen = (st.st_ino, st.st_size, st.st_mtime_ns)
@@ -80,11 +101,5 @@ class AdminToken:
             raise WhitevecError("the admin token comes from WHITEVEC_ADMIN_TOKEN: change it there (and restart); "
                                 "--rotate replaces only a generated token")
         value = secrets.token_urlsafe(24)
-        tmp = self.path.with_name(f".{TOKEN_FILE}.{os.getpid()}.tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(value + "\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, self.path)
+        os.replace(self._written(value), self.path)
         return value

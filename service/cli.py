@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import shlex
 import sys
 from pathlib import Path
 
@@ -115,18 +116,33 @@ def _index_build(path: Path, args: argparse.Namespace) -> int:
     return 0
 
 
-def port_in_use(host: str, port: int) -> bool:
-    """Whether binding host:port fails now, as uvicorn's bind would (SO_REUSEADDR, like uvicorn)."""
+def bind_problem(host: str, port: int) -> str | None:
+    """Why uvicorn could not listen on host:port now (None: it can), in one line naming the fix."""
+    import errno
     import socket
 
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
+    try:
+        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+        with socket.socket(family, socket.SOCK_STREAM) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
             sock.bind((host, port))
-        except OSError:
-            return True
-    return False
+    except socket.gaierror as exc:
+        return f"cannot listen on {host}: {exc.strerror}; give --host an address of this machine (127.0.0.1, 0.0.0.0)"
+    except OSError as exc:
+        if exc.errno == errno.EADDRINUSE:
+            return (f"port {port} on {host} is already in use; stop what is using it or choose another: "
+                    f"whitevec serve --port {port + 1} (make run PORT={port + 1})")
+        if exc.errno == errno.EACCES:
+            return f"port {port} needs privileges on this machine; choose a port above 1023 (--port 8000)"
+        return f"cannot listen on {host}:{port}: {exc.strerror}; check --host and --port"
+    return None
+
+
+def port_number(text: str) -> int:
+    """argparse type: a TCP port."""
+    if not text.isdigit() or not 1 <= int(text) <= 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a TCP port: give a number from 1 to 65535")
+    return int(text)
 
 
 def _self_command() -> str:
@@ -141,10 +157,9 @@ def _self_command() -> str:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    if port_in_use(args.host, args.port):  # before the model, the banner or the token
-        other = args.port + 1
-        print(f"whitevec: port {args.port} on {args.host} is already in use; stop what is using it or choose "
-              f"another: whitevec serve --port {other} (make run PORT={other})", file=sys.stderr)
+    problem = bind_problem(args.host, args.port)  # before the model, the banner or the token
+    if problem is not None:
+        print(f"whitevec: {problem}", file=sys.stderr)
         return 1
     import uvicorn
     from whitevec.index.documents import read_jsonl
@@ -167,7 +182,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if rt.token.from_settings:
         admin_header = "Authorization: Bearer $WHITEVEC_ADMIN_TOKEN"
     else:
-        admin_header = f"Authorization: Bearer $({_self_command()} token --data-dir {rt.settings.data_dir})"
+        admin_header = f"Authorization: Bearer $({_self_command()} token --data-dir {shlex.quote(str(rt.settings.data_dir))})"
     key = ' -H "Authorization: Bearer $WHITEVEC_API_KEY"' if rt.settings.api_key is not None else ""
     print(f"""
 whitevec on {base}   (console: {base}/console, API docs: {base}/docs)
@@ -182,18 +197,23 @@ try:
 
 def cmd_token(args: argparse.Namespace) -> int:
     """The admin token alone on stdout (for `curl -H "Authorization: Bearer $(whitevec token)"`)."""
-    from whitevec.service.admin_token import AdminToken
+    from whitevec.service.admin_token import TOKEN_FILE, AdminToken
 
     settings = settings_from(args)
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
     secret = settings.admin_token.get_secret_value() if settings.admin_token else None
     token = AdminToken(secret, settings.data_dir)
     if args.rotate:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
         value = token.rotate()
         print(f"whitevec: a new admin token is in {token.path}; a running server takes it at its next request",
               file=sys.stderr)
-    else:
-        value = token.current()
+    else:  # never invented here: a token no server uses would only mislead
+        found = token.stored()
+        if found is None:
+            raise WhitevecError(f"no admin token in {settings.data_dir}: a server creates {TOKEN_FILE} there on its "
+                                f"first start (whitevec serve --data-dir {settings.data_dir}); is this the server's "
+                                "--data-dir? `--rotate` writes one now")
+        value = found
     print(value)
     return 0
 
@@ -238,7 +258,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="run the HTTP service (settings also from WHITEVEC_* variables)")
     serve.add_argument("--host", default="127.0.0.1",
                        help="address to listen on (default 127.0.0.1: this machine only; 0.0.0.0: every interface)")
-    serve.add_argument("--port", type=int, default=8000, help="TCP port (default 8000); checked before anything loads")
+    serve.add_argument("--port", type=port_number, default=8000, help="TCP port (default 8000); checked before anything loads")
     serve.add_argument("--data-dir", default=None,
                        help="versions, jobs, the admin token and the import folder (default ./data, or WHITEVEC_DATA_DIR)")
     serve.add_argument("--log-level", default="info", help="uvicorn's: critical, error, warning, info (default), debug")

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 from whitevec.index.bundle import Bundle
 from whitevec.models.evaluation import cosine_spearman, encode_unique, read_pairs
 from whitevec.models.training import paraphrase_hit_at_1
+from whitevec.models.training_worker import finite
 from whitevec.models.tuning import AutoWhitening
 
 from .errors import InvalidRequest
@@ -140,7 +141,7 @@ class TrainingSupervisor:
                     if kind == "start":
                         ctx.progress(0, 1, phase="training", classes=event["n_classes"], texts=event["n_texts"])
                     elif kind == "step":
-                        ctx.progress(event["step"], event["total"], phase="training", loss=round(event["loss"], 5))
+                        ctx.progress(event["step"], event["total"], phase="training", loss=finite(event["loss"]))
                     elif kind == "eval":
                         ctx.note(**{f"eval_{event['when']}": event["spearman"],
                                     f"hit_at_1_{event['when']}": event.get("hit_at_1")})

@@ -108,6 +108,16 @@ def test_sqlite_and_python_equal_the_reference(tmp_path):
     log.close()
 
 
+def test_numbers_beyond_64_bits_compare_as_sqlite_reads_them(tmp_path):
+    big = 2**70
+    DocumentStore.write(tmp_path / "docs.sqlite", [Document("a", "t", {"n": big}), Document("b", "t", {"n": 5})])
+    store = DocumentStore(tmp_path / "docs.sqlite")
+    assert store.match(filters.parse({"n": {"$gt": 2**64}})).tolist() == [0]
+    assert store.match(filters.parse({"n": {"$lt": big}})).tolist() == [1]
+    assert store.match(filters.parse({"n": big})).tolist() == [0]
+    store.close()
+
+
 def test_list_values_match_any_element_and_objects_never_equal():
     flt = filters.parse({"tags": "faq"})
     assert filters.matches({"tags": ["billing", "faq"]}, flt)
@@ -130,6 +140,8 @@ def test_list_values_match_any_element_and_objects_never_equal():
     ({"": 1}, "non-empty strings"),
     ({f"k{i}": 1 for i in range(33)}, "at most 32 keys"),
     ({"k": {"$in": list(range(1025))}}, "$in takes at most 1024 values"),
+    ({"k": {"$gt": 10**400}}, '"k": $gt needs a finite number of at most about 1e308'),
+    ({"k": {"$in": [1, -(10**400)]}}, "$in needs a finite number"),
 ])
 def test_bad_filters_say_what_to_fix(raw, said):
     with pytest.raises(filters.FilterError) as err:
@@ -146,3 +158,4 @@ def test_warnings_name_unknown_keys_and_types_no_document_has():
     assert filters.warnings(filters.parse({"tags": {"$gte": 1}}), types, "faq") == [
         'filter key "tags": compared with a number, but documents have string values here']
     assert filters.warnings(filters.parse({"year": {"$in": [2020, 2021]}}), types, "faq") == []
+    assert filters.warnings(filters.parse({"yr": {"$exists": True}}), types, "faq")[0].startswith('filter key "yr": no')

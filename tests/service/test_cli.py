@@ -4,6 +4,7 @@ import sys
 
 import pytest
 
+from whitevec.service.admin_token import AdminToken
 from whitevec.service.cli import main
 from tests.conftest import SHARED_DATA
 
@@ -149,6 +150,10 @@ def test_index_build_with_auto_whitening_and_a_named_collection(tiny_model_dir, 
 def test_token_command_prints_the_token_alone_and_rotates(tmp_path, capsys, monkeypatch):
     monkeypatch.delenv("WHITEVEC_ADMIN_TOKEN", raising=False)
     data = tmp_path / "data"
+    assert main(["token", "--data-dir", str(data)]) == 2  # a mistyped --data-dir never gets an invented token
+    assert "no admin token in" in capsys.readouterr().err and not data.exists()
+    data.mkdir()
+    AdminToken(None, data).current()  # what a server's first start does
     assert main(["token", "--data-dir", str(data)]) == 0
     first = capsys.readouterr().out
     assert first.count("\n") == 1 and first.strip() == (data / "admin_token").read_text().strip()
@@ -157,6 +162,7 @@ def test_token_command_prints_the_token_alone_and_rotates(tmp_path, capsys, monk
     out = capsys.readouterr()
     assert out.out != first and out.out.strip() == (data / "admin_token").read_text().strip()
     assert "running server takes it" in out.err
+    assert not [p.name for p in data.iterdir() if p.name != "admin_token"]  # no temp file left behind
     monkeypatch.setenv("WHITEVEC_ADMIN_TOKEN", "from-env")
     assert main(["token", "--data-dir", str(data)]) == 0 and capsys.readouterr().out == "from-env\n"
     assert main(["token", "--data-dir", str(data), "--rotate"]) == 2
@@ -177,6 +183,11 @@ def test_a_busy_port_is_one_line_before_anything_loads(tmp_path):
     assert proc.stderr == (f"whitevec: port {port} on 127.0.0.1 is already in use; stop what is using it or choose "
                            f"another: whitevec serve --port {port + 1} (make run PORT={port + 1})\n")
     assert not (tmp_path / "data").exists()  # nothing touched: no data dir, no token
+    for args, said in [(["--port", "70000"], "is not a TCP port: give a number from 1 to 65535"),
+                       (["--host", "no-such-host.invalid"], "whitevec: cannot listen on no-such-host.invalid: ")]:
+        proc = subprocess.run([sys.executable, "-m", "whitevec.service.cli", "serve", *args,
+                               "--data-dir", str(tmp_path / "data")], capture_output=True, text=True, timeout=60)
+        assert proc.returncode in (1, 2) and said in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
 
 
 @pytest.mark.slow

@@ -79,7 +79,8 @@ async def test_filters_are_validated(settings):
         for bad, said in [({"topic": ["a", "b"]}, 'use {"topic": {"$in": ["a", "b"]}}'),
                           ({"year": {"$gt": "2020"}}, 'filter key "year": $gt needs a number, got "2020"'),
                           ({"": "x"}, "filter keys are metadata keys"), ({'to"pic': "x"}, "double quote"),
-                          ({"topic": {"$in": "x"}}, "$in needs a list of values"), ("topic", "filter: must be a JSON object")]:
+                          ({"topic": {"$in": "x"}}, "$in needs a list of values"), ("topic", "filter: must be a JSON object"),
+                          ({"year": {"$lte": 10**400}}, "$lte needs a finite number")]:
             r = await client.post("/search", json={"query": "x", "filter": bad})
             assert r.status_code == 422, (bad, r.text)
             message = r.json()["error"]["message"]
@@ -89,6 +90,8 @@ async def test_filters_are_validated(settings):
         assert r.status_code == 200 and r.json()["results"][0]["hits"] == []
         assert r.json()["warnings"] == [
             'filter key "yaer": no document in collection "default" has this key; keys in use: flag, lang, tags, topic, year']
+        r = await client.post("/search", json={"query": "x", "filter": {"year": {"$gt": 2**64}}})
+        assert r.status_code == 200 and r.json()["results"][0]["hits"] == []  # beyond 64 bits: compared as a float
         r = await client.post("/search", json={"query": "x", "filter": {"flag": 1}})
         assert r.json()["warnings"] == ['filter key "flag": compared with a number, but documents have boolean values here']
 
