@@ -21,13 +21,30 @@ LINK = re.compile(r"!?\[[^\]]*\]\(([^)\s]+)(?:\s[^)]*)?\)")
 PROJECT_HISTORY = re.compile(r"\bissues? #?\d+|\bcommit [0-9a-f]{7,40}\b", re.IGNORECASE)
 
 
-def test_docs_site_builds_strictly(tmp_path: Path) -> None:
+def mkdocs_build(root: Path, site: Path) -> subprocess.CompletedProcess:
+    """`mkdocs build --strict` as `make docs` runs it (never -q: mkdocs counts no warnings then)."""
     if importlib.util.find_spec("mkdocs") is None:
         pytest.skip("mkdocs is not installed (the `docs` extra: pip install -e '.[docs]')")
-    build = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "-q", "-d", str(tmp_path / "site")],
-                           cwd=ROOT, capture_output=True, text=True, timeout=300)
+    return subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "-d", str(site)],
+                          cwd=root, capture_output=True, text=True, timeout=300)
+
+
+def test_docs_site_builds_strictly(tmp_path: Path) -> None:
+    build = mkdocs_build(ROOT, tmp_path / "site")
     assert build.returncode == 0, f"mkdocs build --strict failed:\n{build.stdout}\n{build.stderr}"
     assert (tmp_path / "site" / "index.html").is_file()
+
+
+def test_a_broken_link_fails_the_build(tmp_path: Path) -> None:
+    """The check above can fail: the same site with one broken link does not build."""
+    import shutil
+
+    shutil.copytree(DOCS, tmp_path / "docs")
+    shutil.copy(ROOT / "mkdocs.yml", tmp_path / "mkdocs.yml")
+    with open(tmp_path / "docs" / "index.md", "a", encoding="utf-8") as f:
+        f.write("\nSee [the missing page](no-such-page.md).\n")
+    build = mkdocs_build(tmp_path, tmp_path / "site")
+    assert build.returncode != 0 and "no-such-page.md" in build.stdout + build.stderr
 
 
 def test_readme_links_point_at_files() -> None:
