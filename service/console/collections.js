@@ -3,7 +3,7 @@
 
 import { rebuildForm } from "./rebuild.js";
 import {
-  adminPath, api, ApiError, badge, collectionInput, el, errorNotice, indexText, notice, num, table, when,
+  adminOnly, adminPath, api, badge, collectionInput, el, errorNotice, indexText, notice, num, table, when,
   whiteningText,
 } from "./ui.js";
 
@@ -26,13 +26,7 @@ async function readyCollections() {
 
 export async function collectionsPage(view) {
   view.root.append(el("h1", {}, "Collections"));
-  let details;
-  try {
-    const names = (await api("GET", "/admin/collections")).collections.map((c) => c.name);
-    details = await Promise.all(names.map((n) => api("GET", `/admin/collections/${encodeURIComponent(n)}`)));
-  } catch (err) {
-    if (!(err instanceof ApiError) || (err.status !== 401 && err.status !== 403)) throw err;
-    view.root.append(errorNotice(err));
+  if (!(await adminOnly(view.root, "The Collections page"))) {
     const ready = await readyCollections();
     if (ready) {
       view.root.append(el("p", { class: "muted" }, "What /readyz shows without the admin token:"),
@@ -41,6 +35,8 @@ export async function collectionsPage(view) {
     }
     return;
   }
+  const names = (await api("GET", "/admin/collections")).collections.map((c) => c.name);
+  const details = await Promise.all(names.map((n) => api("GET", `/admin/collections/${encodeURIComponent(n)}`)));
   view.root.append(table(
     ["name", "documents", "model", "dim", "whitening", "index", "active version", "status", "created", ""],
     details.map((c) => [el("b", {}, c.name), num(c.documents), c.model ?? "—", num(c.dim), whiteningText(c.whitening),
@@ -120,8 +116,9 @@ export async function versionsPage(view, [name = "default"]) {
       (i) => (answer.versions[i].active ? "active" : ""),
     ) : notice("info", `Collection ${name} has no version yet: start a rebuild below.`));
   };
+  view.root.append(el("h1", {}, "Versions of ", el("span", { class: "collection-name" }, name)));
+  if (!(await adminOnly(view.root, "The Versions page"))) return;
   view.root.append(
-    el("h1", {}, "Versions of ", el("span", { class: "collection-name" }, name)),
     el("p", {}, el("label", {}, "Collection ",
       collectionInput(name, (picked) => { location.hash = `#versions/${encodeURIComponent(picked)}`; })),
     " ", el("span", { class: "muted" }, "Newest first. Activating a version serves its model, whitening and index " +

@@ -5,7 +5,7 @@ import { healthPage } from "./health.js";
 import { jobsPage } from "./jobs.js";
 import { collectionsPage, versionsPage } from "./collections.js";
 import { searchPage } from "./search.js";
-import { el, errorNotice, hasToken, setToken } from "./ui.js";
+import { el, errorNotice, hasToken, isAdmin, setToken } from "./ui.js";
 
 const PAGES = {
   search: searchPage,
@@ -80,6 +80,15 @@ function watchToken() {
   const apply = () => {
     setToken(input.value);
     state.textContent = hasToken() ? "set: held in this tab's memory only" : "none: read-only pages of an open server";
+    if (hasToken()) {
+      // asked once per token; the admin pages wait for the same answer instead of asking again
+      const typed = input.value;
+      isAdmin().then((admin) => {
+        if (input.value !== typed) return;
+        state.textContent = admin ? "the admin token: held in this tab's memory only"
+          : "not the admin token (Search, Health): held in this tab's memory only";
+      }, () => {});
+    }
     route();
   };
   input.addEventListener("change", apply);

@@ -3,7 +3,7 @@
 // Spearman-against-dim plot of auto whitening.
 
 import { lossChart, tuningChart } from "./plots.js";
-import { api, badge, el, errorNotice, indexText, notice, num, put, table, when, whiteningText } from "./ui.js";
+import { adminOnly, api, badge, el, errorNotice, indexText, notice, num, put, table, when, whiteningText } from "./ui.js";
 
 const FINAL = new Set(["succeeded", "failed", "cancelled"]);
 const UNITS = { encoding: "documents", training: "steps", tuning: "pair sentences" };
@@ -183,6 +183,10 @@ async function jobDetail(view, id) {
 }
 
 export async function jobsPage(view, args) {
+  if (!(await adminOnly(view.root, "The Jobs page"))) {
+    view.root.prepend(el("h1", {}, "Jobs"));
+    return;
+  }
   if (args[0] === "collection") return jobList(view, args[1]);
   if (args[0]) return jobDetail(view, args[0]);
   return jobList(view);

@@ -1,7 +1,7 @@
 // The Search page: a query against a collection with k and a metadata filter; the request as JSON and as
 // curl (to copy), the answer's warnings, then the hits with score, text and metadata.
 
-import { api, collectionInput, copyButton, el, errorNotice, hasToken, notice, num, table } from "./ui.js";
+import { api, collectionInput, copyButton, curlCommand, el, errorNotice, notice, num, table } from "./ui.js";
 
 const OPERATORS = [
   ["$eq", "="], ["$ne", "≠"], ["$in", "in"], ["$nin", "not in"],
@@ -66,11 +66,9 @@ function searchPath() {
   return form.collection === "default" ? "/search" : `/collections/${encodeURIComponent(form.collection)}/search`;
 }
 
-/** The same request as a shell command; the token stays out of it (a variable stands in for it). */
+/** The same request as a shell command: `$WHITEVEC_API_KEY` stands in for the token (none when none is typed). */
 function curl() {
-  const body = JSON.stringify(requestBody()).replaceAll("'", "'\\''");
-  const auth = hasToken() ? ` \\\n  -H "Authorization: Bearer $WHITEVEC_TOKEN"` : "";
-  return `curl -s ${location.origin}${searchPath()} -H 'content-type: application/json'${auth} \\\n  -d '${body}'`;
+  return curlCommand("POST", searchPath(), requestBody());
 }
 
 function conditionRow(condition, redraw) {

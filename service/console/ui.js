@@ -2,10 +2,14 @@
 // (text always goes in as text: nothing from the server is ever parsed as HTML), and formatting.
 
 let token = "";
+/** Whether `token` is the admin token: a promise of true or false, asked of the server once per token. */
+let adminCheck = null;
 
 /** The token the user typed: a variable in this module, never written to storage, cookies or the URL. */
 export function setToken(value) {
-  token = value.trim();
+  const next = value.trim();
+  if (next !== token) adminCheck = null;
+  token = next;
 }
 
 export function hasToken() {
@@ -20,8 +24,19 @@ export class ApiError extends Error {
   }
 }
 
-/** Call the API as the SDK does; the parsed JSON (or text) of a 2xx answer, else an ApiError. */
-export async function api(method, path, body) {
+/** An admin call the page did not make: no token typed, or the server already said this token is not the
+ * admin token. Its status is 403 so that polling stops as it does for a refusal. */
+export class AdminNeeded extends ApiError {
+  constructor() {
+    super(403, hasToken()
+      ? "the token typed is not the admin token (an access key searches its collections and sees Health; " +
+        "versions, jobs and collections are the admin's)"
+      : "type it in the Token field above");
+  }
+}
+
+/** One HTTP call, as the SDK makes it; the parsed JSON (or text) of a 2xx answer, else an ApiError. */
+async function request(method, path, body) {
   const headers = { Accept: "application/json" };
   if (token) headers.Authorization = `Bearer ${token}`;
   const init = { method, headers, cache: "no-store", credentials: "omit", referrerPolicy: "no-referrer" };
@@ -47,6 +62,59 @@ export async function api(method, path, body) {
     throw new ApiError(response.status, message);
   }
   return data;
+}
+
+/** Whether the token typed is the admin token. The server is asked once per token (GET /admin/collections)
+ * and its answer kept: an access key is refused once, not on every page and poll, since each refusal counts
+ * in /metrics as a refused credential. Without a token: false, and nothing is asked. */
+export function isAdmin() {
+  if (!token) return Promise.resolve(false);
+  if (!adminCheck) {
+    const check = request("GET", "/admin/collections").then(() => true, (err) => {
+      if (err.status === 401 || err.status === 403) return false;
+      if (adminCheck === check) adminCheck = null; // no answer about the token (server down, loading): ask later
+      throw err;
+    });
+    adminCheck = check;
+  }
+  return adminCheck;
+}
+
+/** Resolves when the token typed is the admin token; else AdminNeeded, without a call to the server. */
+async function adminGate() {
+  for (;;) {
+    const asked = token;
+    const admin = await isAdmin();
+    if (token !== asked) continue; // typed again meanwhile: ask about the new one
+    if (!admin) throw new AdminNeeded();
+    return;
+  }
+}
+
+/** Call the API; `/admin/…` routes only once the token is known to be the admin token (see isAdmin). */
+export async function api(method, path, body) {
+  if (!path.startsWith("/admin/")) return request(method, path, body);
+  await adminGate();
+  const sent = token;
+  try {
+    return await request(method, path, body);
+  } catch (err) {
+    if ((err.status === 401 || err.status === 403) && token === sent) adminCheck = Promise.resolve(false);
+    throw err;
+  }
+}
+
+/** For a page only the admin token opens: true when the token typed is it; otherwise the page says so in a
+ * sentence (nothing more is asked of the server for this token) and false. */
+export async function adminOnly(root, what) {
+  try {
+    await adminGate();
+    return true;
+  } catch (err) {
+    if (!(err instanceof AdminNeeded)) throw err;
+    root.append(errorNotice(err, what));
+    return false;
+  }
 }
 
 /** An element with attributes (`on…` functions become listeners) and children (strings become text). */
@@ -82,8 +150,12 @@ export function notice(kind, ...children) {
   return el("div", { class: `notice ${kind}`, role: kind === "error" ? "alert" : "status" }, ...children);
 }
 
-/** What went wrong, as the server said it; with no token typed, where to type one. */
-export function errorNotice(err) {
+/** What went wrong, as the server said it; with no token typed, where to type one. An admin call that was not
+ * made says in a sentence that `what` (this page, this action) needs the admin token. */
+export function errorNotice(err, what = "This page") {
+  if (err instanceof AdminNeeded) {
+    return el("div", { class: "notice info needs-admin", role: "status" }, `${what} needs the admin token: ${err.message}.`);
+  }
   const hint = (err.status === 401 || err.status === 403) && !hasToken()
     ? " (type the admin token or an access key in the Token field above)" : "";
   return notice("error", err.status ? `${err.status}: ` : "", err.message, hint);
@@ -133,12 +205,10 @@ export function indexText(spec) {
 
 /** Collection names this credential may see: the admin list, else /readyz's (open servers), else `default`. */
 export async function collectionNames() {
-  if (hasToken()) {
-    try {
-      return (await api("GET", "/admin/collections")).collections.map((c) => c.name);
-    } catch {
-      // not the admin token: fall through
-    }
+  try {
+    if (await isAdmin()) return (await api("GET", "/admin/collections")).collections.map((c) => c.name);
+  } catch {
+    // not known to be the admin token: fall through
   }
   try {
     const ready = await api("GET", "/readyz");
@@ -161,6 +231,22 @@ export function collectionInput(value, onpick) {
 /** The admin API path of a collection's route (`default` included: it is a collection like the others). */
 export function adminPath(name, route) {
   return `/admin/collections/${encodeURIComponent(name)}/${route}`;
+}
+
+/** The variable a copied command names for the token: the admin token for /admin calls, else the API key
+ * (the names the server's start-up banner uses). */
+function tokenVariable(path) {
+  return path.startsWith("/admin/") ? "$WHITEVEC_ADMIN_TOKEN" : "$WHITEVEC_API_KEY";
+}
+
+/** A call as a shell command to copy: the token stays out of it (a variable stands in for it), and with no
+ * token typed there is no Authorization header. */
+export function curlCommand(method, path, body) {
+  const verb = method === "GET" || (method === "POST" && body !== undefined) ? "" : ` -X ${method}`;
+  const auth = hasToken() ? ` \\\n  -H "Authorization: Bearer ${tokenVariable(path)}"` : "";
+  if (body === undefined) return `curl -s${verb} ${location.origin}${path}${auth}`;
+  const data = JSON.stringify(body).replaceAll("'", "'\\''");
+  return `curl -s${verb} ${location.origin}${path} -H 'content-type: application/json'${auth} \\\n  -d '${data}'`;
 }
 
 /** Copy text to the clipboard, saying on the button whether it worked. */

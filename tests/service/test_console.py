@@ -1,6 +1,7 @@
 """The web console at /console: its files and headers in-process, then the pages driven in headless Chromium
 against a real server with the network cut (search, filter, rollback, a rebuild's progress, a training's loss
-curve), with a screenshot of each page under the test's output and in out/console/."""
+curve, then the pages a read-only access key opens), with a screenshot of each page under the test's output and
+in out/console/."""
 
 from __future__ import annotations
 
@@ -99,6 +100,17 @@ class Page:
 
         self.driver, self.base, self.shots, self.by = driver, base, shots, By
         self.saved: list[Path] = []
+        self.events: list[dict] = []
+
+    def network(self) -> list[dict]:
+        """Every DevTools event the tab logged so far (Chromium hands each out once: they are kept here)."""
+        self.events += [json.loads(e["message"])["message"] for e in self.driver.get_log("performance")]
+        return self.events
+
+    def requests_since(self, start: int) -> list[tuple[str, str]]:
+        """(method, URL) of the requests the page sent after event number `start`."""
+        return [(m["params"]["request"]["method"], m["params"]["request"]["url"]) for m in self.network()[start:]
+                if m["method"] == "Network.requestWillBeSent"]
 
     def wait(self, what, timeout: float = 90, message: str = ""):
         from selenium.common.exceptions import StaleElementReferenceException, WebDriverException
@@ -223,11 +235,11 @@ def test_console_in_headless_chromium(console_server, tmp_path):
     try:
         try:
             run_the_story(page, base, v1, v2)
+            read_key_pass(page, base)
         except Exception:
             page.shoot("failure")  # what the page showed, for whoever reads the failure
             raise
-        requests = [json.loads(e["message"])["message"] for e in driver.get_log("performance")]
-        urls = {m["params"]["request"]["url"] for m in requests if m["method"] == "Network.requestWillBeSent"}
+        urls = {url for _, url in page.requests_since(0)}
         assert urls and all(u.startswith(base + "/") for u in urls), sorted(urls)  # nothing from elsewhere
         problems = [e["message"] for e in driver.get_log("browser")
                     if "Content Security Policy" in e["message"] or "Uncaught" in e["message"]]
@@ -237,7 +249,7 @@ def test_console_in_headless_chromium(console_server, tmp_path):
         SHOTS.mkdir(parents=True, exist_ok=True)
         for path in page.saved:
             shutil.copy(path, SHOTS / path.name)
-    assert len(page.saved) == 9
+    assert len(page.saved) == 13
 
 
 def run_the_story(page: Page, base: str, v1: str, v2: str) -> None:
@@ -254,7 +266,9 @@ def run_the_story(page: Page, base: str, v1: str, v2: str) -> None:
     before = first_hit(page)
     assert not before.startswith("animals") and f"from version {v2}" in page.text(".results")
     assert '"query": "the cat sat on the mat"' in page.text("pre.request")
-    assert "curl -s" in page.all("pre.request")[1].text and TOKEN not in page.text("main")
+    shell = page.all("pre.request")[1].text
+    assert shell.startswith(f"curl -s {base}/search ") and TOKEN not in page.text("main")
+    assert '-H "Authorization: Bearer $WHITEVEC_API_KEY"' in shell and "WHITEVEC_TOKEN" not in shell
     page.shoot("search")
 
     # a filter: a key no document has is answered with a warning above the (no) hits; then only matches
@@ -347,3 +361,61 @@ def run_the_story(page: Page, base: str, v1: str, v2: str) -> None:
     page.wait(lambda: "Ready" in page.text(".status-line") and "requests since start" in page.text("main"))
     assert "Serving model" in page.text("ul.words")
     page.shoot("health")
+
+
+def refused_credentials(base: str) -> float:
+    """whitevec_auth_failures_total over every reason, from /metrics."""
+    text = httpx.get(f"{base}/metrics", headers=AUTH, timeout=30).text
+    counts = re.findall(r"^whitevec_auth_failures_total\{[^}]*\} (\S+)$", text, re.MULTILINE)
+    return sum(float(n) for n in counts)
+
+
+def read_key_pass(page: Page, base: str) -> None:
+    """A read-only access key in a fresh page: Search and Health work; Versions, Jobs and Collections say they need
+    the admin token, and the server is refused at most once (when the console learns the key is not the admin
+    token), never again on later pages or polls."""
+    from selenium.webdriver.common.keys import Keys
+
+    made = httpx.post(f"{base}/admin/keys", json={"collections": ["default"], "access": "read", "name": "console"},
+                      headers=AUTH, timeout=30)
+    assert made.status_code == 201, made.text
+    key = made.json()["key"]
+    refused = refused_credentials(base)
+    page.go("#search")
+    page.driver.refresh()
+    start = len(page.network())
+    page.wait(lambda: "none" in page.text("#token-state") and page.all("pre.request"))
+    assert "Authorization" not in page.all("pre.request")[1].text  # no token typed: no header in the curl
+
+    page.type("#token", key + Keys.ENTER)
+    page.wait(lambda: "not the admin token" in page.text("#token-state"))
+    page.type("#query", "will it rain tomorrow")
+    page.click("#run-search")
+    page.wait(lambda: len(page.all(".results tbody tr")) == 10)
+    assert "hits from version" in page.text(".results") and not page.all(".results .notice.error")
+    shell = page.all("pre.request")[1].text
+    assert '-H "Authorization: Bearer $WHITEVEC_API_KEY"' in shell and key not in page.text("body")
+    page.shoot("read-key-search")
+
+    page.click("nav a[data-page=health]")
+    page.wait(lambda: "Ready" in page.text(".status-line") and "requests since start" in page.text("main"))
+    assert "Serving model" in page.text("ul.words") and not page.all(".notice.error")
+    page.shoot("read-key-health")
+
+    for name, shot in (("versions", True), ("jobs", True), ("collections", False), ("versions", False)):
+        page.click(f"nav a[data-page={name}]")
+        page.wait(lambda name=name: page.all(f".page-{name} .needs-admin"))
+        assert f"The {name.title()} page needs the admin token" in page.text(".needs-admin")
+        assert "not the admin token" in page.text(".needs-admin")
+        assert not page.all("main table") and not page.all(".notice.error"), page.text("main")
+        if shot:
+            page.shoot(f"read-key-{name}")
+    page.go("#jobs/no-such-job")  # a job's page too, with no call for it
+    page.wait(lambda: "The Jobs page needs the admin token" in page.text(".needs-admin"))
+    time.sleep(2)  # time for any poll that would ask again
+
+    admin_calls = [(method, url) for method, url in page.requests_since(start) if "/admin/" in url]
+    assert admin_calls == [("GET", f"{base}/admin/collections")], admin_calls  # asked once, then remembered
+    assert refused_credentials(base) - refused == 1
+    searches = [url for method, url in page.requests_since(start) if url.endswith("/search")]
+    assert searches == [f"{base}/search"], searches
