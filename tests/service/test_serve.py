@@ -67,9 +67,10 @@ def test_generated_token_printed_once_to_the_console_and_api_key_in_examples(tmp
         out = proc.output()
     finally:
         proc.stop()
-    line = next(ln for ln in out.splitlines() if "admin token for this run" in ln)
+    line = next(ln for ln in out.splitlines() if "admin token (generated, kept in" in ln)
     token = line.rsplit(" ", 1)[1]
-    assert out.count(token) == 2  # the announcement and the admin curl example, nothing else
+    assert token == (tmp_path / "data" / "admin_token").read_text().strip()
+    assert out.count(token) == 1  # the announcement only: the curl example runs `whitevec token` instead
     assert not any(token in ln for ln in out.splitlines() if " INFO " in ln or " WARNING " in ln)
-    assert "-H 'Authorization: Bearer $WHITEVEC_API_KEY'" in out
+    assert '-H "Authorization: Bearer $WHITEVEC_API_KEY"' in out and "token --data-dir" in out
     assert str(tmp_path) not in json.dumps(ready) and str(tiny_model_dir) not in json.dumps(ready)
