@@ -15,7 +15,9 @@ import time
 
 import numpy as np
 
-from whitevec.index.faiss_index import IndexSpec, SearchParams, VectorIndex
+from whitevec.index.faiss_index import VectorIndex
+
+from whitevec.index.spec import IndexSpec, SearchParams
 
 
 def synthetic(n: int, d: int, seed: int, kind: str) -> np.ndarray:

@@ -47,7 +47,7 @@ def corpus_dir(work: Path, n: int, sentences: list[str]) -> Path:
 def search_bench(args: argparse.Namespace) -> None:
     from pymilvus import MilvusClient
     from whitevec.index.build import build_version
-    from whitevec.index.faiss_index import IndexSpec
+    from whitevec.index.spec import IndexSpec
     from whitevec.index.store import DocumentStore
     from whitevec.index.versions import DOCS_FILE, RAW_FILE, MilvusTarget, VersionStore
     from whitevec.models.whitening import WhiteningParams

@@ -18,7 +18,8 @@ from whitevec.models.tuning import anisotropy
 from whitevec.models.whitening import Whitening, WhiteningParams, jl_dim
 
 from .bundle import encoder_manifest
-from .faiss_index import IndexSpec, VectorIndex
+from .faiss_index import VectorIndex
+from .spec import IndexSpec
 from .milvus import MilvusRetriever
 from .store import Documents, DocumentStore
 from .versions import DOCS_FILE, INDEX_FILE, MILVUS_FILE, RAW_FILE, WHITENING_FILE, VersionStore, describe_parts

@@ -15,13 +15,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import queue
 import threading
 import weakref
 from collections.abc import Callable
 from concurrent.futures import Future
-from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -31,11 +29,10 @@ import torch
 logging.getLogger("faiss.loader").setLevel(logging.WARNING)  # "Could not load library with AVX512" noise
 import faiss  # noqa: E402
 
-from whitevec.models.errors import WhitevecError  # noqa: E402
+from .spec import IndexSpec, SearchParams, check_search_params  # noqa: E402
 
 log = logging.getLogger(__name__)
 
-INDEX_TYPES = ("flat", "ivf", "hnsw")
 #: FAISS GPU's largest nprobe (and k): GPU_MAX_SELECTION_K.
 FAISS_GPU_MAX_NPROBE = 2048
 #: The torch search holds at most this many scores at once (queries × chunk of the corpus).
@@ -67,7 +64,7 @@ def index_cpu_to_gpu(index: faiss.Index, device: str | None) -> tuple[faiss.Inde
     return faiss.index_cpu_to_gpu(resources, ordinal, index), resources
 
 
-def choose_device(spec: "IndexSpec", use_gpu: bool, device: str | None, faiss_gpus: int, torch_cuda: bool) -> str:
+def choose_device(spec: IndexSpec, use_gpu: bool, device: str | None, faiss_gpus: int, torch_cuda: bool) -> str:
     """Where an index is searched: `faiss-gpu`, `torch-cuda` or `cpu` (see the module docstring)."""
     if not use_gpu or (device is not None and not device.startswith("cuda")):
         return "cpu"
@@ -80,79 +77,17 @@ def choose_device(spec: "IndexSpec", use_gpu: bool, device: str | None, faiss_gp
     return "cpu"
 
 
-@dataclass(frozen=True)
-class IndexSpec:
-    """Index type and its parameters; None parameters are chosen from the corpus size."""
-
-    type: str = "flat"
-    nlist: int | None = None  # ivf: number of clusters
-    nprobe: int | None = None  # ivf: clusters visited per query
-    m: int | None = None  # hnsw: links per node
-    ef_construction: int | None = None  # hnsw: candidate list while building
-    ef_search: int | None = None  # hnsw: candidate list while searching
-
-    def __post_init__(self) -> None:
-        if self.type not in INDEX_TYPES:
-            raise ValueError(f"unknown index type {self.type!r}: choose one of {', '.join(INDEX_TYPES)}")
-        for name in ("nlist", "nprobe", "m", "ef_construction", "ef_search"):
-            value = getattr(self, name)
-            if value is not None and value < 1:
-                raise ValueError(f"index parameter {name} must be ≥ 1, got {value}")
-
-    def resolved(self, n: int) -> "IndexSpec":
-        """Fill unset parameters with sane values for n vectors."""
-        if self.type == "ivf":
-            # ≥ 39 training points per centroid (FAISS's own floor), about 4·√n lists.
-            nlist = self.nlist or max(1, min(int(4 * math.sqrt(n)), n // 39))
-            if nlist > n:
-                raise ValueError(f"ivf nlist {nlist} exceeds the {n} vectors to index; lower nlist")
-            nprobe = min(self.nprobe or max(1, nlist // 8), nlist)
-            return replace(self, nlist=nlist, nprobe=nprobe)
-        if self.type == "hnsw":
-            # ef_search 128 holds recall@10 ≥ 0.95 to a few 100k vectors; at 1M × 128 it measured 0.918 and
-            # 256 measured 0.978 at 2.3 ms p50 (benchmarks/index_search.py --n 1000000 --dim 128 --sweep).
-            return replace(self, m=self.m or 32, ef_construction=self.ef_construction or 80,
-                           ef_search=self.ef_search or (128 if n < HNSW_LARGE else 256))
-        return self
-
-    def to_dict(self) -> dict:
-        return {k: v for k, v in asdict(self).items() if v is not None}
-
-
-#: From this many vectors on, hnsw's default ef_search doubles to keep recall@10 ≥ 0.95.
-HNSW_LARGE = 300_000
-
 #: A metadata filter matching at most this many documents is searched exactly over them.
 EXACT_FILTER_ROWS = 20_000
 
 
-@dataclass(frozen=True)
-class SearchParams:
-    """Per-request search parameters (validated against the index by VectorIndex.search_params)."""
-
-    nprobe: int | None = None
-    ef_search: int | None = None
-
-    def faiss(self, sel: Any = None) -> Any:
-        if self.nprobe is not None:
-            return faiss.SearchParametersIVF(nprobe=self.nprobe, sel=sel)
-        if self.ef_search is not None:
-            return faiss.SearchParametersHNSW(efSearch=self.ef_search, sel=sel)
-        return faiss.SearchParameters(sel=sel) if sel is not None else None
-
-
-def check_search_params(spec: IndexSpec, nprobe: int | None, ef_search: int | None, max_nprobe: int,
-                        max_ef_search: int) -> SearchParams:
-    """Per-request parameters for an index spec (any backend). A parameter the index type does not use
-    is ignored (a client may send one setting to versions of several types), nprobe above the index's
-    nlist visits every list (as FAISS does); only the server's limits are errors, saying what is allowed."""
-    if nprobe is not None and nprobe > max_nprobe:
-        raise WhitevecError(f"nprobe {nprobe} is above WHITEVEC_MAX_NPROBE {max_nprobe}")
-    if ef_search is not None and ef_search > max_ef_search:
-        raise WhitevecError(f"ef_search {ef_search} is above WHITEVEC_MAX_EF_SEARCH {max_ef_search}")
-    nprobe = min(nprobe, spec.nlist or 1) if nprobe is not None and spec.type == "ivf" else None
-    ef_search = ef_search if spec.type == "hnsw" else None
-    return SearchParams(nprobe, ef_search)
+def faiss_params(params: SearchParams, sel: Any = None) -> Any:
+    """FAISS's search parameters for a request (with an id selector `sel` for filtered searches)."""
+    if params.nprobe is not None:
+        return faiss.SearchParametersIVF(nprobe=params.nprobe, sel=sel)
+    if params.ef_search is not None:
+        return faiss.SearchParametersHNSW(efSearch=params.ef_search, sel=sel)
+    return faiss.SearchParameters(sel=sel) if sel is not None else None
 
 
 def torch_topk(vectors: torch.Tensor, queries: np.ndarray, k: int,
@@ -347,7 +282,7 @@ class VectorIndex:
 
     def _search_cpu(self, queries: np.ndarray, k: int, params: SearchParams) -> tuple[np.ndarray, np.ndarray]:
         q = np.ascontiguousarray(queries, dtype=np.float32)
-        return self.cpu_index.search(q, min(k, self.count), params=params.faiss())
+        return self.cpu_index.search(q, min(k, self.count), params=faiss_params(params))
 
     def search_rows(self, queries: np.ndarray, k: int, rows: np.ndarray,
                     params: SearchParams = SearchParams()) -> tuple[np.ndarray, np.ndarray]:
@@ -367,7 +302,7 @@ class VectorIndex:
             params = SearchParams(nprobe=self.spec.nprobe)
         elif self.spec.type == "hnsw" and params.ef_search is None:
             params = SearchParams(ef_search=self.spec.ef_search)
-        scores, ids = self.cpu_index.search(q, want, params=params.faiss(sel))
+        scores, ids = self.cpu_index.search(q, want, params=faiss_params(params, sel))
         if (ids < 0).any():
             return self._exact_rows(q, want, rows)
         return scores, ids
@@ -404,7 +339,7 @@ class VectorIndex:
 
     def _search_gpu(self, queries: np.ndarray, k: int, params: SearchParams) -> tuple[np.ndarray, np.ndarray]:
         assert self._gpu_index is not None
-        return self._gpu_index.search(queries, min(k, self.count), params=params.faiss())
+        return self._gpu_index.search(queries, min(k, self.count), params=faiss_params(params))
 
     def _search_torch(self, queries: np.ndarray, k: int,
                       params: SearchParams) -> tuple[np.ndarray, np.ndarray]:  # pragma: no cover - needs a GPU

@@ -15,7 +15,8 @@ from whitevec.models.whitening import Whitening
 
 from .bundle import Bundle, encoder_manifest
 from .changes import CHANGES_FILE, HEAD_FILE, ChangeLog
-from .faiss_index import IndexSpec, VectorIndex
+from .faiss_index import VectorIndex
+from .spec import IndexSpec
 from .journal import JOURNAL_FILE, Journal
 from .milvus import MilvusRetriever
 from .retriever import FaissRetriever

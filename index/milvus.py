@@ -27,7 +27,7 @@ from itertools import islice
 
 import numpy as np
 
-from .faiss_index import IndexSpec, SearchParams, check_search_params
+from .spec import IndexSpec, SearchParams, check_search_params
 from .journal import Journal
 from .retriever import ChangeResult, Hit
 from .filters import Filter, add_types, matches

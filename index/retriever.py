@@ -17,7 +17,8 @@ from typing import Protocol
 import numpy as np
 
 from .changes import ChangeLog, Delta
-from .faiss_index import IndexSpec, SearchParams, VectorIndex
+from .faiss_index import VectorIndex
+from .spec import IndexSpec, SearchParams
 from .filters import Filter, merge_types
 from .store import Corpus, Document, DocumentStore, ServedCorpus
 

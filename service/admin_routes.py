@@ -8,7 +8,7 @@ from dataclasses import asdict
 from fastapi import APIRouter, Depends, Query
 from fastapi.responses import FileResponse, JSONResponse, Response
 from whitevec.index.documents import resolve_import_path
-from whitevec.index.faiss_index import IndexSpec
+from whitevec.index.spec import IndexSpec
 from whitevec.index.layout import check_name
 from whitevec.models.evaluation import read_pairs
 from whitevec.models.tuning import AutoWhitening, check_pairs

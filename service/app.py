@@ -13,7 +13,7 @@ from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse, PlainTextResponse, Response
 from fastapi.staticfiles import StaticFiles
-from whitevec.index.faiss_index import INDEX_TYPES
+from whitevec.index.spec import INDEX_TYPES
 from whitevec.models.errors import WhitevecError
 
 from . import admin_routes, console, errors, routes

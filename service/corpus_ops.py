@@ -11,7 +11,7 @@ import numpy as np
 from whitevec.index.build import BuildResult, Chooser, build_version
 from whitevec.index.bundle import Bundle
 from whitevec.index.documents import check_count
-from whitevec.index.faiss_index import IndexSpec
+from whitevec.index.spec import IndexSpec
 from whitevec.index.store import Document, Documents
 from whitevec.index.versions import ServedVersionChanged
 from whitevec.models.encoder import Encoder, EncoderSpec, resolve_engine

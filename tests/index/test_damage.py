@@ -8,7 +8,7 @@ import shutil
 import pytest
 from whitevec.index.build import build_version
 from whitevec.index.datadir import DataDirLock, DataDirLocked
-from whitevec.index.faiss_index import IndexSpec
+from whitevec.index.spec import IndexSpec
 from whitevec.index.store import Document
 from whitevec.index.versions import VersionDamaged, VersionStore
 from whitevec.models.whitening import WhiteningParams

@@ -3,7 +3,9 @@
 import numpy as np
 import pytest
 
-from whitevec.index.faiss_index import IndexSpec, VectorIndex
+from whitevec.index.faiss_index import VectorIndex
+
+from whitevec.index.spec import IndexSpec
 
 
 def clustered(n: int, d: int = 32, seed: int = 0) -> np.ndarray:

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from whitevec.index.changes import CHANGES_FILE, ChangeLog
-from whitevec.index.faiss_index import IndexSpec, SearchParams, VectorIndex
+from whitevec.index.faiss_index import VectorIndex
+from whitevec.index.spec import IndexSpec, SearchParams
 from whitevec.index.filters import matches, parse
 from whitevec.index.milvus import MilvusRetriever, alias_target, milvus_filter, point_alias, tag, typed
 from whitevec.index.retriever import FaissRetriever

@@ -8,7 +8,8 @@ import pytest
 
 from whitevec.index.changes import CHANGES_FILE, ChangeLog
 from whitevec.index.filters import parse
-from whitevec.index.faiss_index import IndexSpec, SearchParams, VectorIndex
+from whitevec.index.faiss_index import VectorIndex
+from whitevec.index.spec import IndexSpec, SearchParams
 from whitevec.index.retriever import FaissRetriever
 from whitevec.index.store import Document, DocumentStore
 from whitevec.models.pipeline import l2_normalize

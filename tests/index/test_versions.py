@@ -4,7 +4,7 @@ import pytest
 
 from whitevec.index.build import build_version
 from whitevec.index.documents import check_documents, read_jsonl, resolve_import_path
-from whitevec.index.faiss_index import IndexSpec
+from whitevec.index.spec import IndexSpec
 from whitevec.index.store import Document
 from whitevec.index.versions import VersionStore
 from whitevec.models.errors import ModelFolderError, WhitevecError

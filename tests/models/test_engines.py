@@ -80,7 +80,7 @@ def test_bundled_model_engines(bundled_encoder, tmp_path):
 
 def test_a_version_is_served_with_its_own_engine_or_an_equivalent(tiny_model_dir, tmp_path):
     from whitevec.index.build import build_version
-    from whitevec.index.faiss_index import IndexSpec
+    from whitevec.index.spec import IndexSpec
     from whitevec.index.store import Document
     from whitevec.index.versions import VersionStore
     from whitevec.models.whitening import WhiteningParams

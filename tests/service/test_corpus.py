@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from tests.conftest import ADMIN, demo_documents, rebuild, serving
-from whitevec.index.faiss_index import IndexSpec, VectorIndex
+from whitevec.index.faiss_index import VectorIndex
+from whitevec.index.spec import IndexSpec
 
 pytestmark = pytest.mark.anyio
 

@@ -63,7 +63,7 @@ async def test_training_bodies_have_bounds(settings):
 def test_milvus_filtered_search_returns_k_whenever_k_match(tmp_path):
     from pymilvus import MilvusClient
 
-    from whitevec.index.faiss_index import IndexSpec, SearchParams
+    from whitevec.index.spec import IndexSpec, SearchParams
     from whitevec.index.filters import parse
     from whitevec.index.milvus import MilvusRetriever
     from whitevec.index.store import Document
