@@ -16,7 +16,7 @@ from fastapi.staticfiles import StaticFiles
 from whitevec.index.spec import INDEX_TYPES
 from whitevec.models.errors import WhitevecError
 
-from . import admin_routes, console, errors, routes
+from . import admin_routes, console_routes, errors, routes
 from .access import same_secret
 from .body import install_openapi
 from .deps import get_runtime
@@ -224,5 +224,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for router in (routes.data, routes.admin, admin_routes.router, routes.named_data, routes.named_admin, ops,
                    openai_router):
         app.include_router(router)
-    app.include_router(console.router)
+    app.include_router(console_routes.router)
     return app

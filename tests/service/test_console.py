@@ -27,7 +27,7 @@ KINDS = {"html": "text/html", "css": "text/css", "js": "text/javascript", "svg":
 
 @pytest.mark.anyio
 async def test_console_files_need_no_token_and_carry_a_strict_policy(tmp_path, tiny_model_dir):
-    from whitevec.service.console import FOLDER
+    from whitevec.service.console_routes import FOLDER
     from whitevec.service.settings import Settings
 
     settings = Settings(data_dir=tmp_path / "data", model_dir=tiny_model_dir, admin_token=ADMIN["Authorization"][7:],
@@ -57,7 +57,7 @@ async def test_console_files_need_no_token_and_carry_a_strict_policy(tmp_path, t
         for bad in ("nope.js", ".hidden.js", "console", "index.htm"):
             r = await client.get(f"/console/{bad}")
             assert r.status_code == 404 and "the console has no file" in r.json()["error"]["message"], bad
-        for bad in ("..%2Fconsole.py", "%2E%2E%2Fapp.py", "../app.py"):
+        for bad in ("..%2Fconsole_routes.py", "%2E%2E%2Fapp.py", "../app.py"):
             assert (await client.get(f"/console/{bad}")).status_code == 404, bad
         assert "/console" not in (await client.get("/openapi.json")).text  # not part of the API
 
