@@ -86,6 +86,9 @@ def typed(metadata: dict) -> dict:
     return out
 
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
 def _equals(key: str, values: tuple) -> str:
     tags = list(dict.fromkeys(t for t in map(tag, values) if t is not None))
     if not tags:
@@ -97,15 +100,19 @@ def _equals(key: str, values: tuple) -> str:
 
 
 def milvus_filter(where: Filter | None) -> tuple[str, bool]:
-    """A Milvus boolean expression for whitevec's filter, and whether it is exact: a range operator
-    becomes "the key exists" (a superset), and the caller checks the candidates with `matches`.
+    """A Milvus boolean expression for whitevec's filter, and whether it is exact: a range operator, or a
+    value with a control character (Milvus's expression strings have no \\u escapes), becomes "the key
+    exists" (a superset), and the caller checks the candidates with `matches`.
     Keys were checked by the filter parser (no quote or backslash)."""
     if not where:
         return "", True
     clauses, exact = [], True
     for c in where:
         has = f'exists typed["{c.key}"]'
-        if c.op == "in":
+        if c.op in ("in", "nin") and any(isinstance(v, str) and _CONTROL.search(v) for v in c.values):
+            clauses += [has] if c.op == "in" else []  # $nin: any document may pass; the check decides
+            exact = False
+        elif c.op == "in":
             clauses.append(_equals(c.key, c.values))
         elif c.op == "nin":  # a missing key makes Milvus's `not (...)` null: name that case
             clauses.append(f"(not {has} or not {_equals(c.key, c.values)})")
