@@ -17,7 +17,7 @@ from whitevec.models.pipeline import l2_normalize
 from whitevec.models.tuning import anisotropy
 from whitevec.models.whitening import Whitening, WhiteningParams, jl_dim
 
-from .bundle import encoder_manifest
+from .bundle import encoder_manifest, model_ref
 from .faiss_index import VectorIndex
 from .spec import IndexSpec
 from .milvus import MilvusRetriever
@@ -120,7 +120,7 @@ def build_version(
             "version": version,
             "created_at": time.time(),
             "build_seconds": round(time.time() - started, 3),
-            "model": encoder_manifest(encoder),
+            "model": {"ref": model_ref(encoder.model_dir, versions.models_root), **encoder_manifest(encoder)},
             "engine_reason": explain(encoder.engine, encoder.device.type),
             "whitening": {**fit.meta(), "output_dim": fit.output_dim(fit.params.dim), "requested": whitening.to_dict(),
                           "anisotropy": anisotropy(raw.vectors), **({"tuned": tuned} if tuned is not None else {})},

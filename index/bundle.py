@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from whitevec.models.encoder import Encoder
 from whitevec.models.engines import explain
+from whitevec.models.loader import bundled_model_dir
 from whitevec.models.pipeline import Pipeline
 
 from .faiss_index import VectorIndex
@@ -13,7 +15,30 @@ from .retriever import Retriever
 from .store import DocumentStore
 
 
+def model_ref(model_dir: Path, models_root: Path) -> str:
+    """How a version names its model so that its data dir can move (another path, venv or machine):
+    `bundled`, `models/<name>` for a fine-tune in the data dir, else the folder's absolute path (a user's own
+    model folder, which must be at that path wherever the data dir goes)."""
+    path = Path(model_dir).resolve()
+    if path == bundled_model_dir().resolve():
+        return "bundled"
+    if path.parent == Path(models_root).resolve():
+        return f"models/{path.name}"
+    return str(path)
+
+
+def resolve_model_ref(model: dict, models_root: Path) -> Path:
+    """The folder a manifest's model section names on this machine (`ref` first, else its old `path`)."""
+    ref = model.get("ref")
+    if ref == "bundled":
+        return bundled_model_dir().resolve()
+    if isinstance(ref, str) and ref.startswith("models/"):
+        return Path(models_root) / ref[len("models/"):]
+    return Path(ref or model["path"])
+
+
 def encoder_manifest(encoder: Encoder) -> dict:
+    """The model section of a manifest (a version's manifest adds `ref`, see model_ref)."""
     return {
         "path": str(encoder.model_dir),
         "max_length": encoder.max_length,

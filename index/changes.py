@@ -16,7 +16,9 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
+import time
 from collections.abc import Callable
+from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -33,6 +35,9 @@ CHANGES_FILE = "changes.sqlite"
 #: The journal head of the last acknowledged change, written after each commit: a log that replays to
 #: less (its -wal deleted, truncated, bytes flipped) lost acknowledged changes and is refused.
 HEAD_FILE = "changes.head"
+#: Written once, at a version's first change, and named unlike the change files: a version whose
+#: head is lost with its log (every changes.* file deleted) is still known to have had changes.
+CHANGED_FILE = "CHANGED"
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS gone (row INTEGER PRIMARY KEY);
@@ -75,22 +80,42 @@ class ChangeLog:
         self._conn: sqlite3.Connection | None = None
         self._types: dict[str, set[str]] | None = None  # metadata key → JSON types, kept up to date once read
         self.head_path = path.with_name(HEAD_FILE)
+        self.changed_path = path.with_name(CHANGED_FILE)
         acked = self._acknowledged()
         if path.is_file():
-            check = self._open().execute("PRAGMA quick_check").fetchone()[0]  # fail now on a damaged file
-            if check != "ok":
-                raise sqlite3.DatabaseError(check)
-        if acked:
-            replayed = head(self._open()) if path.is_file() else 0
+            self._verify(acked)
+            self._open()
+        elif acked:
+            raise sqlite3.DatabaseError(f"it is missing, but {HEAD_FILE} says {acked} changes were acknowledged")
+
+    def _verify(self, acked: int) -> None:
+        """Check the log before anything writes to it: a read-only connection never checkpoints, so a log
+        refused here (its -wal damaged or cut short) is left byte for byte as found, for recovery."""
+        made = [p for p in (self.path.with_name(self.path.name + "-wal"), self.path.with_name(self.path.name + "-shm"))
+                if not p.exists()]
+        try:
+            with closing(sqlite3.connect(f"file:{self.path}?mode=ro", uri=True)) as conn:
+                check = conn.execute("PRAGMA quick_check").fetchone()[0]
+                if check != "ok":
+                    raise sqlite3.DatabaseError(check)
+                has_journal = conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'sqlite_sequence'").fetchone()
+                replayed = head(conn) if has_journal else 0
             if replayed < acked:
                 raise sqlite3.DatabaseError(f"it replays {replayed} of the {acked} acknowledged changes (damaged, "
                                             "truncated, or its -wal file lost)")
+        except sqlite3.Error:
+            for path in made:  # the read-only open made them; the files found stay as they were
+                path.unlink(missing_ok=True)
+            raise
 
     def _acknowledged(self) -> int:
         """The journal head the last acknowledged change reached (0 when none was, or before heads)."""
         try:
             return int(json.loads(self.head_path.read_text(encoding="utf-8"))["seq"])
         except FileNotFoundError:
+            if self.changed_path.exists():
+                raise sqlite3.DatabaseError(f"{HEAD_FILE} is missing, but {CHANGED_FILE} says changes were "
+                                            "acknowledged to this version") from None
             return 0
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise sqlite3.DatabaseError(f"{HEAD_FILE} is unreadable ({exc})") from exc
@@ -150,6 +175,8 @@ class ChangeLog:
             except BaseException:
                 conn.execute("ROLLBACK")
                 raise
+            if not self.changed_path.exists():
+                write_json_atomic(self.changed_path, {"first_change_at": time.time()})
             write_json_atomic(self.head_path, {"seq": head(conn)})
             for d in upserts if self._types is not None else ():
                 filters.add_types(self._types, d.metadata)
@@ -185,6 +212,11 @@ class ChangeLog:
         with self._lock:
             found = self._conn.execute(f"SELECT key FROM added WHERE {clause}", args).fetchall()
         return np.fromiter((k for (k,) in found), np.int64, len(found))
+
+    def forget_types(self) -> None:
+        """Another connection wrote to the log: the type summary is read again when next asked for."""
+        with self._lock:
+            self._types = None
 
     def metadata_types(self) -> dict[str, set[str]]:
         """Key → JSON types over every added document (replaced ones too: a superset)."""

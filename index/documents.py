@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from collections import Counter
 from pathlib import Path
 
@@ -20,6 +21,9 @@ MAX_PATH_CHARS = 1024
 MAX_ID_CHARS = 512
 MAX_TEXT_BYTES = 65_535
 MAX_METADATA_BYTES = 65_536
+#: Integers in metadata fit a signed 64-bit integer: what SQLite stores exactly and Milvus's tags compare
+#: exactly. One bound for every backend; a larger id goes in as a string.
+MAX_METADATA_INT = 2**63 - 1
 
 
 def _depth(value: object, limit: int) -> int:
@@ -31,6 +35,28 @@ def _depth(value: object, limit: int) -> int:
     if isinstance(value, list):
         return 1 + max((_depth(v, limit - 1) for v in value), default=0)
     return 0
+
+
+def _bad_value(value: object, path: str) -> str | None:
+    """The first metadata value outside whitevec's value model, said as what to fix (None when all fit).
+    A NaN or an infinity (Python's json reads them; JSON has neither) would be stored and break every
+    filtered search of the collection; an integer beyond 64 bits would compare inexactly on some backend."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return (f"`{path}` is {value!r}, which JSON has no number for; store null, a finite number or a string")
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) > MAX_METADATA_INT:
+        return (f"`{path}` is an integer of {len(str(abs(value)))} digits, beyond the 64-bit range every backend "
+                f"compares exactly (±{MAX_METADATA_INT}); store it as a string")
+    if isinstance(value, dict):
+        items = value.items()
+    elif isinstance(value, list):
+        items = enumerate(value)
+    else:
+        return None
+    for key, item in items:
+        found = _bad_value(item, f"{path}[{key}]" if isinstance(value, list) else f"{path}.{key}")
+        if found:
+            return found
+    return None
 
 
 def parse_document(obj: object, where: str) -> Document:
@@ -48,6 +74,9 @@ def parse_document(obj: object, where: str) -> Document:
         raise WhitevecError(f"{where}: `metadata` must be a JSON object")
     if metadata and _depth(metadata, MAX_METADATA_DEPTH) > MAX_METADATA_DEPTH:
         raise WhitevecError(f"{where}: `metadata` is nested more than {MAX_METADATA_DEPTH} levels deep; flatten it")
+    bad = _bad_value(metadata, "metadata") if metadata else None
+    if bad:
+        raise WhitevecError(f"{where}: {bad}")
     if len(doc_id) > MAX_ID_CHARS:
         raise WhitevecError(f"{where}: `id` has {len(doc_id)} characters, above {MAX_ID_CHARS}; use a shorter id")
     check_unicode(doc_id, f"{where}: `id`")

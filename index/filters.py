@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import operator
+import re
 import sqlite3
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -20,6 +21,8 @@ RANGES = {"$gt": ">", "$gte": ">=", "$lt": "<", "$lte": "<="}
 MAX_KEYS = 32
 MAX_LIST = 1024  # values in one $in / $nin
 MAX_KEY_CHARS = 256
+#: Characters no filter key may hold, on any backend (Milvus expressions cannot quote them).
+CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 class FilterError(ValueError):
@@ -79,8 +82,9 @@ def _scalar(key: str, op: str, value: object) -> object:
 def _check_key(key: object) -> str:
     if not isinstance(key, str) or not key or len(key) > MAX_KEY_CHARS:
         raise FilterError(f"filter keys are metadata keys: non-empty strings of at most {MAX_KEY_CHARS} characters")
-    if any(c in key for c in '"\\\x00'):
-        raise FilterError(f"filter key {json.dumps(key)}: a key may not contain a double quote, a backslash or NUL")
+    if any(c in key for c in '"\\') or CONTROL.search(key):
+        raise FilterError(f"filter key {json.dumps(key)}: a key may not contain a double quote, a backslash or a "
+                          "control character (NUL, newline, tab, …); rename the metadata key to filter on it")
     return key
 
 

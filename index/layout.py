@@ -114,6 +114,16 @@ def read_config(bundles: Path, name: str) -> dict:
     return {"name": name, "uid": name, **(data if isinstance(data, dict) else {})}
 
 
+def read_uid(bundles: Path, name: str) -> str | None:
+    """A collection's uid as its file says (its name when the file has none, as `default`'s may not);
+    None when the file cannot be read now: a transient failure must not read as "deleted"."""
+    try:
+        data = json.loads((folder(bundles, name) / CONFIG).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return str(data.get("uid", name)) if isinstance(data, dict) else None
+
+
 def create(bundles: Path, name: str, config: dict) -> Path:
     """Write a new collection's folder atomically; CollectionExists if the name is taken."""
     target = folder(bundles, name)

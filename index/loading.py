@@ -13,8 +13,8 @@ from whitevec.models.errors import ModelFolderError
 from whitevec.models.pipeline import Pipeline
 from whitevec.models.whitening import Whitening
 
-from .bundle import Bundle, encoder_manifest
-from .changes import CHANGES_FILE, HEAD_FILE, ChangeLog
+from .bundle import Bundle, encoder_manifest, resolve_model_ref
+from .changes import CHANGED_FILE, CHANGES_FILE, HEAD_FILE, ChangeLog
 from .faiss_index import VectorIndex
 from .spec import IndexSpec
 from .journal import JOURNAL_FILE, Journal
@@ -32,19 +32,22 @@ def load_version(store: VersionStore, version: str, encoder: Encoder | None, dev
     if not (store.folder(version) / MANIFEST).is_file():
         raise VersionDamaged(f"version {version} has no folder with a manifest in versions/")
     manifest = store.verify_files(version) if checksums else store.manifest(version)
-    model = {"engine": "torch", **manifest["model"]}  # versions from before engines: torch
+    model = {"engine": "torch", **store.model_section(version, manifest)}  # versions from before engines: torch
+    path = resolve_model_ref(model, store.models_root)
     wanted = resolve_engine(engine, device) if engine is not None else None
     use = serving_engine(model["engine"], wanted)
     if wanted is not None and use != wanted:
         log.warning("version %s was encoded with engine %s; serving it with %s, not %s (their vectors "
                     "differ): rebuild it to change engines", version, use, use, wanted)
-    same = encoder is not None and encoder_manifest(encoder) == {**model, "engine": use}
+    recorded = {key: value for key, value in model.items() if key != "ref"} | {"path": str(path.resolve()),
+                                                                                  "engine": use}
+    same = encoder is not None and encoder_manifest(encoder) == recorded
     if not same:
-        spec = EncoderSpec.from_manifest({**model, "engine": use}, device=device, engine_cache=engine_cache)
+        spec = EncoderSpec.from_manifest(recorded, device=device, engine_cache=engine_cache)
         encoder = store.encoders.get(spec) if store.encoders is not None else spec.build()
         if encoder.identity.fingerprint != model["fingerprint"]:
             raise ModelFolderError(
-                f"model folder {model['path']} changed since version {version} was built "
+                f"model folder {path} changed since version {version} was built "
                 f"(weights {encoder.identity.fingerprint}, expected {model['fingerprint']}): "
                 "rebuild the index with the current model"
             )
@@ -70,8 +73,9 @@ def load_version(store: VersionStore, version: str, encoder: Encoder | None, dev
         store.close()
         index.close()
         raise VersionDamaged(f"version {version}: {CHANGES_FILE} (its upserts and deletes) is unreadable ({exc}); "
-                             f"restore it from a backup (`whitevec backup`), or move {CHANGES_FILE} and "
-                             f"{HEAD_FILE} away to serve the version as built, without those changes") from exc
+                             f"its files are left as found; restore them from a backup (`whitevec backup`), or move "
+                             f"{CHANGES_FILE}*, {HEAD_FILE} and {CHANGED_FILE} away to serve the version as built, "
+                             "without those changes") from exc
     return Bundle(pipeline, version, manifest, index, store, retriever)
 
 

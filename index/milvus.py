@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-import math
 import re
 import threading
 from collections.abc import Callable, Iterable
@@ -30,7 +29,7 @@ import numpy as np
 from .spec import IndexSpec, SearchParams, check_search_params
 from .journal import Journal
 from .retriever import ChangeResult, Hit
-from .filters import Filter, add_types, matches
+from .filters import CONTROL, Filter, add_types, matches
 from .store import Document, DocumentList, Documents
 
 #: Longest text and id a collection stores (Milvus VARCHAR limit, in bytes).
@@ -65,11 +64,10 @@ def tag(value: object) -> str | None:
         return "z:"
     if isinstance(value, bool):
         return "b:true" if value else "b:false"
-    if isinstance(value, (int, float)):
-        f = float(value)
-        if math.isfinite(f) and f.is_integer() and abs(f) < 2**53:
-            return f"n:{int(f)}"
-        return f"n:{f!r}"
+    if isinstance(value, int):
+        return f"n:{value}"  # exact at any size, as SQLite and the Python reference compare
+    if isinstance(value, float):
+        return f"n:{int(value)}" if value.is_integer() else f"n:{value!r}"  # 2.0 equals 2; values are finite
     if isinstance(value, str):
         return "s:" + value
     return None
@@ -86,9 +84,6 @@ def typed(metadata: dict) -> dict:
     return out
 
 
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-
-
 def _equals(key: str, values: tuple) -> str:
     tags = list(dict.fromkeys(t for t in map(tag, values) if t is not None))
     if not tags:
@@ -103,13 +98,13 @@ def milvus_filter(where: Filter | None) -> tuple[str, bool]:
     """A Milvus boolean expression for whitevec's filter, and whether it is exact: a range operator, or a
     value with a control character (Milvus's expression strings have no \\u escapes), becomes "the key
     exists" (a superset), and the caller checks the candidates with `matches`.
-    Keys were checked by the filter parser (no quote or backslash)."""
+    Keys were checked by the filter parser (no quote, backslash or control character)."""
     if not where:
         return "", True
     clauses, exact = [], True
     for c in where:
         has = f'exists typed["{c.key}"]'
-        if c.op in ("in", "nin") and any(isinstance(v, str) and _CONTROL.search(v) for v in c.values):
+        if c.op in ("in", "nin") and any(isinstance(v, str) and CONTROL.search(v) for v in c.values):
             clauses += [has] if c.op == "in" else []  # $nin: any document may pass; the check decides
             exact = False
         elif c.op == "in":
@@ -194,6 +189,9 @@ class MilvusRetriever:
 
     def pending_changes(self) -> int:
         return 0  # Milvus compacts its own segments
+
+    def refresh(self) -> None:
+        """Changes are written into the Milvus collection itself: every holder reads the same."""
 
     def search_params(self, nprobe: int | None, ef_search: int | None, max_nprobe: int,
                       max_ef_search: int) -> SearchParams:

@@ -80,6 +80,11 @@ class Retriever(Protocol):
 
     def pending_changes(self) -> int: ...
 
+    def refresh(self) -> None:
+        """Catch up with changes another holder of this version wrote since this one loaded (called under the
+        change lock before the version is served, so no acknowledged change is missing from its view)."""
+        ...
+
     def count_after(self, upsert_ids: list[str], deletes: list[str]) -> int: ...
 
     def sequence(self) -> int:
@@ -119,7 +124,14 @@ class FaissRetriever:
         self.index, self.store, self.log, self.transform = index, store, log, transform
         self.raw_path = raw_path
         self.base_count = index.count
+        self._seen = log.head()  # the journal head this view includes (read first: a reload is idempotent)
         self.delta: Delta = log.load(transform, index.dim)
+
+    def refresh(self) -> None:
+        if self.log.head() != self._seen:
+            self._seen = self.log.head()
+            self.log.forget_types()
+            self.delta = self.log.load(self.transform, self.index.dim)
 
     @property
     def spec(self) -> IndexSpec:
@@ -210,6 +222,7 @@ class FaissRetriever:
         done = [i for i in asked if i not in missing]
         keys = self.log.apply(upserts, raw, list(base.values()), list(live.values()),
                               list(dict.fromkeys([d.id for d in upserts] + done)))
+        self._seen = self.log.head()
         vectors = self.transform(raw) if len(upserts) else np.zeros((0, self.index.dim), np.float32)
         self.delta = delta.changed(np.fromiter(base.values(), np.int64, len(base)),
                                    np.fromiter(live.values(), np.int64, len(live)), keys, vectors)

@@ -29,6 +29,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import secrets
 import shutil
 import sqlite3
@@ -45,6 +46,7 @@ from whitevec.models.files import fsync_path, write_json_atomic
 
 from .bundle import Bundle
 from .changes import CHANGES_FILE
+from .layout import COLLECTIONS
 
 log = logging.getLogger(__name__)
 
@@ -58,8 +60,13 @@ MILVUS_FILE = "milvus.json"  # names the version's Milvus collection (backend mi
 PARTS = (WHITENING_FILE, INDEX_FILE, DOCS_FILE)
 MILVUS_PARTS = (WHITENING_FILE, MILVUS_FILE)
 HISTORY_LIMIT = 100
+PIN_PREFIX = ".pin-"  # a backup's hold on the versions it copies (VersionStore.pinned)
 #: In a shared bundle dir, leftovers younger than this may be another replica's build in progress.
 SHARED_STALE_S = 24 * 3600
+
+
+#: A version id as new_version makes it (and as versions made before it looked): a plain folder name.
+VERSION_NAME = re.compile(r"[0-9A-Za-z][0-9A-Za-z._-]{0,99}")
 
 
 class VersionDamaged(WhitevecError):
@@ -167,6 +174,45 @@ class VersionStore:
             self.milvus.client.drop_collection(name)
 
     @property
+    def models_root(self) -> Path:
+        """The data dir's models/ (fine-tunes, shared by its collections): what `models/<name>` refs name."""
+        holder = self.root.parent  # collections/<name>, or the data dir itself before collections
+        return (holder.parent.parent if holder.parent.name == COLLECTIONS else holder) / "models"
+
+    def model_section(self, version: str, manifest: dict) -> dict:
+        """The manifest's model section with a `ref`. A version from before refs names its model by the
+        absolute path it had at build: when that is the bundled model or one of this data dir's fine-tunes
+        (the same weights, by fingerprint), the manifest is upgraded in place to say so, and the data dir
+        moves freely from then on; a user's own folder keeps its path."""
+        model = dict(manifest["model"])
+        if "ref" in model:
+            return model
+        ref = self._guess_ref(model)
+        if ref is None:
+            return model
+        model["ref"] = ref
+        with self.locked():
+            write_json_atomic(self.folder(version) / MANIFEST, {**manifest, "model": model})
+        log.info("version %s: its model is now named %r (was the path %s)", version, ref, model.get("path"))
+        return model
+
+    def _guess_ref(self, model: dict) -> str | None:
+        from whitevec.models.loader import bundled_model_dir, fingerprint
+
+        want = model.get("fingerprint")
+        candidates = [("bundled", bundled_model_dir())]
+        name = Path(model.get("path", "")).name
+        if name:
+            candidates.append((f"models/{name}", self.models_root / name))
+        for ref, folder in candidates:
+            try:
+                if (folder / "config.json").is_file() and fingerprint(folder) == want:
+                    return ref
+            except (OSError, WhitevecError):
+                continue
+        return None
+
+    @property
     def pointer(self) -> Path:
         return self.root / POINTER
 
@@ -182,6 +228,48 @@ class VersionStore:
             finally:
                 os.close(fd)
 
+    @contextmanager
+    def pinned(self) -> Iterator[tuple[bytes | None, list[str]]]:
+        """ACTIVE's bytes and the complete versions, read together and held against prune (in this process
+        and in any other, through a pin file under an flock) until the block ends: what a backup copies.
+        A pin whose holder died is unlocked, and the next prune removes it."""
+        with self.locked():
+            try:
+                pointer = self.pointer.read_bytes()
+            except FileNotFoundError:
+                pointer = None
+            versions = self.versions()
+            pin = self.root / f"{PIN_PREFIX}{secrets.token_hex(6)}"
+            fd = os.open(pin, os.O_RDWR | os.O_CREAT, 0o644)
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            os.write(fd, json.dumps(versions).encode())
+        try:
+            yield pointer, versions
+        finally:
+            pin.unlink(missing_ok=True)
+            os.close(fd)
+
+    def _pinned_versions(self) -> set[str]:
+        """Versions a live pin holds (lock held); pins left by a process that died are removed."""
+        held: set[str] = set()
+        for pin in self.root.glob(f"{PIN_PREFIX}*"):
+            try:
+                fd = os.open(pin, os.O_RDONLY)
+            except FileNotFoundError:
+                continue
+            try:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+                except BlockingIOError:  # its holder is copying now
+                    held |= set(json.loads(pin.read_text(encoding="utf-8") or "[]"))
+                else:
+                    pin.unlink(missing_ok=True)
+            except (OSError, ValueError):
+                continue
+            finally:
+                os.close(fd)
+        return held
+
     def pointer_state(self) -> tuple[dict, str | None]:
         """ACTIVE's data, and what is wrong with it (None when it names a complete version).
         Never raises and never names an absolute path: a bad pointer must not stop a server."""
@@ -194,6 +282,9 @@ class VersionStore:
         except (OSError, ValueError) as exc:
             reason = exc.strerror if isinstance(exc, OSError) else str(exc).split(": line")[0]
             return {}, f"versions/ACTIVE is unreadable ({reason})"
+        if not VERSION_NAME.fullmatch(data["version"]):
+            return data, (f"versions/ACTIVE names {data['version'][:80]!r}, which is not a version name (a version "
+                          "is a folder of versions/, named by its id)")
         if not (self.folder(data["version"]) / MANIFEST).is_file():
             return data, f"versions/ACTIVE names version {data['version']}, which does not exist"
         return data, None
@@ -206,12 +297,17 @@ class VersionStore:
     def history(self) -> list[dict]:
         """Activations, newest first: [{"version", "activated_at"}] (the active one is first)."""
         data, _ = self.pointer_state()
-        history = [h for h in data.get("history") or [] if isinstance(h, dict) and isinstance(h.get("version"), str)]
-        if data.get("version") and (not history or history[0].get("version") != data["version"]):
+        history = [h for h in data.get("history") or [] if isinstance(h, dict) and isinstance(h.get("version"), str)
+                   and VERSION_NAME.fullmatch(h["version"])]
+        if data.get("version") and VERSION_NAME.fullmatch(data["version"]) and (not history or history[0].get("version") != data["version"]):
             history.insert(0, {"version": data["version"], "activated_at": data.get("activated_at")})
         return history
 
     def folder(self, version: str) -> Path:
+        """A version's folder: always inside versions/ (a name with a path in it is damage, never followed)."""
+        if not VERSION_NAME.fullmatch(version):
+            raise VersionDamaged(f"{version[:80]!r} is not a version name: a version is a folder of versions/, "
+                                 "named by its id")
         return self.root / version
 
     def versions(self) -> list[str]:
@@ -252,12 +348,22 @@ class VersionStore:
                 self._drop_index(version)
                 shutil.rmtree(self.folder(version), ignore_errors=True)
 
-    def activate(self, version: str) -> None:
+    def activate(self, version: str, expected: str | None = None) -> None:
         """Point ACTIVE (and, with Milvus, the alias) at a complete version. The alias flips first: if
-        that fails, ACTIVE still names what every replica serves."""
+        that fails, ACTIVE still names what every replica serves.
+
+        `expected`: a compare-and-swap for replicas. The shared alias must still name that version (the one a
+        job read its corpus from), else ServedVersionChanged and nothing moves; compared under the bundle dir's
+        lock, so one replica never flips the alias back over another's activation (and drops the writes
+        acknowledged there)."""
         with self.locked():
             if not (self.folder(version) / MANIFEST).is_file():
                 raise WhitevecError(f"version {version} is not complete; refusing to activate it")
+            if expected is not None and self.followable:  # one process: its served bundle was checked already
+                current = self.switched_to()
+                if current is not None and current != expected:
+                    raise ServedVersionChanged(f"version {current} was activated while this job ran (it read version "
+                                               f"{expected}); nothing was activated: run the job again")
             name = self.collection(version)
             if name is not None and self.milvus is not None:
                 from .milvus import point_alias
@@ -367,7 +473,7 @@ class VersionStore:
             if problem:
                 return []
             history = [h["version"] for h in self.history() if (self.folder(h["version"]) / MANIFEST).is_file()]
-            kept = set(history[: max(keep, 2)]) | set(protect) | self._pending
+            kept = set(history[: max(keep, 2)]) | set(protect) | self._pending | self._pinned_versions()
             kept |= {v for v in self.versions() if v not in history and not self.stale(self.folder(v))}
             doomed = [v for v in self.versions() if v not in kept]
             for version in doomed:

@@ -17,10 +17,10 @@ from whitevec.index.spec import INDEX_TYPES
 from whitevec.models.errors import WhitevecError
 
 from . import admin_routes, console_routes, errors, routes
-from .access import same_secret
+from .access import identify, same_secret
 from .body import install_openapi
 from .deps import get_runtime
-from .errors import NotReady, PayloadTooLarge, ServerError, responses
+from .errors import Forbidden, NotReady, PayloadTooLarge, ServerError, Unauthorized, responses
 from .openai_compat import router as openai_router
 from .runtime import Runtime
 from .settings import Settings
@@ -149,10 +149,28 @@ async def readyz(request: Request, rt: Runtime = Depends(get_runtime)) -> dict:
         raise NotReady(f"{len(loading)} collection(s) still loading; retry shortly", headers={"Retry-After": "2"})
     if not rt.batcher.running:
         raise NotReady(rt.batcher.error or "the encoder is not running", headers={"Retry-After": "5"})
-    return await asyncio.to_thread(ready_report, rt, _operator(request, rt))
+    operator = _operator(request, rt)
+    return await asyncio.to_thread(ready_report, rt, operator, operator or _sees_default(request, rt))
 
 
-def ready_report(rt: Runtime, operator: bool) -> dict:
+def _sees_default(request: Request, rt: Runtime) -> bool:
+    """The request's credential may read collection `default` (its version, count and whitening)."""
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        return False
+    try:
+        return identify(rt, token.strip(), "").sees("default")
+    except Forbidden:
+        return False
+
+
+def ready_report(rt: Runtime, operator: bool, sees_default: bool) -> dict:
+    """What /readyz shows: the operator everything, a reader of `default` that collection, anyone else
+    (once access keys exist) only whether the server is ready."""
+    if not sees_default:
+        statuses = [c.status() for c in rt.collections()]
+        return {"status": "ready" if all(st == "ready" for st in statuses) else "degraded",
+                "detail": "send the admin token (or a key for collection default) to see what is served"}
     report = rt.default.reports.ready_report()
     if operator:
         report["collections"] = {c.name: {"status": c.status(), "documents": c.summary()["documents"],
@@ -164,9 +182,16 @@ def ready_report(rt: Runtime, operator: bool) -> dict:
     return report
 
 
-@ops.get("/metrics", response_class=PlainTextResponse)
-async def metrics(rt: Runtime = Depends(get_runtime)) -> Response:
-    """Prometheus text format; series are labelled by collection, so keep it where operators alone reach it."""
+@ops.get("/metrics", response_class=PlainTextResponse, responses=responses(Unauthorized, Forbidden))
+async def metrics(request: Request, rt: Runtime = Depends(get_runtime)) -> Response:
+    """Prometheus text format. Series are labelled by collection, so once access keys exist (tenants) only the
+    admin token reads it (Prometheus: `authorization: {credentials: <admin token>}` in the scrape config)."""
+    if not _operator(request, rt):
+        if not request.headers.get("authorization"):
+            rt.metrics.auth_failures.labels("missing").inc()
+            raise Unauthorized("/metrics names every collection: send `Authorization: Bearer <admin token>`")
+        rt.metrics.auth_failures.labels("not_admin").inc()
+        raise Forbidden("/metrics names every collection: only the admin token reads it once access keys exist")
     return Response(await asyncio.to_thread(rt.metrics.render), media_type="text/plain; version=0.0.4")
 
 

@@ -99,6 +99,7 @@ def _train(rt, args: argparse.Namespace, path: Path) -> int:
 def _served_encoder(rt, name: str):
     """The model collection `name` serves, read-only (a server may be running): float32 torch, for training."""
     from whitevec.index import layout
+    from whitevec.index.bundle import resolve_model_ref
     from whitevec.index.versions import VersionStore
     from whitevec.models.encoder import EncoderSpec
 
@@ -114,5 +115,6 @@ def _served_encoder(rt, name: str):
     active = store.active()
     if active is None:
         return rt.encoder_spec(layout.model_folder(bundles, config.get("model")), engine="torch").build()
-    model = store.verify_files(active)["model"]
-    return EncoderSpec.from_manifest({**model, "engine": "torch"}, device=rt.settings.device).build()
+    model = store.model_section(active, store.verify_files(active))
+    path = str(resolve_model_ref(model, store.models_root))
+    return EncoderSpec.from_manifest({**model, "path": path, "engine": "torch"}, device=rt.settings.device).build()

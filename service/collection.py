@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -27,6 +28,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("whitevec")
 
+#: A failed collection load is retried after this, doubling each time up to the max.
+LOAD_RETRY_FIRST_S = 2.0
+LOAD_RETRY_MAX_S = 60.0
+
 
 class Collection:
     """A named corpus with its own whitening fit, index, documents, change log and versions. Owned by the
@@ -44,6 +49,8 @@ class Collection:
                                      encoders=rt.encoders)
         self.served = ServedBundle()
         self.load_error: str | None = None
+        self.load_failures = 0  # in a row: the sync thread retries a failed load with backoff
+        self.next_load_at: float | None = None  # monotonic time of the next retry
         self._loading = threading.Lock()
         self.deleted = False  # set when deleted: requests and jobs that still hold it get 404
         self.refused: dict | None = None  # the active version, when it could not be served, and why
@@ -121,11 +128,21 @@ class Collection:
     def _load(self) -> None:
         try:
             self.served.swap(self._load_best())
-            self.load_error = None
+            self.load_error, self.load_failures, self.next_load_at = None, 0, None
         except Exception as exc:
-            self.load_error = f"collection {self.name}: {exc}"
-            log.error("collection %s could not be loaded: %s", self.name, exc)
+            self.load_failures += 1
+            wait = min(LOAD_RETRY_MAX_S, LOAD_RETRY_FIRST_S * 2 ** (self.load_failures - 1))
+            self.next_load_at = time.monotonic() + wait
+            self.load_error = f"collection {self.name}: {exc} (retried in {wait:.0f} s)"
+            log.error("collection %s could not be loaded (try %d; next in %.0f s): %s", self.name,
+                      self.load_failures, wait, exc)
             raise
+
+    def load_due(self) -> bool:
+        """Not served yet, and a first load or a retry after a failure is due (Milvus down at start, say)."""
+        if self.bundle is not None or self.deleted:
+            return False
+        return self.next_load_at is None or time.monotonic() >= self.next_load_at
         log.info("collection %s ready: %s", self.name, self.reports.describe())
 
     def _load_best(self) -> Bundle:
@@ -183,12 +200,21 @@ class Collection:
             if just_built:
                 self.versions.discard(version)
             raise
-        with self.served.lease(), self.change_lock:  # the lease keeps the old version open for the last pass
+        with self.served.lease() as served, self.change_lock:  # the lease keeps the old version open
+            if served is not None and served.version == version and since is None:
+                # already served (a second click on rollback): the served bundle holds the change log's only
+                # writer and every acknowledged change; a second copy of the version would lack what lands now
+                bundle.close()
+                self.versions.activate(version)
+                self.refused = None
+                return served
             try:
                 if self.deleted:  # its folder may hold a new collection of the same name by now
                     raise NotFound(f"collection {self.name} was deleted while this ran; nothing was activated")
+                if bundle.retriever is not None:  # loaded outside the lock: catch up with what landed since
+                    bundle.retriever.refresh()
                 seq = self.corpus_ops.carry_over(since, bundle, since.seq) if since is not None else 0
-                self.versions.activate(version)
+                self.versions.activate(version, expected=since.bundle.version if since is not None else None)
             except BaseException:
                 bundle.close()
                 if just_built:

@@ -21,7 +21,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -158,6 +158,35 @@ class Database:
                                       "retry when it is back") from exc
 
 
+def check_sqlite(path: Path, what: str, fix: str) -> None:
+    """Refuse a damaged SQLite file by name, with what to do (never a raw traceback at start)."""
+    if not Path(path).is_file():
+        return
+    try:
+        with closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)) as conn:
+            check = conn.execute("PRAGMA quick_check").fetchone()[0]
+    except sqlite3.DatabaseError as exc:
+        check = str(exc)
+    if check != "ok":
+        raise WhitevecError(f"{path} ({what}) is damaged: {check}; {fix}")
+
+
+def quarantine_damaged(path: Path) -> Path | None:
+    """A damaged SQLite file moved aside with its -wal and -shm (kept for inspection, never deleted); the
+    new name, or None when the file is sound or absent."""
+    try:
+        check_sqlite(path, "", "")
+    except WhitevecError:
+        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+        moved = Path(path).with_name(f"{Path(path).name}.damaged-{stamp}")
+        for suffix in ("", "-wal", "-shm"):
+            src = Path(f"{path}{suffix}")
+            if src.exists():
+                src.rename(f"{moved}{suffix}")
+        return moved
+    return None
+
+
 class JobsDB(Database):
     """Where job records live (table `jobs`), created or brought up to date on connect."""
 
@@ -182,8 +211,19 @@ class JobsDB(Database):
 
 
 class JobRunner:
-    def __init__(self, db: str | Path, owner: str = "local") -> None:
+    def __init__(self, db: str | Path, owner: str = "local", quarantine: bool = True) -> None:
+        """`quarantine`: a damaged SQLite file of records is moved aside (job history is not worth the
+        service) and a new one started; without it (the file holds access keys too) a damaged one is refused."""
         self.owner = owner
+        self.quarantined: Path | None = None
+        if isinstance(db, Path) and quarantine:
+            self.quarantined = quarantine_damaged(db)
+            if self.quarantined is not None:
+                log.warning("job records %s were damaged: moved to %s, starting with no job history", db,
+                            self.quarantined.name)
+        elif isinstance(db, Path):
+            check_sqlite(db, "job records and access keys", "restore it from a backup (`whitevec backup`); moving "
+                         "it away starts with no job history and no access keys")
         self._db = JobsDB(db)
         self._queue: queue.Queue[tuple[str, JobFn] | None] = queue.Queue()
         self._contexts: dict[str, JobContext] = {}
@@ -253,54 +293,82 @@ class JobRunner:
         return job_id
 
     def _work(self) -> None:
+        """The one worker: whatever a job or its record raises, the job ends failed and the queue goes on."""
         while (entry := self._queue.get()) is not None:
-            job_id, fn = entry
-            with self._transition:  # queued → running, or cancel got there first
-                ctx = self._contexts.get(job_id)
-                if ctx is None:  # cancelled while queued: already final
-                    continue
-                self._record(job_id, state="running", started_at=time.time())
-                self._running = job_id
             try:
-                result = fn(ctx)
-            except JobCancelled as exc:
-                self._finish(job_id, "cancelled", error=str(exc))
-            except Exception as exc:  # a job's failure is its record, never the server's
-                log.exception("job %s failed", job_id)
-                self._finish(job_id, "failed", error=f"{type(exc).__name__}: {exc}" if not str(exc) else str(exc))
-            else:
-                self._live[job_id]["detail"]["phase"] = "done"
-                self._finish(job_id, "succeeded", result=result)
+                self._run(*entry)
+            except Exception:  # noqa: BLE001 - the worker outlives any one job
+                log.exception("job %s: the worker could not run or record it; going on with the queue", entry[0])
+                self._forget(entry[0])
             finally:
                 self._running = None
-                del fn, entry  # the job's corpus and vectors go now, not when the next job arrives
+                del entry  # the job's corpus and vectors go now, not when the next job arrives
                 release_freed_memory()
 
-    def _record(self, job_id: str, **fields: Any) -> None:
-        """_write for the worker: retried while the database is unreachable (about 30 s), then logged;
-        the worker thread never dies of it (a restart of this replica marks the job failed)."""
+    def _run(self, job_id: str, fn: JobFn) -> None:
+        with self._transition:  # queued → running, or cancel got there first
+            ctx = self._contexts.get(job_id)
+            if ctx is None:  # cancelled while queued: already final
+                return
+            if not self._record(job_id, state="running", started_at=time.time()):
+                self._finish(job_id, "failed", error="its record could not be written when it started (see the "
+                                                     "server log); submit it again")
+                return
+            self._running = job_id
+        try:
+            result = fn(ctx)
+        except JobCancelled as exc:
+            self._finish(job_id, "cancelled", error=str(exc))
+        except Exception as exc:  # a job's failure is its record, never the server's
+            log.exception("job %s failed", job_id)
+            self._finish(job_id, "failed", error=f"{type(exc).__name__}: {exc}" if not str(exc) else str(exc))
+        else:
+            self._live[job_id]["detail"]["phase"] = "done"
+            self._finish(job_id, "succeeded", result=result)
+
+    def _record(self, job_id: str, **fields: Any) -> bool:
+        """_write for the worker: retried while the database is unreachable or busy (about 30 s), then
+        logged; False when it could not be written. The worker thread never dies of it."""
         for wait in (0.5, 1, 2, 4, 8, 16, None):
             try:
                 self._write(job_id, **fields)
-                return
-            except JobsUnavailable as exc:
-                if wait is None:
-                    log.error("job %s: could not record %s: %s", job_id, fields.get("state", "progress"), exc)
-                    return
-                time.sleep(wait)
+                return True
+            except (JobsUnavailable, sqlite3.OperationalError) as exc:  # unreachable, locked, disk full
+                problem: Exception = exc
+            except Exception as exc:  # noqa: BLE001 - a record that cannot be written (unserialisable, damaged)
+                log.error("job %s: could not record %s: %s", job_id, fields.get("state", "progress"), exc)
+                return False
+            if wait is None:
+                log.error("job %s: could not record %s: %s", job_id, fields.get("state", "progress"), problem)
+                return False
+            time.sleep(wait)
+        return False
 
     def _finish(self, job_id: str, state: str, error: str | None = None, result: dict | None = None) -> None:
         live = self._live.get(job_id, {})
-        self._record(job_id, state=state, finished_at=time.time(), error=error,
-                    result=None if result is None else json.dumps(result),
-                    done=live.get("done", 0), total=live.get("total", 0),
-                    detail=json.dumps(live.get("detail", {})))
+        try:
+            encoded = None if result is None else json.dumps(result)
+        except (TypeError, ValueError) as exc:
+            state, error, encoded = "failed", f"its result could not be recorded: {exc}", None
+        recorded = self._record(job_id, state=state, finished_at=time.time(), error=error, result=encoded,
+                                done=live.get("done", 0), total=live.get("total", 0),
+                                detail=json.dumps(live.get("detail", {}), default=str))
+        if not recorded and state != "failed":  # what did happen must not read as "running" for ever
+            self._record(job_id, state="failed", finished_at=time.time(),
+                         error=f"it ended {state}, but that could not be recorded (see the server log)")
+        self._forget(job_id)
+
+    def _forget(self, job_id: str) -> None:
+        """Drop a final job's live state and run its `on_end` (whose failure is logged, never raised)."""
         self._contexts.pop(job_id, None)
         self._live.pop(job_id, None)
         self._collection.pop(job_id, None)
         on_end = self._on_end.pop(job_id, None)
         if on_end is not None:
-            on_end()
+            try:
+                on_end()
+            except Exception:  # noqa: BLE001 - the queue goes on
+                log.exception("job %s: its end hook failed", job_id)
 
     def _row_to_dict(self, row: tuple) -> dict:
         (job_id, kind, state, done, total, created, started, finished, error, result, detail, owner, collection) = row

@@ -40,7 +40,8 @@ class AliasFollower:
             return None
         new = self.rt.load_version(version, bundle.encoder)
         with self.rt.change_lock:
-            if self.rt.bundle is not bundle:  # this replica activated a version while that one loaded
+            # this replica activated a version while that one loaded (or re-pointed the alias at its own)
+            if self.rt.bundle is not bundle or self.rt.versions.switched_to() != version:
                 new.close()
                 return None
             self.rt.served.swap(new)

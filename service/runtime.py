@@ -13,6 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from whitevec.index import layout
+from whitevec.index.bundle import resolve_model_ref
 from whitevec.index.datadir import DataDirLock
 from whitevec.index.versions import MilvusTarget, VersionStore
 from whitevec.models.encoder import EncoderPool, EncoderSpec
@@ -22,7 +23,7 @@ from .admin_token import AdminToken
 from .batcher import Batcher
 from .collection import Collection, resolve_model_choice
 from .errors import Conflict, InvalidRequest, NotReady
-from .jobs import POSTGRES, Database, JobRunner
+from .jobs import POSTGRES, Database, JobRunner, check_sqlite
 from .keys import KeyStore
 from .metrics import Metrics
 from .settings import Settings
@@ -46,10 +47,14 @@ class Runtime:
         self.milvus = self._milvus_target(settings)
         self.encoders = EncoderPool()
         self._lock = DataDirLock(settings.data_dir)
-        self.jobs = JobRunner(self._jobs_db(settings), owner=settings.replica_name or self._default_replica(settings))
         # keys live where every replica reads them: the shared jobs database, else the (shared) bundle dir
-        self.keys = KeyStore(self.jobs.db if settings.jobs_db is not None
-                             else Database(settings.bundles / "keys.sqlite"))
+        self.jobs = JobRunner(self._jobs_db(settings), owner=settings.replica_name or self._default_replica(settings),
+                              quarantine=settings.jobs_db is None)
+        if settings.jobs_db is None:
+            keys = settings.bundles / "keys.sqlite"
+            check_sqlite(keys, "access keys", "restore it from a backup (`whitevec backup`); moving it away starts "
+                         "with no access keys, so searching is open again until you create them anew")
+        self.keys = KeyStore(self.jobs.db if settings.jobs_db is not None else Database(keys))
         self.metrics = Metrics()
         self.batcher = Batcher(settings.max_batch, settings.max_batch_tokens, settings.max_queue_tokens,
                                on_batch=self.metrics.batch_size.observe)
@@ -295,9 +300,9 @@ class Runtime:
             log.warning("could not refresh access keys: %s", exc)
         bundles = self.settings.bundles
         with self._registry:  # listed under the lock: a create or delete here is wholly before or after it
-            on_disk = {n: layout.read_config(bundles, n).get("uid", n) for n in layout.names(bundles)}
-            if layout.DEFAULT not in on_disk:  # a listing caught mid-change, or a folder away: change nothing
-                return
+            on_disk = {n: layout.read_uid(bundles, n) for n in layout.names(bundles)}
+            if layout.DEFAULT not in on_disk or None in on_disk.values():
+                return  # a listing caught mid-change, a folder away, a file unreadable now: change nothing
             gone = [self._collections.pop(n) for n, col in list(self._collections.items())
                     if n != layout.DEFAULT and on_disk.get(n) != col.config.get("uid", n)]
             for name in on_disk:
@@ -309,8 +314,10 @@ class Runtime:
             col.close()
         for col in self.collections():
             try:
-                if col.bundle is None and col.load_error is None:
+                if col.load_due():  # a new collection, or a failed load whose retry is due
                     col.load()
+                elif col.bundle is None:
+                    continue
                 else:
                     col.follower.follow_alias()
             except Exception as exc:  # noqa: BLE001 - Milvus unreachable, a damaged version: keep serving
@@ -359,7 +366,8 @@ class Runtime:
                 used.add((models / col.config["model"]).resolve())
             for version in col.versions.versions():
                 try:
-                    used.add(Path(col.versions.manifest(version)["model"]["path"]).resolve())
+                    model = col.versions.manifest(version)["model"]
+                    used.add(resolve_model_ref(model, col.versions.models_root).resolve())
                 except (OSError, ValueError, KeyError):
                     continue
             if col.bundle is not None:

@@ -65,8 +65,9 @@ class ServedBundle:
                 return
             del self._leases[id(bundle)]
             doomed = self._retired.pop(id(bundle), None)
-        if doomed is not None:
-            _close(doomed)
+        if doomed is not None:  # the last lease may end on the event loop: freeing an index and trimming the
+            # heap take a while there, so they run in a thread of their own
+            threading.Thread(target=_close, args=(doomed,), name="whitevec-close", daemon=True).start()
 
     def swap(self, new: Bundle | None) -> Bundle | None:
         """Serve `new` from now on; the previous bundle is returned (closed, or closing with its last lease)."""

@@ -282,9 +282,13 @@ class AsyncClient(_AsyncCorpus):
         current = await self.job(job if isinstance(job, str) else job.id)
         deadline = None if timeout is None else time.monotonic() + timeout
         bar = self._core.progress_bar(current, progress)
-        while (done := self._core.observe(current, bar, deadline)) is None:
-            await asyncio.sleep(poll)
-            current = await self.job(current.id)
+        try:
+            while (done := self._core.observe(current, bar, deadline)) is None:
+                await asyncio.sleep(poll)
+                current = await self.job(current.id)
+        finally:  # however it ends (done, failed, timed out, the server gone): the bar is closed
+            if bar is not None:
+                bar.close()
         return done
 
     # --- operations --------------------------------------------------------------------------------------

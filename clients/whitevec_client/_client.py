@@ -280,9 +280,13 @@ class Client(_Corpus):
         current = self.job(job if isinstance(job, str) else job.id)
         deadline = None if timeout is None else time.monotonic() + timeout
         bar = self._core.progress_bar(current, progress)
-        while (done := self._core.observe(current, bar, deadline)) is None:
-            time.sleep(poll)
-            current = self.job(current.id)
+        try:
+            while (done := self._core.observe(current, bar, deadline)) is None:
+                time.sleep(poll)
+                current = self.job(current.id)
+        finally:  # however it ends (done, failed, timed out, the server gone): the bar is closed
+            if bar is not None:
+                bar.close()
         return done
 
     # --- operations --------------------------------------------------------------------------------------

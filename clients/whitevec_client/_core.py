@@ -3,6 +3,8 @@ mapping, retry policy and job polling. The two clients differ only in how they s
 
 from __future__ import annotations
 
+import datetime
+import email.utils
 import os
 import random
 import time
@@ -40,6 +42,23 @@ class Routes:
             self.rebuild, self.documents, self.versions = f"{admin}/rebuild", f"{admin}/documents", f"{admin}/versions"
 
 
+def retry_after(value: Optional[str]) -> Optional[float]:
+    """A Retry-After header as seconds: delta-seconds or an HTTP date (RFC 9110); None when absent or unreadable."""
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=datetime.timezone.utc)
+    return max(0.0, (when - datetime.datetime.now(datetime.timezone.utc)).total_seconds())
+
+
 class Core:
     """A client's settings and the policies both clients apply."""
 
@@ -64,18 +83,22 @@ class Core:
         body: Any
         try:
             body = response.json()
-            detail = body.get("error", {}) if isinstance(body, dict) else {}
-            message = str(detail.get("message") or response.text)
         except ValueError:
-            body, detail, message = response.text, {}, response.text or response.reason_phrase
+            body = response.text
+        # whitevec says {"error": {"message", "param"}}; a proxy may say {"error": "…"}, {"detail": …} or HTML
+        error = body.get("error") if isinstance(body, dict) else None
+        detail = error if isinstance(error, dict) else {}
+        message = str(detail.get("message") or (error if isinstance(error, str) else None)
+                      or response.text or response.reason_phrase)
         status = response.status_code
         if status in (401, 403):
             return AuthError(message, status, body)
         if status == 429:
-            retry = response.headers.get("retry-after")
-            return Overloaded(message, status, body, retry_after=float(retry) if retry else None)
+            return Overloaded(message, status, body, retry_after=retry_after(response.headers.get("retry-after")))
         if status == 503:
             return NotReady(message, status, body)
+        if status in (502, 504):  # a proxy in front could not reach the server: worth another try
+            return ServerError(message, status, body)
         if status == 404:
             return NotFound(message, status, body, param=detail.get("param"))
         if status == 409:
@@ -86,7 +109,7 @@ class Core:
 
     def retry_delay(self, attempt: int, error: WhitevecError, retry: bool) -> Optional[float]:
         """Seconds to wait before another try, or None to give up (calls that are not idempotent never retry)."""
-        unreachable = isinstance(error, ServerError) and error.status is None
+        unreachable = isinstance(error, ServerError) and error.status in (None, 502, 504)
         retryable = isinstance(error, (Overloaded, NotReady)) or unreachable
         if not retry or not retryable or attempt >= self.retries:
             return None
@@ -117,7 +140,8 @@ class Core:
 
     @staticmethod
     def observe(job: Job, bar: Any, deadline: Optional[float]) -> Optional[Job]:
-        """Update the bar; the finished job when it is done, raising JobFailed; None to keep polling."""
+        """Update the bar (the caller closes it); the finished job when it is done, raising JobFailed; None to
+        keep polling."""
         if bar is not None:
             if job.progress.total and bar.total != job.progress.total:
                 bar.total = job.progress.total
@@ -126,13 +150,9 @@ class Core:
                 bar.set_postfix(loss=job.detail["loss"], refresh=False)
             bar.refresh()
         if job.state in FINAL:
-            if bar is not None:
-                bar.close()
             if job.state != "succeeded":
                 raise JobFailed(job)
             return job
         if deadline is not None and time.monotonic() > deadline:
-            if bar is not None:
-                bar.close()
             raise TimeoutError(f"job {job.id} is still {job.state} ({job.progress.done}/{job.progress.total})")
         return None

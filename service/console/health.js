@@ -1,7 +1,7 @@
-// The Health page: /readyz in words, each collection's state, and key figures from /metrics (both open
-// routes), refreshed every few seconds.
+// The Health page: /readyz in words, each collection's state, and key figures from /metrics (the admin's
+// once access keys exist), refreshed every few seconds.
 
-import { api, ApiError, badge, el, indexText, notice, num, put, table } from "./ui.js";
+import { api, ApiError, badge, el, hasToken, indexText, isAdmin, notice, num, put, table } from "./ui.js";
 
 /** Prometheus text as [{name, labels, value}] (comments skipped). */
 export function parseMetrics(text) {
@@ -88,7 +88,11 @@ function metricsView(samples) {
     el("p", { class: "muted" }, "From /metrics (Prometheus text), refreshed every 5 s.")];
 }
 
+const METRICS_NEED_ADMIN = "Figures from /metrics name every collection, so once access keys exist only the " +
+  "admin token reads them: type it above to see them.";
+
 export async function healthPage(view) {
+  let refused = false;
   const ready = el("div");
   const metrics = el("div");
   view.root.append(el("h1", {}, "Health"), ready, metrics);
@@ -100,6 +104,16 @@ export async function healthPage(view) {
       ready.replaceChildren(el("p", { class: "status-line" }, badge("not ready", "failed"), " ",
         `Not ready: ${err.message}`));
     }
-    put(metrics, metricsView(parseMetrics(await api("GET", "/metrics"))));
+    if (refused || (hasToken() && !(await isAdmin()))) {
+      put(metrics, [el("h2", {}, "Key metrics"), el("p", { class: "muted" }, METRICS_NEED_ADMIN)]);
+      return;
+    }
+    try {
+      put(metrics, metricsView(parseMetrics(await api("GET", "/metrics"))));
+    } catch (err) {
+      if (!(err instanceof ApiError) || (err.status !== 401 && err.status !== 403)) throw err;
+      refused = true; // asked once on this visit: a refusal counts in /metrics, so it is not asked again
+      put(metrics, [el("h2", {}, "Key metrics"), el("p", { class: "muted" }, METRICS_NEED_ADMIN)]);
+    }
   });
 }

@@ -3,7 +3,7 @@
 // Spearman-against-dim plot of auto whitening.
 
 import { lossChart, tuningChart } from "./plots.js";
-import { adminOnly, api, badge, el, errorNotice, indexText, notice, num, put, table, when, whiteningText } from "./ui.js";
+import { adminOnly, api, badge, el, errorNotice, indexText, notice, num, put, table, toJSON, when, whiteningText } from "./ui.js";
 
 const FINAL = new Set(["succeeded", "failed", "cancelled"]);
 const UNITS = { encoding: "documents", training: "steps", tuning: "pair sentences" };
@@ -168,7 +168,7 @@ async function jobDetail(view, id) {
   let shown = "";
   const show = (job) => {
     record(job);
-    const text = JSON.stringify(job, null, 2);
+    const text = toJSON(job, 2);
     if (text === shown) return;
     shown = text;
     put(head, summary(job, show));

@@ -1,7 +1,7 @@
 // The rebuild form of the Versions page: the body of POST /admin/collections/<name>/rebuild, built from a
 // few fields and shown before it is sent; the job it starts opens on the Jobs page.
 
-import { adminPath, api, el, errorNotice } from "./ui.js";
+import { adminPath, api, el, errorNotice, toJSON } from "./ui.js";
 
 /** A number field's value: the number, or the text itself when it is not one (the server says what is wrong). */
 function number(text) {
@@ -68,7 +68,7 @@ export function rebuildForm(name) {
     fromFile.hidden = f.source.value !== "file";
     setParams.hidden = f.whitening.value !== "set";
     autoParams.hidden = f.whitening.value !== "auto";
-    preview.textContent = JSON.stringify(body(), null, 2);
+    preview.textContent = toJSON(body(), 2);
   };
   const start = async (event) => {
     event.preventDefault();

@@ -1,7 +1,7 @@
 // The Search page: a query against a collection with k and a metadata filter; the request as JSON and as
 // curl (to copy), the answer's warnings, then the hits with score, text and metadata.
 
-import { api, collectionInput, copyButton, curlCommand, el, errorNotice, notice, num, table } from "./ui.js";
+import { api, collectionInput, copyButton, curlCommand, el, errorNotice, notice, num, parseJSON, table, toJSON } from "./ui.js";
 
 const OPERATORS = [
   ["$eq", "="], ["$ne", "≠"], ["$in", "in"], ["$nin", "not in"],
@@ -16,8 +16,8 @@ const form = { collection: "default", query: "", k: 10, conditions: [] };
 export function parseValue(text) {
   const trimmed = text.trim();
   try {
-    const value = JSON.parse(trimmed);
-    if (value === null || ["string", "number", "boolean"].includes(typeof value)) return value;
+    const value = parseJSON(trimmed);
+    if (value === null || ["string", "number", "bigint", "boolean"].includes(typeof value)) return value;
   } catch {
     // plain text
   }
@@ -29,7 +29,7 @@ function parseList(text) {
   const trimmed = text.trim();
   if (trimmed.startsWith("[")) {
     try {
-      const list = JSON.parse(trimmed);
+      const list = parseJSON(trimmed);
       if (Array.isArray(list)) return list;
     } catch {
       // fall back to commas
@@ -94,7 +94,7 @@ function metadataCell(metadata) {
   const entries = Object.entries(metadata || {});
   if (!entries.length) return el("span", { class: "muted" }, "—");
   return el("span", { class: "metadata" }, entries.map(([k, v]) =>
-    el("span", { class: "kv" }, el("b", {}, k), " ", typeof v === "string" ? v : JSON.stringify(v))));
+    el("span", { class: "kv" }, el("b", {}, k), " ", typeof v === "string" ? v : toJSON(v))));
 }
 
 function answerView(answer, ms) {
@@ -119,7 +119,7 @@ export async function searchPage(view, [collection]) {
 
   const redraw = (rows = true) => {
     if (rows) conditions.replaceChildren(...form.conditions.map((c) => conditionRow(c, redraw)));
-    json.textContent = JSON.stringify(requestBody(), null, 2);
+    json.textContent = toJSON(requestBody(), 2);
     shell.textContent = curl();
   };
 

@@ -35,6 +35,19 @@ export class AdminNeeded extends ApiError {
   }
 }
 
+/** JSON.parse that keeps integers beyond 2^53 exact, as BigInt (metadata ids often are; a Number would round
+ * them, and a filter typed from what is shown would then match a neighbour). */
+export function parseJSON(text) {
+  return JSON.parse(text, (key, value, context) =>
+    typeof value === "number" && !Number.isSafeInteger(value) && context && /^-?\d+$/.test(context.source)
+      ? BigInt(context.source) : value);
+}
+
+/** JSON.stringify that writes a BigInt as the exact integer it is. */
+export function toJSON(value, space) {
+  return JSON.stringify(value, (key, v) => (typeof v === "bigint" ? JSON.rawJSON(v.toString()) : v), space);
+}
+
 /** One HTTP call, as the SDK makes it; the parsed JSON (or text) of a 2xx answer, else an ApiError. */
 async function request(method, path, body) {
   const headers = { Accept: "application/json" };
@@ -42,7 +55,7 @@ async function request(method, path, body) {
   const init = { method, headers, cache: "no-store", credentials: "omit", referrerPolicy: "no-referrer" };
   if (body !== undefined) {
     headers["Content-Type"] = "application/json";
-    init.body = JSON.stringify(body);
+    init.body = toJSON(body);
   }
   let response;
   try {
@@ -53,7 +66,7 @@ async function request(method, path, body) {
   const text = await response.text();
   let data = text;
   try {
-    data = text ? JSON.parse(text) : null;
+    data = text ? parseJSON(text) : null;
   } catch {
     // /metrics is text; keep it as it came
   }
@@ -245,7 +258,7 @@ export function curlCommand(method, path, body) {
   const verb = method === "GET" || (method === "POST" && body !== undefined) ? "" : ` -X ${method}`;
   const auth = hasToken() ? ` \\\n  -H "Authorization: Bearer ${tokenVariable(path)}"` : "";
   if (body === undefined) return `curl -s${verb} ${location.origin}${path}${auth}`;
-  const data = JSON.stringify(body).replaceAll("'", "'\\''");
+  const data = toJSON(body).replaceAll("'", "'\\''");
   return `curl -s${verb} ${location.origin}${path} -H 'content-type: application/json'${auth} \\\n  -d '${data}'`;
 }
 

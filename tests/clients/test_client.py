@@ -1,6 +1,7 @@
 """The SDK against a real `whitevec serve` on loopback (tiny model), sync and async."""
 
 import asyncio
+import datetime
 import subprocess
 import sys
 import time
@@ -381,3 +382,51 @@ def test_cli_collections_against_a_running_server(server, monkeypatch, capsys, t
     assert main(["collections", "delete", "cli-made", "--url", server, "--yes"]) == 0
     assert _json.loads(capsys.readouterr().out) == {"deleted": "cli-made", "documents": 0}
     fails(["collections", "list", "--url", f"http://127.0.0.1:{free_port()}"], "no whitevec server answers")
+
+
+def test_answers_from_a_proxy_are_read_not_raised_on():
+    """A Retry-After given as an HTTP date, an error body that is a plain string, 502/504 from a proxy: each
+    becomes the right exception (never one raised inside error_for), and idempotent calls retry 502/504."""
+    import email.utils
+
+    when = email.utils.format_datetime(datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(seconds=30),
+                                       usegmt=True)
+    busy = Core.error_for(httpx.Response(429, headers={"Retry-After": when}, json={"error": "slow down"}))
+    assert isinstance(busy, Overloaded) and 25 <= busy.retry_after <= 31 and str(busy).startswith("slow down")
+    odd = Core.error_for(httpx.Response(429, headers={"Retry-After": "soon"}, text="<html>busy</html>"))
+    assert isinstance(odd, Overloaded) and odd.retry_after is None
+    plain = Core.error_for(httpx.Response(400, json={"error": "bad thing"}))
+    assert isinstance(plain, InvalidRequest) and "bad thing" in str(plain)
+    core = Core("http://x", None, None, retries=3, backoff=0.01)
+    for status in (502, 504):
+        gateway = Core.error_for(httpx.Response(status, text="upstream timed out"))
+        assert isinstance(gateway, ServerError) and core.retry_delay(0, gateway, retry=True) is not None
+        assert core.retry_delay(0, gateway, retry=False) is None  # a write is never sent twice
+    assert core.retry_delay(0, Core.error_for(httpx.Response(500, text="boom")), retry=True) is None
+
+
+def test_wait_closes_its_progress_bar_when_the_server_goes_away(monkeypatch):
+    """tqdm bars left open pile up in notebooks: however wait() ends, its bar is closed."""
+    closed = []
+
+    class Bar:
+        total, n = None, 0
+
+        def refresh(self):
+            pass
+
+        def set_postfix(self, **kw):
+            pass
+
+        def close(self):
+            closed.append(True)
+
+    monkeypatch.setattr(Core, "progress_bar", staticmethod(lambda job, progress: Bar()))
+    with Client(f"http://127.0.0.1:{free_port()}", retries=0) as wv:
+        job = Job(id="j1", kind="rebuild", state="running", progress={"done": 0, "total": 2}, created_at="x",
+                  started_at=None, finished_at=None, error=None, result=None)
+        calls = iter([job])
+        monkeypatch.setattr(wv, "job", lambda job_id: next(calls))  # then StopIteration: the server is gone
+        with pytest.raises(StopIteration):
+            wv.wait("j1", poll=0)
+    assert closed == [True]

@@ -13,7 +13,7 @@ from whitevec.index.store import Document
 from whitevec.index.versions import VersionDamaged, VersionStore
 from whitevec.models.whitening import WhiteningParams
 
-from tests.conftest import ADMIN, demo_documents, rebuild, serving
+from tests.conftest import ADMIN, demo_documents, rebuild, serving, wait_job
 
 pytestmark = pytest.mark.anyio
 
@@ -116,6 +116,28 @@ async def test_a_server_with_a_bad_pointer_serves_the_newest_version_and_keeps_a
         ready = (await client.get("/readyz")).json()
         assert ready["status"] == "ready" and ready["version"] == first
     assert {first, second} <= set(os.listdir(settings.data_dir / "collections" / "default" / "versions"))
+
+
+async def test_a_pointer_naming_a_folder_outside_its_collection_is_refused(settings):
+    """ACTIVE naming `../../a/versions/<v>` must not serve collection a's documents under `default`."""
+    async with serving(settings) as (app, client):
+        own = (await rebuild(client, {"documents": demo_documents()}))["result"]["version"]
+        assert (await client.put("/admin/collections/a", headers=ADMIN, json={})).status_code == 201
+        r = await client.post("/admin/collections/a/rebuild", headers=ADMIN, json={"documents": [
+            {**d, "id": f"secret-{d['id']}"} for d in demo_documents()]})
+        theirs = (await wait_job(client, r.json()["job_id"]))["result"]["version"]
+    active = settings.data_dir / "collections" / "default" / "versions" / "ACTIVE"
+    active.write_text(json.dumps({"version": f"../../a/versions/{theirs}"}))
+    async with serving(settings) as (app, client):
+        ready = (await client.get("/readyz")).json()
+        assert ready["status"] == "degraded" and ready["version"] == own
+        assert "is not a version name" in ready["refused"]["reason"]
+        hits = (await client.post("/search", json={"query": "rain", "k": 20})).json()["results"][0]["hits"]
+        assert hits and not any(h["id"].startswith("secret-") for h in hits)
+        r = await client.post("/admin/documents", headers=ADMIN, json={"documents": [{"id": "x", "text": "mine"}]})
+        assert r.status_code == 200
+    a_versions = settings.data_dir / "collections" / "a" / "versions" / theirs
+    assert not (a_versions / "changes.sqlite").exists()  # nothing was written into a's version
 
 
 async def test_no_intact_version_left_says_to_rebuild(settings):

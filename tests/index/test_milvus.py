@@ -113,3 +113,26 @@ def test_activation_is_an_alias_switch_seen_by_every_reader(tmp_path, client):
     assert reader.count() == 20
     point_alias(client, "whitevec", "wv_v2")
     assert alias_target(client, "whitevec") == "wv_v2" and reader.count() == 10
+
+
+def test_activation_is_a_compare_and_swap_on_the_shared_alias(tmp_path, client, tiny_encoder):
+    """Replicas A and B share the bundle dir and the alias. Both jobs read v1; B activates v3 first; A's
+    activation of v2 must then fail and leave the alias on v3 (flipping it back would drop the writes
+    acknowledged on B's version)."""
+    from whitevec.index.build import build_version
+    from whitevec.index.versions import MilvusTarget, ServedVersionChanged, VersionStore
+    from whitevec.models.whitening import WhiteningParams
+    from tests.conftest import demo_documents
+
+    docs = [Document(d["id"], d["text"], d["metadata"]) for d in demo_documents()]
+    folder = tmp_path / "bundles" / "collections" / "default"
+    target = MilvusTarget(client, "wv_cas", "default")
+    a, b = (VersionStore(folder, milvus=target, shared=True) for _ in range(2))
+    v1, v2, v3 = (build_version(a, tiny_encoder, docs, WhiteningParams(), IndexSpec("flat")).version for _ in range(3))
+    a.activate(v1)
+    b.activate(v3, expected=v1)
+    with pytest.raises(ServedVersionChanged, match=f"version {v3} was activated while this job ran"):
+        a.activate(v2, expected=v1)
+    assert a.switched_to() == b.switched_to() == v3 and a.active() == v3
+    a.activate(v2, expected=v3)  # a job that read what is served now goes through
+    assert b.switched_to() == v2

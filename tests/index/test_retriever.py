@@ -130,3 +130,25 @@ def test_a_damaged_change_log_is_refused_by_name(tmp_path):
     (tmp_path / CHANGES_FILE).write_bytes(b"this is not a database" * 100)
     with pytest.raises(sqlite3.DatabaseError):
         open_retriever()
+
+
+def test_a_second_holder_of_a_version_catches_up_on_refresh(tmp_path):
+    """Two loads of one version (an activation loads outside the change lock): what the first acknowledged
+    after the second loaded is in the second's view once it refreshes, and its filters see the new types."""
+    rng, _, _, open_retriever = make(tmp_path, "flat", n=40)
+    writer, late = open_retriever(), None
+    writer.change([Document("a", "before", {"group": 1})], rng.normal(size=(1, DIM)).astype(np.float32), [])
+    late = open_retriever()
+    assert late.metadata_types()["group"] == {"number"}
+    writer.change([Document("b", "after", {"group": "x"})], rng.normal(size=(1, DIM)).astype(np.float32), ["d5"])
+    assert late.get("d5") is not None and late.pending_changes() == 1  # its view: before the second change
+    late.refresh()
+    assert late.count() == writer.count() == 41 and late.get("d5") is None and late.pending_changes() == 3
+    q = l2_normalize(rng.normal(size=(1, DIM)).astype(np.float32))
+    hits = asyncio.run(late.search(q, 50, SearchParams(), parse({"group": "x"})))[0]
+    assert [h.document.id for h in hits] == ["b"]
+    assert late.metadata_types()["group"] == {"number", "string"}
+    late.refresh()  # nothing new: the same view
+    assert late.count() == 41
+    writer.close()
+    late.close()

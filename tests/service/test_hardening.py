@@ -326,13 +326,60 @@ async def test_large_training_bodies_are_validated_item_by_item_too(settings):
 
 async def test_responses_keep_float32_values_and_huge_integers(settings):
     """Vectors are written by orjson straight from float32 arrays (the same float32 values once
-    parsed); metadata orjson cannot write (an integer beyond 64 bits) falls back to json, exactly."""
+    parsed); integers in metadata come back exact to the 64-bit edge, and one beyond it (or NaN) is a 422
+    naming the field, never stored."""
     async with serving(settings) as (app, client):
         docs = demo_documents()
-        docs[0]["metadata"] = {"big": 10**30, "nested": {"x": [1.5, None, "é"]}}
+        docs[0]["metadata"] = {"big": 2**63 - 1, "small": -(2**63 - 1), "nested": {"x": [1.5, None, "é", 2**53 + 1]}}
         await rebuild(client, {"documents": docs})
         hits = (await client.post("/search", json={"query": docs[0]["text"], "k": 1})).json()["results"][0]["hits"]
-        assert hits[0]["metadata"] == {"big": 10**30, "nested": {"x": [1.5, None, "é"]}}
+        assert hits[0]["metadata"] == docs[0]["metadata"]
+        for bad, field in (('{"big": 1000000000000000000000000000000}', "metadata.big"),
+                           ('{"n": NaN}', "metadata.n"), ('{"l": [1, Infinity]}', "metadata.l[1]")):
+            body = '{"documents": [{"id": "x", "text": "t", "metadata": %s}]}' % bad
+            r = await client.post("/admin/documents", headers={**ADMIN, "Content-Type": "application/json"},
+                                  content=body)
+            assert r.status_code == 422 and f"`{field}`" in r.json()["error"]["message"], r.text
+        assert (await client.get("/admin/documents/x", headers=ADMIN)).status_code == 404
         raw = (await client.post("/embed", json={"texts": ["a red car"], "whiten": False, "normalize": False})).json()
         want = app.state.runtime.default.bundle.encoder.encode(["a red car"]).vectors[0]  # the served engine's own
         assert np.array_equal(np.asarray(raw["embeddings"][0], dtype=np.float32), want)
+
+
+async def test_a_collection_that_failed_to_load_is_retried_until_it_serves(settings, monkeypatch):
+    """A load that fails at start (Milvus briefly down, say) is retried with backoff by the sync thread,
+    `default` included, and /readyz says why meanwhile; once it loads, the server is ready."""
+    import time
+
+    from whitevec.service import collection as collection_module
+    from whitevec.service.collection import Collection
+
+    async with serving(settings) as (app, client):
+        await rebuild(client, {"documents": demo_documents()})
+    monkeypatch.setattr(collection_module, "LOAD_RETRY_FIRST_S", 0.2)
+    original, failures = Collection._load_best, [2]
+
+    def flaky(self):
+        if failures[0]:
+            failures[0] -= 1
+            raise OSError("the index backend is not reachable yet")
+        return original(self)
+
+    monkeypatch.setattr(Collection, "_load_best", flaky)
+    app = __import__("whitevec.service.app", fromlist=["create_app"]).create_app(
+        settings.model_copy(update={"alias_poll_s": 0.1}))
+    import httpx
+
+    async with app.router.lifespan_context(app):
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://w") as client:
+            deadline, seen = time.monotonic() + 30, []
+            while time.monotonic() < deadline:
+                r = await client.get("/readyz")
+                seen.append((r.status_code, r.json().get("error", {}).get("message", "")))
+                if r.status_code == 200:
+                    break
+                await asyncio.sleep(0.05)
+            assert r.status_code == 200 and r.json()["status"] == "ready", seen[-3:]
+            assert any("not reachable yet" in message and "retried in" in message for _, message in seen)
+            assert failures == [0]
+            assert (await client.post("/search", json={"query": "rain"})).status_code == 200

@@ -172,3 +172,85 @@ def test_a_training_child_dies_with_its_server(tmp_path):
         raise AssertionError("the child outlived its parent")
     if os.path.exists(f"/proc/{child}"):  # a zombie of init's: not running any more
         assert open(f"/proc/{child}/stat").read().split()[2] == "Z"
+
+
+def wait_final(runner: JobRunner, job_id: str, timeout: float = 10) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        record = runner.get(job_id)
+        if record["state"] in ("succeeded", "failed", "cancelled"):
+            return record
+        time.sleep(0.01)
+    raise AssertionError(f"job {job_id} still {runner.get(job_id)['state']}")
+
+
+def test_the_worker_survives_any_error_in_recording_a_job(tmp_path, monkeypatch):
+    """A record that cannot be written (a damaged database, a result JSON cannot hold) or an end hook that
+    raises fails that job at most: the queue goes on, the worker thread stays alive."""
+    import sqlite3
+
+    runner = JobRunner(tmp_path / "jobs.sqlite")
+    runner.start()
+    original, broken = runner._write, []
+
+    def write(job_id, **fields):
+        if job_id in broken and fields.get("state") == "running":
+            raise sqlite3.DatabaseError("database disk image is malformed")
+        return original(job_id, **fields)
+
+    monkeypatch.setattr(runner, "_write", write)
+    unrecordable = runner.submit("x", lambda ctx: {"value": object()})
+    hook = runner.submit("x", lambda ctx: {}, on_end=lambda: 1 / 0)
+    broken.append(runner.submit("x", lambda ctx: {}))
+    after = runner.submit("x", lambda ctx: {"fine": True})
+    assert wait_final(runner, after)["result"] == {"fine": True}
+    record = wait_final(runner, unrecordable)
+    assert record["state"] == "failed" and "could not be recorded" in record["error"]
+    assert wait_final(runner, hook)["state"] == "succeeded"
+    record = wait_final(runner, broken[0])
+    assert record["state"] == "failed" and "could not be written when it started" in record["error"]
+    assert runner._thread.is_alive()
+    runner.stop()
+
+
+def test_a_locked_database_is_waited_for_not_fatal(tmp_path, monkeypatch):
+    import sqlite3
+
+    runner = JobRunner(tmp_path / "jobs.sqlite")
+    runner.start()
+    original, fails = runner._write, [2]
+
+    def write(job_id, **fields):
+        if fields.get("state") == "succeeded" and fails[0]:
+            fails[0] -= 1
+            raise sqlite3.OperationalError("database is locked")
+        return original(job_id, **fields)
+
+    monkeypatch.setattr(runner, "_write", write)
+    job = runner.submit("x", lambda ctx: {"n": 1})
+    assert wait_final(runner, job)["state"] == "succeeded" and fails == [0]
+    runner.stop()
+
+
+def test_damaged_job_records_are_moved_aside_and_the_server_starts(settings):
+    from whitevec.service.runtime import Runtime
+
+    settings.data_dir.mkdir(parents=True)
+    (settings.data_dir / "jobs.sqlite").write_bytes(b"not a database at all " * 200)
+    rt = Runtime(settings)
+    try:
+        assert rt.jobs.quarantined is not None and rt.jobs.quarantined.name.startswith("jobs.sqlite.damaged-")
+        assert rt.jobs.quarantined.read_bytes().startswith(b"not a database")  # kept, not deleted
+        assert rt.jobs.counts()["queued"] == 0
+    finally:
+        rt.jobs.stop()
+
+
+def test_damaged_access_keys_refuse_the_start_naming_the_file(settings):
+    from whitevec.models.errors import WhitevecError
+    from whitevec.service.runtime import Runtime
+
+    settings.data_dir.mkdir(parents=True)
+    (settings.data_dir / "keys.sqlite").write_bytes(b"garbage" * 500)
+    with pytest.raises(WhitevecError, match=r"keys.sqlite \(access keys\) is damaged: .*restore it from a backup"):
+        Runtime(settings)

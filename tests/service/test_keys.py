@@ -110,12 +110,17 @@ async def test_a_key_reaches_its_collections_only(settings):
 
         # the admin token reaches everything; failures are counted
         assert (await client.post("/collections/b/search", json={"query": "x"}, headers=ADMIN)).status_code == 200
-        assert "collections" not in (await client.get("/readyz")).json()  # no names for whoever asks
-        assert "collections" not in (await client.get("/readyz", headers=bearer(write["key"]))).json()
+        anonymous = (await client.get("/readyz")).json()  # no names, versions or counts for whoever asks
+        assert set(anonymous) == {"status", "detail"} and anonymous["status"] == "ready"
+        elsewhere = (await client.get("/readyz", headers=bearer(write["key"]))).json()  # a key for a and b only
+        assert set(elsewhere) == {"status", "detail"}
         assert set((await client.get("/readyz", headers=ADMIN)).json()["collections"]) == {"default", "a", "b"}
         assert set((await client.get("/readyz", headers={"Authorization": f"bearer {ADMIN['Authorization'][7:]}"})
                     ).json()["collections"]) == {"default", "a", "b"}
-        metrics = (await client.get("/metrics")).text  # open, as before collections: keep it for operators
+        assert (await client.get("/metrics")).status_code == 401  # it names every collection: operators only
+        assert (await client.get("/metrics", headers=bearer(write["key"]))).status_code == 403
+        metrics = (await client.get("/metrics", headers=ADMIN)).text
+        assert 'whitevec_index_vectors{collection="a"}' in metrics
         assert 'whitevec_auth_failures_total{reason="out_of_scope"}' in metrics
         assert 'whitevec_auth_failures_total{reason="wrong"}' in metrics
         assert read["key"] not in metrics

@@ -136,6 +136,8 @@ async def test_prune_never_takes_the_version_a_job_is_about_to_activate(backend_
 
 
 def whitevec_threads() -> int:
+    for closer in [t for t in threading.enumerate() if t.name == "whitevec-close"]:
+        closer.join(10)  # a swapped-out bundle closing after its last lease: let it finish before counting
     return sum(1 for t in threading.enumerate() if t.name.startswith(("whitevec-faiss", "whitevec-torch-search")))
 
 
@@ -159,10 +161,12 @@ async def test_indexes_and_threads_stay_flat_across_20_swaps(settings):
             assert job["state"] == "succeeded", job
             assert (await client.post("/search", json={"query": "rain", "filter": {"topic": "weather"}})).status_code == 200
             assert (await client.post("/search", json={"query": "rain"})).status_code == 200
+        threads_now = whitevec_threads()
         gc.collect()
-        assert VectorIndex.live() == live and whitevec_threads() <= threads
+        assert VectorIndex.live() == live and threads_now <= threads
+    threads_now = whitevec_threads()
     gc.collect()
-    assert VectorIndex.live() == 0 and whitevec_threads() == 0
+    assert VectorIndex.live() == 0 and threads_now == 0
 
 
 async def test_a_request_keeps_its_bundle_open_across_a_swap(settings):
@@ -176,12 +180,20 @@ async def test_a_request_keeps_its_bundle_open_across_a_swap(settings):
             found = await leased.retriever.search(rt.default.bundle.pipeline.postprocess(
                 rt.default.bundle.encoder.encode(["rain"]).vectors), 3, leased.retriever.search_params(None, None, 1, 1))
             assert len(found[0]) == 3  # swapped out, still open for this lease
-        with pytest.raises(RuntimeError, match="closed"):  # closed once the lease ended
-            leased.index.search(rt.default.bundle.pipeline.postprocess(rt.default.bundle.encoder.encode(["rain"]).vectors), 3)
+        # closed once the lease ended, in a thread of its own (never on the event loop the lease ended on)
+        query = rt.default.bundle.pipeline.postprocess(rt.default.bundle.encoder.encode(["rain"]).vectors)
+        closers = [t for t in threading.enumerate() if t.name == "whitevec-close"]
+        for thread in closers:
+            thread.join(10)
+        with pytest.raises(RuntimeError, match="closed"):
+            leased.index.search(query, 3)
 
 
-@pytest.mark.parametrize("damage", ["lost-wal", "truncated", "removed"])
+@pytest.mark.parametrize("damage", ["lost-wal", "truncated", "removed", "flipped-wal", "lost-head-and-wal",
+                                    "every-change-file"])
 async def test_a_change_log_that_lost_acknowledged_changes_is_refused_visibly(settings, damage):
+    """Refused, the previous version served, and the refused files left byte for byte as found (a read-only
+    check: opening them to write would checkpoint the -wal away, and with it the changes after the damage)."""
     docs = corpus(30)
     async with serving(settings) as (app, client):
         rt = app.state.runtime
@@ -193,18 +205,36 @@ async def test_a_change_log_that_lost_acknowledged_changes_is_refused_visibly(se
         for i in range(20):
             r = await client.post("/admin/documents", headers=ADMIN, json={"documents": [{"id": f"u{i}", "text": "x"}]})
             assert r.status_code == 200
-    log = folder / "changes.sqlite"
+        # what a kill -9 leaves: the database and its -wal as they are while serving
+        shutil.copy(folder / "changes.sqlite", folder.parent / "live-db")
+        shutil.copy(folder / "changes.sqlite-wal", folder.parent / "live-wal")
+    log, wal, head = folder / "changes.sqlite", folder / "changes.sqlite-wal", folder / "changes.head"
     if damage == "lost-wal":
         shutil.move(folder.parent / "early-copy", log)
     elif damage == "truncated":
         log.write_bytes(log.read_bytes()[:4096])
-    else:
+    elif damage == "removed":
         log.unlink()
+    elif damage == "flipped-wal":
+        shutil.move(folder.parent / "live-db", log)
+        data = bytearray((folder.parent / "live-wal").read_bytes())
+        middle = len(data) // 2
+        data[middle: middle + 64] = bytes(b ^ 0xFF for b in data[middle: middle + 64])
+        wal.write_bytes(bytes(data))
+    elif damage == "lost-head-and-wal":
+        shutil.move(folder.parent / "early-copy", log)
+        head.unlink()
+    else:
+        for path in folder.glob("changes.*"):
+            path.unlink()
+    left = {p.name: p.read_bytes() for p in folder.iterdir() if p.name.startswith("changes.")}
     async with serving(settings) as (app, client):
         ready = (await client.get("/readyz")).json()
         assert ready["status"] == "degraded" and ready["version"] == older
         assert ready["refused"]["version"] == version and "changes.sqlite" in ready["refused"]["reason"]
         assert str(settings.data_dir) not in str(ready)
+        found = {p.name: p.read_bytes() for p in folder.iterdir() if p.name.startswith("changes.")}
+        assert found == left  # nothing checkpointed, rewritten or removed
 
 
 async def test_slow_job_records_never_stall_the_event_loop(settings, monkeypatch):
@@ -313,3 +343,40 @@ async def test_a_job_cancelled_after_its_build_leaves_no_version_behind(settings
         during_build(monkeypatch, lambda: rt.jobs.cancel(rt.jobs._running))  # lands while the version is written
         job = await rebuild(client, {"reencode": False, "whitening": {"dim": 8}})
         assert job["state"] == "cancelled" and set(rt.default.versions.versions()) == before
+
+
+async def test_an_activation_loses_no_change_acknowledged_while_it_loads(backend_settings, monkeypatch):
+    """An activation loads its version outside the change lock (a load verifies every part: seconds). An
+    upsert acknowledged in that window must be in what is served after it: re-activating the served version
+    (a double click on rollback) keeps the served bundle; any other activation catches up under the lock."""
+    from whitevec.service.collection import Collection
+
+    async with serving(backend_settings) as (app, client):
+        rt = app.state.runtime
+        loop = asyncio.get_running_loop()
+        await rebuild(client, {"documents": corpus(30)})
+        target = (await rebuild(client, {"documents": corpus(30)}))["result"]["version"]
+        original = Collection.load_version
+        landed: list[str] = []
+
+        def load_then_upsert(self, version, encoder=None, checksums=True):
+            bundle = original(self, version, encoder, checksums)
+            if not landed:  # a write acknowledged after the load read the change log, before the swap
+                doc = f"during-{len(landed)}"
+                r = asyncio.run_coroutine_threadsafe(client.post("/admin/documents", headers=ADMIN, json={
+                    "documents": [{"id": doc, "text": "written while the activation loaded"}]}), loop).result(30)
+                assert r.status_code == 200, r.text
+                landed.append(doc)
+            return bundle
+
+        monkeypatch.setattr(Collection, "load_version", load_then_upsert)
+        r = await client.post(f"/admin/versions/{target}/activate", headers=ADMIN)
+        assert r.status_code == 200, r.text
+        assert (await client.get(f"/admin/documents/{landed[0]}", headers=ADMIN)).status_code == 200
+        before = rt.default.bundle.retriever.count()
+        monkeypatch.setattr(Collection, "load_version", original)
+        r = await client.post(f"/admin/versions/{target}/activate", headers=ADMIN)  # and once more
+        assert r.status_code == 200 and r.json()["documents"] == before
+        assert (await client.get(f"/admin/documents/{landed[0]}", headers=ADMIN)).status_code == 200
+    async with serving(backend_settings) as (app, client):  # and after a restart
+        assert (await client.get(f"/admin/documents/{landed[0]}", headers=ADMIN)).status_code == 200
