@@ -14,6 +14,7 @@ the same text, so a search that read an older view still fetches the right docum
 from __future__ import annotations
 
 import json
+import logging
 import sqlite3
 import threading
 import time
@@ -24,12 +25,15 @@ from pathlib import Path
 
 import numpy as np
 
+from whitevec.models.errors import WhitevecError
 from whitevec.models.files import write_json_atomic
 
 from .journal import JOURNAL_SCHEMA, changed_since, head, record
 from . import filters
 from .filters import Filter
 from .store import Document, select_in
+
+log = logging.getLogger(__name__)
 
 CHANGES_FILE = "changes.sqlite"
 #: The journal head of the last acknowledged change, written after each commit: a log that replays to
@@ -68,6 +72,10 @@ class Delta:
         keep = ~np.isin(self.keys, dropped)
         return Delta(gone, np.concatenate([self.keys[keep], keys]),
                      np.concatenate([self.vectors[keep], vectors.astype(np.float32)]))
+
+
+class ChangeLogUnwritable(WhitevecError):
+    """The change log cannot take a write (a read-only file or folder, a full disk): nothing was changed."""
 
 
 class ChangeLog:
@@ -157,12 +165,26 @@ class ChangeLog:
               journal: list[str]) -> np.ndarray:
         """Commit one change (one transaction, durable on return), journaling the ids in `journal`;
         the keys given to `upserts`."""
+        try:
+            return self._apply(upserts, raw, gone_rows, dropped_keys, journal)
+        except sqlite3.OperationalError as exc:  # read-only, disk full, I/O error: the caller's change is not made
+            where = f"versions/{self.path.parent.name}/{self.path.name}"
+            raise ChangeLogUnwritable(f"{where} cannot be written ({exc}); nothing was changed: give the server's "
+                                      "user write access to the data dir (and room on its disk), then retry") from exc
+
+    def _apply(self, upserts: list[Document], raw: np.ndarray, gone_rows: list[int], dropped_keys: list[int],
+               journal: list[str]) -> np.ndarray:
         conn = self._open()
         with self._lock:
             start = conn.execute("SELECT MAX(key) FROM added").fetchone()[0]
             first = self.base_count if start is None else start + 1
             keys = np.arange(first, first + len(upserts), dtype=np.int64)
             raw = np.ascontiguousarray(raw, dtype=np.float32)
+            if not self.changed_path.exists():  # before the first commit: a failure here changes nothing
+                try:
+                    write_json_atomic(self.changed_path, {"first_change_at": time.time()})
+                except OSError as exc:
+                    raise sqlite3.OperationalError(f"{CHANGED_FILE}: {exc.strerror or exc}") from exc
             conn.execute("BEGIN IMMEDIATE")
             try:
                 conn.executemany("INSERT OR IGNORE INTO gone VALUES (?)", ((int(r),) for r in gone_rows))
@@ -175,9 +197,10 @@ class ChangeLog:
             except BaseException:
                 conn.execute("ROLLBACK")
                 raise
-            if not self.changed_path.exists():
-                write_json_atomic(self.changed_path, {"first_change_at": time.time()})
-            write_json_atomic(self.head_path, {"seq": head(conn)})
+            try:  # the change is committed and durable: a head that cannot be written is logged, not raised
+                write_json_atomic(self.head_path, {"seq": head(conn)})
+            except OSError as exc:
+                log.error("%s: %s not updated (%s); the change itself is committed", self.path, HEAD_FILE, exc)
             for d in upserts if self._types is not None else ():
                 filters.add_types(self._types, d.metadata)
         return keys

@@ -104,14 +104,24 @@ def model_folder(bundles: Path, model: str | None) -> Path | None:
 
 
 def read_config(bundles: Path, name: str) -> dict:
-    """A collection's stored settings ({"name"} alone when its file is missing or unreadable: the
-    server's settings then apply). `uid` tells a collection from a later one of the same name."""
+    """A collection's stored settings. When its file is missing or unreadable the server's settings apply,
+    and `problem` says so (shown in /readyz as a degraded collection, never silently). `uid` tells a
+    collection from a later one of the same name."""
     path = folder(bundles, name) / CONFIG
+    problem = None
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        data = None
-    return {"name": name, "uid": name, **(data if isinstance(data, dict) else {})}
+    except FileNotFoundError:
+        data, problem = None, f"{CONFIG} is missing"
+    except (OSError, ValueError) as exc:
+        data, problem = None, f"{CONFIG} is unreadable ({getattr(exc, 'strerror', None) or exc})"
+    if data is not None and not isinstance(data, dict):
+        data, problem = None, f"{CONFIG} does not hold an object"
+    config = {"name": name, "uid": name, **(data or {})}
+    if problem:  # its stored settings (model, whitening, index) are unknown: the server's apply meanwhile
+        config["problem"] = (f"collections/{name}/{problem}: its settings (model, whitening, index) are the "
+                             "server's until the file is restored from a backup (`whitevec backup`)")
+    return config
 
 
 def read_uid(bundles: Path, name: str) -> str | None:

@@ -22,6 +22,7 @@ import json
 import re
 import threading
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from itertools import islice
 
 import numpy as np
@@ -35,6 +36,7 @@ from .store import Document, DocumentList, Documents
 #: Longest text and id a collection stores (Milvus VARCHAR limit, in bytes).
 MAX_VARCHAR = 65_535
 INSERT_BATCH = 1_000
+SEARCH_THREADS = 2  # per served version: searches of one version, beside the FAISS backend's own thread
 
 
 def milvus_safe(name: str) -> str:
@@ -143,6 +145,9 @@ class MilvusRetriever:
         self.journal = journal  # the served version's: what carry-over reads (None while building)
         self._types: dict[str, set[str]] | None = None  # metadata key → JSON types (filter warnings)
         self._types_lock = threading.Lock()
+        # searches run here, not in the default executor: a range filter reads every document having the key
+        # (vectors included) and checks it in Python; a few such searches must not starve every to_thread call
+        self._searches = ThreadPoolExecutor(SEARCH_THREADS, thread_name_prefix="whitevec-milvus-search")
         client.load_collection(collection)
 
     @classmethod
@@ -237,7 +242,8 @@ class MilvusRetriever:
 
     async def search(self, queries: np.ndarray, k: int, params: SearchParams,
                      where: Filter | None = None) -> list[list[Hit]]:
-        return await asyncio.to_thread(self._search, queries, k, params, where)
+        return await asyncio.get_running_loop().run_in_executor(self._searches, self._search, queries, k, params,
+                                                                where)
 
     def metadata_types(self) -> dict[str, set[str]]:
         """Read from every document once, then kept up to date by this retriever's changes (another
@@ -336,7 +342,9 @@ class MilvusRetriever:
         return docs, np.asarray(vectors, np.float32).reshape(len(docs), width)
 
     def close(self) -> None:
-        """The journal's file; the client is shared by every version of this process and stays open."""
+        """The search threads and the journal's file; the client is shared by every version of this process
+        and stays open, and the collection stays loaded (other replicas may still serve it)."""
+        self._searches.shutdown(wait=True)
         if self.journal is not None:
             self.journal.close()
 

@@ -243,6 +243,8 @@ class FaissRetriever:
         docs = Corpus(self.store.path, delta.gone if delta.n_gone else None, added)
         if base_raw is None:
             return docs, None
+        if not delta.n_gone and not len(added):  # no changes: the stored vectors as they are, memory-mapped
+            return docs, base_raw
         alive = delta.alive_rows() if delta.n_gone else slice(None)
         return docs, np.concatenate([np.asarray(base_raw[alive], dtype=np.float32), added_raw])
 

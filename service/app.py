@@ -174,7 +174,8 @@ def ready_report(rt: Runtime, operator: bool, sees_default: bool) -> dict:
     report = rt.default.reports.ready_report()
     if operator:
         report["collections"] = {c.name: {"status": c.status(), "documents": c.summary()["documents"],
-                                          "active_version": c.versions.active(), "error": c.load_error,
+                                          "active_version": c.versions.active(),
+                                          "error": c.load_error or c.config.get("problem"),
                                           "refused": c.refused} for c in rt.collections()}
     report["models_loaded"] = len(rt.encoders)
     if any(c.status() != "ready" for c in rt.collections()):

@@ -42,6 +42,10 @@ STARVATION_S = 1.0
 INLINE_TOKENIZE_CHARS = 1000
 
 
+#: Texts of an upsert sent to the model at a time (Batcher.encode_for_write).
+WRITE_CHUNK = 32
+
+
 class QueueFull(Exception):
     """More tokens are waiting than the queue holds; the caller should retry later."""
 
@@ -177,6 +181,21 @@ class Batcher:
             if not req.future.done():  # the caller went away: drop its rows that were not sent yet
                 req.future.cancel()
             self._discard_if_abandoned(req)
+
+    async def encode_for_write(self, encoder: Encoder, texts: list[str], chunk: int = WRITE_CHUNK) -> np.ndarray:
+        """Pooled vectors of an upsert's texts. Sent `chunk` texts at a time, each awaited before the next, so
+        one write never holds more of the queue than a chunk and whatever else arrives (searches, another
+        collection's one-document upsert) is served between its chunks, smallest work first; a full queue
+        is waited out, not refused: a write is not dropped for a busy moment."""
+        parts = []
+        for start in range(0, len(texts), chunk):
+            while True:
+                try:
+                    parts.append((await self.encode(encoder, texts[start:start + chunk])).vectors)
+                    break
+                except QueueFull:
+                    await asyncio.sleep(0.05)
+        return np.concatenate(parts) if parts else np.zeros((0, encoder.dim), np.float32)
 
     def _discard_if_abandoned(self, req: _Request) -> None:
         if req.future.cancelled() and req in self._requests:

@@ -275,7 +275,7 @@ class Collection:
     def status(self) -> str:
         if self.bundle is None:
             return "failed" if self.load_error else "loading"
-        return "ready" if self.refused is None else "degraded"
+        return "ready" if self.refused is None and not self.config.get("problem") else "degraded"
 
 
 def resolve_model_choice(rt: Runtime, model: str | None) -> str | None:

@@ -105,8 +105,13 @@ class CorpusOps:
         into a new version. With replicas on Milvus, the write goes to the version the alias names: a
         replica that has not followed a switch yet follows it first, and re-applies a change that raced one."""
         with self.rt.served.lease() as bundle:
-            self._check_change(bundle, upserts, deletes)
+            self.check_change(bundle, upserts, deletes)
             encoded = self.encode_upserts(bundle, upserts)
+        return self.commit_change(upserts, deletes, encoded)
+
+    def commit_change(self, upserts: list[Document], deletes: list[str], encoded: tuple[Encoder, np.ndarray]) -> dict:
+        """The second half of change_documents, for texts already encoded (the service encodes them through
+        the batcher, so the writer thread holds nothing but this O(change) commit)."""
         with self.rt.change_lock:
             bundle = self.rt.follower.follow_before_write()
             done = self._apply_change(bundle, upserts, deletes, encoded)
@@ -120,7 +125,9 @@ class CorpusOps:
                 version = self.compact(bundle)
             return {"version": version, "missing": done.missing, "deleted": done.deleted, "upserted": done.upserted}
 
-    def _check_change(self, bundle: Bundle | None, upserts: list[Document], deletes: list[str]) -> None:
+    def check_change(self, bundle: Bundle | None, upserts: list[Document], deletes: list[str]) -> None:
+        """What a change must satisfy before anything is encoded (the served version takes changes, the count
+        stays within bounds); raises the error to answer."""
         if bundle is None:
             self.rt.require_bundle()  # says why: deleted, loading, or failed to load
         if bundle.retriever is None or bundle.pipeline.whitening is None:
@@ -143,7 +150,7 @@ class CorpusOps:
     def _apply_change(self, bundle: Bundle, upserts: list[Document], deletes: list[str],
                       encoded: tuple[Encoder, np.ndarray]):
         """Commit a change to `bundle` (change lock held); re-encodes if a switch brought another model."""
-        self._check_change(bundle, upserts, deletes)
+        self.check_change(bundle, upserts, deletes)
         encoder, raw = encoded
         if not _same_vectors(encoder, bundle.encoder):
             raw = self.encode_upserts(bundle, upserts)[1]

@@ -17,9 +17,11 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 from whitevec.index.datadir import DataDirLocked
 from whitevec.index.documents import ImportFileMissing
 from whitevec.index.layout import BadCollectionName, CollectionExists
+from whitevec.index.changes import ChangeLogUnwritable
 from whitevec.index.versions import ServedVersionChanged, VersionDamaged
 from whitevec.models.errors import DimNotServed, ModelFolderError, WhiteningError, WhitevecError
 
@@ -128,6 +130,7 @@ DOMAIN_ERRORS: list[tuple[type[Exception], type[ApiError]]] = [
     (DimNotServed, Conflict),
     (ImportFileMissing, NotFound),
     (VersionDamaged, ServerError),  # what is on disk is broken: the server's fault, never the request's
+    (ChangeLogUnwritable, NotReady),  # writes wait for the operator (permissions, disk space); reads go on
     (DataDirLocked, NotReady),
     (ServedVersionChanged, Conflict),
     (CollectionExists, Conflict),
@@ -259,6 +262,17 @@ def domain_to_api(exc: WhitevecError) -> ApiError:
     return InvalidRequest(str(exc))  # pragma: no cover - WhitevecError is the last entry
 
 
+def allowed_methods(request: Request) -> list[str]:
+    """The methods some route of the app answers on this request's path (Starlette's 405 names only the
+    first route whose path matched: GET and POST on one path are two routes)."""
+    methods = []
+    for method in ("DELETE", "GET", "HEAD", "PATCH", "POST", "PUT"):
+        scope = {**request.scope, "method": method}
+        if any(route.matches(scope)[0] == Match.FULL for route in request.app.router.routes):
+            methods.append(method)
+    return methods
+
+
 def install(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
@@ -281,9 +295,10 @@ def install(app: FastAPI) -> None:
         if exc.status_code == 404:
             error: ApiError = NotFound(f"no route {request.url.path}; GET /docs lists the API")
         elif exc.status_code == 405:
-            allowed = (exc.headers or {}).get("Allow", "")
+            allowed = ", ".join(allowed_methods(request))  # every route on the path, not the first one matched
             error = MethodNotAllowed(f"{request.method} is not allowed on {request.url.path}"
-                                     + (f"; use {allowed}" if allowed else ""), headers=exc.headers)
+                                     + (f"; use {allowed}" if allowed else ""),
+                                     headers={**(exc.headers or {}), **({"Allow": allowed} if allowed else {})})
         else:
             error = ApiError(str(exc.detail), headers=exc.headers)
             error.status, error.type = exc.status_code, "http_error"

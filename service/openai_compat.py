@@ -36,7 +36,8 @@ class EmbeddingsRequest(Strict):
     model: str = Field(description="The served model's name (GET /v1/models), or `whitevec`.")
     dimensions: int | None = Field(None, ge=1, description="Kept whitened dims, at most the fitted dim.")
     encoding_format: Literal["float", "base64"] = "float"
-    user: str | None = None
+    user: str | None = Field(None, max_length=256, description="An id for your end user, as OpenAI takes it; "
+                             "accepted and not stored.")
 
 
 class Embedding(BaseModel):

@@ -157,7 +157,11 @@ async def _upsert(req: UpsertRequest, rt: Runtime, col: Collection) -> dict:
                                     "with \"mode\": \"merge\"", param="documents")
     parsed = [parse_document(d.model_dump(), f"documents[{i}]") for i, d in enumerate(req.documents)]
     documents = list({d.id: d for d in parsed}.values())  # one id twice in a call: the last one wins, as in order
-    done = await asyncio.wrap_future(rt.writer.submit(col.corpus_ops.change_documents, documents, []))
+    with col.served.lease() as bundle:  # encoded through the batcher: the writer thread only commits
+        await asyncio.to_thread(col.corpus_ops.check_change, bundle, documents, [])
+        raw = await rt.batcher.encode_for_write(bundle.encoder, [d.text for d in documents])
+    done = await asyncio.wrap_future(rt.writer.submit(col.corpus_ops.commit_change, documents, [],
+                                                      (bundle.encoder, raw)))
     return {"upserted": done["upserted"], "version": done["version"]}
 
 

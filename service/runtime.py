@@ -40,6 +40,10 @@ class Runtime:
     follows other replicas. Opens the data dir (upgrading its layout), loads, creates and deletes collections."""
 
     def __init__(self, settings: Settings) -> None:
+        if settings.bundle_dir is not None and settings.index_backend != "milvus":
+            raise WhitevecError("WHITEVEC_BUNDLE_DIR shares versions between replicas on the Milvus backend; FAISS "
+                                "replicas never follow each other (each would serve and change its own copy of the "
+                                "shared versions): unset it, or set WHITEVEC_INDEX_BACKEND=milvus")
         self.settings = settings
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         settings.import_dir.mkdir(parents=True, exist_ok=True)
@@ -301,12 +305,15 @@ class Runtime:
         bundles = self.settings.bundles
         with self._registry:  # listed under the lock: a create or delete here is wholly before or after it
             on_disk = {n: layout.read_uid(bundles, n) for n in layout.names(bundles)}
-            if layout.DEFAULT not in on_disk or None in on_disk.values():
-                return  # a listing caught mid-change, a folder away, a file unreadable now: change nothing
+            if layout.DEFAULT not in on_disk:  # a listing caught mid-change, or a folder away: change nothing
+                return
+            # gone: no folder, or a folder of another uid (deleted and created again); a settings file that
+            # cannot be read now (uid None) says nothing either way, so that collection is left as it is
             gone = [self._collections.pop(n) for n, col in list(self._collections.items())
-                    if n != layout.DEFAULT and on_disk.get(n) != col.config.get("uid", n)]
-            for name in on_disk:
-                if name not in self._deleting:
+                    if n != layout.DEFAULT
+                    and (n not in on_disk or on_disk[n] not in (None, col.config.get("uid", n)))]
+            for name, uid in on_disk.items():
+                if name not in self._deleting and uid is not None:
                     self._register(name)
         for col in gone:
             log.info("collection %s was deleted by another replica", col.name)

@@ -52,7 +52,8 @@ class Settings(BaseSettings):
                                 "model against another's index).")
     bundle_dir: Path | None = Field(None, description="Where versions (model reference, whitening, index parts, "
                                     "the active pointer) and fine-tuned models live; none: DATA_DIR. Replicas "
-                                    "behind one load balancer (milvus backend) point it at one shared folder "
+                                    "behind one load balancer point it at one shared folder (the milvus backend only: "
+                                    "FAISS replicas never follow each other, so a server refuses it there) "
                                     "and keep a DATA_DIR each.")
     jobs_db: str | None = Field(None, description="Job records: a SQLite file path (replicas may share it on a "
                                 "shared filesystem) or a postgresql://user:password@host/db URL (needs "

@@ -136,3 +136,31 @@ def test_activation_is_a_compare_and_swap_on_the_shared_alias(tmp_path, client, 
     assert a.switched_to() == b.switched_to() == v3 and a.active() == v3
     a.activate(v2, expected=v3)  # a job that read what is served now goes through
     assert b.switched_to() == v2
+
+
+def test_slow_milvus_searches_never_starve_the_default_executor(tmp_path, client, monkeypatch):
+    """Range filters make Milvus searches scan in Python: they run in the version's own threads, so the
+    default executor (every other to_thread call of the server) stays free."""
+    import time
+
+    rng = np.random.default_rng(0)
+    raw = rng.normal(size=(50, DIM)).astype(np.float32)
+    docs = [Document(f"d{i}", "t", {"n": i}) for i in range(50)]
+    r = MilvusRetriever.create(client, "wv_pool_1", docs, raw, IndexSpec("flat"), l2_normalize)
+    original = r._search
+    monkeypatch.setattr(r, "_search", lambda *a: (time.sleep(0.5), original(*a))[1])
+
+    async def run():
+        q = l2_normalize(raw[:1])
+        slow = [asyncio.ensure_future(r.search(q, 3, SearchParams(), parse({"n": {"$gt": 5}}))) for _ in range(12)]
+        await asyncio.sleep(0.05)
+        started = time.monotonic()
+        await asyncio.to_thread(lambda: None)
+        waited = time.monotonic() - started
+        hits = await asyncio.gather(*slow)
+        return waited, hits
+
+    waited, hits = asyncio.run(run())
+    assert waited < 0.25 and all(len(h[0]) == 3 for h in hits)
+    r.close()
+    assert not [t for t in __import__("threading").enumerate() if t.name.startswith("whitevec-milvus-search")]

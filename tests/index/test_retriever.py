@@ -152,3 +152,16 @@ def test_a_second_holder_of_a_version_catches_up_on_refresh(tmp_path):
     assert late.count() == 41
     writer.close()
     late.close()
+
+
+def test_a_version_without_changes_hands_a_rebuild_its_vectors_memory_mapped(tmp_path):
+    rng, raw, docs, open_retriever = make(tmp_path, "flat", n=30)
+    np.save(tmp_path / "raw.npy", raw)
+    r = open_retriever()
+    r.raw_path = tmp_path / "raw.npy"
+    _, got = r.documents(r.stored_raw())
+    assert isinstance(got, np.memmap) and np.array_equal(got, raw)  # read from disk as needed, not copied
+    r.change([Document("x", "added", {})], rng.normal(size=(1, DIM)).astype(np.float32), [])
+    _, got = r.documents(r.stored_raw())
+    assert not isinstance(got, np.memmap) and len(got) == 31
+    r.close()

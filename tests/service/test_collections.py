@@ -224,3 +224,24 @@ async def test_a_crash_mid_create_or_delete_leaves_no_half_collection(settings):
     assert [c.name for c in rt.collections()] == ["default"]
     assert sorted(p.name for p in root.iterdir()) == ["default"]
     rt.unlock()
+
+
+async def test_a_damaged_collection_file_is_reported_not_silently_defaulted(settings):
+    """collection.json garbage or missing: the collection still serves its versions, but /readyz says its
+    stored settings are unknown (degraded, naming the file), and a sync never takes it for deleted."""
+    async with serving(settings) as (app, client):
+        await rebuild(client, {"documents": demo_documents()})
+        r = await client.put("/admin/collections/a", headers=ADMIN, json={"whitening": {"beta": 0, "gamma": 0}})
+        assert r.status_code == 201
+        r = await client.post("/admin/collections/a/rebuild", headers=ADMIN, json={"documents": demo_documents()})
+        assert (await wait_job(client, r.json()["job_id"]))["state"] == "succeeded"
+    config = settings.data_dir / "collections" / "a" / "collection.json"
+    for damage in ("garbage", "missing"):
+        config.write_text("{not json") if damage == "garbage" else config.unlink()
+        async with serving(settings) as (app, client):
+            ready = (await client.get("/readyz", headers=ADMIN)).json()
+            assert ready["status"] == "degraded" and ready["collections"]["a"]["status"] == "degraded"
+            assert "collections/a/collection.json is " in ready["collections"]["a"]["error"], ready
+            assert (await client.post("/collections/a/search", json={"query": "rain"})).status_code == 200
+            app.state.runtime.sync()  # a replica's sync: an unreadable file is not a deleted collection
+            assert (await client.post("/collections/a/search", json={"query": "rain"})).status_code == 200

@@ -1,11 +1,13 @@
 """Living corpora (issue 10): metadata filters, documents by id, versions listed and re-activated."""
 
+import asyncio
 import re
+import time
 
 import numpy as np
 import pytest
 
-from tests.conftest import ADMIN, demo_documents, rebuild, serving
+from tests.conftest import ADMIN, demo_documents, rebuild, serving, slowed_encoder, wait_job
 from whitevec.index.faiss_index import VectorIndex
 from whitevec.index.spec import IndexSpec
 
@@ -462,3 +464,30 @@ async def test_a_dead_replicas_running_job_does_not_stop_compaction(settings):
             r = await client.post("/admin/documents", headers=ADMIN, json={"documents": [
                 {"id": f"c{i}", "text": f"compaction text {i}"}, {"id": docs[i]["id"], "text": f"replacement {i}"}]})
         assert r.json()["version"] != built and rt.default.bundle.retriever.pending_changes() == 0
+
+
+async def test_a_large_upsert_to_one_collection_never_holds_up_another(settings):
+    """Upserts are encoded through the batcher a chunk at a time and the writer thread only commits: a
+    one-document upsert to b, sent while a 320-document upsert to a is being encoded, is acknowledged
+    long before it (it used to wait for the whole of a's encoding)."""
+    async with serving(settings) as (app, client):
+        await rebuild(client, {"documents": demo_documents()})
+        for name in ("a", "b"):
+            assert (await client.put(f"/admin/collections/{name}", headers=ADMIN, json={})).status_code == 201
+            r = await client.post(f"/admin/collections/{name}/rebuild", headers=ADMIN,
+                                  json={"documents": demo_documents()})
+            assert (await wait_job(client, r.json()["job_id"]))["state"] == "succeeded"
+        big = [{"id": f"big-{i}", "text": f"the cat sat on the mat {i}"} for i in range(320)]
+        with slowed_encoder(app, 0.05):  # 10 model batches of 32: about half a second or more for a
+            started = time.monotonic()
+            large = asyncio.ensure_future(client.post("/admin/collections/a/documents", headers=ADMIN,
+                                                      json={"documents": big}))
+            await asyncio.sleep(0.1)  # a's encoding is under way
+            small = await client.post("/admin/collections/b/documents", headers=ADMIN,
+                                      json={"documents": [{"id": "one", "text": "rain in the city"}]})
+            small_s = time.monotonic() - started
+            assert small.status_code == 200 and not large.done(), "b waited for a's whole upsert"
+            assert (await large).status_code == 200
+            large_s = time.monotonic() - started
+        assert small_s < large_s / 2, (small_s, large_s)
+        assert (await client.get("/admin/collections/a/documents/big-319", headers=ADMIN)).status_code == 200

@@ -383,3 +383,51 @@ async def test_a_collection_that_failed_to_load_is_retried_until_it_serves(setti
             assert any("not reachable yet" in message and "retried in" in message for _, message in seen)
             assert failures == [0]
             assert (await client.post("/search", json={"query": "rain"})).status_code == 200
+
+
+async def test_a_405_names_every_method_the_path_answers(settings):
+    """GET and POST on /admin/keys are two routes: the 405 for OPTIONS lists both, header and message."""
+    async with serving(settings) as (app, client):
+        r = await client.options("/admin/keys", headers=ADMIN)
+        assert r.status_code == 405 and r.headers["allow"] == "GET, POST"
+        assert r.json()["error"]["message"] == "OPTIONS is not allowed on /admin/keys; use GET, POST"
+        r = await client.delete("/embed")
+        assert r.status_code == 405 and r.headers["allow"] == "POST"
+
+
+async def test_the_openai_user_field_is_bounded(settings):
+    async with serving(settings) as (app, client):
+        await rebuild(client, {"documents": demo_documents()})
+        body = {"input": "hello", "model": "whitevec"}
+        assert (await client.post("/v1/embeddings", json={**body, "user": "u-1"})).status_code == 200
+        r = await client.post("/v1/embeddings", json={**body, "user": "x" * 5_000_000})
+        assert r.status_code == 400 and r.json()["error"]["message"] == "user: must be at most 256 characters"
+
+
+async def test_a_change_log_that_cannot_be_written_is_a_503_naming_the_file(settings, monkeypatch):
+    """A read-only data dir or a full disk (this runs as root, to whom chmod means nothing: the OS error is
+    raised where SQLite would raise it): the upsert says which file and what to do, nothing is half done,
+    searches go on, and the same upsert succeeds once the disk takes writes again."""
+    import sqlite3
+
+    from whitevec.index.changes import ChangeLog
+
+    async with serving(settings) as (app, client):
+        version = (await rebuild(client, {"documents": demo_documents()}))["result"]["version"]
+        original = ChangeLog._apply
+
+        def readonly(self, *args):
+            raise sqlite3.OperationalError("attempt to write a readonly database")
+
+        monkeypatch.setattr(ChangeLog, "_apply", readonly)
+        doc = {"documents": [{"id": "new", "text": "rain again"}]}
+        r = await client.post("/admin/documents", headers=ADMIN, json=doc)
+        assert r.status_code == 503, r.text
+        message = r.json()["error"]["message"]
+        assert f"versions/{version}/changes.sqlite cannot be written (attempt to write a readonly database)" in message
+        assert "write access" in message and str(settings.data_dir) not in message
+        assert (await client.post("/search", json={"query": "rain"})).status_code == 200
+        assert (await client.get("/admin/documents/new", headers=ADMIN)).status_code == 404
+        monkeypatch.setattr(ChangeLog, "_apply", original)
+        assert (await client.post("/admin/documents", headers=ADMIN, json=doc)).status_code == 200
+        assert (await client.get("/admin/documents/new", headers=ADMIN)).status_code == 200

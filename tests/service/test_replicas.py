@@ -10,6 +10,7 @@ import pytest
 
 from tests.conftest import ADMIN, ADMIN_TOKEN, ServeProcess, rebuild, serving
 from tests.service.test_corpus import corpus
+from whitevec.models.errors import WhitevecError
 from whitevec.service.jobs import JobNotCancellable, JobRunner
 from whitevec.service.runtime import Runtime
 from whitevec.service.settings import Settings
@@ -133,6 +134,14 @@ def test_a_lost_postgres_connection_is_a_503_and_jobs_still_finish(postgres, pos
     runner.stop()
 
 
+def test_a_shared_bundle_dir_is_for_milvus_replicas_only(tmp_path, tiny_model_dir):
+    """FAISS replicas never follow each other: sharing their versions would let each change its own copy."""
+    with pytest.raises(WhitevecError, match="WHITEVEC_BUNDLE_DIR shares versions between replicas on the Milvus"):
+        Runtime(Settings(data_dir=tmp_path / "a", model_dir=tiny_model_dir, bundle_dir=tmp_path / "shared"))
+    assert not (tmp_path / "a").exists()  # refused before anything was created
+
+
+@pytest.mark.milvus
 def test_a_shared_bundle_dir_keeps_another_replicas_fresh_work(tmp_path, tiny_model_dir):
     """A replica starting must not remove what another replica is writing right now (a .tmp- version, a
     model being written): only leftovers older than a day are leftovers on a shared bundle dir."""
@@ -150,7 +159,8 @@ def test_a_shared_bundle_dir_keeps_another_replicas_fresh_work(tmp_path, tiny_mo
 
     shared = tmp_path / "bundles"
     paths = leftovers(shared)
-    Runtime(Settings(data_dir=tmp_path / "a", model_dir=tiny_model_dir, bundle_dir=shared)).open()
+    Runtime(Settings(data_dir=tmp_path / "a", model_dir=tiny_model_dir, bundle_dir=shared, index_backend="milvus",
+                     milvus_uri=str(tmp_path / "milvus.db"))).open()
     assert [p.exists() for p in paths] == [True, True, False, False]
     paths = leftovers(tmp_path / "b")  # a private data dir: every leftover goes
     Runtime(Settings(data_dir=tmp_path / "b", model_dir=tiny_model_dir)).open()
