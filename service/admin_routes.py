@@ -31,7 +31,7 @@ ADMIN = Caller(admin=True)  # the router's dependency has checked the token
 
 # -- collections ------------------------------------------------------------------------------------------
 @router.put("/collections/{name}", status_code=201, openapi_extra=body_openapi(CollectionCreate, required=False),
-            responses=responses(*ADMIN_ERRORS, Conflict), tags=["collections"])
+            responses=responses(*ADMIN_ERRORS, Conflict, NotFound), tags=["collections"])
 async def create_collection(name: str, req: CollectionCreate = Depends(json_body(CollectionCreate, optional=True)),
                             rt: Runtime = Depends(get_runtime)) -> Response:
     """A new, empty collection with its own whitening, index, versions and change log; it serves its

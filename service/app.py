@@ -170,6 +170,7 @@ def ready_report(rt: Runtime, operator: bool, sees_default: bool) -> dict:
     if not sees_default:
         statuses = [c.status() for c in rt.collections()]
         return {"status": "ready" if all(st == "ready" for st in statuses) else "degraded",
+                "limits": rt.default.reports.limits(),  # what any client must know to size its requests
                 "detail": "send the admin token (or a key for collection default) to see what is served"}
     report = rt.default.reports.ready_report()
     if operator:

@@ -23,6 +23,10 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ValidationError
 
+from whitevec.index.documents import MAX_METADATA_INT
+from whitevec.index.filters import MAX_KEY_CHARS, MAX_KEYS, MAX_LIST
+from whitevec.index.layout import NAME
+
 from .errors import (
     InvalidRequest,
     MalformedBody,
@@ -176,6 +180,70 @@ def _apply_limits(components: dict, settings: Settings) -> None:
         _limit(props["RebuildRequest"]["documents"], maxItems=s.max_documents)
 
 
+def _ref(name: str) -> dict:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+#: Largest magnitude a filter number may have (SQLite and Milvus compare floats).
+_FLOAT_MAX = 1.7976931348623157e308
+
+
+def _rules() -> dict[str, dict]:
+    """The value model and the filter language as JSON Schema: what index/documents.py and
+    index/filters.py accept, so that no request the published schema calls valid is refused (422)."""
+    number = {"type": "number", "minimum": -_FLOAT_MAX, "maximum": _FLOAT_MAX}
+    scalar = {"anyOf": [{"type": "string"}, {"type": "boolean"}, {"type": "null"}, number]}
+    values = {"type": "array", "maxItems": MAX_LIST, "items": _ref("FilterScalar")}
+    return {
+        "MetadataValue": {"description": "A metadata value: integers within 64 bits, no NaN or infinity.", "anyOf": [
+            {"type": "string"}, {"type": "boolean"}, {"type": "null"},
+            {"type": "integer", "minimum": -MAX_METADATA_INT, "maximum": MAX_METADATA_INT},
+            {"type": "number", "not": {"type": "integer"}},
+            {"type": "array", "items": _ref("MetadataValue")},
+            {"type": "object", "additionalProperties": _ref("MetadataValue")}]},
+        "FilterScalar": scalar,
+        "FilterCondition": {"anyOf": [_ref("FilterScalar"), {
+            "type": "object", "minProperties": 1, "additionalProperties": False,
+            "properties": {"$eq": _ref("FilterScalar"), "$ne": _ref("FilterScalar"), "$in": values, "$nin": values,
+                           "$gt": number, "$gte": number, "$lt": number, "$lte": number,
+                           "$exists": {"type": "boolean"}}}]},
+        "Filter": {"type": "object", "maxProperties": MAX_KEYS, "additionalProperties": _ref("FilterCondition"),
+                   "propertyNames": {"minLength": 1, "maxLength": MAX_KEY_CHARS,
+                                     "pattern": r'^[^"\\\u0000-\u001f\u007f]+$'}},
+    }
+
+
+def _non_null(node: dict, replacement: dict) -> None:
+    """Replace the non-null branch of an optional field's anyOf (keeping null, default and description)."""
+    node["anyOf"] = [replacement if branch.get("type") != "null" else branch for branch in node["anyOf"]]
+
+
+def _apply_rules(schema: dict, components: dict) -> None:
+    """Checks the models make in code (validators, the value model, the filter parser), said in the schema."""
+    components.update(_rules())
+    if "DocumentIn" in components:
+        _non_null(components["DocumentIn"]["properties"]["metadata"],
+                  {"type": "object", "additionalProperties": _ref("MetadataValue")})
+    if "SearchRequest" in components:
+        _non_null(components["SearchRequest"]["properties"]["filter"], _ref("Filter"))
+    if "AutoIn" in components:  # auto whitening is chosen on labelled pairs: `pairs` is required, not null
+        auto = components["AutoIn"]
+        pairs = next(b for b in auto["properties"]["pairs"]["anyOf"] if b.get("type") == "string")
+        auto["properties"]["pairs"] = {**{k: v for k, v in auto["properties"]["pairs"].items()
+                                          if k not in ("anyOf", "default")}, **pairs}
+        auto["required"] = sorted({*auto.get("required", []), "pairs"})
+    if "TrainRequest" in components:  # whitening "auto" tunes the activation on eval_path's pairs
+        components["TrainRequest"]["if"] = {"properties": {"whitening": {"const": "auto"}}, "required": ["whitening"]}
+        components["TrainRequest"]["then"] = {"properties": {"activate": {"const": True},
+                                                             "eval_path": {"type": "string"}},
+                                              "required": ["activate", "eval_path"]}
+    for path in schema.get("paths", {}).values():  # collection names as layout.check_name takes them
+        for op in path.values():
+            for param in op.get("parameters", []) if isinstance(op, dict) else []:
+                if param.get("in") == "path" and param.get("name") == "name":
+                    param["schema"] = {**param.get("schema", {}), "pattern": f"^{NAME.pattern}$"}
+
+
 def _drop_scheme(schema: dict, name: str) -> None:
     """Remove a security scheme that the server does not enforce (no WHITEVEC_API_KEY set)."""
     for path in schema.get("paths", {}).values():
@@ -203,6 +271,7 @@ def install_openapi(app: FastAPI, settings: Settings) -> None:
                 components.setdefault(sub, definition)
             components[name] = body
         _apply_limits(components, settings)
+        _apply_rules(schema, components)
         if settings.api_key is None:
             _drop_scheme(schema, "ApiKey")
         app.openapi_schema = schema

@@ -292,7 +292,7 @@ def resolve_model_choice(rt: Runtime, model: str | None) -> str | None:
         found = (folder / "config.json").is_file()
     except (OSError, ValueError):  # a name the filesystem cannot hold
         found = False
-    if not found:
-        raise InvalidRequest(f"model {shown}: no model folder of that name in the data dir's models/ "
-                             "(fine-tunes are written there; omit `model` for the server's own)", param="model")
+    if not found:  # a resource that does not exist, like a missing import file: 404, not a malformed request
+        raise NotFound(f"model {shown}: no model folder of that name in the data dir's models/ "
+                       "(fine-tunes are written there; omit `model` for the server's own)", param="model")
     return model

@@ -263,14 +263,26 @@ def domain_to_api(exc: WhitevecError) -> ApiError:
 
 
 def allowed_methods(request: Request) -> list[str]:
-    """The methods some route of the app answers on this request's path (Starlette's 405 names only the
-    first route whose path matched: GET and POST on one path are two routes)."""
-    methods = []
-    for method in ("DELETE", "GET", "HEAD", "PATCH", "POST", "PUT"):
-        scope = {**request.scope, "method": method}
-        if any(route.matches(scope)[0] == Match.FULL for route in request.app.router.routes):
-            methods.append(method)
-    return methods
+    """The methods the resource at this request's path answers: those of the published path templates that
+    match it, the most specific first (`/admin/documents/delete` is its own resource, though
+    `/admin/documents/{doc_id}` matches it too); Starlette's own 405 names only the first route matched."""
+    path = request.url.path
+    templates = [(t.count("{"), ops) for t, ops in request.app.openapi().get("paths", {}).items()
+                 if re.fullmatch(_template_regex(t), path)]
+    if templates:
+        fewest = min(params for params, _ in templates)
+        return sorted({m.upper() for params, ops in templates if params == fewest for m in ops if m in _METHODS})
+    return sorted(m.upper() for m in _METHODS
+                  if any(route.matches({**request.scope, "method": m.upper()})[0] == Match.FULL
+                         for route in request.app.router.routes))
+
+
+_METHODS = ("delete", "get", "head", "patch", "post", "put")
+
+
+def _template_regex(template: str) -> str:
+    """`/a/{name}/b` as a regex matching the paths it stands for."""
+    return "".join("[^/]+" if part.startswith("{") else re.escape(part) for part in re.split(r"(\{[^}]+\})", template))
 
 
 def install(app: FastAPI) -> None:

@@ -66,6 +66,12 @@ class Reports:
         flags = sorted(f for f in engines.cpu_flags() if f in shown)
         return {"configured": s.engine, "engine": choice.engine, "reason": choice.reason, "cpu_flags": flags}
 
+    def limits(self) -> dict:
+        """The request limits every client may read (the SDK splits its requests by them)."""
+        s = self.rt.settings
+        return {"max_texts": s.max_texts, "max_text_chars": s.max_text_chars, "max_k": s.max_k,
+                "max_body_bytes": s.max_body_bytes, "max_nprobe": s.max_nprobe, "max_ef_search": s.max_ef_search}
+
     def ready_report(self) -> dict:
         bundle = self.rt.require_bundle()
         enc, r, w = bundle.encoder, bundle.retriever, bundle.pipeline.whitening
@@ -85,9 +91,7 @@ class Reports:
             "version": bundle.version,
             "refused": self.rt.refused,
             "whitening": None if w is None else {"version": w.version, **w.params.to_dict()},
-            "limits": {"max_texts": s.max_texts, "max_text_chars": s.max_text_chars, "max_k": s.max_k,
-                       "max_body_bytes": s.max_body_bytes, "max_nprobe": s.max_nprobe,
-                       "max_ef_search": s.max_ef_search},
+            "limits": self.limits(),
             "index": {
                 "loaded": r is not None,
                 "type": r.spec.type if r else None,

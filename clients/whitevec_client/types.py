@@ -36,10 +36,13 @@ class Pair(TypedDict):
     score: float
 
 
-class AutoWhitening(TypedDict, total=False):
-    """Choose (β, γ, dim) on labelled pairs (`pairs`: a file in the server's import folder)."""
-
+class _AutoPairs(TypedDict):
     pairs: str
+
+
+class AutoWhitening(_AutoPairs, total=False):
+    """Choose (β, γ, dim) on labelled pairs (`pairs`, required: a file in the server's import folder)."""
+
     max_dim: Optional[int]
     tolerance: float
     seed: int

@@ -45,7 +45,7 @@ async def test_create_list_get_and_delete_a_collection(settings):
         r = await client.put("/admin/collections/x", json={"model": "../etc"}, headers=ADMIN)
         assert r.status_code == 422 and r.json()["error"]["param"] == "model"
         r = await client.put("/admin/collections/x", json={"model": "nope"}, headers=ADMIN)
-        assert r.status_code == 422 and "models/" in r.json()["error"]["message"]
+        assert r.status_code == 404 and "models/" in r.json()["error"]["message"]
         assert app.state.runtime.collection("x") is None  # a refused create leaves nothing behind
 
         listed = (await client.get("/admin/collections", headers=ADMIN)).json()["collections"]

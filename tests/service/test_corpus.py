@@ -328,12 +328,15 @@ async def test_concurrent_upserts_and_searches_never_fail(settings):
 
 
 @pytest.mark.slow
-def test_an_upsert_that_returned_200_survives_kill_9(tmp_path, tiny_model_dir):
+@pytest.mark.parametrize("backend", ["faiss", pytest.param("milvus", marks=pytest.mark.milvus)])
+def test_an_upsert_that_returned_200_survives_kill_9(tmp_path, tiny_model_dir, backend):
     import httpx
 
     from tests.conftest import ADMIN_TOKEN, ServeProcess
 
     env = {"WHITEVEC_DATA_DIR": str(tmp_path / "data"), "WHITEVEC_ADMIN_TOKEN": ADMIN_TOKEN, "WHITEVEC_DEVICE": "cpu"}
+    if backend == "milvus":  # embedded Milvus Lite in a file beside the data dir
+        env.update({"WHITEVEC_INDEX_BACKEND": "milvus", "WHITEVEC_MILVUS_URI": str(tmp_path / "milvus.db")})
     server = ServeProcess(["--model", str(tiny_model_dir)], env)
     try:
         r = httpx.post(f"{server.base}/admin/index/rebuild", json={"documents": corpus(30)}, headers=ADMIN)

@@ -431,3 +431,13 @@ async def test_a_change_log_that_cannot_be_written_is_a_503_naming_the_file(sett
         monkeypatch.setattr(ChangeLog, "_apply", original)
         assert (await client.post("/admin/documents", headers=ADMIN, json=doc)).status_code == 200
         assert (await client.get("/admin/documents/new", headers=ADMIN)).status_code == 200
+
+
+async def test_a_405_names_the_methods_of_the_most_specific_resource(settings):
+    """/admin/documents/delete is a resource of its own (POST), though /admin/documents/{doc_id} (GET) matches it."""
+    async with serving(settings) as (app, client):
+        for path in ("/admin/documents/delete", "/admin/collections/a/documents/delete"):
+            r = await client.options(path, headers=ADMIN)
+            assert r.status_code == 405 and r.headers["allow"] == "POST", (path, r.headers.get("allow"))
+        r = await client.put("/console", headers=ADMIN)  # outside the published API: from the routes
+        assert r.status_code == 405 and "GET" in r.headers["allow"]

@@ -111,9 +111,9 @@ async def test_a_key_reaches_its_collections_only(settings):
         # the admin token reaches everything; failures are counted
         assert (await client.post("/collections/b/search", json={"query": "x"}, headers=ADMIN)).status_code == 200
         anonymous = (await client.get("/readyz")).json()  # no names, versions or counts for whoever asks
-        assert set(anonymous) == {"status", "detail"} and anonymous["status"] == "ready"
+        assert set(anonymous) == {"status", "limits", "detail"} and anonymous["status"] == "ready"
         elsewhere = (await client.get("/readyz", headers=bearer(write["key"]))).json()  # a key for a and b only
-        assert set(elsewhere) == {"status", "detail"}
+        assert set(elsewhere) == {"status", "limits", "detail"}
         assert set((await client.get("/readyz", headers=ADMIN)).json()["collections"]) == {"default", "a", "b"}
         assert set((await client.get("/readyz", headers={"Authorization": f"bearer {ADMIN['Authorization'][7:]}"})
                     ).json()["collections"]) == {"default", "a", "b"}
