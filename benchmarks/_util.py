@@ -21,7 +21,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(data_dir: Path, token: str, args: tuple[str, ...] = (), module: str = "whitevec.service.cli",
+def start_server(data_dir: Path, token: str, args: tuple[str, ...] = (), module: str = "whitevec.service.cli.main",
                  env: dict[str, str] | None = None) -> tuple[str, subprocess.Popen]:
     """`whitevec serve` on a free loopback port; returns once /readyz answers 200. `module` and `env`
     let a benchmark start another checkout (an older commit) for a side-by-side figure."""

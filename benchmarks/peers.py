@@ -183,7 +183,7 @@ def build_search_dir(work: Path, sentences: list[str], n: int, engine: str) -> P
         for doc in search_docs(sentences, n):
             f.write(json.dumps(doc, ensure_ascii=False) + "\n")
     print(f"building a {n}-document index in {data} (once; kept for later runs)...", file=sys.stderr)
-    subprocess.run([sys.executable, "-m", "whitevec.service.cli", "index", "build", str(path), "--data-dir",
+    subprocess.run([sys.executable, "-m", "whitevec.service.cli.main", "index", "build", str(path), "--data-dir",
                     str(data), "--engine", engine], check=True)
     return data
 

@@ -38,7 +38,7 @@ def corpus_dir(work: Path, n: int, sentences: list[str]) -> Path:
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / "docs.jsonl"
             path.write_text("".join(json.dumps(d) + "\n" for d in search_docs(sentences, n)), encoding="utf-8")
-            subprocess.run([sys.executable, "-m", "whitevec.service.cli", "index", "build", str(path), "--data-dir",
+            subprocess.run([sys.executable, "-m", "whitevec.service.cli.main", "index", "build", str(path), "--data-dir",
                             str(cached)], check=True)
     new = cached / "collections" / "default"
     return new if new.is_dir() else cached  # a cache written before collections
@@ -122,7 +122,7 @@ def ray_bench(args: argparse.Namespace) -> None:
                 shutil.rmtree(data, ignore_errors=True)
                 extra = [] if label == "in-process" else ["--ray", "local", "--ray-workers", str(args.workers)]
                 t = time.perf_counter()
-                subprocess.run([sys.executable, "-m", "whitevec.service.cli", "index", "build", str(path),
+                subprocess.run([sys.executable, "-m", "whitevec.service.cli.main", "index", "build", str(path),
                                 "--data-dir", str(data), *extra], check=True, stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL)
                 runs[label].append(time.perf_counter() - t)

@@ -43,7 +43,7 @@ def main() -> None:
         if not has_index(cached):
             path = Path(tmp) / "docs.jsonl"
             path.write_text("".join(json.dumps(d) + "\n" for d in search_docs(pool, args.docs)), encoding="utf-8")
-            subprocess.run([sys.executable, "-m", "whitevec.service.cli", "index", "build", str(path), "--data-dir",
+            subprocess.run([sys.executable, "-m", "whitevec.service.cli.main", "index", "build", str(path), "--data-dir",
                             str(cached)], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         data = Path(tmp) / "data"
         shutil.copytree(cached, data, ignore=shutil.ignore_patterns(".lock"))

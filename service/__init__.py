@@ -1,1 +1,1 @@
-"""The whitevec HTTP service, its settings, jobs and command line."""
+"""The whitevec service: http/ (the API), engine/ (what owns state) and cli/ (the command line)."""

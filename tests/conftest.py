@@ -151,7 +151,7 @@ def anyio_backend() -> str:
 
 @pytest.fixture
 def settings(tmp_path, tiny_model_dir):
-    from whitevec.service.settings import Settings
+    from whitevec.service.engine.settings import Settings
 
     return Settings(data_dir=tmp_path / "data", model_dir=tiny_model_dir, admin_token=ADMIN_TOKEN,
                     device="cpu")
@@ -180,7 +180,7 @@ async def wait_job(client: httpx.AsyncClient, job_id: str, timeout: float = 120)
 @asynccontextmanager
 async def serving(settings):
     """The real app, lifespan and all, behind httpx's ASGI transport."""
-    from whitevec.service.app import create_app
+    from whitevec.service.http.app import create_app
 
     app = create_app(settings)
     async with app.router.lifespan_context(app):
@@ -221,7 +221,7 @@ def free_port() -> int:
 
 
 class ServeProcess:
-    """`python -m whitevec.service.cli serve` on a free loopback port; stopped by stop()."""
+    """`python -m whitevec.service.cli.main serve` on a free loopback port; stopped by stop()."""
 
     def __init__(self, args: list[str], env: dict[str, str], ready: bool = True, timeout: float = 180) -> None:
         import tempfile
@@ -232,7 +232,7 @@ class ServeProcess:
         self.log = tempfile.NamedTemporaryFile("w+", prefix="whitevec-serve-", suffix=".log")
         # Servers run onnx unless a test says otherwise, as in-process tests run as on a CPU without AMX-BF16
         # (PLAIN_CPU): bf16's vectors move with a batch's padding more than the 1e-5 tests compare to.
-        self.proc = subprocess.Popen([sys.executable, "-m", "whitevec.service.cli", "serve", "--port", str(self.port), *args],
+        self.proc = subprocess.Popen([sys.executable, "-m", "whitevec.service.cli.main", "serve", "--port", str(self.port), *args],
                                      env={"WHITEVEC_ENGINE": "onnx", **os.environ, **env}, stdout=self.log,
                                      stderr=subprocess.STDOUT)
         deadline = time.monotonic() + timeout

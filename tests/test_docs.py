@@ -71,8 +71,8 @@ def test_user_docs_name_no_issue_or_commit(doc: Path) -> None:
 
 
 def test_every_route_is_in_the_http_reference(tmp_path: Path) -> None:
-    from whitevec.service.app import create_app
-    from whitevec.service.settings import Settings
+    from whitevec.service.http.app import create_app
+    from whitevec.service.engine.settings import Settings
 
     reference = (DOCS / "reference" / "http-api.md").read_text(encoding="utf-8")
     paths = create_app(Settings(data_dir=tmp_path)).openapi()["paths"]
@@ -82,7 +82,7 @@ def test_every_route_is_in_the_http_reference(tmp_path: Path) -> None:
 
 
 def test_every_setting_is_in_the_settings_page() -> None:
-    from whitevec.service.settings import Settings
+    from whitevec.service.engine.settings import Settings
 
     page = (DOCS / "operations" / "settings.md").read_text(encoding="utf-8")
     missing = [f"WHITEVEC_{name.upper()}" for name in Settings.model_fields

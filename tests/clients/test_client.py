@@ -263,7 +263,7 @@ def test_environment_variables(server, monkeypatch):
 
 
 def test_types_agree_with_the_server_openapi(settings):
-    from whitevec.service.app import create_app
+    from whitevec.service.http.app import create_app
 
     spec = create_app(settings).openapi()["components"]["schemas"]
 
@@ -353,7 +353,7 @@ def test_async_collections_and_keys(server):
 def test_cli_collections_against_a_running_server(server, monkeypatch, capsys, tmp_path):
     import json as _json
 
-    from whitevec.service.cli import main
+    from whitevec.service.cli.main import main
 
     def fails(argv: list[str], fragment: str) -> None:
         assert main(argv) == 2

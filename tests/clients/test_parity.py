@@ -70,8 +70,8 @@ VALUES = {"Filter", "FilterCondition", "FilterScalar", "MetadataValue"}
 
 @pytest.fixture(scope="module")
 def spec(tmp_path_factory, tiny_model_dir) -> dict:
-    from whitevec.service.app import create_app
-    from whitevec.service.settings import Settings
+    from whitevec.service.http.app import create_app
+    from whitevec.service.engine.settings import Settings
 
     settings = Settings(data_dir=tmp_path_factory.mktemp("parity") / "data", model_dir=tiny_model_dir,
                         admin_token="parity", device="cpu")

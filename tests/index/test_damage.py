@@ -225,7 +225,7 @@ def test_one_process_per_data_dir(tmp_path):
 
 
 async def test_a_second_server_on_the_same_data_dir_refuses_to_start(settings):
-    from whitevec.service.app import create_app
+    from whitevec.service.http.app import create_app
 
     async with serving(settings) as (app, client):
         job = await rebuild(client, {"documents": demo_documents()})
@@ -239,8 +239,8 @@ async def test_a_second_server_on_the_same_data_dir_refuses_to_start(settings):
 
 
 def test_cli_build_beside_a_server_is_refused(settings, tmp_path, capsys):
-    from whitevec.service.cli import main
-    from whitevec.service.runtime import Runtime
+    from whitevec.service.cli.main import main
+    from whitevec.service.engine.runtime import Runtime
 
     server = Runtime(settings)
     server.lock()
@@ -255,7 +255,7 @@ def test_cli_build_beside_a_server_is_refused(settings, tmp_path, capsys):
 def test_unused_fine_tuned_models_are_pruned(settings, tiny_model_dir, tiny_encoder):
     import time
 
-    from whitevec.service.runtime import Runtime
+    from whitevec.service.engine.runtime import Runtime
 
     settings.keep_models = 1
     rt = Runtime(settings)
@@ -281,7 +281,7 @@ def test_unused_fine_tuned_models_are_pruned(settings, tiny_model_dir, tiny_enco
 def test_a_rebuild_hashes_its_parts_once_and_loads_still_verify(settings, monkeypatch):
     """The rebuild's own activation does not re-read the files it just hashed; any later load does."""
     from whitevec.index import versions as versions_module
-    from whitevec.service.runtime import Runtime
+    from whitevec.service.engine.runtime import Runtime
 
     calls: list[str] = []
     original = versions_module.file_digest
@@ -300,7 +300,7 @@ def test_a_rebuild_hashes_its_parts_once_and_loads_still_verify(settings, monkey
 async def test_backup_while_serving_keeps_every_acknowledged_change(settings, tmp_path):
     """`whitevec backup` copies change logs with their write-ahead logs; a plain copy of the files loses
     the changes still in the -wal, and the copy's changes.head makes the server refuse that copy."""
-    from whitevec.service.cli import main
+    from whitevec.service.cli.main import main
 
     async with serving(settings) as (app, client):
         (await rebuild(client, {"documents": demo_documents()}))

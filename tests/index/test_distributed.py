@@ -20,7 +20,7 @@ pytestmark = pytest.mark.ray
 
 def cli_build(jsonl, data_dir, model_dir, *extra: str) -> dict:
     env = {**os.environ, "WHITEVEC_INDEX_BACKEND": "milvus", "WHITEVEC_DEVICE": "cpu", "WHITEVEC_ENGINE": "torch"}
-    done = subprocess.run([sys.executable, "-m", "whitevec.service.cli", "index", "build", str(jsonl), "--data-dir",
+    done = subprocess.run([sys.executable, "-m", "whitevec.service.cli.main", "index", "build", str(jsonl), "--data-dir",
                            str(data_dir), "--model", str(model_dir), "--dim", "16", "--beta", "1", "--gamma", "1",
                            *extra], env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -72,7 +72,7 @@ def test_an_unreachable_ray_cluster_is_one_clear_error_and_builds_nothing(tmp_pa
     jsonl.write_text("\n".join(json.dumps(d) for d in corpus(5)) + "\n", encoding="utf-8")
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     env.update(WHITEVEC_INDEX_BACKEND="milvus", WHITEVEC_DEVICE="cpu", WHITEVEC_ENGINE="torch")
-    done = subprocess.run([sys.executable, "-m", "whitevec.service.cli", "index", "build", str(jsonl), "--data-dir",
+    done = subprocess.run([sys.executable, "-m", "whitevec.service.cli.main", "index", "build", str(jsonl), "--data-dir",
                            str(tmp_path / "data"), "--model", str(tiny_model_dir), "--dim", "16", "--ray", "auto"],
                           env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode != 0

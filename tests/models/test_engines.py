@@ -127,7 +127,7 @@ async def test_service_on_the_onnx_engine_serves_torchs_vectors(settings):
 def test_eval_sts_takes_an_engine(tiny_model_dir, pairs_file, capsys, monkeypatch, tmp_path):
     import json
 
-    from whitevec.service.cli import main
+    from whitevec.service.cli.main import main
 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     rows = {}
@@ -139,7 +139,7 @@ def test_eval_sts_takes_an_engine(tiny_model_dir, pairs_file, capsys, monkeypatc
 
 
 def test_auto_is_the_default_onnx_on_the_cpu_and_torch_on_a_gpu(tiny_model_dir, tmp_path, monkeypatch):
-    from whitevec.service.settings import Settings
+    from whitevec.service.engine.settings import Settings
 
     monkeypatch.delenv("WHITEVEC_ENGINE", raising=False)
     assert Settings(data_dir=tmp_path).engine == "auto"

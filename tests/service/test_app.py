@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from whitevec.models.errors import WhitevecError
-from whitevec.service.admin_token import AdminToken
+from whitevec.service.engine.admin_token import AdminToken
 
 from tests.conftest import ADMIN, demo_documents, rebuild, serving, slowed_encoder, wait_job
 

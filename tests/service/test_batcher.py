@@ -7,7 +7,7 @@ import time
 import numpy as np
 import pytest
 
-from whitevec.service.batcher import Batcher, BatcherStopped, QueueFull, _window
+from whitevec.service.engine.batcher import Batcher, BatcherStopped, QueueFull, _window
 
 pytestmark = pytest.mark.anyio
 

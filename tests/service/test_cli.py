@@ -4,8 +4,8 @@ import sys
 
 import pytest
 
-from whitevec.service.admin_token import AdminToken
-from whitevec.service.cli import main
+from whitevec.service.engine.admin_token import AdminToken
+from whitevec.service.cli.main import main
 from tests.conftest import SHARED_DATA
 
 
@@ -70,7 +70,7 @@ def test_console_script_on_real_data_with_bundled_model(tmp_path):
         pytest.skip("../shared/data is not present")
     sample = tmp_path / "dev200.tsv"
     sample.write_text("".join(source.read_text(encoding="utf-8").splitlines(keepends=True)[:200]), encoding="utf-8")
-    proc = subprocess.run([sys.executable, "-m", "whitevec.service.cli", "eval", "sts", str(sample), "--beta", "0", "1",
+    proc = subprocess.run([sys.executable, "-m", "whitevec.service.cli.main", "eval", "sts", str(sample), "--beta", "0", "1",
                            "--gamma", "0", "1", "--dim", "384", "64", "--json"],
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
@@ -113,7 +113,7 @@ def test_index_build_and_train_activate_from_the_shell(tiny_model_dir, tmp_path,
 def test_version_and_clean_one_line_errors(tmp_path):
     from importlib.metadata import version
 
-    run = lambda *args: subprocess.run([sys.executable, "-m", "whitevec.service.cli", *args],  # noqa: E731
+    run = lambda *args: subprocess.run([sys.executable, "-m", "whitevec.service.cli.main", *args],  # noqa: E731
                                        capture_output=True, text=True, timeout=120)
     proc = run("--version")
     assert proc.returncode == 0 and proc.stdout.strip() == f"whitevec {version('whitevec')}"
@@ -176,7 +176,7 @@ def test_a_busy_port_is_one_line_before_anything_loads(tmp_path):
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         port = busy.getsockname()[1]
-        proc = subprocess.run([sys.executable, "-m", "whitevec.service.cli", "serve", "--port", str(port),
+        proc = subprocess.run([sys.executable, "-m", "whitevec.service.cli.main", "serve", "--port", str(port),
                                "--data-dir", str(tmp_path / "data"), "--model", str(tmp_path / "no-model")],
                               capture_output=True, text=True, timeout=60)
     assert proc.returncode == 1 and proc.stdout == ""
@@ -185,7 +185,7 @@ def test_a_busy_port_is_one_line_before_anything_loads(tmp_path):
     assert not (tmp_path / "data").exists()  # nothing touched: no data dir, no token
     for args, said in [(["--port", "70000"], "is not a TCP port: give a number from 1 to 65535"),
                        (["--host", "no-such-host.invalid"], "whitevec: cannot listen on no-such-host.invalid: ")]:
-        proc = subprocess.run([sys.executable, "-m", "whitevec.service.cli", "serve", *args,
+        proc = subprocess.run([sys.executable, "-m", "whitevec.service.cli.main", "serve", *args,
                                "--data-dir", str(tmp_path / "data")], capture_output=True, text=True, timeout=60)
         assert proc.returncode in (1, 2) and said in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
 
@@ -215,7 +215,7 @@ def test_a_restarted_server_keeps_its_token_and_prints_where_it_is(tiny_model_di
         pasted = subprocess.run(["bash", "-c", line.strip() + " -o /dev/null -w '%{http_code}'"], capture_output=True,
                                 text=True, timeout=60)
         assert pasted.stdout == "200", (line, pasted.stderr)
-        proc = subprocess.run([sys.executable, "-m", "whitevec.service.cli", "token", "--data-dir", str(data),
+        proc = subprocess.run([sys.executable, "-m", "whitevec.service.cli.main", "token", "--data-dir", str(data),
                                "--rotate"], capture_output=True, text=True, timeout=60)
         new = proc.stdout.strip()
         assert proc.returncode == 0 and new != token

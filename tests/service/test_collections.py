@@ -210,7 +210,7 @@ async def test_an_existing_data_dir_upgrades_in_place(settings):
 
 
 async def test_a_crash_mid_create_or_delete_leaves_no_half_collection(settings):
-    from whitevec.service.runtime import Runtime
+    from whitevec.service.engine.runtime import Runtime
 
     async with serving(settings) as (app, client):
         assert (await client.put("/admin/collections/gone", json={}, headers=ADMIN)).status_code == 201

@@ -27,8 +27,8 @@ KINDS = {"html": "text/html", "css": "text/css", "js": "text/javascript", "svg":
 
 @pytest.mark.anyio
 async def test_console_files_need_no_token_and_carry_a_strict_policy(tmp_path, tiny_model_dir):
-    from whitevec.service.console_routes import FOLDER
-    from whitevec.service.settings import Settings
+    from whitevec.service.http.console_routes import FOLDER
+    from whitevec.service.engine.settings import Settings
 
     settings = Settings(data_dir=tmp_path / "data", model_dir=tiny_model_dir, admin_token=ADMIN["Authorization"][7:],
                         api_key="read-key", device="cpu")  # data routes need a credential: the console does not

@@ -213,7 +213,7 @@ async def test_docs_are_served_without_a_network(settings):
 async def test_large_bodies_are_validated_while_the_event_loop_keeps_running(settings, monkeypatch):
     """A large rebuild body is validated document by document in a worker thread; the event loop
     keeps running meanwhile (a ticker task advances between the first and the last document)."""
-    from whitevec.service.schemas import DocumentIn
+    from whitevec.service.http.schemas import DocumentIn
 
     ticks = {"n": 0}
     seen: list[tuple[int, bool]] = []
@@ -351,8 +351,8 @@ async def test_a_collection_that_failed_to_load_is_retried_until_it_serves(setti
     `default` included, and /readyz says why meanwhile; once it loads, the server is ready."""
     import time
 
-    from whitevec.service import collection as collection_module
-    from whitevec.service.collection import Collection
+    from whitevec.service.engine import collection as collection_module
+    from whitevec.service.engine.collection import Collection
 
     async with serving(settings) as (app, client):
         await rebuild(client, {"documents": demo_documents()})
@@ -366,7 +366,7 @@ async def test_a_collection_that_failed_to_load_is_retried_until_it_serves(setti
         return original(self)
 
     monkeypatch.setattr(Collection, "_load_best", flaky)
-    app = __import__("whitevec.service.app", fromlist=["create_app"]).create_app(
+    app = __import__("whitevec.service.http.app", fromlist=["create_app"]).create_app(
         settings.model_copy(update={"alias_poll_s": 0.1}))
     import httpx
 

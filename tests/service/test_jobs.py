@@ -9,7 +9,7 @@ import time
 import pytest
 
 from tests.conftest import ADMIN, TRAIN_EXAMPLES, demo_documents, rebuild, serving, wait_job
-from whitevec.service.jobs import JobRunner
+from whitevec.service.engine.jobs import JobRunner
 
 pytestmark = pytest.mark.anyio
 
@@ -90,7 +90,7 @@ async def test_a_rebuild_queued_behind_train_activate_uses_the_new_model(setting
 
 
 def test_generated_model_names_are_bounded_and_unique(settings):
-    from whitevec.service.runtime import Runtime
+    from whitevec.service.engine.runtime import Runtime
 
     rt = Runtime(settings)
     name = "all-MiniLM-L6-v2"
@@ -152,7 +152,7 @@ def test_a_training_child_dies_with_its_server(tmp_path):
     import subprocess
 
     script = ("import subprocess, sys, time\n"
-              "from whitevec.service.training_runs import die_with_parent\n"
+              "from whitevec.service.engine.training_runs import die_with_parent\n"
               "child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'], preexec_fn=die_with_parent)\n"
               "print(child.pid, flush=True)\n"
               "time.sleep(60)\n")
@@ -233,7 +233,7 @@ def test_a_locked_database_is_waited_for_not_fatal(tmp_path, monkeypatch):
 
 
 def test_damaged_job_records_are_moved_aside_and_the_server_starts(settings):
-    from whitevec.service.runtime import Runtime
+    from whitevec.service.engine.runtime import Runtime
 
     settings.data_dir.mkdir(parents=True)
     (settings.data_dir / "jobs.sqlite").write_bytes(b"not a database at all " * 200)
@@ -248,7 +248,7 @@ def test_damaged_job_records_are_moved_aside_and_the_server_starts(settings):
 
 def test_damaged_access_keys_refuse_the_start_naming_the_file(settings):
     from whitevec.models.errors import WhitevecError
-    from whitevec.service.runtime import Runtime
+    from whitevec.service.engine.runtime import Runtime
 
     settings.data_dir.mkdir(parents=True)
     (settings.data_dir / "keys.sqlite").write_bytes(b"garbage" * 500)

@@ -12,7 +12,7 @@ from tests.conftest import ADMIN, make_tiny_bert, rebuild, serving
 from tests.service.test_corpus import corpus
 from whitevec.index.faiss_index import VectorIndex
 from whitevec.index.store import Document
-from whitevec.service import corpus_ops as corpus_module
+from whitevec.service.engine import corpus_ops as corpus_module
 
 pytestmark = pytest.mark.anyio
 
@@ -240,7 +240,7 @@ async def test_a_change_log_that_lost_acknowledged_changes_is_refused_visibly(se
 async def test_slow_job_records_never_stall_the_event_loop(settings, monkeypatch):
     """/metrics, /readyz and /admin/jobs read job records (SQLite or Postgres, which may wait): off the
     event loop, so /healthz and /search answer meanwhile."""
-    from whitevec.service.jobs import JobRunner
+    from whitevec.service.engine.jobs import JobRunner
 
     release = threading.Event()
     original = JobRunner.counts
@@ -264,29 +264,31 @@ async def test_slow_job_records_never_stall_the_event_loop(settings, monkeypatch
 
 
 async def test_upserts_waiting_on_the_model_leave_the_thread_pool_to_searches(settings):
-    """Upserts run on their own writer thread: six of them waiting on a slow model do not take the
-    default thread pool that filtered searches and document reads use."""
+    """Upserts wait for the model in the batcher's queue, holding no thread: six of them waiting on a stuck
+    model take nothing from the default thread pool that document reads and filtered searches use."""
     docs = corpus(30)
     async with serving(settings) as (app, client):
         rt = app.state.runtime
         await rebuild(client, {"documents": docs})
         release = threading.Event()
         encoder = rt.default.bundle.encoder
-        original = encoder.encode
-        encoder.encode = lambda texts, **kw: (release.wait(10), original(texts, **kw))[1]
+        original = encoder.embed_tokens
+        encoder.embed_tokens = lambda ids: (release.wait(10), original(ids))[1]
         try:
             upserts = [asyncio.ensure_future(client.post("/admin/documents", headers=ADMIN, json={
                 "documents": [{"id": f"u{i}", "text": f"upsert {i}"}]})) for i in range(6)]
             await asyncio.sleep(0.2)
-            r = await asyncio.wait_for(client.get(f"/admin/documents/{docs[0]['id']}", headers=ADMIN), 5)
-            assert r.status_code == 200
-            flt = {"query": "rain", "filter": {"topic": "weather"}}
-            encoder.encode = original  # the query's own encoding runs freely; the upserts still wait
-            r = await asyncio.wait_for(client.post("/search", json=flt), 5)
-            assert r.status_code == 200 and not any(u.done() for u in upserts)
+            for _ in range(8):  # more than the default pool's threads on this machine
+                r = await asyncio.wait_for(client.get(f"/admin/documents/{docs[0]['id']}", headers=ADMIN), 5)
+                assert r.status_code == 200
+            await asyncio.wait_for(asyncio.gather(*(asyncio.to_thread(lambda: None) for _ in range(16))), 5)
+            assert not any(u.done() for u in upserts)
         finally:
             release.set()
         assert [(await u).status_code for u in upserts] == [200] * 6
+        del encoder.embed_tokens
+        flt = {"query": "rain", "filter": {"topic": "weather"}}
+        assert (await client.post("/search", json=flt)).status_code == 200
 
 
 @pytest.mark.milvus
@@ -327,7 +329,7 @@ def test_errors_map_to_the_status_that_names_whose_fault_it_is():
     from whitevec.index.documents import ImportFileMissing
     from whitevec.index.versions import ServedVersionChanged, VersionDamaged
     from whitevec.models.errors import DimNotServed
-    from whitevec.service.errors import domain_to_api
+    from whitevec.service.http.errors import domain_to_api
 
     assert domain_to_api(VersionDamaged("x")).status == 500  # the disk's fault, not the request's
     assert domain_to_api(ServedVersionChanged("x")).status == 409
@@ -349,7 +351,7 @@ async def test_an_activation_loses_no_change_acknowledged_while_it_loads(backend
     """An activation loads its version outside the change lock (a load verifies every part: seconds). An
     upsert acknowledged in that window must be in what is served after it: re-activating the served version
     (a double click on rollback) keeps the served bundle; any other activation catches up under the lock."""
-    from whitevec.service.collection import Collection
+    from whitevec.service.engine.collection import Collection
 
     async with serving(backend_settings) as (app, client):
         rt = app.state.runtime

@@ -22,7 +22,7 @@ def use_venv(monkeypatch, folder) -> None:
 
 
 def settings_at(data_dir):
-    from whitevec.service.settings import Settings
+    from whitevec.service.engine.settings import Settings
 
     return Settings(data_dir=data_dir, model_dir=None, admin_token=ADMIN_TOKEN, device="cpu")
 
@@ -39,7 +39,7 @@ async def answers(client) -> dict:
 
 
 async def test_a_copied_or_restored_data_dir_serves_the_same_in_another_venv(tmp_path, tiny_model_dir, monkeypatch):
-    from whitevec.service.cli import main
+    from whitevec.service.cli.main import main
 
     venv_a = shutil.copytree(tiny_model_dir, tmp_path / "venv-a" / "model")
     use_venv(monkeypatch, venv_a)

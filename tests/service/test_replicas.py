@@ -11,9 +11,9 @@ import pytest
 from tests.conftest import ADMIN, ADMIN_TOKEN, ServeProcess, rebuild, serving
 from tests.service.test_corpus import corpus
 from whitevec.models.errors import WhitevecError
-from whitevec.service.jobs import JobNotCancellable, JobRunner
-from whitevec.service.runtime import Runtime
-from whitevec.service.settings import Settings
+from whitevec.service.engine.jobs import JobNotCancellable, JobRunner
+from whitevec.service.engine.runtime import Runtime
+from whitevec.service.engine.settings import Settings
 from whitevec.models.errors import WhitevecError
 
 pytestmark = pytest.mark.anyio
@@ -107,8 +107,8 @@ def test_a_job_record_survives_in_postgres_and_a_bad_url_is_named_without_its_pa
 def test_a_lost_postgres_connection_is_a_503_and_jobs_still_finish(postgres, postgres_url):
     """Postgres restarts or the network drops under a running job: calls meanwhile are a named 503, the
     job's final state is recorded once the connection is back, and the worker keeps running jobs."""
-    from whitevec.service.errors import domain_to_api
-    from whitevec.service.jobs import JobsUnavailable
+    from whitevec.service.http.errors import domain_to_api
+    from whitevec.service.engine.jobs import JobsUnavailable
 
     runner = JobRunner(postgres_url, owner="a")
     runner.start()

@@ -40,7 +40,7 @@ def release_build(release_tree: Path, data: Path, model: Path) -> dict:
     docs = data.parent / "docs.jsonl"
     docs.write_text("".join(json.dumps(d) + "\n" for d in demo_documents(2)))
     env = {**os.environ, "PYTHONPATH": str(release_tree)}
-    done = subprocess.run([sys.executable, "-c", "import sys; from whitevec.service.cli import main; "
+    done = subprocess.run([sys.executable, "-c", "import sys; from whitevec.service.cli.main import main; "
                            "sys.exit(main(sys.argv[1:]))", "index", "build", str(docs), "--data-dir", str(data),
                            "--model", str(model), "--device", "cpu", "--dim", "8"],
                           env=env, capture_output=True, text=True, cwd=data.parent)
@@ -68,7 +68,7 @@ def test_kill_9_during_the_first_start_never_loses_the_data_dir(tmp_path, releas
     built = release_build(release_tree, data, tiny_model_dir)
     env = {**os.environ, "WHITEVEC_DATA_DIR": str(data), "WHITEVEC_MODEL_DIR": str(tiny_model_dir),
            "WHITEVEC_DEVICE": "cpu", "WHITEVEC_ADMIN_TOKEN": "t"}
-    script = ("from whitevec.service.runtime import Runtime; from whitevec.service.settings import Settings; "
+    script = ("from whitevec.service.engine.runtime import Runtime; from whitevec.service.engine.settings import Settings; "
               "rt = Runtime(Settings()); rt.load(); print('loaded', rt.default.bundle.version, flush=True)")
     for delay in (0.05, 0.2, 0.4, 0.8, 1.5):
         proc = subprocess.Popen([sys.executable, "-c", script], env=env, stdout=subprocess.PIPE, text=True)

@@ -1,4 +1,4 @@
-"""Named API errors and their status codes, in one place; every error body is
+"""Named API errors as HTTP answers (the classes and their codes are in engine/errors.py); every error body is
 `{"error": {"type", "message", "param", "code"}}` (OpenAI's shape, so /v1 clients read it too).
 
 Routes declare the errors they can answer with `responses(...)`; the handlers below turn
@@ -25,100 +25,25 @@ from whitevec.index.changes import ChangeLogUnwritable
 from whitevec.index.versions import ServedVersionChanged, VersionDamaged
 from whitevec.models.errors import DimNotServed, ModelFolderError, WhiteningError, WhitevecError
 
-from .jobs import JobsUnavailable
+from ..engine.errors import (
+    ApiError,
+    ClientClosedRequest,
+    Conflict,
+    Forbidden,
+    InvalidRequest,
+    MalformedBody,
+    MethodNotAllowed,
+    NotFound,
+    NotReady,
+    Overloaded,
+    PayloadTooLarge,
+    ServerError,
+    Unauthorized,
+    UnsupportedMediaType,
+)
+from ..engine.jobs import JobsUnavailable
 
 log = logging.getLogger(__name__)
-
-
-class ApiError(Exception):
-    """Base: an answer with a status, a type and a message that says what to fix."""
-
-    status = 500
-    type = "server_error"
-
-    def __init__(self, message: str, *, headers: dict[str, str] | None = None, param: str | None = None) -> None:
-        super().__init__(message)
-        self.message = message
-        self.headers = headers
-        self.param = param
-
-
-class MalformedBody(ApiError):
-    """The body is not JSON, or nested too deeply."""
-
-    status, type = 400, "malformed_body"
-
-
-class Unauthorized(ApiError):
-    """No bearer token was sent."""
-
-    status, type = 401, "unauthorized"
-
-
-class Forbidden(ApiError):
-    """The bearer token is wrong."""
-
-    status, type = 403, "forbidden"
-
-
-class NotFound(ApiError):
-    """No such route, job, document or model."""
-
-    status, type = 404, "not_found"
-
-
-class MethodNotAllowed(ApiError):
-    """The route exists but not for this method."""
-
-    status, type = 405, "method_not_allowed"
-
-
-class Conflict(ApiError):
-    """The request cannot be served in the current state (no index yet, job already ended)."""
-
-    status, type = 409, "conflict"
-
-
-class PayloadTooLarge(ApiError):
-    """The body is over WHITEVEC_MAX_BODY_BYTES."""
-
-    status, type = 413, "payload_too_large"
-
-
-class UnsupportedMediaType(ApiError):
-    """The body was not sent as application/json."""
-
-    status, type = 415, "unsupported_media_type"
-
-
-class InvalidRequest(ApiError):
-    """A field is missing, of the wrong type, or out of its limits."""
-
-    status, type = 422, "invalid_request"
-
-
-class Overloaded(ApiError):
-    """The encode queue is full; retry after Retry-After seconds."""
-
-    status, type = 429, "overloaded"
-
-
-class ClientClosedRequest(ApiError):
-    """The client went away before its answer was ready (nothing was encoded for it)."""
-
-    status, type = 499, "client_closed_request"
-
-
-class ServerError(ApiError):
-    """An unexpected failure inside whitevec; the server log has the traceback."""
-
-    status, type = 500, "server_error"
-
-
-class NotReady(ApiError):
-    """The model is still loading, or the encoder stopped; retry after Retry-After seconds."""
-
-    status, type = 503, "not_ready"
 
 
 #: Errors every data route can answer with, besides its own.

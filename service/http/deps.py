@@ -10,9 +10,9 @@ from fastapi import Request
 from whitevec.index.bundle import Bundle
 from whitevec.models.encoder import EncodeResult
 
-from .batcher import BatcherStopped, QueueFull
+from ..engine.batcher import BatcherStopped, QueueFull
 from .errors import ClientClosedRequest, InvalidRequest, NotReady, Overloaded
-from .runtime import Runtime
+from ..engine.runtime import Runtime
 
 
 async def get_runtime(request: Request) -> Runtime:  # async: no thread-pool hop per request

@@ -15,10 +15,10 @@ from whitevec.models.errors import WhiteningError
 
 from .access import Caller, data_caller, resolve
 from .body import RenderedJSON, body_openapi, json_body, render_json
-from .collection import Collection
+from ..engine.collection import Collection
 from .deps import check_texts, encode, get_runtime
 from .errors import COMMON, InvalidRequest, NotFound, NotReady, Overloaded, Unauthorized, responses
-from .runtime import Runtime
+from ..engine.runtime import Runtime
 from .schemas import NonEmpty, Strict
 
 #: Model names a client may send besides the served model's own.

@@ -22,8 +22,8 @@ from .body import install_openapi
 from .deps import get_runtime
 from .errors import Forbidden, NotReady, PayloadTooLarge, ServerError, Unauthorized, responses
 from .openai_compat import router as openai_router
-from .runtime import Runtime
-from .settings import Settings
+from ..engine.runtime import Runtime
+from ..engine.settings import Settings
 
 log = logging.getLogger("whitevec")
 

@@ -19,8 +19,8 @@ from .access import Caller, require_admin, resolve
 from .body import body_openapi, json_body
 from .deps import get_runtime
 from .errors import COMMON, Conflict, Forbidden, NotFound, Unauthorized, responses
-from .jobs import JobNotCancellable, UnknownJob
-from .runtime import Runtime
+from ..engine.jobs import JobNotCancellable, UnknownJob
+from ..engine.runtime import Runtime
 from .schemas import CollectionCreate, JobOut, KeyCreate, TrainAccepted, TrainRequest
 
 ADMIN_ERRORS = (*COMMON, Unauthorized, Forbidden)

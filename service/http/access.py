@@ -16,10 +16,10 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from whitevec.index.bundle import Bundle
 
-from .collection import Collection
+from ..engine.collection import Collection
 from .errors import Forbidden, NotFound, NotReady, Unauthorized
-from .keys import AccessKey
-from .runtime import Runtime
+from ..engine.keys import AccessKey
+from ..engine.runtime import Runtime
 
 Need = Literal["read", "write", "admin"]
 

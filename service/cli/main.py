@@ -11,9 +11,9 @@ from pathlib import Path
 
 from whitevec.models.errors import WhitevecError
 
-from .cli_common import add_model_args, build_encoder, settings_from
-from .cli_remote import add_collections_parser
-from .cli_train import add_train_parser
+from .common import add_model_args, build_encoder, settings_from
+from .remote import add_collections_parser
+from .train import add_train_parser
 
 
 def cmd_eval_sts(args: argparse.Namespace) -> int:
@@ -94,7 +94,7 @@ def cmd_index_build(args: argparse.Namespace) -> int:
 
 def _index_build(path: Path, args: argparse.Namespace) -> int:
     from whitevec.index.documents import read_jsonl
-    from whitevec.service.runtime import Runtime
+    from whitevec.service.engine.runtime import Runtime
 
     rt = Runtime(settings_from(args))
     rt.lock("`whitevec index build`")  # refuses while a server uses this data dir
@@ -163,8 +163,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         return 1
     import uvicorn
     from whitevec.index.documents import read_jsonl
-    from whitevec.service.app import create_app
-    from whitevec.service.runtime import DEMO_CORPUS
+    from whitevec.service.http.app import create_app
+    from whitevec.service.engine.runtime import DEMO_CORPUS
 
     app = create_app(settings_from(args))
     rt = app.state.runtime
@@ -197,7 +197,7 @@ try:
 
 def cmd_token(args: argparse.Namespace) -> int:
     """The admin token alone on stdout (for `curl -H "Authorization: Bearer $(whitevec token)"`)."""
-    from whitevec.service.admin_token import TOKEN_FILE, AdminToken
+    from whitevec.service.engine.admin_token import TOKEN_FILE, AdminToken
 
     settings = settings_from(args)
     secret = settings.admin_token.get_secret_value() if settings.admin_token else None

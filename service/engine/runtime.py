@@ -31,7 +31,7 @@ from .training_runs import TrainingSupervisor
 
 log = logging.getLogger("whitevec")
 
-DEMO_CORPUS = Path(__file__).resolve().parent / "demo" / "corpus.jsonl"
+DEMO_CORPUS = Path(__file__).resolve().parent.parent / "demo" / "corpus.jsonl"
 
 
 class Runtime:

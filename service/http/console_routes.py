@@ -15,7 +15,7 @@ from fastapi.responses import Response
 
 from .errors import NotFound
 
-FOLDER = Path(str(files("whitevec.service") / "console"))
+FOLDER = Path(str(files("whitevec.service.http") / "console"))
 TYPES = {".html": "text/html; charset=utf-8", ".css": "text/css; charset=utf-8",
          ".js": "text/javascript; charset=utf-8", ".svg": "image/svg+xml"}
 #: Everything the page may load comes from here; no inline script or style, no other origin, no framing.

@@ -33,7 +33,7 @@ from .errors import (
     UnsupportedMediaType,
     validation_message,
 )
-from .settings import Settings
+from ..engine.settings import Settings
 
 M = TypeVar("M", bound=BaseModel)
 

@@ -31,7 +31,7 @@ def build_encoder(args: argparse.Namespace):
 
 def settings_from(args: argparse.Namespace, **extra):
     """Settings from WHITEVEC_* variables, overridden by the flags that were given."""
-    from whitevec.service.settings import Settings
+    from whitevec.service.engine.settings import Settings
 
     flags = {"data_dir": args.data_dir, "model_dir": args.model, "pooling": args.pooling,
              "tokenizer": args.tokenizer, "max_length": args.max_length, "device": args.device,

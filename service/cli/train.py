@@ -9,7 +9,7 @@ from pathlib import Path
 
 from whitevec.models.errors import WhitevecError
 
-from .cli_common import add_model_args, settings_from
+from .common import add_model_args, settings_from
 
 
 def add_train_parser(sub: argparse._SubParsersAction) -> None:
@@ -42,7 +42,7 @@ def add_train_parser(sub: argparse._SubParsersAction) -> None:
 
 def cmd_train(args: argparse.Namespace) -> int:
 
-    from whitevec.service.runtime import Runtime
+    from whitevec.service.engine.runtime import Runtime
 
     path = Path(args.file)
     if not path.is_file():

@@ -19,11 +19,11 @@ from . import errors
 from .access import (ADMIN, ADMIN_LEASED, ADMIN_LEASED_NAMED, ADMIN_NAMED, READ, READ_NAMED, WRITE,
                      WRITE_LEASED, WRITE_LEASED_NAMED, WRITE_NAMED, Target)
 from .body import FastJSONResponse, RenderedJSON, body_openapi, json_body, render_json
-from .collection import Collection
+from ..engine.collection import Collection
 from .deps import check_texts, encode, get_runtime
 from .errors import COMMON, Conflict, Forbidden, NotFound, Overloaded, Unauthorized, responses
-from .jobs import JobContext
-from .runtime import Runtime
+from ..engine.jobs import JobContext
+from ..engine.runtime import Runtime
 from .schemas import (DeleteRequest, EmbedRequest, EmbedResponse, JobAccepted, RebuildRequest, SearchRequest,
                       SearchResponse, UpsertRequest)
 

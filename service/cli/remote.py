@@ -9,7 +9,7 @@ from pathlib import Path
 
 from whitevec.models.errors import WhitevecError
 
-from .admin_token import TOKEN_FILE
+from ..engine.admin_token import TOKEN_FILE
 
 
 def _stored_token(data_dir: Path) -> str | None:
