@@ -181,7 +181,9 @@ class ChangeLog:
             keys = np.arange(first, first + len(upserts), dtype=np.int64)
             raw = np.ascontiguousarray(raw, dtype=np.float32)
             if not self.changed_path.exists():  # before the first commit: a failure here changes nothing
-                try:
+                try:  # a head first, so a crash before the commit leaves head and log agreeing (no change)
+                    if not self.head_path.exists():
+                        write_json_atomic(self.head_path, {"seq": head(conn)})
                     write_json_atomic(self.changed_path, {"first_change_at": time.time()})
                 except OSError as exc:
                     raise sqlite3.OperationalError(f"{CHANGED_FILE}: {exc.strerror or exc}") from exc

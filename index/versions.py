@@ -191,8 +191,12 @@ class VersionStore:
         if ref is None:
             return model
         model["ref"] = ref
-        with self.locked():
-            write_json_atomic(self.folder(version) / MANIFEST, {**manifest, "model": model})
+        try:
+            with self.locked():
+                write_json_atomic(self.folder(version) / MANIFEST, {**manifest, "model": model})
+        except OSError as exc:  # served all the same; the upgrade is tried again at the next load
+            log.warning("version %s: could not record its model as %r (%s)", version, ref, exc)
+            return model
         log.info("version %s: its model is now named %r (was the path %s)", version, ref, model.get("path"))
         return model
 
@@ -317,7 +321,7 @@ class VersionStore:
             entries = list(self.root.iterdir())
         except FileNotFoundError:
             return []
-        return sorted(p.name for p in entries if p.is_dir() and (p / MANIFEST).is_file() and not p.name.startswith("."))
+        return sorted(p.name for p in entries if VERSION_NAME.fullmatch(p.name) and p.is_dir() and (p / MANIFEST).is_file())
 
     def new_version(self) -> tuple[str, Path]:
         now = time.time()

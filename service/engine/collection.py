@@ -201,6 +201,9 @@ class Collection:
                 self.versions.discard(version)
             raise
         with self.served.lease() as served, self.change_lock:  # the lease keeps the old version open
+            if self.deleted:
+                bundle.close()
+                raise NotFound(f"collection {self.name} was deleted while this ran; nothing was activated")
             if served is not None and served.version == version and since is None:
                 # already served (a second click on rollback): the served bundle holds the change log's only
                 # writer and every acknowledged change; a second copy of the version would lack what lands now

@@ -41,7 +41,12 @@ class AliasFollower:
         new = self.rt.load_version(version, bundle.encoder)
         with self.rt.change_lock:
             # this replica activated a version while that one loaded (or re-pointed the alias at its own)
-            if self.rt.bundle is not bundle or self.rt.versions.switched_to() != version:
+            try:
+                moved = self.rt.bundle is not bundle or self.rt.versions.switched_to() != version
+            except BaseException:
+                new.close()
+                raise
+            if moved:
                 new.close()
                 return None
             self.rt.served.swap(new)

@@ -373,7 +373,7 @@ class Runtime:
                 used.add((models / col.config["model"]).resolve())
             for version in col.versions.versions():
                 try:
-                    model = col.versions.manifest(version)["model"]
+                    model = col.versions.model_section(version, col.versions.manifest(version))  # upgrades old refs
                     used.add(resolve_model_ref(model, col.versions.models_root).resolve())
                 except (OSError, ValueError, KeyError):
                     continue

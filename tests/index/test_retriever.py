@@ -165,3 +165,24 @@ def test_a_version_without_changes_hands_a_rebuild_its_vectors_memory_mapped(tmp
     _, got = r.documents(r.stored_raw())
     assert not isinstance(got, np.memmap) and len(got) == 31
     r.close()
+
+
+def test_a_first_change_that_never_committed_leaves_the_version_servable(tmp_path, monkeypatch):
+    """A crash (here: a failure) between the CHANGED marker and the first commit: nothing was acknowledged,
+    so the next open must not call the log damaged."""
+    from whitevec.index import changes as changes_module
+
+    rng, _, _, open_retriever = make(tmp_path, "flat", n=20)
+    r = open_retriever()
+
+    def fail(conn, ids):
+        raise sqlite3.OperationalError("disk I/O error")
+
+    monkeypatch.setattr(changes_module, "record", fail)
+    with pytest.raises(Exception, match="disk I/O error"):
+        r.change([Document("x", "t", {})], rng.normal(size=(1, DIM)).astype(np.float32), [])
+    r.close()
+    monkeypatch.undo()
+    again = open_retriever()  # CHANGED is there; so is a head that says nothing was acknowledged
+    assert again.count() == 20 and (tmp_path / "CHANGED").exists()
+    again.close()

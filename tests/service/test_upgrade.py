@@ -40,7 +40,7 @@ def release_build(release_tree: Path, data: Path, model: Path) -> dict:
     docs = data.parent / "docs.jsonl"
     docs.write_text("".join(json.dumps(d) + "\n" for d in demo_documents(2)))
     env = {**os.environ, "PYTHONPATH": str(release_tree)}
-    done = subprocess.run([sys.executable, "-c", "import sys; from whitevec.service.cli.main import main; "
+    done = subprocess.run([sys.executable, "-c", "import sys; from whitevec.service.cli import main; "
                            "sys.exit(main(sys.argv[1:]))", "index", "build", str(docs), "--data-dir", str(data),
                            "--model", str(model), "--device", "cpu", "--dim", "8"],
                           env=env, capture_output=True, text=True, cwd=data.parent)
