@@ -116,16 +116,12 @@ def ray_bench(args: argparse.Namespace) -> None:
         path = Path(tmp) / "docs.jsonl"
         path.write_text("".join(json.dumps(d) + "\n" for d in search_docs(sentences, args.docs)), encoding="utf-8")
         runs = {"in-process": [], f"ray local, {args.workers} workers": []}
+        notes: list[str] = []
         for _ in range(args.repeat):
             for label in runs:
                 data = Path(tmp) / "data"
-                shutil.rmtree(data, ignore_errors=True)
                 extra = [] if label == "in-process" else ["--ray", "local", "--ray-workers", str(args.workers)]
-                t = time.perf_counter()
-                subprocess.run([sys.executable, "-m", "whitevec.service.cli.main", "index", "build", str(path),
-                                "--data-dir", str(data), *extra], check=True, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL)
-                runs[label].append(time.perf_counter() - t)
+                runs[label].append(timed_build(path, data, extra, label, notes))
         base = float(np.median(runs["in-process"]))
         print(f"\nindex build, {args.docs} documents (bundled model), wall seconds incl. start-up, "
               f"median of {args.repeat}")
@@ -133,6 +129,29 @@ def ray_bench(args: argparse.Namespace) -> None:
         for label, times in runs.items():
             sec = float(np.median(times))
             print(f"{label:<24} {sec:>8.1f} {args.docs / sec:>8.0f} {base / sec:>13.2f}×")
+        for note in notes:
+            print(f"note: {note}")
+
+
+def timed_build(path: Path, data: Path, extra: list[str], label: str, notes: list[str]) -> float:
+    """Wall seconds of one `whitevec index build`. A build killed by a signal (Ray's C++ core has been seen
+    to abort a driver on some machines) is said in the notes with its stderr and run once more; a second
+    failure, or any plain error exit, stops the benchmark with the build's own output."""
+    for attempt in (1, 2):
+        shutil.rmtree(data, ignore_errors=True)
+        t = time.perf_counter()
+        done = subprocess.run([sys.executable, "-X", "faulthandler", "-m", "whitevec.service.cli.main", "index",
+                               "build", str(path), "--data-dir", str(data), *extra],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        seconds = time.perf_counter() - t
+        if done.returncode == 0:
+            return seconds
+        tail = done.stderr[-2000:]
+        if done.returncode > 0 or attempt == 2:
+            sys.exit(f"index build ({label}) exited with {done.returncode}:\n{tail}")
+        notes.append(f"{label}: a build died by signal {-done.returncode} and was run again; its stderr:\n{tail}")
+        print(f"{label}: build died by signal {-done.returncode}, running it once more:\n{tail}", file=sys.stderr)
+    raise AssertionError("unreachable")
 
 
 def main() -> None:
