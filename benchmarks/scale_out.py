@@ -49,7 +49,9 @@ def search_bench(args: argparse.Namespace) -> None:
     from whitevec.index.build import build_version
     from whitevec.index.spec import IndexSpec
     from whitevec.index.store import DocumentStore
-    from whitevec.index.versions import DOCS_FILE, RAW_FILE, MilvusTarget, VersionStore
+    from whitevec.index.milvus import MilvusTarget
+    from whitevec.index.parts import DOCS_FILE, RAW_FILE
+    from whitevec.index.versions import VersionStore
     from whitevec.models.whitening import WhiteningParams
 
     sentences = sts_sentences(20_000)

@@ -23,7 +23,8 @@ from whitevec.models.errors import WhitevecError
 
 from . import layout
 from .changes import CHANGED_FILE, HEAD_FILE
-from .versions import POINTER, VersionStore
+from .parts import POINTER
+from .versions import VersionStore
 
 SKIP = {".lock", ".collections.lock", "milvus.db"}  # the holder's lock; Milvus data lives in Milvus (back it up there)
 #: SQLite files that change while a server runs. Built parts (docs.sqlite) are copied byte for byte:

@@ -22,7 +22,8 @@ from .faiss_index import VectorIndex
 from .spec import IndexSpec
 from .milvus import MilvusRetriever
 from .store import Documents, DocumentStore
-from .versions import DOCS_FILE, INDEX_FILE, MILVUS_FILE, RAW_FILE, WHITENING_FILE, VersionStore, describe_parts
+from .parts import DOCS_FILE, INDEX_FILE, MILVUS_FILE, RAW_FILE, WHITENING_FILE, describe_parts
+from .versions import VersionStore
 
 #: Below this many documents an approximate index (ivf, hnsw) is slower and less exact than flat.
 MIN_APPROX_VECTORS = 10_000

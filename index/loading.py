@@ -6,9 +6,10 @@ from __future__ import annotations
 import logging
 import sqlite3
 from pathlib import Path
+from typing import Protocol
 
-from whitevec.models.encoder import Encoder, EncoderSpec, resolve_engine
-from whitevec.models.engines import serving_engine
+from whitevec.models.encoder import Encoder, EncoderPool, EncoderSpec, resolve_engine
+from whitevec.models.engines import REFERENCE, serving_engine
 from whitevec.models.errors import ModelFolderError
 from whitevec.models.pipeline import Pipeline
 from whitevec.models.whitening import Whitening
@@ -18,21 +19,48 @@ from .changes import CHANGED_FILE, CHANGES_FILE, HEAD_FILE, ChangeLog
 from .faiss_index import VectorIndex
 from .spec import IndexSpec
 from .journal import JOURNAL_FILE, Journal
-from .milvus import MilvusRetriever
+from .milvus import MilvusRetriever, MilvusTarget
+from .parts import DOCS_FILE, INDEX_FILE, MANIFEST, RAW_FILE, WHITENING_FILE, VersionDamaged
 from .retriever import FaissRetriever
 from .store import DocumentStore
-from .versions import DOCS_FILE, INDEX_FILE, MANIFEST, RAW_FILE, WHITENING_FILE, VersionDamaged, VersionStore
 
 log = logging.getLogger(__name__)
 
 
-def load_version(store: VersionStore, version: str, encoder: Encoder | None, device: str | None, use_gpu: bool,
-                 engine: str | None, engine_cache: Path | None, checksums: bool) -> Bundle:
-    """See VersionStore.load."""
+class StoredVersions(Protocol):
+    """What loading reads of a version store (index.versions.VersionStore, which loads through here)."""
+
+    encoders: EncoderPool | None
+    milvus: MilvusTarget | None
+
+    @property
+    def models_root(self) -> Path: ...
+
+    def folder(self, version: str) -> Path: ...
+
+    def manifest(self, version: str) -> dict: ...
+
+    def verify_files(self, version: str) -> dict: ...
+
+    def model_section(self, version: str, manifest: dict) -> dict: ...
+
+    def collection(self, version: str) -> str | None: ...
+
+
+def load_version(store: StoredVersions, version: str, encoder: Encoder | None = None, device: str | None = None,
+                 use_gpu: bool = True, engine: str | None = None, engine_cache: Path | None = None,
+                 checksums: bool = True) -> Bundle:
+    """Load a verified version; reuses `encoder` when it is the manifest's model, else loads that model.
+
+    `checksums=False` skips re-hashing the parts (the consistency checks still run): only for a version
+    this process has just written, whose checksums were computed from the files on disk moments ago.
+
+    The version is served with the engine it was built with, or with `engine` when that one gives
+    the same vectors (torch and onnx fp32); never with one that gives other vectors."""
     if not (store.folder(version) / MANIFEST).is_file():
         raise VersionDamaged(f"version {version} has no folder with a manifest in versions/")
     manifest = store.verify_files(version) if checksums else store.manifest(version)
-    model = {"engine": "torch", **store.model_section(version, manifest)}  # versions from before engines: torch
+    model = {"engine": REFERENCE, **store.model_section(version, manifest)}  # versions from before engines
     path = resolve_model_ref(model, store.models_root)
     wanted = resolve_engine(engine, device) if engine is not None else None
     use = serving_engine(model["engine"], wanted)
@@ -79,7 +107,7 @@ def load_version(store: VersionStore, version: str, encoder: Encoder | None, dev
     return Bundle(pipeline, version, manifest, index, store, retriever)
 
 
-def _load_milvus(store: VersionStore, version: str, manifest: dict, encoder: Encoder) -> Bundle:
+def _load_milvus(store: StoredVersions, version: str, manifest: dict, encoder: Encoder) -> Bundle:
     if store.milvus is None:
         raise VersionDamaged(f"version {version} keeps its index in Milvus: set WHITEVEC_INDEX_BACKEND=milvus "
                              "and WHITEVEC_MILVUS_URI to serve it")

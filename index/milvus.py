@@ -23,6 +23,7 @@ import re
 import threading
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from itertools import islice
 
 import numpy as np
@@ -347,6 +348,20 @@ class MilvusRetriever:
         self._searches.shutdown(wait=True)
         if self.journal is not None:
             self.journal.close()
+
+
+@dataclass
+class MilvusTarget:
+    """Where a collection's versions keep their index on the Milvus backend: a pymilvus client (shared by
+    every collection of the process), the collection's alias that every replica follows, and the whitevec
+    collection whose name its Milvus collections carry."""
+
+    client: object
+    alias: str = "whitevec"
+    collection: str | None = None
+
+    def collection_name(self, version: str) -> str:
+        return collection_name(version, self.collection)
 
 
 def point_alias(client, alias: str, collection: str) -> None:

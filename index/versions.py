@@ -25,7 +25,6 @@ history, so pruning keeps what was actually served, newest first.
 from __future__ import annotations
 
 import fcntl
-import hashlib
 import json
 import logging
 import os
@@ -37,28 +36,20 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import closing, contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 
-from whitevec.models.encoder import Encoder, EncoderPool
+from whitevec.models.encoder import EncoderPool
 from whitevec.models.errors import WhitevecError
 from whitevec.models.files import fsync_path, write_json_atomic
 
-from .bundle import Bundle
 from .changes import CHANGES_FILE
 from .layout import COLLECTIONS
+from .loading import load_version
+from .milvus import MilvusTarget, alias_target, collection_name, drop_alias, point_alias
+from .parts import MANIFEST, MILVUS_FILE, MILVUS_PARTS, PARTS, POINTER, VersionDamaged, file_digest
 
 log = logging.getLogger(__name__)
 
-MANIFEST = "manifest.json"
-POINTER = "ACTIVE"
-WHITENING_FILE = "whitening.npz"
-INDEX_FILE = "index.faiss"
-DOCS_FILE = "docs.sqlite"
-RAW_FILE = "raw.npy"  # float32 pooled vectors in document order: re-whitening without the model
-MILVUS_FILE = "milvus.json"  # names the version's Milvus collection (backend milvus)
-PARTS = (WHITENING_FILE, INDEX_FILE, DOCS_FILE)
-MILVUS_PARTS = (WHITENING_FILE, MILVUS_FILE)
 HISTORY_LIMIT = 100
 PIN_PREFIX = ".pin-"  # a backup's hold on the versions it copies (VersionStore.pinned)
 #: In a shared bundle dir, leftovers younger than this may be another replica's build in progress.
@@ -69,47 +60,8 @@ SHARED_STALE_S = 24 * 3600
 VERSION_NAME = re.compile(r"[0-9A-Za-z][0-9A-Za-z._-]{0,99}")
 
 
-class VersionDamaged(WhitevecError):
-    """A version's files do not match its manifest (damaged, truncated, or copied from another version)."""
-
-
 class ServedVersionChanged(WhitevecError):
     """A job read one version, and another was activated before the job could activate its own."""
-
-
-def file_digest(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def describe_parts(folder: Path) -> dict:
-    """Size and SHA-256 of each part, for the manifest."""
-    required = MILVUS_PARTS if (folder / MILVUS_FILE).is_file() else PARTS
-    names = [*required, *([RAW_FILE] if (folder / RAW_FILE).is_file() else [])]
-    return {name: {"bytes": (folder / name).stat().st_size, "sha256": file_digest(folder / name)} for name in names}
-
-
-@dataclass
-class MilvusTarget:
-    """Where versions keep their index with the Milvus backend: a pymilvus client and the served alias."""
-
-    client: object
-    alias: str = "whitevec"
-    collection: str | None = None  # the whitevec collection: names its Milvus collections
-
-    def collection_name(self, version: str) -> str:
-        from .milvus import collection_name
-
-        return collection_name(version, self.collection)
-
-    def for_collection(self, name: str, alias_prefix: str) -> MilvusTarget:
-        """The same client, with the alias and collection names of whitevec collection `name`."""
-        from .milvus import alias_name
-
-        return MilvusTarget(self.client, alias_name(alias_prefix, name), name)
 
 
 class VersionStore:
@@ -142,8 +94,6 @@ class VersionStore:
         """Before a deleted collection's folder goes: its versions' Milvus collections and its alias."""
         if self.milvus is None:
             return
-        from .milvus import alias_target, drop_alias
-
         mine = {self.collection(p.name) for p in self.root.iterdir() if (p / MILVUS_FILE).is_file()}
         if alias_target(self.milvus.client, self.milvus.alias) in mine:  # not a newer collection's of that name
             drop_alias(self.milvus.client, self.milvus.alias)  # first: Milvus keeps a collection an alias names
@@ -163,8 +113,6 @@ class VersionStore:
     def _drop_partial_collection(self, version: str) -> None:
         """A build that died may have left its Milvus collection half-written (named as before collections,
         in a data dir upgraded since, or as now)."""
-        from .milvus import collection_name
-
         self._drop_collection(collection_name(version))
         if self.milvus is not None:
             self._drop_collection(self.milvus.collection_name(version))
@@ -370,8 +318,6 @@ class VersionStore:
                                                f"{expected}); nothing was activated: run the job again")
             name = self.collection(version)
             if name is not None and self.milvus is not None:
-                from .milvus import point_alias
-
                 point_alias(self.milvus.client, self.milvus.alias, name)  # every replica flips with it
             now = time.time()
             _, problem = self.pointer_state()
@@ -395,8 +341,6 @@ class VersionStore:
         when it names an index no version here describes (replicas with different bundle dirs)."""
         if self.milvus is None:
             return None
-        from .milvus import alias_target
-
         target = alias_target(self.milvus.client, self.milvus.alias)
         if target is None:
             return None
@@ -509,18 +453,4 @@ class VersionStore:
                                      "from another version)")
         return manifest
 
-    def load(self, version: str, encoder: Encoder | None = None, device: str | None = None,
-             use_gpu: bool = True, engine: str | None = None, engine_cache: Path | None = None,
-             checksums: bool = True) -> Bundle:
-        """Load a verified version; reuses `encoder` when it is the manifest's model, else loads that model.
-
-        `checksums=False` skips re-hashing the parts (the consistency checks still run): only for a version
-        this process has just written, whose checksums were computed from the files on disk moments ago.
-
-        The version is served with the engine it was built with, or with `engine` when that one gives
-        the same vectors (torch and onnx fp32); never with one that gives other vectors."""
-        from .loading import (
-            load_version,  # loading reads this module's names; imported when first used
-        )
-
-        return load_version(self, version, encoder, device, use_gpu, engine, engine_cache, checksums)
+    load = load_version  # store.load(version, encoder, ...): see index.loading.load_version

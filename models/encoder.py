@@ -22,9 +22,9 @@ from transformers.utils import logging as hf_logging
 
 from .errors import ModelFolderError
 from .loader import ModelIdentity, bundled_model_dir, fingerprint, resolve_model_dir
-from .engines import ENGINES, EngineChoice, batch_limits, choose_auto
+from .engines import ENGINES, REFERENCE, EngineChoice, batch_limits, choose_auto
 from .pooling import Pooling, default_pooling
-from .runners import OnnxRunner, TracedRunner, TraceMismatch
+from .runners import ENGINE_TYPES, RunContext, Runner
 from .st_modules import copy_modules, load_head
 from .tokenizers import Batch, TextTokenizer, default_tokenizer
 
@@ -72,6 +72,13 @@ def _on_model_thread() -> bool:
     return threading.current_thread().name.startswith("whitevec-model")
 
 
+def on_model_thread(work: Callable[[], Any]) -> Any:
+    """`work()` run on the model thread (at once when called there), its result or exception returned."""
+    if _on_model_thread():
+        return work()
+    return model_executor().submit(work).result()
+
+
 def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
@@ -106,7 +113,7 @@ class EncoderSpec:
     def from_manifest(cls, model: dict, **where: Any) -> EncoderSpec:
         """The encoder a version records (its `model` section); `where`: device, batch size, cache."""
         return cls(model["path"], model["pooling"], model["tokenizer"], model["max_length"],
-                   model.get("engine", "torch"), **where)  # versions from before engines: torch
+                   model.get("engine", REFERENCE), **where)  # versions from before engines
 
     def build(self) -> Encoder:
         return Encoder(self.model_dir, pooling=self.pooling, tokenizer=self.tokenizer, max_length=self.max_length,
@@ -185,7 +192,7 @@ class Encoder:
         max_length: int | None = None,
         device: str | torch.device | None = None,
         batch_size: int | None = None,
-        engine: str = "torch",
+        engine: str = REFERENCE,
         engine_cache: Path | None = None,
     ) -> None:
         if engine not in (*ENGINES, "auto"):
@@ -206,12 +213,8 @@ class Encoder:
                 raise ModelFolderError(
                     f"model folder {path} has no trained pooler weights; choose pooling cls, last-avg or first-last-avg"
                 )
-        self.model = model.eval().to(self.device)
-        if engine == "torch-half":  # bf16 (fp16 on GPUs without it): tensor cores, half the memory; other vectors
-            # on a CPU too (slowly), so a version built on a GPU is still served at its own precision there
-            cuda = self.device.type == "cuda"
-            half = torch.float16 if cuda and not torch.cuda.is_bf16_supported() else torch.bfloat16
-            self.model = self.model.to(half)
+        kind = ENGINE_TYPES[engine]
+        self.model = kind.prepare(model.eval().to(self.device), self.device)
         head, out_dim = load_head(path, int(model.config.hidden_size))
         self.head = head.to(self.device) if head is not None else None
         max_positions = int(getattr(model.config, "max_position_embeddings", 512))
@@ -223,13 +226,9 @@ class Encoder:
             name=name, fingerprint=fingerprint(path), pooling=self.pooling.mode, dim=out_dim
         )
         self.engine = engine
-        self._runner: OnnxRunner | TracedRunner | None = None
-        if engine.startswith("onnx"):
-            if self.device.type != "cpu":
-                raise ModelFolderError(f"engine {engine} runs on the CPU; use engine torch on {self.device}")
-            self._runner = OnnxRunner(self.model, self.identity.fingerprint, self.pooling.mode, engine, engine_cache)
-        # bf16 on a CPU runs traced (runners.TracedRunner), traced at its first batch on the model thread
-        self._trace = engine == "torch-half" and self.device.type == "cpu"
+        self._runner: Runner | None = kind.runner(self.model, RunContext(
+            self.identity.fingerprint, self.pooling.mode, self.device, engine_cache,
+            f"model folder {path} ({engine})", on_model_thread))
 
     @property
     def dim(self) -> int:
@@ -280,17 +279,9 @@ class Encoder:
     def embed_tokens(self, ids: list[list[int]]) -> np.ndarray:
         """Pooled float32 vectors for one batch of ids (rows in the given order), with the engine,
         computed on the process's model thread."""
-        if _on_model_thread():
-            return self._embed_tokens(ids)
-        return model_executor().submit(self._embed_tokens, ids).result()
+        return on_model_thread(lambda: self._embed_tokens(ids))
 
     def _embed_tokens(self, ids: list[list[int]]) -> np.ndarray:
-        if self._trace:
-            self._trace = False
-            try:
-                self._runner = TracedRunner(self.model, self.pooling.mode)
-            except (TraceMismatch, RuntimeError) as exc:
-                log.warning("model folder %s runs eager in %s, not traced: %s", self.model_dir, self.engine, exc)
         batch = self.tokenizer.pad(ids, self.max_length)
         with torch.inference_mode():
             if self._runner is None:

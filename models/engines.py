@@ -18,6 +18,8 @@ from pathlib import Path
 #: Runtime float32 on the CPU; onnx-int8-rr / onnx-int8: dynamic int8 with 7-bit / 8-bit weights. Precision is
 #: part of the engine's name, so a version records it and is never served at another precision.
 ENGINES = ("torch", "torch-half", "onnx", "onnx-int8", "onnx-int8-rr")
+#: The float32 reference: an Encoder's engine unless one is asked for, and what versions from before engines ran.
+REFERENCE = "torch"
 #: How each int8 engine quantises (see quantize_int8): onnx-int8 with 8-bit weights, onnx-int8-rr with 7-bit.
 INT8 = {"onnx-int8": {"reduce_range": False}, "onnx-int8-rr": {"reduce_range": True}}
 #: Engines whose vectors equal torch's (within float32 rounding): a version built with one may be

@@ -1,4 +1,8 @@
-"""How the encoder's transformer runs outside eager torch: ONNX Runtime (fp32 or int8), or TorchScript.
+"""The engine registry: one class per way of running the encoder's transformer, looked up by name.
+
+An engine prepares the loaded model (its precision, its device) and gives the runner that turns a batch's
+ids and mask into the outputs pooling reads, or None for eager torch. Adding an engine is one class and one
+row of ENGINE_TYPES; the encoder never branches on an engine's name.
 
 The ONNX graph is exported once from the model folder (the transformer only: last hidden state,
 plus the first layer's hidden state or the pooler output when the pooling needs them) and cached
@@ -12,8 +16,11 @@ from __future__ import annotations
 import logging
 import os
 import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -149,6 +156,99 @@ class TracedRunner:
 
 class TraceMismatch(Exception):
     """The model cannot run traced (its forward depends on the batch's shape)."""
+
+
+class Runner(Protocol):
+    """(input ids, attention mask) of one padded batch → the transformer outputs the pooling step reads."""
+
+    def __call__(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> SimpleNamespace: ...
+
+
+@dataclass(frozen=True)
+class RunContext:
+    """What an engine may need beside the model: its fingerprint (cache keys), pooling (which outputs),
+    device, the export cache, a name for log lines, and a way to run work on the process's model thread
+    (torch's OpenMP pool belongs to the thread that first runs a model: a trace made elsewhere starts another)."""
+
+    fingerprint: str
+    pooling: str
+    device: torch.device
+    cache_dir: Path | None
+    where: str
+    on_model_thread: Callable[[Callable[[], Any]], Any]
+
+
+class Engine(Protocol):
+    """One inference engine, as ENGINE_TYPES lists it."""
+
+    def prepare(self, model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
+        """The loaded float32 model (on `device`) made ready for this engine; ModelFolderError when the
+        engine cannot run on `device`."""
+        ...
+
+    def runner(self, model: torch.nn.Module, ctx: RunContext) -> Runner | None:
+        """What runs the prepared model's transformer; None: the encoder's own eager forward."""
+        ...
+
+
+class TorchEngine:
+    """torch: float32, eager, on any device."""
+
+    def prepare(self, model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
+        return model
+
+    def runner(self, model: torch.nn.Module, ctx: RunContext) -> Runner | None:
+        return None
+
+
+class HalfEngine:
+    """torch-half: bf16 (fp16 on GPUs without bf16): tensor cores, half the memory; other vectors. On a CPU
+    too (slowly without bf16 instructions), so a version built on a GPU is still served at its own
+    precision there, and traced there (TorchScript: no Python, nor the GIL, between the ops)."""
+
+    def prepare(self, model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
+        cuda = device.type == "cuda"
+        return model.to(torch.float16 if cuda and not torch.cuda.is_bf16_supported() else torch.bfloat16)
+
+    def runner(self, model: torch.nn.Module, ctx: RunContext) -> Runner | None:
+        if ctx.device.type != "cpu":
+            return None
+        return ctx.on_model_thread(lambda: _traced_or_eager(model, ctx))
+
+
+def _traced_or_eager(model: torch.nn.Module, ctx: RunContext) -> Runner | None:
+    """A TracedRunner, or None (eager) for a model whose forward cannot be traced, said in the log."""
+    try:
+        return TracedRunner(model, ctx.pooling)
+    except (TraceMismatch, RuntimeError) as exc:
+        log.warning("%s runs eager, not traced: %s", ctx.where, exc)
+        return None
+
+
+class OnnxEngine:
+    """onnx (fp32: torch's vectors), onnx-int8 and onnx-int8-rr: ONNX Runtime on the CPU, the export cached
+    by the model's fingerprint."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def prepare(self, model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
+        if device.type != "cpu":
+            raise ModelFolderError(f"engine {self.name} runs on the CPU; use engine torch on {device}")
+        return model
+
+    def runner(self, model: torch.nn.Module, ctx: RunContext) -> Runner | None:
+        return OnnxRunner(model, ctx.fingerprint, ctx.pooling, self.name, ctx.cache_dir)
+
+
+#: Every engine by the name WHITEVEC_ENGINE and the manifests use (models/engines.py: what auto picks).
+ENGINE_TYPES: dict[str, Engine] = {
+    "torch": TorchEngine(),
+    "torch-half": HalfEngine(),
+    "onnx": OnnxEngine("onnx"),
+    "onnx-int8": OnnxEngine("onnx-int8"),
+    "onnx-int8-rr": OnnxEngine("onnx-int8-rr"),
+}
 
 
 def _padded(rows: int, tokens: int, short: int) -> tuple[torch.Tensor, torch.Tensor]:

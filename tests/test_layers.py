@@ -73,3 +73,93 @@ def test_the_design_page_lists_exactly_the_modules_there_are():
     present = {str(p.relative_to(ROOT)) for p in modules().values() if p.name != "__init__.py"}
     assert present - listed == set(), f"modules missing from docs/design.md: {sorted(present - listed)}"
     assert listed - present == set(), f"docs/design.md lists modules that do not exist: {sorted(listed - present)}"
+
+
+def import_graph() -> dict[str, set[str]]:
+    """Module → the whitevec modules it imports (a name imported from a module counts as that module)."""
+    found = modules()
+    graph = {}
+    for name, path in found.items():
+        targets = set()
+        for imp in imports(name, path):
+            while imp and imp not in found:
+                imp = imp.rpartition(".")[0]
+            if imp and imp != name:
+                targets.add(imp)
+        graph[name] = targets
+    return graph
+
+
+def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected groups of more than one module (Tarjan): each is an import circle."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    out: list[list[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on_stack.add(v)
+        for w in sorted(graph.get(v, ())):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            group = []
+            while True:
+                w = stack.pop()
+                on_stack.discard(w)
+                group.append(w)
+                if w == v:
+                    break
+            if len(group) > 1:
+                out.append(sorted(group))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return out
+
+
+def test_no_import_circles():
+    """A part gets what it needs at construction, so nothing imports its owner back (TYPE_CHECKING included)."""
+    found = cycles(import_graph())
+    assert not found, "import circles:\n" + "\n".join(" <-> ".join(c) for c in found)
+
+
+def test_the_circle_check_sees_a_circle():
+    assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+    assert cycles({"a": {"b"}, "b": set()}) == []
+
+
+#: The runtime's accessors that hand out a collection without a caller's pass (for the engine and local commands).
+PASSLESS = {"collection", "collections", "default"}
+
+
+def passless_uses(source: str) -> list[str]:
+    """Where code asks the runtime (`rt`, `runtime`, `….runtime`) for a collection without a pass."""
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Attribute) and node.attr in PASSLESS:
+            owner = node.value
+            if (isinstance(owner, ast.Name) and owner.id in ("rt", "runtime")) or \
+                    (isinstance(owner, ast.Attribute) and owner.attr == "runtime"):
+                found.append((node.lineno, f"line {node.lineno}: .{node.attr}"))
+    return [where for _, where in sorted(found)]
+
+
+def test_the_http_layer_reaches_collections_only_through_the_gate():
+    """Every route gets its collection from the engine's gate with the caller's pass: none can forget the check."""
+    wrong = []
+    for path in sorted((ROOT / "service" / "http").rglob("*.py")):
+        wrong += [f"{path.relative_to(ROOT)} {where}" for where in passless_uses(path.read_text(encoding="utf-8"))]
+    assert not wrong, "routes that skip the access check:\n" + "\n".join(wrong)
+
+
+def test_the_gate_check_sees_a_route_that_skips_it():
+    source = "def route(request, rt):\n    a = rt.collection('x')\n    b = request.app.state.runtime.default\n"
+    assert passless_uses(source) == ["line 2: .collection", "line 3: .default"]

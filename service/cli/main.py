@@ -84,7 +84,7 @@ def cmd_index_build(args: argparse.Namespace) -> int:
     path = Path(args.file)
     if not path.is_file():
         raise WhitevecError(f"{path} is not a file; give a JSONL file of {{\"id\", \"text\", \"metadata\"?}} lines")
-    if args.ray is not None:  # Ray first: it forks its servers, which must happen before Milvus opens gRPC
+    if args.ray is not None:  # Ray first: it forks its servers, which must happen before an index backend opens gRPC
         from whitevec.index.distributed import ray_session
 
         with ray_session(args.ray):
@@ -94,6 +94,7 @@ def cmd_index_build(args: argparse.Namespace) -> int:
 
 def _index_build(path: Path, args: argparse.Namespace) -> int:
     from whitevec.index.documents import read_jsonl
+    from whitevec.service.engine.access import OPERATOR
     from whitevec.service.engine.runtime import Runtime
 
     rt = Runtime(settings_from(args))
@@ -101,7 +102,7 @@ def _index_build(path: Path, args: argparse.Namespace) -> int:
     try:
         rt.open()
         documents = read_jsonl(path)
-        col = rt.collection(args.collection) or rt.create_collection(args.collection, None, None, None)
+        col = rt.collection(args.collection) or rt.create_collection(OPERATOR, args.collection, None, None, None)
         if args.model is not None:  # an explicit model replaces the served one
             encoder = col.new_encoder(Path(args.model))
         else:

@@ -79,7 +79,7 @@ def _train(rt, args: argparse.Namespace, path: Path) -> int:
     print(f"{data.n_classes} classes, {len(data.texts)} sentences ({data.dropped} alone in their class, dropped)",
           file=sys.stderr)
     # the served model (the active version's, else the configured or bundled one), read-only
-    encoder = rt.encoder_spec(engine="torch").build() if args.model is not None else _served_encoder(rt, args.collection)
+    encoder = rt.settings.encoder_spec(engine="torch").build() if args.model is not None else _served_encoder(rt, args.collection)
     out = Path(args.out) if args.out else rt.training.model_output_dir(None, base=encoder.identity.name)
     report = train(encoder, data, config, out, Path(args.eval_pairs) if args.eval_pairs else None, progress=True)
     summary = {k: v for k, v in report.items() if k != "loss"}
@@ -109,12 +109,12 @@ def _served_encoder(rt, name: str):
     if not (folder / "versions").is_dir():
         if name != layout.DEFAULT:
             raise WhitevecError(f"no collection named {name!r} in {bundles}")
-        return rt.encoder_spec(engine="torch").build()
+        return rt.settings.encoder_spec(engine="torch").build()
     config = {} if old else layout.read_config(bundles, name)
     store = VersionStore(folder)
     active = store.active()
     if active is None:
-        return rt.encoder_spec(layout.model_folder(bundles, config.get("model")), engine="torch").build()
+        return rt.settings.encoder_spec(layout.model_folder(bundles, config.get("model")), engine="torch").build()
     model = store.model_section(active, store.verify_files(active))
     path = str(resolve_model_ref(model, store.models_root))
     return EncoderSpec.from_manifest({**model, "path": path, "engine": "torch"}, device=rt.settings.device).build()

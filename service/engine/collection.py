@@ -5,26 +5,26 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from whitevec.index import layout
+from whitevec.index.backends import IndexBackend
 from whitevec.index.bundle import Bundle
-from whitevec.index.versions import VersionStore
-from whitevec.models.encoder import Encoder, EncoderSpec
+from whitevec.models.encoder import Encoder, EncoderPool, EncoderSpec
 from whitevec.models.errors import WhitevecError
 from whitevec.models.pipeline import Pipeline
 from whitevec.models.whitening import WhiteningParams
 
 from .clock import iso
 from .corpus_ops import CorpusOps, Snapshot
-from .errors import InvalidRequest, NotFound, NotReady
+from .errors import InvalidRequest, NotFound
 from .replicas import AliasFollower
 from .reports import Reports
-from .serving import ServedBundle
-
-if TYPE_CHECKING:
-    from .runtime import Runtime
+from .settings import Settings
+from .state import CollectionDefaults, CollectionState
 
 log = logging.getLogger("whitevec")
 
@@ -33,47 +33,76 @@ LOAD_RETRY_FIRST_S = 2.0
 LOAD_RETRY_MAX_S = 60.0
 
 
-class Collection:
-    """A named corpus with its own whitening fit, index, documents, change log and versions. Owned by the
-    Runtime, which shares one encoder per model, the batcher, the job runner and the writer thread among
-    collections. Its parts (corpus operations, alias follower, reports) reach the backend only through
-    the VersionStore and the Retriever protocol."""
+@dataclass(frozen=True)
+class Shared:
+    """What the runtime shares with each of its collections, handed over at construction: the settings,
+    the index backend, the encoder pool (collections on one model share its weights), whether a job is
+    running, and the pruning of unused fine-tunes after an activation."""
 
-    def __init__(self, rt: Runtime, name: str, config: dict) -> None:
-        self.rt = rt
-        self.name = name
+    settings: Settings
+    backend: IndexBackend
+    encoders: EncoderPool
+    jobs_busy: Callable[[], bool]
+    prune_models: Callable[[], object]
+
+
+class Collection:
+    """A named corpus with its own whitening fit, index, documents, change log and versions. Its parts
+    (corpus operations, alias follower, reports) get the collection's state and what else they use at
+    construction, never the collection; they reach the backend only through the VersionStore and the
+    Retriever protocol."""
+
+    def __init__(self, shared: Shared, name: str, config: dict) -> None:
+        self.shared = shared
+        self.settings = shared.settings
         self.config = config
-        folder = layout.folder(rt.settings.bundles, name)
-        milvus = rt.milvus.for_collection(name, rt.settings.milvus_alias) if rt.milvus is not None else None
-        self.versions = VersionStore(folder, milvus=milvus, shared=rt.settings.bundle_dir is not None,
-                                     encoders=rt.encoders)
-        self.served = ServedBundle()
-        self.load_error: str | None = None
+        self.defaults = CollectionDefaults(config, shared.settings)
+        folder = layout.folder(shared.settings.bundles, name)
+        self.state = CollectionState(name, shared.backend.store(folder, name, shared.encoders))
         self.load_failures = 0  # in a row: the sync thread retries a failed load with backoff
         self.next_load_at: float | None = None  # monotonic time of the next retry
         self._loading = threading.Lock()
-        self.deleted = False  # set when deleted: requests and jobs that still hold it get 404
-        self.refused: dict | None = None  # the active version, when it could not be served, and why
-        # Upserts, deletes and activations take turns: a change lands in the version that is served
-        # when it commits, and a rebuild's activation carries over what was committed while it ran.
-        self.change_lock = threading.RLock()
-        self.corpus_ops = CorpusOps(self)
-        self.follower = AliasFollower(self)
-        self.reports = Reports(self)
+        self.reports = Reports(self.state, shared.settings)
+        self.follower = AliasFollower(self.state, self.load_version, self.reports.describe)
+        self.corpus_ops = CorpusOps(self.state, self.defaults, shared.settings, shared.encoders, self.follower,
+                                    self.reports, self.activate, shared.jobs_busy)
 
-    # what the parts share with the runtime
+    # the state every part shares, read here for the routes and the runtime
     @property
-    def settings(self):
-        return self.rt.settings
+    def name(self) -> str:
+        return self.state.name
 
     @property
-    def jobs(self):
-        return self.rt.jobs
+    def versions(self):
+        return self.state.versions
+
+    @property
+    def served(self):
+        return self.state.served
+
+    @property
+    def change_lock(self):
+        return self.state.change_lock
+
+    @property
+    def deleted(self) -> bool:
+        return self.state.deleted
+
+    @property
+    def refused(self) -> dict | None:
+        return self.state.refused
+
+    @property
+    def load_error(self) -> str | None:
+        return self.state.load_error
 
     @property
     def bundle(self) -> Bundle | None:
         """The served bundle now (a request or job that keeps using it leases it: `served.lease()`)."""
-        return self.served.current
+        return self.state.bundle
+
+    def require_bundle(self) -> Bundle:
+        return self.state.require_bundle()
 
     @property
     def created_at(self) -> float | None:
@@ -85,31 +114,11 @@ class Collection:
 
     def encoder_spec(self, model_dir: Path | None = None, engine: str | None = None) -> EncoderSpec:
         """This collection's model (or `model_dir`) with the server's pooling, tokenizer, engine and device."""
-        return self.rt.encoder_spec(model_dir if model_dir is not None else self.model_dir(), engine)
+        return self.settings.encoder_spec(model_dir if model_dir is not None else self.model_dir(), engine)
 
     def new_encoder(self, model_dir: Path | None = None, engine: str | None = None) -> Encoder:
         """From the shared pool: collections on one model share its weights."""
-        return self.shared_encoder(self.encoder_spec(model_dir, engine))
-
-    def shared_encoder(self, spec: EncoderSpec) -> Encoder:
-        return self.rt.encoders.get(spec)
-
-    def whitening_defaults(self) -> dict[str, Any]:
-        """(β, γ, dim) for rebuilds that leave them out: the collection's, else WHITEVEC_WHITEN_*."""
-        s = self.settings
-        return {"beta": s.whiten_beta, "gamma": s.whiten_gamma, "dim": s.whiten_dim, **(self.config.get("whitening") or {})}
-
-    def index_defaults(self) -> dict[str, Any]:
-        return {"type": self.settings.index_type, **(self.config.get("index") or {})}
-
-    def require_bundle(self) -> Bundle:
-        bundle = self.bundle
-        if self.deleted:
-            raise NotFound(f"collection {self.name} was deleted", param="name")
-        if bundle is None:
-            raise NotReady(self.load_error or f"collection {self.name} is still loading; retry shortly",
-                           headers={"Retry-After": "2"})
-        return bundle
+        return self.shared.encoders.get(self.encoder_spec(model_dir, engine))
 
     def cleanup(self) -> None:
         """At start (data dir locked): what a crashed rebuild of this collection left behind."""
@@ -128,22 +137,22 @@ class Collection:
     def _load(self) -> None:
         try:
             self.served.swap(self._load_best())
-            self.load_error, self.load_failures, self.next_load_at = None, 0, None
+            self.state.load_error, self.load_failures, self.next_load_at = None, 0, None
         except Exception as exc:
             self.load_failures += 1
             wait = min(LOAD_RETRY_MAX_S, LOAD_RETRY_FIRST_S * 2 ** (self.load_failures - 1))
             self.next_load_at = time.monotonic() + wait
-            self.load_error = f"collection {self.name}: {exc} (retried in {wait:.0f} s)"
+            self.state.load_error = f"collection {self.name}: {exc} (retried in {wait:.0f} s)"
             log.error("collection %s could not be loaded (try %d; next in %.0f s): %s", self.name,
                       self.load_failures, wait, exc)
             raise
+        log.info("collection %s ready: %s", self.name, self.reports.describe())
 
     def load_due(self) -> bool:
-        """Not served yet, and a first load or a retry after a failure is due (Milvus down at start, say)."""
+        """Not served yet, and a first load or a retry after a failure is due (the index backend unreachable at start, say)."""
         if self.bundle is not None or self.deleted:
             return False
         return self.next_load_at is None or time.monotonic() >= self.next_load_at
-        log.info("collection %s ready: %s", self.name, self.reports.describe())
 
     def _load_best(self) -> Bundle:
         """The active version; when it cannot be served (damaged, or ACTIVE missing, unreadable or naming
@@ -163,13 +172,13 @@ class Collection:
                     reason = str(exc)
                 continue
             if version != active:
-                self.refused = {"version": data.get("version"), "reason": reason, "served_instead": version}
+                self.state.refused = {"version": data.get("version"), "reason": reason, "served_instead": version}
                 log.error("collection %s: the active version cannot be served (%s); serving %s, the newest intact "
                           "version, until an activation or a rebuild replaces it", self.name, reason, version)
             else:
                 self._warn_if_model_setting_differs(bundle)
             return bundle
-        self.refused = {"version": data.get("version"), "reason": reason, "served_instead": None}
+        self.state.refused = {"version": data.get("version"), "reason": reason, "served_instead": None}
         log.error("collection %s: no intact version (the active one: %s); serving the configured model without an "
                   "index until a rebuild", self.name, reason)
         return Bundle(Pipeline(self.new_encoder()))
@@ -209,7 +218,7 @@ class Collection:
                 # writer and every acknowledged change; a second copy of the version would lack what lands now
                 bundle.close()
                 self.versions.activate(version)
-                self.refused = None
+                self.state.refused = None
                 return served
             try:
                 if self.deleted:  # its folder may hold a new collection of the same name by now
@@ -225,7 +234,7 @@ class Collection:
                 raise
             # the pointer (and alias) name the new version now: serve it, whatever happens next
             previous = self.served.swap(bundle)
-            self.refused = None
+            self.state.refused = None
             if since is not None:  # what other replicas acknowledged before the alias moved
                 try:
                     self.corpus_ops.carry_over(since, bundle, seq, served=previous)
@@ -236,7 +245,7 @@ class Collection:
         pruned = self.versions.prune(self.settings.keep_versions, protect=protect)
         if pruned:
             log.info("collection %s: pruned old versions %s", self.name, ", ".join(pruned))
-        self.rt.prune_models()
+        self.shared.prune_models()
         log.info("collection %s serves version %s: %s", self.name, version, self.reports.describe())
         return bundle
 
@@ -269,10 +278,10 @@ class Collection:
         bundle = self.bundle
         fit = bundle.pipeline.whitening if bundle is not None else None
         retriever = bundle.retriever if bundle is not None else None
-        d = self.whitening_defaults()
+        d = self.defaults.whitening()
         whitening = (fit.params.to_dict() if fit is not None else
                      {"auto": d["auto"]} if d.get("auto") else WhiteningParams(d["beta"], d["gamma"], d["dim"]).to_dict())
-        index = retriever.spec.to_dict() if retriever is not None else self.index_defaults()
+        index = retriever.spec.to_dict() if retriever is not None else self.defaults.index()
         return {**self.summary(), "whitening": whitening, "index": index, "status": self.status()}
 
     def status(self) -> str:
@@ -281,7 +290,7 @@ class Collection:
         return "ready" if self.refused is None and not self.config.get("problem") else "degraded"
 
 
-def resolve_model_choice(rt: Runtime, model: str | None) -> str | None:
+def resolve_model_choice(bundles: Path, model: str | None) -> str | None:
     """A collection's `model` as stored: None (the server's), `bundled`, or a folder name in models/;
     InvalidRequest names what is wrong."""
     if model is None or model == "bundled":
@@ -290,7 +299,7 @@ def resolve_model_choice(rt: Runtime, model: str | None) -> str | None:
     if "/" in model or "\x00" in model or model.startswith(".") or not model.strip() or len(model) > 200:
         raise InvalidRequest(f"model {shown}: give `bundled`, or the name of a folder in the data dir's "
                              "models/ (a fine-tune; at most 200 characters), without a path", param="model")
-    folder = rt.settings.bundles / "models" / model
+    folder = bundles / "models" / model
     try:
         found = (folder / "config.json").is_file()
     except (OSError, ValueError):  # a name the filesystem cannot hold

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import numpy as np
 from whitevec.index.build import BuildResult, Chooser, build_version
@@ -14,7 +14,7 @@ from whitevec.index.documents import check_count
 from whitevec.index.spec import IndexSpec
 from whitevec.index.store import Document, Documents
 from whitevec.index.versions import ServedVersionChanged
-from whitevec.models.encoder import Encoder, EncoderSpec, resolve_engine
+from whitevec.models.encoder import Encoder, EncoderPool, EncoderSpec, resolve_engine
 from whitevec.models.engines import EQUIVALENT
 from whitevec.models.errors import WhitevecError
 from whitevec.models.evaluation import read_pairs
@@ -23,24 +23,42 @@ from whitevec.models.whitening import Whitening, WhiteningParams
 
 from .errors import Conflict, InvalidRequest, NotFound
 from .jobs import JobContext
-
-if TYPE_CHECKING:
-    from .collection import Collection
+from .replicas import AliasFollower
+from .reports import Reports
+from .settings import Settings
+from .state import CollectionDefaults, CollectionState
 
 log = logging.getLogger("whitevec")
 
 
-class CorpusOps:
-    """Changes and rebuilds of a collection's served corpus. Owned by the Collection, which serialises
-    every change and activation with its change lock; the backend is reached only through the Retriever
-    protocol."""
+class Activate(Protocol):
+    """The owner's activation of a written version (loaded, verified, pointed at, served)."""
 
-    def __init__(self, rt: Collection) -> None:
-        self.rt = rt
+    def __call__(self, version: str, encoder: Encoder | None, just_built: bool = False,
+                 since: Snapshot | None = None) -> Bundle: ...
+
+
+class CorpusOps:
+    """Changes and rebuilds of a collection's served corpus. Every change and activation takes the
+    collection's change lock; the backend is reached only through the Retriever protocol."""
+
+    def __init__(self, state: CollectionState, defaults: CollectionDefaults, settings: Settings,
+                 encoders: EncoderPool, follower: AliasFollower, reports: Reports, activate: Activate,
+                 jobs_busy: Callable[[], bool]) -> None:
+        """`activate` serves a written version (the owner's, which carries over changes through
+        `carry_over`); `jobs_busy` says a job is running, which carries pending changes over itself."""
+        self.state = state
+        self.defaults = defaults
+        self.settings = settings
+        self.encoders = encoders
+        self.follower = follower
+        self.reports = reports
+        self._activate = activate
+        self._jobs_busy = jobs_busy
 
     def whitening_params(self, beta: float | None, gamma: float | None, dim: int | None) -> WhiteningParams:
         """What a rebuild asked for, over the collection's defaults (else WHITEVEC_WHITEN_*)."""
-        d = self.rt.whitening_defaults()
+        d = self.defaults.whitening()
         return WhiteningParams(d["beta"] if beta is None else beta, d["gamma"] if gamma is None else gamma,
                                d["dim"] if dim is None else dim)
 
@@ -53,12 +71,12 @@ class CorpusOps:
     def index_spec(self, fields: dict | None, n: int | None = None) -> IndexSpec:
         """The asked index spec over the defaults; checked against n documents when given."""
         asked = {k: v for k, v in (fields or {}).items() if v is not None}
-        defaults = self.rt.index_defaults()
+        defaults = self.defaults.index()
         # the collection's defaults fill in only when the type is theirs (its nlist means nothing to hnsw)
         fields = {**defaults, **asked} if asked.get("type", defaults["type"]) == defaults["type"] else asked
         try:
             spec = IndexSpec(**fields)
-            if n is not None and n >= self.rt.settings.min_approx_vectors:
+            if n is not None and n >= self.settings.min_approx_vectors:
                 spec.resolved(n)
         except ValueError as exc:
             raise InvalidRequest(str(exc), param="index") from exc
@@ -77,7 +95,7 @@ class CorpusOps:
         snapshot they were read at (for carrying over changes acknowledged while the job runs)."""
         if bundle.retriever is None:
             raise RuntimeError("there is no index to rebuild from; build one first")
-        with self.rt.change_lock:  # documents and snapshot from the same moment
+        with self.state.change_lock:  # documents and snapshot from the same moment
             since = Snapshot(bundle, bundle.retriever.sequence())
             if with_raw:
                 self.check_raw_vectors(bundle)
@@ -89,7 +107,7 @@ class CorpusOps:
         """A new version of the served corpus from its stored raw vectors: whitening refitted with
         `whitening` (or tuned on `auto`'s pairs), index rebuilt as `spec`, the corpus never re-encoded.
         The served version is read when the job runs."""
-        bundle = self.rt.require_bundle()
+        bundle = self.state.require_bundle()
         documents, raw, since = self.corpus(bundle, with_raw=True)
         if ctx is not None:
             ctx.progress(len(documents), len(documents), phase="indexing")
@@ -102,9 +120,9 @@ class CorpusOps:
         the model) and transformed with the served whitening (no refit), then logged to the version's
         change log with a journal sequence number and swapped into the view searches read. O(change);
         once pending changes pass WHITEVEC_COMPACT_CHANGES (and a quarter of the corpus) they are folded
-        into a new version. With replicas on Milvus, the write goes to the version the alias names: a
+        into a new version. With replicas on a shared backend, the write goes to the version the shared switch names: a
         replica that has not followed a switch yet follows it first, and re-applies a change that raced one."""
-        with self.rt.served.lease() as bundle:
+        with self.state.served.lease() as bundle:
             self.check_change(bundle, upserts, deletes)
             encoded = self.encode_upserts(bundle, upserts)
         return self.commit_change(upserts, deletes, encoded)
@@ -112,16 +130,16 @@ class CorpusOps:
     def commit_change(self, upserts: list[Document], deletes: list[str], encoded: tuple[Encoder, np.ndarray]) -> dict:
         """The second half of change_documents, for texts already encoded (the service encodes them through
         the batcher, so the writer thread holds nothing but this O(change) commit)."""
-        with self.rt.change_lock:
-            bundle = self.rt.follower.follow_before_write()
+        with self.state.change_lock:
+            bundle = self.follower.follow_before_write()
             done = self._apply_change(bundle, upserts, deletes, encoded)
-            if self.rt.follower.alias_moved(bundle):
-                bundle = self.rt.follower.follow_before_write()
+            if self.follower.alias_moved(bundle):
+                bundle = self.follower.follow_before_write()
                 done = self._apply_change(bundle, upserts, deletes, encoded)
             version, retriever = bundle.version, bundle.retriever
-            pending = retriever.pending_changes()  # 0 for Milvus, which compacts its own segments
-            if (pending > self.rt.settings.compact_changes and pending > retriever.count() // 4
-                    and not self.rt.jobs.busy):  # a job running here carries them over instead
+            pending = retriever.pending_changes()  # 0 for a backend that compacts its own segments
+            if (pending > self.settings.compact_changes and pending > retriever.count() // 4
+                    and not self._jobs_busy()):  # a job running here carries them over instead
                 version = self.compact(bundle)
             return {"version": version, "missing": done.missing, "deleted": done.deleted, "upserted": done.upserted}
 
@@ -129,17 +147,17 @@ class CorpusOps:
         """What a change must satisfy before anything is encoded (the served version takes changes, the count
         stays within bounds); raises the error to answer."""
         if bundle is None:
-            self.rt.require_bundle()  # says why: deleted, loading, or failed to load
+            self.state.require_bundle()  # says why: deleted, loading, or failed to load
         if bundle.retriever is None or bundle.pipeline.whitening is None:
-            raise Conflict(self.rt.reports.no_index_message())
+            raise Conflict(self.reports.no_index_message())
         self.check_raw_vectors(bundle)
         after = bundle.retriever.count_after([d.id for d in upserts], deletes)
         if after < 2:
             raise Conflict(f"the change would leave {after} document(s); an index needs at least 2 "
                            "(rebuild with new documents instead)")
-        if after > self.rt.settings.max_documents:
+        if after > self.settings.max_documents:
             raise InvalidRequest(f"the corpus would have {after} documents, above WHITEVEC_MAX_DOCUMENTS "
-                                 f"({self.rt.settings.max_documents})", param="documents")
+                                 f"({self.settings.max_documents})", param="documents")
 
     @staticmethod
     def encode_upserts(bundle: Bundle, upserts: list[Document]) -> tuple[Encoder, np.ndarray]:
@@ -158,18 +176,18 @@ class CorpusOps:
 
     def compact(self, bundle: Bundle) -> str:
         """Fold a version's logged changes into a new version (same model, same fit, index type kept)."""
-        with self.rt.change_lock:
+        with self.state.change_lock:
             documents, raw, _ = self.corpus(bundle, with_raw=True)
             fit = bundle.pipeline.whitening
             log.info("compacting %d pending changes of version %s", bundle.retriever.pending_changes(), bundle.version)
             try:
                 asked = bundle.requested_whitening()
-                result = build_version(self.rt.versions, bundle.encoder, documents,
+                result = build_version(self.state.versions, bundle.encoder, documents,
                                        WhiteningParams(**asked) if asked else fit.params, bundle.retriever.spec,
-                                       min_approx=self.rt.settings.min_approx_vectors, raw_vectors=raw, fit=fit)
+                                       min_approx=self.settings.min_approx_vectors, raw_vectors=raw, fit=fit)
             finally:
                 _release(documents)
-            self.rt.activate(result.version, bundle.encoder, just_built=True)
+            self._activate(result.version, bundle.encoder, just_built=True)
             return result.version
 
     def carry_over(self, since: Snapshot, new: Bundle, after: int, served: Bundle | None = None) -> int:
@@ -178,7 +196,7 @@ class CorpusOps:
         served now) must be the one the job read: after a rollback its changes went elsewhere, and the job
         must not silently undo that."""
         old = since.bundle
-        now = served if served is not None else self.rt.bundle
+        now = served if served is not None else self.state.bundle
         if now is not old:
             name = now.version if now is not None else None
             raise ServedVersionChanged(f"the served version changed while this job ran (it read version {old.version}; "
@@ -200,14 +218,14 @@ class CorpusOps:
     def merged(self, documents: list[Document]) -> tuple[Documents, Snapshot | None]:
         """The served corpus with `documents` (unique ids) added; one with an existing id replaces that
         document in place. Read when the job runs, so it merges into whatever is served then."""
-        bundle = self.rt.require_bundle()
+        bundle = self.state.require_bundle()
         if bundle.retriever is None:
             return documents, None
         current, _, since = self.corpus(bundle, with_raw=False)
         out = current.merged(documents)
         current.close()
         try:
-            check_count(len(out), self.rt.settings.max_documents)
+            check_count(len(out), self.settings.max_documents)
         except WhitevecError:
             _release(out)
             raise
@@ -217,12 +235,12 @@ class CorpusOps:
         """The served model on the engine WHITEVEC_ENGINE gives on this machine now: a rebuild encodes every
         document afresh, so it is where a version changes engine (the served encoder itself when both give
         the same vectors)."""
-        served = self.rt.require_bundle().encoder
-        s = self.rt.settings
+        served = self.state.require_bundle().encoder
+        s = self.settings
         wanted = resolve_engine(s.engine, s.device)
         if EQUIVALENT.get(wanted) == EQUIVALENT.get(served.engine):
             return served
-        return self.rt.shared_encoder(EncoderSpec(served.model_dir, served.pooling.mode, served.tokenizer.kind,
+        return self.encoders.get(EncoderSpec(served.model_dir, served.pooling.mode, served.tokenizer.kind,
                                                 served.max_length, wanted, s.device, s.max_batch, s.engine_cache))
 
     def rebuild(self, ctx: JobContext | None, documents: Documents, whitening: WhiteningParams,
@@ -254,12 +272,12 @@ class CorpusOps:
         tuning: dict = {}
         choose = self._chooser(ctx, encoder, auto, tuning) if auto is not None else None
         try:
-            result = build_version(self.rt.versions, encoder, documents, whitening, spec, on_progress, progress_bar,
-                                   min_approx=self.rt.settings.min_approx_vectors, raw_vectors=raw_vectors,
+            result = build_version(self.state.versions, encoder, documents, whitening, spec, on_progress, progress_bar,
+                                   min_approx=self.settings.min_approx_vectors, raw_vectors=raw_vectors,
                                    choose=choose)
         except OSError as exc:
-            if self.rt.deleted:  # its folder was renamed away under the build
-                raise NotFound(f"collection {self.rt.name} was deleted while this job ran; nothing was built") from exc
+            if self.state.deleted:  # its folder was renamed away under the build
+                raise NotFound(f"collection {self.state.name} was deleted while this job ran; nothing was built") from exc
             raise
         finally:
             _release(documents)
@@ -268,11 +286,11 @@ class CorpusOps:
                 ctx.check_cancelled()
                 ctx.checkpoint(built_version=result.version)
             except BaseException:  # cancelled (or no record) before activation: the version is never served
-                self.rt.versions.discard(result.version)
+                self.state.versions.discard(result.version)
                 raise
-        self.rt.activate(result.version, encoder, just_built=True, since=since)
+        self._activate(result.version, encoder, just_built=True, since=since)
         if tuning and ctx is not None:  # the picture of the trade-off, served to admins beside the job
-            plot_tuning(tuning, encoder.identity.name, self.rt.settings.data_dir / "reports" / f"{ctx.id}.png")
+            plot_tuning(tuning, encoder.identity.name, self.settings.data_dir / "reports" / f"{ctx.id}.png")
             tuning["plot"] = f"/admin/jobs/{ctx.id}/plot.png"
         return {**_job_result(result), "reencoded": reencoded, **({"tuning": tuning} if tuning else {})}
 

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
-
 from whitevec.index.bundle import Bundle
 from whitevec.models import engines
 from whitevec.models.encoder import Encoder, choose_engine
@@ -12,21 +10,22 @@ from whitevec.models.loader import bundled_model_dir
 from whitevec.models.tuning import suggestion
 
 from .clock import iso
-
-if TYPE_CHECKING:
-    from .collection import Collection
+from .settings import Settings
+from .state import CollectionState
 
 log = logging.getLogger("whitevec")
 
 
 class Reports:
-    """Read-only views of the runtime; never paths outside the data dir's own names."""
+    """Read-only views of one collection's state and the server's settings; never paths outside the data
+    dir's own names."""
 
-    def __init__(self, rt: Collection) -> None:
-        self.rt = rt
+    def __init__(self, state: CollectionState, settings: Settings) -> None:
+        self.state = state
+        self.settings = settings
 
     def describe(self) -> str:
-        b = self.rt.bundle
+        b = self.state.bundle
         if b is None:
             return "loading"
         index = (f"{b.retriever.spec.type} index of {b.retriever.count()} documents on {self.index_device(b)}"
@@ -38,11 +37,11 @@ class Reports:
         return bundle.retriever.device if bundle.retriever is not None else None
 
     def no_index_message(self) -> str:
-        name = self.rt.name
+        name = self.state.name
         route = "/admin/index/rebuild" if name == "default" else f"/admin/collections/{name}/rebuild"
         where = "" if name == "default" else f" --collection {name}"
-        if self.rt.refused is not None:
-            return (f"the active version {self.rt.refused['version']} cannot be served ({self.rt.refused['reason']}) "
+        if self.state.refused is not None:
+            return (f"the active version {self.state.refused['version']} cannot be served ({self.state.refused['reason']}) "
                     f"and no other intact version exists: rebuild the index (POST {route})")
         what = "no index has been built yet" if name == "default" else f"collection {name} has no documents yet"
         return (f"{what}: POST {route} with documents, or run `whitevec index build FILE.jsonl{where}`")
@@ -53,14 +52,14 @@ class Reports:
         if path == bundled_model_dir().resolve():
             return "bundled"
         try:
-            where = "bundle dir: " if self.rt.settings.bundle_dir is not None else "data dir: "
-            return where + str(path.relative_to(self.rt.settings.bundles.resolve()))
+            where = "bundle dir: " if self.settings.bundle_dir is not None else "data dir: "
+            return where + str(path.relative_to(self.settings.bundles.resolve()))
         except ValueError:
             return "model folder " + path.name
 
     def engine_choice(self) -> dict:
         """What WHITEVEC_ENGINE gives new versions on this machine, why, and the CPU flags it looked at."""
-        s = self.rt.settings
+        s = self.settings
         choice = choose_engine(s.engine, s.device)
         shown = (*engines.INT8_FLAGS, *(flag for _, flag in engines.CPU_CANDIDATES), "avx2", "avx512f")
         flags = sorted(f for f in engines.cpu_flags() if f in shown)
@@ -68,16 +67,16 @@ class Reports:
 
     def limits(self) -> dict:
         """The request limits every client may read (the SDK splits its requests by them)."""
-        s = self.rt.settings
+        s = self.settings
         return {"max_texts": s.max_texts, "max_text_chars": s.max_text_chars, "max_k": s.max_k,
                 "max_body_bytes": s.max_body_bytes, "max_nprobe": s.max_nprobe, "max_ef_search": s.max_ef_search}
 
     def ready_report(self) -> dict:
-        bundle = self.rt.require_bundle()
+        bundle = self.state.require_bundle()
         enc, r, w = bundle.encoder, bundle.retriever, bundle.pipeline.whitening
-        s = self.rt.settings
+        s = self.settings
         return {
-            "status": "ready" if self.rt.refused is None else "degraded",
+            "status": "ready" if self.state.refused is None else "degraded",
             "model": enc.identity.name,
             "model_source": self.model_source(enc),
             "pooling": enc.pooling.mode,
@@ -89,7 +88,7 @@ class Reports:
             "dim": bundle.pipeline.output_dim(),
             "model_dim": enc.dim,
             "version": bundle.version,
-            "refused": self.rt.refused,
+            "refused": self.state.refused,
             "whitening": None if w is None else {"version": w.version, **w.params.to_dict()},
             "limits": self.limits(),
             "index": {
@@ -104,15 +103,15 @@ class Reports:
 
     def versions_report(self) -> list[dict]:
         """Every kept version, newest first: times, counts, model, whitening, index, which is active."""
-        active = self.rt.versions.active()
+        active = self.state.versions.active()
         activated: dict[str, list[float]] = {}
-        for h in self.rt.versions.history():
+        for h in self.state.versions.history():
             activated.setdefault(h["version"], []).append(h.get("activated_at"))
-        served = self.rt.bundle.version if self.rt.bundle is not None else None
+        served = self.state.bundle.version if self.state.bundle is not None else None
         out = []
-        for version in reversed(self.rt.versions.versions()):
+        for version in reversed(self.state.versions.versions()):
             try:
-                m = self.rt.versions.manifest(version)
+                m = self.state.versions.manifest(version)
             except (OSError, ValueError) as exc:
                 out.append({"version": version, "active": version == active, "damaged": f"manifest unreadable: {exc}"})
                 continue
@@ -133,7 +132,7 @@ class Reports:
 
     def _changes_report(self, version: str, manifest: dict) -> dict:
         """Upserts and deletes logged to a version since its build, and its live document count."""
-        bundle = self.rt.bundle
+        bundle = self.state.bundle
         if bundle is not None and bundle.version == version and bundle.retriever is not None:
             return {**bundle.retriever.change_counts(), "live_documents": bundle.retriever.count()}
-        return self.rt.versions.changes_report(version, manifest)
+        return self.state.versions.changes_report(version, manifest)

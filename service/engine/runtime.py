@@ -13,16 +13,18 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from whitevec.index import layout
+from whitevec.index.backends import IndexBackend
 from whitevec.index.bundle import resolve_model_ref
 from whitevec.index.datadir import DataDirLock
-from whitevec.index.versions import MilvusTarget, VersionStore
-from whitevec.models.encoder import EncoderPool, EncoderSpec
+from whitevec.index.versions import VersionStore
+from whitevec.models.encoder import EncoderPool
 from whitevec.models.errors import WhitevecError
 
+from .access import Gate, Pass
 from .admin_token import AdminToken
 from .batcher import Batcher
-from .collection import Collection, resolve_model_choice
-from .errors import Conflict, InvalidRequest, NotReady
+from .collection import Collection, Shared, resolve_model_choice
+from .errors import Conflict, Forbidden, InvalidRequest, NotReady
 from .jobs import POSTGRES, Database, JobRunner, check_sqlite
 from .keys import KeyStore
 from .metrics import Metrics
@@ -40,15 +42,13 @@ class Runtime:
     follows other replicas. Opens the data dir (upgrading its layout), loads, creates and deletes collections."""
 
     def __init__(self, settings: Settings) -> None:
-        if settings.bundle_dir is not None and settings.index_backend != "milvus":
-            raise WhitevecError("WHITEVEC_BUNDLE_DIR shares versions between replicas on the Milvus backend; FAISS "
-                                "replicas never follow each other (each would serve and change its own copy of the "
-                                "shared versions): unset it, or set WHITEVEC_INDEX_BACKEND=milvus")
         self.settings = settings
+        self.backend = IndexBackend(settings.index_backend, settings.bundles, shared=settings.bundle_dir is not None,
+                                    **settings.backend_options)  # refuses a wrong combination before any mkdir
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         settings.import_dir.mkdir(parents=True, exist_ok=True)
         settings.bundles.mkdir(parents=True, exist_ok=True)
-        self.milvus = self._milvus_target(settings)
+        self.backend.open()
         self.encoders = EncoderPool()
         self._lock = DataDirLock(settings.data_dir)
         # keys live where every replica reads them: the shared jobs database, else the (shared) bundle dir
@@ -74,7 +74,10 @@ class Runtime:
         self.load_error: str | None = None  # why the data dir could not be opened
         # Upserts and deletes run here, one at a time, not in the default thread pool that searches use.
         self.writer = ThreadPoolExecutor(1, thread_name_prefix="whitevec-writer")
-        self.training = TrainingSupervisor(self)
+        self.training = TrainingSupervisor(settings, self.encoders, self.prune_models)
+        self.gate = Gate(settings, self.token.current, self.keys, self.metrics, self.collection, self.collections,
+                         self._check_open)
+        self._shared = Shared(settings, self.backend, self.encoders, lambda: self.jobs.busy, self.prune_models)
         self._sync_stop = threading.Event()
         self._sync_thread: threading.Thread | None = None
 
@@ -98,18 +101,6 @@ class Runtime:
         path.parent.mkdir(parents=True, exist_ok=True)
         return path
 
-    @staticmethod
-    def _milvus_target(settings: Settings) -> MilvusTarget | None:
-        if settings.index_backend != "milvus":
-            return None
-        try:
-            from pymilvus import MilvusClient
-        except ImportError as exc:
-            raise WhitevecError("WHITEVEC_INDEX_BACKEND=milvus needs pymilvus (and milvus-lite for a file URI): "
-                                "pip install 'whitevec[milvus]'") from exc
-        uri = settings.milvus_uri or str(settings.bundles.resolve() / "milvus.db")
-        return MilvusTarget(MilvusClient(uri), settings.milvus_alias)
-
     # -- the data dir -----------------------------------------------------------------------------------
     def lock(self, what: str = "a whitevec server") -> None:
         """Hold the data dir for this process (idempotent); DataDirLocked names the holder."""
@@ -122,8 +113,7 @@ class Runtime:
         with self._registry:
             for col in self._collections.values():
                 col.close()
-        if self.milvus is not None:
-            self.milvus.client.close()  # Milvus Lite: lets the next process open the file
+        self.backend.close()  # an embedded backend's file opens in one process at a time
         self._lock.release()
 
     @property
@@ -162,7 +152,7 @@ class Runtime:
     def _register(self, name: str) -> Collection:
         col = self._collections.get(name)
         if col is None:
-            col = self._collections[name] = Collection(self, name, layout.read_config(self.settings.bundles, name))
+            col = self._collections[name] = Collection(self._shared, name, layout.read_config(self.settings.bundles, name))
         return col
 
     def _remove_leftovers(self) -> None:
@@ -184,23 +174,26 @@ class Runtime:
                     shutil.rmtree(path, ignore_errors=True)
 
     def _drop_indexes(self, folder: Path) -> None:
-        """A deleted collection's Milvus collections and alias (nothing to do on FAISS: its files go with it)."""
-        if self.milvus is None:
-            return
+        """A deleted collection's indexes kept outside its folder (and the switch replicas follow)."""
         name = folder.name.removeprefix(".deleting-").rsplit("-", 1)[0]
-        target = self.milvus.for_collection(name, self.settings.milvus_alias)
-        store = VersionStore(folder, milvus=target)
-        store.drop_all_indexes()
+        self.backend.store(folder, name).drop_all_indexes()
 
     # -- collections ------------------------------------------------------------------------------------
     @property
     def default(self) -> Collection:
-        """The collection every route from before collections acts on."""
+        """The collection every route from before collections acts on (for the engine and local commands;
+        the HTTP layer reaches it through `gate`, with the caller's pass)."""
+        self._check_open()
         col = self.collection(layout.DEFAULT)
         if col is None:
             raise NotReady(self.load_error or "the server is still opening its data dir; retry shortly",
                            headers={"Retry-After": "2"})
         return col
+
+    def _check_open(self) -> None:
+        if not self.opened:
+            raise NotReady(self.load_error or "the server is still opening its data dir; retry shortly",
+                           headers={"Retry-After": "2"})
 
     def collection(self, name: str) -> Collection | None:
         with self._registry:
@@ -230,10 +223,15 @@ class Runtime:
         finally:
             self.loaded = True  # the sync thread may load what other replicas add from now on
 
-    def create_collection(self, name: str, model: str | None, whitening: dict | None, index: dict | None) -> Collection:
-        """Write the collection's folder, load its model (shared when another collection uses it), serve it."""
+    def create_collection(self, caller: Pass, name: str, model: str | None, whitening: dict | None,
+                          index: dict | None) -> Collection:
+        """Write the collection's folder, load its model (shared when another collection uses it), serve it.
+        Only the admin's pass creates one."""
+        if not caller.admin:
+            self.gate.refused("not_admin")
+            raise Forbidden("creating a collection needs the admin token")
         layout.check_name(name)
-        model = resolve_model_choice(self, model)
+        model = resolve_model_choice(self.settings.bundles, model)
         config = {"model": model, "whitening": whitening or None, "index": index or None}
         with self._registry:
             layout.create(self.settings.bundles, name, config)
@@ -245,15 +243,18 @@ class Runtime:
                 raise InvalidRequest(f"whitening dim {dim} is above the model's {col.require_bundle().encoder.dim} "
                                      "dims", param="whitening.dim")
         except Exception:
-            self.delete_collection(name, force=True)
+            self.delete_collection(caller, name, force=True)
             raise
         log.info("created collection %s: %s", name, col.reports.describe())
         return col
 
-    def delete_collection(self, name: str, force: bool = False) -> int:
+    def delete_collection(self, caller: Pass, name: str, force: bool = False) -> int:
         """Remove a collection: out of the registry and the layout (one rename) first, so no new request or
         job reaches it; its jobs here are cancelled, its writes drained; then its keys' scopes, indexes and
-        files go. Returns its document count."""
+        files go. Returns its document count. Only the admin's pass deletes one (KeyError: none of that name)."""
+        if not caller.admin:
+            self.gate.refused("not_admin")
+            raise Forbidden("deleting a collection needs the admin token")
         if name == layout.DEFAULT and not force:
             raise Conflict("the collection `default` cannot be deleted (the routes without a collection use it); "
                            "rebuild it with other documents instead")
@@ -271,7 +272,7 @@ class Runtime:
 
     def _delete(self, col: Collection) -> int:
         name = col.name
-        col.deleted = True
+        col.state.deleted = True
         self.jobs.cancel_collection(name)
         with col.change_lock:  # an upsert or activation in flight ends first; later ones see `deleted`
             count = col.summary()["documents"]
@@ -296,8 +297,8 @@ class Runtime:
     # -- replicas ---------------------------------------------------------------------------------------
     def sync(self) -> None:
         """What other replicas changed: collections created or deleted in the shared bundle dir (told apart
-        by their uid, so one deleted and created again is a new one), versions they activated (Milvus
-        aliases), keys they created or revoked."""
+        by their uid, so one deleted and created again is a new one), versions they activated (the
+        backend's shared switch), keys they created or revoked."""
         try:
             self.keys.refresh()
         except Exception as exc:  # noqa: BLE001 - the database away: keep the keys known
@@ -317,7 +318,7 @@ class Runtime:
                     self._register(name)
         for col in gone:
             log.info("collection %s was deleted by another replica", col.name)
-            col.deleted = True
+            col.state.deleted = True
             col.close()
         for col in self.collections():
             try:
@@ -327,7 +328,7 @@ class Runtime:
                     continue
                 else:
                     col.follower.follow_alias()
-            except Exception as exc:  # noqa: BLE001 - Milvus unreachable, a damaged version: keep serving
+            except Exception as exc:  # noqa: BLE001 - the backend unreachable, a damaged version: keep serving
                 log.warning("collection %s: could not follow the other replicas (serving %s meanwhile): %s",
                             col.name, col.bundle.version if col.bundle else None, exc)
 
@@ -353,12 +354,6 @@ class Runtime:
                 log.warning("could not sync with other replicas: %s", exc)
 
     # -- models -----------------------------------------------------------------------------------------
-    def encoder_spec(self, model_dir: Path | None = None, engine: str | None = None) -> EncoderSpec:
-        """The configured encoder (WHITEVEC_MODEL_DIR, POOLING, TOKENIZER, MAX_LENGTH, ENGINE, DEVICE)."""
-        s = self.settings
-        return EncoderSpec(model_dir if model_dir is not None else s.model_dir, s.pooling, s.tokenizer, s.max_length,
-                           engine or s.engine, s.device, s.max_batch, s.engine_cache)
-
     def prune_models(self) -> list[str]:
         """Delete fine-tuned folders in BUNDLE_DIR/models that no kept version of any collection uses and no
         collection names, past the newest keep_models. Only folders whitevec wrote (they hold a report.json)

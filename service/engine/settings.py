@@ -8,6 +8,7 @@ from typing import Literal
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from whitevec.models.encoder import EncoderSpec
 
 
 class Settings(BaseSettings):
@@ -108,3 +109,14 @@ class Settings(BaseSettings):
     def import_dir(self) -> Path:
         """Rebuild and training files must lie inside this folder."""
         return self.data_dir / "import"
+
+    @property
+    def backend_options(self) -> dict[str, str | None]:
+        """What the index backend is opened with beside its kind (index.backends.IndexBackend)."""
+        return {"uri": self.milvus_uri, "alias_prefix": self.milvus_alias}
+
+    def encoder_spec(self, model_dir: Path | None = None, engine: str | None = None) -> EncoderSpec:
+        """The configured encoder (WHITEVEC_MODEL_DIR, POOLING, TOKENIZER, MAX_LENGTH, ENGINE, DEVICE), on
+        `model_dir` and `engine` when given."""
+        return EncoderSpec(model_dir if model_dir is not None else self.model_dir, self.pooling, self.tokenizer,
+                           self.max_length, engine or self.engine, self.device, self.max_batch, self.engine_cache)

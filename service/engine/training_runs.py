@@ -14,21 +14,20 @@ import sys
 import threading
 import time
 from dataclasses import replace
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from whitevec.index.bundle import Bundle
+from whitevec.models.encoder import EncoderPool
 from whitevec.models.evaluation import cosine_spearman, encode_unique, read_pairs
 from whitevec.models.training import paraphrase_hit_at_1
 from whitevec.models.training_worker import finite
 from whitevec.models.tuning import AutoWhitening
 
+from .collection import Collection
 from .errors import InvalidRequest
 from .jobs import JobContext
-
-if TYPE_CHECKING:
-    from .collection import Collection
-    from .runtime import Runtime
+from .settings import Settings
 
 log = logging.getLogger("whitevec")
 
@@ -50,16 +49,19 @@ class TrainingSupervisor:
     """Runs `whitevec.models.training_worker` in a child that dies with the server, streams its JSON events into
     the job, reserves the output name until the job ends, and activates the result on request."""
 
-    def __init__(self, rt: Runtime) -> None:
-        self.rt = rt
+    def __init__(self, settings: Settings, encoders: EncoderPool, prune_models: Callable[[], object]) -> None:
+        """`prune_models`: the runtime's pruning of unused fine-tunes, run when a job keeps its model unserved."""
+        self.settings = settings
+        self.encoders = encoders
+        self._prune_models = prune_models
         self._names_lock = threading.Lock()
         self._reserved_names: set[str] = set()  # fine-tune names of queued and running training jobs
         self.training_command = [sys.executable, "-m", "whitevec.models.training_worker"]  # + the job's config file
 
-    def model_output_dir(self, name: str | None, base: str | None = None) -> Path:
-        """Where a fine-tune is written: `name`, or a bounded unique name from the served model's base name.
+    def model_output_dir(self, name: str | None, base: str) -> Path:
+        """Where a fine-tune is written: `name`, or a bounded unique name from `base` (the served model's name).
         The name stays reserved until `release_model_name` (a training job's end): two jobs never share one."""
-        models = self.rt.settings.bundles / "models"
+        models = self.settings.bundles / "models"
         if name is not None:
             out = models / name
             with self._names_lock:
@@ -69,7 +71,6 @@ class TrainingSupervisor:
                                          param="name")
                 self._reserved_names.add(name)
             return out
-        base = base or self.rt.default.require_bundle().encoder.identity.name
         while (stripped := _FINETUNE_SUFFIX.sub("", base)) != base:
             base = stripped
         base = base[:MODEL_BASE_CHARS] or "model"
@@ -91,7 +92,7 @@ class TrainingSupervisor:
         return {
             "model": {"path": str(enc.model_dir), "pooling": enc.pooling.mode, "tokenizer": enc.tokenizer.kind,
                       "max_length": enc.max_length},
-            "device": self.rt.settings.device, "config": config, "examples": examples, "pairs": pairs,
+            "device": self.settings.device, "config": config, "examples": examples, "pairs": pairs,
             "pair_threshold": pair_threshold, "eval_path": str(eval_path) if eval_path else None,
             "out_dir": str(out_dir),
         }
@@ -101,7 +102,7 @@ class TrainingSupervisor:
         """Run whitevec.models.training_worker in a child process with bounded threads; optionally activate the result
         in `col` (only there: other collections keep their models).
         The work folder is removed when the job ends, whatever the outcome."""
-        work = self.rt.settings.data_dir / "training" / ctx.id
+        work = self.settings.data_dir / "training" / ctx.id
         work.mkdir(parents=True, exist_ok=True)
         try:
             report = self._run_training(ctx, spec, work)
@@ -114,13 +115,13 @@ class TrainingSupervisor:
             if auto is not None:
                 result["comparison"] = compare(auto.pairs, base, col.require_bundle())
         else:
-            self.rt.prune_models()
+            self._prune_models()
         return result
 
     def _run_training(self, ctx: JobContext, spec: dict, work: Path) -> dict:
-        spec = {**spec, "config": {**spec["config"], "threads": self.rt.settings.train_threads}}
+        spec = {**spec, "config": {**spec["config"], "threads": self.settings.train_threads}}
         (work / "config.json").write_text(json.dumps(spec), encoding="utf-8")
-        threads = str(self.rt.settings.train_threads)
+        threads = str(self.settings.train_threads)
         env = {**os.environ, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads, "TOKENIZERS_PARALLELISM": "false"}
         with open(work / "stderr.log", "w") as err:
             proc = subprocess.Popen([*self.training_command, str(work / "config.json")],
@@ -177,7 +178,7 @@ class TrainingSupervisor:
             raise RuntimeError(f"collection {col.name} has no index to re-encode; build one first, then activate "
                                "the model")
         enc = bundle.encoder
-        encoder = self.rt.encoders.get(replace(col.encoder_spec(model_dir), pooling=enc.pooling.mode,
+        encoder = self.encoders.get(replace(col.encoder_spec(model_dir), pooling=enc.pooling.mode,
                                                tokenizer=enc.tokenizer.kind, max_length=enc.max_length))
         documents, _, since = col.corpus_ops.corpus(bundle, with_raw=False)
         return col.corpus_ops.rebuild(ctx, documents, bundle.pipeline.whitening.params, bundle.retriever.spec,

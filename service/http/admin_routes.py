@@ -15,7 +15,8 @@ from whitevec.models.tuning import AutoWhitening, check_pairs
 from whitevec.models.training import TrainConfig, classes_from_examples, classes_from_pairs, read_training_file
 
 from . import errors
-from .access import Caller, require_admin, resolve
+from ..engine.access import Pass
+from .access import require_admin
 from .body import body_openapi, json_body
 from .deps import get_runtime
 from .errors import COMMON, Conflict, Forbidden, NotFound, Unauthorized, responses
@@ -26,19 +27,18 @@ from .schemas import CollectionCreate, JobOut, KeyCreate, TrainAccepted, TrainRe
 ADMIN_ERRORS = (*COMMON, Unauthorized, Forbidden)
 
 router = APIRouter(prefix="/admin", tags=["admin"], dependencies=[Depends(require_admin)])
-ADMIN = Caller(admin=True)  # the router's dependency has checked the token
 
 
 # -- collections ------------------------------------------------------------------------------------------
 @router.put("/collections/{name}", status_code=201, openapi_extra=body_openapi(CollectionCreate, required=False),
             responses=responses(*ADMIN_ERRORS, Conflict, NotFound), tags=["collections"])
 async def create_collection(name: str, req: CollectionCreate = Depends(json_body(CollectionCreate, optional=True)),
-                            rt: Runtime = Depends(get_runtime)) -> Response:
+                            rt: Runtime = Depends(get_runtime), caller: Pass = Depends(require_admin)) -> Response:
     """A new, empty collection with its own whitening, index, versions and change log; it serves its
     model at once (/collections/{name}/embed) and searches once documents are added or rebuilt in.
     Collections on one model share its weights."""
     check_name(name)
-    if rt.collection(name) is not None:
+    if any(c.name == name for c in rt.gate.visible(caller)):
         raise Conflict(f"collection {name!r} exists already; DELETE /admin/collections/{name}?confirm=true first, "
                        "or choose another name", param="name")
     whitening = req.whitening.model_dump(exclude_none=True) if req.whitening else None
@@ -52,32 +52,32 @@ async def create_collection(name: str, req: CollectionCreate = Depends(json_body
             IndexSpec(**{"type": rt.settings.index_type, **index})
         except ValueError as exc:
             raise errors.InvalidRequest(str(exc), param="index") from exc
-    col = await asyncio.to_thread(rt.create_collection, name, req.model, whitening, index)
+    col = await asyncio.to_thread(rt.create_collection, caller, name, req.model, whitening, index)
     d = col.details()
     return JSONResponse({"name": name, "model": d["model"], "whitening": d["whitening"], "index": d["index"],
                          "documents": 0}, status_code=201)
 
 
 @router.get("/collections", responses=responses(Unauthorized, Forbidden), tags=["collections"])
-async def list_collections(rt: Runtime = Depends(get_runtime)) -> dict:
+async def list_collections(rt: Runtime = Depends(get_runtime), caller: Pass = Depends(require_admin)) -> dict:
     """Every collection: name, model, documents, active version, dim, creation time."""
-    return {"collections": await asyncio.to_thread(lambda: [c.summary() for c in rt.collections()])}
+    return {"collections": await asyncio.to_thread(lambda: [c.summary() for c in rt.gate.visible(caller)])}
 
 
 @router.get("/collections/{name}", responses=responses(Unauthorized, Forbidden, NotFound), tags=["collections"])
-async def get_collection(name: str, rt: Runtime = Depends(get_runtime)) -> dict:
+async def get_collection(name: str, rt: Runtime = Depends(get_runtime), caller: Pass = Depends(require_admin)) -> dict:
     """One collection, with the whitening and index its served version has (or its rebuilds will use)."""
-    col = resolve(rt, ADMIN, name, "admin")
+    col = rt.gate.reach(caller, name, "admin")
     return await asyncio.to_thread(col.details)
 
 
 @router.delete("/collections/{name}", responses=responses(Unauthorized, Forbidden, NotFound, Conflict),
                tags=["collections"])
 async def delete_collection(name: str, confirm: bool = Query(False, description="true: really delete its documents"),
-                            rt: Runtime = Depends(get_runtime)) -> dict:
-    """Remove a collection: its versions, change logs and (Milvus) its collections and alias. Keys keep
+                            rt: Runtime = Depends(get_runtime), caller: Pass = Depends(require_admin)) -> dict:
+    """Remove a collection: its versions, change logs and the indexes its backend keeps elsewhere. Keys keep
     their other collections."""
-    col = resolve(rt, ADMIN, name, "admin")
+    col = rt.gate.reach(caller, name, "admin")
     if name == "default":
         raise Conflict("the collection `default` cannot be deleted (the routes without a collection use it)")
     documents = (await asyncio.to_thread(col.summary))["documents"]
@@ -85,7 +85,7 @@ async def delete_collection(name: str, confirm: bool = Query(False, description=
         raise Conflict(f"collection {name!r} holds {documents} documents: add ?confirm=true to delete it and them",
                        param="confirm")
     try:
-        documents = await asyncio.to_thread(rt.delete_collection, name)
+        documents = await asyncio.to_thread(rt.delete_collection, caller, name)
     except KeyError:
         raise NotFound(f"no collection named {name!r}", param="name") from None
     return {"deleted": name, "documents": documents}
@@ -94,11 +94,13 @@ async def delete_collection(name: str, confirm: bool = Query(False, description=
 # -- access keys ------------------------------------------------------------------------------------------
 @router.post("/keys", status_code=201, openapi_extra=body_openapi(KeyCreate), responses=responses(*ADMIN_ERRORS, NotFound),
              tags=["keys"])
-async def create_key(req: KeyCreate = Depends(json_body(KeyCreate)), rt: Runtime = Depends(get_runtime)) -> Response:
+async def create_key(req: KeyCreate = Depends(json_body(KeyCreate)), rt: Runtime = Depends(get_runtime),
+                     caller: Pass = Depends(require_admin)) -> Response:
     """A key for some collections, `read` (search, embed) or `write` (also documents). The key is in this
     answer only: the server keeps its SHA-256."""
+    known = {c.name for c in rt.gate.visible(caller)}
     for i, name in enumerate(req.collections):
-        if rt.collection(name) is None:
+        if name not in known:
             raise NotFound(f"collections[{i}]: no collection named {name[:100]!r}; create it first "
                            "(PUT /admin/collections/{name})", param="collections")
     made = await asyncio.to_thread(rt.keys.create, req.collections, req.access, req.name)
@@ -123,11 +125,11 @@ async def revoke_key(key_id: str, rt: Runtime = Depends(get_runtime)) -> dict:
 @router.post("/train", status_code=202, response_model=TrainAccepted, openapi_extra=body_openapi(TrainRequest),
              responses=responses(*ADMIN_ERRORS, NotFound))
 async def train(req: TrainRequest = Depends(json_body(TrainRequest)),
-                rt: Runtime = Depends(get_runtime)) -> Response:
+                rt: Runtime = Depends(get_runtime), caller: Pass = Depends(require_admin)) -> Response:
     """Start an AM-Softmax fine-tuning job in a separate process from the collection's model; `activate`
     swaps in the new model with a re-encoded corpus, refitted whitening and a rebuilt index, as one
     version of that collection."""
-    col = resolve(rt, ADMIN, req.collection, "admin")
+    col = rt.gate.reach(caller, req.collection, "admin")
     bundle = col.require_bundle()
     examples = [e.model_dump() for e in req.examples] if req.examples is not None else None
     pairs = [p.model_dump() for p in req.pairs] if req.pairs is not None else None

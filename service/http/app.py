@@ -17,7 +17,8 @@ from whitevec.index.spec import INDEX_TYPES
 from whitevec.models.errors import WhitevecError
 
 from . import admin_routes, console_routes, errors, routes
-from .access import identify, same_secret
+from ..engine import health
+from ..engine.access import Pass
 from .body import install_openapi
 from .deps import get_runtime
 from .errors import Forbidden, NotReady, PayloadTooLarge, ServerError, Unauthorized, responses
@@ -128,13 +129,19 @@ async def healthz() -> dict:
     return {"status": "ok"}
 
 
-def _operator(request: Request, rt: Runtime) -> bool:
-    """Collection names are the operator's to see: anyone while the server has no access key (no tenants),
-    else only a request with the admin token."""
-    if not rt.keys.any:
-        return True
+def _pass_of(request: Request, rt: Runtime) -> Pass:
+    """The pass of the request's bearer token on the open operations routes: an empty one (it sees nothing)
+    when there is none or it is not a known credential."""
     scheme, _, token = request.headers.get("authorization", "").partition(" ")
-    return scheme.lower() == "bearer" and same_secret(token.strip(), rt.admin_token)
+    token = token.strip() if scheme.lower() == "bearer" else ""
+    if rt.gate.open:
+        return Pass(admin=bool(token) and rt.gate.is_admin(token), reads_all=True)
+    if not token:
+        return Pass()
+    try:
+        return rt.gate.identify(token, "")
+    except Forbidden:
+        return Pass()
 
 
 @ops.get("/readyz", responses=responses(NotReady))
@@ -143,52 +150,17 @@ async def readyz(request: Request, rt: Runtime = Depends(get_runtime)) -> dict:
     `default` serves and, under `collections`, each collection's state — once access keys exist, only
     for the admin token (tenants must not learn other collections' names); 503 while loading or if
     the encoder stopped."""
-    rt.default.require_bundle()
-    loading = [c.name for c in rt.collections() if c.status() == "loading"]
-    if loading:
-        raise NotReady(f"{len(loading)} collection(s) still loading; retry shortly", headers={"Retry-After": "2"})
-    if not rt.batcher.running:
-        raise NotReady(rt.batcher.error or "the encoder is not running", headers={"Retry-After": "5"})
-    operator = _operator(request, rt)
-    return await asyncio.to_thread(ready_report, rt, operator, operator or _sees_default(request, rt))
-
-
-def _sees_default(request: Request, rt: Runtime) -> bool:
-    """The request's credential may read collection `default` (its version, count and whitening)."""
-    scheme, _, token = request.headers.get("authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
-        return False
-    try:
-        return identify(rt, token.strip(), "").sees("default")
-    except Forbidden:
-        return False
-
-
-def ready_report(rt: Runtime, operator: bool, sees_default: bool) -> dict:
-    """What /readyz shows: the operator everything, a reader of `default` that collection, anyone else
-    (once access keys exist) only whether the server is ready."""
-    if not sees_default:
-        statuses = [c.status() for c in rt.collections()]
-        return {"status": "ready" if all(st == "ready" for st in statuses) else "degraded",
-                "limits": rt.default.reports.limits(),  # what any client must know to size its requests
-                "detail": "send the admin token (or a key for collection default) to see what is served"}
-    report = rt.default.reports.ready_report()
-    if operator:
-        report["collections"] = {c.name: {"status": c.status(), "documents": c.summary()["documents"],
-                                          "active_version": c.versions.active(),
-                                          "error": c.load_error or c.config.get("problem"),
-                                          "refused": c.refused} for c in rt.collections()}
-    report["models_loaded"] = len(rt.encoders)
-    if any(c.status() != "ready" for c in rt.collections()):
-        report["status"] = "degraded"
-    return report
+    health.check_ready(rt)
+    return await asyncio.to_thread(health.ready_report, rt, _pass_of(request, rt))
 
 
 @ops.get("/metrics", response_class=PlainTextResponse, responses=responses(Unauthorized, Forbidden))
 async def metrics(request: Request, rt: Runtime = Depends(get_runtime)) -> Response:
     """Prometheus text format. Series are labelled by collection, so once access keys exist (tenants) only the
     admin token reads it (Prometheus: `authorization: {credentials: <admin token>}` in the scrape config)."""
-    if not _operator(request, rt):
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    admin = scheme.lower() == "bearer" and rt.gate.is_admin(token.strip())
+    if not health.sees_names(rt, Pass(admin=admin)):
         if not request.headers.get("authorization"):
             rt.metrics.auth_failures.labels("missing").inc()
             raise Unauthorized("/metrics names every collection: send `Authorization: Bearer <admin token>`")

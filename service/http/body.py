@@ -184,7 +184,7 @@ def _ref(name: str) -> dict:
     return {"$ref": f"#/components/schemas/{name}"}
 
 
-#: Largest magnitude a filter number may have (SQLite and Milvus compare floats).
+#: Largest magnitude a filter number may have (the filter engines compare floats).
 _FLOAT_MAX = 1.7976931348623157e308
 
 

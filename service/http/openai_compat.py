@@ -13,7 +13,8 @@ from whitevec.index.bundle import Bundle
 from whitevec.models.encoder import EncodeResult
 from whitevec.models.errors import WhiteningError
 
-from .access import Caller, data_caller, resolve
+from ..engine.access import Pass
+from .access import data_caller
 from .body import RenderedJSON, body_openapi, json_body, render_json
 from ..engine.collection import Collection
 from .deps import check_texts, encode, get_runtime
@@ -64,7 +65,7 @@ router = APIRouter(prefix="/v1", tags=["openai"])
 @router.post("/embeddings", response_model=EmbeddingsResponse, openapi_extra=body_openapi(EmbeddingsRequest),
              responses=responses(*COMMON, Unauthorized, NotFound, Overloaded))
 async def embeddings(request: Request, req: EmbeddingsRequest = Depends(json_body(EmbeddingsRequest)),
-                     rt: Runtime = Depends(get_runtime), caller: Caller = Depends(data_caller)) -> Response:
+                     rt: Runtime = Depends(get_runtime), caller: Pass = Depends(data_caller)) -> Response:
     """OpenAI's embeddings API over the collection `default`'s active version: whitened (dims =
     `dimensions`) and normalised. `model` may always be `whitevec`: that alias survives a model change
     (a fine-tune's activation); a collection's name selects that collection's model and whitening."""
@@ -80,18 +81,18 @@ async def embeddings(request: Request, req: EmbeddingsRequest = Depends(json_bod
         return await _embeddings(request, req, rt, bundle, texts)
 
 
-def _collection_for(rt: Runtime, caller: Caller, model: str) -> Collection:
+def _collection_for(rt: Runtime, caller: Pass, model: str) -> Collection:
     """`model`: the default collection's model name or an alias; else a collection the caller may use."""
-    default = rt.default
-    bundle = default.bundle
+    default = rt.gate.reach(caller, "default", "read") if caller.sees("default") else None
+    bundle = default.bundle if default is not None else None
     if model in ALIASES or (bundle is not None and model == bundle.encoder.identity.name):
-        return resolve(rt, caller, "default", "read")
-    col = rt.collection(model)
-    if col is None or not caller.sees(model):
+        return rt.gate.reach(caller, "default", "read")  # says why, when the caller may not use it
+    try:
+        return rt.gate.reach(caller, model, "read")
+    except NotFound:
         # the stable alias first: a model name changes with every fine-tune, `whitevec` never does
         raise NotFound(f"model {model[:100]!r} is not served here; use \"whitevec\" (the default collection's model, "
-                       "whatever it is now) or a collection's name (GET /v1/models lists them)", param="model")
-    return col
+                       "whatever it is now) or a collection's name (GET /v1/models lists them)", param="model") from None
 
 
 async def _embeddings(request: Request, req: EmbeddingsRequest, rt: Runtime, bundle: Bundle,
@@ -117,14 +118,16 @@ async def _embeddings(request: Request, req: EmbeddingsRequest, rt: Runtime, bun
 
 
 @router.get("/models", responses=responses(Unauthorized, NotReady))
-async def models(rt: Runtime = Depends(get_runtime), caller: Caller = Depends(data_caller)) -> dict:
+async def models(rt: Runtime = Depends(get_runtime), caller: Pass = Depends(data_caller)) -> dict:
     """The default collection's model (and its alias `whitevec`), then the collections the caller may
     use, each a `model` /v1/embeddings accepts; in OpenAI's list shape."""
     ids: list[tuple[str, int]] = []
-    if caller.sees("default"):
-        bundle = rt.default.require_bundle()
-        created = int((bundle.manifest or {}).get("created_at", 0))
-        ids += [(bundle.encoder.identity.name, created), ("whitevec", created)]
-    ids += [(c.name, int(c.created_at or 0)) for c in rt.collections() if c.name != "default" and caller.sees(c.name)]
+    visible = rt.gate.visible(caller)
+    for col in visible:
+        if col.name == "default":
+            bundle = col.require_bundle()
+            created = int((bundle.manifest or {}).get("created_at", 0))
+            ids += [(bundle.encoder.identity.name, created), ("whitevec", created)]
+    ids += [(c.name, int(c.created_at or 0)) for c in visible if c.name != "default"]
     return {"object": "list", "data": [{"id": name, "object": "model", "created": created, "owned_by": "whitevec"}
                                         for name, created in ids]}

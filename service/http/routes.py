@@ -136,7 +136,7 @@ def _auto(rt: Runtime, col: Collection, req: RebuildRequest) -> AutoWhitening | 
         asked = req.whitening.auto.model_dump() if req.whitening.auto is not None else None
         source = "whitening.auto.pairs"
     else:
-        asked = col.whitening_defaults().get("auto")
+        asked = col.defaults.whitening().get("auto")
         source = f"collection {col.name}'s default whitening.auto.pairs (set when it was created)"
     if not asked:
         return None

@@ -280,12 +280,13 @@ def test_unused_fine_tuned_models_are_pruned(settings, tiny_model_dir, tiny_enco
 
 def test_a_rebuild_hashes_its_parts_once_and_loads_still_verify(settings, monkeypatch):
     """The rebuild's own activation does not re-read the files it just hashed; any later load does."""
-    from whitevec.index import versions as versions_module
+    from whitevec.index import parts, versions
     from whitevec.service.engine.runtime import Runtime
 
     calls: list[str] = []
-    original = versions_module.file_digest
-    monkeypatch.setattr(versions_module, "file_digest", lambda path: calls.append(path.name) or original(path))
+    original = parts.file_digest
+    for module in (parts, versions):  # where a build hashes its parts, and where a load verifies them
+        monkeypatch.setattr(module, "file_digest", lambda path: calls.append(path.name) or original(path))
     rt = Runtime(settings)
     rt.lock()
     rt.load()

@@ -30,7 +30,8 @@ def cli_build(jsonl, data_dir, model_dir, *extra: str) -> dict:
 def load(data_dir):
     from pymilvus import MilvusClient
 
-    from whitevec.index.versions import MilvusTarget, VersionStore
+    from whitevec.index.milvus import MilvusTarget
+    from whitevec.index.versions import VersionStore
 
     client = MilvusClient(str(data_dir / "milvus.db"))
     store = VersionStore(data_dir / "collections" / "default", milvus=MilvusTarget(client, "whitevec", "default"))

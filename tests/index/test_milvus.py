@@ -120,7 +120,8 @@ def test_activation_is_a_compare_and_swap_on_the_shared_alias(tmp_path, client, 
     activation of v2 must then fail and leave the alias on v3 (flipping it back would drop the writes
     acknowledged on B's version)."""
     from whitevec.index.build import build_version
-    from whitevec.index.versions import MilvusTarget, ServedVersionChanged, VersionStore
+    from whitevec.index.milvus import MilvusTarget
+    from whitevec.index.versions import ServedVersionChanged, VersionStore
     from whitevec.models.whitening import WhiteningParams
     from tests.conftest import demo_documents
 

@@ -25,8 +25,7 @@ def test_torch_half_on_the_cpu_runs_traced_with_eager_torchs_vectors(tiny_model_
 
     half = Encoder(tiny_model_dir, pooling=pooling, device="cpu", engine="torch-half")
     texts = TEXTS + ["the cat sat on the mat " * 5, "a"]
-    half.encode(texts[:1])  # traced at the first batch, on the model thread
-    assert isinstance(half._runner, TracedRunner)
+    assert isinstance(half._runner, TracedRunner)  # traced when it loads, on the model thread
     for batch in (texts, texts[:1], texts[2:5]):
         ids, _ = half.tokenize(batch)
         with torch.inference_mode():
@@ -47,7 +46,7 @@ def test_a_model_whose_trace_depends_on_the_shape_stays_eager(tiny_model_dir, mo
     monkeypatch.setattr(runners._Transformer, "forward", shape_dependent)
     half = Encoder(tiny_model_dir, device="cpu", engine="torch-half")
     want = Encoder(tiny_model_dir, device="cpu", engine="torch-half")
-    want._trace = False  # eager
+    want._runner = None  # eager
     got = half.encode(TEXTS).vectors
     assert half._runner is None and "runs eager" in caplog.text
     np.testing.assert_array_equal(got, want.encode(TEXTS).vectors)
@@ -236,3 +235,52 @@ async def test_the_choice_shows_in_readyz_and_the_manifest_and_a_version_keeps_i
     np.testing.assert_allclose(fresh @ fresh.T, want @ want.T, atol=1e-5)  # onnx: torch's vectors
     manifest = store.manifest(store.active())
     assert manifest["model"]["engine"] == "onnx" and "no amx_bf16" in manifest["engine_reason"]
+
+
+def test_every_engine_name_has_one_class_in_the_registry():
+    from whitevec.models.engines import ENGINES
+    from whitevec.models.runners import ENGINE_TYPES
+
+    assert tuple(ENGINE_TYPES) == ENGINES
+
+
+def test_the_encoder_looks_engines_up_and_never_branches_on_their_names():
+    """Adding an engine is one class and one table row: the encoder names none of them."""
+    import ast
+    import inspect
+
+    from whitevec.models import encoder as encoder_module
+    from whitevec.models.engines import ENGINES
+
+    literals = {node.value for node in ast.walk(ast.parse(inspect.getsource(encoder_module)))
+                if isinstance(node, ast.Constant) and isinstance(node.value, str)}
+    assert not literals & set(ENGINES)
+
+
+def test_an_engine_in_the_table_is_what_the_encoder_runs(tiny_model_dir, monkeypatch):
+    """A new engine class put in the table prepares the model and runs every batch, with nothing else changed."""
+    from types import SimpleNamespace
+
+    from whitevec.models import runners
+
+    calls: list[str] = []
+
+    class Counting:
+        def prepare(self, model, device):
+            calls.append("prepare")
+            return model
+
+        def runner(self, model, ctx):
+            module = runners._Transformer(model, False, False).eval()
+
+            def run(input_ids, attention_mask):
+                calls.append("batch")
+                last = module(input_ids, attention_mask)[0]
+                return SimpleNamespace(last_hidden_state=last, hidden_states=[None, None, last], pooler_output=None)
+            return run
+
+    want = Encoder(tiny_model_dir, pooling="last-avg", device="cpu", engine="torch").encode(TEXTS).vectors
+    monkeypatch.setitem(runners.ENGINE_TYPES, "torch", Counting())
+    got = Encoder(tiny_model_dir, pooling="last-avg", device="cpu", engine="torch").encode(TEXTS).vectors
+    assert calls[0] == "prepare" and calls.count("batch") >= 1
+    np.testing.assert_allclose(got, want, atol=1e-5)

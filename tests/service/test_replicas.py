@@ -179,8 +179,8 @@ async def test_a_replica_follows_the_alias_to_the_version_another_activated(sett
         # Milvus Lite serves a file to one client per process: b gets a's client in place of its own
         b = Runtime(settings.model_copy(update={**shared, "data_dir": tmp_path / "b",
                                                 "milvus_uri": str(tmp_path / "b-own.db")}))
-        b.milvus.client.close()
-        b.milvus = app_a.state.runtime.milvus
+        b.backend.close()
+        b.backend._client = app_a.state.runtime.backend._client
         b.load()
         b = b.default  # the collection the routes without a name act on
         assert b.bundle.version == v1 and b.follower.follow_alias() is None

@@ -1,0 +1,37 @@
+"""The files of one stored version, their checksums, and the error that says a version is damaged."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+from whitevec.models.errors import WhitevecError
+
+MANIFEST = "manifest.json"
+POINTER = "ACTIVE"
+WHITENING_FILE = "whitening.npz"
+INDEX_FILE = "index.faiss"
+DOCS_FILE = "docs.sqlite"
+RAW_FILE = "raw.npy"  # float32 pooled vectors in document order: re-whitening without the model
+MILVUS_FILE = "milvus.json"  # names the version's Milvus collection (backend milvus)
+PARTS = (WHITENING_FILE, INDEX_FILE, DOCS_FILE)
+MILVUS_PARTS = (WHITENING_FILE, MILVUS_FILE)
+
+
+class VersionDamaged(WhitevecError):
+    """A version's files do not match its manifest (damaged, truncated, or copied from another version)."""
+
+
+def file_digest(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def describe_parts(folder: Path) -> dict:
+    """Size and SHA-256 of each part, for the manifest."""
+    required = MILVUS_PARTS if (folder / MILVUS_FILE).is_file() else PARTS
+    names = [*required, *([RAW_FILE] if (folder / RAW_FILE).is_file() else [])]
+    return {name: {"bytes": (folder / name).stat().st_size, "sha256": file_digest(folder / name)} for name in names}
