@@ -49,7 +49,7 @@ def search_bench(args: argparse.Namespace) -> None:
     from whitevec.index.build import build_version
     from whitevec.index.spec import IndexSpec
     from whitevec.index.store import DocumentStore
-    from whitevec.index.milvus import MilvusTarget
+    from whitevec.index.milvus_target import MilvusTarget
     from whitevec.index.parts import DOCS_FILE, RAW_FILE
     from whitevec.index.versions import VersionStore
     from whitevec.models.whitening import WhiteningParams
@@ -67,7 +67,7 @@ def search_bench(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         client = MilvusClient(str(Path(tmp) / "milvus.db"))
         stores = {"faiss": VersionStore(Path(tmp) / "faiss"),
-                  "milvus-lite": VersionStore(Path(tmp) / "milvus", milvus=MilvusTarget(client, "bench"))}
+                  "milvus-lite": VersionStore(Path(tmp) / "milvus", MilvusTarget(client, "bench"))}
         specs = {"flat": IndexSpec("flat"), "hnsw": IndexSpec("hnsw", m=32, ef_construction=200, ef_search=128)}
         retrievers, pipeline = {}, None
         for backend, store in stores.items():

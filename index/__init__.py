@@ -1,1 +1,1 @@
-"""FAISS indexes, the document store and versioned serving bundles."""
+"""FAISS indexes, the document store, versions of a collection on disk and the bundle a loaded version serves."""

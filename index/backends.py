@@ -7,7 +7,8 @@ from pathlib import Path
 from whitevec.models.encoder import EncoderPool
 from whitevec.models.errors import WhitevecError
 
-from .milvus import MilvusTarget, alias_name
+from .milvus_target import MilvusTarget, alias_name
+from .target import FILES
 from .versions import VersionStore
 
 BACKENDS = ("faiss", "milvus")
@@ -18,7 +19,7 @@ class IndexBackend:
     Milvus server whose per-collection aliases replicas share. The service asks it for stores and never
     learns which one runs; whoever opens it closes it (a Milvus Lite file opens in one process at a time)."""
 
-    def __init__(self, kind: str, bundles: Path, uri: str | None = None, alias_prefix: str = "whitevec",
+    def __init__(self, kind: str, data_root: Path, uri: str | None = None, alias_prefix: str = "whitevec",
                  shared: bool = False) -> None:
         """`shared`: the bundle dir is shared between replicas (WHITEVEC_BUNDLE_DIR), which only a backend
         with a shared switch can serve. `uri`: the Milvus server or Milvus Lite file (default: milvus.db in
@@ -31,7 +32,7 @@ class IndexBackend:
                                 "shared versions): unset it, or set WHITEVEC_INDEX_BACKEND=milvus")
         self.kind = kind
         self.shared = shared
-        self._uri = uri or str(Path(bundles).resolve() / "milvus.db")
+        self._uri = uri or str(Path(data_root).resolve() / "milvus.db")
         self._alias_prefix = alias_prefix
         self._client = None
 
@@ -50,8 +51,8 @@ class IndexBackend:
     def store(self, folder: Path, collection: str, encoders: EncoderPool | None = None) -> VersionStore:
         """The version store of whitevec collection `collection`, kept in `folder` (after `open`)."""
         target = (MilvusTarget(self._client, alias_name(self._alias_prefix, collection), collection)
-                  if self._client is not None else None)
-        return VersionStore(folder, milvus=target, shared=self.shared, encoders=encoders)
+                  if self._client is not None else FILES)
+        return VersionStore(folder, target, shared=self.shared, encoders=encoders)
 
     def close(self) -> None:
         if self._client is not None:

@@ -12,17 +12,14 @@ import numpy as np
 from whitevec.models.encoder import Encoder, EncodeResult
 from whitevec.models.engines import explain
 from whitevec.models.errors import WhitevecError
-from whitevec.models.files import write_json_atomic
 from whitevec.models.pipeline import l2_normalize
 from whitevec.models.tuning import anisotropy
 from whitevec.models.whitening import Whitening, WhiteningParams, jl_dim
 
 from .bundle import encoder_manifest, model_ref
-from .faiss_index import VectorIndex
 from .spec import IndexSpec
-from .milvus import MilvusRetriever
-from .store import Documents, DocumentStore
-from .parts import DOCS_FILE, INDEX_FILE, MILVUS_FILE, RAW_FILE, WHITENING_FILE, describe_parts
+from .store import Documents
+from .parts import WHITENING_FILE, describe_parts
 from .versions import VersionStore
 
 #: Below this many documents an approximate index (ivf, hnsw) is slower and less exact than flat.
@@ -99,22 +96,8 @@ def build_version(
         if replaced:
             warnings.append(replaced)
         fit.save(tmp / WHITENING_FILE)
-        if versions.milvus is not None:
-            collection = versions.milvus.collection_name(version)
-            retriever = MilvusRetriever.create(versions.milvus.client, collection, documents, raw.vectors, spec,
-                                               lambda r: l2_normalize(fit.transform(r)))
-            write_json_atomic(tmp / MILVUS_FILE, {"collection": collection})
-            spec, dim, count = retriever.spec, retriever.dim, len(documents)
-        else:
-            vectors = l2_normalize(fit.transform(raw.vectors))
-            index = VectorIndex.build(vectors, spec, use_gpu=False)
-            try:
-                np.save(tmp / RAW_FILE, np.ascontiguousarray(raw.vectors, dtype=np.float32))
-                index.save(tmp / INDEX_FILE)
-            finally:
-                index.close()  # built for writing: the server loads its own copy at activation
-            count = DocumentStore.write(tmp / DOCS_FILE, documents)
-            spec, dim = index.spec, index.dim
+        spec, dim, count = versions.target.build(version, tmp, documents, raw.vectors, spec,
+                                                 lambda r: l2_normalize(fit.transform(r)))
         for warning in warnings:
             log.warning(warning)
         manifest = {
@@ -125,7 +108,7 @@ def build_version(
             "engine_reason": explain(encoder.engine, encoder.device.type),
             "whitening": {**fit.meta(), "output_dim": fit.output_dim(fit.params.dim), "requested": whitening.to_dict(),
                           "anisotropy": anisotropy(raw.vectors), **({"tuned": tuned} if tuned is not None else {})},
-            "backend": "milvus" if versions.milvus is not None else "faiss",
+            "backend": versions.target.backend,
             "index": {"spec": spec.to_dict(), "dim": dim, "count": count},
             "documents": {"count": count, "truncated": int(sum(raw.truncated))},
             "n_vectors": count,
@@ -136,8 +119,7 @@ def build_version(
         versions.commit(version, tmp, manifest)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
-        if versions.milvus is not None and versions.milvus.client.has_collection(versions.milvus.collection_name(version)):
-            versions.milvus.client.drop_collection(versions.milvus.collection_name(version))
+        versions.target.discard(version)
         raise
     log.info("built version %s: %d documents in %.1fs", version, count, manifest["build_seconds"])
     return BuildResult(version, manifest)

@@ -16,7 +16,6 @@ import calendar
 import fcntl
 import json
 import os
-import re
 import secrets
 import shutil
 import time
@@ -28,40 +27,28 @@ from whitevec.models.errors import WhitevecError
 from whitevec.models.files import fsync_path, write_json_atomic
 from whitevec.models.loader import bundled_model_dir
 
+from . import naming
+
 DEFAULT = "default"
 COLLECTIONS = "collections"
 CONFIG = "collection.json"
-NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")  # fullmatch: no trailing newline slips through
-
-
-class BadCollectionName(WhitevecError):
-    """A collection name outside [a-z0-9][a-z0-9_-]{0,62}."""
-
-
 class CollectionExists(WhitevecError):
     """PUT of a collection that exists already."""
 
 
-def check_name(name: str) -> str:
-    if not NAME.fullmatch(name):
-        raise BadCollectionName(f"collection name {name[:80]!r} is not allowed: use 1 to 63 lowercase letters, digits, "
-                                "'_' or '-', starting with a letter or digit")
-    return name
+def root(data_root: Path) -> Path:
+    return Path(data_root) / COLLECTIONS
 
 
-def root(bundles: Path) -> Path:
-    return Path(bundles) / COLLECTIONS
-
-
-def folder(bundles: Path, name: str) -> Path:
-    return root(bundles) / check_name(name)
+def folder(data_root: Path, name: str) -> Path:
+    return root(data_root) / naming.check("collection", name)
 
 
 @contextmanager
-def layout_lock(bundles: Path) -> Iterator[None]:
+def layout_lock(data_root: Path) -> Iterator[None]:
     """Creating, deleting and upgrading collections take turns across replicas sharing a bundle dir."""
-    Path(bundles).mkdir(parents=True, exist_ok=True)
-    fd = os.open(Path(bundles) / ".collections.lock", os.O_RDWR | os.O_CREAT, 0o644)
+    Path(data_root).mkdir(parents=True, exist_ok=True)
+    fd = os.open(Path(data_root) / ".collections.lock", os.O_RDWR | os.O_CREAT, 0o644)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         yield
@@ -69,45 +56,45 @@ def layout_lock(bundles: Path) -> Iterator[None]:
         os.close(fd)
 
 
-def upgrade(bundles: Path) -> bool:
+def upgrade(data_root: Path) -> bool:
     """Make an old data dir's `versions/` the collection `default` (one rename); True when it did.
     Safe to re-run after a crash at any point: until the rename the old layout is intact."""
-    bundles = Path(bundles)
-    old, new = bundles / "versions", folder(bundles, DEFAULT) / "versions"
-    with layout_lock(bundles):
+    data_root = Path(data_root)
+    old, new = data_root / "versions", folder(data_root, DEFAULT) / "versions"
+    with layout_lock(data_root):
         if not old.is_dir():
             return False
         if new.exists():
-            raise WhitevecError(f"{bundles} holds both versions/ (the layout before collections) and "
+            raise WhitevecError(f"{data_root} holds both versions/ (the layout before collections) and "
                                 f"{COLLECTIONS}/{DEFAULT}/versions/: move one of them away, then start again")
         new.parent.mkdir(parents=True, exist_ok=True)
         os.rename(old, new)
         fsync_path(new.parent)
-        fsync_path(bundles)
+        fsync_path(data_root)
         return True
 
 
-def names(bundles: Path) -> list[str]:
+def names(data_root: Path) -> list[str]:
     """Collections present (complete folders), sorted."""
-    base = root(bundles)
+    base = root(data_root)
     if not base.is_dir():
         return []
-    return sorted(p.name for p in base.iterdir() if p.is_dir() and NAME.fullmatch(p.name))
+    return sorted(p.name for p in base.iterdir() if p.is_dir() and naming.valid("collection", p.name))
 
 
-def model_folder(bundles: Path, model: str | None) -> Path | None:
+def model_folder(data_root: Path, model: str | None) -> Path | None:
     """A collection's `model` as a folder: None (the server's configured one), the bundled one, or a
     fine-tune in the bundle dir's models/."""
     if model is None:
         return None
-    return bundled_model_dir() if model == "bundled" else Path(bundles) / "models" / model
+    return bundled_model_dir() if model == "bundled" else Path(data_root) / "models" / model
 
 
-def read_config(bundles: Path, name: str) -> dict:
+def read_config(data_root: Path, name: str) -> dict:
     """A collection's stored settings. When its file is missing or unreadable the server's settings apply,
     and `problem` says so (shown in /readyz as a degraded collection, never silently). `uid` tells a
     collection from a later one of the same name."""
-    path = folder(bundles, name) / CONFIG
+    path = folder(data_root, name) / CONFIG
     problem = None
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
@@ -124,35 +111,35 @@ def read_config(bundles: Path, name: str) -> dict:
     return config
 
 
-def read_uid(bundles: Path, name: str) -> str | None:
+def read_uid(data_root: Path, name: str) -> str | None:
     """A collection's uid as its file says (its name when the file has none, as `default`'s may not);
     None when the file cannot be read now: a transient failure must not read as "deleted"."""
     try:
-        data = json.loads((folder(bundles, name) / CONFIG).read_text(encoding="utf-8"))
+        data = json.loads((folder(data_root, name) / CONFIG).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
     return str(data.get("uid", name)) if isinstance(data, dict) else None
 
 
-def create(bundles: Path, name: str, config: dict) -> Path:
+def create(data_root: Path, name: str, config: dict) -> Path:
     """Write a new collection's folder atomically; CollectionExists if the name is taken."""
-    target = folder(bundles, name)
-    with layout_lock(bundles):
+    target = folder(data_root, name)
+    with layout_lock(data_root):
         if target.exists():
             raise CollectionExists(f"collection {name!r} exists already; DELETE /admin/collections/{name}?confirm=true "
                                    "first, or choose another name")
-        tmp = root(bundles) / f".tmp-{name}-{secrets.token_hex(3)}"
+        tmp = root(data_root) / f".tmp-{name}-{secrets.token_hex(3)}"
         (tmp / "versions").mkdir(parents=True)
         write_json_atomic(tmp / CONFIG, {"name": name, "uid": secrets.token_hex(8), "created_at": time.time(),
                                          **config})
         os.rename(tmp, target)
-        fsync_path(root(bundles))
+        fsync_path(root(data_root))
     return target
 
 
-def ensure_default(bundles: Path) -> None:
+def ensure_default(data_root: Path) -> None:
     """The collection `default` always exists (its settings come from the server's)."""
-    target = folder(bundles, DEFAULT)
+    target = folder(data_root, DEFAULT)
     if not (target / CONFIG).is_file():
         (target / "versions").mkdir(parents=True, exist_ok=True)
         versions = sorted(p.name for p in (target / "versions").iterdir() if not p.name.startswith("."))
@@ -169,21 +156,21 @@ def _version_time(version: str) -> float:
         return time.time()
 
 
-def retire(bundles: Path, name: str) -> Path:
+def retire(data_root: Path, name: str) -> Path:
     """Take a collection out of the layout in one rename; the caller removes the returned folder."""
-    with layout_lock(bundles):
-        src = folder(bundles, name)
+    with layout_lock(data_root):
+        src = folder(data_root, name)
         if not src.is_dir():  # deleted meanwhile (another request, another replica)
             raise KeyError(name)
-        dst = root(bundles) / f".deleting-{name}-{secrets.token_hex(3)}"
+        dst = root(data_root) / f".deleting-{name}-{secrets.token_hex(3)}"
         os.rename(src, dst)
-        fsync_path(root(bundles))
+        fsync_path(root(data_root))
     return dst
 
 
-def leftovers(bundles: Path) -> list[Path]:
+def leftovers(data_root: Path) -> list[Path]:
     """Folders a crash left: collections half created (.tmp-*) or half deleted (.deleting-*)."""
-    base = root(bundles)
+    base = root(data_root)
     if not base.is_dir():
         return []
     return [p for p in base.iterdir() if p.is_dir() and p.name.startswith((".tmp-", ".deleting-"))]

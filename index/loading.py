@@ -1,10 +1,9 @@
-"""Loading one stored version as a served Bundle: its model (reused when it is the same), whitening,
-index, documents and change log, each checked against the manifest and against each other."""
+"""Loading one stored version as a served Bundle: its model (reused when it is the same) and whitening here,
+its index and documents by the target of the backend it was built on, each checked against the manifest."""
 
 from __future__ import annotations
 
 import logging
-import sqlite3
 from pathlib import Path
 from typing import Protocol
 
@@ -15,14 +14,8 @@ from whitevec.models.pipeline import Pipeline
 from whitevec.models.whitening import Whitening
 
 from .bundle import Bundle, encoder_manifest, resolve_model_ref
-from .changes import CHANGED_FILE, CHANGES_FILE, HEAD_FILE, ChangeLog
-from .faiss_index import VectorIndex
-from .spec import IndexSpec
-from .journal import JOURNAL_FILE, Journal
-from .milvus import MilvusRetriever, MilvusTarget
-from .parts import DOCS_FILE, INDEX_FILE, MANIFEST, RAW_FILE, WHITENING_FILE, VersionDamaged
-from .retriever import FaissRetriever
-from .store import DocumentStore
+from .parts import MANIFEST, WHITENING_FILE, VersionDamaged
+from .target import IndexTarget
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +24,6 @@ class StoredVersions(Protocol):
     """What loading reads of a version store (index.versions.VersionStore, which loads through here)."""
 
     encoders: EncoderPool | None
-    milvus: MilvusTarget | None
 
     @property
     def models_root(self) -> Path: ...
@@ -44,7 +36,7 @@ class StoredVersions(Protocol):
 
     def model_section(self, version: str, manifest: dict) -> dict: ...
 
-    def collection(self, version: str) -> str | None: ...
+    def target_for(self, backend: str) -> IndexTarget: ...
 
 
 def load_version(store: StoredVersions, version: str, encoder: Encoder | None = None, device: str | None = None,
@@ -79,71 +71,10 @@ def load_version(store: StoredVersions, version: str, encoder: Encoder | None = 
                 f"(weights {encoder.identity.fingerprint}, expected {model['fingerprint']}): "
                 "rebuild the index with the current model"
             )
+    target = store.target_for(manifest.get("backend", "faiss"))
     folder = store.folder(version)
-    if manifest.get("backend") == "milvus":
-        return _load_milvus(store, version, manifest, encoder)
-    index: VectorIndex | None = None
     try:
-        whitening = Whitening.load(folder / WHITENING_FILE)
-        pipeline = Pipeline(encoder, whitening)
-        spec = IndexSpec(**manifest["index"]["spec"])
-        index = VectorIndex.load(folder / INDEX_FILE, spec, use_gpu=use_gpu, device=device)
-        store = DocumentStore(folder / DOCS_FILE)
-    except (RuntimeError, OSError, ValueError, KeyError, sqlite3.Error) as exc:
-        if index is not None:  # a load that fails halfway frees what it loaded
-            index.close()
+        pipeline = Pipeline(encoder, Whitening.load(folder / WHITENING_FILE))
+    except (OSError, ValueError, KeyError) as exc:
         raise VersionDamaged(f"version {version} could not be loaded: {exc}") from exc
-    check_consistent(version, manifest, whitening, index, store)
-    try:
-        changes = ChangeLog(folder / CHANGES_FILE, index.count, encoder.dim)
-        retriever = FaissRetriever(index, store, changes, pipeline.postprocess, folder / RAW_FILE)
-    except (sqlite3.Error, ValueError, IndexError) as exc:
-        store.close()
-        index.close()
-        raise VersionDamaged(f"version {version}: {CHANGES_FILE} (its upserts and deletes) is unreadable ({exc}); "
-                             f"its files are left as found; restore them from a backup (`whitevec backup`), or move "
-                             f"{CHANGES_FILE}*, {HEAD_FILE} and {CHANGED_FILE} away to serve the version as built, "
-                             "without those changes") from exc
-    return Bundle(pipeline, version, manifest, index, store, retriever)
-
-
-def _load_milvus(store: StoredVersions, version: str, manifest: dict, encoder: Encoder) -> Bundle:
-    if store.milvus is None:
-        raise VersionDamaged(f"version {version} keeps its index in Milvus: set WHITEVEC_INDEX_BACKEND=milvus "
-                             "and WHITEVEC_MILVUS_URI to serve it")
-    name = store.collection(version)
-    try:
-        whitening = Whitening.load(store.folder(version) / WHITENING_FILE)
-        pipeline = Pipeline(encoder, whitening)
-        if not store.milvus.client.has_collection(name):
-            raise VersionDamaged(f"version {version}: Milvus collection {name} is missing")
-        retriever = MilvusRetriever(store.milvus.client, name, IndexSpec(**manifest["index"]["spec"]),
-                                    manifest["index"]["dim"], encoder.dim, pipeline.postprocess,
-                                    Journal(store.folder(version) / JOURNAL_FILE))
-    except (OSError, ValueError, KeyError, sqlite3.Error) as exc:
-        raise VersionDamaged(f"version {version} could not be loaded: {exc}") from exc
-    return Bundle(pipeline, version, manifest, None, None, retriever)
-
-
-def check_consistent(version: str, manifest: dict, whitening: Whitening, index: VectorIndex,
-                      store: DocumentStore) -> None:
-    """The loaded parts agree with the manifest and with each other."""
-    problems = []
-    count = manifest["index"]["count"]
-    if index.count != count:
-        problems.append(f"index.faiss holds {index.count} vectors, the manifest says {count}")
-    try:
-        docs = store.count()
-    except sqlite3.Error as exc:
-        docs = None
-        problems.append(f"docs.sqlite is unreadable ({exc})")
-    if docs is not None and docs != count:
-        problems.append(f"docs.sqlite holds {docs} documents, the manifest says {count}")
-    if index.dim != manifest["index"]["dim"] or index.dim != manifest["whitening"]["output_dim"]:
-        problems.append(f"index.faiss has {index.dim} dims, the manifest says {manifest['index']['dim']}")
-    if whitening.version != manifest["whitening"]["version"]:
-        problems.append(f"whitening.npz is fit {whitening.version}, the manifest says {manifest['whitening']['version']}")
-    if problems:
-        store.close()
-        index.close()
-        raise VersionDamaged(f"version {version} is inconsistent: " + "; ".join(problems))
+    return target.open(version, folder, manifest, pipeline, use_gpu=use_gpu, device=device)

@@ -1,4 +1,5 @@
-"""Milvus as the index backend: one collection per whitevec version, served through an alias.
+"""`MilvusRetriever`: a version's index, documents and changes in one Milvus collection (its naming, alias
+and drops are `milvus_target.py`'s).
 
 `WHITEVEC_MILVUS_URI` is a local file path (embedded Milvus Lite, the `milvus-lite` package) or
 `http://host:19530` (Milvus standalone or a cluster); `pymilvus` talks to both. Each version's
@@ -10,55 +11,30 @@ typed copy of its scalar values (`typed`) that filters compare: Milvus's JSON co
 each scalar is stored as a tagged string ("n:1", "b:true", "s:…", "z:"; a list as the list of its
 elements' tags, an object as "o:") and filters compare those. Range operators are checked by
 whitevec (index/filters.py's reference) over the documents Milvus finds with the key.
-
-Activation is `alter_alias`: every replica reading the alias flips at once.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 import re
 import threading
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from itertools import islice
 
 import numpy as np
 
-from .spec import IndexSpec, SearchParams, check_search_params
+from .filters import CONTROL, Filter, add_types, matches
 from .journal import Journal
 from .retriever import ChangeResult, Hit
-from .filters import CONTROL, Filter, add_types, matches
+from .spec import IndexSpec, SearchParams, check_search_params
 from .store import Document, DocumentList, Documents
 
 #: Longest text and id a collection stores (Milvus VARCHAR limit, in bytes).
 MAX_VARCHAR = 65_535
 INSERT_BATCH = 1_000
 SEARCH_THREADS = 2  # per served version: searches of one version, beside the FAISS backend's own thread
-
-
-def milvus_safe(name: str) -> str:
-    """A whitevec name as Milvus allows it (letters, digits, underscores); a name that had a '-' gets a
-    short digest, so `a-b` and `a_b` never meet."""
-    safe = re.sub(r"[^0-9A-Za-z_]", "_", name)
-    return safe if safe == name else f"{safe}_{hashlib.sha256(name.encode()).hexdigest()[:6]}"
-
-
-def collection_name(version: str, collection: str | None = None) -> str:
-    """The Milvus collection of a whitevec version: `whitevec_<collection>_<version>`; without a
-    collection, the name versions had before collections (`wv_<version>`)."""
-    if collection is None:
-        return "wv_" + re.sub(r"[^0-9A-Za-z_]", "_", version)
-    return f"whitevec_{milvus_safe(collection)}_{re.sub(r'[^0-9A-Za-z_]', '_', version)}"
-
-
-def alias_name(prefix: str, collection: str) -> str:
-    """The alias naming a collection's served version: WHITEVEC_MILVUS_ALIAS for `default` (as before
-    collections), `<alias>_<collection>` for the others."""
-    return prefix if collection == "default" else f"{prefix}_{milvus_safe(collection)}"
 
 
 def tag(value: object) -> str | None:
@@ -348,40 +324,3 @@ class MilvusRetriever:
         self._searches.shutdown(wait=True)
         if self.journal is not None:
             self.journal.close()
-
-
-@dataclass
-class MilvusTarget:
-    """Where a collection's versions keep their index on the Milvus backend: a pymilvus client (shared by
-    every collection of the process), the collection's alias that every replica follows, and the whitevec
-    collection whose name its Milvus collections carry."""
-
-    client: object
-    alias: str = "whitevec"
-    collection: str | None = None
-
-    def collection_name(self, version: str) -> str:
-        return collection_name(version, self.collection)
-
-
-def point_alias(client, alias: str, collection: str) -> None:
-    """Make `alias` name `collection`, atomically for every reader."""
-    if alias in client.list_aliases(collection_name=collection).get("aliases", []):
-        return
-    try:
-        client.alter_alias(collection, alias)
-    except Exception:  # noqa: BLE001 - pymilvus raises MilvusException when the alias does not exist yet
-        client.create_alias(collection, alias)
-
-
-def drop_alias(client, alias: str) -> None:
-    """Remove `alias` if it exists (a deleted collection's)."""
-    if alias_target(client, alias) is not None:
-        client.drop_alias(alias)
-
-
-def alias_target(client, alias: str) -> str | None:
-    try:
-        return client.describe_alias(alias)["collection_name"]
-    except Exception:  # noqa: BLE001 - no such alias
-        return None

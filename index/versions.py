@@ -1,4 +1,4 @@
-"""Versioned serving bundles: model + whitening + FAISS index + documents, one folder each.
+"""A collection's versions on disk: model + whitening + FAISS index + documents, one folder each.
 
     data_dir/versions/<version>/manifest.json   ids, parameters, sizes and SHA-256 of every part
                                /whitening.npz
@@ -31,22 +31,21 @@ import os
 import re
 import secrets
 import shutil
-import sqlite3
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import closing, contextmanager
+from contextlib import contextmanager
 from pathlib import Path
 
 from whitevec.models.encoder import EncoderPool
 from whitevec.models.errors import WhitevecError
 from whitevec.models.files import fsync_path, write_json_atomic
 
-from .changes import CHANGES_FILE
+from . import naming
 from .layout import COLLECTIONS
 from .loading import load_version
-from .milvus import MilvusTarget, alias_target, collection_name, drop_alias, point_alias
-from .parts import MANIFEST, MILVUS_FILE, MILVUS_PARTS, PARTS, POINTER, VersionDamaged, file_digest
+from .parts import MANIFEST, MILVUS_PARTS, PARTS, POINTER, VersionDamaged, file_digest
+from .target import FILES, IndexTarget
 
 log = logging.getLogger(__name__)
 
@@ -56,70 +55,34 @@ PIN_PREFIX = ".pin-"  # a backup's hold on the versions it copies (VersionStore.
 SHARED_STALE_S = 24 * 3600
 
 
-#: A version id as new_version makes it (and as versions made before it looked): a plain folder name.
-VERSION_NAME = re.compile(r"[0-9A-Za-z][0-9A-Za-z._-]{0,99}")
-
-
 class ServedVersionChanged(WhitevecError):
     """A job read one version, and another was activated before the job could activate its own."""
 
 
 class VersionStore:
-    def __init__(self, bundle_dir: Path, milvus: MilvusTarget | None = None, shared: bool = False,
+    def __init__(self, bundle_dir: Path, target: IndexTarget = FILES, shared: bool = False,
                  encoders: EncoderPool | None = None) -> None:
         self.root = Path(bundle_dir) / "versions"
         self.root.mkdir(parents=True, exist_ok=True)
-        self.milvus = milvus
+        self.target = target  # where new versions keep their index, and the switch activation moves
         self.encoders = encoders  # shared with other collections: one copy of each model
         self.shared = shared  # other processes write here too: cleanup leaves their fresh work alone
         self._lock = threading.RLock()
         self._pending: set[str] = set()  # committed by this process, its activation still to come
 
-    def version_of(self, collection: str) -> str | None:
-        """The kept version whose index is `collection` (the one an alias names), if any."""
-        for version in reversed(self.versions()):
-            try:
-                if self.collection(version) == collection:
-                    return version
-            except (OSError, ValueError, KeyError):
-                continue
-        return None
-
-    def collection(self, version: str) -> str | None:
-        """The Milvus collection of a version (None for a FAISS one)."""
-        path = self.folder(version) / MILVUS_FILE
-        return json.loads(path.read_text(encoding="utf-8"))["collection"] if path.is_file() else None
+    def target_for(self, backend: str) -> IndexTarget:
+        """The target that opens a version built on `backend`: this store's own, or files (a Milvus process
+        still serves versions built on FAISS); VersionDamaged for a backend this process has not opened."""
+        for target in (self.target, FILES):
+            if target.backend == backend:
+                return target
+        raise VersionDamaged(f"this version keeps its index in {backend}: set WHITEVEC_INDEX_BACKEND={backend} "
+                             "(and its URI) to serve it")
 
     def drop_all_indexes(self) -> None:
-        """Before a deleted collection's folder goes: its versions' Milvus collections and its alias."""
-        if self.milvus is None:
-            return
-        mine = {self.collection(p.name) for p in self.root.iterdir() if (p / MILVUS_FILE).is_file()}
-        if alias_target(self.milvus.client, self.milvus.alias) in mine:  # not a newer collection's of that name
-            drop_alias(self.milvus.client, self.milvus.alias)  # first: Milvus keeps a collection an alias names
-        for path in self.root.iterdir():
-            if path.name.startswith(".tmp-"):
-                self._drop_partial_collection(path.name[len(".tmp-"):])
-            elif path.is_dir():
-                self._drop_index(path.name)
-
-    def _drop_index(self, version: str) -> None:
-        """Before a version folder is removed: drop its Milvus collection, if it has one."""
-        try:
-            self._drop_collection(self.collection(version))
-        except (OSError, ValueError, KeyError):
-            return
-
-    def _drop_partial_collection(self, version: str) -> None:
-        """A build that died may have left its Milvus collection half-written (named as before collections,
-        in a data dir upgraded since, or as now)."""
-        self._drop_collection(collection_name(version))
-        if self.milvus is not None:
-            self._drop_collection(self.milvus.collection_name(version))
-
-    def _drop_collection(self, name: str | None) -> None:
-        if name is not None and self.milvus is not None and self.milvus.client.has_collection(name):
-            self.milvus.client.drop_collection(name)
+        """Before a deleted collection's folder goes: what its versions keep outside it (Milvus collections,
+        the alias)."""
+        self.target.drop_all(self.root)
 
     @property
     def models_root(self) -> Path:
@@ -234,7 +197,7 @@ class VersionStore:
         except (OSError, ValueError) as exc:
             reason = exc.strerror if isinstance(exc, OSError) else str(exc).split(": line")[0]
             return {}, f"versions/ACTIVE is unreadable ({reason})"
-        if not VERSION_NAME.fullmatch(data["version"]):
+        if not naming.valid("version", data["version"]):
             return data, (f"versions/ACTIVE names {data['version'][:80]!r}, which is not a version name (a version "
                           "is a folder of versions/, named by its id)")
         if not (self.folder(data["version"]) / MANIFEST).is_file():
@@ -250,14 +213,14 @@ class VersionStore:
         """Activations, newest first: [{"version", "activated_at"}] (the active one is first)."""
         data, _ = self.pointer_state()
         history = [h for h in data.get("history") or [] if isinstance(h, dict) and isinstance(h.get("version"), str)
-                   and VERSION_NAME.fullmatch(h["version"])]
-        if data.get("version") and VERSION_NAME.fullmatch(data["version"]) and (not history or history[0].get("version") != data["version"]):
+                   and naming.valid("version", h["version"])]
+        if naming.valid("version", data.get("version")) and (not history or history[0].get("version") != data["version"]):
             history.insert(0, {"version": data["version"], "activated_at": data.get("activated_at")})
         return history
 
     def folder(self, version: str) -> Path:
         """A version's folder: always inside versions/ (a name with a path in it is damage, never followed)."""
-        if not VERSION_NAME.fullmatch(version):
+        if not naming.valid("version", version):
             raise VersionDamaged(f"{version[:80]!r} is not a version name: a version is a folder of versions/, "
                                  "named by its id")
         return self.root / version
@@ -269,7 +232,7 @@ class VersionStore:
             entries = list(self.root.iterdir())
         except FileNotFoundError:
             return []
-        return sorted(p.name for p in entries if VERSION_NAME.fullmatch(p.name) and p.is_dir() and (p / MANIFEST).is_file())
+        return sorted(p.name for p in entries if naming.valid("version", p.name) and p.is_dir() and (p / MANIFEST).is_file())
 
     def new_version(self) -> tuple[str, Path]:
         now = time.time()
@@ -297,7 +260,7 @@ class VersionStore:
             self._pending.discard(version)
             data, _ = self.pointer_state()
             if data.get("version") != version:
-                self._drop_index(version)
+                self.target.drop(self.folder(version))
                 shutil.rmtree(self.folder(version), ignore_errors=True)
 
     def activate(self, version: str, expected: str | None = None) -> None:
@@ -311,14 +274,12 @@ class VersionStore:
         with self.locked():
             if not (self.folder(version) / MANIFEST).is_file():
                 raise WhitevecError(f"version {version} is not complete; refusing to activate it")
-            if expected is not None and self.followable:  # one process: its served bundle was checked already
+            if expected is not None and self.target.followable:  # one process: its served bundle was checked already
                 current = self.switched_to()
                 if current is not None and current != expected:
                     raise ServedVersionChanged(f"version {current} was activated while this job ran (it read version "
                                                f"{expected}); nothing was activated: run the job again")
-            name = self.collection(version)
-            if name is not None and self.milvus is not None:
-                point_alias(self.milvus.client, self.milvus.alias, name)  # every replica flips with it
+            self.target.point(self.folder(version))  # a shared switch flips first: every replica with it
             now = time.time()
             _, problem = self.pointer_state()
             # a lost pointer lost its history: rebuild one from the versions on disk, newest first, so the
@@ -334,41 +295,20 @@ class VersionStore:
     @property
     def followable(self) -> bool:
         """Replicas share a switch (the Milvus alias) that another process may move."""
-        return self.milvus is not None
+        return self.target.followable
 
     def switched_to(self) -> str | None:
         """The version the shared switch names (None without one, or while it is unset); VersionDamaged
-        when it names an index no version here describes (replicas with different bundle dirs)."""
-        if self.milvus is None:
-            return None
-        target = alias_target(self.milvus.client, self.milvus.alias)
-        if target is None:
-            return None
-        version = self.version_of(target)
-        if version is None:
-            raise VersionDamaged(f"the Milvus alias {self.milvus.alias} names collection {target}, which no version "
-                                 "in this bundle dir describes: give every replica the same WHITEVEC_BUNDLE_DIR")
-        return version
+        when it names an index no version here describes."""
+        return self.target.switched_to([(v, self.folder(v)) for v in reversed(self.versions())])
 
     def changes_report(self, version: str, manifest: dict) -> dict:
         """A version's changes since its build and its live count, read from disk (not served here)."""
-        if manifest.get("backend") == "milvus":  # changed in place in its collection; Milvus compacts it
-            name = self.collection(version)
-            if self.milvus is None or not self.milvus.client.has_collection(name):
-                return {"damaged": f"Milvus collection {name} is not reachable with WHITEVEC_MILVUS_URI"}
-            found = self.milvus.client.query(name, filter="", output_fields=["count(*)"])
-            return {"live_documents": int(found[0]["count(*)"])}
-        built = manifest.get("documents", {}).get("count") or 0
-        path = self.folder(version) / CHANGES_FILE
-        if not path.is_file():
-            return {"added": 0, "gone": 0, "live_documents": built}
         try:
-            with closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as conn:
-                added = conn.execute("SELECT COUNT(*) FROM added WHERE live = 1").fetchone()[0]
-                gone = conn.execute("SELECT COUNT(*) FROM gone").fetchone()[0]
-        except sqlite3.Error as exc:
-            return {"damaged": f"{CHANGES_FILE} is unreadable: {exc}"}
-        return {"added": added, "gone": gone, "live_documents": built - gone + added}
+            target = self.target_for(manifest.get("backend", FILES.backend))
+        except VersionDamaged as exc:
+            return {"damaged": str(exc)}
+        return target.report(self.folder(version), manifest)
 
     def manifest(self, version: str) -> dict:
         return json.loads((self.folder(version) / MANIFEST).read_text(encoding="utf-8"))
@@ -390,7 +330,7 @@ class VersionStore:
                 if not self.stale(path):
                     continue
                 if path.name.startswith(".tmp-"):
-                    self._drop_partial_collection(path.name[len(".tmp-"):])
+                    self.target.discard(path.name[len(".tmp-"):])
                     shutil.rmtree(path, ignore_errors=True)
                     removed.append(path.name)
                 elif path.name.endswith(".tmp"):
@@ -425,7 +365,7 @@ class VersionStore:
             kept |= {v for v in self.versions() if v not in history and not self.stale(self.folder(v))}
             doomed = [v for v in self.versions() if v not in kept]
             for version in doomed:
-                self._drop_index(version)
+                self.target.drop(self.folder(version))
                 shutil.rmtree(self.folder(version), ignore_errors=True)
         return doomed
 

@@ -4,6 +4,9 @@
 class WhitevecError(Exception):
     """Base of every error whitevec raises on purpose; the message says what to fix."""
 
+    #: The request field the error is about, when it is about one (the HTTP answer names it as `param`).
+    param: str | None = None
+
 
 class ModelFolderError(WhitevecError):
     """A model folder is missing, incomplete, or asks for something it cannot provide."""

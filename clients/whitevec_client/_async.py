@@ -1,5 +1,7 @@
 """AsyncClient, the asyncio SDK, and AsyncCollection, its handle on one collection: the same methods
-as Client and Collection (see their docstrings), awaited."""
+as Client and Collection (see their docstrings), awaited.
+
+Generated from _client.py by clients/make_async.py: edit _client.py and run that script."""
 
 from __future__ import annotations
 

@@ -74,8 +74,8 @@ class _Corpus:
             ef_search: Optional[int] = None) -> Hits: ...
 
     @overload
-    def search(self, query: Sequence[str], k: int = 10, filter: Optional[Filter] = None, nprobe: Optional[int] = None,
-               ef_search: Optional[int] = None) -> List[Hits]: ...
+    def search(self, query: Sequence[str], k: int = 10, filter: Optional[Filter] = None,
+               nprobe: Optional[int] = None, ef_search: Optional[int] = None) -> List[Hits]: ...
 
     def search(self, query: Union[str, Sequence[str]], k: int = 10, filter: Optional[Filter] = None,
                nprobe: Optional[int] = None, ef_search: Optional[int] = None) -> Union[Hits, List[Hits]]:

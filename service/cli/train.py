@@ -103,18 +103,18 @@ def _served_encoder(rt, name: str):
     from whitevec.index.versions import VersionStore
     from whitevec.models.encoder import EncoderSpec
 
-    bundles = rt.settings.bundles
-    old = name == layout.DEFAULT and (bundles / "versions").is_dir()  # not upgraded yet: no server since
-    folder = bundles if old else layout.folder(bundles, name)
+    data_root = rt.settings.data_root
+    old = name == layout.DEFAULT and (data_root / "versions").is_dir()  # not upgraded yet: no server since
+    folder = data_root if old else layout.folder(data_root, name)
     if not (folder / "versions").is_dir():
         if name != layout.DEFAULT:
-            raise WhitevecError(f"no collection named {name!r} in {bundles}")
+            raise WhitevecError(f"no collection named {name!r} in {data_root}")
         return rt.settings.encoder_spec(engine="torch").build()
-    config = {} if old else layout.read_config(bundles, name)
+    config = {} if old else layout.read_config(data_root, name)
     store = VersionStore(folder)
     active = store.active()
     if active is None:
-        return rt.settings.encoder_spec(layout.model_folder(bundles, config.get("model")), engine="torch").build()
+        return rt.settings.encoder_spec(layout.model_folder(data_root, config.get("model")), engine="torch").build()
     model = store.model_section(active, store.verify_files(active))
     path = str(resolve_model_ref(model, store.models_root))
     return EncoderSpec.from_manifest({**model, "path": path, "engine": "torch"}, device=rt.settings.device).build()

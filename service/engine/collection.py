@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from whitevec.index import layout
+from whitevec.index import layout, naming
 from whitevec.index.backends import IndexBackend
 from whitevec.index.bundle import Bundle
 from whitevec.models.encoder import Encoder, EncoderPool, EncoderSpec
@@ -20,7 +20,7 @@ from whitevec.models.whitening import WhiteningParams
 
 from .clock import iso
 from .corpus_ops import CorpusOps, Snapshot
-from .errors import InvalidRequest, NotFound
+from .errors import NotFound
 from .replicas import AliasFollower
 from .reports import Reports
 from .settings import Settings
@@ -57,7 +57,7 @@ class Collection:
         self.settings = shared.settings
         self.config = config
         self.defaults = CollectionDefaults(config, shared.settings)
-        folder = layout.folder(shared.settings.bundles, name)
+        folder = layout.folder(shared.settings.data_root, name)
         self.state = CollectionState(name, shared.backend.store(folder, name, shared.encoders))
         self.load_failures = 0  # in a row: the sync thread retries a failed load with backoff
         self.next_load_at: float | None = None  # monotonic time of the next retry
@@ -110,7 +110,7 @@ class Collection:
 
     def model_dir(self) -> Path | None:
         """The collection's configured model folder: none (the server's), `bundled`, or a folder in models/."""
-        return layout.model_folder(self.settings.bundles, self.config.get("model")) or self.settings.model_dir
+        return layout.model_folder(self.settings.data_root, self.config.get("model")) or self.settings.model_dir
 
     def encoder_spec(self, model_dir: Path | None = None, engine: str | None = None) -> EncoderSpec:
         """This collection's model (or `model_dir`) with the server's pooling, tokenizer, engine and device."""
@@ -290,21 +290,18 @@ class Collection:
         return "ready" if self.refused is None and not self.config.get("problem") else "degraded"
 
 
-def resolve_model_choice(bundles: Path, model: str | None) -> str | None:
+def resolve_model_choice(data_root: Path, model: str | None) -> str | None:
     """A collection's `model` as stored: None (the server's), `bundled`, or a folder name in models/;
-    InvalidRequest names what is wrong."""
+    BadName or NotFound says what is wrong."""
     if model is None or model == "bundled":
         return model
-    shown = repr(model[:80] + "…") if len(model) > 80 else repr(model)
-    if "/" in model or "\x00" in model or model.startswith(".") or not model.strip() or len(model) > 200:
-        raise InvalidRequest(f"model {shown}: give `bundled`, or the name of a folder in the data dir's "
-                             "models/ (a fine-tune; at most 200 characters), without a path", param="model")
-    folder = bundles / "models" / model
+    naming.check("model", model)
+    folder = data_root / "models" / model
     try:
         found = (folder / "config.json").is_file()
     except (OSError, ValueError):  # a name the filesystem cannot hold
         found = False
     if not found:  # a resource that does not exist, like a missing import file: 404, not a malformed request
-        raise NotFound(f"model {shown}: no model folder of that name in the data dir's models/ "
+        raise NotFound(f"model {naming.shown(model)}: no model folder of that name in the data dir's models/ "
                        "(fine-tunes are written there; omit `model` for the server's own)", param="model")
     return model

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from .clock import iso
-from .jobs import Database
+from .database import Database
 
 Access = Literal["read", "write"]
 PREFIX = "wvk_"

@@ -13,7 +13,7 @@ from prometheus_client import (
 )
 from prometheus_client.core import GaugeMetricFamily
 
-from .jobs import JobsUnavailable
+from .database import JobsUnavailable
 
 
 class _JobsCollector:

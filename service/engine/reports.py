@@ -53,7 +53,7 @@ class Reports:
             return "bundled"
         try:
             where = "bundle dir: " if self.settings.bundle_dir is not None else "data dir: "
-            return where + str(path.relative_to(self.settings.bundles.resolve()))
+            return where + str(path.relative_to(self.settings.data_root.resolve()))
         except ValueError:
             return "model folder " + path.name
 

@@ -12,7 +12,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from whitevec.index import layout
+from whitevec.index import layout, naming
 from whitevec.index.backends import IndexBackend
 from whitevec.index.bundle import resolve_model_ref
 from whitevec.index.datadir import DataDirLock
@@ -25,7 +25,8 @@ from .admin_token import AdminToken
 from .batcher import Batcher
 from .collection import Collection, Shared, resolve_model_choice
 from .errors import Conflict, Forbidden, InvalidRequest, NotReady
-from .jobs import POSTGRES, Database, JobRunner, check_sqlite
+from .database import POSTGRES, Database, check_sqlite
+from .jobs import JobRunner
 from .keys import KeyStore
 from .metrics import Metrics
 from .settings import Settings
@@ -43,11 +44,11 @@ class Runtime:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.backend = IndexBackend(settings.index_backend, settings.bundles, shared=settings.bundle_dir is not None,
+        self.backend = IndexBackend(settings.index_backend, settings.data_root, shared=settings.bundle_dir is not None,
                                     **settings.backend_options)  # refuses a wrong combination before any mkdir
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         settings.import_dir.mkdir(parents=True, exist_ok=True)
-        settings.bundles.mkdir(parents=True, exist_ok=True)
+        settings.data_root.mkdir(parents=True, exist_ok=True)
         self.backend.open()
         self.encoders = EncoderPool()
         self._lock = DataDirLock(settings.data_dir)
@@ -55,7 +56,7 @@ class Runtime:
         self.jobs = JobRunner(self._jobs_db(settings), owner=settings.replica_name or self._default_replica(settings),
                               quarantine=settings.jobs_db is None)
         if settings.jobs_db is None:
-            keys = settings.bundles / "keys.sqlite"
+            keys = settings.data_root / "keys.sqlite"
             check_sqlite(keys, "access keys", "restore it from a backup (`whitevec backup`); moving it away starts "
                          "with no access keys, so searching is open again until you create them anew")
         self.keys = KeyStore(self.jobs.db if settings.jobs_db is not None else Database(keys))
@@ -138,27 +139,27 @@ class Runtime:
         if self.opened:
             return
         self.lock()
-        bundles = self.settings.bundles
-        if layout.upgrade(bundles):
-            log.info("upgraded %s: its versions are now the collection `default`", bundles)
-        with layout.layout_lock(bundles):
-            layout.ensure_default(bundles)
+        data_root = self.settings.data_root
+        if layout.upgrade(data_root):
+            log.info("upgraded %s: its versions are now the collection `default`", data_root)
+        with layout.layout_lock(data_root):
+            layout.ensure_default(data_root)
         self._remove_leftovers()
         with self._registry:
-            for name in layout.names(bundles):
+            for name in layout.names(data_root):
                 self._register(name).cleanup()
         self.opened = True
 
     def _register(self, name: str) -> Collection:
         col = self._collections.get(name)
         if col is None:
-            col = self._collections[name] = Collection(self._shared, name, layout.read_config(self.settings.bundles, name))
+            col = self._collections[name] = Collection(self._shared, name, layout.read_config(self.settings.data_root, name))
         return col
 
     def _remove_leftovers(self) -> None:
         """Crash leftovers: collections half created or half deleted, trainings, model saves."""
-        bundles = self.settings.bundles
-        for path in layout.leftovers(bundles):
+        data_root = self.settings.data_root
+        for path in layout.leftovers(data_root):
             if not VersionStore.stale_path(path, shared=self.settings.bundle_dir is not None):
                 continue
             if path.name.startswith(".deleting-"):
@@ -166,7 +167,7 @@ class Runtime:
             layout.remove(path)
             log.info("removed %s (left by an interrupted collection create or delete)", path.name)
         shutil.rmtree(self.settings.data_dir / "training", ignore_errors=True)
-        models = bundles / "models"
+        models = data_root / "models"
         if models.is_dir():
             for path in models.iterdir():
                 if path.name.startswith((".tmp-", ".old-")) and VersionStore.stale_path(
@@ -230,11 +231,11 @@ class Runtime:
         if not caller.admin:
             self.gate.refused("not_admin")
             raise Forbidden("creating a collection needs the admin token")
-        layout.check_name(name)
-        model = resolve_model_choice(self.settings.bundles, model)
+        naming.check("collection", name)
+        model = resolve_model_choice(self.settings.data_root, model)
         config = {"model": model, "whitening": whitening or None, "index": index or None}
         with self._registry:
-            layout.create(self.settings.bundles, name, config)
+            layout.create(self.settings.data_root, name, config)
             col = self._register(name)
         try:
             col.load()
@@ -277,7 +278,7 @@ class Runtime:
         with col.change_lock:  # an upsert or activation in flight ends first; later ones see `deleted`
             count = col.summary()["documents"]
             try:
-                retired = layout.retire(self.settings.bundles, name)
+                retired = layout.retire(self.settings.data_root, name)
             finally:
                 col.close()
         self.keys.forget_collection(name)
@@ -303,9 +304,9 @@ class Runtime:
             self.keys.refresh()
         except Exception as exc:  # noqa: BLE001 - the database away: keep the keys known
             log.warning("could not refresh access keys: %s", exc)
-        bundles = self.settings.bundles
+        data_root = self.settings.data_root
         with self._registry:  # listed under the lock: a create or delete here is wholly before or after it
-            on_disk = {n: layout.read_uid(bundles, n) for n in layout.names(bundles)}
+            on_disk = {n: layout.read_uid(data_root, n) for n in layout.names(data_root)}
             if layout.DEFAULT not in on_disk:  # a listing caught mid-change, or a folder away: change nothing
                 return
             # gone: no folder, or a folder of another uid (deleted and created again); a settings file that
@@ -359,7 +360,7 @@ class Runtime:
         collection names, past the newest keep_models. Only folders whitevec wrote (they hold a report.json)
         are candidates; a user's own folder is never touched; in a shared bundle dir, neither is one younger
         than a day (another replica's, not yet built)."""
-        models = self.settings.bundles / "models"
+        models = self.settings.data_root / "models"
         if not models.is_dir():
             return []
         used = set()
@@ -388,8 +389,8 @@ class Runtime:
     def was_activated(self, version: str) -> bool:
         """`version` is in some collection's activation history (a job killed after activating it succeeded);
         also asked before the data dir is opened, when it may still have the layout from before collections."""
-        bundles = self.settings.bundles
-        folders = [layout.folder(bundles, n) for n in layout.names(bundles)]
-        if (bundles / "versions").is_dir():
-            folders.append(bundles)
+        data_root = self.settings.data_root
+        folders = [layout.folder(data_root, n) for n in layout.names(data_root)]
+        if (data_root / "versions").is_dir():
+            folders.append(data_root)
         return any(any(h["version"] == version for h in VersionStore(f).history()) for f in folders)

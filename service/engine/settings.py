@@ -96,8 +96,8 @@ class Settings(BaseSettings):
                                description="Torch threads of the training process (the rest keep serving).")
 
     @property
-    def bundles(self) -> Path:
-        """WHITEVEC_BUNDLE_DIR, else the data dir."""
+    def data_root(self) -> Path:
+        """Where collections/ and models/ live: WHITEVEC_BUNDLE_DIR (shared by replicas), else the data dir."""
         return self.bundle_dir if self.bundle_dir is not None else self.data_dir
 
     @property

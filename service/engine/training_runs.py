@@ -61,7 +61,7 @@ class TrainingSupervisor:
     def model_output_dir(self, name: str | None, base: str) -> Path:
         """Where a fine-tune is written: `name`, or a bounded unique name from `base` (the served model's name).
         The name stays reserved until `release_model_name` (a training job's end): two jobs never share one."""
-        models = self.settings.bundles / "models"
+        models = self.settings.data_root / "models"
         if name is not None:
             out = models / name
             with self._names_lock:

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Depends, Query
 from fastapi.responses import FileResponse, JSONResponse, Response
 from whitevec.index.documents import resolve_import_path
 from whitevec.index.spec import IndexSpec
-from whitevec.index.layout import check_name
+from whitevec.index import naming
 from whitevec.models.evaluation import read_pairs
 from whitevec.models.tuning import AutoWhitening, check_pairs
 from whitevec.models.training import TrainConfig, classes_from_examples, classes_from_pairs, read_training_file
@@ -37,7 +37,7 @@ async def create_collection(name: str, req: CollectionCreate = Depends(json_body
     """A new, empty collection with its own whitening, index, versions and change log; it serves its
     model at once (/collections/{name}/embed) and searches once documents are added or rebuilt in.
     Collections on one model share its weights."""
-    check_name(name)
+    naming.check("collection", name)
     if any(c.name == name for c in rt.gate.visible(caller)):
         raise Conflict(f"collection {name!r} exists already; DELETE /admin/collections/{name}?confirm=true first, "
                        "or choose another name", param="name")

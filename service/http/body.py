@@ -25,7 +25,7 @@ from pydantic import BaseModel, ValidationError
 
 from whitevec.index.documents import MAX_METADATA_INT
 from whitevec.index.filters import MAX_KEY_CHARS, MAX_KEYS, MAX_LIST
-from whitevec.index.layout import NAME
+from whitevec.index.naming import RULES
 
 from .errors import (
     InvalidRequest,
@@ -237,11 +237,11 @@ def _apply_rules(schema: dict, components: dict) -> None:
         components["TrainRequest"]["then"] = {"properties": {"activate": {"const": True},
                                                              "eval_path": {"type": "string"}},
                                               "required": ["activate", "eval_path"]}
-    for path in schema.get("paths", {}).values():  # collection names as layout.check_name takes them
+    for path in schema.get("paths", {}).values():  # collection names as naming.check takes them
         for op in path.values():
             for param in op.get("parameters", []) if isinstance(op, dict) else []:
                 if param.get("in") == "path" and param.get("name") == "name":
-                    param["schema"] = {**param.get("schema", {}), "pattern": f"^{NAME.pattern}$"}
+                    param["schema"] = {**param.get("schema", {}), "pattern": f"^{RULES['collection'].pattern.pattern}$"}
 
 
 def _drop_scheme(schema: dict, name: str) -> None:

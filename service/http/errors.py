@@ -20,7 +20,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 from whitevec.index.datadir import DataDirLocked
 from whitevec.index.documents import ImportFileMissing
-from whitevec.index.layout import BadCollectionName, CollectionExists
+from whitevec.index.layout import CollectionExists
+from whitevec.index.naming import BadName
 from whitevec.index.changes import ChangeLogUnwritable
 from whitevec.index.versions import ServedVersionChanged, VersionDamaged
 from whitevec.models.errors import DimNotServed, ModelFolderError, WhiteningError, WhitevecError
@@ -41,7 +42,7 @@ from ..engine.errors import (
     Unauthorized,
     UnsupportedMediaType,
 )
-from ..engine.jobs import JobsUnavailable
+from ..engine.database import JobsUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +60,7 @@ DOMAIN_ERRORS: list[tuple[type[Exception], type[ApiError]]] = [
     (DataDirLocked, NotReady),
     (ServedVersionChanged, Conflict),
     (CollectionExists, Conflict),
-    (BadCollectionName, InvalidRequest),
+    (BadName, InvalidRequest),
     (JobsUnavailable, NotReady),
     (WhiteningError, InvalidRequest),
     (WhitevecError, InvalidRequest),
@@ -183,8 +184,8 @@ def api_error_response(path: str, exc: ApiError) -> JSONResponse:
 def domain_to_api(exc: WhitevecError) -> ApiError:
     for cls, api in DOMAIN_ERRORS:
         if isinstance(exc, cls):
-            return api(str(exc))
-    return InvalidRequest(str(exc))  # pragma: no cover - WhitevecError is the last entry
+            return api(str(exc), param=exc.param)
+    return InvalidRequest(str(exc), param=exc.param)  # pragma: no cover - WhitevecError is the last entry
 
 
 def allowed_methods(request: Request) -> list[str]:

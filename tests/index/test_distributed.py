@@ -30,11 +30,11 @@ def cli_build(jsonl, data_dir, model_dir, *extra: str) -> dict:
 def load(data_dir):
     from pymilvus import MilvusClient
 
-    from whitevec.index.milvus import MilvusTarget
+    from whitevec.index.milvus_target import MilvusTarget
     from whitevec.index.versions import VersionStore
 
     client = MilvusClient(str(data_dir / "milvus.db"))
-    store = VersionStore(data_dir / "collections" / "default", milvus=MilvusTarget(client, "whitevec", "default"))
+    store = VersionStore(data_dir / "collections" / "default", MilvusTarget(client, "whitevec", "default"))
     bundle = store.load(store.active(), device="cpu", engine="torch")
     return client, bundle
 

@@ -9,7 +9,8 @@ from whitevec.index.changes import CHANGES_FILE, ChangeLog
 from whitevec.index.faiss_index import VectorIndex
 from whitevec.index.spec import IndexSpec, SearchParams
 from whitevec.index.filters import matches, parse
-from whitevec.index.milvus import MilvusRetriever, alias_target, milvus_filter, point_alias, tag, typed
+from whitevec.index.milvus import MilvusRetriever, milvus_filter, tag, typed
+from whitevec.index.milvus_target import alias_target, point_alias
 from whitevec.index.retriever import FaissRetriever
 from whitevec.index.store import Document, DocumentStore
 from whitevec.models.pipeline import l2_normalize
@@ -120,7 +121,7 @@ def test_activation_is_a_compare_and_swap_on_the_shared_alias(tmp_path, client, 
     activation of v2 must then fail and leave the alias on v3 (flipping it back would drop the writes
     acknowledged on B's version)."""
     from whitevec.index.build import build_version
-    from whitevec.index.milvus import MilvusTarget
+    from whitevec.index.milvus_target import MilvusTarget
     from whitevec.index.versions import ServedVersionChanged, VersionStore
     from whitevec.models.whitening import WhiteningParams
     from tests.conftest import demo_documents
@@ -128,7 +129,7 @@ def test_activation_is_a_compare_and_swap_on_the_shared_alias(tmp_path, client, 
     docs = [Document(d["id"], d["text"], d["metadata"]) for d in demo_documents()]
     folder = tmp_path / "bundles" / "collections" / "default"
     target = MilvusTarget(client, "wv_cas", "default")
-    a, b = (VersionStore(folder, milvus=target, shared=True) for _ in range(2))
+    a, b = (VersionStore(folder, target, shared=True) for _ in range(2))
     v1, v2, v3 = (build_version(a, tiny_encoder, docs, WhiteningParams(), IndexSpec("flat")).version for _ in range(3))
     a.activate(v1)
     b.activate(v3, expected=v1)

@@ -217,7 +217,7 @@ async def test_the_choice_shows_in_readyz_and_the_manifest_and_a_version_keeps_i
     # the default whitening (beta = gamma = 0) is a rotation: it keeps inner products, so compare those
     close = np.abs(got @ got.T - want @ want.T) / np.abs(want @ want.T).max()
     assert close.max() < 0.02 and close.max() > 1e-7  # bf16: close to torch's, not equal
-    store = VersionStore(settings.bundles / "collections" / "default")
+    store = VersionStore(settings.data_root / "collections" / "default")
     manifest = store.manifest(store.active())
     assert manifest["model"]["engine"] == "torch-half" and "amx_bf16" in manifest["engine_reason"]
 

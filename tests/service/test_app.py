@@ -255,7 +255,7 @@ async def test_searches_during_a_rebuild_all_succeed(settings):
 
 
 async def test_exception_mid_rebuild_leaves_old_version_serving(settings, monkeypatch):
-    import whitevec.index.build
+    import whitevec.index.target
 
     async with serving(settings) as (app, client):
         first = await rebuild(client, {"documents": demo_documents()})
@@ -263,7 +263,7 @@ async def test_exception_mid_rebuild_leaves_old_version_serving(settings, monkey
 
         def boom(*args, **kwargs):
             raise RuntimeError("disk on fire")
-        monkeypatch.setattr(whitevec.index.build.VectorIndex, "build", boom)
+        monkeypatch.setattr(whitevec.index.target.VectorIndex, "build", boom)
         job = await rebuild(client, {"documents": demo_documents(n_each=2)})
         assert job["state"] == "failed" and "disk on fire" in job["error"]
         after = (await client.post("/search", json={"query": "rain", "k": 3})).json()

@@ -293,7 +293,7 @@ async def test_upserts_waiting_on_the_model_leave_the_thread_pool_to_searches(se
 
 @pytest.mark.milvus
 async def test_a_failed_alias_flip_leaves_active_as_it_was(settings, tmp_path, monkeypatch):
-    from whitevec.index import versions as versions_module
+    from whitevec.index import milvus_target as milvus_module
 
     milvus = settings.model_copy(update={"data_dir": tmp_path / "milvus-data", "index_backend": "milvus"})
     async with serving(milvus) as (app, client):
@@ -304,7 +304,7 @@ async def test_a_failed_alias_flip_leaves_active_as_it_was(settings, tmp_path, m
         def unreachable(*args, **kwargs):
             raise ConnectionError("Milvus is unreachable")
 
-        monkeypatch.setattr(versions_module, "point_alias", unreachable)  # where activation flips the alias
+        monkeypatch.setattr(milvus_module, "point_alias", unreachable)  # where activation flips the alias
         r = await client.post(f"/admin/versions/{first}/activate", headers=ADMIN)
         assert r.status_code >= 400 and rt.default.versions.active() == second and rt.default.bundle.version == second
 

@@ -108,7 +108,7 @@ def test_a_lost_postgres_connection_is_a_503_and_jobs_still_finish(postgres, pos
     """Postgres restarts or the network drops under a running job: calls meanwhile are a named 503, the
     job's final state is recorded once the connection is back, and the worker keeps running jobs."""
     from whitevec.service.http.errors import domain_to_api
-    from whitevec.service.engine.jobs import JobsUnavailable
+    from whitevec.service.engine.database import JobsUnavailable
 
     runner = JobRunner(postgres_url, owner="a")
     runner.start()
