@@ -17,6 +17,7 @@ from whitevec.models.tuning import anisotropy
 from whitevec.models.whitening import Whitening, WhiteningParams, jl_dim
 
 from .bundle import encoder_manifest, model_ref
+from .lexical import BM25
 from .spec import IndexSpec
 from .store import Documents
 from .parts import WHITENING_FILE, describe_parts
@@ -58,6 +59,7 @@ def build_version(
     raw_vectors: np.ndarray | None = None,
     fit: Whitening | None = None,
     choose: Chooser | None = None,
+    bm25: BM25 = BM25(),
 ) -> BuildResult:
     """Write a complete new version folder; the caller decides when to activate it.
 
@@ -96,8 +98,9 @@ def build_version(
         if replaced:
             warnings.append(replaced)
         fit.save(tmp / WHITENING_FILE)
-        spec, dim, count = versions.target.build(version, tmp, documents, raw.vectors, spec,
-                                                 lambda r: l2_normalize(fit.transform(r)))
+        built = versions.target.build(version, tmp, documents, raw.vectors, spec,
+                                      lambda r: l2_normalize(fit.transform(r)), bm25)
+        spec, dim, count = built.spec, built.dim, built.count
         for warning in warnings:
             log.warning(warning)
         manifest = {
@@ -113,6 +116,7 @@ def build_version(
             "documents": {"count": count, "truncated": int(sum(raw.truncated))},
             "n_vectors": count,
             "jl_dim": jl_dim(count),
+            **({"lexical": built.lexical} if built.lexical is not None else {}),
             "warnings": warnings,
             "parts": describe_parts(tmp),
         }

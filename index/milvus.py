@@ -239,6 +239,11 @@ class MilvusRetriever:
                 self._types = types
             return {key: set(kinds) for key, kinds in self._types.items()}
 
+    has_lexical = False  # hybrid search on Milvus (its own BM25 function) is not built yet
+
+    async def search_lexical(self, terms: list[list[str]], k: int, where: Filter | None = None) -> list[list[Hit]]:
+        raise NotImplementedError("lexical search is not available on the Milvus backend")
+
     def get(self, doc_id: str) -> Document | None:
         found = self.client.get(self.collection, ids=[doc_id], output_fields=["text", "metadata"])
         return Document(found[0]["id"], found[0]["text"], found[0]["metadata"] or {}) if found else None

@@ -19,10 +19,12 @@ from whitevec.models.pipeline import Pipeline
 
 from .bundle import Bundle
 from .journal import JOURNAL_FILE, Journal
+from .lexical import BM25
 from .milvus import MilvusRetriever
 from .parts import MILVUS_FILE, VersionDamaged
 from .spec import IndexSpec
 from .store import Documents
+from .target import BuiltIndex
 
 
 def milvus_safe(name: str) -> str:
@@ -70,12 +72,13 @@ class MilvusTarget:
         return json.loads(path.read_text(encoding="utf-8"))["collection"] if path.is_file() else None
 
     def build(self, version: str, tmp: Path, documents: Documents, raw: np.ndarray, spec: IndexSpec,
-              transform: Callable[[np.ndarray], np.ndarray]) -> tuple[IndexSpec, int, int]:
+              transform: Callable[[np.ndarray], np.ndarray], bm25: BM25) -> BuiltIndex:
+        """The dense index only: lexical search is not kept on Milvus yet (`bm25` is unused here)."""
         collection = self.collection_name(version)
         retriever = MilvusRetriever.create(self.client, collection, documents, raw, spec, transform)
         try:
             write_json_atomic(tmp / MILVUS_FILE, {"collection": collection})
-            return retriever.spec, retriever.dim, len(documents)
+            return BuiltIndex(retriever.spec, retriever.dim, len(documents), None)
         finally:
             retriever.close()  # built for writing: the server opens its own at activation
 

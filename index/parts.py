@@ -14,8 +14,11 @@ INDEX_FILE = "index.faiss"
 DOCS_FILE = "docs.sqlite"
 RAW_FILE = "raw.npy"  # float32 pooled vectors in document order: re-whitening without the model
 MILVUS_FILE = "milvus.json"  # names the version's Milvus collection (backend milvus)
+LEXICAL_FILE = "lexical.npz"  # the built rows' BM25 postings (index/lexical.py)
 PARTS = (WHITENING_FILE, INDEX_FILE, DOCS_FILE)
 MILVUS_PARTS = (WHITENING_FILE, MILVUS_FILE)
+#: Parts a version has when it was built with them (raw vectors; the lexical index since hybrid search).
+OPTIONAL_PARTS = (RAW_FILE, LEXICAL_FILE)
 
 
 class VersionDamaged(WhitevecError):
@@ -33,5 +36,5 @@ def file_digest(path: Path) -> str:
 def describe_parts(folder: Path) -> dict:
     """Size and SHA-256 of each part, for the manifest."""
     required = MILVUS_PARTS if (folder / MILVUS_FILE).is_file() else PARTS
-    names = [*required, *([RAW_FILE] if (folder / RAW_FILE).is_file() else [])]
+    names = [*required, *(name for name in OPTIONAL_PARTS if (folder / name).is_file())]
     return {name: {"bytes": (folder / name).stat().st_size, "sha256": file_digest(folder / name)} for name in names}

@@ -20,6 +20,7 @@ from .changes import ChangeLog, Delta
 from .faiss_index import VectorIndex
 from .spec import IndexSpec, SearchParams
 from .filters import Filter, merge_types
+from .lexical import LexicalIndex, Live
 from .store import Corpus, Document, DocumentStore, ServedCorpus
 
 
@@ -49,6 +50,16 @@ class Retriever(Protocol):
 
     async def search(self, queries: np.ndarray, k: int, params: SearchParams,
                      where: Filter | None = None) -> list[list[Hit]]: ...
+
+    @property
+    def has_lexical(self) -> bool:
+        """The version keeps a lexical (BM25) index beside the dense one."""
+        ...
+
+    async def search_lexical(self, terms: list[list[str]], k: int, where: Filter | None = None) -> list[list[Hit]]:
+        """BM25 top k per query (analyzed terms) among live documents matching `where`; only documents
+        holding a query term are hits. Callers check `has_lexical` first."""
+        ...
 
     def get(self, doc_id: str) -> Document | None: ...
 
@@ -120,18 +131,33 @@ class FaissRetriever:
     """A built version (FAISS index + docs.sqlite) and the changes logged to it since."""
 
     def __init__(self, index: VectorIndex, store: DocumentStore, log: ChangeLog,
-                 transform: Callable[[np.ndarray], np.ndarray], raw_path: Path | None = None) -> None:
+                 transform: Callable[[np.ndarray], np.ndarray], raw_path: Path | None = None,
+                 lexical: LexicalIndex | None = None) -> None:
         self.index, self.store, self.log, self.transform = index, store, log, transform
         self.raw_path = raw_path
         self.base_count = index.count
+        self.lexical = lexical
         self._seen = log.head()  # the journal head this view includes (read first: a reload is idempotent)
         self.delta: Delta = log.load(transform, index.dim)
+        self._analyze_added(self.delta.keys)
+
+    def _analyze_added(self, keys: np.ndarray) -> None:
+        """Give the lexical index the texts of added documents it has not analyzed yet (a key never changes
+        its text, so each is read once)."""
+        if self.lexical is None:
+            return
+        new = self.lexical.added.missing(keys)
+        if len(new):
+            found = self.log.get([int(k) for k in new])
+            self.lexical.added.add(list(found), [d.text for d in found.values()])
 
     def refresh(self) -> None:
         if self.log.head() != self._seen:
             self._seen = self.log.head()
             self.log.forget_types()
-            self.delta = self.log.load(self.transform, self.index.dim)
+            delta = self.log.load(self.transform, self.index.dim)
+            self._analyze_added(delta.keys)
+            self.delta = delta
 
     @property
     def spec(self) -> IndexSpec:
@@ -197,6 +223,29 @@ class FaissRetriever:
         return [[Hit(float(s), docs[int(i)]) for s, i in zip(row_s, row_i) if i >= 0]
                 for row_s, row_i in zip(scores, ids)]
 
+    @property
+    def has_lexical(self) -> bool:
+        return self.lexical is not None
+
+    async def search_lexical(self, terms: list[list[str]], k: int, where: Filter | None = None) -> list[list[Hit]]:
+        return await asyncio.to_thread(self._search_lexical, terms, k, where)
+
+    def _search_lexical(self, terms: list[list[str]], k: int, where: Filter | None) -> list[list[Hit]]:
+        assert self.lexical is not None, "callers check has_lexical"
+        delta = self.delta  # one view for the whole search
+        live = Live(delta.gone, delta.keys)
+        rows = keys = None
+        if where is not None:
+            rows = self.store.match(where)
+            keys = self.log.match(where)
+        found = [self.lexical.search(t, k, live, rows, keys) for t in terms]
+        width = max([len(i) for _, i in found] + [1])
+        scores = np.full((len(found), width), -np.inf, np.float32)
+        ids = np.full((len(found), width), -1, np.int64)
+        for r, (s, i) in enumerate(found):
+            scores[r, :len(s)], ids[r, :len(i)] = s, i
+        return self._hits(scores, ids)
+
     def metadata_types(self) -> dict[str, set[str]]:
         return merge_types(self.store.metadata_types(), self.log.metadata_types())
 
@@ -222,6 +271,8 @@ class FaissRetriever:
         done = [i for i in asked if i not in missing]
         keys = self.log.apply(upserts, raw, list(base.values()), list(live.values()),
                               list(dict.fromkeys([d.id for d in upserts] + done)))
+        if self.lexical is not None:  # before the view that holds the keys is swapped in
+            self.lexical.added.add(keys, [d.text for d in upserts])
         self._seen = self.log.head()
         vectors = self.transform(raw) if len(upserts) else np.zeros((0, self.index.dim), np.float32)
         self.delta = delta.changed(np.fromiter(base.values(), np.int64, len(base)),

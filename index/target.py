@@ -11,6 +11,7 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Callable, Sequence
 from contextlib import closing
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
@@ -19,15 +20,28 @@ import numpy as np
 from whitevec.models.pipeline import Pipeline
 from whitevec.models.whitening import Whitening
 
+from . import analyzer
 from .bundle import Bundle
 from .changes import CHANGED_FILE, CHANGES_FILE, HEAD_FILE, ChangeLog
 from .faiss_index import VectorIndex
-from .parts import DOCS_FILE, INDEX_FILE, RAW_FILE, VersionDamaged
+from .lexical import BM25, LexicalIndex, Postings
+from .parts import DOCS_FILE, INDEX_FILE, LEXICAL_FILE, RAW_FILE, VersionDamaged
 from .retriever import FaissRetriever
 from .spec import IndexSpec
 from .store import Documents, DocumentStore
 
 Transform = Callable[[np.ndarray], np.ndarray]
+
+
+@dataclass(frozen=True)
+class BuiltIndex:
+    """What a target built: the index spec (parameters resolved), its dim, the documents it holds, and the
+    lexical index's manifest section (None where the target keeps none)."""
+
+    spec: IndexSpec
+    dim: int
+    count: int
+    lexical: dict | None
 
 
 class IndexTarget(Protocol):
@@ -39,8 +53,8 @@ class IndexTarget(Protocol):
     followable: bool
 
     def build(self, version: str, tmp: Path, documents: Documents, raw: np.ndarray, spec: IndexSpec,
-              transform: Transform) -> tuple[IndexSpec, int, int]:
-        """Index a new version being written in `tmp`: (the spec built, its dim, its document count)."""
+              transform: Transform, bm25: BM25) -> BuiltIndex:
+        """Index a new version being written in `tmp` (dense, and lexical where the target keeps one)."""
 
     def open(self, version: str, folder: Path, manifest: dict, pipeline: Pipeline, use_gpu: bool,
              device: str | None) -> Bundle:
@@ -73,7 +87,7 @@ class FilesTarget:
     followable = False
 
     def build(self, version: str, tmp: Path, documents: Documents, raw: np.ndarray, spec: IndexSpec,
-              transform: Transform) -> tuple[IndexSpec, int, int]:
+              transform: Transform, bm25: BM25) -> BuiltIndex:
         index = VectorIndex.build(transform(raw), spec, use_gpu=False)
         try:
             np.save(tmp / RAW_FILE, np.ascontiguousarray(raw, dtype=np.float32))
@@ -81,7 +95,8 @@ class FilesTarget:
         finally:
             index.close()  # built for writing: the server loads its own copy at activation
         count = DocumentStore.write(tmp / DOCS_FILE, documents)
-        return index.spec, index.dim, count
+        Postings.build(d.text for d in documents).save(tmp / LEXICAL_FILE)
+        return BuiltIndex(index.spec, index.dim, count, {"analyzer": analyzer.describe(), "bm25": bm25.to_dict()})
 
     def open(self, version: str, folder: Path, manifest: dict, pipeline: Pipeline, use_gpu: bool,
              device: str | None) -> Bundle:
@@ -96,8 +111,15 @@ class FilesTarget:
             raise VersionDamaged(f"version {version} could not be loaded: {exc}") from exc
         check_consistent(version, manifest, pipeline.whitening, index, store)
         try:
+            lexical = self._lexical(folder, manifest, index.count)
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            store.close()
+            index.close()
+            raise VersionDamaged(f"version {version}: {LEXICAL_FILE} (its lexical index) is unreadable ({exc}); "
+                                 "rebuild it, or restore the version from a backup") from exc
+        try:
             changes = ChangeLog(folder / CHANGES_FILE, index.count, pipeline.encoder.dim)
-            retriever = FaissRetriever(index, store, changes, pipeline.postprocess, folder / RAW_FILE)
+            retriever = FaissRetriever(index, store, changes, pipeline.postprocess, folder / RAW_FILE, lexical)
         except (sqlite3.Error, ValueError, IndexError) as exc:
             store.close()
             index.close()
@@ -106,6 +128,18 @@ class FilesTarget:
                                  f"move {CHANGES_FILE}*, {HEAD_FILE} and {CHANGED_FILE} away to serve the version as "
                                  "built, without those changes") from exc
         return Bundle(pipeline, version, manifest, index, store, retriever)
+
+    @staticmethod
+    def _lexical(folder: Path, manifest: dict, count: int) -> LexicalIndex | None:
+        """The version's lexical index; None for a version built before them, or by another analyzer (its
+        tokens would not meet the queries': searching it lexically asks for a rebuild)."""
+        section = manifest.get("lexical")
+        if section is None or section.get("analyzer") != analyzer.describe():
+            return None
+        postings = Postings.load(folder / LEXICAL_FILE)
+        if postings.count != count:
+            raise ValueError(f"it holds {postings.count} documents, the index {count}")
+        return LexicalIndex(postings, BM25(**section["bm25"]))
 
     def report(self, folder: Path, manifest: dict) -> dict:
         built = manifest.get("documents", {}).get("count") or 0

@@ -10,8 +10,8 @@ import httpx
 
 from ._core import Core, Routes, q
 from .errors import VersionChanged
-from .types import (Activated, CollectionDeleted, Deleted, Document, Filter, Hit, Hits, IndexSpec, Job, KeyRevoked,
-                    StoredDocument, TrainJob, Upserted, VersionList, Whitening)
+from .types import (Activated, CollectionDeleted, Deleted, Document, Filter, Fusion, Hit, Hits, IndexSpec, Job,
+                    KeyRevoked, SearchMode, StoredDocument, TrainJob, Upserted, VersionList, Whitening)
 
 if TYPE_CHECKING:
     import numpy as np
@@ -87,9 +87,12 @@ def _hits(response: httpx.Response) -> List[Hits]:
 
 
 def search(core: Core, routes: Routes, query: Union[str, Sequence[str]], k: int, filter: Optional[Filter],
-           nprobe: Optional[int], ef_search: Optional[int]) -> List[Call[List[Hits]]]:
+           nprobe: Optional[int], ef_search: Optional[int], mode: Optional[SearchMode] = None,
+           fusion: Optional[Fusion] = None, explain: bool = False) -> List[Call[List[Hits]]]:
     """One query in one call; several in calls of at most the server's max_texts."""
-    extra = {"k": k, **_given({"filter": filter, "nprobe": nprobe, "ef_search": ef_search})}
+    extra = {"k": k, **_given({"filter": filter, "nprobe": nprobe, "ef_search": ef_search, "mode": mode,
+                               "fusion": dict(fusion) if fusion is not None else None,
+                               "explain": True if explain else None})}
     if isinstance(query, str):
         return [Call("POST", routes.search, _hits, {"query": query, **extra})]
     return [Call("POST", routes.search, _hits, {"queries": list(c), **extra}) for c in core.chunks(query)]

@@ -13,7 +13,8 @@ from ._calls import Call, Vectors
 from ._core import Core, Routes
 from .errors import VersionChanged, WhitevecError
 from .types import (Activated, CollectionDeleted, Deleted, Document, Example, Filter, Hits, IndexSpec, Job,
-                    KeyRevoked, Pair, StoredDocument, TrainJob, Upserted, VersionList, Whitening)
+                    KeyRevoked, Pair, RrfFusion, SearchMode, StoredDocument, TrainJob, Upserted, VersionList,
+                    WeightedFusion, Whitening)
 
 if TYPE_CHECKING:
     import numpy as np
@@ -71,30 +72,42 @@ class _Corpus:
     @overload  # a str is a Sequence[str] too: this first overload wins
     def search(  # type: ignore[overload-overlap]
             self, query: str, k: int = 10, filter: Optional[Filter] = None, nprobe: Optional[int] = None,
-            ef_search: Optional[int] = None) -> Hits: ...
+            ef_search: Optional[int] = None, mode: Optional[SearchMode] = None,
+            fusion: Optional[Union[RrfFusion, WeightedFusion]] = None, explain: bool = False) -> Hits: ...
 
     @overload
     def search(self, query: Sequence[str], k: int = 10, filter: Optional[Filter] = None,
-               nprobe: Optional[int] = None, ef_search: Optional[int] = None) -> List[Hits]: ...
+               nprobe: Optional[int] = None, ef_search: Optional[int] = None, mode: Optional[SearchMode] = None,
+               fusion: Optional[Union[RrfFusion, WeightedFusion]] = None,
+               explain: bool = False) -> List[Hits]: ...
 
     def search(self, query: Union[str, Sequence[str]], k: int = 10, filter: Optional[Filter] = None,
-               nprobe: Optional[int] = None, ef_search: Optional[int] = None) -> Union[Hits, List[Hits]]:
-        """The k nearest documents to `query`, best first: a list of Hit (id, score, text, metadata)
+               nprobe: Optional[int] = None, ef_search: Optional[int] = None, mode: Optional[SearchMode] = None,
+               fusion: Optional[Union[RrfFusion, WeightedFusion]] = None,
+               explain: bool = False) -> Union[Hits, List[Hits]]:
+        """The k best documents for `query`, best first: a list of Hit (id, score, text, metadata)
         with `.warnings` and `.version`. `filter`: metadata to match, AND over keys, e.g.
         {"lang": "en", "year": {"$gte": 2020, "$lt": 2024}}; a key or value type no document has is
         named in `.warnings`. `nprobe` (ivf) and `ef_search` (hnsw): recall against speed for this call.
+        `mode`: "dense" (nearest vectors, the default), "lexical" (BM25 over words) or "hybrid" (both,
+        fused by `fusion`: {"method": "rrf", "k": 60} or {"method": "weighted", "alpha": 0.5});
+        explain=True gives each hit `.explain` (each side's score and rank, the matched terms).
         Several queries: use search_many (a list given here still answers list[Hits])."""
         if not isinstance(query, str):
-            return self.search_many(query, k, filter, nprobe, ef_search)
-        return self._run(calls.search(self._core, self._routes, query, k, filter, nprobe, ef_search)[0])[0]
+            return self.search_many(query, k, filter, nprobe, ef_search, mode, fusion, explain)
+        call = calls.search(self._core, self._routes, query, k, filter, nprobe, ef_search, mode, fusion, explain)[0]
+        return self._run(call)[0]
 
     def search_many(self, queries: Sequence[str], k: int = 10, filter: Optional[Filter] = None,
-                    nprobe: Optional[int] = None, ef_search: Optional[int] = None) -> List[Hits]:
+                    nprobe: Optional[int] = None, ef_search: Optional[int] = None,
+                    mode: Optional[SearchMode] = None, fusion: Optional[Union[RrfFusion, WeightedFusion]] = None,
+                    explain: bool = False) -> List[Hits]:
         """search for several queries: one Hits per query, in query order; more queries than the server
         takes in one request go in several."""
         calls.check_texts(queries, "search_many takes a list of queries; search(query) takes one")
         self._limits()
-        return [hits for c in calls.search(self._core, self._routes, queries, k, filter, nprobe, ef_search)
+        return [hits for c in calls.search(self._core, self._routes, queries, k, filter, nprobe, ef_search, mode,
+                                           fusion, explain)
                 for hits in self._run(c)]
 
     def rebuild_index(self, documents: Optional[Sequence[Document]] = None, path: Optional[str] = None,

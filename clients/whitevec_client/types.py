@@ -72,7 +72,46 @@ class IndexSpec(TypedDict, total=False):
 #: A metadata filter, AND over keys: `{"lang": "en", "year": {"$gte": 2020, "$lt": 2024}}`.
 Filter = Dict[str, Any]
 
+#: How /search finds documents: nearest vectors, BM25 over words, or both fused.
+SearchMode = Literal["dense", "lexical", "hybrid"]
+
+
+class _Rrf(TypedDict):
+    method: Literal["rrf"]
+
+
+class RrfFusion(_Rrf, total=False):
+    """Reciprocal rank fusion: each side adds 1 / (k + rank); `k` defaults to 60."""
+
+    k: int
+
+
+class _Weighted(TypedDict):
+    method: Literal["weighted"]
+
+
+class WeightedFusion(_Weighted, total=False):
+    """alpha · dense + (1 − alpha) · lexical, each side's scores min-max normalised per query."""
+
+    alpha: float
+
+
+Fusion = Union[RrfFusion, WeightedFusion]
+
 # --- answers ---------------------------------------------------------------------------------------------
+
+
+class SideExplain(BaseModel):
+    """One side's view of a hit: its score and rank there (and, lexical, the query terms it holds)."""
+
+    score: float
+    rank: int
+    terms: Optional[List[str]] = None
+
+
+class HitExplain(BaseModel):
+    dense: Optional[SideExplain]
+    lexical: Optional[SideExplain]
 
 
 class Hit(BaseModel):
@@ -80,6 +119,7 @@ class Hit(BaseModel):
     score: float
     text: str
     metadata: Dict[str, Any]
+    explain: Optional[HitExplain] = None
 
 
 class Hits(List[Hit]):

@@ -21,6 +21,7 @@ from starlette.routing import Match
 from whitevec.index.datadir import DataDirLocked
 from whitevec.index.documents import ImportFileMissing
 from whitevec.index.layout import CollectionExists
+from whitevec.index.hybrid import NoLexicalIndex
 from whitevec.index.naming import BadName
 from whitevec.index.changes import ChangeLogUnwritable
 from whitevec.index.versions import ServedVersionChanged, VersionDamaged
@@ -54,6 +55,7 @@ COMMON = (MalformedBody, PayloadTooLarge, UnsupportedMediaType, InvalidRequest, 
 DOMAIN_ERRORS: list[tuple[type[Exception], type[ApiError]]] = [
     (ModelFolderError, ServerError),
     (DimNotServed, Conflict),
+    (NoLexicalIndex, Conflict),
     (ImportFileMissing, NotFound),
     (VersionDamaged, ServerError),  # what is on disk is broken: the server's fault, never the request's
     (ChangeLogUnwritable, NotReady),  # writes wait for the operator (permissions, disk space); reads go on

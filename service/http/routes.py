@@ -8,7 +8,8 @@ import asyncio
 import numpy as np
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
-from whitevec.index import filters
+from whitevec.index import filters, hybrid
+from whitevec.index.hybrid import Fusion
 from whitevec.index.documents import check_documents, parse_document, read_jsonl, resolve_import_path
 from whitevec.models.encoder import EncodeResult
 from whitevec.models.errors import WhitevecError
@@ -63,13 +64,19 @@ async def _search(request: Request, req: SearchRequest, rt: Runtime, t: Target) 
     if retriever is None:
         raise Conflict(t.col.reports.no_index_message())
     params = retriever.search_params(req.nprobe, req.ef_search, rt.settings.max_nprobe, rt.settings.max_ef_search)
-    vectors = await encode(rt, bundle, queries, request, lambda raw: bundle.pipeline.postprocess(raw.vectors))
+    mode = req.mode or "dense"
+    fusion = Fusion(**req.fusion.model_dump()) if req.fusion is not None else Fusion()
+    if (mode != "dense" or req.explain) and not retriever.has_lexical:  # before any encoding
+        raise hybrid.no_lexical()
+    vectors = (await encode(rt, bundle, queries, request, lambda raw: bundle.pipeline.postprocess(raw.vectors))
+               if mode != "lexical" or req.explain else None)
     where = req.where()
-    found = await retriever.search(vectors, req.k, params, where)
-    said = ([] if where is None else
-            filters.warnings(where, await asyncio.to_thread(retriever.metadata_types), t.col.name))
+    found, said = await hybrid.search(retriever, mode, queries, vectors, req.k, params, where, fusion, req.explain)
+    if where is not None:
+        said += filters.warnings(where, await asyncio.to_thread(retriever.metadata_types), t.col.name)
     results = [{"query": query, "hits": [{"id": h.document.id, "score": h.score, "text": h.document.text,
-                                          "metadata": h.document.metadata} for h in hits]}
+                                          "metadata": h.document.metadata,
+                                          **({"explain": h.explain()} if req.explain else {})} for h in hits]}
                for query, hits in zip(queries, found)]
     return FastJSONResponse({"results": results, "version": bundle.version, "warnings": said})
 

@@ -59,6 +59,20 @@ class EmbedResponse(BaseModel):
     version: str | None = Field(description="The serving version (null before any index is built).")
 
 
+class RrfFusion(Strict):
+    method: Literal["rrf"]
+    k: int = Field(60, ge=1, le=10_000, description="RRF's constant: each side adds 1 / (k + rank).")
+
+
+class WeightedFusion(Strict):
+    method: Literal["weighted"]
+    alpha: float = Field(0.5, ge=0, le=1, description="The dense side's weight; the lexical side's is 1 − alpha. "
+                         "Each side's scores are min-max normalised over its candidates for the query.")
+
+
+FusionIn = Annotated[Union[RrfFusion, WeightedFusion], Field(discriminator="method")]
+
+
 class SearchRequest(Strict):
     query: NonEmpty | None = Field(None, description="One query; or use `queries`.")
     queries: list[NonEmpty] | None = Field(None, min_length=1, description="Several queries, answered in order.")
@@ -76,6 +90,15 @@ class SearchRequest(Strict):
         "list in a document matches when any element does; $ne and $nin match documents without the key. Hits "
         "are only matching documents, k of them whenever k match; `warnings` names keys and value types no "
         "document has.")
+
+    mode: Literal["dense", "lexical", "hybrid"] | None = Field(
+        None, description="dense: nearest vectors (the default); lexical: BM25 over the documents' words (jieba "
+        "words for Chinese); hybrid: both, fused. The version must have been built with a lexical index for "
+        "lexical, hybrid and explain.")
+    fusion: FusionIn | None = Field(None, description='hybrid only: {"method": "rrf", "k": 60} (the default) or '
+                                    '{"method": "weighted", "alpha": 0.5}.')
+    explain: bool = Field(False, description="Add to each hit its dense score and rank and its lexical score, rank "
+                          "and matched terms (null for a side that did not find it among its candidates).")
 
     @model_validator(mode="after")
     def _one_of(self) -> "SearchRequest":
@@ -99,11 +122,23 @@ class SearchRequest(Strict):
                                                  "oneOf": exactly_one("query", "queries")})
 
 
+class SideExplain(BaseModel):
+    score: float
+    rank: int
+    terms: list[str] | None = None
+
+
+class HitExplain(BaseModel):
+    dense: SideExplain | None
+    lexical: SideExplain | None
+
+
 class Hit(BaseModel):
     id: str
-    score: float
+    score: float = Field(description="dense: cosine; lexical: BM25; hybrid: the fused score.")
     text: str
     metadata: dict[str, Any]
+    explain: HitExplain | None = Field(None, description="Only with explain: true.")
 
 
 class QueryResult(BaseModel):

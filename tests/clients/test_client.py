@@ -47,6 +47,26 @@ def test_search_single_and_many_in_order(wv):
         wv.search_many("one query")
 
 
+def test_hybrid_and_lexical_search_with_explain_sync_and_async(wv, server):
+    lexical = wv.search("heavy rain", k=3, mode="lexical", explain=True)
+    assert [h.id for h in lexical] == ["weather-1-0"]
+    assert lexical[0].explain.lexical.terms == ["heavy", "rain"] and lexical[0].explain.lexical.rank == 1
+    hybrid = wv.search("heavy rain", k=5, mode="hybrid", fusion={"method": "weighted", "alpha": 0.4}, explain=True)
+    assert len(hybrid) == 5 and hybrid[0].id == "weather-1-0" and hybrid[0].explain.dense is not None
+    many = wv.search_many(["heavy rain", "天气", "cat", "train", "city"], k=2, mode="lexical")  # two requests
+    assert [h[0].id for h in many[:2]] == ["weather-1-0", "weather-3-0"] and len(many) == 5
+    assert wv.search("heavy rain", k=2).__getitem__(0).explain is None  # only when asked
+    with pytest.raises(InvalidRequest, match="alpha"):
+        wv.search("rain", mode="hybrid", fusion={"method": "weighted", "alpha": 2})  # type: ignore[typeddict-item]
+
+    async def run():
+        async with AsyncClient(server, api_key=KEY, admin_token=ADMIN) as client:
+            return await client.collection("default").search("heavy rain", k=5, mode="hybrid", explain=True)
+
+    ahits = asyncio.run(run())
+    assert [h.id for h in ahits] == [h.id for h in wv.search("heavy rain", k=5, mode="hybrid", explain=True)]
+
+
 def test_filters_documents_and_versions(wv):
     topic = DOCS[0]["metadata"]["topic"]
     hits = wv.search(DOCS[-1]["text"], k=50, filter={"topic": topic})
