@@ -60,6 +60,8 @@ def build_version(
     fit: Whitening | None = None,
     choose: Chooser | None = None,
     bm25: BM25 = BM25(),
+    search: dict | None = None,
+    tune_search: Callable[[Whitening], dict] | None = None,
 ) -> BuildResult:
     """Write a complete new version folder; the caller decides when to activate it.
 
@@ -71,6 +73,8 @@ def build_version(
     kept as it is (an upsert transforms new documents with the served fit; no refit). With `choose`, the
     (β, γ, dim) are picked after the fit (auto whitening): choose(fit) returns them and a report, which the
     manifest records under whitening.tuned.
+    `search` is recorded as the version's default search (mode, fusion; carried from the version before);
+    `tune_search(fit)`, when given, chooses it instead on labelled pairs with the final fit.
     Any exception removes the partial folder and leaves every existing version as it was.
     """
     started = time.time()
@@ -98,6 +102,8 @@ def build_version(
         if replaced:
             warnings.append(replaced)
         fit.save(tmp / WHITENING_FILE)
+        if tune_search is not None:
+            search = tune_search(fit)
         built = versions.target.build(version, tmp, documents, raw.vectors, spec,
                                       lambda r: l2_normalize(fit.transform(r)), bm25)
         spec, dim, count = built.spec, built.dim, built.count
@@ -117,6 +123,7 @@ def build_version(
             "n_vectors": count,
             "jl_dim": jl_dim(count),
             **({"lexical": built.lexical} if built.lexical is not None else {}),
+            **({"search": search} if search else {}),
             "warnings": warnings,
             "parts": describe_parts(tmp),
         }

@@ -97,11 +97,11 @@ async def search(retriever: Retriever, mode: Mode, queries: list[str], vectors: 
             "symbols): its lexical side is empty" + (", the dense side answers" if mode == "hybrid" else "")
             for i, t in enumerate(terms) if not t and mode != "dense"]
     lexical = await retriever.search_lexical(terms, depth, where) if mode != "dense" or explain else none
-    results = [_fuse(d, lex, t, k, mode, fusion, explain) for d, lex, t in zip(dense, lexical, terms)]
+    results = [fuse(d, lex, t, k, mode, fusion, explain) for d, lex, t in zip(dense, lexical, terms)]
     return results, said
 
 
-def _fuse(dense: list[Hit], lexical: list[Hit], terms: list[str], k: int, mode: Mode, fusion: Fusion,
+def fuse(dense: list[Hit], lexical: list[Hit], terms: list[str], k: int, mode: Mode, fusion: Fusion,
           explain: bool) -> list[FusedHit]:
     """Rank one query's candidates by `mode` (the other side, when explained, only annotates them)."""
     hits: dict[str, FusedHit] = {}
@@ -126,8 +126,13 @@ def _fuse(dense: list[Hit], lexical: list[Hit], terms: list[str], k: int, mode: 
                 hit.score = (fusion.alpha * (d_norm(d.score) if d else 0.0)
                              + (1 - fusion.alpha) * (l_norm(lx.score) if lx else 0.0))
     inf = float("inf")
-    ranked = sorted(hits.values(), key=lambda h: (-h.score, h.dense.rank if h.dense else inf,
-                                                  h.lexical.rank if h.lexical else inf))[:k]
+
+    def order(h: FusedHit) -> tuple:
+        """Score first; ties by the ranking side's own order (a single mode never looks at the side that
+        only annotates it, so explain changes no ranking), hybrid by the dense rank, then the lexical."""
+        dense_rank, lexical_rank = h.dense.rank if h.dense else inf, h.lexical.rank if h.lexical else inf
+        return (-h.score, lexical_rank) if mode == "lexical" else (-h.score, dense_rank, lexical_rank)
+    ranked = sorted(hits.values(), key=order)[:k]
     if explain:
         wanted = set(terms)
         for hit in ranked:

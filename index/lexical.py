@@ -47,6 +47,7 @@ class Postings:
         self.terms = terms
         self.vocab = {t: i for i, t in enumerate(terms)}
         self.indptr, self.rows, self.tf, self.lengths = indptr, rows, tf, lengths
+        self._dl = lengths[rows] if len(rows) else np.zeros(0, np.float32)  # per posting: no gather per query
 
     @property
     def count(self) -> int:
@@ -90,12 +91,13 @@ class Postings:
             raise ValueError(f"{path.name}: its postings do not match its {len(terms)} terms")
         return postings
 
-    def of(self, term: str) -> tuple[np.ndarray, np.ndarray]:
-        """(rows, term frequencies) of one term; empty when no built row holds it."""
+    def of(self, term: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(rows, term frequencies, row lengths) of one term; empty when no built row holds it."""
         i = self.vocab.get(term)
         if i is None:
-            return np.zeros(0, np.int32), np.zeros(0, np.float32)
-        return self.rows[self.indptr[i]:self.indptr[i + 1]], self.tf[self.indptr[i]:self.indptr[i + 1]]
+            return np.zeros(0, np.int32), np.zeros(0, np.float32), np.zeros(0, np.float32)
+        lo, hi = self.indptr[i], self.indptr[i + 1]
+        return self.rows[lo:hi], self.tf[lo:hi], self._dl[lo:hi]
 
 
 class AddedTerms:
@@ -138,6 +140,7 @@ class Live:
 
     gone: np.ndarray  # bool per built row
     keys: np.ndarray  # live added keys
+    n_gone: int | None = None  # gone.sum(), when the caller knows it already
 
 
 class LexicalIndex:
@@ -160,37 +163,72 @@ class LexicalIndex:
     def search(self, terms: list[str], k: int, live: Live, allowed_rows: np.ndarray | None = None,
                allowed_keys: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """(scores, ids), best first, at most k: live documents holding a query term (and, given them, among
-        `allowed_rows` / `allowed_keys`, what a filter matched)."""
-        n = int((~live.gone).sum()) + len(live.keys)
+        `allowed_rows` / `allowed_keys`, what a filter matched).
+
+        Built rows are scored into one array over the whole version (a bincount: O(postings + rows), no
+        sort of the postings), added documents apart (few: the change log is compacted past a size)."""
+        base = self.postings.count
+        n_gone = int(live.gone.sum()) if live.n_gone is None else live.n_gone
+        n = base - n_gone + len(live.keys)
         if not terms or n == 0 or k < 1:
             return np.zeros(0, np.float32), np.zeros(0, np.int64)
-        avgdl = self._total_length(live) / n or 1.0
-        k1, b = self.params.k1, self.params.b
-        ids, parts = [], []
+        avgdl = np.float32(self._total_length(live) / n or 1.0)
+        k1, b = np.float32(self.params.k1), np.float32(self.params.b)
+        allowed = None
+        if allowed_rows is not None:
+            allowed = np.zeros(base, bool)
+            allowed[allowed_rows] = True
+        rows_all, parts, key_ids, key_parts = [], [], [], []
         for term in dict.fromkeys(terms):  # each distinct term once
-            rows, tf = self.postings.of(term)
-            alive = ~live.gone[rows]
-            rows, tf = rows[alive], tf[alive]
+            rows, tf, dl = self.postings.of(term)
+            if n_gone:
+                alive = ~live.gone[rows]
+                rows, tf, dl = rows[alive], tf[alive], dl[alive]
             keys, ktf = self.added.of(term)
-            held = np.isin(keys, live.keys)
-            keys, ktf = keys[held], ktf[held]
+            if len(keys):
+                held = np.isin(keys, live.keys)
+                keys, ktf = keys[held], ktf[held]
             df = len(rows) + len(keys)
             if df == 0:
                 continue
-            idf = np.log1p((n - df + 0.5) / (df + 0.5))
-            if allowed_rows is not None:
-                keep = np.isin(rows, allowed_rows)
-                rows, tf = rows[keep], tf[keep]
-            if allowed_keys is not None:
+            idf = np.float32(np.log1p((n - df + 0.5) / (df + 0.5)))  # float32 throughout: postings are large
+            if allowed is not None:
+                keep = allowed[rows]
+                rows, tf, dl = rows[keep], tf[keep], dl[keep]
+            if allowed_keys is not None and len(keys):
                 keep = np.isin(keys, allowed_keys)
                 keys, ktf = keys[keep], ktf[keep]
-            lengths = np.concatenate([self.postings.lengths[rows], self.added.lengths(keys)])
-            freq = np.concatenate([tf, ktf]).astype(np.float64)
-            ids.append(np.concatenate([rows.astype(np.int64), keys]))
-            parts.append(idf * freq * (k1 + 1) / (freq + k1 * (1 - b + b * lengths / avgdl)))
-        if not ids:
-            return np.zeros(0, np.float32), np.zeros(0, np.int64)
-        every, inverse = np.unique(np.concatenate(ids), return_inverse=True)
-        scores = np.bincount(inverse, weights=np.concatenate(parts), minlength=len(every))
-        order = np.lexsort((every, -scores))[:k]  # score descending, then id ascending
-        return scores[order].astype(np.float32), every[order]
+            rows_all.append(rows)
+            parts.append(idf * tf * (k1 + 1) / (tf + k1 * (1 - b + b * dl / avgdl)))
+            if len(keys):
+                kdl = self.added.lengths(keys)
+                key_ids.append(keys)
+                key_parts.append(idf * ktf * (k1 + 1) / (ktf + k1 * (1 - b + b * kdl / avgdl)))
+        ids, scores = self._built(rows_all, parts, base)
+        if key_ids:
+            every, inverse = np.unique(np.concatenate(key_ids), return_inverse=True)
+            ids = np.concatenate([ids, every])
+            scores = np.concatenate([scores, np.bincount(inverse, weights=np.concatenate(key_parts),
+                                                         minlength=len(every))])
+        if len(ids) > k:  # the k best (and every tie at the k-th score), then ordered exactly
+            cut = np.partition(-scores, k - 1)[k - 1]
+            keep = -scores <= cut
+            ids, scores = ids[keep], scores[keep]
+        order = np.lexsort((ids, -scores))[:k]  # score descending, then id ascending
+        return scores[order].astype(np.float32), ids[order]
+
+    @staticmethod
+    def _built(rows_all: list[np.ndarray], parts: list[np.ndarray], base: int) -> tuple[np.ndarray, np.ndarray]:
+        """(rows, summed scores) of the built rows holding a query term."""
+        if not rows_all:
+            return np.zeros(0, np.int64), np.zeros(0, np.float64)
+        rows = np.concatenate(rows_all)
+        weights = np.concatenate(parts)
+        if len(rows) * 8 < base:  # few postings: sort them rather than sweep every row
+            every, inverse = np.unique(rows, return_inverse=True)
+            return every.astype(np.int64), np.bincount(inverse, weights=weights, minlength=len(every))
+        summed = np.bincount(rows, weights=weights, minlength=base)
+        hit = np.zeros(base, bool)
+        hit[rows] = True
+        found = np.flatnonzero(hit)
+        return found.astype(np.int64), summed[found]

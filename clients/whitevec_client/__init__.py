@@ -9,14 +9,15 @@ from .errors import (AuthError, Conflict, InvalidRequest, JobFailed, NotFound, N
 from .errors import renamed as _renamed
 from .types import (Activated, AutoWhitening, CollectionDeleted, Deleted, Document, Example, Filter, Fusion, Hit,
                     HitExplain, Hits, IndexSpec, Job, JobProgress, KeyRevoked, Pair, RrfFusion, SearchMode,
-                    SideExplain, StoredDocument, TrainJob, Upserted, VersionList, WeightedFusion, Whitening)
+                    SearchSetting, SearchTuning, SideExplain, StoredDocument, TrainJob, Upserted, VersionList,
+                    WeightedFusion, Whitening)
 
 __all__ = ["Activated", "AsyncClient", "AsyncCollection", "AuthError", "AutoWhitening", "Client", "Collection",
            "CollectionDeleted", "Conflict", "Deleted", "Document", "Example", "Filter", "Fusion", "Hit", "HitExplain",
            "Hits", "IndexSpec", "InvalidRequest", "Job", "JobFailed", "JobProgress", "KeyRevoked", "NotFound",
-           "NotReady", "Overloaded", "Pair", "RrfFusion", "SearchMode", "ServerError", "SideExplain",
-           "StoredDocument", "TrainJob", "Upserted", "VersionChanged", "VersionList", "WeightedFusion", "Whitening",
-           "WhitevecError"]
+           "NotReady", "Overloaded", "Pair", "RrfFusion", "SearchMode", "SearchSetting", "SearchTuning",
+           "ServerError", "SideExplain", "StoredDocument", "TrainJob", "Upserted", "VersionChanged", "VersionList",
+           "WeightedFusion", "Whitening", "WhitevecError"]
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:

@@ -16,8 +16,8 @@ from ._calls import Call, Vectors
 from ._core import Core, Routes
 from .errors import VersionChanged, WhitevecError
 from .types import (Activated, CollectionDeleted, Deleted, Document, Example, Filter, Hits, IndexSpec, Job,
-                    KeyRevoked, Pair, RrfFusion, SearchMode, StoredDocument, TrainJob, Upserted, VersionList,
-                    WeightedFusion, Whitening)
+                    KeyRevoked, Pair, RrfFusion, SearchMode, SearchSetting, SearchTuning, StoredDocument, TrainJob,
+                    Upserted, VersionList, WeightedFusion, Whitening)
 
 if TYPE_CHECKING:
     import numpy as np
@@ -116,14 +116,16 @@ class _AsyncCorpus:
     async def rebuild_index(self, documents: Optional[Sequence[Document]] = None, path: Optional[str] = None,
                             whitening: Optional[Whitening] = None, index: Optional[IndexSpec] = None,
                             mode: Optional[Literal["replace", "merge"]] = None, confirm_shrink: Optional[bool] = None,
-                            reencode: Optional[bool] = None) -> Job:
+                            reencode: Optional[bool] = None, search: Optional[SearchTuning] = None) -> Job:
         """Start a job that encodes the documents, fits whitening, builds the index and serves them as a
         new version; `wait(job)` follows it. `documents=` or `path=` (a JSONL file in the server's import
         folder); mode "merge" adds them to the served corpus instead of replacing it ("replace" leaving
         under half the served documents needs confirm_shrink=True); reencode=False, with no documents,
-        refits whitening and/or rebuilds the index from the served version's stored vectors."""
+        refits whitening and/or rebuilds the index from the served version's stored vectors.
+        search={"auto": {"pairs": "pairs.tsv"}} chooses the collection's default search mode on labelled pairs
+        (the job result's `search_tuning` has the table and the reason)."""
         job_id = await self._run(calls.rebuild(self._routes, documents, path, whitening, index, mode, confirm_shrink,
-                                         reencode))
+                                         reencode, search))
         return await self._run(calls.job(job_id))
 
     async def upsert(self, documents: Sequence[Document]) -> Upserted:
@@ -214,10 +216,12 @@ class AsyncClient(_AsyncCorpus):
         return AsyncCollection(self, name)
 
     async def create_collection(self, name: str, model: Optional[str] = None, whitening: Optional[Whitening] = None,
-                                index: Optional[IndexSpec] = None) -> Dict[str, Any]:
+                                index: Optional[IndexSpec] = None,
+                                search: Optional[SearchSetting] = None) -> Dict[str, Any]:
         """A new empty collection → {"name", "model", "whitening", "index", "documents"}. `model`: None for
-        the server's, "bundled", or a fine-tune's folder name; `whitening` and `index`: its rebuilds' defaults."""
-        return await self._run(calls.create_collection(name, model, whitening, index))
+        the server's, "bundled", or a fine-tune's folder name; `whitening` and `index`: its rebuilds' defaults;
+        `search`: how its /search searches without a mode ({"mode": "hybrid"}), and BM25's knobs."""
+        return await self._run(calls.create_collection(name, model, whitening, index, search))
 
     async def get_collection(self, name: str) -> Dict[str, Any]:
         """One collection, with the whitening and index its served version has (or its rebuilds will use)."""
@@ -286,9 +290,10 @@ class AsyncClient(_AsyncCorpus):
         """Stop a queued job at once, or ask a running one to stop; the served version is untouched."""
         return await self._run(calls.cancel(job_id))
 
-    async def job_plot(self, job_id: str) -> bytes:
-        """An auto-whitening job's PNG: held-out Spearman against dim per (β, γ), the choice starred."""
-        return await self._run(calls.job_plot(job_id))
+    async def job_plot(self, job_id: str, kind: Optional[Literal["whitening", "search"]] = None) -> bytes:
+        """An auto-tuning job's PNG: held-out Spearman against dim per (β, γ) (auto whitening), or held-out
+        hit@1 against the fusion's alpha (auto search; kind="search" when the job tuned both)."""
+        return await self._run(calls.job_plot(job_id, kind))
 
     async def wait(self, job: Union[Job, str], timeout: Optional[float] = None, progress: bool = True,
                    poll: float = 0.5) -> Job:

@@ -11,7 +11,8 @@ import httpx
 from ._core import Core, Routes, q
 from .errors import VersionChanged
 from .types import (Activated, CollectionDeleted, Deleted, Document, Filter, Fusion, Hit, Hits, IndexSpec, Job,
-                    KeyRevoked, SearchMode, StoredDocument, TrainJob, Upserted, VersionList, Whitening)
+                    KeyRevoked, SearchMode, SearchSetting, SearchTuning, StoredDocument, TrainJob, Upserted,
+                    VersionList, Whitening)
 
 if TYPE_CHECKING:
     import numpy as np
@@ -103,7 +104,8 @@ def search(core: Core, routes: Routes, query: Union[str, Sequence[str]], k: int,
 
 def rebuild(routes: Routes, documents: Optional[Sequence[Document]], path: Optional[str],
             whitening: Optional[Whitening], index: Optional[IndexSpec], mode: Optional[str],
-            confirm_shrink: Optional[bool], reencode: Optional[bool]) -> Call[str]:
+            confirm_shrink: Optional[bool], reencode: Optional[bool],
+            search: Optional[SearchTuning] = None) -> Call[str]:
     """Answers the job id."""
     if reencode is False:  # re-whiten the served corpus: no documents
         body: Dict[str, Any] = {"reencode": False}
@@ -111,7 +113,8 @@ def rebuild(routes: Routes, documents: Optional[Sequence[Document]], path: Optio
         raise TypeError("give exactly one of documents= or path= (or reencode=False to re-whiten what is served)")
     else:
         body = {"documents": [dict(d) for d in documents]} if documents is not None else {"path": path}
-    body.update(_given({"whitening": whitening, "index": index, "mode": mode, "confirm_shrink": confirm_shrink}))
+    body.update(_given({"whitening": whitening, "index": index, "mode": mode, "confirm_shrink": confirm_shrink,
+                        "search": search}))
     return Call("POST", routes.rebuild, lambda r: str(r.json()["job_id"]), body, admin=True, retry=False)
 
 
@@ -145,8 +148,8 @@ def activate(routes: Routes, version: str) -> Call[Activated]:
 
 
 def create_collection(name: str, model: Optional[str], whitening: Optional[Whitening],
-                      index: Optional[IndexSpec]) -> Call[Dict[str, Any]]:
-    body = _given({"model": model, "whitening": whitening, "index": index})
+                      index: Optional[IndexSpec], search: Optional[SearchSetting] = None) -> Call[Dict[str, Any]]:
+    body = _given({"model": model, "whitening": whitening, "index": index, "search": search})
     return Call("PUT", f"/admin/collections/{q(name)}", _json, body, admin=True, retry=False)
 
 
@@ -205,8 +208,9 @@ def cancel(job_id: str) -> Call[Job]:
     return Call("POST", f"/admin/jobs/{q(job_id)}/cancel", lambda r: Job(**r.json()), admin=True, retry=False)
 
 
-def job_plot(job_id: str) -> Call[bytes]:
-    return Call("GET", f"/admin/jobs/{q(job_id)}/plot.png", lambda r: r.content, admin=True)
+def job_plot(job_id: str, kind: Optional[str] = None) -> Call[bytes]:
+    return Call("GET", f"/admin/jobs/{q(job_id)}/plot.png", lambda r: r.content, params=_given({"kind": kind}) or None,
+                admin=True)
 
 
 # --- operations ---------------------------------------------------------------------------------------

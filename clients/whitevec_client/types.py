@@ -98,6 +98,37 @@ class WeightedFusion(_Weighted, total=False):
 
 Fusion = Union[RrfFusion, WeightedFusion]
 
+
+class Bm25(TypedDict, total=False):
+    """The lexical index's BM25 knobs: k1 (default 1.2) and b (default 0.75)."""
+
+    k1: float
+    b: float
+
+
+class SearchSetting(TypedDict, total=False):
+    """A collection's default search: `mode` ("dense" unless given), `fusion` for hybrid, BM25's knobs."""
+
+    mode: SearchMode
+    fusion: Optional[Fusion]
+    bm25: Optional[Bm25]
+
+
+class _SearchPairs(TypedDict):
+    pairs: str
+
+
+class AutoSearch(_SearchPairs, total=False):
+    """Choose the default search on labelled pairs (`pairs`: a file in the server's import folder)."""
+
+    seed: int
+
+
+class SearchTuning(TypedDict):
+    """A rebuild's `search`: {"auto": {"pairs": "pairs.tsv"}}."""
+
+    auto: AutoSearch
+
 # --- answers ---------------------------------------------------------------------------------------------
 
 

@@ -34,6 +34,34 @@ def cmd_eval_sts(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_eval_search(args: argparse.Namespace) -> int:
+    from whitevec.index.lexical import BM25
+    from whitevec.index.search_eval import format_table, make_task, plot_fusion, tune
+    from whitevec.models.evaluation import read_pairs
+    from whitevec.models.files import iter_lines
+    from whitevec.models.pipeline import l2_normalize
+    from whitevec.models.whitening import Whitening, WhiteningParams
+
+    pairs = read_pairs(args.file)
+    extra = [line.strip() for _, line in iter_lines(Path(args.corpus)) if line.strip()] if args.corpus else []
+    task = make_task(pairs.a, pairs.b, pairs.scores, extra)
+    encoder = build_encoder(args)
+    corpus = encoder.encode(task.corpus, progress=not args.json).vectors
+    queries = encoder.encode(task.queries, progress=not args.json).vectors
+    fit = Whitening.fit(corpus, identity=encoder.identity, params=WhiteningParams(args.beta, args.gamma, args.dim))
+    report = tune(task, l2_normalize(fit.transform(queries)), l2_normalize(fit.transform(corpus)),
+                  BM25(args.k1, args.b), args.seed)
+    if args.plot:
+        plot_fusion(report, Path(args.plot), f"{Path(args.file).name}: held-out hit@1 by fusion")
+    if args.json:
+        print(json.dumps(report))
+    else:
+        print(format_table(report))
+        if args.plot:
+            print(f"plot written to {args.plot}")
+    return 0
+
+
 def _index_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--beta", type=float, default=None, help="whitening β (default WHITEVEC_WHITEN_BETA, 0)")
     p.add_argument("--gamma", type=float, default=None, help="whitening γ (default WHITEVEC_WHITEN_GAMMA, 0)")
@@ -255,6 +283,20 @@ def build_parser() -> argparse.ArgumentParser:
     sts.add_argument("--json", action="store_true", help="print exactly one JSON object")
     sts.add_argument("--plot", default=None, metavar="OUT.png", help="draw Spearman against dim")
     sts.set_defaults(func=cmd_eval_sts)
+    search = ev.add_parser("search", help="hit@1 and MRR@10 of dense, lexical and fused search on labelled pairs "
+                           "(corpus: their second sentences; queries: first sentences of pairs scored >= 4)")
+    search.add_argument("file", help="sentence1<TAB>sentence2<TAB>score lines")
+    add_model_args(search)
+    search.add_argument("--corpus", default=None, help="more corpus sentences, one per line (distractors)")
+    search.add_argument("--beta", type=float, default=0.0, help="whitening β of the dense side (default 0)")
+    search.add_argument("--gamma", type=float, default=0.0, help="whitening γ of the dense side (default 0)")
+    search.add_argument("--dim", type=int, default=None, help="kept dims of the dense side (default all)")
+    search.add_argument("--k1", type=float, default=1.2, help="BM25 k1 (default 1.2)")
+    search.add_argument("--b", type=float, default=0.75, help="BM25 b (default 0.75)")
+    search.add_argument("--seed", type=int, default=0, help="which half of the pairs chooses (default 0)")
+    search.add_argument("--json", action="store_true", help="print exactly one JSON object")
+    search.add_argument("--plot", default=None, metavar="OUT.png", help="draw held-out hit@1 against alpha")
+    search.set_defaults(func=cmd_eval_search)
 
     serve = sub.add_parser("serve", help="run the HTTP service (settings also from WHITEVEC_* variables)")
     serve.add_argument("--host", default="127.0.0.1",

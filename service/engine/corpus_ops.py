@@ -25,6 +25,7 @@ from .errors import Conflict, InvalidRequest, NotFound
 from .jobs import JobContext
 from .replicas import AliasFollower
 from .reports import Reports
+from .search_tuning import AutoSearch, search_tuner, write_plot
 from .settings import Settings
 from .state import CollectionDefaults, CollectionState
 
@@ -103,7 +104,7 @@ class CorpusOps:
         return docs, raw, since
 
     def rewhiten(self, ctx: JobContext | None, whitening: WhiteningParams, spec: IndexSpec,
-                 auto: AutoWhitening | None = None) -> dict:
+                 auto: AutoWhitening | None = None, auto_search: AutoSearch | None = None) -> dict:
         """A new version of the served corpus from its stored raw vectors: whitening refitted with
         `whitening` (or tuned on `auto`'s pairs), index rebuilt as `spec`, the corpus never re-encoded.
         The served version is read when the job runs."""
@@ -112,7 +113,7 @@ class CorpusOps:
         if ctx is not None:
             ctx.progress(len(documents), len(documents), phase="indexing")
         return self._build_and_activate(ctx, bundle.encoder, documents, whitening, spec, since, raw_vectors=raw,
-                                        auto=auto)
+                                        auto=auto, auto_search=auto_search)
 
     def change_documents(self, upserts: list[Document], deletes: list[str]) -> dict:
         """Upsert and/or delete documents of the served version, durable before returning: new texts are
@@ -184,7 +185,8 @@ class CorpusOps:
                 asked = bundle.requested_whitening()
                 result = build_version(self.state.versions, bundle.encoder, documents,
                                        WhiteningParams(**asked) if asked else fit.params, bundle.retriever.spec,
-                                       min_approx=self.settings.min_approx_vectors, raw_vectors=raw, fit=fit)
+                                       min_approx=self.settings.min_approx_vectors, raw_vectors=raw, fit=fit,
+                                       bm25=self.defaults.bm25(), search=bundle.manifest.get("search"))
             finally:
                 _release(documents)
             self._activate(result.version, bundle.encoder, just_built=True)
@@ -246,7 +248,7 @@ class CorpusOps:
     def rebuild(self, ctx: JobContext | None, documents: Documents, whitening: WhiteningParams,
                 spec: IndexSpec, encoder: Encoder | None = None, progress_bar: bool = False,
                 since: Snapshot | None = None, raw_vectors: np.ndarray | None = None,
-                auto: AutoWhitening | None = None) -> dict:
+                auto: AutoWhitening | None = None, auto_search: AutoSearch | None = None) -> dict:
         """Encode with `encoder`, or the model served when this runs, fit (and with `auto`, tune (β, γ, dim) on
         its labelled pairs), index, write a version, swap it in.
         `since`: the served corpus was read at that snapshot (merge, new model): later changes carry over.
@@ -260,21 +262,27 @@ class CorpusOps:
                 ctx.progress(done, total, phase="encoding")
 
         return self._build_and_activate(ctx, encoder, documents, whitening, spec, since, on_progress, progress_bar,
-                                        raw_vectors=raw_vectors, reencoded=True, auto=auto)
+                                        raw_vectors=raw_vectors, reencoded=True, auto=auto, auto_search=auto_search)
 
     def _build_and_activate(self, ctx: JobContext | None, encoder: Encoder, documents: Documents,
                             whitening: WhiteningParams, spec: IndexSpec, since: Snapshot | None,
                             on_progress: Callable[[int, int], None] | None = None, progress_bar: bool = False,
                             raw_vectors: np.ndarray | None = None, reencoded: bool = False,
-                            auto: AutoWhitening | None = None) -> dict:
+                            auto: AutoWhitening | None = None, auto_search: AutoSearch | None = None) -> dict:
         """Write the version (the corpus released after), record it in the job, then activate it with the
-        changes acknowledged since `since`: the one path every rebuild-like job ends in."""
+        changes acknowledged since `since`: the one path every rebuild-like job ends in. The served version's
+        default search carries over unless `auto_search` chooses it anew."""
         tuning: dict = {}
         choose = self._chooser(ctx, encoder, auto, tuning) if auto is not None else None
+        bm25 = self.defaults.bm25()
+        searching: dict = {}
+        tune_search = search_tuner(ctx, encoder, auto_search, bm25, searching) if auto_search is not None else None
+        served = self.state.bundle
         try:
             result = build_version(self.state.versions, encoder, documents, whitening, spec, on_progress, progress_bar,
                                    min_approx=self.settings.min_approx_vectors, raw_vectors=raw_vectors,
-                                   choose=choose)
+                                   choose=choose, bm25=bm25, tune_search=tune_search,
+                                   search=(served.manifest or {}).get("search") if served is not None else None)
         except OSError as exc:
             if self.state.deleted:  # its folder was renamed away under the build
                 raise NotFound(f"collection {self.state.name} was deleted while this job ran; nothing was built") from exc
@@ -292,7 +300,12 @@ class CorpusOps:
         if tuning and ctx is not None:  # the picture of the trade-off, served to admins beside the job
             plot_tuning(tuning, encoder.identity.name, self.settings.data_dir / "reports" / f"{ctx.id}.png")
             tuning["plot"] = f"/admin/jobs/{ctx.id}/plot.png"
-        return {**_job_result(result), "reencoded": reencoded, **({"tuning": tuning} if tuning else {})}
+        if searching and ctx is not None:  # plot.png is the whitening's when both were tuned
+            for name in [f"{ctx.id}-search.png", *([] if tuning else [f"{ctx.id}.png"])]:
+                write_plot(searching, self.settings.data_dir / "reports" / name)
+            searching["plot"] = f"/admin/jobs/{ctx.id}/plot.png?kind=search"
+        return {**_job_result(result), "reencoded": reencoded, **({"tuning": tuning} if tuning else {}),
+                **({"search_tuning": searching} if searching else {})}
 
     @staticmethod
     def _chooser(ctx: JobContext | None, encoder: Encoder, auto: AutoWhitening, report: dict) -> Chooser:

@@ -225,7 +225,7 @@ class Runtime:
             self.loaded = True  # the sync thread may load what other replicas add from now on
 
     def create_collection(self, caller: Pass, name: str, model: str | None, whitening: dict | None,
-                          index: dict | None) -> Collection:
+                          index: dict | None, search: dict | None = None) -> Collection:
         """Write the collection's folder, load its model (shared when another collection uses it), serve it.
         Only the admin's pass creates one."""
         if not caller.admin:
@@ -233,7 +233,7 @@ class Runtime:
             raise Forbidden("creating a collection needs the admin token")
         naming.check("collection", name)
         model = resolve_model_choice(self.settings.data_root, model)
-        config = {"model": model, "whitening": whitening or None, "index": index or None}
+        config = {"model": model, "whitening": whitening or None, "index": index or None, "search": search or None}
         with self._registry:
             layout.create(self.settings.data_root, name, config)
             col = self._register(name)

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from whitevec.index.bundle import Bundle
+from whitevec.index.lexical import BM25
 from whitevec.index.versions import VersionStore
 
 from .errors import NotFound, NotReady
@@ -62,3 +63,11 @@ class CollectionDefaults:
     def index(self) -> dict[str, Any]:
         """The index spec fields: the collection's, else WHITEVEC_INDEX_TYPE."""
         return {"type": self.settings.index_type, **(self.config.get("index") or {})}
+
+    def search(self) -> dict[str, Any]:
+        """How /search searches when a request names no mode: the collection's setting, else dense."""
+        return {"mode": "dense", **{k: v for k, v in (self.config.get("search") or {}).items() if k != "bm25"}}
+
+    def bm25(self) -> BM25:
+        """The BM25 knobs its rebuilds give the lexical index: the collection's, else k1 1.2, b 0.75."""
+        return BM25(**((self.config.get("search") or {}).get("bm25") or {}))

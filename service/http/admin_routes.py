@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import asdict
+from typing import Literal
 
 from fastapi import APIRouter, Depends, Query
 from fastapi.responses import FileResponse, JSONResponse, Response
@@ -52,7 +53,8 @@ async def create_collection(name: str, req: CollectionCreate = Depends(json_body
             IndexSpec(**{"type": rt.settings.index_type, **index})
         except ValueError as exc:
             raise errors.InvalidRequest(str(exc), param="index") from exc
-    col = await asyncio.to_thread(rt.create_collection, caller, name, req.model, whitening, index)
+    search = req.search.model_dump(exclude_none=True) if req.search else None
+    col = await asyncio.to_thread(rt.create_collection, caller, name, req.model, whitening, index, search)
     d = col.details()
     return JSONResponse({"name": name, "model": d["model"], "whitening": d["whitening"], "index": d["index"],
                          "documents": 0}, status_code=201)
@@ -183,12 +185,17 @@ async def get_job(job_id: str, rt: Runtime = Depends(get_runtime)) -> dict:
 
 
 @router.get("/jobs/{job_id}/plot.png", response_class=FileResponse, responses=responses(Unauthorized, Forbidden, NotFound))
-async def job_plot(job_id: str, rt: Runtime = Depends(get_runtime)) -> FileResponse:
-    """An auto-whitening job's picture: held-out Spearman against dim, one line per (β, γ), the choice starred."""
+async def job_plot(job_id: str, kind: Literal["whitening", "search"] | None = None,
+                   rt: Runtime = Depends(get_runtime)) -> FileResponse:
+    """An auto-tuning job's picture: held-out Spearman against dim, one line per (β, γ) (auto whitening), or
+    held-out hit@1 against the fusion's alpha (auto search), the choice starred. A job that tuned both
+    draws the whitening's here and the search's with `?kind=search`."""
     await asyncio.to_thread(job_or_404, rt, job_id)
-    path = rt.settings.data_dir / "reports" / f"{job_id}.png"
+    folder = rt.settings.data_dir / "reports"
+    path = folder / (f"{job_id}-search.png" if kind == "search" else f"{job_id}.png")
     if not job_id.isalnum() or not path.is_file():
-        raise NotFound(f"job {job_id!r} has no plot (only rebuilds and trainings with auto whitening draw one)")
+        raise NotFound(f"job {job_id!r} has no plot (only rebuilds and trainings with auto whitening or auto "
+                       "search draw one)")
     return FileResponse(path, media_type="image/png")
 
 

@@ -25,6 +25,7 @@ from .deps import check_texts, encode, get_runtime
 from .errors import COMMON, Conflict, Forbidden, NotFound, Overloaded, Unauthorized, responses
 from ..engine.jobs import JobContext
 from ..engine.runtime import Runtime
+from ..engine.search_tuning import AutoSearch, check_auto_search
 from .schemas import (DeleteRequest, EmbedRequest, EmbedResponse, JobAccepted, RebuildRequest, SearchRequest,
                       SearchResponse, UpsertRequest)
 
@@ -64,14 +65,23 @@ async def _search(request: Request, req: SearchRequest, rt: Runtime, t: Target) 
     if retriever is None:
         raise Conflict(t.col.reports.no_index_message())
     params = retriever.search_params(req.nprobe, req.ef_search, rt.settings.max_nprobe, rt.settings.max_ef_search)
-    mode = req.mode or "dense"
-    fusion = Fusion(**req.fusion.model_dump()) if req.fusion is not None else Fusion()
-    if (mode != "dense" or req.explain) and not retriever.has_lexical:  # before any encoding
+    default = (bundle.manifest or {}).get("search") or t.col.defaults.search()  # a tuned version's, else the collection's
+    mode = req.mode or default["mode"]
+    given = req.fusion.model_dump() if req.fusion is not None else default.get("fusion")
+    fusion = Fusion(**given) if given else Fusion()
+    fell_back = []
+    if req.mode is None and mode != "dense" and not retriever.has_lexical:  # a default this version cannot serve
+        mode = "dense"
+        fell_back.append(f"the collection searches {default['mode']} by default, but version {bundle.version} keeps "
+                         "no lexical index (built before hybrid search, or on a backend without one): searched "
+                         "dense; rebuild to search as the collection's default")
+    if (mode != "dense" or req.explain) and not retriever.has_lexical:  # asked for: before any encoding
         raise hybrid.no_lexical()
     vectors = (await encode(rt, bundle, queries, request, lambda raw: bundle.pipeline.postprocess(raw.vectors))
                if mode != "lexical" or req.explain else None)
     where = req.where()
     found, said = await hybrid.search(retriever, mode, queries, vectors, req.k, params, where, fusion, req.explain)
+    said = fell_back + said
     if where is not None:
         said += filters.warnings(where, await asyncio.to_thread(retriever.metadata_types), t.col.name)
     results = [{"query": query, "hits": [{"id": h.document.id, "score": h.score, "text": h.document.text,
@@ -89,6 +99,7 @@ async def _rebuild(req: RebuildRequest, rt: Runtime, t: Target) -> Response:
         return JSONResponse({"job_id": job_id}, status_code=202)
 
     auto = await asyncio.to_thread(_auto, rt, col, req)
+    auto_search = await asyncio.to_thread(_auto_search, rt, req)
     if not req.reencode:
         if bundle.retriever is None:
             raise Conflict(col.reports.no_index_message())
@@ -97,7 +108,8 @@ async def _rebuild(req: RebuildRequest, rt: Runtime, t: Target) -> Response:
                                   bundle.retriever.count())
             ops.check_raw_vectors(bundle)
             defaults = ops.whitening_params(None, None, None)
-            return await submit(lambda ctx: ops.rewhiten(ctx, defaults, spec, auto=auto), bundle.retriever.count())
+            return await submit(lambda ctx: ops.rewhiten(ctx, defaults, spec, auto=auto, auto_search=auto_search),
+                                bundle.retriever.count())
         now = bundle.pipeline.whitening.params if bundle.pipeline.whitening is not None else None
         given = req.whitening.model_dump(exclude_unset=True) if req.whitening else {}
         keep = {k: getattr(now, k) for k in ("beta", "gamma", "dim")} if now else {}
@@ -109,7 +121,7 @@ async def _rebuild(req: RebuildRequest, rt: Runtime, t: Target) -> Response:
         count = bundle.retriever.count()
         spec = ops.index_spec(req.index.model_dump() if req.index else bundle.retriever.spec.to_dict(), count)
         ops.check_raw_vectors(bundle)
-        return await submit(lambda ctx: ops.rewhiten(ctx, params, spec), count)
+        return await submit(lambda ctx: ops.rewhiten(ctx, params, spec, auto_search=auto_search), count)
     if req.path is not None:
         path = resolve_import_path(rt.settings.import_dir, req.path)
         documents = await asyncio.to_thread(read_jsonl, path)
@@ -130,10 +142,26 @@ async def _rebuild(req: RebuildRequest, rt: Runtime, t: Target) -> Response:
     if req.mode == "merge":
         def merge(ctx: JobContext) -> dict:
             corpus, since = ops.merged(documents)
-            return ops.rebuild(ctx, corpus, params, spec, since=since, auto=auto)
+            return ops.rebuild(ctx, corpus, params, spec, since=since, auto=auto, auto_search=auto_search)
 
         return await submit(merge, total)
-    return await submit(lambda ctx: ops.rebuild(ctx, documents, params, spec, auto=auto), len(documents))
+    return await submit(lambda ctx: ops.rebuild(ctx, documents, params, spec, auto=auto, auto_search=auto_search),
+                        len(documents))
+
+
+def _auto_search(rt: Runtime, req: RebuildRequest) -> AutoSearch | None:
+    """Auto search asked by the request; its pairs file must be in the import folder and usable now."""
+    if req.search is None:
+        return None
+    label = req.search.auto.pairs
+    path = resolve_import_path(rt.settings.import_dir, label)
+    try:
+        check_auto_search(path, label)
+    except ValueError as exc:
+        raise errors.InvalidRequest(f"search.auto.pairs: {exc}", param="search.auto.pairs") from None
+    except WhitevecError as exc:
+        raise type(exc)(f"search.auto.pairs: {exc}") from None
+    return AutoSearch(str(path), label, req.search.auto.seed)
 
 
 def _auto(rt: Runtime, col: Collection, req: RebuildRequest) -> AutoWhitening | None:

@@ -73,6 +73,28 @@ class WeightedFusion(Strict):
 FusionIn = Annotated[Union[RrfFusion, WeightedFusion], Field(discriminator="method")]
 
 
+class Bm25In(Strict):
+    k1: float = Field(1.2, ge=0, le=10, description="How fast repeated words saturate.")
+    b: float = Field(0.75, ge=0, le=1, description="How much document length normalises (0: not at all).")
+
+
+class SearchSettingIn(Strict):
+    mode: Literal["dense", "lexical", "hybrid"] = Field("dense", description="What /search does without `mode`.")
+    fusion: FusionIn | None = Field(None, description="hybrid's fusion without `fusion` (default rrf, k 60).")
+    bm25: Bm25In | None = Field(None, description="The lexical index's BM25 knobs, for this collection's rebuilds.")
+
+
+class SearchAutoIn(Strict):
+    pairs: NonEmpty = Field(description="A sentence1<TAB>sentence2<TAB>score file in the import folder; pairs "
+                            "scored 4 or more are the queries, the second sentences the corpus.")
+    seed: int = Field(0, description="Which half of the queries chooses (the other reports).")
+
+
+class SearchTuneIn(Strict):
+    auto: SearchAutoIn = Field(description="Choose dense, lexical or a fusion on labelled pairs with the new "
+                               "version's model and fit; the choice becomes the collection's default search.")
+
+
 class SearchRequest(Strict):
     query: NonEmpty | None = Field(None, description="One query; or use `queries`.")
     queries: list[NonEmpty] | None = Field(None, min_length=1, description="Several queries, answered in order.")
@@ -231,6 +253,8 @@ class RebuildRequest(Strict):
                                  "documents (refused with 409 otherwise).")
     reencode: bool = Field(True, description="false: no documents and no model run; refit whitening and/or "
                            "rebuild the index of the served corpus from the version's stored raw vectors.")
+    search: SearchTuneIn | None = Field(None, description='{"auto": {"pairs": FILE}}: tune the default search '
+                                        "mode on labelled pairs (beside whitening auto, if asked).")
 
     @model_validator(mode="after")
     def _one_of(self) -> "RebuildRequest":
@@ -348,6 +372,8 @@ class CollectionCreate(Strict):
                                    "one); `bundled`; or a folder name in the data dir's models/ (a fine-tune).")
     whitening: WhiteningIn | None = Field(None, description="(β, γ, dim) this collection's rebuilds use by default.")
     index: IndexIn | None = Field(None, description="The index spec its rebuilds use by default.")
+    search: SearchSettingIn | None = Field(None, description="How /search searches without `mode` (a version tuned "
+                                           "by auto search overrides it), and BM25's knobs.")
 
     model_config = ConfigDict(json_schema_extra={"examples": [{"whitening": {"beta": 1, "gamma": 1, "dim": 256}}]})
 

@@ -62,7 +62,8 @@ ONLY_IN = {"query": "search", "queries": "search_many"}
 #: The SDK's TypedDict for each object schema a request body nests.
 SHAPES = {"DocumentIn": types.Document, "ExampleIn": types.Example, "PairIn": types.Pair,
           "WhiteningIn": types.Whitening, "AutoIn": types.AutoWhitening, "IndexIn": types.IndexSpec,
-          "RrfFusion": types.RrfFusion, "WeightedFusion": types.WeightedFusion}
+          "RrfFusion": types.RrfFusion, "WeightedFusion": types.WeightedFusion, "Bm25In": types.Bm25,
+          "SearchSettingIn": types.SearchSetting, "SearchAutoIn": types.AutoSearch, "SearchTuneIn": types.SearchTuning}
 #: Component schemas that describe JSON values rather than objects with named keys (a filter maps any
 #: metadata key to a condition; a metadata value is any JSON value within the value model): a TypedDict
 #: cannot say them, and the SDK takes them as plain dicts.

@@ -86,6 +86,19 @@ def test_bm25_equals_the_formula_before_and_after_changes(seed):
         texts.update(zip(new_keys, new))
 
 
+def test_the_dense_sweep_and_the_sorted_path_agree_with_the_formula():
+    """Many postings per row (a sweep over every row) and few (a sort): both give the formula's ranking."""
+    rng = random.Random(7)
+    built = [" ".join(rng.choice(["rain", "sun", "天气"]) for _ in range(rng.randint(1, 5))) for _ in range(300)]
+    index = LexicalIndex(Postings.build(built), BM25())
+    gone = np.zeros(300, bool)
+    gone[rng.sample(range(300), 40)] = True
+    live = Live(gone, np.zeros(0, np.int64), int(gone.sum()))
+    texts = {i: t for i, t in enumerate(built) if not gone[i]}
+    for query in ("rain sun", "天气", "absent rain"):
+        check(index, live, texts, query, 25)
+
+
 def test_empty_queries_corpora_and_k():
     index = LexicalIndex(Postings.build(["rain today", ""]), BM25())
     live = Live(np.zeros(2, bool), np.zeros(0, np.int64))
@@ -105,8 +118,8 @@ def test_postings_save_load_and_damage(tmp_path):
     again = Postings.load(tmp_path / "lexical.npz")
     assert again.terms == postings.terms and np.array_equal(again.rows, postings.rows)
     assert np.array_equal(again.lengths, postings.lengths)
-    rows, tf = again.of("cafe")
-    assert rows.tolist() == [3] and tf.tolist() == [1.0]
+    rows, tf, lengths = again.of("cafe")
+    assert rows.tolist() == [3] and tf.tolist() == [1.0] and lengths.tolist() == [3.0]
     raw = (tmp_path / "lexical.npz").read_bytes()
     (tmp_path / "bad.npz").write_bytes(raw[: len(raw) // 2])
     with pytest.raises(Exception):

@@ -1,4 +1,5 @@
 import json
+import re
 import subprocess
 import sys
 
@@ -51,6 +52,28 @@ def test_eval_sts_fit_file(tiny_model_dir, pairs_file, tmp_path, capsys):
     assert rc == 0
     report = json.loads(capsys.readouterr().out)
     assert report["n_fit_vectors"] == 42 and report["fit_on"] == str(fit)
+
+
+def test_eval_search_prints_the_table_the_choice_and_a_plot(tiny_model_dir, tmp_path, capsys):
+    pairs = tmp_path / "pairs.tsv"
+    pairs.write_text("".join(f"report zq{i} on kx{i}\tkx{i} and zq{i} summary\t4.5\n" for i in range(12))
+                     + "".join(f"plain text {i}\tsomething else {i}\t0.5\n" for i in range(6)))
+    extra = tmp_path / "corpus.txt"
+    extra.write_text("a distractor sentence\nanother one\n\n")
+    out = tmp_path / "fusion.png"
+    rc = main(["eval", "search", str(pairs), "--model", str(tiny_model_dir), "--corpus", str(extra),
+               "--plot", str(out)])
+    assert rc == 0
+    text = capsys.readouterr().out
+    rows = [line for line in text.splitlines() if re.match(r"(dense|lexical|rrf|weighted [0-9.]+) +[0-9.]+ ", line)]
+    assert len(rows) == 12 and sum(line.endswith("*") for line in rows) == 1 and "held-out" in text
+    assert "over 20 corpus sentences" in text  # 18 second sentences and 2 distractors
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    rc = main(["eval", "search", str(pairs), "--model", str(tiny_model_dir), "--json", "--k1", "2", "--b", "0"])
+    report = json.loads(capsys.readouterr().out)
+    assert rc == 0 and report["bm25"] == {"k1": 2.0, "b": 0.0} and report["split"]["choose"] == 6
+    lexical = next(r for r in report["table"] if r["candidate"] == "lexical")
+    assert lexical["report"]["hit_at_1"] == 100.0  # every paraphrase shares its two rare words
 
 
 def test_bad_inputs_exit_2_with_a_message(tiny_model_dir, tmp_path, capsys):

@@ -250,7 +250,7 @@ def test_console_in_headless_chromium(console_server, tmp_path):
         SHOTS.mkdir(parents=True, exist_ok=True)
         for path in page.saved:
             shutil.copy(path, SHOTS / path.name)
-    assert len(page.saved) == 13
+    assert len(page.saved) == 15
 
 
 def run_the_story(page: Page, base: str, v1: str, v2: str) -> None:
@@ -300,6 +300,22 @@ def run_the_story(page: Page, base: str, v1: str, v2: str) -> None:
     page.wait(lambda: f"from version {v1}" in page.text(".results"))
     assert first_hit(page) == "animals-0-0" != before
 
+    # hybrid with explain: the fusion's controls appear; each hit shows both sides and the words it holds
+    from selenium.webdriver.support.ui import Select
+
+    Select(page.driver.find_element("css selector", "#mode")).select_by_value("hybrid")
+    assert page.all("#fusion") and page.all("#rrf-k") and not page.all("#alpha")
+    Select(page.driver.find_element("css selector", "#fusion")).select_by_value("weighted")
+    page.click("#explain")
+    page.click("#run-search")
+    page.wait(lambda: "words" in page.text(".results thead") and len(page.all(".results tbody tr")) == 10)
+    request = page.text("pre.request")
+    assert '"mode": "hybrid"' in request and '"method": "weighted"' in request and '"explain": true' in request
+    assert "cat" in page.text(".results tbody .terms") and "#1" in page.text(".results tbody")
+    page.shoot("search-hybrid")
+    Select(page.driver.find_element("css selector", "#mode")).select_by_value("")
+    page.click("#explain")
+
     page.click("nav a[data-page=collections]")
     page.wait(lambda: "default" in page.text(".page-collections tbody") and v1 in page.text(".page-collections tbody"))
     page.shoot("collections")
@@ -339,6 +355,17 @@ def run_the_story(page: Page, base: str, v1: str, v2: str) -> None:
     assert page.driver.execute_script("return [...document.querySelectorAll('td')].find("
                                       "td => td.textContent === 'documents').nextElementSibling.textContent") == "27"
     page.shoot("rebuild-job")
+
+    # auto search, started through the API: the job page shows its table and hit@1 against alpha
+    r = httpx.post(f"{base}/admin/index/rebuild", headers=AUTH, timeout=30,
+                   json={"reencode": False, "search": {"auto": {"pairs": "pairs.tsv"}}})
+    assert r.status_code == 202, r.text
+    search_job = r.json()["job_id"]
+    wait_state(base, search_job, ("succeeded",), timeout=180)
+    page.go(f"#jobs/{search_job}")
+    page.wait(lambda: page.all(".search-plot polygon.mark") and "Auto search" in page.text("main"))
+    assert "★" in page.text("main") and "held-out hit@1" in page.text("main")
+    page.shoot("search-tuning-job")
 
     # a finished training opened later, in a fresh page that never watched it run (reloaded: the token is
     # typed again): its loss curve comes from the job's record, and before and after on the eval pairs

@@ -350,6 +350,8 @@ def test_an_upsert_that_returned_200_survives_kill_9(tmp_path, tiny_model_dir, b
         r = httpx.post(f"{server.base}/admin/documents/delete", json={"ids": ["weather-0-0"]}, headers=ADMIN)
         assert r.status_code == 200 and r.json()["deleted"] == 1
         before = httpx.post(f"{server.base}/search", json={"query": "a sentence that must survive", "k": 5}).json()
+        words = {"query": "survive", "k": 5, "mode": "lexical"}
+        lexical = httpx.post(f"{server.base}/search", json=words).json() if backend == "faiss" else None
         server.proc.kill()  # kill -9, right after the 200s
         server.proc.wait()
     finally:
@@ -358,6 +360,9 @@ def test_an_upsert_that_returned_200_survives_kill_9(tmp_path, tiny_model_dir, b
     try:
         after = httpx.post(f"{again.base}/search", json={"query": "a sentence that must survive", "k": 5}).json()
         assert after == before  # same version, same hits, same scores
+        if lexical is not None:  # the lexical side replays the same log: the acknowledged upsert is there
+            assert [h["id"] for h in lexical["results"][0]["hits"]] == ["kept"]
+            assert httpx.post(f"{again.base}/search", json=words).json() == lexical
         assert httpx.get(f"{again.base}/admin/documents/kept", headers=ADMIN).status_code == 200
         assert httpx.get(f"{again.base}/admin/documents/weather-0-0", headers=ADMIN).status_code == 404
     finally:
@@ -378,6 +383,8 @@ async def test_pending_changes_are_compacted_into_a_new_version_that_searches_th
             answers.append(r.json()["version"])
         assert answers[:2] == [built, built] and answers[2] != built  # 6 changes logged, then 9 folded
         assert rt.default.bundle.version == answers[2] and rt.default.bundle.retriever.pending_changes() == 0
+        folded = await client.post("/search", json={"query": "compaction replacement", "k": 10, "mode": "lexical"})
+        assert {h["id"] for h in folded.json()["results"][0]["hits"]} == {"c0", "c1", "c2", *(d["id"] for d in docs[:3])}
         assert rt.default.bundle.retriever.count() == len(docs) + 3
         query = {"query": "compaction text 2", "k": 33, "filter": {"topic": {"$in": ["odd", "weather"]}}}
         after = (await client.post("/search", json=query)).json()["results"][0]["hits"]

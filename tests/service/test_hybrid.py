@@ -32,6 +32,10 @@ async def test_modes_fusion_and_explain(settings):
 
         lexical = await search(client, {"query": "heavy rain", "k": 5, "mode": "lexical"})
         assert ids(lexical) == ["weather-1-0"]  # the one document holding either word
+        for mode in ("dense", "lexical", "hybrid"):  # explaining a search never reorders it
+            plain = await search(client, {"query": "the city rain", "k": 5, "mode": mode})
+            assert ids(await search(client, {"query": "the city rain", "k": 5, "mode": mode, "explain": True})) \
+                == ids(plain), mode
         chinese = await search(client, {"query": "天气", "k": 3, "mode": "lexical", "explain": True})
         top = chinese["results"][0]["hits"][0]
         assert top["id"] == "weather-3-0" and top["explain"]["lexical"]["terms"] == ["天气"]
@@ -125,8 +129,12 @@ async def test_a_version_built_before_lexical_indexes_asks_for_a_rebuild(setting
     manifest["parts"].pop("lexical.npz")
     (folder / "lexical.npz").unlink()
     (folder / "manifest.json").write_text(json.dumps(manifest))
+    (settings.data_dir / "collections" / "default" / "collection.json").write_text(json.dumps(
+        {**json.loads((settings.data_dir / "collections" / "default" / "collection.json").read_text()),
+         "search": {"mode": "hybrid"}}))  # a default this version cannot serve: dense, said
     async with serving(settings) as (app, client):
-        assert len(ids(await search(client, {"query": "rain", "k": 3}))) == 3  # dense answers as before
+        plain = await search(client, {"query": "rain", "k": 3})
+        assert len(ids(plain)) == 3 and "searched dense" in plain["warnings"][0]
         for body in ({"mode": "lexical"}, {"mode": "hybrid"}, {"explain": True}):
             r = await client.post("/search", json={"query": "rain", **body})
             assert r.status_code == 409 and "rebuild" in r.json()["error"]["message"], r.text
@@ -135,3 +143,66 @@ async def test_a_version_built_before_lexical_indexes_asks_for_a_rebuild(setting
 def test_the_analyzer_sees_what_the_tests_assume():
     assert analyze("heavy rain in the city") == ["heavy", "rain", "in", "the", "city"]
     assert "天气" in analyze("今天天气不错")
+
+
+def write_lexical_pairs(folder, name: str = "lexical_pairs.tsv") -> str:
+    """Paraphrases that share rare words (a random tiny model cannot see them; BM25 can), and unrelated pairs."""
+    rows = [f"report zq{i} on kx{i}\tkx{i} and zq{i} summary\t{4.5}\n" for i in range(16)]
+    rows += [f"plain text {i}\tsomething else {i}\t0.5\n" for i in range(8)]
+    (folder / name).write_text("".join(rows), encoding="utf-8")
+    return name
+
+
+async def test_auto_search_chooses_on_half_reports_on_the_other_and_becomes_the_default(settings):
+    async with serving(settings) as (app, client):
+        name = write_lexical_pairs(settings.import_dir)
+        job = await rebuild(client, {"documents": demo_documents(), "search": {"auto": {"pairs": name}}})
+        assert job["state"] == "succeeded", job
+        tuned = job["result"]["search_tuning"]
+        assert tuned["choice"]["mode"] in ("lexical", "hybrid") and tuned["split"] == {"choose": 8, "report": 8,
+                                                                                       "seed": 0}
+        assert {row["candidate"] for row in tuned["table"]} >= {"dense", "lexical", "rrf", "weighted 0.5"}
+        assert tuned["held_out"]["hit_at_1"] > tuned["held_out_dense"]["hit_at_1"] and "held-out" in tuned["reason"]
+        plot = await client.get(tuned["plot"], headers=ADMIN)
+        assert plot.status_code == 200 and plot.content[:4] == b"\x89PNG"
+        assert (await client.get(f"/admin/jobs/{job['id']}/plot.png", headers=ADMIN)).status_code == 200
+        # /search without a mode now searches as chosen
+        chosen = tuned["choice"]
+        plain = await search(client, {"query": "heavy rain", "k": 3})
+        explicit = await search(client, {"query": "heavy rain", "k": 3, **chosen})
+        assert plain == explicit
+        # a later rebuild without auto search keeps the choice
+        again = await rebuild(client, {"documents": demo_documents(2)})
+        assert await search(client, {"query": "heavy rain", "k": 3}) == await search(
+            client, {"query": "heavy rain", "k": 3, **chosen})
+        versions = (await client.get("/admin/versions", headers=ADMIN)).json()["versions"]
+        assert again["result"]["version"] in {v["version"] for v in versions}
+
+
+async def test_auto_search_refuses_unusable_pairs_before_the_job(settings):
+    async with serving(settings) as (app, client):
+        (settings.import_dir / "few.tsv").write_text("a\tb\t5\nc\td\t0\ne\tf\t4.5\ng\th\t1\n")
+        for pairs, status in (("missing.tsv", 404), ("few.tsv", 422), ("../x.tsv", 422)):
+            r = await client.post("/admin/index/rebuild", headers=ADMIN,
+                                  json={"documents": demo_documents(), "search": {"auto": {"pairs": pairs}}})
+            assert r.status_code == status and "search.auto.pairs" in r.text or "import" in r.text, (pairs, r.text)
+        r = await client.post("/admin/index/rebuild", headers=ADMIN,
+                              json={"documents": demo_documents(), "search": {"auto": {"pairs": "few.tsv", "x": 1}}})
+        assert r.status_code == 422
+
+
+async def test_a_collection_search_setting_is_its_default(settings):
+    async with serving(settings) as (app, client):
+        r = await client.put("/admin/collections/words", headers=ADMIN,
+                             json={"search": {"mode": "lexical", "bm25": {"k1": 2.0, "b": 0.5}}})
+        assert r.status_code == 201, r.text
+        r = await client.post("/admin/collections/words/rebuild", headers=ADMIN, json={"documents": demo_documents()})
+        assert r.status_code == 202, r.text
+        from tests.conftest import wait_job
+        job = await wait_job(client, r.json()["job_id"])
+        manifest = app.state.runtime.collection("words").bundle.manifest
+        assert manifest["lexical"]["bm25"] == {"k1": 2.0, "b": 0.5}, job
+        r = await client.post("/collections/words/search", json={"query": "heavy rain", "k": 3})
+        assert [h["id"] for h in r.json()["results"][0]["hits"]] == ["weather-1-0"]  # lexical: one holds the words
+        bad = await client.put("/admin/collections/other", headers=ADMIN, json={"search": {"mode": "fuzzy"}})
+        assert bad.status_code == 422

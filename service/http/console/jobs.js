@@ -2,7 +2,7 @@
 // one job's page adds a training's loss curve and before/after figures, or a rebuild's result, and the
 // Spearman-against-dim plot of auto whitening.
 
-import { lossChart, tuningChart } from "./plots.js";
+import { lossChart, searchTuningChart, tuningChart } from "./plots.js";
 import { adminOnly, api, badge, el, errorNotice, indexText, notice, num, put, table, toJSON, when, whiteningText } from "./ui.js";
 
 const FINAL = new Set(["succeeded", "failed", "cancelled"]);
@@ -112,6 +112,15 @@ function tuningSection(tuning) {
       `(seed ${tuning.split?.seed}), tolerance ${tuning.tolerance}; pairs: ${tuning.pairs}.`)];
 }
 
+function searchTuningSection(tuning) {
+  return [el("h2", {}, "Auto search"), el("p", {}, tuning.reason), searchTuningChart(tuning),
+    table(["candidate", "choosing hit@1", "MRR@10", "held-out hit@1", "MRR@10"], tuning.table.map((r) => [
+      r.candidate === tuning.candidate ? el("b", {}, `${r.candidate} ★`) : r.candidate,
+      num(r.choose.hit_at_1), num(r.choose.mrr_at_10), num(r.report.hit_at_1), num(r.report.mrr_at_10)])),
+    el("p", { class: "muted" }, `Chosen on ${tuning.split?.choose} queries, reported on the other ` +
+      `${tuning.split?.report} (seed ${tuning.split?.seed}) over ${tuning.corpus} sentences; pairs: ${tuning.pairs}.`)];
+}
+
 function buildResult(result) {
   const w = result.whitening || {};
   return [el("h2", {}, "Result"), table(["", ""], [
@@ -142,6 +151,7 @@ function figures(job) {
   } else if (job.result) {
     if (result.version) out.push(...buildResult(result));
     if (result.tuning) out.push(...tuningSection(result.tuning));
+    if (result.search_tuning) out.push(...searchTuningSection(result.search_tuning));
   }
   return out;
 }

@@ -121,6 +121,25 @@ export function lossChart(points, note) {
     xLabel: "step", yLabel: "loss", title: `Training loss, ${points.length} points${note ? `, ${note}` : ""}` });
 }
 
+/** Held-out hit@1 against the weighted fusion's alpha from an auto-search report, with dense, lexical and rrf
+ * as levels and the choice starred. */
+export function searchTuningChart(tuning) {
+  const held = new Map(tuning.table.map((r) => [r.candidate, r.report.hit_at_1]));
+  const weighted = tuning.table.filter((r) => r.candidate.startsWith("weighted"))
+    .map((r) => [r.fusion.alpha, r.report.hit_at_1]).sort((a, b) => a[0] - b[0]);
+  const fusion = tuning.choice.fusion || {};
+  const x = fusion.alpha ?? (tuning.candidate === "dense" ? 1 : tuning.candidate === "lexical" ? 0 : 0.5);
+  const figure = document.createElement("figure");
+  figure.className = "plot search-plot";
+  figure.append(lineChart({
+    series: [{ name: "weighted (alpha = dense weight)", points: weighted, colour: COLOURS[0], width: 2 }],
+    levels: ["dense", "lexical", "rrf"].map((name) => ({ y: held.get(name), name: `${name} ${label(held.get(name))}` })),
+    marks: [{ x, y: held.get(tuning.candidate), name: `chosen: ${tuning.candidate}` }],
+    xLabel: "alpha (0: lexical only, 1: dense only)", yLabel: "held-out hit@1 %",
+    title: "Held-out hit@1 against the fusion's alpha" }));
+  return figure;
+}
+
 /** Held-out Spearman against dim from an auto-whitening report (`tuning`: its table, choice and held_out). */
 export function tuningChart(tuning) {
   const rows = tuning.table.filter((r) => !r.raw && r.report !== null);

@@ -1,5 +1,6 @@
-// The Search page: a query against a collection with k and a metadata filter; the request as JSON and as
-// curl (to copy), the answer's warnings, then the hits with score, text and metadata.
+// The Search page: a query against a collection with k, a mode (dense, lexical, hybrid and its fusion) and a
+// metadata filter; the request as JSON and as curl (to copy), the answer's warnings, then the hits with score,
+// text and metadata, and with "explain" each side's score and rank and the matched words.
 
 import { api, collectionInput, copyButton, curlCommand, el, errorNotice, notice, num, parseJSON, table, toJSON } from "./ui.js";
 
@@ -10,7 +11,8 @@ const OPERATORS = [
 const LISTS = new Set(["$in", "$nin"]);
 
 /** The form as the user left it: kept while the tab is open, so coming back to Search keeps the query. */
-const form = { collection: "default", query: "", k: 10, conditions: [] };
+const form = { collection: "default", query: "", k: 10, conditions: [], mode: "", method: "rrf", rrfK: 60, alpha: 0.5,
+  explain: false };
 
 /** A typed value: JSON when it reads as a JSON scalar (2020, true, null, "quoted"), else the text itself. */
 export function parseValue(text) {
@@ -57,9 +59,20 @@ export function buildFilter(conditions) {
 
 function requestBody() {
   const body = { query: form.query, k: form.k };
+  if (form.mode) body.mode = form.mode;  // none: the collection's default
+  if (form.mode === "hybrid") {
+    body.fusion = form.method === "rrf" ? { method: "rrf", k: form.rrfK } : { method: "weighted", alpha: form.alpha };
+  }
+  if (form.explain) body.explain = true;
   const filter = buildFilter(form.conditions);
   if (filter) body.filter = filter;
   return body;
+}
+
+/** One side of an explained hit: "score (#rank)", or a dash where that side did not find it. */
+function sideCell(side) {
+  if (!side) return el("span", { class: "muted" }, "—");
+  return el("span", { class: "side" }, num(side.score, 4), el("span", { class: "muted" }, ` #${side.rank}`));
 }
 
 function searchPath() {
@@ -99,14 +112,18 @@ function metadataCell(metadata) {
 
 function answerView(answer, ms) {
   const result = answer.results[0];
+  const explained = result.hits.some((h) => h.explain);
   const warnings = answer.warnings || [];
   return el("div", { class: "answer" },
     warnings.length ? notice("warning", el("ul", {}, warnings.map((w) => el("li", {}, w)))) : null,
     el("p", { class: "muted" }, `${result.hits.length} hits from version ${answer.version} in ${ms} ms`),
     result.hits.length
-      ? table(["#", "score", "id", "text", "metadata"], result.hits.map((h, i) => [
-        String(i + 1), el("span", { class: "score" }, num(h.score, 4)), el("code", {}, h.id),
-        el("span", { class: "hit-text" }, h.text), metadataCell(h.metadata)]))
+      ? table(["#", "score", "id", "text", "metadata", ...(explained ? ["dense", "lexical", "words"] : [])],
+        result.hits.map((h, i) => [
+          String(i + 1), el("span", { class: "score" }, num(h.score, 4)), el("code", {}, h.id),
+          el("span", { class: "hit-text" }, h.text), metadataCell(h.metadata),
+          ...(explained ? [sideCell(h.explain.dense), sideCell(h.explain.lexical),
+            el("span", { class: "terms" }, ((h.explain.lexical && h.explain.lexical.terms) || []).join(" "))] : [])]))
       : notice("info", "No document matches."));
 }
 
@@ -143,6 +160,25 @@ export async function searchPage(view, [collection]) {
     oninput: (e) => { form.query = e.target.value; redraw(false); } });
   const k = el("input", { type: "number", id: "k", min: "1", max: "100", value: String(form.k),
     oninput: (e) => { form.k = Number(e.target.value) || 10; redraw(false); } });
+  const fusion = el("span", { class: "fusion" });
+  const drawFusion = () => fusion.replaceChildren(...(form.mode !== "hybrid" ? [] : [
+    el("label", {}, "fusion ",
+      el("select", { id: "fusion", onchange: (e) => { form.method = e.target.value; drawFusion(); redraw(false); } },
+        el("option", { value: "rrf", selected: form.method === "rrf" }, "rrf"),
+        el("option", { value: "weighted", selected: form.method === "weighted" }, "weighted"))),
+    form.method === "rrf"
+      ? el("label", {}, " k ", el("input", { type: "number", id: "rrf-k", min: "1", value: String(form.rrfK),
+        oninput: (e) => { form.rrfK = Number(e.target.value) || 60; redraw(false); } }))
+      : el("label", { title: "the dense side's weight; the lexical side's is 1 − alpha" }, " alpha ",
+        el("input", { type: "number", id: "alpha", min: "0", max: "1", step: "0.1", value: String(form.alpha),
+          oninput: (e) => { form.alpha = Number(e.target.value); redraw(false); } }))]));
+  const mode = el("select", { id: "mode", "aria-label": "mode",
+    onchange: (e) => { form.mode = e.target.value; drawFusion(); redraw(false); } },
+  [["", "collection default"], ["dense", "dense (meaning)"], ["lexical", "lexical (words)"],
+    ["hybrid", "hybrid (both)"]].map(([value, label]) => el("option", { value, selected: value === form.mode }, label)));
+  const explain = el("input", { type: "checkbox", id: "explain", checked: form.explain,
+    onchange: (e) => { form.explain = e.target.checked; redraw(false); } });
+  drawFusion();
 
   view.root.append(
     el("h1", {}, "Search"),
@@ -153,6 +189,10 @@ export async function searchPage(view, [collection]) {
         el("label", { class: "grow" }, "Query ", query),
         el("label", {}, "k ", k),
         el("button", { type: "submit", id: "run-search" }, "Search")),
+      el("div", { class: "row" },
+        el("label", {}, "Mode ", mode), fusion,
+        el("label", { title: "each side's score and rank, and the query's words each hit holds" }, explain,
+          " explain")),
       el("fieldset", {},
         el("legend", {}, "Filter (all conditions must hold)"),
         conditions,
