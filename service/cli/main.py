@@ -7,6 +7,7 @@ import json
 import logging
 import shlex
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from whitevec.models.errors import WhitevecError
@@ -14,6 +15,17 @@ from whitevec.models.errors import WhitevecError
 from .common import add_model_args, build_encoder, settings_from
 from .remote import add_collections_parser
 from .train import add_train_parser
+
+
+def _print_report(args: argparse.Namespace, report: dict, format_table: Callable[[dict], str]) -> int:
+    """An eval's answer: exactly one JSON object with --json, else its table (and where --plot wrote)."""
+    if args.json:
+        print(json.dumps(report))
+    else:
+        print(format_table(report))
+        if args.plot:
+            print(f"plot written to {args.plot}")
+    return 0
 
 
 def cmd_eval_sts(args: argparse.Namespace) -> int:
@@ -25,13 +37,7 @@ def cmd_eval_sts(args: argparse.Namespace) -> int:
                           progress=not args.json)
     if args.plot:
         plot_results(report, args.plot)
-    if args.json:
-        print(json.dumps(report))
-    else:
-        print(format_table(report))
-        if args.plot:
-            print(f"plot written to {args.plot}")
-    return 0
+    return _print_report(args, report, format_table)
 
 
 def cmd_eval_search(args: argparse.Namespace) -> int:
@@ -53,13 +59,7 @@ def cmd_eval_search(args: argparse.Namespace) -> int:
                   BM25(args.k1, args.b), args.seed)
     if args.plot:
         plot_fusion(report, Path(args.plot), f"{Path(args.file).name}: held-out hit@1 by fusion")
-    if args.json:
-        print(json.dumps(report))
-    else:
-        print(format_table(report))
-        if args.plot:
-            print(f"plot written to {args.plot}")
-    return 0
+    return _print_report(args, report, format_table)
 
 
 def _index_args(p: argparse.ArgumentParser) -> None:

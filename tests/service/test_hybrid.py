@@ -185,7 +185,7 @@ async def test_auto_search_refuses_unusable_pairs_before_the_job(settings):
         for pairs, status in (("missing.tsv", 404), ("few.tsv", 422), ("../x.tsv", 422)):
             r = await client.post("/admin/index/rebuild", headers=ADMIN,
                                   json={"documents": demo_documents(), "search": {"auto": {"pairs": pairs}}})
-            assert r.status_code == status and "search.auto.pairs" in r.text or "import" in r.text, (pairs, r.text)
+            assert r.status_code == status and ("search.auto.pairs" in r.text or "import" in r.text), (pairs, r.text)
         r = await client.post("/admin/index/rebuild", headers=ADMIN,
                               json={"documents": demo_documents(), "search": {"auto": {"pairs": "few.tsv", "x": 1}}})
         assert r.status_code == 422
