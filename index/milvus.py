@@ -11,11 +11,18 @@ typed copy of its scalar values (`typed`) that filters compare: Milvus's JSON co
 each scalar is stored as a tagged string ("n:1", "b:true", "s:…", "z:"; a list as the list of its
 elements' tags, an object as "o:") and filters compare those. Range operators are checked by
 whitevec (index/filters.py's reference) over the documents Milvus finds with the key.
+
+Lexical search is Milvus's own BM25 function over a `terms` field: the words whitevec's analyzer cut from the
+text (index/analyzer.py, as on FAISS), each written as a short hash in lower-case letters and digits that
+any Milvus tokenizer keeps whole, so Milvus counts exactly whitevec's words (its own tokenizers cut Chinese
+and accents differently). Milvus keeps the sparse vectors in step with every upsert and delete, on every
+replica at once.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import re
 import threading
@@ -25,8 +32,10 @@ from itertools import islice
 
 import numpy as np
 
+from . import analyzer
 from .filters import CONTROL, Filter, add_types, matches
 from .journal import Journal
+from .lexical import BM25
 from .retriever import ChangeResult, Hit
 from .spec import IndexSpec, SearchParams, check_search_params
 from .store import Document, DocumentList, Documents
@@ -35,6 +44,35 @@ from .store import Document, DocumentList, Documents
 MAX_VARCHAR = 65_535
 INSERT_BATCH = 1_000
 SEARCH_THREADS = 2  # per served version: searches of one version, beside the FAISS backend's own thread
+#: How a version's `terms` field writes a word (recorded in its manifest: a later form never reads it).
+TERMS_FORM = "blake2b-48-base36"
+#: Most hits one Milvus search returns (Milvus's topk limit): a lexical search checked by whitevec stops there.
+MAX_LIMIT = 16_384
+_DIGITS = "0123456789abcdefghijklmnopqrstuvwxyz"
+
+
+def term_token(term: str) -> str:
+    """A word as one token any Milvus tokenizer keeps whole: 48 bits of its hash in base 36 (≤ 10 characters)."""
+    n = int.from_bytes(hashlib.blake2b(term.encode("utf-8", "surrogatepass"), digest_size=6).digest(), "big")
+    out = ""
+    while True:
+        n, d = divmod(n, 36)
+        out = _DIGITS[d] + out
+        if n == 0:
+            return out
+
+
+def terms_text(terms: list[str]) -> str:
+    """A document's words for the `terms` field, in order; the words past what the field holds (about 6,000)
+    are left out (documented: on Milvus the rest of a very long text does not count lexically)."""
+    out, size = [], 0
+    for term in terms:
+        token = term_token(term)
+        size += len(token) + (1 if out else 0)
+        if size > MAX_VARCHAR:
+            break
+        out.append(token)
+    return " ".join(out)
 
 
 def tag(value: object) -> str | None:
@@ -116,10 +154,15 @@ class MilvusRetriever:
     """One version's collection; implements index/retriever.py's Retriever."""
 
     def __init__(self, client, collection: str, spec: IndexSpec, dim: int, raw_dim: int,
-                 transform: Callable[[np.ndarray], np.ndarray], journal: Journal | None = None) -> None:
+                 transform: Callable[[np.ndarray], np.ndarray], journal: Journal | None = None,
+                 terms: bool = False, searchable: bool = False, unserved: Callable[[], bool] | None = None) -> None:
+        """`terms`: the collection has the BM25 `terms` field (every write fills it); `searchable`: its words
+        were cut by today's analyzer, so lexical queries meet them; `unserved`: whether no replica serves this
+        collection any more (checked at close, to release its memory)."""
         self.client, self.collection, self._spec = client, collection, spec
         self.dim, self.raw_dim, self.transform = dim, raw_dim, transform
         self.journal = journal  # the served version's: what carry-over reads (None while building)
+        self._terms, self._searchable, self._unserved = terms, terms and searchable, unserved
         self._types: dict[str, set[str]] | None = None  # metadata key → JSON types (filter warnings)
         self._types_lock = threading.Lock()
         # searches run here, not in the default executor: a range filter reads every document having the key
@@ -129,9 +172,10 @@ class MilvusRetriever:
 
     @classmethod
     def create(cls, client, collection: str, documents: Documents, raw: np.ndarray, spec: IndexSpec,
-               transform: Callable[[np.ndarray], np.ndarray]) -> "MilvusRetriever":
-        """A new collection holding `documents` (replaced if a half-written one has that name)."""
-        from pymilvus import DataType
+               transform: Callable[[np.ndarray], np.ndarray], bm25: BM25 | None = None) -> "MilvusRetriever":
+        """A new collection holding `documents` (replaced if a half-written one has that name), with Milvus's
+        BM25 function over their words when `bm25` is given."""
+        from pymilvus import DataType, Function, FunctionType
 
         vectors = np.asarray(transform(raw), np.float32)
         if client.has_collection(collection):
@@ -144,16 +188,32 @@ class MilvusRetriever:
         schema.add_field("metadata", DataType.JSON)
         schema.add_field("typed", DataType.JSON)
         params, spec = _index_params(client, spec, len(documents))
+        if bm25 is not None:
+            schema.add_field("terms", DataType.VARCHAR, max_length=MAX_VARCHAR, enable_analyzer=True,
+                             analyzer_params={"tokenizer": "standard"})
+            schema.add_field("sparse", DataType.SPARSE_FLOAT_VECTOR)
+            schema.add_function(Function(name="bm25", function_type=FunctionType.BM25,
+                                         input_field_names=["terms"], output_field_names=["sparse"]))
+            knobs = {"bm25_k1": bm25.k1, "bm25_b": bm25.b}
+            # pymilvus sends the knobs as top-level pairs (what Milvus reads); Milvus Lite reads only the older
+            # nested "params" pair, which Milvus still accepts: both are sent
+            params.add_index("sparse", index_type="SPARSE_INVERTED_INDEX", metric_type="BM25",
+                             params={**knobs, "params": knobs})
         client.create_collection(collection, schema=schema, index_params=params, consistency_level="Strong")
-        retriever = cls(client, collection, spec, vectors.shape[1], raw.shape[1], transform)
+        retriever = cls(client, collection, spec, vectors.shape[1], raw.shape[1], transform,
+                        terms=bm25 is not None, searchable=True)
         retriever._write(documents, raw, vectors)
         return retriever
 
     def _rows(self, documents: Documents, raw: np.ndarray, vectors: np.ndarray) -> Iterable[list[dict]]:
         docs, start = iter(documents), 0
         while batch := list(islice(docs, INSERT_BATCH)):
-            yield [{"id": d.id, "vector": vectors[i].tolist(), "raw": raw[i].tolist(), "text": d.text,
-                    "metadata": d.metadata, "typed": typed(d.metadata)} for i, d in enumerate(batch, start)]
+            rows = [{"id": d.id, "vector": vectors[i].tolist(), "raw": raw[i].tolist(), "text": d.text,
+                     "metadata": d.metadata, "typed": typed(d.metadata)} for i, d in enumerate(batch, start)]
+            if self._terms:
+                for row in rows:
+                    row["terms"] = terms_text(analyzer.analyze(row["text"]))
+            yield rows
             start += len(batch)
 
     def _write(self, documents: Documents, raw: np.ndarray, vectors: np.ndarray) -> None:
@@ -190,10 +250,10 @@ class MilvusRetriever:
             p["nprobe"] = params.nprobe or self._spec.nprobe
         elif self._spec.type == "hnsw":
             p["ef"] = max(params.ef_search or self._spec.ef_search or k, k)
-        found = self.client.search(self.collection, data=queries.tolist(), limit=k,
-                                   filter=expr, anns_field="vector",
-                                   search_params={"metric_type": "IP", "params": p},
-                                   output_fields=["text", "metadata"])
+        found = self._loaded(lambda: self.client.search(self.collection, data=queries.tolist(), limit=k,
+                                                        filter=expr, anns_field="vector",
+                                                        search_params={"metric_type": "IP", "params": p},
+                                                        output_fields=["text", "metadata"]))
         out = [[Hit(float(h["distance"]), Document(h["id"], h["entity"]["text"], h["entity"]["metadata"] or {}))
                 for h in hits] for hits in found]
         short = [i for i, hits in enumerate(out) if len(hits) < k]
@@ -204,6 +264,18 @@ class MilvusRetriever:
                 for i, hits in zip(short, self._exact(queries[short], k, expr, None)):
                     out[i] = hits
         return out
+
+    def _loaded(self, call: Callable[[], list]) -> list:
+        """`call`, loading the collection again first if another replica released it (it had moved on to a
+        newer version while this one had not followed yet)."""
+        try:
+            return call()
+        except Exception:
+            state = self.client.get_load_state(self.collection).get("state")
+            if getattr(state, "name", str(state)) == "Loaded":
+                raise
+            self.client.load_collection(self.collection)
+            return call()
 
     def _exact(self, queries: np.ndarray, k: int, expr: str, check: Filter | None) -> list[list[Hit]]:
         """Brute force over the documents matching `expr` (and `check`, when given), read in batches."""
@@ -239,10 +311,51 @@ class MilvusRetriever:
                 self._types = types
             return {key: set(kinds) for key, kinds in self._types.items()}
 
-    has_lexical = False  # hybrid search on Milvus (its own BM25 function) is not built yet
+    @property
+    def has_lexical(self) -> bool:
+        return self._searchable
 
     async def search_lexical(self, terms: list[list[str]], k: int, where: Filter | None = None) -> list[list[Hit]]:
-        raise NotImplementedError("lexical search is not available on the Milvus backend")
+        return await asyncio.get_running_loop().run_in_executor(self._searches, self._search_lexical, terms, k,
+                                                                where)
+
+    def _search_lexical(self, terms: list[list[str]], k: int, where: Filter | None) -> list[list[Hit]]:
+        """Milvus's BM25 over the queries' distinct words; a filter Milvus cannot state exactly is checked here
+        on ever deeper candidate lists until k match or the candidates run out."""
+        assert self._searchable, "callers check has_lexical"
+        out: list[list[Hit]] = [[] for _ in terms]
+        asked = [i for i, t in enumerate(terms) if t]
+        if not asked or k < 1:
+            return out
+        texts = [" ".join(dict.fromkeys(map(term_token, terms[i]))) for i in asked]  # each distinct word once
+        expr, exact = milvus_filter(where)
+        if exact:
+            for i, hits in zip(asked, self._bm25(texts, min(k, MAX_LIMIT), expr)):
+                out[i] = hits
+            return out
+        for i, text in zip(asked, texts):
+            limit = min(4 * k, MAX_LIMIT)
+            while True:
+                found = self._bm25([text], limit, expr)[0]
+                out[i] = [h for h in found if matches(h.document.metadata, where)][:k]
+                if len(out[i]) >= k or len(found) < limit or limit >= MAX_LIMIT:
+                    break
+                limit = min(4 * limit, MAX_LIMIT)
+        return out
+
+    def _bm25(self, texts: list[str], limit: int, expr: str) -> list[list[Hit]]:
+        """Milvus's BM25 hits, best first (ties by id), documents holding a query word only. Milvus Lite gives
+        the score negated as a distance, Milvus the score itself: BM25 is never negative, so its size is it."""
+        found = self._loaded(lambda: self.client.search(self.collection, data=texts, limit=limit, filter=expr,
+                                                        anns_field="sparse", search_params={"metric_type": "BM25"},
+                                                        output_fields=["text", "metadata"]))
+        out = []
+        for hits in found:
+            scored = [Hit(abs(float(h["distance"])), Document(h["id"], h["entity"]["text"],
+                                                              h["entity"]["metadata"] or {}))
+                      for h in hits if h["distance"] != 0]
+            out.append(sorted(scored, key=lambda h: (-h.score, h.document.id)))
+        return out
 
     def get(self, doc_id: str) -> Document | None:
         found = self.client.get(self.collection, ids=[doc_id], output_fields=["text", "metadata"])
@@ -325,7 +438,13 @@ class MilvusRetriever:
 
     def close(self) -> None:
         """The search threads and the journal's file; the client is shared by every version of this process
-        and stays open, and the collection stays loaded (other replicas may still serve it)."""
+        and stays open. The collection is released (its vectors leave Milvus's memory) once no replica serves
+        it: the shared alias names another; a replica still on it loads it again when it searches."""
         self._searches.shutdown(wait=True)
         if self.journal is not None:
             self.journal.close()
+        if self._unserved is not None and self._unserved():
+            try:
+                self.client.release_collection(self.collection)
+            except Exception:  # noqa: BLE001 - already dropped (a pruned version): nothing is loaded
+                pass

@@ -17,10 +17,11 @@ import numpy as np
 from whitevec.models.files import write_json_atomic
 from whitevec.models.pipeline import Pipeline
 
+from . import analyzer
 from .bundle import Bundle
 from .journal import JOURNAL_FILE, Journal
 from .lexical import BM25
-from .milvus import MilvusRetriever
+from .milvus import TERMS_FORM, MilvusRetriever
 from .parts import MILVUS_FILE, VersionDamaged
 from .spec import IndexSpec
 from .store import Documents
@@ -73,12 +74,13 @@ class MilvusTarget:
 
     def build(self, version: str, tmp: Path, documents: Documents, raw: np.ndarray, spec: IndexSpec,
               transform: Callable[[np.ndarray], np.ndarray], bm25: BM25) -> BuiltIndex:
-        """The dense index only: lexical search is not kept on Milvus yet (`bm25` is unused here)."""
+        """The collection, with Milvus's BM25 function over whitevec's words (milvus.py) for lexical search."""
         collection = self.collection_name(version)
-        retriever = MilvusRetriever.create(self.client, collection, documents, raw, spec, transform)
+        retriever = MilvusRetriever.create(self.client, collection, documents, raw, spec, transform, bm25)
         try:
             write_json_atomic(tmp / MILVUS_FILE, {"collection": collection})
-            return BuiltIndex(retriever.spec, retriever.dim, len(documents), None)
+            return BuiltIndex(retriever.spec, retriever.dim, len(documents),
+                              {"analyzer": analyzer.describe(), "bm25": bm25.to_dict(), "terms": TERMS_FORM})
         finally:
             retriever.close()  # built for writing: the server opens its own at activation
 
@@ -88,9 +90,13 @@ class MilvusTarget:
             name = self.index_of(folder)
             if name is None or not self.client.has_collection(name):
                 raise VersionDamaged(f"version {version}: Milvus collection {name} is missing")
+            lexical = manifest.get("lexical")  # a version built before lexical search has no terms field
             retriever = MilvusRetriever(self.client, name, IndexSpec(**manifest["index"]["spec"]),
                                         manifest["index"]["dim"], pipeline.encoder.dim, pipeline.postprocess,
-                                        Journal(folder / JOURNAL_FILE))
+                                        Journal(folder / JOURNAL_FILE), terms=lexical is not None,
+                                        searchable=lexical is not None and lexical.get("terms") == TERMS_FORM
+                                        and lexical.get("analyzer") == analyzer.describe(),
+                                        unserved=lambda: alias_target(self.client, self.alias) not in (name, None))
         except (OSError, ValueError, KeyError, sqlite3.Error) as exc:
             raise VersionDamaged(f"version {version} could not be loaded: {exc}") from exc
         return Bundle(pipeline, version, manifest, None, None, retriever)

@@ -168,3 +168,89 @@ def test_slow_milvus_searches_never_starve_the_default_executor(tmp_path, client
     assert waited < 0.25 and all(len(h[0]) == 3 for h in hits)
     r.close()
     assert not [t for t in __import__("threading").enumerate() if t.name.startswith("whitevec-milvus-search")]
+
+
+def test_lexical_search_on_milvus_gives_the_faiss_backends_hits(tmp_path, client):
+    """Milvus's BM25 function over whitevec's words: built, every document holding a query word with the score
+    the FAISS backend's own index gives it (k1, b passed through), with exact and checked filters; after
+    upserts and deletes the same documents match (Milvus Lite scores each segment with its own statistics,
+    so only membership is compared there)."""
+    import random
+
+    from whitevec.index import analyzer
+    from whitevec.index.lexical import BM25, LexicalIndex, Postings
+    from whitevec.index.milvus import term_token, terms_text
+    from tests.index.test_lexical import WORDS
+
+    rng, nrng = random.Random(3), np.random.default_rng(3)
+    n = 400
+    texts = [" ".join(rng.choice(WORDS) for _ in range(rng.randint(1, 12))) for _ in range(n)]
+    docs = [Document(f"d{i}", texts[i], metadata(i)) for i in range(n)]
+    raw = nrng.normal(size=(n, DIM)).astype(np.float32)
+    params = BM25(k1=1.5, b=0.6)
+    DocumentStore.write(tmp_path / "docs.sqlite", docs)
+    faiss_r = FaissRetriever(VectorIndex.build(l2_normalize(raw), IndexSpec("flat"), use_gpu=False),
+                             DocumentStore(tmp_path / "docs.sqlite"), ChangeLog(tmp_path / CHANGES_FILE, n, DIM),
+                             l2_normalize, lexical=LexicalIndex(Postings.build(texts), params))
+    milvus_r = MilvusRetriever.create(client, "wv_lex_1", docs, raw, IndexSpec("flat"), l2_normalize, params)
+    assert milvus_r.has_lexical and faiss_r.has_lexical
+    queries = ["rain guitar", "天气预报 north", "CAFÉ", "天气", "x-ray naïve 42", "nothing here", "ＡＢＣ the a"]
+    terms = [analyzer.analyze(q) for q in queries]
+
+    def scored(r, where, k=n):
+        return [{h.document.id: h.score for h in hits} for hits in asyncio.run(r.search_lexical(terms, k, where))]
+
+    for raw_filter in FILTERS:
+        where = None if raw_filter is None else parse(raw_filter)
+        want, got = scored(faiss_r, where), scored(milvus_r, where)
+        for q, a, b in zip(queries, want, got):
+            assert sorted(a) == sorted(b), (q, raw_filter)
+            np.testing.assert_allclose([b[i] for i in sorted(a)], [a[i] for i in sorted(a)], rtol=1e-4)
+        top = asyncio.run(milvus_r.search_lexical(terms, 5, where))
+        for q, a, hits in zip(queries, want, top):  # k = 5: the five best, each matching the filter
+            assert len(hits) == min(5, len(a)) and all(where is None or matches(h.document.metadata, where) for h in hits)
+            assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
+            np.testing.assert_allclose([h.score for h in hits], sorted(a.values(), reverse=True)[:len(hits)], rtol=1e-4)
+    assert asyncio.run(milvus_r.search_lexical([[], ["zzz"]], 5)) == [[], []]
+
+    ups = [Document("d0", "吉他 吉他 弹", {"g": 1}), Document("new", "guitar rain", {"h": 7})]
+    for r in (faiss_r, milvus_r):
+        r.change(ups, nrng.normal(size=(2, DIM)).astype(np.float32), ["d1", "d2", "d3"])
+    for where in (None, parse({"h": 7}), parse({"h": {"$gte": 1}})):
+        want, got = scored(faiss_r, where), scored(milvus_r, where)
+        assert [sorted(a) for a in want] == [sorted(b) for b in got]
+    assert "new" in got[0] and "d0" not in got[1] and not any(f"d{i}" in g for g in got for i in (1, 2, 3))
+
+    assert len(term_token("天气")) <= 10 and term_token("天气") != term_token("天")
+    assert terms_text(["x"] * 10) == " ".join([term_token("x")] * 10)
+    assert len(terms_text(["w%d" % i for i in range(20_000)]).encode()) <= 65_535  # a very long text is cut
+
+
+def test_a_version_no_replica_serves_is_released_at_close(tmp_path, client):
+    """The alias moved on: the last holder's close releases the old collection; a replica that still searches
+    it loads it again instead of failing."""
+    rng = np.random.default_rng(4)
+    docs = [Document(f"d{i}", f"text {i}", {}) for i in range(10)]
+    for name in ("wv_r1", "wv_r2"):
+        MilvusRetriever.create(client, name, docs, rng.normal(size=(10, DIM)).astype(np.float32), IndexSpec("flat"),
+                               l2_normalize).close()
+    point_alias(client, "wv_rel", "wv_r1")
+
+    def opened(name):
+        return MilvusRetriever(client, name, IndexSpec("flat"), DIM, DIM, l2_normalize,
+                               unserved=lambda: alias_target(client, "wv_rel") not in (name, None))
+
+    def state(name):
+        return client.get_load_state(name)["state"].name
+
+    old, late = opened("wv_r1"), opened("wv_r1")
+    old.close()
+    assert state("wv_r1") == "Loaded"  # still served: kept
+    point_alias(client, "wv_rel", "wv_r2")
+    opened("wv_r2").close()
+    assert state("wv_r2") == "Loaded"
+    old = opened("wv_r1")
+    old.close()
+    assert state("wv_r1") != "Loaded"
+    hits = asyncio.run(late.search(l2_normalize(rng.normal(size=(1, DIM)).astype(np.float32)), 3, SearchParams()))
+    assert len(hits[0]) == 3 and state("wv_r1") == "Loaded"
