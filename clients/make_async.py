@@ -32,11 +32,12 @@ MODULE_DOC = ('"""AsyncClient, the asyncio SDK, and AsyncCollection, its handle 
 #: Prose that says something else for the awaited client: (in the blocking source, in the async one).
 PROSE = [
     ("sent through `_run`.", "sent through `_run` (awaited)."),
-    ('"""Blocking client. Retries 429, 503 and connection errors with backoff, on idempotent calls only.\n'
+    ('"""Blocking client. Retries 429, 502, 503, 504 and connection errors with backoff, on idempotent calls\n'
+     '    only.\n'
      '    URL and tokens default to WHITEVEC_URL, WHITEVEC_API_KEY and WHITEVEC_ADMIN_TOKEN."""',
-     '"""Asyncio client: `async with AsyncClient(...) as wv: await wv.search(...)`. Retries 429, 503 and\n'
-     '    connection errors with backoff, on idempotent calls only. URL and tokens default to WHITEVEC_URL,\n'
-     '    WHITEVEC_API_KEY and WHITEVEC_ADMIN_TOKEN."""'),
+     '"""Asyncio client: `async with AsyncClient(...) as wv: await wv.search(...)`. Retries 429, 502, 503,\n'
+     '    504 and connection errors with backoff, on idempotent calls only. URL and tokens default to\n'
+     '    WHITEVEC_URL, WHITEVEC_API_KEY and WHITEVEC_ADMIN_TOKEN."""'),
     ("(`with Client(...)` does it)", "(`async with AsyncClient(...)` does it)"),
     ("import time\n", "import asyncio\nimport time\n"),
 ]

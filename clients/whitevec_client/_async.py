@@ -169,9 +169,9 @@ class AsyncCollection(_AsyncCorpus):
 
 
 class AsyncClient(_AsyncCorpus):
-    """Asyncio client: `async with AsyncClient(...) as wv: await wv.search(...)`. Retries 429, 503 and
-    connection errors with backoff, on idempotent calls only. URL and tokens default to WHITEVEC_URL,
-    WHITEVEC_API_KEY and WHITEVEC_ADMIN_TOKEN."""
+    """Asyncio client: `async with AsyncClient(...) as wv: await wv.search(...)`. Retries 429, 502, 503,
+    504 and connection errors with backoff, on idempotent calls only. URL and tokens default to
+    WHITEVEC_URL, WHITEVEC_API_KEY and WHITEVEC_ADMIN_TOKEN."""
 
     def __init__(self, base_url: Optional[str] = None, api_key: Optional[str] = None,
                  admin_token: Optional[str] = None, timeout: float = 60.0, retries: int = 3,

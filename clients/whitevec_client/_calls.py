@@ -31,7 +31,7 @@ class Call(Generic[T]):
     json: Any = None
     params: Optional[Dict[str, str]] = None
     admin: bool = False
-    retry: bool = True  # idempotent: 429, 503 and connection errors are retried with backoff
+    retry: bool = True  # idempotent: 429, 502, 503, 504 and connection errors are retried with backoff
 
 
 def _json(response: httpx.Response) -> Any:

@@ -166,7 +166,8 @@ class Collection(_Corpus):
 
 
 class Client(_Corpus):
-    """Blocking client. Retries 429, 503 and connection errors with backoff, on idempotent calls only.
+    """Blocking client. Retries 429, 502, 503, 504 and connection errors with backoff, on idempotent calls
+    only.
     URL and tokens default to WHITEVEC_URL, WHITEVEC_API_KEY and WHITEVEC_ADMIN_TOKEN."""
 
     def __init__(self, base_url: Optional[str] = None, api_key: Optional[str] = None,

@@ -44,6 +44,7 @@ from ..engine.errors import (
     UnsupportedMediaType,
 )
 from ..engine.database import JobsUnavailable
+from .schemas import VISIBLE
 
 log = logging.getLogger(__name__)
 
@@ -115,7 +116,7 @@ def _sentence(err: dict) -> str:
     if kind == "missing":
         return "is required"
     if kind == "string_pattern_mismatch":
-        return "must contain a non-space character" if ctx.get("pattern") == r"\S" else "has characters that are not allowed"
+        return "must contain a non-space character" if ctx.get("pattern") == VISIBLE else "has characters that are not allowed"
     if kind == "string_too_short":
         return "must not be empty"
     if kind == "string_too_long":

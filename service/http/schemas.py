@@ -8,7 +8,10 @@ from typing import Annotated, Any, Literal, Union, get_args, get_origin
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
 from whitevec.index import filters
 
-NonEmpty = Annotated[str, StringConstraints(min_length=1, pattern=r"\S")]
+#: A character Python's str.strip() keeps, written out so every regex engine (pydantic's, a client's JSON
+#: Schema validator) reads it alike: `\S` differs between them on U+001C-U+001F and U+0085.
+VISIBLE = r"[^\t-\r\u001c-\u0020\u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]"
+NonEmpty = Annotated[str, StringConstraints(min_length=1, pattern=VISIBLE)]
 
 
 def exactly_one(*names: str) -> list[dict]:
@@ -175,9 +178,9 @@ class SearchResponse(BaseModel):
                                 "for their key (most likely a typo or a quoted number); the search still answered.")
 
 
-DocumentId = Annotated[str, StringConstraints(min_length=1, max_length=512, pattern=r"\S")]
+DocumentId = Annotated[str, StringConstraints(min_length=1, max_length=512, pattern=VISIBLE)]
 #: A document's text: at most 65,535 bytes in UTF-8 (checked as bytes; the schema can state characters).
-DocumentText = Annotated[str, StringConstraints(min_length=1, max_length=65_535, pattern=r"\S")]
+DocumentText = Annotated[str, StringConstraints(min_length=1, max_length=65_535, pattern=VISIBLE)]
 
 
 class DocumentIn(Strict):

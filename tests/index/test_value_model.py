@@ -148,3 +148,13 @@ def test_milvus_gives_the_reference_hits_on_big_integers(tmp_path):
         milvus.close()
     finally:
         client.close()
+
+
+def test_milvus_tags_keep_integers_exact_beyond_float_precision():
+    """Tags are what Milvus compares: neighbours of 2^53 and 2^63 - 1 must stay apart (a float repr merged
+    them), and an integral float still meets its integer."""
+    from whitevec.index.milvus import tag
+
+    for big in (2**53, 2**63 - 1, -(2**63) + 1):
+        assert tag(big) != tag(big + 1) and tag(big) == f"n:{big}"
+    assert tag(float(2**53)) == tag(2**53) and tag(2.5) == "n:2.5" and tag(-0.0) == tag(0)

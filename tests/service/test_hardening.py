@@ -441,3 +441,26 @@ async def test_a_405_names_the_methods_of_the_most_specific_resource(settings):
             assert r.status_code == 405 and r.headers["allow"] == "POST", (path, r.headers.get("allow"))
         r = await client.put("/console", headers=ADMIN)  # outside the published API: from the routes
         assert r.status_code == 405 and "GET" in r.headers["allow"]
+
+
+def test_the_published_non_empty_rule_is_the_one_the_server_applies():
+    """`id`, `text` and queries must hold a character str.strip() keeps: the published pattern says exactly
+    that in every regex engine (pydantic's Rust one, Python's, a client's), character by character."""
+    import re
+
+    from pydantic import TypeAdapter, ValidationError
+
+    from whitevec.service.http.schemas import VISIBLE, NonEmpty
+
+    check = TypeAdapter(NonEmpty)
+    differ = []
+    for code in (c for c in range(0x110000) if not 0xD800 <= c <= 0xDFFF):
+        ch = chr(code)
+        try:
+            check.validate_python(ch)
+            accepted = True
+        except ValidationError:
+            accepted = False
+        if not accepted == bool(ch.strip()) == bool(re.search(VISIBLE, ch)):
+            differ.append(hex(code))
+    assert not differ

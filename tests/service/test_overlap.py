@@ -115,6 +115,25 @@ async def test_a_rollback_during_a_rebuild_fails_the_job_and_loses_nothing(backe
         assert set(rt.default.versions.versions()) == before  # the job's version was discarded, nothing else
 
 
+async def test_re_activating_the_served_version_during_a_rebuild_fails_nothing(backend_settings, monkeypatch):
+    """A double click on the served version's "activate" while a job runs: the served version did not change,
+    so the job goes through, carrying over the changes made meanwhile."""
+    docs = corpus(30)
+    async with serving(backend_settings) as (app, client):
+        rt = app.state.runtime
+        served = (await rebuild(client, {"documents": docs}))["result"]["version"]
+
+        def reactivate_then_change():
+            rt.default.activate_existing(served)
+            changes(rt, docs)()
+
+        during_build(monkeypatch, reactivate_then_change)
+        job = await rebuild(client, {"reencode": False, "whitening": {"beta": 0.0, "gamma": 0.0, "dim": 8}})
+        assert job["state"] == "succeeded", job
+        assert job["result"]["version"] != served
+        await assert_carried(client, docs, job["result"]["version"])
+
+
 async def test_prune_never_takes_the_version_a_job_is_about_to_activate(backend_settings, monkeypatch):
     backend_settings.keep_versions = 1
     docs = corpus(30)
@@ -382,3 +401,27 @@ async def test_an_activation_loses_no_change_acknowledged_while_it_loads(backend
         assert (await client.get(f"/admin/documents/{landed[0]}", headers=ADMIN)).status_code == 200
     async with serving(backend_settings) as (app, client):  # and after a restart
         assert (await client.get(f"/admin/documents/{landed[0]}", headers=ADMIN)).status_code == 200
+
+
+def test_the_last_lease_of_a_swapped_out_bundle_closes_it_off_the_callers_thread():
+    """The last lease often ends on the event loop: freeing the index, gc and malloc_trim run in a thread of
+    their own, never in the caller's (a swap with no lease held closes at once, in the swapping thread)."""
+    from whitevec.service.engine.serving import ServedBundle
+
+    class Closing:  # only what ServedBundle calls on a bundle
+        closed_in: str | None = None
+
+        def close(self) -> None:
+            self.closed_in = threading.current_thread().name
+
+    served, a, b = ServedBundle(), Closing(), Closing()
+    served.swap(a)
+    with served.lease() as leased:
+        assert leased is a
+        served.swap(b)
+        assert a.closed_in is None  # a request still holds it
+    for closer in [t for t in threading.enumerate() if t.name == "whitevec-close"]:
+        closer.join(10)
+    assert a.closed_in == "whitevec-close" != threading.current_thread().name
+    served.swap(None)
+    assert b.closed_in == threading.current_thread().name

@@ -84,3 +84,36 @@ async def test_a_manifest_naming_an_absolute_path_is_upgraded_in_place(tmp_path,
         ready = (await client.get("/readyz")).json()
         assert ready["status"] == "ready" and ready["version"] == version
     assert json.loads(path.read_text())["model"]["ref"] == "bundled"
+
+
+async def test_a_copy_beside_its_original_uses_and_keeps_its_own_fine_tunes(tmp_path, tiny_model_dir, monkeypatch):
+    """A manifest from before refs names the fine-tune by the original data dir's absolute path, and the
+    original is still there: the copy upgrades the ref to its own `models/<name>` (matched by fingerprint),
+    serves with it, and its model prune keeps its own copy (and never touches the original's)."""
+    use_venv(monkeypatch, shutil.copytree(tiny_model_dir, tmp_path / "venv-a" / "model"))
+    original = tmp_path / "first" / "data"
+    make_tiny_bert(original / "models" / "ft1", seed=3)
+    (original / "models" / "ft1" / "report.json").write_text("{}")
+    async with serving(settings_at(original)) as (app, client):
+        await rebuild(client, {"documents": demo_documents()})
+        assert (await client.put("/admin/collections/b", headers=ADMIN, json={"model": "ft1"})).status_code == 201
+        r = await client.post("/admin/collections/b/rebuild", headers=ADMIN, json={"documents": demo_documents(2)})
+        assert (await wait_job(client, r.json()["job_id"]))["state"] == "succeeded"
+        before = await answers(client)
+    config = original / "collections" / "b" / "collection.json"
+    config.write_text(json.dumps({**json.loads(config.read_text()), "model": None}))  # only its version names ft1
+    path = next((original / "collections" / "b" / "versions").glob("*/manifest.json"))
+    manifest = json.loads(path.read_text())
+    del manifest["model"]["ref"]
+    manifest["model"]["path"] = str(original / "models" / "ft1")
+    path.write_text(json.dumps(manifest))
+    copy = tmp_path / "copy" / "data"
+    shutil.copytree(original, copy, ignore=shutil.ignore_patterns(".lock"))
+    async with serving(settings_at(copy).model_copy(update={"keep_models": 0})) as (app, client):
+        assert await answers(client) == before
+        app.state.runtime.prune_models()
+        bundle = app.state.runtime.collection("b").bundle
+        assert bundle.encoder.model_dir.resolve() == (copy / "models" / "ft1").resolve()
+    assert (copy / "models" / "ft1" / "report.json").is_file() and (original / "models" / "ft1").is_dir()
+    moved = json.loads((copy / path.relative_to(original)).read_text())["model"]
+    assert moved["ref"] == "models/ft1"
