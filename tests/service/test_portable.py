@@ -4,6 +4,7 @@ same searches; a manifest from before (an absolute path) is upgraded in place.""
 
 import json
 import shutil
+from contextlib import asynccontextmanager
 
 import pytest
 
@@ -27,6 +28,20 @@ def settings_at(data_dir):
     return Settings(data_dir=data_dir, model_dir=None, admin_token=ADMIN_TOKEN, device="cpu")
 
 
+@asynccontextmanager
+async def with_fine_tune(data):
+    """A server on `data`: `default` on the bundled model, collection `b` on the data dir's fine-tune ft1
+    (other weights), both built."""
+    make_tiny_bert(data / "models" / "ft1", seed=3)
+    (data / "models" / "ft1" / "report.json").write_text("{}")
+    async with serving(settings_at(data)) as (app, client):
+        await rebuild(client, {"documents": demo_documents()})
+        assert (await client.put("/admin/collections/b", headers=ADMIN, json={"model": "ft1"})).status_code == 201
+        r = await client.post("/admin/collections/b/rebuild", headers=ADMIN, json={"documents": demo_documents(2)})
+        assert (await wait_job(client, r.json()["job_id"]))["state"] == "succeeded"
+        yield client
+
+
 async def answers(client) -> dict:
     out = {}
     for collection in ("default", "b"):
@@ -44,13 +59,7 @@ async def test_a_copied_or_restored_data_dir_serves_the_same_in_another_venv(tmp
     venv_a = shutil.copytree(tiny_model_dir, tmp_path / "venv-a" / "model")
     use_venv(monkeypatch, venv_a)
     original = tmp_path / "first" / "data"
-    make_tiny_bert(original / "models" / "ft1", seed=3)  # a fine-tune in the data dir, other weights
-    (original / "models" / "ft1" / "report.json").write_text("{}")
-    async with serving(settings_at(original)) as (app, client):
-        await rebuild(client, {"documents": demo_documents()})
-        assert (await client.put("/admin/collections/b", headers=ADMIN, json={"model": "ft1"})).status_code == 201
-        r = await client.post("/admin/collections/b/rebuild", headers=ADMIN, json={"documents": demo_documents(2)})
-        assert (await wait_job(client, r.json()["job_id"]))["state"] == "succeeded"
+    async with with_fine_tune(original) as client:
         r = await client.post("/admin/documents", headers=ADMIN, json={"documents": [{"id": "late", "text": "rain"}]})
         assert r.status_code == 200
         before = await answers(client)
@@ -92,13 +101,7 @@ async def test_a_copy_beside_its_original_uses_and_keeps_its_own_fine_tunes(tmp_
     serves with it, and its model prune keeps its own copy (and never touches the original's)."""
     use_venv(monkeypatch, shutil.copytree(tiny_model_dir, tmp_path / "venv-a" / "model"))
     original = tmp_path / "first" / "data"
-    make_tiny_bert(original / "models" / "ft1", seed=3)
-    (original / "models" / "ft1" / "report.json").write_text("{}")
-    async with serving(settings_at(original)) as (app, client):
-        await rebuild(client, {"documents": demo_documents()})
-        assert (await client.put("/admin/collections/b", headers=ADMIN, json={"model": "ft1"})).status_code == 201
-        r = await client.post("/admin/collections/b/rebuild", headers=ADMIN, json={"documents": demo_documents(2)})
-        assert (await wait_job(client, r.json()["job_id"]))["state"] == "succeeded"
+    async with with_fine_tune(original) as client:
         before = await answers(client)
     config = original / "collections" / "b" / "collection.json"
     config.write_text(json.dumps({**json.loads(config.read_text()), "model": None}))  # only its version names ft1
