@@ -13,7 +13,9 @@ Chinese), so the table compares indexes, not tokenizers; the analysis itself is 
 - whitevec: postings (CSR by term, numpy) plus added documents kept apart (what the server runs);
 - bm25s: the same formula over a scipy sparse matrix; no incremental add (a change rebuilds);
 - SQLite FTS5: tokens joined by spaces, `bm25()` ranking (its own idf variant);
-- tantivy: a whitespace-tokenized text field, an OR of term queries.
+- tantivy: a whitespace-tokenized text field, an OR of term queries;
+- milvus: the Milvus backend's own lexical side (Milvus Lite's BM25 function over whitevec's words, through
+  `MilvusRetriever`; 8-dim vectors beside, so the dense part costs little).
 
 "add 1k" is the time to make 1,000 new documents searchable (one commit for FTS5 and tantivy).
 Then, through `FaissRetriever` (flat index, 384-dim synthetic vectors, documents in SQLite): dense top 10
@@ -195,11 +197,38 @@ def hybrid_cost(docs: list[str], queries: list[str], folder: Path, dim: int = 38
     return res
 
 
+def bench_milvus(docs, tokens, queries, extra, folder: Path) -> dict:
+    from pymilvus import MilvusClient
+
+    from whitevec.index.milvus import MilvusRetriever
+    from whitevec.models.pipeline import l2_normalize
+
+    client = MilvusClient(str(folder / "milvus.db"))
+    rng = np.random.default_rng(0)
+    before = rss_mb()
+    t0 = time.perf_counter()
+    retriever = MilvusRetriever.create(client, "lexical_bench", [Document(str(i), d, {}) for i, d in enumerate(docs)],
+                                       rng.normal(size=(len(docs), 8)).astype(np.float32), IndexSpec("flat"),
+                                       l2_normalize, BM25())
+    asyncio.run(retriever.search_lexical([analyzer.analyze(queries[0])], 10))  # Milvus Lite indexes at first search
+    build = time.perf_counter() - t0
+    memory = rss_mb() - before
+    lat = [timed(lambda x=x: asyncio.run(retriever.search_lexical([analyzer.analyze(x)], 10)), 1)[0] for x in queries]
+    t0 = time.perf_counter()
+    retriever.change([Document(f"x{i}", x, {}) for i, x in enumerate(extra)],
+                     rng.normal(size=(len(extra), 8)).astype(np.float32), [])
+    asyncio.run(retriever.search_lexical([analyzer.analyze(queries[0])], 10))
+    add = time.perf_counter() - t0
+    retriever.close()
+    client.close()
+    return {"build": build, "lat": lat, "memory": memory, "add": add}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--docs", type=int, default=100_000)
     parser.add_argument("--queries", type=int, default=300)
-    parser.add_argument("--skip", nargs="*", default=[], choices=("bm25s", "fts5", "tantivy", "hybrid"))
+    parser.add_argument("--skip", nargs="*", default=[], choices=("bm25s", "fts5", "tantivy", "milvus", "hybrid"))
     args = parser.parse_args()
     docs, queries = corpus(args.docs, args.queries)
     extra, _ = corpus(1000, 0, seed=1)
@@ -219,11 +248,13 @@ def main() -> None:
             rows["fts5"] = lambda: bench_fts5(docs, tokens, queries, extra, Path(tmp))
         if "tantivy" not in args.skip:
             rows["tantivy"] = lambda: bench_tantivy(docs, tokens, queries, extra, Path(tmp))
+        if "milvus" not in args.skip:
+            rows["milvus"] = lambda: bench_milvus(docs, tokens, queries, extra, Path(tmp))
         for name, run in rows.items():
             gc.collect()
             r = run()
             p50, p99 = pct(r["lat"])
-            build = r["build"] - (analyze if name == "whitevec" else 0)  # whitevec's build analyzes itself
+            build = r["build"] - (analyze if name in ("whitevec", "milvus") else 0)  # these analyze themselves
             print(f"{name:<10} {build:>8.1f} {p50:>8.2f} {p99:>8.2f} {r['memory']:>10.0f}"
                   f"{' (disk)' if r.get('memory_note') else '       '}{r['add']:>9.2f}"
                   f"{' (' + r['add_note'] + ')' if r.get('add_note') else ''}")

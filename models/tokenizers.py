@@ -62,6 +62,16 @@ class TextTokenizer:
         """Tokens without special tokens (for inspection and tests)."""
         return self.hf.convert_ids_to_tokens(self._ids(text))
 
+    def token_offsets(self, text: str) -> list[tuple[int, int]]:
+        """Each WordPiece token's character span in `text` (no special tokens), for splitting into passages.
+        WoBERT's jieba words are counted as the WordPieces they are made of: never fewer than WoBERT's own
+        tokens, so a passage cut by these counts always fits."""
+        if not getattr(self.hf, "is_fast", False):
+            raise ModelFolderError("splitting into passages needs a fast (Rust) tokenizer: the model folder's "
+                                   "tokenizer has no character offsets; add its tokenizer.json")
+        return [tuple(span) for span in self.hf(text, add_special_tokens=False,
+                                                  return_offsets_mapping=True)["offset_mapping"]]
+
     def normalize(self, text: str) -> str:
         """WoBERT's reference tokenizer lowercases and strips accents before jieba (as BERT's does)."""
         if self.lower:
