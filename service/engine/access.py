@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
-from .errors import Forbidden, NotFound
+from .errors import Forbidden, NotFound, Unauthorized
 from .keys import AccessKey, KeyStore
 from .metrics import Metrics
 from .settings import Settings
@@ -76,7 +76,8 @@ class Gate:
         return same_secret(token, self._admin_token())
 
     def identify(self, token: str, wrong: str) -> Pass:
-        """The pass a bearer token makes; Forbidden(`wrong`) when it is none of the known credentials."""
+        """The pass a bearer token makes; Unauthorized(`wrong`) when it is none of the known credentials (a
+        wrong or revoked one is no credential: 401, as for none; 403 is for a valid one without the right)."""
         if self.is_admin(token):
             return Pass(admin=True)
         api_key = self.settings.api_key
@@ -86,7 +87,7 @@ class Gate:
         if key is not None:
             return Pass(key=key)
         self.refused("wrong")
-        raise Forbidden(wrong)
+        raise Unauthorized(wrong)
 
     def refused(self, why: str) -> None:
         """Count a refusal (missing, wrong, not_admin, out_of_scope, read_only)."""

@@ -25,13 +25,16 @@ class MalformedBody(ApiError):
 
 
 class Unauthorized(ApiError):
-    """No bearer token was sent."""
+    """No valid credential: none was sent, or the one sent is wrong or revoked."""
 
     status, type = 401, "unauthorized"
 
+    def __init__(self, message: str, *, headers: dict[str, str] | None = None, param: str | None = None) -> None:
+        super().__init__(message, headers={"WWW-Authenticate": "Bearer", **(headers or {})}, param=param)
+
 
 class Forbidden(ApiError):
-    """The bearer token is wrong."""
+    """A valid credential without the right (a read-only key writing, a key on an admin route)."""
 
     status, type = 403, "forbidden"
 

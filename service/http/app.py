@@ -140,7 +140,7 @@ def _pass_of(request: Request, rt: Runtime) -> Pass:
         return Pass()
     try:
         return rt.gate.identify(token, "")
-    except Forbidden:
+    except Unauthorized:
         return Pass()
 
 

@@ -159,7 +159,7 @@ def test_error_classes(server, wv):
     with Client(server, api_key="wrong", admin_token="wrong", retries=0) as bad_auth:
         with pytest.raises(AuthError) as auth:
             bad_auth.search("cat")
-        assert auth.value.status == 403
+        assert auth.value.status == 401
         with pytest.raises(AuthError):
             bad_auth.jobs()
     with Client(server, retries=0) as no_key:

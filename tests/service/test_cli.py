@@ -242,7 +242,7 @@ def test_a_restarted_server_keeps_its_token_and_prints_where_it_is(tiny_model_di
                                "--rotate"], capture_output=True, text=True, timeout=60)
         new = proc.stdout.strip()
         assert proc.returncode == 0 and new != token
-        assert httpx.get(f"{again.base}/admin/jobs", headers={"Authorization": f"Bearer {token}"}).status_code == 403
+        assert httpx.get(f"{again.base}/admin/jobs", headers={"Authorization": f"Bearer {token}"}).status_code == 401
         assert httpx.get(f"{again.base}/admin/jobs", headers={"Authorization": f"Bearer {new}"}).status_code == 200
     finally:
         again.stop()
