@@ -22,7 +22,7 @@ from whitevec.index.datadir import DataDirLocked
 from whitevec.index.documents import ImportFileMissing
 from whitevec.index.layout import CollectionExists
 from whitevec.index.hybrid import NoLexicalIndex
-from whitevec.index.naming import BadName
+from whitevec.index.naming import RULES, BadName, shown
 from whitevec.index.changes import ChangeLogUnwritable
 from whitevec.index.versions import ServedVersionChanged, VersionDamaged
 from whitevec.models.errors import DimNotServed, ModelFolderError, WhiteningError, WhitevecError
@@ -169,6 +169,20 @@ def validation_message(errors: Sequence[dict]) -> tuple[int, str, str | None]:
 _OPENAI_TYPES = {429: "rate_limit_error", 500: "server_error", 503: "server_error"}
 
 
+def _name_with_a_slash(request: Request) -> str | None:
+    """The collection name a path would carry if `{name}` could hold a '/' (None when no published path
+    reads so)."""
+    for template in request.app.openapi().get("paths", {}):
+        if "{name}" in template:
+            parts = re.split(r"(\{[^}]+\})", template)
+            regex = "".join("(?P<name>.+/.+)" if p == "{name}" else "[^/]+" if p.startswith("{") else re.escape(p)
+                            for p in parts)
+            found = re.fullmatch(regex, request.url.path)
+            if found:
+                return found.group("name")
+    return None
+
+
 def respond(path: str, status: int, type_: str, message: str, param: str | None = None,
             headers: dict[str, str] | None = None) -> JSONResponse:
     """Under /v1 errors follow OpenAI: 400 for invalid requests, `type` one of OpenAI's, our type as `code`."""
@@ -234,7 +248,11 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         if exc.status_code == 404:
-            error: ApiError = NotFound(f"no route {request.url.path}; GET /docs lists the API")
+            name = _name_with_a_slash(request)  # /admin/collections/my/faq: say the name rule too (the same
+            # answer whether or not a collection `my` exists, so a key learns nothing of other collections)
+            said = "" if name is None else f"; a collection name cannot be {shown(name)}: {RULES['collection'].rule}"
+            error: ApiError = NotFound(f"no route {request.url.path}{said}; GET /docs lists the API",
+                                       param=None if name is None else "name")
         elif exc.status_code == 405:
             allowed = ", ".join(allowed_methods(request))  # every route on the path, not the first one matched
             error = MethodNotAllowed(f"{request.method} is not allowed on {request.url.path}"
