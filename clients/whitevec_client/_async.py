@@ -201,7 +201,7 @@ class AsyncClient(_AsyncCorpus):
             else:
                 if r.is_success:
                     return call.read(r)
-                error = self._core.error_for(r)
+                error = self._core.error_for(r, call.fixes)
             delay = self._core.retry_delay(attempt, error, call.retry)
             if delay is None:
                 raise error

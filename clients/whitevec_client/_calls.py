@@ -32,6 +32,8 @@ class Call(Generic[T]):
     params: Optional[Dict[str, str]] = None
     admin: bool = False
     retry: bool = True  # idempotent: 429, 502, 503, 504 and connection errors are retried with backoff
+    #: The server's advice in HTTP terms → the same advice as this call's parameter (`?confirm=true` → confirm=True)
+    fixes: Optional[Dict[str, str]] = None
 
 
 def _json(response: httpx.Response) -> Any:
@@ -163,7 +165,7 @@ def collections() -> Call[List[Dict[str, Any]]]:
 
 def delete_collection(name: str, confirm: bool) -> Call[CollectionDeleted]:
     return Call("DELETE", f"/admin/collections/{q(name)}", _json, params={"confirm": "true"} if confirm else None,
-                admin=True, retry=False)
+                admin=True, retry=False, fixes={"add ?confirm=true": "pass confirm=True"})
 
 
 def create_key(collections: Sequence[str], access: str, name: Optional[str]) -> Call[Dict[str, Any]]:

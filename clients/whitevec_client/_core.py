@@ -8,7 +8,7 @@ import email.utils
 import os
 import random
 import time
-from typing import Any, Dict, List, Optional, Sequence, TypeVar
+from typing import Any, Dict, List, Mapping, Optional, Sequence, TypeVar
 from urllib.parse import quote
 
 import httpx
@@ -78,8 +78,9 @@ class Core:
         return {"Authorization": f"Bearer {token}"} if token else {}
 
     @staticmethod
-    def error_for(response: httpx.Response) -> WhitevecError:
-        """The exception for a non-2xx answer, carrying the server's message."""
+    def error_for(response: httpx.Response, fixes: Optional[Mapping[str, str]] = None) -> WhitevecError:
+        """The exception for a non-2xx answer, carrying the server's message (its advice in HTTP terms said as
+        the call's parameter, per `fixes`)."""
         body: Any
         try:
             body = response.json()
@@ -90,6 +91,8 @@ class Core:
         detail = error if isinstance(error, dict) else {}
         message = str(detail.get("message") or (error if isinstance(error, str) else None)
                       or response.text or response.reason_phrase)
+        for http_words, python_words in (fixes or {}).items():
+            message = message.replace(http_words, python_words)
         status = response.status_code
         if status in (401, 403):
             return AuthError(message, status, body)
