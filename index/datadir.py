@@ -27,7 +27,9 @@ class DataDirLock:
     def held(self) -> bool:
         return self._fd is not None
 
-    def acquire(self, what: str) -> None:
+    def acquire(self, what: str, instead: str) -> None:
+        """Hold the data dir as `what`; DataDirLocked names the holder and `instead`, what to do rather than
+        start a second process on it."""
         if self._fd is not None:
             return
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
@@ -37,8 +39,8 @@ class DataDirLock:
             holder = os.read(fd, 200).decode(errors="replace").strip() or "another process"
             os.close(fd)
             raise DataDirLocked(
-                f"data dir {self.path.parent} is in use by {holder}; stop it first, or send the work to the "
-                "running server (POST /admin/index/rebuild), or use another --data-dir"
+                f"data dir {self.path.parent} is in use by {holder}; stop it first, {instead}, or use another "
+                "--data-dir"
             ) from None
         os.ftruncate(fd, 0)
         os.write(fd, f"{what} (pid {os.getpid()})".encode())

@@ -126,7 +126,7 @@ def _index_build(path: Path, args: argparse.Namespace) -> int:
     from whitevec.service.engine.runtime import Runtime
 
     rt = Runtime(settings_from(args))
-    rt.lock("`whitevec index build`")  # refuses while a server uses this data dir
+    rt.lock("`whitevec index build`", "or send the build to the running server (POST /admin/index/rebuild)")  # refuses while a server uses this data dir
     try:
         rt.open()
         documents = read_jsonl(path)

@@ -49,7 +49,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         raise WhitevecError(f"{path} is not a file; give a TSV of pairs or a JSONL of examples or pairs")
     rt = Runtime(settings_from(args))
     if args.activate:  # before the long part: refuse now if a server uses the data dir
-        rt.lock("`whitevec train --activate`")
+        rt.lock("`whitevec train --activate`", "or send the training to the running server (POST /admin/train)")
         rt.open()
         if rt.collection(args.collection) is None:
             rt.unlock()

@@ -103,9 +103,11 @@ class Runtime:
         return path
 
     # -- the data dir -----------------------------------------------------------------------------------
-    def lock(self, what: str = "a whitevec server") -> None:
-        """Hold the data dir for this process (idempotent); DataDirLocked names the holder."""
-        self._lock.acquire(what)
+    def lock(self, what: str = "a whitevec server",
+             instead: str = "or send requests to the server already running on it (a second one would not see "
+                            "its writes)") -> None:
+        """Hold the data dir for this process (idempotent); DataDirLocked names the holder and `instead`."""
+        self._lock.acquire(what, instead)
 
     def unlock(self) -> None:
         """Close every collection's bundle and release the data dir (shutdown)."""

@@ -216,11 +216,12 @@ def test_a_missing_or_bad_pointer_never_deletes_a_version(tmp_path, tiny_encoder
 
 def test_one_process_per_data_dir(tmp_path):
     first, second = DataDirLock(tmp_path), DataDirLock(tmp_path)
-    first.acquire("a whitevec server")
-    with pytest.raises(DataDirLocked, match=f"is in use by a whitevec server \\(pid {os.getpid()}\\)"):
-        second.acquire("`whitevec index build`")
+    first.acquire("a whitevec server", "or send requests to it")
+    with pytest.raises(DataDirLocked, match=f"is in use by a whitevec server \\(pid {os.getpid()}\\); stop it "
+                                            "first, or send the build to it, or use another --data-dir"):
+        second.acquire("`whitevec index build`", "or send the build to it")
     first.release()
-    second.acquire("`whitevec index build`")
+    second.acquire("`whitevec index build`", "or send the build to it")
     second.release()
 
 
@@ -230,9 +231,10 @@ async def test_a_second_server_on_the_same_data_dir_refuses_to_start(settings):
     async with serving(settings) as (app, client):
         job = await rebuild(client, {"documents": demo_documents()})
         other = create_app(settings)
-        with pytest.raises(DataDirLocked):
+        with pytest.raises(DataDirLocked, match="or send requests to the server already running on it") as refused:
             async with other.router.lifespan_context(other):
                 pass
+        assert "/admin/index/rebuild" not in str(refused.value)  # advice for a build, not for a server
         # the refused server marked nothing: the first one's jobs are as they were
         jobs = (await client.get("/admin/jobs", headers=ADMIN)).json()
         assert [j["state"] for j in jobs] == ["succeeded"] and jobs[0]["id"] == job["id"]
@@ -249,6 +251,7 @@ def test_cli_build_beside_a_server_is_refused(settings, tmp_path, capsys):
     assert main(["index", "build", str(path), "--data-dir", str(settings.data_dir)]) == 2
     err = capsys.readouterr().err
     assert "is in use by a whitevec server" in err and "Traceback" not in err and err.count("\n") == 1
+    assert "send the build to the running server (POST /admin/index/rebuild)" in err
     server.unlock()
 
 
