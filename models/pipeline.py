@@ -24,19 +24,21 @@ class Pipeline:
         self.encoder = encoder
         self.whitening = whitening
 
-    def output_dim(self, whiten: bool = True, dim: int | None = None) -> int:
+    def output_dim(self, whiten: bool = True, dim: int | None = None, field: str = "dim") -> int:
+        """The dims an answer will have; WhiteningError/DimNotServed naming `field` (the request's name for
+        `dim`: /v1 calls it `dimensions`) when it cannot be given."""
         if not whiten and dim is not None:
-            raise WhiteningError(f"dim {dim} keeps the first whitened axes, so it needs whiten: true; "
+            raise WhiteningError(f"{field} {dim} keeps the first whitened axes, so it needs whiten: true; "
                                  "with whiten: false omit dim (raw vectors have all their dims)")
         if whiten and self.whitening is not None:
             served = self.whitening.output_dim(self.whitening.params.dim)
             if dim is not None and dim > served:
-                raise DimNotServed(f"dim {dim} is above the {served} dims this version's whitening serves; "
+                raise DimNotServed(f"{field} {dim} is above the {served} dims this version's whitening serves; "
                                      "ask for fewer, or rebuild with a larger whitening dim")
             return served if dim is None else dim
         if dim is not None:
             raise DimNotServed(
-                f"dim {dim} needs a fitted whitening; none is loaded yet (build an index first), or omit dim"
+                f"{field} {dim} needs a fitted whitening; none is loaded yet (build an index first), or omit {field}"
             )
         return self.encoder.dim
 

@@ -102,6 +102,7 @@ _EXPECTED = {"string_type": "a string", "int_type": "a whole number", "int_from_
              "bool_type": "true or false", "bool_parsing": "true or false", "list_type": "a list",
              "dict_type": "a JSON object", "model_type": "a JSON object", "model_attributes_type": "a JSON object",
              "none_required": "null", "finite_number": "a finite number"}
+_TYPE_SENTENCES = {f"must be {what}" for what in _EXPECTED.values()}
 _TYPE_TAG = re.compile(r"^(str|int|float|bool|none|list|dict|union|nullable|function-\w+|json-or-python|"
                        r"literal|lax-or-strict|strict|lax|constrained-str)(\[.*\])?$")
 
@@ -158,6 +159,8 @@ def validation_message(errors: Sequence[dict]) -> tuple[int, str, str | None]:
     parts = []
     for where, said in fields.items():
         said = list(dict.fromkeys(said))
+        if any(s not in _TYPE_SENTENCES for s in said):  # a union: the alternative of the value's own type
+            said = [s for s in said if s not in _TYPE_SENTENCES]  # said what is wrong; "must be a list" is noise
         expected = [s.removeprefix("must be ") for s in said if s.startswith("must be ")]
         if len(said) > 1 and len(expected) == len(said):
             parts.append(f"{where}: must be {' or '.join(expected)}")

@@ -99,7 +99,7 @@ async def _embeddings(request: Request, req: EmbeddingsRequest, rt: Runtime, bun
                       texts: list[str]) -> Response:
     name = bundle.encoder.identity.name
     try:
-        bundle.pipeline.output_dim(True, req.dimensions)
+        bundle.pipeline.output_dim(True, req.dimensions, "dimensions")
     except WhiteningError as exc:  # OpenAI answers 400 for dimensions it cannot give: so does /v1
         raise InvalidRequest(str(exc), param="dimensions") from exc
 
@@ -119,15 +119,15 @@ async def _embeddings(request: Request, req: EmbeddingsRequest, rt: Runtime, bun
 
 @router.get("/models", responses=responses(Unauthorized, NotReady))
 async def models(rt: Runtime = Depends(get_runtime), caller: Pass = Depends(data_caller)) -> dict:
-    """The default collection's model (and its alias `whitevec`), then the collections the caller may
-    use, each a `model` /v1/embeddings accepts; in OpenAI's list shape."""
+    """The default collection's model (and its aliases `whitevec` and `default`), then the collections the
+    caller may use, each a `model` /v1/embeddings accepts; in OpenAI's list shape."""
     ids: list[tuple[str, int]] = []
     visible = rt.gate.visible(caller)
     for col in visible:
         if col.name == "default":
             bundle = col.require_bundle()
             created = int((bundle.manifest or {}).get("created_at", 0))
-            ids += [(bundle.encoder.identity.name, created), ("whitevec", created)]
+            ids += [(bundle.encoder.identity.name, created), ("whitevec", created), ("default", created)]
     ids += [(c.name, int(c.created_at or 0)) for c in visible if c.name != "default"]
     return {"object": "list", "data": [{"id": name, "object": "model", "created": created, "owned_by": "whitevec"}
                                         for name, created in ids]}

@@ -28,7 +28,7 @@ def oa(server):
 
 def model_name(oa) -> str:
     models = oa.models.list().data
-    assert [m.id for m in models][1:] == ["whitevec"] and {m.owned_by for m in models} == {"whitevec"}
+    assert [m.id for m in models][1:] == ["whitevec", "default"] and {m.owned_by for m in models} == {"whitevec"}
     return models[0].id  # the served model's own name; "whitevec" is the alias that survives model changes
 
 
@@ -60,6 +60,7 @@ def test_dimensions(oa):
         oa.embeddings.create(model="whitevec", input=["hello"], dimensions=64)
     assert err.value.status_code == 400
     assert err.value.body["param"] == "dimensions" and "above the 8 dims" in err.value.body["message"]
+    assert err.value.body["message"].startswith("dimensions 64 is above")  # the field as /v1 names it, not `dim`
 
 
 def test_errors_in_openai_shape(oa, server):

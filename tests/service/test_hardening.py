@@ -169,6 +169,9 @@ async def test_a_dead_batcher_makes_the_server_unready_not_hang(settings):
      400, "input.1: must contain a non-space character"),
     ("POST", "/v1/embeddings", b'{"input": [], "model": "whitevec"}', {"content-type": "application/json"},
      400, "input"),
+    ("POST", "/v1/embeddings", b'{"input": "", "model": "whitevec"}', {"content-type": "application/json"},
+     400, "input: must not be empty"),  # a string is allowed: nothing about lists
+    ("POST", "/search", b'{"query": 3}', {"content-type": "application/json"}, 422, "query: must be a string"),
 ])
 async def test_every_error_has_the_documented_shape(settings, method, path, body, headers, status, fragment):
     async with serving(settings) as (app, client):
@@ -468,3 +471,13 @@ def test_the_published_non_empty_rule_is_the_one_the_server_applies():
         if not accepted == bool(ch.strip()) == bool(re.search(VISIBLE, ch)):
             differ.append(hex(code))
     assert not differ
+
+
+async def test_a_union_field_is_told_what_is_wrong_with_the_value_given(settings):
+    """`input` takes a string or a list: an empty string hears about strings only, a list about its items."""
+    async with serving(settings) as (app, client):
+        for body, said in (({"input": "", "model": "whitevec"}, "input: must not be empty"),
+                           ({"input": ["a", " "], "model": "whitevec"}, "input.1: must contain a non-space character"),
+                           ({"input": 3, "model": "whitevec"}, "input: must be a string or a list")):
+            r = await client.post("/v1/embeddings", json=body)
+            assert r.status_code == 400 and r.json()["error"]["message"] == said, r.text
