@@ -8,6 +8,9 @@ HOST ?= 127.0.0.1
 VENV := .venv
 PY := $(VENV)/bin/python
 SERVE_STAMP := $(VENV)/.whitevec-serve
+# setuptools prints an "Editable installation" notice for every editable package pip builds, even with -q:
+# it is advice about import paths, not a problem, and it buried real output
+QUIET_BUILD := PYTHONWARNINGS="ignore:Editable installation"
 DEV_STAMP := $(VENV)/.whitevec-dev
 
 .PHONY: run test docs setup setup-dev eval-demo clean
@@ -20,11 +23,11 @@ $(SERVE_STAMP): pyproject.toml clients/pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e . -e ./clients
+	$(QUIET_BUILD) $(PY) -m pip install -q -e . -e ./clients
 	touch $(SERVE_STAMP)
 
 $(DEV_STAMP): $(SERVE_STAMP)
-	$(PY) -m pip install -q -e '.[dev]' -e './clients[numpy]'
+	$(QUIET_BUILD) $(PY) -m pip install -q -e '.[dev]' -e './clients[numpy]'
 	touch $(DEV_STAMP)
 
 test: $(DEV_STAMP)
