@@ -24,6 +24,7 @@ from typing import Any, Protocol
 
 import numpy as np
 import torch
+from transformers.utils import logging as hf_logging
 
 from .engines import INT8
 from .errors import ModelFolderError
@@ -138,9 +139,17 @@ class TracedRunner:
     def __init__(self, model: torch.nn.Module, pooling: str) -> None:
         self.first, self.pooler = pooling == "first-last-avg", pooling == "pooler"
         module = _Transformer(model, self.first, self.pooler).eval()
-        with warnings.catch_warnings(), torch.inference_mode():
-            warnings.simplefilter("ignore")  # tracer notes about shapes: what matters is checked below
-            self.graph = torch.jit.freeze(torch.jit.trace(module, _padded(2, 8, 5), check_trace=False))
+        verbosity = hf_logging.get_verbosity()
+        # tracing reads every property of the model, `loss_function` too, which warns of a training loss no
+        # encoder has ("loss_type=None ... ForCausalLMLoss"): it read like a model error at every start
+        hf_logging.set_verbosity_error()
+        try:
+            with warnings.catch_warnings(), torch.inference_mode():
+                warnings.simplefilter("ignore")  # tracer notes about shapes: what matters is checked below
+                self.graph = torch.jit.freeze(torch.jit.trace(module, _padded(2, 8, 5), check_trace=False))
+        finally:
+            hf_logging.set_verbosity(verbosity)
+        with torch.inference_mode():
             check = _padded(3, 11, 4)
             for want, got in zip(module(*check), self.graph(*check)):
                 if want.shape != got.shape or not torch.allclose(want.float(), got.float(), atol=1e-3):

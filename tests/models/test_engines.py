@@ -284,3 +284,18 @@ def test_an_engine_in_the_table_is_what_the_encoder_runs(tiny_model_dir, monkeyp
     got = Encoder(tiny_model_dir, pooling="last-avg", device="cpu", engine="torch").encode(TEXTS).vectors
     assert calls[0] == "prepare" and calls.count("batch") >= 1
     np.testing.assert_allclose(got, want, atol=1e-5)
+
+
+def test_tracing_prints_no_training_loss_notice(tiny_model_dir):
+    """Tracing reads every property of the model, `loss_function` too, and transformers then warned of a
+    training loss ("loss_type=None ... ForCausalLMLoss") at every start: a fresh process, so the warning
+    has not been given once already."""
+    import subprocess
+    import sys
+
+    code = ("from whitevec.models.encoder import Encoder; "
+            f"e = Encoder({str(tiny_model_dir)!r}, device='cpu', engine='torch-half'); "
+            "print(e.encode(['hello']).vectors.shape)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "loss_type" not in done.stderr + done.stdout and "ForCausalLMLoss" not in done.stderr
