@@ -12,6 +12,8 @@ from tests.conftest import ADMIN, TRAIN_EXAMPLES, demo_documents, rebuild, servi
 
 pytestmark = pytest.mark.anyio
 
+STARTING = "starting: loading the model and reading the pairs"
+
 FAST = {"epochs": 15, "batch_size": 12, "lr": 1e-3, "centre_lr": 1e-2, "warmup": 0.0}
 
 
@@ -60,7 +62,10 @@ async def test_searches_succeed_while_training(settings):
     async with serving(settings) as (app, client):
         await rebuild(client, {"documents": demo_documents()})
         job_id = await start_training(client, {"examples": TRAIN_EXAMPLES, **FAST, "epochs": 100_000})
-        while (await client.get(f"/admin/jobs/{job_id}", headers=ADMIN)).json()["progress"]["done"] < 1:
+        phases = []
+        while (seen := (await client.get(f"/admin/jobs/{job_id}", headers=ADMIN)).json())["progress"]["done"] < 1:
+            if seen["state"] == "running":
+                phases.append(seen["progress"]["phase"])
             await asyncio.sleep(0.05)  # the child process is training now
         queries = [f"the cat {i}" for i in range(20)]
         answers = await asyncio.gather(*[client.post("/search", json={"query": q, "k": 3}) for q in queries])
@@ -68,6 +73,8 @@ async def test_searches_succeed_while_training(settings):
         assert [a.json()["results"][0]["query"] for a in answers] == queries
         job = (await client.get(f"/admin/jobs/{job_id}", headers=ADMIN)).json()
         assert job["state"] == "running"  # the searches above overlapped the training
+        # from the start the job says what it does: never 0 of 0 with no phase
+        assert phases and set(phases) <= {STARTING, "training"}
         await client.post(f"/admin/jobs/{job_id}/cancel", headers=ADMIN)
         assert (await wait_job(client, job_id))["state"] == "cancelled"
 
