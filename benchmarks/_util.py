@@ -49,7 +49,7 @@ def has_index(data_dir: Path) -> bool:
 def wait_job(client: httpx.Client, job_id: str, headers: dict) -> dict:
     while True:
         job = client.get(f"/admin/jobs/{job_id}", headers=headers).json()
-        if job["state"] in ("succeeded", "failed", "cancelled"):
+        if job["state"] in ("succeeded", "failed", "cancelled", "interrupted"):
             return job
         time.sleep(0.2)
 

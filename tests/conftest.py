@@ -171,7 +171,7 @@ async def wait_job(client: httpx.AsyncClient, job_id: str, timeout: float = 120)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         job = (await client.get(f"/admin/jobs/{job_id}", headers=ADMIN)).json()
-        if job["state"] in ("succeeded", "failed", "cancelled"):
+        if job["state"] in ("succeeded", "failed", "cancelled", "interrupted"):
             return job
         await asyncio.sleep(0.02)
     raise AssertionError(f"job {job_id} did not finish: {job}")

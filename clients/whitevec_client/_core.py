@@ -18,7 +18,7 @@ from .errors import (AuthError, Conflict, InvalidRequest, JobFailed, NotFound, N
 from .types import Job
 
 DEFAULT_URL = "http://127.0.0.1:8000"
-FINAL = ("succeeded", "failed", "cancelled")
+FINAL = ("succeeded", "failed", "cancelled", "interrupted")
 T = TypeVar("T")
 
 

@@ -177,7 +177,7 @@ class JobProgress(BaseModel):
 class Job(BaseModel):
     id: str
     kind: str
-    state: Literal["queued", "running", "succeeded", "failed", "cancelled"]
+    state: Literal["queued", "running", "succeeded", "failed", "cancelled", "interrupted"]
     progress: JobProgress
     created_at: str
     started_at: Optional[str]
@@ -190,7 +190,7 @@ class Job(BaseModel):
 
     @property
     def finished(self) -> bool:
-        return self.state in ("succeeded", "failed", "cancelled")
+        return self.state in ("succeeded", "failed", "cancelled", "interrupted")
 
 
 class TrainJob(Job):

@@ -2,8 +2,10 @@
 
 One worker thread runs jobs in submission order, so a rebuild and a training
 never compete for the CPU or race to swap the served version. Records survive
-restarts; a job found `running` or `queued` when the runner starts is marked
-failed with why. Several replicas may share one database (WHITEVEC_JOBS_DB):
+restarts. A job the server's shutdown stopped, or that a stopped process left `running` or
+`queued` (a kill, a crash), is `interrupted`, with when and why, and named in the log of the stop
+and of the next start; it is never run again on its own (a rebuild read a corpus that may have changed
+since, and an activation made meanwhile must not be overwritten): submit it again. Several replicas may share one database (WHITEVEC_JOBS_DB):
 each record names the replica that runs it, and a replica that starts fails only
 its own unfinished jobs and cancels only its own (its data dir is locked by then,
 so no other process is that replica). A queued job that is cancelled is
@@ -29,8 +31,8 @@ from .serving import release_freed_memory
 
 log = logging.getLogger(__name__)
 
-STATES = ("queued", "running", "succeeded", "failed", "cancelled")
-FINAL = ("succeeded", "failed", "cancelled")
+STATES = ("queued", "running", "succeeded", "failed", "cancelled", "interrupted")
+FINAL = ("succeeded", "failed", "cancelled", "interrupted")
 
 
 class JobCancelled(Exception):
@@ -52,6 +54,7 @@ class JobContext:
         self.runner = runner
         self.id = job_id
         self.cancel_event = threading.Event()
+        self.interrupted_by: str | None = None  # why the server stopped it (a shutdown), not a cancel
         self._last_write = 0.0
 
     @property
@@ -60,7 +63,7 @@ class JobContext:
 
     def check_cancelled(self) -> None:
         if self.cancelled:
-            raise JobCancelled("cancelled on request")
+            raise JobCancelled(self.interrupted_by or "cancelled on request")
 
     def note(self, **detail: Any) -> None:
         """Add live figures (an eval score, say) to the job's detail without moving its progress."""
@@ -146,10 +149,11 @@ class JobRunner:
         """A job runs in this process now (other replicas' records, a dead one's included, do not count)."""
         return self._running is not None
 
-    def start(self, activated: Callable[[str], bool] = lambda version: False) -> None:
-        """Settle what a stopped process left running or queued, then start the worker. A job killed
-        after it activated its version (`activated(version)` says so) succeeded: its state follows what
-        is on disk; any other is failed. Call only while holding the data dir's lock."""
+    def start(self, activated: Callable[[str], bool] = lambda version: False) -> list[dict]:
+        """Settle what a stopped process left running or queued, then start the worker; the jobs found
+        interrupted (logged). A job killed after it activated its version (`activated(version)` says so)
+        succeeded: its state follows what is on disk; any other is interrupted. Call only while holding the
+        data dir's lock."""
         with self._db.transaction() as execute:
             now, mine = time.time(), "(owner=? OR owner IS NULL)"
             for job_id, detail in execute(f"SELECT id, detail FROM jobs WHERE state='running' AND {mine}",
@@ -159,17 +163,31 @@ class JobRunner:
                     execute("UPDATE jobs SET state='succeeded', finished_at=?, result=? WHERE id=?",
                             (now, json.dumps({"version": built, "recovered": "the server stopped after this job "
                                               "activated its version; details were not recorded"}), job_id))
-            execute(f"UPDATE jobs SET state='failed', finished_at=?, error=? WHERE state='running' AND {mine}",
-                    (now, "the server stopped while this job was running; submit it again", self.owner))
-            execute(f"UPDATE jobs SET state='failed', finished_at=?, error=? WHERE state='queued' AND {mine}",
-                    (now, "the server stopped before this job started; submit it again", self.owner))
+            left = [(job_id, kind, state) for job_id, kind, state in execute(
+                f"SELECT id, kind, state FROM jobs WHERE state IN ('running', 'queued') AND {mine}", (self.owner,))]
+            for job_id, kind, state in left:
+                error = (f"interrupted: the server stopped (by {iso(now)}: killed or crashed) "
+                         + ("while this job was running" if state == "running" else "before this job started")
+                         + "; it is not run again on its own: submit it again")
+                execute("UPDATE jobs SET state='interrupted', finished_at=?, error=? WHERE id=?", (now, error, job_id))
+        for job_id, kind, _ in left:
+            log.warning("job %s (%s) was interrupted by the server's last stop; submit it again", job_id, kind)
         self._thread = threading.Thread(target=self._work, name="whitevec-jobs", daemon=True)
         self._thread.start()
+        return [{"id": job_id, "kind": kind} for job_id, kind, _ in left]
 
-    def stop(self, timeout: float = 30.0) -> None:
-        """Cancel what runs or waits, then wait for the worker to finish."""
-        for ctx in list(self._contexts.values()):
-            ctx.cancel_event.set()
+    def stop(self, timeout: float = 30.0, why: str = "the server was shut down") -> None:
+        """Interrupt what runs or waits (recorded `interrupted`, with when and `why`; logged), then wait for
+        the worker to finish."""
+        said = f"interrupted: {why} at {iso(time.time())}; it is not run again on its own: submit it again"
+        with self._transition:
+            for job_id, ctx in list(self._contexts.items()):
+                ctx.interrupted_by = said
+                ctx.cancel_event.set()
+                running = self._running == job_id
+                log.warning("job %s %s: %s", job_id, "was running" if running else "had not started", said)
+                if not running:  # still queued: final now, and it never runs
+                    self._finish(job_id, "interrupted", error=said)
         self._queue.put(None)
         if self._thread is not None:
             self._thread.join(timeout)
@@ -225,7 +243,7 @@ class JobRunner:
         try:
             result = fn(ctx)
         except JobCancelled as exc:
-            self._finish(job_id, "cancelled", error=str(exc))
+            self._finish(job_id, "interrupted" if ctx.interrupted_by else "cancelled", error=str(exc))
         except Exception as exc:  # a job's failure is its record, never the server's
             log.exception("job %s failed", job_id)
             self._finish(job_id, "failed", error=f"{type(exc).__name__}: {exc}" if not str(exc) else str(exc))

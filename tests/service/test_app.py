@@ -272,6 +272,19 @@ async def test_exception_mid_rebuild_leaves_old_version_serving(settings, monkey
         assert sorted(p.name for p in root.iterdir() if p.name != ".lock") == sorted([first["result"]["version"], "ACTIVE"])
 
 
+async def test_a_shutdown_during_a_rebuild_interrupts_it_and_the_next_start_says_so(settings):
+    async with serving(settings) as (app, client):
+        await rebuild(client, {"documents": demo_documents()})
+        big = (await client.post("/admin/index/rebuild", json={"documents": demo_documents(n_each=400)},
+                                 headers=ADMIN)).json()["job_id"]
+        while (await client.get(f"/admin/jobs/{big}", headers=ADMIN)).json()["state"] != "running":
+            await asyncio.sleep(0.01)
+    async with serving(settings) as (app, client):  # the server was stopped (Ctrl-C) and started again
+        job = (await client.get(f"/admin/jobs/{big}", headers=ADMIN)).json()
+        assert job["state"] == "interrupted" and "the server was shut down at" in job["error"], job
+        assert "cancelled on request" not in job["error"]
+
+
 async def test_cancel_running_and_queued_jobs(settings):
     async with serving(settings) as (app, client):
         first = await rebuild(client, {"documents": demo_documents()})

@@ -52,6 +52,52 @@ def test_only_start_marks_a_stopped_process_jobs_failed(tmp_path):
     runner.stop()
 
 
+def test_a_shutdown_interrupts_jobs_and_says_so(tmp_path, caplog):
+    """Ctrl-C is not a cancel: what ran and what waited are `interrupted`, with when and why, logged."""
+    runner = JobRunner(tmp_path / "jobs.sqlite")
+    runner.start()
+
+    def long(ctx):
+        while True:
+            ctx.check_cancelled()
+            time.sleep(0.01)
+
+    running = runner.submit("rebuild", long)
+    queued = runner.submit("train", lambda ctx: {})
+    while runner.get(running)["state"] != "running":
+        time.sleep(0.005)
+    runner.stop()
+    for job in (running, queued):
+        record = runner.get(job)
+        assert record["state"] == "interrupted", record
+        assert re.search(r"interrupted: the server was shut down at \d{4}-\d\d-\d\dT", record["error"])
+        assert "submit it again" in record["error"] and job in caplog.text
+    again = JobRunner(tmp_path / "jobs.sqlite")
+    assert again.start() == []  # already final: nothing left for the next start
+    assert again.get(running)["state"] == "interrupted"
+    again.stop()
+
+
+def test_a_start_after_a_kill_lists_the_jobs_it_left_as_interrupted(tmp_path, caplog):
+    killed = JobRunner(tmp_path / "jobs.sqlite")
+    killed.start()
+    release = threading.Event()
+    running = killed.submit("rebuild", lambda ctx: (release.wait(10), {})[1])
+    queued = killed.submit("train", lambda ctx: {})
+    while killed.get(running)["state"] != "running":
+        time.sleep(0.005)
+    # killed -9: nothing more is recorded; the next process on the data dir starts
+    killed._queue = __import__("queue").Queue()  # the dead worker takes nothing more
+    found = JobRunner(tmp_path / "jobs.sqlite").start()
+    assert {j["id"] for j in found} == {running, queued} and {j["kind"] for j in found} == {"rebuild", "train"}
+    after = JobRunner(tmp_path / "jobs.sqlite")
+    assert after.get(running)["state"] == after.get(queued)["state"] == "interrupted"
+    assert "killed or crashed) while this job was running" in after.get(running)["error"]
+    assert "before this job started" in after.get(queued)["error"]
+    assert f"job {running} (rebuild) was interrupted by the server's last stop" in caplog.text
+    release.set()
+
+
 async def test_a_non_json_line_from_the_training_process_fails_the_job_and_ends_it(settings, tmp_path):
     pid_file = tmp_path / "child.pid"
     script = f"import os, time; open({str(pid_file)!r}, 'w').write(str(os.getpid())); print('hello'); time.sleep(60)"
@@ -121,7 +167,7 @@ def test_a_job_killed_after_activating_its_version_is_succeeded_at_restart(tmp_p
     again.start(activated=lambda version: version == "v-landed")
     record = again.get(landed)
     assert record["state"] == "succeeded" and record["result"]["version"] == "v-landed"
-    assert again.get(lost)["state"] == "failed" and "submit it again" in again.get(lost)["error"]
+    assert again.get(lost)["state"] == "interrupted" and "submit it again" in again.get(lost)["error"]
     release.set()
     again.stop()
 
@@ -178,7 +224,7 @@ def wait_final(runner: JobRunner, job_id: str, timeout: float = 10) -> dict:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         record = runner.get(job_id)
-        if record["state"] in ("succeeded", "failed", "cancelled"):
+        if record["state"] in ("succeeded", "failed", "cancelled", "interrupted"):
             return record
         time.sleep(0.01)
     raise AssertionError(f"job {job_id} still {runner.get(job_id)['state']}")

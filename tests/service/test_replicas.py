@@ -75,7 +75,7 @@ def test_an_old_jobs_db_gains_the_owner_column_and_its_jobs_count_as_this_replic
     runner = JobRunner(db, owner="me")
     runner.start()
     job = runner.get("old")
-    assert job["state"] == "failed" and "stopped while this job was running" in job["error"]
+    assert job["state"] == "interrupted" and "while this job was running" in job["error"]
     assert job["replica"] is None
     runner.stop()
 

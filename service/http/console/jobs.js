@@ -5,7 +5,7 @@
 import { lossChart, searchTuningChart, tuningChart } from "./plots.js";
 import { adminOnly, api, badge, el, errorNotice, indexText, notice, num, put, table, toJSON, when, whiteningText } from "./ui.js";
 
-const FINAL = new Set(["succeeded", "failed", "cancelled"]);
+const FINAL = new Set(["succeeded", "failed", "cancelled", "interrupted"]);
 const UNITS = { encoding: "documents", training: "steps", tuning: "pair sentences" };
 /** Loss per step seen while this tab watched a running training (job id → step → loss). */
 const samples = new Map();
