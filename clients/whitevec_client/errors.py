@@ -66,7 +66,7 @@ class VersionChanged(WhitevecError):
 
 
 class JobFailed(WhitevecError):
-    """A job ended failed or cancelled; `job` holds its record and `message` the server's reason."""
+    """A job ended failed, cancelled or interrupted; `job` holds its record and `message` the server's reason."""
 
     def __init__(self, job: Any) -> None:
         super().__init__(f"job {job.id} {job.state}: {job.error}")
