@@ -9,6 +9,7 @@ import numpy as np
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
 from whitevec.index import filters, hybrid
+from whitevec.index.bundle import Bundle
 from whitevec.index.hybrid import Fusion
 from whitevec.index.documents import check_documents, parse_document, read_jsonl, resolve_import_path
 from whitevec.models.encoder import EncodeResult
@@ -98,7 +99,10 @@ async def _rebuild(req: RebuildRequest, rt: Runtime, t: Target) -> Response:
         job_id = await asyncio.to_thread(rt.jobs.submit, "index.rebuild", fn, total=total, collection=col.name)
         return JSONResponse({"job_id": job_id}, status_code=202)
 
-    auto = await asyncio.to_thread(_auto, rt, col, req)
+    # a merge without `whitening` adds to what is served: it keeps the served whitening (auto-tuned included),
+    # refitted on the merged corpus, rather than falling back to the collection's default
+    keep_served = req.reencode and req.mode == "merge" and req.whitening is None and bundle.pipeline.whitening is not None
+    auto = None if keep_served else await asyncio.to_thread(_auto, rt, col, req)
     auto_search = await asyncio.to_thread(_auto_search, rt, req)
     if not req.reencode:
         if bundle.retriever is None:
@@ -110,18 +114,17 @@ async def _rebuild(req: RebuildRequest, rt: Runtime, t: Target) -> Response:
             defaults = ops.whitening_params(None, None, None)
             return await submit(lambda ctx: ops.rewhiten(ctx, defaults, spec, auto=auto, auto_search=auto_search),
                                 bundle.retriever.count())
-        now = bundle.pipeline.whitening.params if bundle.pipeline.whitening is not None else None
         given = req.whitening.model_dump(exclude_unset=True) if req.whitening else {}
-        keep = {k: getattr(now, k) for k in ("beta", "gamma", "dim")} if now else {}
-        # the dim asked for, not one a rank-deficient fit lowered for gamma > 0 (a later gamma 0 restores it)
-        keep.update(bundle.requested_whitening())
-        merged = {**keep, **given}  # what the request leaves out stays as the served version has it
+        merged = {**_served_whitening(bundle), **given}  # what the request leaves out stays as the served version has it
         params = ops.whitening_params(merged.get("beta"), merged.get("gamma"), merged.get("dim"))
         ops.check_whitening_dim(params, bundle.encoder)
         count = bundle.retriever.count()
         spec = ops.index_spec(req.index.model_dump() if req.index else bundle.retriever.spec.to_dict(), count)
         ops.check_raw_vectors(bundle)
-        return await submit(lambda ctx: ops.rewhiten(ctx, params, spec, auto_search=auto_search), count)
+        source = "the served version's, with the request's fields over it" if given else \
+            f"kept from the served version {bundle.version}"
+        return await submit(lambda ctx: {**ops.rewhiten(ctx, params, spec, auto_search=auto_search),
+                                         "whitening_from": source}, count)
     if req.path is not None:
         path = resolve_import_path(rt.settings.import_dir, req.path)
         documents = await asyncio.to_thread(read_jsonl, path)
@@ -135,18 +138,34 @@ async def _rebuild(req: RebuildRequest, rt: Runtime, t: Target) -> Response:
                        "half: send \"confirm_shrink\": true to do that, or \"mode\": \"merge\" to add them to "
                        "the corpus")
     w = req.whitening if auto is None else None
-    params = ops.whitening_params(w.beta if w else None, w.gamma if w else None, w.dim if w else None)
+    if keep_served:
+        kept = _served_whitening(bundle)
+        params = ops.whitening_params(kept.get("beta"), kept.get("gamma"), kept.get("dim"))
+        source = (f"kept from the served version {bundle.version} (beta {params.beta}, gamma {params.gamma}, dim "
+                  f"{params.dim}): a merge without `whitening` keeps what is served; send `whitening` to change it")
+    else:
+        params = ops.whitening_params(w.beta if w else None, w.gamma if w else None, w.dim if w else None)
+        source = ("tuned on labelled pairs (auto)" if auto is not None else "the request's, over the collection's "
+                  "defaults" if w is not None else "the collection's default (a replace starts from it)")
     ops.check_whitening_dim(params, bundle.encoder)
     total = len(documents) + (served if req.mode == "merge" else 0)
     spec = ops.index_spec(req.index.model_dump() if req.index else None, total)
     if req.mode == "merge":
         def merge(ctx: JobContext) -> dict:
             corpus, since = ops.merged(documents)
-            return ops.rebuild(ctx, corpus, params, spec, since=since, auto=auto, auto_search=auto_search)
+            return {**ops.rebuild(ctx, corpus, params, spec, since=since, auto=auto, auto_search=auto_search),
+                    "whitening_from": source}
 
         return await submit(merge, total)
-    return await submit(lambda ctx: ops.rebuild(ctx, documents, params, spec, auto=auto, auto_search=auto_search),
-                        len(documents))
+    return await submit(lambda ctx: {**ops.rebuild(ctx, documents, params, spec, auto=auto, auto_search=auto_search),
+                                     "whitening_from": source}, len(documents))
+
+
+def _served_whitening(bundle: Bundle) -> dict:
+    """The served version's (beta, gamma, dim): the dim asked for, not one a rank-deficient fit lowered for
+    gamma > 0 (a later gamma 0 restores it); {} without a fitted whitening."""
+    now = bundle.pipeline.whitening.params if bundle.pipeline.whitening is not None else None
+    return {**({k: getattr(now, k) for k in ("beta", "gamma", "dim")} if now else {}), **bundle.requested_whitening()}
 
 
 def _auto_search(rt: Runtime, req: RebuildRequest) -> AutoSearch | None:

@@ -215,6 +215,26 @@ async def test_a_replace_that_shrinks_the_corpus_needs_confirmation_and_merge_ad
         assert job["state"] == "succeeded" and app.state.runtime.default.bundle.retriever.count() == 2
 
 
+async def test_a_merge_without_whitening_keeps_the_served_whitening_and_says_so(settings):
+    """The served version was built (or tuned) to beta 1, gamma 0, dim 8; the defaults say otherwise. A merge
+    adds to what is served: it keeps that whitening (refitted on the merged corpus); a replace starts from the
+    collection's default; the job result says which and why."""
+    docs = corpus(40)
+    settings = settings.model_copy(update={"whiten_beta": 0.0, "whiten_gamma": 0.0, "whiten_dim": None})
+    async with serving(settings) as (app, client):
+        first = await rebuild(client, {"documents": docs, "whitening": {"beta": 1.0, "gamma": 0.0, "dim": 8}})
+        assert first["result"]["whitening_from"].startswith("the request's")
+        job = await rebuild(client, {"documents": [{"id": "new", "text": "a brand new document"},
+                                                   {"id": "new-2", "text": "another one"}], "mode": "merge"})
+        params = job["result"]["whitening"]["params"]
+        assert (params["beta"], params["gamma"], params["dim"]) == (1.0, 0.0, 8), params
+        assert job["result"]["whitening_from"].startswith(f"kept from the served version {first['result']['version']}")
+        job = await rebuild(client, {"documents": docs, "confirm_shrink": True})
+        params = job["result"]["whitening"]["params"]
+        assert (params["beta"], params["gamma"], params["dim"]) == (0.0, 0.0, None), params
+        assert job["result"]["whitening_from"].startswith("the collection's default")
+
+
 async def test_rewhitening_without_reencoding_equals_a_full_rebuild(settings):
     """reencode: false refits whitening / rebuilds the index from the stored raw vectors: the model
     never runs, and the vectors equal those of a full rebuild with the same parameters."""
