@@ -9,6 +9,13 @@ from pathlib import Path
 from whitevec.models.errors import WhitevecError
 
 
+#: Who takes a data dir, and what to do instead when it is taken: (what, instead) for `DataDirLock.acquire`.
+SERVER = ("a whitevec server", "or send requests to the server already running on it (a second one would not see "
+                               "its writes)")
+BUILD = ("`whitevec index build`", "or send the build to the running server (POST /admin/index/rebuild)")
+TRAIN = ("`whitevec train --activate`", "or send the training to the running server (POST /admin/train)")
+
+
 class DataDirLocked(WhitevecError):
     """Another whitevec process is using the data dir."""
 
@@ -45,6 +52,16 @@ class DataDirLock:
         os.ftruncate(fd, 0)
         os.write(fd, f"{what} (pid {os.getpid()})".encode())
         self._fd = fd
+
+    @classmethod
+    def check_free(cls, data_dir: Path, what: str, instead: str) -> None:
+        """DataDirLocked now, before a command loads anything, when another process holds `data_dir` (the
+        command takes the lock for real later; this only answers at once)."""
+        if not (Path(data_dir) / ".lock").exists():
+            return
+        probe = cls(data_dir)
+        probe.acquire(what, instead)
+        probe.release()
 
     def release(self) -> None:
         if self._fd is not None:

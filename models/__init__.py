@@ -1,16 +1,28 @@
-"""Encoders, tokenizers, pooling, whitening and training: text → sentence vectors."""
+"""Encoders, tokenizers, pooling, whitening and training: text → sentence vectors.
+
+The names below load on first use (PEP 562): importing `whitevec.models.errors` for a command that runs no
+model (`whitevec token`, `whitevec collections`) must not pull torch and transformers in (seconds).
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
 
 from . import loader as _loader  # noqa: F401  (sets offline mode before transformers loads)
-from .encoder import EncodeResult, Encoder
-from .errors import ModelFolderError, WhitevecError, WhiteningError, WhiteningMismatchError
-from .loader import ModelIdentity
-from .pipeline import Pipeline, l2_normalize
-from .pooling import POOLINGS, Pooling
-from .tokenizers import TOKENIZERS, TextTokenizer
-from .whitening import Whitening, WhiteningParams, jl_dim
 
-__all__ = [
-    "POOLINGS", "TOKENIZERS", "EncodeResult", "Encoder", "ModelFolderError", "ModelIdentity", "Pipeline",
-    "Pooling", "TextTokenizer", "Whitening", "WhiteningError", "WhiteningMismatchError", "WhiteningParams",
-    "WhitevecError", "jl_dim", "l2_normalize",
-]
+_WHERE = {
+    "EncodeResult": "encoder", "Encoder": "encoder", "ModelFolderError": "errors", "WhitevecError": "errors",
+    "WhiteningError": "errors", "WhiteningMismatchError": "errors", "ModelIdentity": "loader",
+    "Pipeline": "pipeline", "l2_normalize": "pipeline", "POOLINGS": "pooling", "Pooling": "pooling",
+    "TOKENIZERS": "tokenizers", "TextTokenizer": "tokenizers", "Whitening": "whitening",
+    "WhiteningParams": "whitening", "jl_dim": "whitening",
+}
+
+__all__ = sorted(_WHERE)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _WHERE:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f".{_WHERE[name]}", __name__), name)

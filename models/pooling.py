@@ -9,9 +9,9 @@ from pathlib import Path
 
 import torch
 
+from .choices import POOLINGS
 from .st_modules import st_pooling
 
-POOLINGS = ("cls", "pooler", "last-avg", "first-last-avg", "max")
 DEFAULT_POOLING = "first-last-avg"
 CONFIG_NAME = "whitevec_pooling.json"
 

@@ -11,9 +11,9 @@ from pathlib import Path
 import torch
 from transformers import AutoTokenizer
 
+from .choices import TOKENIZERS
 from .errors import ModelFolderError
 
-TOKENIZERS = ("bert", "wobert")
 CONFIG_NAME = "whitevec_tokenizer.json"
 
 #: A long text is first tokenized as a prefix of max_length × this many characters, cut at

@@ -6,8 +6,8 @@ import argparse
 
 
 def add_model_args(p: argparse.ArgumentParser) -> None:
-    from whitevec.models.pooling import POOLINGS
-    from whitevec.models.tokenizers import TOKENIZERS
+    from whitevec.models.choices import POOLINGS, TOKENIZERS  # not pooling/tokenizers: they load torch
+    from whitevec.models.engines import ENGINES
 
     p.add_argument("--model", default=None, help="local Hugging Face model folder (default: bundled all-MiniLM-L6-v2)")
     p.add_argument("--pooling", choices=POOLINGS, default=None,
@@ -16,7 +16,7 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-length", type=int, default=None, help="tokens per text; longer texts are truncated and counted")
     p.add_argument("--batch-size", type=int, default=None, help="texts per model batch (default: the engine's, 64 for torch-half, else 32)")
     p.add_argument("--device", default=None, help="torch device (default: cuda when available, else cpu)")
-    p.add_argument("--engine", choices=("auto", "torch", "torch-half", "onnx", "onnx-int8", "onnx-int8-rr"), default=None,
+    p.add_argument("--engine", choices=("auto", *ENGINES), default=None,
                    help="inference engine (default auto: torch-half (bf16) on a GPU or a CPU with AMX-BF16, onnx on "
                         "other CPUs; onnx: ONNX Runtime fp32, torch's vectors; onnx-int8-rr: int8, fastest on VNNI "
                         "CPUs, vectors further from fp32; see WHITEVEC_ENGINE)")

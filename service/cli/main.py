@@ -10,6 +10,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from whitevec.index.datadir import BUILD, SERVER, DataDirLock
 from whitevec.models.errors import WhitevecError
 
 from .common import add_model_args, build_encoder, settings_from
@@ -112,6 +113,7 @@ def cmd_index_build(args: argparse.Namespace) -> int:
     path = Path(args.file)
     if not path.is_file():
         raise WhitevecError(f"{path} is not a file; give a JSONL file of {{\"id\", \"text\", \"metadata\"?}} lines")
+    DataDirLock.check_free(settings_from(args).data_dir, *BUILD)  # at once, before torch loads
     if args.ray is not None:  # Ray first: it forks its servers, which must happen before an index backend opens gRPC
         from whitevec.index.distributed import ray_session
 
@@ -126,7 +128,7 @@ def _index_build(path: Path, args: argparse.Namespace) -> int:
     from whitevec.service.engine.runtime import Runtime
 
     rt = Runtime(settings_from(args))
-    rt.lock("`whitevec index build`", "or send the build to the running server (POST /admin/index/rebuild)")  # refuses while a server uses this data dir
+    rt.lock(*BUILD)  # refuses while a server uses this data dir
     try:
         rt.open()
         documents = read_jsonl(path)
@@ -190,14 +192,16 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if problem is not None:
         print(f"whitevec: {problem}", file=sys.stderr)
         return 1
+    settings = settings_from(args)
+    DataDirLock.check_free(settings.data_dir, *SERVER)  # at once, before torch loads (seconds)
     import uvicorn
     from whitevec.index.documents import read_jsonl
     from whitevec.service.http.app import create_app
     from whitevec.service.engine.runtime import DEMO_CORPUS
 
-    app = create_app(settings_from(args))
+    app = create_app(settings)
     rt = app.state.runtime
-    rt.lock()  # before anything touches the data dir; the app's lifespan keeps it
+    rt.lock(*SERVER)  # before anything touches the data dir; the app's lifespan keeps it
     rt.open()  # upgrades a data dir from before collections
     if args.demo and not rt.default.versions.versions():  # never over kept versions, whatever ACTIVE says
         print(f"no index in {rt.settings.data_dir}: building the demo index from {DEMO_CORPUS.name}",

@@ -7,6 +7,7 @@ import json
 import sys
 from pathlib import Path
 
+from whitevec.index.datadir import TRAIN, DataDirLock
 from whitevec.models.errors import WhitevecError
 
 from .common import add_model_args, settings_from
@@ -41,15 +42,18 @@ def add_train_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-
-    from whitevec.service.engine.runtime import Runtime
-
     path = Path(args.file)
     if not path.is_file():
         raise WhitevecError(f"{path} is not a file; give a TSV of pairs or a JSONL of examples or pairs")
-    rt = Runtime(settings_from(args))
+    settings = settings_from(args)
+    if args.activate:
+        DataDirLock.check_free(settings.data_dir, *TRAIN)  # at once, before torch loads
+
+    from whitevec.service.engine.runtime import Runtime
+
+    rt = Runtime(settings)
     if args.activate:  # before the long part: refuse now if a server uses the data dir
-        rt.lock("`whitevec train --activate`", "or send the training to the running server (POST /admin/train)")
+        rt.lock(*TRAIN)
         rt.open()
         if rt.collection(args.collection) is None:
             rt.unlock()

@@ -15,7 +15,7 @@ from pathlib import Path
 from whitevec.index import layout, naming
 from whitevec.index.backends import IndexBackend
 from whitevec.index.bundle import resolve_model_ref
-from whitevec.index.datadir import DataDirLock
+from whitevec.index.datadir import SERVER, DataDirLock
 from whitevec.index.versions import VersionStore
 from whitevec.models.encoder import EncoderPool
 from whitevec.models.errors import WhitevecError
@@ -103,9 +103,7 @@ class Runtime:
         return path
 
     # -- the data dir -----------------------------------------------------------------------------------
-    def lock(self, what: str = "a whitevec server",
-             instead: str = "or send requests to the server already running on it (a second one would not see "
-                            "its writes)") -> None:
+    def lock(self, what: str = SERVER[0], instead: str = SERVER[1]) -> None:
         """Hold the data dir for this process (idempotent); DataDirLocked names the holder and `instead`."""
         self._lock.acquire(what, instead)
 

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
-from whitevec.models.encoder import EncoderSpec
+
+if TYPE_CHECKING:  # the encoder module loads torch: commands that read settings and run no model start at once
+    from whitevec.models.encoder import EncoderSpec
 
 
 class Settings(BaseSettings):
@@ -118,5 +120,7 @@ class Settings(BaseSettings):
     def encoder_spec(self, model_dir: Path | None = None, engine: str | None = None) -> EncoderSpec:
         """The configured encoder (WHITEVEC_MODEL_DIR, POOLING, TOKENIZER, MAX_LENGTH, ENGINE, DEVICE), on
         `model_dir` and `engine` when given."""
+        from whitevec.models.encoder import EncoderSpec
+
         return EncoderSpec(model_dir if model_dir is not None else self.model_dir, self.pooling, self.tokenizer,
                            self.max_length, engine or self.engine, self.device, self.max_batch, self.engine_cache)

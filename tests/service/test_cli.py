@@ -7,7 +7,7 @@ import pytest
 
 from whitevec.service.engine.admin_token import AdminToken
 from whitevec.service.cli.main import main
-from tests.conftest import SHARED_DATA
+from tests.conftest import SHARED_DATA, free_port
 
 
 def test_eval_sts_json_is_one_object_with_every_combination(tiny_model_dir, pairs_file, capsys):
@@ -262,3 +262,52 @@ def test_make_run_takes_port_and_host_and_installs_only_serving_needs():
     assert installs and not any("[dev]" in line or "[bench]" in line for line in installs), installs
     # `pip install ./clients` builds in clients/build: ignored, never an untracked folder in a checkout
     assert subprocess.run(["git", "check-ignore", "-q", "clients/build/lib/x.py"], cwd=root).returncode == 0
+
+
+#: What a command that runs no model must not load: each takes seconds to import.
+HEAVY = ("torch", "transformers", "faiss", "onnxruntime", "uvicorn", "sentence_transformers")
+
+
+def modules_loaded(args: list[str], cwd) -> tuple[set[str], subprocess.CompletedProcess]:
+    """The top-level modules `whitevec ARGS` imported (python -X importtime), and how it ended."""
+    proc = subprocess.run([sys.executable, "-X", "importtime", "-m", "whitevec.service.cli.main", *args],
+                          capture_output=True, text=True, timeout=120, cwd=cwd,
+                          env={**__import__("os").environ, "WHITEVEC_ADMIN_TOKEN": ""})
+    found = re.findall(r"^import time:\s+\d+ \|\s+\d+ \|\s*([\w.]+)$", proc.stderr, re.M)
+    return {name.split(".")[0] for name in found}, proc
+
+
+def test_commands_that_run_no_model_load_no_model_code(tmp_path):
+    """--help, --version, token, collections, a busy port and a taken data dir answer at once: none of them
+    imports torch, transformers, FAISS or ONNX Runtime (the 3-4 s a command used to take to print a line)."""
+    import socket
+
+    from whitevec.index.datadir import SERVER, DataDirLock
+
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "admin_token").write_text("t0ken-for-the-test\n")
+    held = DataDirLock(data)
+    held.acquire(*SERVER)  # a server on the data dir
+    corpus = tmp_path / "docs.jsonl"
+    corpus.write_text('{"id": "a", "text": "x"}\n')
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = str(busy.getsockname()[1])
+        commands = [["--help"], ["--version"], ["token", "--data-dir", str(data)],
+                    ["collections", "list", "--url", "http://127.0.0.1:9", "--data-dir", str(data)],
+                    ["serve", "--port", port, "--data-dir", str(data)],
+                    ["serve", "--port", str(free_port()), "--data-dir", str(data)],
+                    ["index", "build", str(corpus), "--data-dir", str(data)],
+                    ["train", str(corpus), "--activate", "--data-dir", str(data)]]
+        said = []
+        for args in commands:
+            loaded, proc = modules_loaded(args, tmp_path)
+            assert not loaded & set(HEAVY), (args, loaded & set(HEAVY), proc.stderr[-500:])
+            assert "Traceback" not in proc.stderr, (args, proc.stderr[-2000:])
+            said.append([line for line in (proc.stdout + proc.stderr).splitlines() if not line.startswith("import time")])
+    held.release()
+    assert said[2] == ["t0ken-for-the-test"] and "no whitevec server answers" in said[3][-1]
+    assert "already in use" in said[4][-1] and "send requests to the server already running" in said[5][-1]
+    assert "POST /admin/index/rebuild" in said[6][-1] and "POST /admin/train" in said[7][-1]
