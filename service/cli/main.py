@@ -217,8 +217,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     else:
         admin_header = f"Authorization: Bearer $({_self_command()} token --data-dir {shlex.quote(str(rt.settings.data_dir))})"
     key = ' -H "Authorization: Bearer $WHITEVEC_API_KEY"' if rt.settings.api_key is not None else ""
+    access = rt.gate.read_access()
     print(f"""
 whitevec on {base}   (console: {base}/console, API docs: {base}/docs)
+searching is {"open" if access["open"] else "closed to anonymous callers"}: {access["why"]}
 try:
     curl -s {base}/search -H 'content-type: application/json'{key} -d '{{"query": "will it rain tomorrow?", "k": 3}}'
     curl -s {base}/embed -H 'content-type: application/json'{key} -d '{{"texts": ["hello world"]}}'

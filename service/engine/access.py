@@ -69,8 +69,28 @@ class Gate:
 
     @property
     def open(self) -> bool:
-        """Neither WHITEVEC_API_KEY nor any access key exists: anyone may search and embed."""
-        return self.settings.api_key is None and not self.keys.any
+        """Anyone may search and embed: WHITEVEC_READ_ACCESS=open, or `auto` while the server has neither
+        WHITEVEC_API_KEY nor an access key, now or before (revoking every key does not reopen it)."""
+        return self.read_access()["open"]
+
+    def read_access(self) -> dict[str, str | bool]:
+        """The read rule in force: the setting, whether searching is open now, and why, in words."""
+        setting = self.settings.read_access
+        if setting == "open":
+            return {"setting": setting, "open": True, "why": "WHITEVEC_READ_ACCESS=open: anyone may search and embed "
+                                                            "every collection; keys scope writes only"}
+        if setting == "keys":
+            return {"setting": setting, "open": False, "why": "WHITEVEC_READ_ACCESS=keys: searching and embedding "
+                                                             "need an access key, WHITEVEC_API_KEY or the admin token"}
+        if self.settings.api_key is not None:
+            why = "WHITEVEC_API_KEY is set: searching and embedding need a credential"
+        elif self.keys.any:
+            why = ("an access key exists or existed: searching and embedding need a credential (revoking keys does "
+                   "not reopen it; WHITEVEC_READ_ACCESS=open does)")
+        else:
+            return {"setting": setting, "open": True, "why": "no access key yet: anyone may search and embed; creating "
+                                                            "the first key closes searching to credentials"}
+        return {"setting": setting, "open": False, "why": why}
 
     def is_admin(self, token: str) -> bool:
         return same_secret(token, self._admin_token())

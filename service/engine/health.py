@@ -39,6 +39,7 @@ def ready_report(rt: Runtime, caller: Pass) -> dict:
                                           "active_version": c.versions.active(),
                                           "error": c.load_error or c.config.get("problem"),
                                           "refused": c.refused} for c in rt.collections()}
+        report["read_access"] = rt.gate.read_access()  # who may search and embed now, and why
     report["models_loaded"] = len(rt.encoders)
     if any(c.status() != "ready" for c in rt.collections()):
         report["status"] = "degraded"

@@ -90,6 +90,10 @@ class Settings(BaseSettings):
     admin_token: SecretStr | None = Field(None, description="Bearer token for /admin; none: one is generated "
                                           "at start and printed, so admin is never open.")
     api_key: SecretStr | None = Field(None, description="Bearer key for /embed, /search and /v1/*; none: open.")
+    read_access: Literal["auto", "open", "keys"] = Field(
+        "auto", description="Who may search and embed. auto: anyone until the server has an API key or has ever had "
+                            "an access key, then a credential; open: anyone, always (keys still scope writes and "
+                            "admin); keys: a credential, always.")
     keep_versions: int = Field(3, ge=2, description="Versions kept on disk, by activation history: the active "
                                "and the previously active one always, then the most recently activated.")
     keep_models: int = Field(2, ge=0, description="Fine-tuned model folders in DATA_DIR/models kept besides those "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from dataclasses import asdict
 from typing import Literal
 
@@ -28,6 +29,7 @@ from .schemas import CollectionCreate, JobOut, KeyCreate, TrainAccepted, TrainRe
 ADMIN_ERRORS = (*COMMON, Unauthorized, Forbidden)
 
 router = APIRouter(prefix="/admin", tags=["admin"], dependencies=[Depends(require_admin)])
+log = logging.getLogger("whitevec")
 
 
 # -- collections ------------------------------------------------------------------------------------------
@@ -99,14 +101,22 @@ async def delete_collection(name: str, confirm: bool = Query(False, description=
 async def create_key(req: KeyCreate = Depends(json_body(KeyCreate)), rt: Runtime = Depends(get_runtime),
                      caller: Pass = Depends(require_admin)) -> Response:
     """A key for some collections, `read` (search, embed) or `write` (also documents). The key is in this
-    answer only: the server keeps its SHA-256."""
+    answer only: the server keeps its SHA-256. `read_access` says who may search now, and what creating the
+    key changed (the first key closes an `auto` server's searching to credentials)."""
     known = {c.name for c in rt.gate.visible(caller)}
     for i, name in enumerate(req.collections):
         if name not in known:
             raise NotFound(f"collections[{i}]: no collection named {name[:100]!r}; create it first "
                            "(PUT /admin/collections/{name})", param="collections")
+    was_open = rt.gate.open
     made = await asyncio.to_thread(rt.keys.create, req.collections, req.access, req.name)
-    return JSONResponse(made, status_code=201)
+    access = rt.gate.read_access()
+    changed = ("searching and embedding were open to anyone and now need a credential (an access key, "
+               "WHITEVEC_API_KEY or the admin token); revoking keys does not reopen them, WHITEVEC_READ_ACCESS=open "
+               "does") if was_open and not access["open"] else "nothing: " + str(access["why"])
+    if was_open and not access["open"]:
+        log.warning("read access changed: %s", changed)
+    return JSONResponse({**made, "read_access": {**access, "changed": changed}}, status_code=201)
 
 
 @router.get("/keys", responses=responses(Unauthorized, Forbidden), tags=["keys"])

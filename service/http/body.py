@@ -244,20 +244,18 @@ def _apply_rules(schema: dict, components: dict) -> None:
                     param["schema"] = {**param.get("schema", {}), "pattern": f"^{RULES['collection'].pattern.pattern}$"}
 
 
-def _drop_scheme(schema: dict, name: str) -> None:
-    """Remove a security scheme that the server does not enforce (no WHITEVEC_API_KEY set)."""
+def _optional_scheme(schema: dict, name: str) -> None:
+    """Declare scheme `name` as optional where it is declared (its requirement, or none): an open server
+    takes requests without it, and Swagger's Authorize still sends it to every data route."""
     for path in schema.get("paths", {}).values():
         for op in path.values():
-            if isinstance(op, dict) and "security" in op:
-                op["security"] = [req for req in op["security"] if name not in req]
-                if not op["security"]:
-                    del op["security"]
-    schema.get("components", {}).get("securitySchemes", {}).pop(name, None)
+            if isinstance(op, dict) and any(name in req for req in op.get("security", [])) and {} not in op["security"]:
+                op["security"].append({})
 
 
 def install_openapi(app: FastAPI, settings: Settings) -> None:
     """Add the schemas of bodies read by json_body to the app's OpenAPI components, with the
-    server's limits; declare the API key scheme only when a key is enforced."""
+    server's limits; the data routes' bearer declared optional (WHITEVEC_READ_ACCESS decides when it is needed)."""
     original = app.openapi
 
     def openapi() -> dict:
@@ -272,8 +270,7 @@ def install_openapi(app: FastAPI, settings: Settings) -> None:
             components[name] = body
         _apply_limits(components, settings)
         _apply_rules(schema, components)
-        if settings.api_key is None:
-            _drop_scheme(schema, "ApiKey")
+        _optional_scheme(schema, "ApiKey")
         app.openapi_schema = schema
         return schema
 

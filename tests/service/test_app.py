@@ -311,7 +311,7 @@ async def test_restart_serves_the_same_results_and_keeps_jobs(settings):
         job = await rebuild(client, {"documents": demo_documents(), "index": {"type": "flat"}})
         before = (await client.post("/search", json={"queries": ["the cat", "雨"], "k": 4})).json()
         emb = (await client.post("/embed", json={"texts": ["hello"]})).json()
-    # A job left `running` by a crash is reported failed after the restart.
+    # A job left `running` by a crash is reported interrupted after the restart.
     with sqlite3.connect(settings.data_dir / "jobs.sqlite") as db:
         db.execute("INSERT INTO jobs (id, kind, state, created_at) VALUES ('crashed', 'index.rebuild', 'running', 0)")
     async with serving(settings) as (app, client):
@@ -319,7 +319,7 @@ async def test_restart_serves_the_same_results_and_keeps_jobs(settings):
         assert (await client.post("/embed", json={"texts": ["hello"]})).json() == emb
         jobs = {j["id"]: j for j in (await client.get("/admin/jobs", headers=ADMIN)).json()}
         assert jobs[job["id"]]["state"] == "succeeded"
-        assert jobs["crashed"]["state"] == "failed" and "stopped while this job was running" in jobs["crashed"]["error"]
+        assert jobs["crashed"]["state"] == "interrupted" and "while this job was running" in jobs["crashed"]["error"]
 
 
 async def test_crash_leftovers_are_cleaned_and_previous_version_served(settings):

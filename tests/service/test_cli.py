@@ -232,6 +232,7 @@ def test_a_restarted_server_keeps_its_token_and_prints_where_it_is(tiny_model_di
     try:
         said = again.output()
         assert token not in said and f"admin token: in {data / 'admin_token'}" in said
+        assert "searching is open: no access key yet" in said  # the read rule, in the banner
         assert httpx.get(f"{again.base}/admin/jobs", headers={"Authorization": f"Bearer {token}"}).status_code == 200
         # the banner's admin curl line works as pasted into a shell (the token command runs inside it)
         line = next(x for x in said.splitlines() if "/admin/jobs" in x and x.strip().startswith("curl"))

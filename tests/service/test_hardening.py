@@ -203,6 +203,10 @@ async def test_openapi_declares_error_statuses_and_bearer_auth(settings):
         assert schemes["AdminToken"] == {"type": "http", "scheme": "bearer",
                                          "description": schemes["AdminToken"]["description"]}
         assert {"AdminToken": []} in spec["paths"]["/admin/index/rebuild"]["post"]["security"]
+        for path in ("/embed", "/search", "/v1/embeddings", "/collections/{name}/search"):
+            # Swagger's Authorize reaches the data routes: the bearer is declared, and optional
+            assert spec["paths"][path]["post"]["security"] == [{"ApiKey": []}, {}], path
+        assert schemes["ApiKey"]["scheme"] == "bearer"
         for name in ("RebuildRequest", "DocumentIn", "SearchRequest", "EmbeddingsRequest"):
             assert name in spec["components"]["schemas"]
 

@@ -218,3 +218,35 @@ async def test_keys_and_collections_on_milvus_and_across_two_replicas(settings, 
         # the last key revoked: the replicas stay closed to callers without a credential
         for replica in (a, b):
             assert (await replica.post("/collections/a/search", json={"query": "x"})).status_code == 401
+
+
+@pytest.mark.parametrize("read_access", ["auto", "open", "keys"])
+async def test_the_read_access_rule_is_explicit_and_said(settings, read_access):
+    """WHITEVEC_READ_ACCESS: `auto` (the default: open until the first key, then credentials, and revoking
+    does not reopen), `open` (always: keys scope writes), `keys` (always a credential). The key's creation
+    answer says what it changed; /readyz shows the admin the rule in force."""
+    settings = settings.model_copy(update={"read_access": read_access})
+    async with serving(settings) as (app, client):
+        await rebuild(client, {"documents": demo_documents(2)})
+
+        async def anonymous() -> int:
+            return (await client.post("/search", json={"query": "x"})).status_code
+
+        before = (await client.get("/readyz", headers=ADMIN)).json()["read_access"]
+        assert before["setting"] == read_access and before["open"] == (read_access != "keys")
+        assert await anonymous() == (401 if read_access == "keys" else 200)
+        made = await make_key(client, ["default"], "write")
+        said = made["read_access"]
+        if read_access == "auto":
+            assert not said["open"] and said["changed"].startswith("searching and embedding were open to anyone and "
+                                                                   "now need a credential")
+        else:
+            assert said["open"] == (read_access == "open") and said["changed"].startswith("nothing: ")
+        assert await anonymous() == (200 if read_access == "open" else 401)
+        assert (await client.delete(f"/admin/keys/{made['id']}", headers=ADMIN)).status_code == 200
+        assert await anonymous() == (200 if read_access == "open" else 401)  # a revoke reopens nothing
+        after = (await client.get("/readyz", headers=ADMIN)).json()["read_access"]
+        assert after["open"] == (read_access == "open") and after["why"]
+        # writes always need a credential, whatever the read rule
+        r = await client.post("/admin/documents", json={"documents": [{"id": "x", "text": "x"}]})
+        assert r.status_code == 401

@@ -79,7 +79,7 @@ function watchToken() {
   const state = document.getElementById("token-state");
   const apply = () => {
     setToken(input.value);
-    state.textContent = hasToken() ? "set: held in this tab's memory only" : "none: read-only pages of an open server";
+    state.textContent = hasToken() ? "set: held in this tab's memory only" : "none: search works while the server's searching is open; other pages need a token";
     if (hasToken()) {
       // asked once per token; the admin pages wait for the same answer instead of asking again
       const typed = input.value;
