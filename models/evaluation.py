@@ -146,9 +146,27 @@ def format_table(report: dict) -> str:
     return "\n".join(lines)
 
 
-def plot_results(report: dict, out: str | Path, chosen: dict | None = None) -> Path:
-    """Spearman against dim, one line per (β, γ), the raw score as a dashed reference; `chosen` (a row's
-    beta, gamma, dim; default the best row) is marked with a star."""
+#: Line styles and markers by β (colours go by γ): the grid's five βs each get their own.
+_STYLES = ["-", "--", ":", "-.", (0, (5, 1, 1, 1, 1, 1)), (0, (1, 3))]
+_MARKERS = ["o", "s", "^", "D", "v", "P"]
+
+
+def line_looks(keys: list[tuple[float, float]]) -> dict[tuple[float, float], tuple[tuple, object, str]]:
+    """(colour, line style, marker) per (β, γ): colour from γ (viridis), style and marker from β, so no two
+    lines of the grid look alike (a 10-colour cycle repeated itself over 25 lines)."""
+    import matplotlib
+
+    gammas = sorted({g for _, g in keys})
+    betas = sorted({b for b, _ in keys})
+    colours = matplotlib.colormaps["viridis"](np.linspace(0, 0.9, max(len(gammas), 1)))
+    return {(b, g): (tuple(colours[gammas.index(g)]), _STYLES[betas.index(b) % len(_STYLES)],
+                     _MARKERS[betas.index(b) % len(_MARKERS)]) for b, g in keys}
+
+
+def plot_results(report: dict, out: str | Path, chosen: dict | None = None, note: str | None = None) -> Path:
+    """Spearman against dim, one line per (β, γ) — colour by γ, line style by β, so each line is its own —
+    the raw score as a dashed reference; `chosen` (a row's beta, gamma, dim; default the best row) is marked
+    with a star; `note` is written under the plot."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -158,9 +176,12 @@ def plot_results(report: dict, out: str | Path, chosen: dict | None = None) -> P
     groups: dict[tuple[float, float], list[tuple[int, float]]] = {}
     for r in scored(report):
         groups.setdefault((r["beta"], r["gamma"]), []).append((r["dim"], r["spearman"]))
-    for (beta, gamma), points in groups.items():
+    looks = line_looks(list(groups))
+    for (beta, gamma), points in sorted(groups.items()):
         points.sort()
-        ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=f"β={beta:g}, γ={gamma:g}")
+        colour, style, marker = looks[beta, gamma]
+        ax.plot([p[0] for p in points], [p[1] for p in points], color=colour, linestyle=style, marker=marker,
+                markersize=3, label=f"β={beta:g}, γ={gamma:g}")
     if report["raw"] is not None:
         ax.axhline(report["raw"], color="black", linestyle="--", label=f"raw ({report['raw']:.2f})")
     mark = chosen or max(scored(report), key=lambda r: r["spearman"], default=None)
@@ -174,7 +195,9 @@ def plot_results(report: dict, out: str | Path, chosen: dict | None = None) -> P
     ax.set_title(f"{report['model']} ({report['pooling']}), {report['n_pairs']} pairs")
     ax.legend(fontsize=6 if len(groups) > 8 else 8, ncol=2 if len(groups) > 8 else 1)
     ax.grid(alpha=0.3)
-    fig.tight_layout()
+    if note:
+        fig.text(0.01, 0.01, note, fontsize=7, color="dimgray")
+    fig.tight_layout(rect=(0, 0.04 if note else 0, 1, 1))
     out = Path(out)
     fig.savefig(out, dpi=120)
     plt.close(fig)

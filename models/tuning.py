@@ -133,8 +133,8 @@ def tune(fit: Whitening, a: np.ndarray, b: np.ndarray, scores: np.ndarray, max_d
     chosen = max(plain or at_dim, key=lambda r: (r["choose"], r["raw"]))
     held_best = max(scored, key=lambda r: r["report"])
     whiten = not chosen["raw"] and not (chosen["beta"] == 0 and chosen["gamma"] == 0 and chosen["dim"] == fit.d)
-    what = ("do not whiten (raw vectors)" if not whiten else
-            "rotate and truncate only, no variance equalisation" if chosen["gamma"] == 0 else "whiten")
+    what = "do not whiten (raw vectors)" if chosen["raw"] else describe(chosen["beta"], chosen["gamma"], chosen["dim"],
+                                                                          fit.d)
     reason = (f"best on the choosing half: β={best['beta']:g} γ={best['gamma']:g} dim={best['dim']}"
               f"{' (raw)' if best['raw'] else ''}, Spearman {best['choose']:.2f}; the smallest dim within "
               f"{tolerance:g} of it is {chosen['dim']}, where β={chosen['beta']:g} γ={chosen['gamma']:g} scores "
@@ -149,8 +149,19 @@ def tune(fit: Whitening, a: np.ndarray, b: np.ndarray, scores: np.ndarray, max_d
         "split": {"choose": len(choose), "report": len(report), "seed": seed},
         "tolerance": tolerance,
         "dims": dims,
+        "rank": fit.rank,
         "table": rows,
     }
+
+
+def describe(beta: float, gamma: float, dim: int, d: int) -> str:
+    """What a (β, γ, dim) does to the vectors, in words: centring, rotation, truncation, equalisation."""
+    centre = "centre, " if beta == 1 else f"centre by {beta:g} of the mean, " if beta else ""
+    keep = f"keep all {d} dims" if dim >= d else f"truncate to {dim} of {d} dims"
+    if gamma == 0:
+        return f"{centre}rotate and {keep}, no variance equalisation"
+    equalise = "equalise every direction's variance" if gamma == 1 else f"equalise variance by γ={gamma:g}"
+    return f"whiten: {centre}rotate, {equalise}, {keep}"
 
 
 def plot_tuning(report: dict, model: str, out: Path) -> Path:
@@ -160,9 +171,13 @@ def plot_tuning(report: dict, model: str, out: Path) -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
     rows = [{"beta": r["beta"], "gamma": r["gamma"], "dim": r["dim"], "spearman": r["report"]}
             for r in report["table"] if not r["raw"] and r["report"] is not None]
+    rank = report.get("rank")
+    capped = rank is not None and any(r["gamma"] > 0 for r in rows) and max(r["dim"] for r in rows) > rank
+    note = (f"γ > 0 lines stop at dim {rank}, the fit's rank: past it there is no variance to equalise, only "
+            "noise" if capped else None)
     return plot_results({"results": rows, "raw": report["held_out"]["raw"], "model": model,
                          "pooling": f"auto whitening on {report.get('pairs', 'pairs')}",
-                         "n_pairs": report["split"]["report"]}, out, chosen=report["choice"])
+                         "n_pairs": report["split"]["report"]}, out, chosen=report["choice"], note=note)
 
 
 def anisotropy(raw: np.ndarray, samples: int = 5000, seed: int = 0) -> float:

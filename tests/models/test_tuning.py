@@ -95,3 +95,22 @@ def test_anisotropy_and_the_unlabelled_suggestion():
     assert suggestion(anisotropy(isotropic))["gamma"] == 0.0
     hint = suggestion(anisotropy(isotropic + 3.0))
     assert (hint["beta"], hint["gamma"]) == (1.0, 1.0) and "auto whitening" in hint["why"]
+
+
+def test_the_choice_is_said_as_what_it_does():
+    from whitevec.models.tuning import describe
+
+    assert describe(1.0, 0.0, 384, 384) == "centre, rotate and keep all 384 dims, no variance equalisation"
+    assert describe(0.0, 0.0, 128, 384) == "rotate and truncate to 128 of 384 dims, no variance equalisation"
+    assert describe(0.5, 0.0, 64, 384).startswith("centre by 0.5 of the mean, rotate and truncate to 64")
+    assert describe(1.0, 1.0, 256, 384) == ("whiten: centre, rotate, equalise every direction's variance, truncate to "
+                                            "256 of 384 dims")
+
+
+def test_every_line_of_the_tuning_plot_looks_different():
+    from whitevec.models.evaluation import line_looks
+    from whitevec.models.tuning import GRID
+
+    keys = [(b, g) for b in GRID for g in GRID]
+    looks = line_looks(keys)
+    assert len(keys) == 25 and len(set(looks.values())) == len(keys)
