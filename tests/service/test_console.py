@@ -256,6 +256,7 @@ def test_console_in_headless_chromium(console_server, tmp_path):
 def run_the_story(page: Page, base: str, v1: str, v2: str) -> None:
     from selenium.webdriver.common.keys import Keys
 
+    assert httpx.put(f"{base}/admin/collections/other", json={}, headers=AUTH, timeout=30).status_code == 201
     page.driver.get(f"{base}/console#search")
     page.type("#token", TOKEN + Keys.ENTER)
     assert page.wait(lambda: "memory only" in page.text("#token-state"))
@@ -269,8 +270,28 @@ def run_the_story(page: Page, base: str, v1: str, v2: str) -> None:
     assert '"query": "the cat sat on the mat"' in page.text("pre.request")
     shell = page.all("pre.request")[1].text
     assert shell.startswith(f"curl -s {base}/search ") and TOKEN not in page.text("main")
-    assert '-H "Authorization: Bearer $WHITEVEC_API_KEY"' in shell and "WHITEVEC_TOKEN" not in shell
+    # the admin token is typed: the curl line names it, as the server's banner does, not the API key
+    assert '-H "Authorization: Bearer $WHITEVEC_ADMIN_TOKEN"' in shell and "WHITEVEC_API_KEY" not in shell
     page.shoot("search")
+
+    # the collection is chosen from the server's list, and the choice follows to the Versions page
+    from selenium.webdriver.support.ui import Select
+
+    page.wait(lambda: page.all("select[name=collection]"))
+    choice = Select(page.driver.find_element("css selector", "select[name=collection]"))
+    assert {o.get_attribute("value") for o in choice.options} == {"default", "other"}
+    choice.select_by_value("other")
+    assert "/collections/other/search" in page.all("pre.request")[1].text
+    assert page.driver.find_element("css selector", "nav a[data-page=versions]").get_attribute("href").endswith(
+        "#versions/other")
+    page.click("nav a[data-page=versions]")
+    page.wait(lambda: "Versions of other" in page.text("main"))
+    page.go("#versions/default")  # back to the collection the rest of the story uses
+    page.wait(lambda: "Versions of default" in page.text("main"))
+    page.go("#search")
+    page.wait(lambda: page.all("select[name=collection]"))
+    assert Select(page.driver.find_element("css selector", "select[name=collection]")).first_selected_option \
+        .get_attribute("value") == "default"
 
     # a filter: a key no document has is answered with a warning above the (no) hits; then only matches
     page.click("#add-condition")

@@ -3,7 +3,8 @@
 
 import { rebuildForm } from "./rebuild.js";
 import {
-  adminOnly, adminPath, api, badge, collectionInput, el, errorNotice, indexText, notice, num, table, when,
+  adminOnly, adminPath, api, badge, chooseCollection, collectionInput, el, errorNotice, indexText, notice, num, table,
+  when,
   whiteningText,
 } from "./ui.js";
 
@@ -91,6 +92,7 @@ function activateCell(name, v, active, older, reload, say) {
 }
 
 export async function versionsPage(view, [name = "default"]) {
+  chooseCollection(name); // the nav's Versions link and the next Search follow the collection shown here
   const messages = el("div", { class: "messages" });
   const listing = el("div");
   const say = (node) => messages.replaceChildren(node);

@@ -2,7 +2,10 @@
 // metadata filter; the request as JSON and as curl (to copy), the answer's warnings, then the hits with score,
 // text and metadata, and with "explain" each side's score and rank and the matched words.
 
-import { api, collectionInput, copyButton, curlCommand, el, errorNotice, notice, num, parseJSON, table, toJSON } from "./ui.js";
+import {
+  api, chooseCollection, collectionInput, copyButton, curlCommand, currentCollection, el, errorNotice, isAdmin, notice,
+  num, parseJSON, table, toJSON,
+} from "./ui.js";
 
 const OPERATORS = [
   ["$eq", "="], ["$ne", "≠"], ["$in", "in"], ["$nin", "not in"],
@@ -128,7 +131,8 @@ function answerView(answer, ms) {
 }
 
 export async function searchPage(view, [collection]) {
-  if (collection) form.collection = collection;
+  form.collection = collection || currentCollection();
+  chooseCollection(form.collection);
   const conditions = el("div", { class: "conditions" });
   const json = el("pre", { class: "request" });
   const shell = el("pre", { class: "request" });
@@ -206,5 +210,6 @@ export async function searchPage(view, [collection]) {
       shell),
     output);
   redraw();
+  isAdmin().then(() => redraw(false), () => {}); // the curl line names the admin token once it is known to be one
   query.focus();
 }

@@ -4,12 +4,31 @@
 let token = "";
 /** Whether `token` is the admin token: a promise of true or false, asked of the server once per token. */
 let adminCheck = null;
+/** The server said the token typed is the admin token (curl lines then name $WHITEVEC_ADMIN_TOKEN). */
+let adminKnown = false;
+/** The collection last chosen on any page: the one the next page opens (and the nav's Versions link). */
+let chosen = "default";
 
 /** The token the user typed: a variable in this module, never written to storage, cookies or the URL. */
 export function setToken(value) {
   const next = value.trim();
-  if (next !== token) adminCheck = null;
+  if (next !== token) {
+    adminCheck = null;
+    adminKnown = false;
+  }
   token = next;
+}
+
+/** The collection chosen last, on any page. */
+export function currentCollection() {
+  return chosen;
+}
+
+/** Remember `name` as the collection in use: pages opened next start from it, the nav's Versions link too. */
+export function chooseCollection(name) {
+  chosen = name || "default";
+  const link = document.querySelector('nav a[data-page="versions"]');
+  if (link) link.setAttribute("href", `#versions/${encodeURIComponent(chosen)}`);
 }
 
 export function hasToken() {
@@ -83,7 +102,11 @@ async function request(method, path, body) {
 export function isAdmin() {
   if (!token) return Promise.resolve(false);
   if (!adminCheck) {
-    const check = request("GET", "/admin/collections").then(() => true, (err) => {
+    const asked = token;
+    const check = request("GET", "/admin/collections").then(() => {
+      if (token === asked) adminKnown = true;
+      return true;
+    }, (err) => {
       if (err.status === 401 || err.status === 403) return false;
       if (adminCheck === check) adminCheck = null; // no answer about the token (server down, loading): ask later
       throw err;
@@ -216,7 +239,8 @@ export function indexText(spec) {
   return [spec.type, ...rest.map(([k, v]) => `${k} ${v}`)].join(" · ");
 }
 
-/** Collection names this credential may see: the admin list, else /readyz's (open servers), else `default`. */
+/** Collection names this credential may see — the admin list, else /readyz's (open servers) — or null when
+ * the server does not list them to it (an access key: it types the names it was given). */
 export async function collectionNames() {
   try {
     if (await isAdmin()) return (await api("GET", "/admin/collections")).collections.map((c) => c.name);
@@ -229,16 +253,27 @@ export async function collectionNames() {
   } catch {
     // not ready yet
   }
-  return ["default"];
+  return null;
 }
 
-/** A text input that suggests collection names; `onpick` gets the chosen name. */
+/** The collection to use: a list of the collections when the server lists them to this credential, else a
+ * text field; `onpick` gets the chosen name (remembered for the next page too). */
 export function collectionInput(value, onpick) {
-  const list = el("datalist", { id: `collections-${Math.random().toString(36).slice(2)}` });
-  const input = el("input", { type: "text", value, list: list.id, spellcheck: "false", name: "collection",
-    onchange: () => onpick(input.value.trim() || "default") });
-  collectionNames().then((names) => list.replaceChildren(...names.map((n) => el("option", { value: n }))));
-  return el("span", {}, input, list);
+  const pick = (name) => {
+    chooseCollection(name);
+    onpick(name);
+  };
+  const input = el("input", { type: "text", value, spellcheck: "false", name: "collection",
+    onchange: () => pick(input.value.trim() || "default") });
+  const holder = el("span", {}, input);
+  collectionNames().then((names) => {
+    if (!names) return;
+    const all = names.includes(value) ? names : [value, ...names];
+    const select = el("select", { name: "collection", onchange: () => pick(select.value) },
+      ...all.map((n) => el("option", { value: n, ...(n === value ? { selected: "" } : {}) }, n)));
+    holder.replaceChildren(select);
+  }, () => {});
+  return holder;
 }
 
 /** The admin API path of a collection's route (`default` included: it is a collection like the others). */
@@ -249,7 +284,7 @@ export function adminPath(name, route) {
 /** The variable a copied command names for the token: the admin token for /admin calls, else the API key
  * (the names the server's start-up banner uses). */
 function tokenVariable(path) {
-  return path.startsWith("/admin/") ? "$WHITEVEC_ADMIN_TOKEN" : "$WHITEVEC_API_KEY";
+  return path.startsWith("/admin/") || adminKnown ? "$WHITEVEC_ADMIN_TOKEN" : "$WHITEVEC_API_KEY";
 }
 
 /** A call as a shell command to copy: the token stays out of it (a variable stands in for it), and with no
