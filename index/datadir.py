@@ -45,6 +45,8 @@ class DataDirLock:
         except BlockingIOError:
             holder = os.read(fd, 200).decode(errors="replace").strip() or "another process"
             os.close(fd)
+            if not holder.startswith(SERVER[0]):  # a build or a training holds it: nothing to send work to
+                instead = "or wait for it to finish"
             raise DataDirLocked(
                 f"data dir {self.path.parent} is in use by {holder}; stop it first, {instead}, or use another "
                 "--data-dir"

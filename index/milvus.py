@@ -4,136 +4,36 @@ and drops are `milvus_target.py`'s).
 `WHITEVEC_MILVUS_URI` is a local file path (embedded Milvus Lite, the `milvus-lite` package) or
 `http://host:19530` (Milvus standalone or a cluster); `pymilvus` talks to both. Each version's
 collection holds the whitened, unit-length vectors (`vector`, searched by inner product), the raw
-pooled vectors (`raw`, so re-whitening never re-encodes), the text, the metadata as given, and a
-typed copy of its scalar values (`typed`) that filters compare: Milvus's JSON comparisons treat
-`true` as `1` and a missing key as null, whitevec's filters do not (measured on Milvus Lite
-2.5: `metadata["g"] == 1` matched 1, 1.0 and true; `is null` matched null and a missing key), so
-each scalar is stored as a tagged string ("n:1", "b:true", "s:…", "z:"; a list as the list of its
-elements' tags, an object as "o:") and filters compare those. Range operators are checked by
-whitevec (index/filters.py's reference) over the documents Milvus finds with the key.
-
-Lexical search is Milvus's own BM25 function over a `terms` field: the words whitevec's analyzer cut from the
-text (index/analyzer.py, as on FAISS), each written as a short hash in lower-case letters and digits that
-any Milvus tokenizer keeps whole, so Milvus counts exactly whitevec's words (its own tokenizers cut Chinese
-and accents differently). Milvus keeps the sparse vectors in step with every upsert and delete, on every
-replica at once.
+pooled vectors (`raw`, so re-whitening never re-encodes), the text, the metadata as given, a typed
+copy of its scalar values that filters compare (`typed`), and whitevec's words for Milvus's BM25
+function (`terms`, with its sparse vectors): `milvus_fields.py` writes those and the filter
+expressions. Milvus keeps the sparse vectors in step with every upsert and delete, on every replica
+at once.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import json
-import re
 import threading
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from itertools import islice
+from typing import TypeVar
 
 import numpy as np
 
 from . import analyzer
-from .filters import CONTROL, Filter, add_types, matches
+from .filters import Filter, add_types, matches
 from .journal import Journal
 from .lexical import BM25
+from .milvus_fields import MAX_LIMIT, MAX_VARCHAR, milvus_filter, term_token, terms_text, typed
 from .retriever import ChangeResult, Hit
 from .spec import IndexSpec, SearchParams, check_search_params
 from .store import Document, DocumentList, Documents
 
-#: Longest text and id a collection stores (Milvus VARCHAR limit, in bytes).
-MAX_VARCHAR = 65_535
+T = TypeVar("T")
 INSERT_BATCH = 1_000
 SEARCH_THREADS = 2  # per served version: searches of one version, beside the FAISS backend's own thread
-#: How a version's `terms` field writes a word (recorded in its manifest: a later form never reads it).
-TERMS_FORM = "blake2b-48-base36"
-#: Most hits one Milvus search returns (Milvus's topk limit): a lexical search checked by whitevec stops there.
-MAX_LIMIT = 16_384
-_DIGITS = "0123456789abcdefghijklmnopqrstuvwxyz"
-
-
-def term_token(term: str) -> str:
-    """A word as one token any Milvus tokenizer keeps whole: 48 bits of its hash in base 36 (≤ 10 characters)."""
-    n = int.from_bytes(hashlib.blake2b(term.encode("utf-8", "surrogatepass"), digest_size=6).digest(), "big")
-    out = ""
-    while True:
-        n, d = divmod(n, 36)
-        out = _DIGITS[d] + out
-        if n == 0:
-            return out
-
-
-def terms_text(terms: list[str]) -> str:
-    """A document's words for the `terms` field, in order; the words past what the field holds (about 6,000)
-    are left out (documented: on Milvus the rest of a very long text does not count lexically)."""
-    out, size = [], 0
-    for term in terms:
-        token = term_token(term)
-        size += len(token) + (1 if out else 0)
-        if size > MAX_VARCHAR:
-            break
-        out.append(token)
-    return " ".join(out)
-
-
-def tag(value: object) -> str | None:
-    """The typed form a filter compares; None for values no equality matches (objects, lists)."""
-    if value is None:
-        return "z:"
-    if isinstance(value, bool):
-        return "b:true" if value else "b:false"
-    if isinstance(value, int):
-        return f"n:{value}"  # exact at any size, as SQLite and the Python reference compare
-    if isinstance(value, float):
-        return f"n:{int(value)}" if value.is_integer() else f"n:{value!r}"  # 2.0 equals 2; values are finite
-    if isinstance(value, str):
-        return "s:" + value
-    return None
-
-
-def typed(metadata: dict) -> dict:
-    """Every key with its tag, a list's element tags, or "o:" (an object: present, never equal)."""
-    out: dict = {}
-    for key, value in metadata.items():
-        if isinstance(value, list):
-            out[key] = [t for t in map(tag, value) if t is not None]
-        else:
-            out[key] = tag(value) or "o:"
-    return out
-
-
-def _equals(key: str, values: tuple) -> str:
-    tags = list(dict.fromkeys(t for t in map(tag, values) if t is not None))
-    if not tags:
-        return "false"
-    # Milvus Lite 2.5 refuses `typed["k"] in [...]` ("left side of 'in' must be a field reference")
-    listed = json.dumps(tags, ensure_ascii=False)
-    scalar = " or ".join(f'typed["{key}"] == {json.dumps(t, ensure_ascii=False)}' for t in tags)
-    return f'({scalar} or json_contains_any(typed["{key}"], {listed}))'
-
-
-def milvus_filter(where: Filter | None) -> tuple[str, bool]:
-    """A Milvus boolean expression for whitevec's filter, and whether it is exact: a range operator, or a
-    value with a control character (Milvus's expression strings have no \\u escapes), becomes "the key
-    exists" (a superset), and the caller checks the candidates with `matches`.
-    Keys were checked by the filter parser (no quote, backslash or control character)."""
-    if not where:
-        return "", True
-    clauses, exact = [], True
-    for c in where:
-        has = f'exists typed["{c.key}"]'
-        if c.op in ("in", "nin") and any(isinstance(v, str) and CONTROL.search(v) for v in c.values):
-            clauses += [has] if c.op == "in" else []  # $nin: any document may pass; the check decides
-            exact = False
-        elif c.op == "in":
-            clauses.append(_equals(c.key, c.values))
-        elif c.op == "nin":  # a missing key makes Milvus's `not (...)` null: name that case
-            clauses.append(f"(not {has} or not {_equals(c.key, c.values)})")
-        elif c.op == "exists":
-            clauses.append(has if c.values[0] else f"(not {has})")
-        else:
-            clauses.append(has)
-            exact = False
-    return " and ".join(clauses), exact
 
 
 def _index_params(client, spec: IndexSpec, n: int):
@@ -226,7 +126,7 @@ class MilvusRetriever:
         return self._spec
 
     def count(self) -> int:
-        found = self.client.query(self.collection, filter="", output_fields=["count(*)"])
+        found = self._loaded(lambda: self.client.query(self.collection, filter="", output_fields=["count(*)"]))
         return int(found[0]["count(*)"])
 
     def pending_changes(self) -> int:
@@ -265,16 +165,16 @@ class MilvusRetriever:
                     out[i] = hits
         return out
 
-    def _loaded(self, call: Callable[[], list]) -> list:
-        """`call`, loading the collection again first if another replica released it (it had moved on to a
-        newer version while this one had not followed yet)."""
+    def _loaded(self, call: Callable[[], T]) -> T:
+        """`call`, loading the collection again if another replica released it (it had moved on to a newer
+        version while this one had not followed yet), and trying once more: another of this version's
+        searches may have loaded it already, or the release came mid-call. A second failure is the answer."""
         try:
             return call()
         except Exception:
             state = self.client.get_load_state(self.collection).get("state")
-            if getattr(state, "name", str(state)) == "Loaded":
-                raise
-            self.client.load_collection(self.collection)
+            if getattr(state, "name", str(state)) != "Loaded":
+                self.client.load_collection(self.collection)
             return call()
 
     def _exact(self, queries: np.ndarray, k: int, expr: str, check: Filter | None) -> list[list[Hit]]:
@@ -358,7 +258,7 @@ class MilvusRetriever:
         return out
 
     def get(self, doc_id: str) -> Document | None:
-        found = self.client.get(self.collection, ids=[doc_id], output_fields=["text", "metadata"])
+        found = self._loaded(lambda: self.client.get(self.collection, ids=[doc_id], output_fields=["text", "metadata"]))
         return Document(found[0]["id"], found[0]["text"], found[0]["metadata"] or {}) if found else None
 
     def _existing(self, ids: list[str]) -> set[str]:
@@ -424,6 +324,9 @@ class MilvusRetriever:
 
     def _read(self, expr: str, field: str, width: int) -> tuple[list[Document], np.ndarray]:
         """The documents matching `expr` with their `field` vectors, read in batches of INSERT_BATCH."""
+        return self._loaded(lambda: self._read_once(expr, field, width))
+
+    def _read_once(self, expr: str, field: str, width: int) -> tuple[list[Document], np.ndarray]:
         docs: list[Document] = []
         vectors: list[list[float]] = []
         iterator = self.client.query_iterator(self.collection, batch_size=INSERT_BATCH, filter=expr,

@@ -21,7 +21,8 @@ from . import analyzer
 from .bundle import Bundle
 from .journal import JOURNAL_FILE, Journal
 from .lexical import BM25
-from .milvus import TERMS_FORM, MilvusRetriever
+from .milvus import MilvusRetriever
+from .milvus_fields import TERMS_FORM
 from .parts import MILVUS_FILE, VersionDamaged
 from .spec import IndexSpec
 from .store import Documents

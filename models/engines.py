@@ -79,8 +79,8 @@ def choose_auto(device_type: str, flags: frozenset[str] | None = None) -> Engine
     flags = cpu_flags() if flags is None else flags
     for engine, flag in CPU_CANDIDATES:
         if flag in flags:
-            return EngineChoice(engine, f"this CPU has {flag}: bf16 runs 2.5× ONNX fp32 on such CPUs and finds "
-                                        "the same top 10 as float32 (at least 95% of it, measured on STS-B)")
+            return EngineChoice(engine, f"this CPU has {flag}: bf16 runs 2.5× ONNX fp32 on such CPUs and shares "
+                                        "at least 95% of float32's top 10 on average (measured on STS-B)")
     int8 = [f for f in INT8_FLAGS if f in flags]
     note = (f"it has {', '.join(int8)}, but int8 changes search results more than allowed: under 95% of "
             "float32's top 10, measured on STS-B" if int8 else "no int8 dot products either")

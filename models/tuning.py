@@ -161,7 +161,7 @@ def describe(beta: float, gamma: float, dim: int, d: int) -> str:
     if gamma == 0:
         return f"{centre}rotate and {keep}, no variance equalisation"
     equalise = "equalise every direction's variance" if gamma == 1 else f"equalise variance by γ={gamma:g}"
-    return f"whiten: {centre}rotate, {equalise}, {keep}"
+    return f"whiten ({centre}rotate, {equalise}, {keep})"
 
 
 def plot_tuning(report: dict, model: str, out: Path) -> Path:

@@ -152,7 +152,8 @@ def activate(routes: Routes, version: str) -> Call[Activated]:
 def create_collection(name: str, model: Optional[str], whitening: Optional[Whitening],
                       index: Optional[IndexSpec], search: Optional[SearchSetting] = None) -> Call[Dict[str, Any]]:
     body = _given({"model": model, "whitening": whitening, "index": index, "search": search})
-    return Call("PUT", f"/admin/collections/{q(name)}", _json, body, admin=True, retry=False)
+    return Call("PUT", f"/admin/collections/{q(name)}", _json, body, admin=True, retry=False,
+                fixes={f"DELETE /admin/collections/{name}?confirm=true first": "delete_collection(name, confirm=True) first"})
 
 
 def get_collection(name: str) -> Call[Dict[str, Any]]:

@@ -16,7 +16,7 @@ class WhitevecError(Exception):
 
 
 class AuthError(WhitevecError):
-    """401/403: a missing or wrong API key or admin token."""
+    """401: a missing, wrong or revoked key or admin token; 403: a valid one without the right."""
 
 
 class InvalidRequest(WhitevecError):

@@ -216,8 +216,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         admin_header = "Authorization: Bearer $WHITEVEC_ADMIN_TOKEN"
     else:
         admin_header = f"Authorization: Bearer $({_self_command()} token --data-dir {shlex.quote(str(rt.settings.data_dir))})"
-    key = ' -H "Authorization: Bearer $WHITEVEC_API_KEY"' if rt.settings.api_key is not None else ""
     access = rt.gate.read_access()
+    key = (' -H "Authorization: Bearer $WHITEVEC_API_KEY"' if rt.settings.api_key is not None
+           else "" if access["open"] else f' -H "{admin_header}"')  # closed: the admin token reads every collection
     print(f"""
 whitevec on {base}   (console: {base}/console, API docs: {base}/docs)
 searching is {"open" if access["open"] else "closed to anonymous callers"}: {access["why"]}

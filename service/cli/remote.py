@@ -52,11 +52,10 @@ def cmd_collections(args: argparse.Namespace) -> int:
                             "--url") from None
     if not r.is_success:
         try:
-            message = r.json()["error"]["message"]
+            message = r.json()["error"]["message"].replace("add ?confirm=true", "add --yes")
         except (ValueError, KeyError, TypeError):
             message = r.text[:500]
-        hint = " (add --yes to delete it)" if r.status_code == 409 and args.collections_command == "delete" else ""
-        raise WhitevecError(f"{r.status_code}: {message}{hint}")
+        raise WhitevecError(f"{r.status_code}: {message}")
     answer = r.json()
     if args.collections_command == "list" and not args.json:
         rows = answer["collections"]

@@ -235,7 +235,9 @@ class JobRunner:
             ctx = self._contexts.get(job_id)
             if ctx is None:  # cancelled while queued: already final
                 return
-            if not self._record(job_id, state="running", started_at=time.time()):
+            self._live[job_id]["detail"]["phase"] = "starting"  # until the job reports its own: never no phase
+            if not self._record(job_id, state="running", started_at=time.time(),
+                                detail=json.dumps(self._live[job_id]["detail"])):
                 self._finish(job_id, "failed", error="its record could not be written when it started (see the "
                                                      "server log); submit it again")
                 return

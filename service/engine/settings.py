@@ -89,7 +89,8 @@ class Settings(BaseSettings):
 
     admin_token: SecretStr | None = Field(None, description="Bearer token for /admin; none: one is generated "
                                           "at start and printed, so admin is never open.")
-    api_key: SecretStr | None = Field(None, description="Bearer key for /embed, /search and /v1/*; none: open.")
+    api_key: SecretStr | None = Field(None, description="Bearer key that reads every collection (/embed, /search, "
+                                      "/v1/*); set, it closes searching to credentials under WHITEVEC_READ_ACCESS=auto.")
     read_access: Literal["auto", "open", "keys"] = Field(
         "auto", description="Who may search and embed. auto: anyone until the server has an API key or has ever had "
                             "an access key, then a credential; open: anyone, always (keys still scope writes and "

@@ -35,7 +35,7 @@ log = logging.getLogger("whitevec")
 _FINETUNE_SUFFIX = re.compile(r"(-ft-\d{8}T\d{6}-[0-9a-f]{4}|-amsoftmax(-\d{8}T\d{6})?)$")
 MODEL_BASE_CHARS = 40
 #: A training job's phase until the child process reports its first event (seconds: it loads the model).
-STARTING = "starting: loading the model and reading the pairs"
+STARTING = "starting"
 
 
 def die_with_parent() -> None:
@@ -125,11 +125,11 @@ class TrainingSupervisor:
         (work / "config.json").write_text(json.dumps(spec), encoding="utf-8")
         threads = str(self.settings.train_threads)
         env = {**os.environ, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads, "TOKENIZERS_PARALLELISM": "false"}
-        ctx.progress(0, 1, phase=STARTING)  # the child loads the model and reads the pairs before its first event
+        ctx.progress(0, 0, phase=STARTING)  # the child loads the model and reads the pairs before its first event
         with open(work / "stderr.log", "w") as err:
             proc = subprocess.Popen([*self.training_command, str(work / "config.json")],
                                     stdout=subprocess.PIPE, stderr=err, text=True, env=env,
-                                    preexec_fn=die_with_parent)
+                                    preexec_fn=die_with_parent, start_new_session=True)
             watcher = threading.Thread(target=self._stop_on_cancel, args=(ctx, proc), daemon=True)
             watcher.start()
             report, error = None, None

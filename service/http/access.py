@@ -20,7 +20,8 @@ admin_bearer = HTTPBearer(auto_error=False, scheme_name="AdminToken",
                                       "document routes also take a `write` access key.")
 api_bearer = HTTPBearer(auto_error=False, scheme_name="ApiKey",
                         description="An access key (POST /admin/keys), WHITEVEC_API_KEY or the admin token; "
-                                    "needed once the server sets WHITEVEC_API_KEY or has any access key.")
+                                    "needed when searching is closed (WHITEVEC_READ_ACCESS; GET /readyz with the admin "
+                                    "token shows the rule in force).")
 
 
 @dataclass(frozen=True)
@@ -33,7 +34,7 @@ class Target:
 
 async def data_caller(request: Request,
                       credentials: HTTPAuthorizationCredentials | None = Depends(api_bearer)) -> Pass:
-    """Search and embed: any credential; none while the server has neither WHITEVEC_API_KEY nor access keys."""
+    """Search and embed: any credential; none while searching is open (WHITEVEC_READ_ACCESS, engine/access.py)."""
     gate = request.app.state.runtime.gate
     if gate.open:  # an open server: any bearer (OpenAI SDKs send one)
         return Pass(admin=credentials is not None and gate.is_admin(credentials.credentials), reads_all=True)

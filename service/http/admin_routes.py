@@ -108,14 +108,20 @@ async def create_key(req: KeyCreate = Depends(json_body(KeyCreate)), rt: Runtime
         if name not in known:
             raise NotFound(f"collections[{i}]: no collection named {name[:100]!r}; create it first "
                            "(PUT /admin/collections/{name})", param="collections")
-    was_open = rt.gate.open
+    was_open, had_keys = rt.gate.open, rt.keys.any
     made = await asyncio.to_thread(rt.keys.create, req.collections, req.access, req.name)
     access = rt.gate.read_access()
-    changed = ("searching and embedding were open to anyone and now need a credential (an access key, "
-               "WHITEVEC_API_KEY or the admin token); revoking keys does not reopen them, WHITEVEC_READ_ACCESS=open "
-               "does") if was_open and not access["open"] else "nothing: " + str(access["why"])
+    said = []
     if was_open and not access["open"]:
-        log.warning("read access changed: %s", changed)
+        said.append("searching and embedding were open to anyone and now need a credential (an access key, "
+                    "WHITEVEC_API_KEY or the admin token); revoking keys does not reopen them, WHITEVEC_READ_ACCESS=open "
+                    "does")
+    if not had_keys:
+        said.append("/metrics and /readyz now name collections to the admin token only (tenants must not learn "
+                    "each other's)")
+    changed = "; ".join(said) or "nothing: " + str(access["why"])
+    if said:
+        log.warning("access changed: %s", changed)
     return JSONResponse({**made, "read_access": {**access, "changed": changed}}, status_code=201)
 
 

@@ -164,6 +164,8 @@ async def metrics(request: Request, rt: Runtime = Depends(get_runtime)) -> Respo
         if not request.headers.get("authorization"):
             rt.metrics.auth_failures.labels("missing").inc()
             raise Unauthorized("/metrics names every collection: send `Authorization: Bearer <admin token>`")
+        rt.gate.identify(token.strip(), "/metrics names every collection: the token sent is wrong or revoked; send "
+                                        "the admin token")  # no valid credential: 401
         rt.metrics.auth_failures.labels("not_admin").inc()
         raise Forbidden("/metrics names every collection: only the admin token reads it once access keys exist")
     return Response(await asyncio.to_thread(rt.metrics.render), media_type="text/plain; version=0.0.4")

@@ -253,7 +253,8 @@ def install(app: FastAPI) -> None:
         if exc.status_code == 404:
             name = _name_with_a_slash(request)  # /admin/collections/my/faq: say the name rule too (the same
             # answer whether or not a collection `my` exists, so a key learns nothing of other collections)
-            said = "" if name is None else f"; a collection name cannot be {shown(name)}: {RULES['collection'].rule}"
+            said = "" if name is None else (f"; if {shown(name)} is meant as a collection name, it cannot be one: "
+                                            f"{RULES['collection'].rule}")
             error: ApiError = NotFound(f"no route {request.url.path}{said}; GET /docs lists the API",
                                        param=None if name is None else "name")
         elif exc.status_code == 405:

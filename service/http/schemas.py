@@ -293,8 +293,9 @@ class TrainAccepted(JobAccepted):
 class JobProgress(BaseModel):
     done: int
     total: int
-    phase: str | None = Field(None, description="What done/total count: `encoding` (documents), `training` "
-                              "(steps), `done` once finished.")
+    phase: str | None = Field(None, description="What done/total count: `starting` (running, before the job's "
+                              "first figures; total 0), `encoding` (documents), `training` (steps), `done` once "
+                              "finished; none while queued.")
 
 
 class JobOut(BaseModel):

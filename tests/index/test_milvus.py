@@ -9,7 +9,8 @@ from whitevec.index.changes import CHANGES_FILE, ChangeLog
 from whitevec.index.faiss_index import VectorIndex
 from whitevec.index.spec import IndexSpec, SearchParams
 from whitevec.index.filters import matches, parse
-from whitevec.index.milvus import MilvusRetriever, milvus_filter, tag, typed
+from whitevec.index.milvus import MilvusRetriever
+from whitevec.index.milvus_fields import milvus_filter, tag, typed
 from whitevec.index.milvus_target import alias_target, point_alias
 from whitevec.index.retriever import FaissRetriever
 from whitevec.index.store import Document, DocumentStore
@@ -179,7 +180,7 @@ def test_lexical_search_on_milvus_gives_the_faiss_backends_hits(tmp_path, client
 
     from whitevec.index import analyzer
     from whitevec.index.lexical import BM25, LexicalIndex, Postings
-    from whitevec.index.milvus import term_token, terms_text
+    from whitevec.index.milvus_fields import term_token, terms_text
     from tests.index.test_lexical import WORDS
 
     rng, nrng = random.Random(3), np.random.default_rng(3)
@@ -252,5 +253,11 @@ def test_a_version_no_replica_serves_is_released_at_close(tmp_path, client):
     old = opened("wv_r1")
     old.close()
     assert state("wv_r1") != "Loaded"
-    hits = asyncio.run(late.search(l2_normalize(rng.normal(size=(1, DIM)).astype(np.float32)), 3, SearchParams()))
-    assert len(hits[0]) == 3 and state("wv_r1") == "Loaded"
+    query = l2_normalize(rng.normal(size=(1, DIM)).astype(np.float32))
+
+    async def many():  # several searches of the lagging replica at once: one loads it, the others must not fail
+        return await asyncio.gather(*[late.search(query, 3, SearchParams()) for _ in range(6)])
+
+    assert all(len(hits[0]) == 3 for hits in asyncio.run(many())) and state("wv_r1") == "Loaded"
+    client.release_collection("wv_r1")  # released again, mid-life: the next searches load it again
+    assert all(len(hits[0]) == 3 for hits in asyncio.run(many()))

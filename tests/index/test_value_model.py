@@ -153,7 +153,7 @@ def test_milvus_gives_the_reference_hits_on_big_integers(tmp_path):
 def test_milvus_tags_keep_integers_exact_beyond_float_precision():
     """Tags are what Milvus compares: neighbours of 2^53 and 2^63 - 1 must stay apart (a float repr merged
     them), and an integral float still meets its integer."""
-    from whitevec.index.milvus import tag
+    from whitevec.index.milvus_fields import tag
 
     for big in (2**53, 2**63 - 1, -(2**63) + 1):
         assert tag(big) != tag(big + 1) and tag(big) == f"n:{big}"

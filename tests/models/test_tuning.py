@@ -103,8 +103,8 @@ def test_the_choice_is_said_as_what_it_does():
     assert describe(1.0, 0.0, 384, 384) == "centre, rotate and keep all 384 dims, no variance equalisation"
     assert describe(0.0, 0.0, 128, 384) == "rotate and truncate to 128 of 384 dims, no variance equalisation"
     assert describe(0.5, 0.0, 64, 384).startswith("centre by 0.5 of the mean, rotate and truncate to 64")
-    assert describe(1.0, 1.0, 256, 384) == ("whiten: centre, rotate, equalise every direction's variance, truncate to "
-                                            "256 of 384 dims")
+    assert describe(1.0, 1.0, 256, 384) == ("whiten (centre, rotate, equalise every direction's variance, truncate to "
+                                            "256 of 384 dims)")
 
 
 def test_every_line_of_the_tuning_plot_looks_different():

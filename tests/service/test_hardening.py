@@ -148,9 +148,10 @@ async def test_a_dead_batcher_makes_the_server_unready_not_hang(settings):
 @pytest.mark.parametrize("method,path,body,headers,status,fragment", [
     ("GET", "/nope", None, {}, 404, "no route /nope"),
     ("PUT", "/admin/collections/my/faq", b"{}", {"content-type": "application/json"}, 404,
-     "no route /admin/collections/my/faq; a collection name cannot be 'my/faq': use 1 to 63 lowercase letters"),
+     "no route /admin/collections/my/faq; if 'my/faq' is meant as a collection name, it cannot be one: use 1 to 63 "
+     "lowercase letters"),
     ("POST", "/collections/my/faq/search", b'{"query": "a"}', {"content-type": "application/json"}, 404,
-     "a collection name cannot be 'my/faq'"),
+     "if 'my/faq' is meant as a collection name, it cannot be one"),
     ("DELETE", "/embed", None, {}, 405, "DELETE is not allowed on /embed"),
     ("POST", "/embed", b"texts=hello", {"content-type": "application/x-www-form-urlencoded"}, 415,
      "Content-Type: application/json"),

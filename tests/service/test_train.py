@@ -12,7 +12,7 @@ from tests.conftest import ADMIN, TRAIN_EXAMPLES, demo_documents, rebuild, servi
 
 pytestmark = pytest.mark.anyio
 
-STARTING = "starting: loading the model and reading the pairs"
+STARTING = "starting"  # the child process loads the model and reads the pairs
 
 FAST = {"epochs": 15, "batch_size": 12, "lr": 1e-3, "centre_lr": 1e-2, "warmup": 0.0}
 
