@@ -4,10 +4,10 @@ One worker thread runs jobs in submission order, so a rebuild and a training
 never compete for the CPU or race to swap the served version. Records survive
 restarts. A job the server's shutdown stopped, or that a stopped process left `running` or
 `queued` (a kill, a crash), is `interrupted`, with when and why, and named in the log of the stop
-and of the next start; it is never run again on its own (a rebuild read a corpus that may have changed
-since, and an activation made meanwhile must not be overwritten): submit it again. Several replicas may share one database (WHITEVEC_JOBS_DB):
-each record names the replica that runs it, and a replica that starts fails only
-its own unfinished jobs and cancels only its own (its data dir is locked by then,
+or of the next start; it is never run again on its own (a rebuild read a corpus that may have
+changed since, and an activation made meanwhile must not be overwritten): submit it again. Several
+replicas may share one database (WHITEVEC_JOBS_DB): each record names the replica that runs it, and
+a replica that starts interrupts only its own unfinished jobs and cancels only its own (its data dir is locked by then,
 so no other process is that replica). A queued job that is cancelled is
 `cancelled` at once and never runs.
 """

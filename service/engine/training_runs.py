@@ -34,8 +34,6 @@ log = logging.getLogger("whitevec")
 #: Suffixes earlier fine-tunes added to a model name; stripped so names never grow.
 _FINETUNE_SUFFIX = re.compile(r"(-ft-\d{8}T\d{6}-[0-9a-f]{4}|-amsoftmax(-\d{8}T\d{6})?)$")
 MODEL_BASE_CHARS = 40
-#: A training job's phase until the child process reports its first event (seconds: it loads the model).
-STARTING = "starting"
 
 
 def die_with_parent() -> None:
@@ -125,7 +123,6 @@ class TrainingSupervisor:
         (work / "config.json").write_text(json.dumps(spec), encoding="utf-8")
         threads = str(self.settings.train_threads)
         env = {**os.environ, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads, "TOKENIZERS_PARALLELISM": "false"}
-        ctx.progress(0, 0, phase=STARTING)  # the child loads the model and reads the pairs before its first event
         with open(work / "stderr.log", "w") as err:
             proc = subprocess.Popen([*self.training_command, str(work / "config.json")],
                                     stdout=subprocess.PIPE, stderr=err, text=True, env=env,

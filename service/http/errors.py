@@ -176,13 +176,9 @@ def _name_with_a_slash(request: Request) -> str | None:
     """The collection name a path would carry if `{name}` could hold a '/' (None when no published path
     reads so)."""
     for template in request.app.openapi().get("paths", {}):
-        if "{name}" in template:
-            parts = re.split(r"(\{[^}]+\})", template)
-            regex = "".join("(?P<name>.+/.+)" if p == "{name}" else "[^/]+" if p.startswith("{") else re.escape(p)
-                            for p in parts)
-            found = re.fullmatch(regex, request.url.path)
-            if found:
-                return found.group("name")
+        found = "{name}" in template and re.fullmatch(_template_regex(template, slashed_name=True), request.url.path)
+        if found:
+            return found.group("name")
     return None
 
 
@@ -226,9 +222,11 @@ def allowed_methods(request: Request) -> list[str]:
 _METHODS = ("delete", "get", "head", "patch", "post", "put")
 
 
-def _template_regex(template: str) -> str:
-    """`/a/{name}/b` as a regex matching the paths it stands for."""
-    return "".join("[^/]+" if part.startswith("{") else re.escape(part) for part in re.split(r"(\{[^}]+\})", template))
+def _template_regex(template: str, slashed_name: bool = False) -> str:
+    """`/a/{name}/b` as a regex matching the paths it stands for; with `slashed_name`, the paths whose `{name}`
+    holds a '/' (captured as `name`)."""
+    return "".join("(?P<name>.+/.+)" if slashed_name and part == "{name}" else "[^/]+" if part.startswith("{")
+                   else re.escape(part) for part in re.split(r"(\{[^}]+\})", template))
 
 
 def install(app: FastAPI) -> None:
