@@ -62,6 +62,7 @@ def build_version(
     bm25: BM25 = BM25(),
     search: dict | None = None,
     tune_search: Callable[[Whitening], dict] | None = None,
+    passages: dict | None = None,
 ) -> BuildResult:
     """Write a complete new version folder; the caller decides when to activate it.
 
@@ -75,6 +76,8 @@ def build_version(
     manifest records under whitening.tuned.
     `search` is recorded as the version's default search (mode, fusion; carried from the version before);
     `tune_search(fit)`, when given, chooses it instead on labelled pairs with the final fit.
+    `passages`: the documents are the rows of passages split with this setting (recorded; see
+    index/passage_rows.py); the whitening is fitted on what is searched, the passages.
     Any exception removes the partial folder and leaves every existing version as it was.
     """
     started = time.time()
@@ -124,6 +127,7 @@ def build_version(
             "jl_dim": jl_dim(count),
             **({"lexical": built.lexical} if built.lexical is not None else {}),
             **({"search": search} if search else {}),
+            **({"passages": passages} if passages else {}),
             "warnings": warnings,
             "parts": describe_parts(tmp),
         }

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from whitevec.models.encoder import Encoder
@@ -11,6 +11,7 @@ from whitevec.models.loader import bundled_model_dir
 from whitevec.models.pipeline import Pipeline
 
 from .faiss_index import VectorIndex
+from .passage_rows import Layout, layout_for, setting_of
 from .retriever import Retriever
 from .store import DocumentStore
 
@@ -58,6 +59,14 @@ class Bundle:
     index: VectorIndex | None = None
     store: DocumentStore | None = None
     retriever: Retriever | None = None
+    _layout: Layout | None = field(default=None, init=False, repr=False)
+
+    @property
+    def layout(self) -> Layout:
+        """How the version's rows hold its documents (whole, or passages split by the served tokenizer)."""
+        if self._layout is None:
+            self._layout = layout_for(setting_of(self.manifest), self.encoder.tokenizer)
+        return self._layout
 
     @property
     def encoder(self) -> Encoder:

@@ -83,8 +83,9 @@ def parse_document(obj: object, where: str) -> Document:
     check_unicode(text, f"{where}: `text`")
     size = len(text.encode("utf-8"))
     if size > MAX_TEXT_BYTES:
-        raise WhitevecError(f"{where}: `text` is {size} bytes in UTF-8, above {MAX_TEXT_BYTES}; split the document "
-                            "into passages (the model reads only its first max_length tokens anyway)")
+        raise WhitevecError(f"{where}: `text` is {size} bytes in UTF-8, above {MAX_TEXT_BYTES}; split it into "
+                            "several documents (chapters, sections); a collection with passages splits each one "
+                            "into passages for the model itself")
     if metadata:
         dumped = json.dumps(metadata, ensure_ascii=False)
         check_unicode(dumped, f"{where}: `metadata`")

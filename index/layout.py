@@ -137,6 +137,19 @@ def create(data_root: Path, name: str, config: dict) -> Path:
     return target
 
 
+def update(data_root: Path, name: str, changes: dict) -> dict:
+    """Change some of a collection's stored settings (one atomic write); returns them all. A file that cannot
+    be read is not rewritten (its other settings would be lost): OSError or ValueError names it."""
+    path = folder(data_root, name) / CONFIG
+    with layout_lock(data_root):
+        data = json.loads(path.read_text(encoding="utf-8"))
+        if not isinstance(data, dict):
+            raise ValueError(f"{path} does not hold an object")
+        data.update(changes)
+        write_json_atomic(path, data)
+    return data
+
+
 def ensure_default(data_root: Path) -> None:
     """The collection `default` always exists (its settings come from the server's)."""
     target = folder(data_root, DEFAULT)

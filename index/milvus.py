@@ -125,8 +125,11 @@ class MilvusRetriever:
     def spec(self) -> IndexSpec:
         return self._spec
 
-    def count(self) -> int:
-        found = self._loaded(lambda: self.client.query(self.collection, filter="", output_fields=["count(*)"]))
+    def count(self, where: Filter | None = None) -> int:
+        expr, exact = milvus_filter(where)
+        if not exact:  # the expression narrows; whitevec checks what it cannot state
+            return sum(matches(d.metadata, where) for d in self._read(expr, "raw", self.raw_dim)[0])
+        found = self._loaded(lambda: self.client.query(self.collection, filter=expr, output_fields=["count(*)"]))
         return int(found[0]["count(*)"])
 
     def pending_changes(self) -> int:

@@ -43,7 +43,9 @@ class Retriever(Protocol):
     @property
     def spec(self) -> IndexSpec: ...
 
-    def count(self) -> int: ...
+    def count(self, where: Filter | None = None) -> int:
+        """Live rows (matching `where`, when given)."""
+        ...
 
     def search_params(self, nprobe: int | None, ef_search: int | None, max_nprobe: int,
                       max_ef_search: int) -> SearchParams: ...
@@ -163,9 +165,13 @@ class FaissRetriever:
     def spec(self) -> IndexSpec:
         return self.index.spec
 
-    def count(self) -> int:
+    def count(self, where: Filter | None = None) -> int:
         d = self.delta
-        return self.base_count - d.n_gone + len(d.keys)
+        if where is None:
+            return self.base_count - d.n_gone + len(d.keys)
+        rows = self.store.match(where)
+        alive = int((~d.gone[rows]).sum()) if d.n_gone else len(rows)
+        return alive + int(np.isin(self.log.match(where), d.keys).sum())
 
     def pending_changes(self) -> int:
         """Changes held outside the built index (gone rows + added documents): what compaction folds in."""

@@ -149,6 +149,18 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
+#: The index backends a test runs on when it asks for `backend_settings` (Milvus Lite in a file).
+BACKENDS = ["faiss", pytest.param("milvus", marks=pytest.mark.milvus)]
+
+
+@pytest.fixture(params=BACKENDS)
+def backend_settings(request, settings, tmp_path):
+    """`settings` on each index backend: FAISS files, then embedded Milvus Lite."""
+    if request.param == "faiss":
+        return settings
+    return settings.model_copy(update={"data_dir": tmp_path / "milvus-data", "index_backend": "milvus"})
+
+
 @pytest.fixture
 def settings(tmp_path, tiny_model_dir):
     from whitevec.service.engine.settings import Settings

@@ -7,15 +7,16 @@ from ._client import Client, Collection
 from .errors import (AuthError, Conflict, InvalidRequest, JobFailed, NotFound, NotReady, Overloaded, ServerError,
                      VersionChanged, WhitevecError)
 from .errors import renamed as _renamed
-from .types import (Activated, AutoWhitening, CollectionDeleted, Deleted, Document, Example, Filter, Fusion, Hit,
-                    HitExplain, Hits, IndexSpec, Job, JobProgress, KeyRevoked, Pair, RrfFusion, SearchMode,
+from .types import (Activated, AutoWhitening, CollectionDeleted, Deleted, Document, Example, Filter, Fusion, Group,
+                    Hit, HitExplain, Hits, IndexSpec, Job, JobProgress, KeyRevoked, Pair, PassageHit, Passages,
+                    PassageSpan, RrfFusion, SearchMode,
                     SearchSetting, SearchTuning, SideExplain, StoredDocument, TrainJob, Upserted, VersionList,
                     WeightedFusion, Whitening)
 
 __all__ = ["Activated", "AsyncClient", "AsyncCollection", "AuthError", "AutoWhitening", "Client", "Collection",
-           "CollectionDeleted", "Conflict", "Deleted", "Document", "Example", "Filter", "Fusion", "Hit", "HitExplain",
+           "CollectionDeleted", "Conflict", "Deleted", "Document", "Example", "Filter", "Fusion", "Group", "Hit", "HitExplain",
            "Hits", "IndexSpec", "InvalidRequest", "Job", "JobFailed", "JobProgress", "KeyRevoked", "NotFound",
-           "NotReady", "Overloaded", "Pair", "RrfFusion", "SearchMode", "SearchSetting", "SearchTuning",
+           "NotReady", "Overloaded", "Pair", "PassageHit", "Passages", "PassageSpan", "RrfFusion", "SearchMode", "SearchSetting", "SearchTuning",
            "ServerError", "SideExplain", "StoredDocument", "TrainJob", "Upserted", "VersionChanged", "VersionList",
            "WeightedFusion", "Whitening", "WhitevecError"]
 __version__ = "0.1.0"

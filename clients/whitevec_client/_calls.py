@@ -10,8 +10,8 @@ import httpx
 
 from ._core import Core, Routes, q
 from .errors import VersionChanged
-from .types import (Activated, CollectionDeleted, Deleted, Document, Filter, Fusion, Hit, Hits, IndexSpec, Job,
-                    KeyRevoked, SearchMode, SearchSetting, SearchTuning, StoredDocument, TrainJob, Upserted,
+from .types import (Activated, CollectionDeleted, Deleted, Document, Filter, Fusion, Group, Hit, Hits, IndexSpec,
+                    Job, KeyRevoked, Passages, SearchMode, SearchSetting, SearchTuning, StoredDocument, TrainJob, Upserted,
                     VersionList, Whitening)
 
 if TYPE_CHECKING:
@@ -91,11 +91,12 @@ def _hits(response: httpx.Response) -> List[Hits]:
 
 def search(core: Core, routes: Routes, query: Union[str, Sequence[str]], k: int, filter: Optional[Filter],
            nprobe: Optional[int], ef_search: Optional[int], mode: Optional[SearchMode] = None,
-           fusion: Optional[Fusion] = None, explain: bool = False) -> List[Call[List[Hits]]]:
+           fusion: Optional[Fusion] = None, explain: bool = False, group: Optional[Group] = None,
+           mean_top: Optional[int] = None) -> List[Call[List[Hits]]]:
     """One query in one call; several in calls of at most the server's max_texts."""
     extra = {"k": k, **_given({"filter": filter, "nprobe": nprobe, "ef_search": ef_search, "mode": mode,
                                "fusion": dict(fusion) if fusion is not None else None,
-                               "explain": True if explain else None})}
+                               "explain": True if explain else None, "group": group, "mean_top": mean_top})}
     if isinstance(query, str):
         return [Call("POST", routes.search, _hits, {"query": query, **extra})]
     return [Call("POST", routes.search, _hits, {"queries": list(c), **extra}) for c in core.chunks(query)]
@@ -150,10 +151,17 @@ def activate(routes: Routes, version: str) -> Call[Activated]:
 
 
 def create_collection(name: str, model: Optional[str], whitening: Optional[Whitening],
-                      index: Optional[IndexSpec], search: Optional[SearchSetting] = None) -> Call[Dict[str, Any]]:
-    body = _given({"model": model, "whitening": whitening, "index": index, "search": search})
+                      index: Optional[IndexSpec], search: Optional[SearchSetting] = None,
+                      passages: Optional[Passages] = None) -> Call[Dict[str, Any]]:
+    body = _given({"model": model, "whitening": whitening, "index": index, "search": search,
+                   "passages": dict(passages) if passages is not None else None})
     return Call("PUT", f"/admin/collections/{q(name)}", _json, body, admin=True, retry=False,
                 fixes={f"DELETE /admin/collections/{name}?confirm=true first": "delete_collection(name, confirm=True) first"})
+
+
+def set_passages(name: str, passages: Optional[Passages]) -> Call[Dict[str, Any]]:
+    body = {"passages": dict(passages) if passages is not None else None}
+    return Call("PATCH", f"/admin/collections/{q(name)}", _json, body, admin=True)
 
 
 def get_collection(name: str) -> Call[Dict[str, Any]]:

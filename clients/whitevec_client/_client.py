@@ -13,7 +13,7 @@ from ._calls import Call, Vectors
 from ._core import Core, Routes
 from .errors import VersionChanged, WhitevecError
 from .types import (Activated, CollectionDeleted, Deleted, Document, Example, Filter, Hits, IndexSpec, Job,
-                    KeyRevoked, Pair, RrfFusion, SearchMode, SearchSetting, SearchTuning, StoredDocument, TrainJob,
+                    Group, KeyRevoked, Pair, Passages, RrfFusion, SearchMode, SearchSetting, SearchTuning, StoredDocument, TrainJob,
                     Upserted, VersionList, WeightedFusion, Whitening)
 
 if TYPE_CHECKING:
@@ -73,18 +73,19 @@ class _Corpus:
     def search(  # type: ignore[overload-overlap]
             self, query: str, k: int = 10, filter: Optional[Filter] = None, nprobe: Optional[int] = None,
             ef_search: Optional[int] = None, mode: Optional[SearchMode] = None,
-            fusion: Optional[Union[RrfFusion, WeightedFusion]] = None, explain: bool = False) -> Hits: ...
+            fusion: Optional[Union[RrfFusion, WeightedFusion]] = None, explain: bool = False, group: Optional[Group] = None, mean_top: Optional[int] = None) -> Hits: ...
 
     @overload
     def search(self, query: Sequence[str], k: int = 10, filter: Optional[Filter] = None,
                nprobe: Optional[int] = None, ef_search: Optional[int] = None, mode: Optional[SearchMode] = None,
                fusion: Optional[Union[RrfFusion, WeightedFusion]] = None,
-               explain: bool = False) -> List[Hits]: ...
+               explain: bool = False, group: Optional[Group] = None, mean_top: Optional[int] = None) -> List[Hits]: ...
 
     def search(self, query: Union[str, Sequence[str]], k: int = 10, filter: Optional[Filter] = None,
                nprobe: Optional[int] = None, ef_search: Optional[int] = None, mode: Optional[SearchMode] = None,
                fusion: Optional[Union[RrfFusion, WeightedFusion]] = None,
-               explain: bool = False) -> Union[Hits, List[Hits]]:
+               explain: bool = False, group: Optional[Group] = None,
+               mean_top: Optional[int] = None) -> Union[Hits, List[Hits]]:
         """The k best documents for `query`, best first: a list of Hit (id, score, text, metadata)
         with `.warnings` and `.version`. `filter`: metadata to match, AND over keys, e.g.
         {"lang": "en", "year": {"$gte": 2020, "$lt": 2024}}; a key or value type no document has is
@@ -92,22 +93,28 @@ class _Corpus:
         `mode`: "dense" (nearest vectors, the default), "lexical" (BM25 over words) or "hybrid" (both,
         fused by `fusion`: {"method": "rrf", "k": 60} or {"method": "weighted", "alpha": 0.5});
         explain=True gives each hit `.explain` (each side's score and rank, the matched terms).
+        In a collection with passages, hits are k distinct documents, each with `.passages` (its best
+        matching passages, text[start:end], best first; `hit.passage_texts()`): `group` "max" (the default:
+        a document scores its best passage), "mean_top" (the mean of its best `mean_top`) or "none" (every
+        passage its own hit).
         Several queries: use search_many (a list given here still answers list[Hits])."""
         if not isinstance(query, str):
-            return self.search_many(query, k, filter, nprobe, ef_search, mode, fusion, explain)
-        call = calls.search(self._core, self._routes, query, k, filter, nprobe, ef_search, mode, fusion, explain)[0]
+            return self.search_many(query, k, filter, nprobe, ef_search, mode, fusion, explain, group, mean_top)
+        call = calls.search(self._core, self._routes, query, k, filter, nprobe, ef_search, mode, fusion, explain,
+                            group, mean_top)[0]
         return self._run(call)[0]
 
     def search_many(self, queries: Sequence[str], k: int = 10, filter: Optional[Filter] = None,
                     nprobe: Optional[int] = None, ef_search: Optional[int] = None,
                     mode: Optional[SearchMode] = None, fusion: Optional[Union[RrfFusion, WeightedFusion]] = None,
-                    explain: bool = False) -> List[Hits]:
+                    explain: bool = False, group: Optional[Group] = None,
+                    mean_top: Optional[int] = None) -> List[Hits]:
         """search for several queries: one Hits per query, in query order; more queries than the server
         takes in one request go in several."""
         calls.check_texts(queries, "search_many takes a list of queries; search(query) takes one")
         self._limits()
         return [hits for c in calls.search(self._core, self._routes, queries, k, filter, nprobe, ef_search, mode,
-                                           fusion, explain)
+                                           fusion, explain, group, mean_top)
                 for hits in self._run(c)]
 
     def rebuild_index(self, documents: Optional[Sequence[Document]] = None, path: Optional[str] = None,
@@ -213,12 +220,19 @@ class Client(_Corpus):
         return Collection(self, name)
 
     def create_collection(self, name: str, model: Optional[str] = None, whitening: Optional[Whitening] = None,
-                          index: Optional[IndexSpec] = None,
-                          search: Optional[SearchSetting] = None) -> Dict[str, Any]:
-        """A new empty collection → {"name", "model", "whitening", "index", "documents"}. `model`: None for
-        the server's, "bundled", or a fine-tune's folder name; `whitening` and `index`: its rebuilds' defaults;
-        `search`: how its /search searches without a mode ({"mode": "hybrid"}), and BM25's knobs."""
-        return self._run(calls.create_collection(name, model, whitening, index, search))
+                          index: Optional[IndexSpec] = None, search: Optional[SearchSetting] = None,
+                          passages: Optional[Passages] = None) -> Dict[str, Any]:
+        """A new empty collection → {"name", "model", "whitening", "index", "passages", "documents"}. `model`:
+        None for the server's, "bundled", or a fine-tune's folder name; `whitening` and `index`: its rebuilds'
+        defaults; `search`: how its /search searches without a mode ({"mode": "hybrid"}), and BM25's knobs;
+        `passages`: split long documents into passages ({"max_tokens": 128, "overlap": 16}; {} for the
+        model's max length), hits grouped per document."""
+        return self._run(calls.create_collection(name, model, whitening, index, search, passages))
+
+    def set_passages(self, name: str, passages: Optional[Passages]) -> Dict[str, Any]:
+        """How collection `name` splits documents from its next rebuild (None: one vector per document) →
+        {"name", "passages", "served", "next"}; the rebuild's job result says it split anew."""
+        return self._run(calls.set_passages(name, passages))
 
     def get_collection(self, name: str) -> Dict[str, Any]:
         """One collection, with the whitening and index its served version has (or its rebuilds will use)."""

@@ -74,6 +74,8 @@ Filter = Dict[str, Any]
 
 #: How /search finds documents: nearest vectors, BM25 over words, or both fused.
 SearchMode = Literal["dense", "lexical", "hybrid"]
+#: How a collection with passages turns passage hits into document hits.
+Group = Literal["max", "mean_top", "none"]
 
 
 class _Rrf(TypedDict):
@@ -145,12 +147,25 @@ class HitExplain(BaseModel):
     lexical: Optional[SideExplain]
 
 
+class PassageHit(BaseModel):
+    """A passage of a hit's document: `hit.text[start:end]`, and its own score."""
+
+    start: int
+    end: int
+    score: float
+
+
 class Hit(BaseModel):
     id: str
     score: float
     text: str
     metadata: Dict[str, Any]
+    passages: Optional[List[PassageHit]] = None
     explain: Optional[HitExplain] = None
+
+    def passage_texts(self) -> List[str]:
+        """The matched passages' texts, best first ([] for a collection without passages)."""
+        return [self.text[p.start:p.end] for p in self.passages or []]
 
 
 class Hits(List[Hit]):
@@ -202,11 +217,30 @@ class TrainJob(Job):
     model_name: Optional[str] = Field(None, description="The folder the fine-tuned model is written to.")
 
 
-class StoredDocument(TypedDict):
+class PassageSpan(TypedDict):
+    start: int
+    end: int
+
+
+class _StoredDocumentBase(TypedDict):
     id: str
     text: str
     metadata: Dict[str, Any]
     version: str
+
+
+class StoredDocument(_StoredDocumentBase, total=False):
+    """A served document; `passages` (text[start:end] each) in a collection with passages."""
+
+    passages: List[PassageSpan]
+
+
+class Passages(TypedDict, total=False):
+    """How a collection splits documents: tokens per passage ([CLS] and [SEP] included) and tokens carried
+    over; None for either: from the model's max length."""
+
+    max_tokens: Optional[int]
+    overlap: Optional[int]
 
 
 class Upserted(TypedDict):

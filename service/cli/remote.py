@@ -44,6 +44,10 @@ def cmd_collections(args: argparse.Namespace) -> int:
                     body["whitening"] = whitening
                 if args.index_type:
                     body["index"] = {"type": args.index_type}
+                if args.passages is not None:  # "" → the model's max length; "128" or "128:16"
+                    tokens, _, overlap = args.passages.partition(":")
+                    body["passages"] = {"max_tokens": int(tokens) if tokens else None,
+                                        "overlap": int(overlap) if overlap else None}
                 r = http.put(f"/admin/collections/{args.name}", json=body)
             else:
                 r = http.delete(f"/admin/collections/{args.name}", params={"confirm": "true"} if args.yes else {})
@@ -91,6 +95,17 @@ def add_collections_parser(sub: argparse._SubParsersAction) -> None:
             c.add_argument("--gamma", type=float, default=None, help="whitening γ for its rebuilds")
             c.add_argument("--dim", type=int, default=None, help="kept dims for its rebuilds")
             c.add_argument("--index-type", choices=("flat", "ivf", "hnsw"), default=None)
+            c.add_argument("--passages", nargs="?", const="", default=None, metavar="MAX_TOKENS[:OVERLAP]",
+                           type=_passages, help="split long documents into passages at its rebuilds (no value: the "
+                           "model's max length, an eighth of it carried over)")
         if name == "delete":
             c.add_argument("--yes", action="store_true", help="really delete it and its documents")
         c.set_defaults(func=cmd_collections)
+
+
+def _passages(value: str) -> str:
+    """MAX_TOKENS[:OVERLAP] as given, after checking both are whole numbers (the server checks the rest)."""
+    tokens, _, overlap = value.partition(":")
+    if not all(part.isdigit() for part in (tokens, overlap) if part) or (overlap and not tokens):
+        raise argparse.ArgumentTypeError(f"{value!r}: give MAX_TOKENS or MAX_TOKENS:OVERLAP, e.g. 128 or 128:16")
+    return value

@@ -260,6 +260,20 @@ class Collection:
         """Stop serving: the bundle closes now, or when its last request ends."""
         self.served.close()
 
+    def set_passages(self, passages: dict | None) -> dict | None:
+        """The collection's passages from its next rebuild: checked against its model (InvalidRequest), then
+        written to its collection.json; returns the setting a rebuild will use (None: whole documents)."""
+        with self.state.change_lock:
+            old = self.config.get("passages")
+            self.config["passages"] = passages
+            try:
+                setting = self.corpus_ops.passage_setting(self.require_bundle().encoder)
+                layout.update(self.settings.data_root, self.name, {"passages": passages})
+            except BaseException:
+                self.config["passages"] = old
+                raise
+        return None if setting is None else setting.to_dict()
+
     def summary(self) -> dict[str, Any]:
         """The collection as GET /admin/collections lists it."""
         bundle = self.bundle
@@ -267,7 +281,8 @@ class Collection:
         return {
             "name": self.name,
             "model": bundle.encoder.identity.name if bundle is not None else self.config.get("model"),
-            "documents": retriever.count() if retriever is not None else 0,
+            "documents": bundle.layout.count(retriever) if retriever is not None else 0,
+            "passages": self.config.get("passages"),
             "active_version": self.versions.active(),
             "dim": bundle.pipeline.output_dim() if bundle is not None else None,
             "created_at": iso(self.created_at),

@@ -11,6 +11,7 @@ import numpy as np
 from whitevec.index.build import BuildResult, Chooser, build_version
 from whitevec.index.bundle import Bundle
 from whitevec.index.documents import check_count
+from whitevec.index.passage_rows import WHOLE, Layout, layout_for
 from whitevec.index.spec import IndexSpec
 from whitevec.index.store import Document, Documents
 from whitevec.index.versions import ServedVersionChanged
@@ -18,6 +19,7 @@ from whitevec.models.encoder import Encoder, EncoderPool, EncoderSpec, resolve_e
 from whitevec.models.engines import EQUIVALENT
 from whitevec.models.errors import WhitevecError
 from whitevec.models.evaluation import read_pairs
+from whitevec.models.passages import PassageSetting
 from whitevec.models.tuning import AutoWhitening, check_pairs, plot_tuning, tune
 from whitevec.models.whitening import Whitening, WhiteningParams
 
@@ -103,17 +105,32 @@ class CorpusOps:
             docs, raw = bundle.retriever.documents(bundle.retriever.stored_raw() if with_raw else None)
         return docs, raw, since
 
+    def whole_documents(self, bundle: Bundle) -> tuple[Documents, Snapshot]:
+        """The served corpus as whole documents (a collection with passages: reassembled from its rows), for a
+        rebuild that encodes afresh, and the snapshot it was read at."""
+        rows, _, since = self.corpus(bundle, with_raw=False)
+        documents = bundle.layout.documents(bundle.retriever, rows, [])
+        if documents is not rows:
+            _release(rows)
+        return documents, since
+
     def rewhiten(self, ctx: JobContext | None, whitening: WhiteningParams, spec: IndexSpec,
                  auto: AutoWhitening | None = None, auto_search: AutoSearch | None = None) -> dict:
         """A new version of the served corpus from its stored raw vectors: whitening refitted with
         `whitening` (or tuned on `auto`'s pairs), index rebuilt as `spec`, the corpus never re-encoded.
         The served version is read when the job runs."""
         bundle = self.state.require_bundle()
+        wanted = self.passage_setting(bundle.encoder)
+        if wanted != bundle.layout.setting:  # passages re-split: every row is new, so encoded afresh
+            documents, since = self.whole_documents(bundle)
+            return self.rebuild(ctx, documents, whitening, spec, encoder=bundle.encoder, since=since, auto=auto,
+                                auto_search=auto_search)
         documents, raw, since = self.corpus(bundle, with_raw=True)
         if ctx is not None:
             ctx.progress(len(documents), len(documents), phase="indexing")
         return self._build_and_activate(ctx, bundle.encoder, documents, whitening, spec, since, raw_vectors=raw,
-                                        auto=auto, auto_search=auto_search)
+                                        auto=auto, auto_search=auto_search, layout=bundle.layout,
+                                        whole=bundle.layout.count(bundle.retriever))
 
     def change_documents(self, upserts: list[Document], deletes: list[str]) -> dict:
         """Upsert and/or delete documents of the served version, durable before returning: new texts are
@@ -128,7 +145,7 @@ class CorpusOps:
             encoded = self.encode_upserts(bundle, upserts)
         return self.commit_change(upserts, deletes, encoded)
 
-    def commit_change(self, upserts: list[Document], deletes: list[str], encoded: tuple[Encoder, np.ndarray]) -> dict:
+    def commit_change(self, upserts: list[Document], deletes: list[str], encoded: Encoded) -> dict:
         """The second half of change_documents, for texts already encoded (the service encodes them through
         the batcher, so the writer thread holds nothing but this O(change) commit)."""
         with self.state.change_lock:
@@ -152,7 +169,8 @@ class CorpusOps:
         if bundle.retriever is None or bundle.pipeline.whitening is None:
             raise Conflict(self.reports.no_index_message())
         self.check_raw_vectors(bundle)
-        after = bundle.retriever.count_after([d.id for d in upserts], deletes)
+        bundle.layout.check(upserts)
+        after = bundle.layout.count_after(bundle.retriever, [d.id for d in upserts], deletes)
         if after < 2:
             raise Conflict(f"the change would leave {after} document(s); an index needs at least 2 "
                            "(rebuild with new documents instead)")
@@ -161,19 +179,19 @@ class CorpusOps:
                                  f"({self.settings.max_documents})", param="documents")
 
     @staticmethod
-    def encode_upserts(bundle: Bundle, upserts: list[Document]) -> tuple[Encoder, np.ndarray]:
+    def encode_upserts(bundle: Bundle, upserts: list[Document]) -> Encoded:
         enc = bundle.encoder
-        raw = enc.encode([d.text for d in upserts]).vectors if upserts else np.zeros((0, enc.dim), np.float32)
-        return enc, raw
+        rows = bundle.layout.rows(upserts)
+        raw = enc.encode([d.text for d in rows]).vectors if rows else np.zeros((0, enc.dim), np.float32)
+        return Encoded(enc, bundle.layout.setting, rows, raw)
 
-    def _apply_change(self, bundle: Bundle, upserts: list[Document], deletes: list[str],
-                      encoded: tuple[Encoder, np.ndarray]):
-        """Commit a change to `bundle` (change lock held); re-encodes if a switch brought another model."""
+    def _apply_change(self, bundle: Bundle, upserts: list[Document], deletes: list[str], encoded: Encoded):
+        """Commit a change to `bundle` (change lock held); re-encodes if a switch brought another model or
+        another passage setting."""
         self.check_change(bundle, upserts, deletes)
-        encoder, raw = encoded
-        if not _same_vectors(encoder, bundle.encoder):
-            raw = self.encode_upserts(bundle, upserts)[1]
-        return bundle.retriever.change(upserts, raw, deletes)
+        if not _same_vectors(encoded.encoder, bundle.encoder) or encoded.setting != bundle.layout.setting:
+            encoded = self.encode_upserts(bundle, upserts)
+        return bundle.layout.change(bundle.retriever, upserts, encoded.rows, encoded.raw, deletes)
 
     def compact(self, bundle: Bundle) -> str:
         """Fold a version's logged changes into a new version (same model, same fit, index type kept)."""
@@ -186,7 +204,9 @@ class CorpusOps:
                 result = build_version(self.state.versions, bundle.encoder, documents,
                                        WhiteningParams(**asked) if asked else fit.params, bundle.retriever.spec,
                                        min_approx=self.settings.min_approx_vectors, raw_vectors=raw, fit=fit,
-                                       bm25=self.defaults.bm25(), search=bundle.manifest.get("search"))
+                                       bm25=self.defaults.bm25(), search=bundle.manifest.get("search"),
+                                       passages=bundle.layout.manifest(bundle.layout.count(bundle.retriever),
+                                                                       len(documents)))
             finally:
                 _release(documents)
             self._activate(result.version, bundle.encoder, just_built=True)
@@ -207,11 +227,20 @@ class CorpusOps:
         ids = old.retriever.changed_since(after)
         if not ids:
             return head
-        docs, raw = old.retriever.fetch(ids)
+        if old.layout.setting != new.layout.setting:  # passages re-split: the changed documents, split anew
+            live, deletes = old.layout.changed(old.retriever, ids)
+            docs = [found[0] for i in live if (found := old.layout.get(old.retriever, i)) is not None]
+            encoded = self.encode_upserts(new, docs)
+            new.layout.change(new.retriever, docs, encoded.rows, encoded.raw, deletes)
+            log.info("carried %d upserted and %d deleted documents acknowledged during the job over to version %s "
+                     "(split into its passages)", len(docs), len(deletes), new.version)
+            return head
+        docs, raw = old.retriever.fetch(ids)  # rows as they are: the same layout
         present = {d.id for d in docs}
         deletes = [i for i in ids if i not in present]
         if raw is None or not _same_vectors(old.encoder, new.encoder):
-            raw = self.encode_upserts(new, docs)[1]
+            raw = new.encoder.encode([d.text for d in docs]).vectors if docs else np.zeros((0, new.encoder.dim),
+                                                                                               np.float32)
         new.retriever.change(docs, raw, deletes)
         log.info("carried %d upserts and %d deletes acknowledged during the job over to version %s",
                  len(docs), len(deletes), new.version)
@@ -224,14 +253,31 @@ class CorpusOps:
         if bundle.retriever is None:
             return documents, None
         current, _, since = self.corpus(bundle, with_raw=False)
-        out = current.merged(documents)
-        current.close()
+        out = bundle.layout.documents(bundle.retriever, current, documents)
+        if out is not current:
+            current.close()
         try:
             check_count(len(out), self.settings.max_documents)
         except WhitevecError:
             _release(out)
             raise
         return out, since
+
+    def passage_setting(self, encoder: Encoder) -> PassageSetting | None:
+        """The collection's passage setting for a build with `encoder` (None: whole documents), checked
+        against the model's max length."""
+        asked = self.defaults.passages()
+        if asked is None:
+            return None
+        tokens = asked.get("max_tokens") or encoder.max_length
+        overlap = asked.get("overlap")
+        try:
+            setting = PassageSetting(tokens, default_overlap(tokens) if overlap is None else overlap)
+            setting.check(encoder.max_length)
+        except ValueError as exc:
+            field = "passages.overlap" if "overlap" in str(exc).split(":")[0] else "passages.max_tokens"
+            raise InvalidRequest(f"collection {self.state.name}: {exc}", param=field) from None
+        return setting
 
     def rebuild_encoder(self) -> Encoder:
         """The served model on the engine WHITEVEC_ENGINE gives on this machine now: a rebuild encodes every
@@ -255,6 +301,14 @@ class CorpusOps:
         `raw_vectors`: the documents' pooled vectors by this encoder, already encoded (on a Ray cluster)."""
         encoder = encoder or self.rebuild_encoder()
         self.check_whitening_dim(whitening, encoder)
+        layout = layout_for(self.passage_setting(encoder), encoder.tokenizer)
+        if raw_vectors is not None and layout.setting is not None:
+            raise WhitevecError(f"collection {self.state.name} splits documents into passages, which encoding on "
+                                "a Ray cluster does not do yet: build it without --ray")
+        if ctx is not None and layout.setting is not None:
+            ctx.progress(0, len(documents), phase="splitting")
+        whole = len(documents)
+        documents = layout.rows(documents)
 
         def on_progress(done: int, total: int) -> None:
             if ctx is not None:
@@ -262,27 +316,32 @@ class CorpusOps:
                 ctx.progress(done, total, phase="encoding")
 
         return self._build_and_activate(ctx, encoder, documents, whitening, spec, since, on_progress, progress_bar,
-                                        raw_vectors=raw_vectors, reencoded=True, auto=auto, auto_search=auto_search)
+                                        raw_vectors=raw_vectors, reencoded=True, auto=auto, auto_search=auto_search,
+                                        layout=layout, whole=whole)
 
     def _build_and_activate(self, ctx: JobContext | None, encoder: Encoder, documents: Documents,
                             whitening: WhiteningParams, spec: IndexSpec, since: Snapshot | None,
                             on_progress: Callable[[int, int], None] | None = None, progress_bar: bool = False,
                             raw_vectors: np.ndarray | None = None, reencoded: bool = False,
-                            auto: AutoWhitening | None = None, auto_search: AutoSearch | None = None) -> dict:
+                            auto: AutoWhitening | None = None, auto_search: AutoSearch | None = None,
+                            layout: Layout = WHOLE, whole: int | None = None) -> dict:
         """Write the version (the corpus released after), record it in the job, then activate it with the
         changes acknowledged since `since`: the one path every rebuild-like job ends in. The served version's
-        default search carries over unless `auto_search` chooses it anew."""
+        default search carries over unless `auto_search` chooses it anew. `documents` are rows of `layout`
+        (whole documents without one); `whole`: how many documents they hold (the served count without it)."""
         tuning: dict = {}
         choose = self._chooser(ctx, encoder, auto, tuning) if auto is not None else None
         bm25 = self.defaults.bm25()
         searching: dict = {}
         tune_search = search_tuner(ctx, encoder, auto_search, bm25, searching) if auto_search is not None else None
         served = self.state.bundle
+        before = served.layout.setting if served is not None and served.retriever is not None else None
         try:
             result = build_version(self.state.versions, encoder, documents, whitening, spec, on_progress, progress_bar,
                                    min_approx=self.settings.min_approx_vectors, raw_vectors=raw_vectors,
                                    choose=choose, bm25=bm25, tune_search=tune_search,
-                                   search=(served.manifest or {}).get("search") if served is not None else None)
+                                   search=(served.manifest or {}).get("search") if served is not None else None,
+                                   passages=layout.manifest(len(documents) if whole is None else whole, len(documents)))
         except OSError as exc:
             if self.state.deleted:  # its folder was renamed away under the build
                 raise NotFound(f"collection {self.state.name} was deleted while this job ran; nothing was built") from exc
@@ -304,7 +363,7 @@ class CorpusOps:
             for name in [f"{ctx.id}-search.png", *([] if tuning else [f"{ctx.id}.png"])]:
                 write_plot(searching, self.settings.data_dir / "reports" / name)
             searching["plot"] = f"/admin/jobs/{ctx.id}/plot.png?kind=search"
-        return {**_job_result(result), "reencoded": reencoded, **({"tuning": tuning} if tuning else {}),
+        return {**_job_result(result), "reencoded": reencoded, **_passages_result(result, before), **({"tuning": tuning} if tuning else {}),
                 **({"search_tuning": searching} if searching else {})}
 
     @staticmethod
@@ -336,6 +395,21 @@ class CorpusOps:
 
 
 @dataclass(frozen=True)
+class Encoded:
+    """An upsert's documents as the rows of the layout they were split for, with the rows' pooled vectors."""
+
+    encoder: Encoder
+    setting: PassageSetting | None
+    rows: list[Document]
+    raw: np.ndarray
+
+
+def default_overlap(max_tokens: int) -> int:
+    """Tokens carried from one passage into the next when a collection names none: an eighth of a passage."""
+    return (max_tokens - 2) // 8
+
+
+@dataclass(frozen=True)
 class Snapshot:
     """The served version and its journal head at the moment a job read the corpus."""
 
@@ -353,6 +427,18 @@ def _release(documents: Documents) -> None:
     close = getattr(documents, "close", None)
     if close is not None:
         close()
+
+
+def _passages_result(result: BuildResult, before: PassageSetting | None) -> dict:
+    """A rebuild's passages: the setting, documents and rows, and whether the documents were split anew
+    (the served version had another setting, or none)."""
+    section = result.manifest.get("passages")
+    if section is None:
+        return {} if before is None else {"passages": None, "resplit": "passages off: one row per document"}
+    now = PassageSetting(section["max_tokens"], section["overlap"])
+    said = ("split as the served version was" if now == before else
+            f"split anew: the served version had {'whole documents' if before is None else before.to_dict()}")
+    return {"documents": section["documents"], "passages": section, "resplit": said}
 
 
 def _job_result(result: BuildResult) -> dict:

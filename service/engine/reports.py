@@ -28,8 +28,9 @@ class Reports:
         b = self.state.bundle
         if b is None:
             return "loading"
-        index = (f"{b.retriever.spec.type} index of {b.retriever.count()} documents on {self.index_device(b)}"
-                 if b.retriever else "no index")
+        held = (f"{b.layout.count(b.retriever)} documents" if b.layout.setting is None else
+                f"{b.retriever.count()} passages of {b.layout.count(b.retriever)} documents") if b.retriever else ""
+        index = f"{b.retriever.spec.type} index of {held} on {self.index_device(b)}" if b.retriever else "no index"
         return f"model {b.encoder.identity.name} ({b.encoder.pooling.mode}) on {b.encoder.device}, {index}"
 
     @staticmethod
@@ -96,7 +97,9 @@ class Reports:
                 "type": r.spec.type if r else None,
                 "spec": r.spec.to_dict() if r else None,
                 "device": self.index_device(bundle),
-                "count": bundle.retriever.count() if bundle.retriever else 0,
+                "count": bundle.layout.count(bundle.retriever) if bundle.retriever else 0,
+                **({"passages": bundle.retriever.count(), "passage_setting": bundle.layout.setting.to_dict()}
+                   if bundle.retriever and bundle.layout.setting is not None else {}),
                 "pending_changes": bundle.retriever.pending_changes() if bundle.retriever else 0,
             },
         }
@@ -119,7 +122,8 @@ class Reports:
             out.append({
                 "version": version, "active": version == active, "served": version == served,
                 "created_at": iso(m.get("created_at")), "activated_at": iso((activated.get(version) or [None])[0]),
-                "documents": m.get("documents", {}).get("count"),
+                "documents": (m.get("passages") or {}).get("documents", m.get("documents", {}).get("count")),
+                **({"passages": m["passages"]} if m.get("passages") else {}),
                 "changes": self._changes_report(version, m),
                 "model": {k: m.get("model", {}).get(k) for k in ("name", "fingerprint", "pooling", "engine", "dim")},
                 "whitening": {**w.get("params", {}), "output_dim": w.get("output_dim"), "fitted_on": w.get("n_vectors"),
@@ -134,5 +138,5 @@ class Reports:
         """Upserts and deletes logged to a version since its build, and its live document count."""
         bundle = self.state.bundle
         if bundle is not None and bundle.version == version and bundle.retriever is not None:
-            return {**bundle.retriever.change_counts(), "live_documents": bundle.retriever.count()}
+            return {**bundle.retriever.change_counts(), "live_documents": bundle.layout.count(bundle.retriever)}
         return self.state.versions.changes_report(version, manifest)

@@ -225,7 +225,7 @@ class Runtime:
             self.loaded = True  # the sync thread may load what other replicas add from now on
 
     def create_collection(self, caller: Pass, name: str, model: str | None, whitening: dict | None,
-                          index: dict | None, search: dict | None = None) -> Collection:
+                          index: dict | None, search: dict | None = None, passages: dict | None = None) -> Collection:
         """Write the collection's folder, load its model (shared when another collection uses it), serve it.
         Only the admin's pass creates one."""
         if not caller.admin:
@@ -233,7 +233,8 @@ class Runtime:
             raise Forbidden("creating a collection needs the admin token")
         naming.check("collection", name)
         model = resolve_model_choice(self.settings.data_root, model)
-        config = {"model": model, "whitening": whitening or None, "index": index or None, "search": search or None}
+        config = {"model": model, "whitening": whitening or None, "index": index or None, "search": search or None,
+                  "passages": passages}
         with self._registry:
             layout.create(self.settings.data_root, name, config)
             col = self._register(name)
@@ -243,6 +244,7 @@ class Runtime:
             if dim is not None and dim > col.require_bundle().encoder.dim:
                 raise InvalidRequest(f"whitening dim {dim} is above the model's {col.require_bundle().encoder.dim} "
                                      "dims", param="whitening.dim")
+            col.corpus_ops.passage_setting(col.require_bundle().encoder)  # fits the model, or a 422 now
         except Exception:
             self.delete_collection(caller, name, force=True)
             raise

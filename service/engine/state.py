@@ -68,6 +68,11 @@ class CollectionDefaults:
         """How /search searches when a request names no mode: the collection's setting, else dense."""
         return {"mode": "dense", **{k: v for k, v in (self.config.get("search") or {}).items() if k != "bm25"}}
 
+    def passages(self) -> dict[str, Any] | None:
+        """How its rebuilds split documents: {"max_tokens", "overlap"} (either may be null: from the model's max
+        length), or None: one row per document."""
+        return self.config.get("passages")
+
     def bm25(self) -> BM25:
         """The BM25 knobs its rebuilds give the lexical index: the collection's, else k1 1.2, b 0.75."""
         return BM25(**((self.config.get("search") or {}).get("bm25") or {}))

@@ -180,7 +180,7 @@ class TrainingSupervisor:
         enc = bundle.encoder
         encoder = self.encoders.get(replace(col.encoder_spec(model_dir), pooling=enc.pooling.mode,
                                                tokenizer=enc.tokenizer.kind, max_length=enc.max_length))
-        documents, _, since = col.corpus_ops.corpus(bundle, with_raw=False)
+        documents, since = col.corpus_ops.whole_documents(bundle)  # split anew by the new model's tokenizer
         return col.corpus_ops.rebuild(ctx, documents, bundle.pipeline.whitening.params, bundle.retriever.spec,
                                       encoder=encoder, since=since, auto=auto)
 

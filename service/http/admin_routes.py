@@ -24,7 +24,7 @@ from .deps import get_runtime
 from .errors import COMMON, Conflict, Forbidden, NotFound, Unauthorized, responses
 from ..engine.jobs import JobNotCancellable, UnknownJob
 from ..engine.runtime import Runtime
-from .schemas import CollectionCreate, JobOut, KeyCreate, TrainAccepted, TrainRequest
+from .schemas import CollectionCreate, CollectionPatch, JobOut, KeyCreate, TrainAccepted, TrainRequest
 
 ADMIN_ERRORS = (*COMMON, Unauthorized, Forbidden)
 
@@ -56,10 +56,27 @@ async def create_collection(name: str, req: CollectionCreate = Depends(json_body
         except ValueError as exc:
             raise errors.InvalidRequest(str(exc), param="index") from exc
     search = req.search.model_dump(exclude_none=True) if req.search else None
-    col = await asyncio.to_thread(rt.create_collection, caller, name, req.model, whitening, index, search)
+    passages = req.passages.model_dump() if req.passages else None
+    col = await asyncio.to_thread(rt.create_collection, caller, name, req.model, whitening, index, search, passages)
     d = col.details()
+    setting = await asyncio.to_thread(col.corpus_ops.passage_setting, col.require_bundle().encoder)
     return JSONResponse({"name": name, "model": d["model"], "whitening": d["whitening"], "index": d["index"],
-                         "documents": 0}, status_code=201)
+                         "passages": None if setting is None else setting.to_dict(), "documents": 0}, status_code=201)
+
+
+@router.patch("/collections/{name}", openapi_extra=body_openapi(CollectionPatch),
+              responses=responses(*ADMIN_ERRORS, NotFound), tags=["collections"])
+async def update_collection(name: str, req: CollectionPatch = Depends(json_body(CollectionPatch)),
+                            rt: Runtime = Depends(get_runtime), caller: Pass = Depends(require_admin)) -> dict:
+    """Change how the collection splits documents into passages. Served versions are left as they are: the
+    next rebuild (any kind, re-whitening too) splits every document anew and its job result says so."""
+    col = rt.gate.reach(caller, name, "admin")
+    setting = await asyncio.to_thread(col.set_passages, req.passages.model_dump() if req.passages else None)
+    served = col.bundle.layout.setting if col.bundle is not None and col.bundle.retriever is not None else None
+    return {"name": name, "passages": setting,
+            "served": None if served is None else served.to_dict(),
+            "next": "the next rebuild splits the documents anew" if (setting or None) != (
+                served.to_dict() if served else None) else "the served version is split this way already"}
 
 
 @router.get("/collections", responses=responses(Unauthorized, Forbidden), tags=["collections"])

@@ -11,6 +11,7 @@ from fastapi.responses import JSONResponse, Response
 from whitevec.index import filters, hybrid
 from whitevec.index.bundle import Bundle
 from whitevec.index.hybrid import Fusion
+from whitevec.index.passage_rows import Grouping
 from whitevec.index.documents import check_documents, parse_document, read_jsonl, resolve_import_path
 from whitevec.models.encoder import EncodeResult
 from whitevec.models.errors import WhitevecError
@@ -24,6 +25,7 @@ from .body import FastJSONResponse, RenderedJSON, body_openapi, json_body, rende
 from ..engine.collection import Collection
 from .deps import check_texts, encode, get_runtime
 from .errors import COMMON, Conflict, Forbidden, NotFound, Overloaded, Unauthorized, responses
+from ..engine.corpus_ops import Encoded
 from ..engine.jobs import JobContext
 from ..engine.runtime import Runtime
 from ..engine.search_tuning import AutoSearch, check_auto_search
@@ -81,12 +83,14 @@ async def _search(request: Request, req: SearchRequest, rt: Runtime, t: Target) 
     vectors = (await encode(rt, bundle, queries, request, lambda raw: bundle.pipeline.postprocess(raw.vectors))
                if mode != "lexical" or req.explain else None)
     where = req.where()
-    found, said = await hybrid.search(retriever, mode, queries, vectors, req.k, params, where, fusion, req.explain)
+    found, said = await bundle.layout.search(retriever, mode, queries, vectors, req.k, params, where, fusion,
+                                             req.explain, Grouping(req.group, req.mean_top))
     said = fell_back + said
     if where is not None:
         said += filters.warnings(where, await asyncio.to_thread(retriever.metadata_types), t.col.name)
     results = [{"query": query, "hits": [{"id": h.document.id, "score": h.score, "text": h.document.text,
                                           "metadata": h.document.metadata,
+                                          **({"passages": h.passages} if h.passages is not None else {}),
                                           **({"explain": h.explain()} if req.explain else {})} for h in hits]}
                for query, hits in zip(queries, found)]
     return FastJSONResponse({"results": results, "version": bundle.version, "warnings": said})
@@ -132,7 +136,7 @@ async def _rebuild(req: RebuildRequest, rt: Runtime, t: Target) -> Response:
         documents = await asyncio.to_thread(lambda: [parse_document(d.model_dump(), f"documents[{i}]")
                                                      for i, d in enumerate(req.documents or [])])
     await asyncio.to_thread(check_documents, documents, rt.settings.max_documents)
-    served = bundle.retriever.count() if bundle.retriever is not None else 0
+    served = bundle.layout.count(bundle.retriever) if bundle.retriever is not None else 0
     if req.mode == "replace" and not req.confirm_shrink and len(documents) < served / 2:
         raise Conflict(f"this rebuild would replace the {served} served documents with {len(documents)}, fewer than "
                        "half: send \"confirm_shrink\": true to do that, or \"mode\": \"merge\" to add them to "
@@ -213,9 +217,10 @@ async def _upsert(req: UpsertRequest, rt: Runtime, col: Collection) -> dict:
     documents = list({d.id: d for d in parsed}.values())  # one id twice in a call: the last one wins, as in order
     with col.served.lease() as bundle:  # encoded through the batcher: the writer thread only commits
         await asyncio.to_thread(col.corpus_ops.check_change, bundle, documents, [])
-        raw = await rt.batcher.encode_for_write(bundle.encoder, [d.text for d in documents])
+        rows = await asyncio.to_thread(bundle.layout.rows, documents)  # a document's passages, or itself
+        raw = await rt.batcher.encode_for_write(bundle.encoder, [d.text for d in rows])
     done = await asyncio.wrap_future(rt.writer.submit(col.corpus_ops.commit_change, documents, [],
-                                                      (bundle.encoder, raw)))
+                                                      Encoded(bundle.encoder, bundle.layout.setting, rows, raw)))
     return {"upserted": done["upserted"], "version": done["version"]}
 
 
@@ -228,10 +233,13 @@ async def _get_document(doc_id: str, t: Target) -> Response:
     bundle = t.bundle
     if bundle.retriever is None:
         raise Conflict(t.col.reports.no_index_message())
-    doc = await asyncio.to_thread(bundle.retriever.get, doc_id)
-    if doc is None:
+    found = await asyncio.to_thread(bundle.layout.get, bundle.retriever, doc_id)
+    if found is None:
         raise NotFound(f"no document with id {doc_id!r} in version {bundle.version}")
-    return FastJSONResponse({"id": doc.id, "text": doc.text, "metadata": doc.metadata, "version": bundle.version})
+    doc, spans = found
+    return FastJSONResponse({"id": doc.id, "text": doc.text, "metadata": doc.metadata,
+                             **({"passages": [{"start": p.start, "end": p.end} for p in spans]}
+                                if spans is not None else {}), "version": bundle.version})
 
 
 async def _versions(col: Collection) -> dict:
@@ -246,7 +254,7 @@ async def _activate(version: str, col: Collection) -> dict:
         raise NotFound(f"no version {version!r} is kept in collection {col.name}; GET {listing} lists them") from None
     except WhitevecError as exc:
         raise Conflict(f"version {version} cannot be served: {exc}") from exc
-    return {"active": bundle.version, "documents": bundle.retriever.count() if bundle.retriever else 0}
+    return {"active": bundle.version, "documents": bundle.layout.count(bundle.retriever) if bundle.retriever else 0}
 
 
 # -- the routes from before collections: the collection `default` -----------------------------------------

@@ -124,6 +124,13 @@ class SearchRequest(Strict):
                                     '{"method": "weighted", "alpha": 0.5}.')
     explain: bool = Field(False, description="Add to each hit its dense score and rank and its lexical score, rank "
                           "and matched terms (null for a side that did not find it among its candidates).")
+    group: Literal["max", "mean_top", "none"] = Field(
+        "max", description="Collections with passages: how passage hits become document hits. max: a document "
+        "scores its best passage; mean_top: the mean of its best `mean_top` passages; none: every passage is a "
+        "hit of its own (a document may come back several times). Hits are k distinct documents whenever k "
+        "match (except with none). Ignored by collections without passages.")
+    mean_top: int = Field(3, ge=1, le=100, description="group mean_top: how many of a document's best passages "
+                          "its score averages.")
 
     @model_validator(mode="after")
     def _one_of(self) -> "SearchRequest":
@@ -158,11 +165,20 @@ class HitExplain(BaseModel):
     lexical: SideExplain | None
 
 
+class PassageHit(BaseModel):
+    start: int = Field(description="The passage is the hit's text[start:end] (characters, as Python and "
+                       "JavaScript strings count them: code points).")
+    end: int
+    score: float
+
+
 class Hit(BaseModel):
     id: str
     score: float = Field(description="dense: cosine; lexical: BM25; hybrid: the fused score.")
     text: str
     metadata: dict[str, Any]
+    passages: list[PassageHit] | None = Field(None, description="Collections with passages only: the document's "
+                                              "best matching passages (up to 3), best first.")
     explain: HitExplain | None = Field(None, description="Only with explain: true.")
 
 
@@ -371,6 +387,20 @@ class TrainRequest(Strict):
         "activate": True}], "oneOf": exactly_one("examples", "pairs", "path")})
 
 
+class PassagesIn(Strict):
+    max_tokens: int | None = Field(None, ge=3, description="Tokens per passage, [CLS] and [SEP] included; at most "
+                                   "the model's max length (null: the model's max length).")
+    overlap: int | None = Field(None, ge=0, description="Tokens of a passage's last sentences carried into the "
+                                "next; fewer than max_tokens - 2 (null: an eighth of a passage).")
+
+
+class CollectionPatch(Strict):
+    passages: PassagesIn | None = Field(description="The collection's passages from its next rebuild (a rebuild "
+                                        "splits its documents anew and says so); null: one vector per document.")
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{"passages": {"max_tokens": 128, "overlap": 16}}]})
+
+
 class CollectionCreate(Strict):
     model: NonEmpty | None = Field(None, description="null: the server's model (WHITEVEC_MODEL_DIR, else the bundled "
                                    "one); `bundled`; or a folder name in the data dir's models/ (a fine-tune).")
@@ -378,6 +408,9 @@ class CollectionCreate(Strict):
     index: IndexIn | None = Field(None, description="The index spec its rebuilds use by default.")
     search: SearchSettingIn | None = Field(None, description="How /search searches without `mode` (a version tuned "
                                            "by auto search overrides it), and BM25's knobs.")
+    passages: PassagesIn | None = Field(None, description="Split long documents into passages at every rebuild: "
+                                        "each passage a row of the index, hits grouped per document. null (the "
+                                        "default): one vector per document.")
 
     model_config = ConfigDict(json_schema_extra={"examples": [{"whitening": {"beta": 1, "gamma": 1, "dim": 256}}]})
 

@@ -353,6 +353,33 @@ def test_collections_and_access_keys_through_the_sdk(server):
         tenant.collection("sdk-faq").search("rain")
 
 
+def test_collections_with_passages_through_the_sdk(server):
+    from whitevec_client import PassageHit
+
+    long = " ".join(f"the {w} sat on the mat." for w in ["cat", "dog", "car", "tree", "river", "house"] * 3)
+    docs = [{"id": "long", "text": long}, {"id": "short", "text": "hello world"},
+            {"id": "other", "text": "the sun is red. rain on the city. " * 4}]
+    with Client(server, admin_token=ADMIN) as admin:
+        made = admin.create_collection("sdk-long", passages={"max_tokens": 12, "overlap": 2})
+        assert made["passages"] == {"max_tokens": 12, "overlap": 2}
+        col = admin.collection("sdk-long")
+        job = admin.wait(col.rebuild_index(documents=docs), progress=False)
+        assert job.result["documents"] == 3 and job.result["passages"]["rows"] > 3
+        hits = col.search("river sat on the mat", k=3)
+        assert [h.id for h in hits].count("long") == 1 and len(hits) == 3
+        top = next(h for h in hits if h.id == "long")
+        assert isinstance(top.passages[0], PassageHit) and top.passage_texts()[0] == long[top.passages[0].start:
+                                                                                          top.passages[0].end]
+        assert len(col.search("river", k=10, group="none")) == 10
+        stored = col.get_document("long")
+        assert stored["text"] == long and len(stored["passages"]) > 2
+        changed = admin.set_passages("sdk-long", {"max_tokens": 30})
+        assert changed["passages"]["max_tokens"] == 30 and changed["next"].startswith("the next rebuild")
+        again = admin.wait(col.rebuild_index(reencode=False), progress=False)
+        assert again.result["resplit"].startswith("split anew")
+        assert admin.delete_collection("sdk-long", confirm=True)["documents"] == 3
+
+
 def test_async_collections_and_keys(server):
     async def main() -> None:
         async with AsyncClient(server, admin_token=ADMIN) as admin:
@@ -399,6 +426,16 @@ def test_cli_collections_against_a_running_server(server, monkeypatch, capsys, t
     assert main(["collections", "list", "--url", server, "--json"]) == 0
     assert "cli-made" in {c["name"] for c in _json.loads(capsys.readouterr().out)["collections"]}
     fails(["collections", "create", "Bad", "--url", server], "422: collection name 'Bad'")
+    assert main(["collections", "create", "cli-long", "--url", server, "--passages", "20:4"]) == 0
+    assert _json.loads(capsys.readouterr().out)["passages"] == {"max_tokens": 20, "overlap": 4}
+    assert main(["collections", "create", "cli-max", "--url", server, "--passages"]) == 0
+    assert _json.loads(capsys.readouterr().out)["passages"]["max_tokens"] > 20  # the model's max length
+    fails(["collections", "create", "cli-x", "--url", server, "--passages", "20:30"], "passages.overlap")
+    with pytest.raises(SystemExit):
+        main(["collections", "create", "cli-y", "--url", server, "--passages", "many"])
+    for name in ("cli-long", "cli-max"):
+        assert main(["collections", "delete", name, "--url", server, "--yes"]) == 0
+    capsys.readouterr()
     fails(["collections", "delete", "cli-made", "--url", server], "add --yes")
     assert main(["collections", "delete", "cli-made", "--url", server, "--yes"]) == 0
     assert _json.loads(capsys.readouterr().out) == {"deleted": "cli-made", "documents": 0}

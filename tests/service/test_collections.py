@@ -50,7 +50,7 @@ async def test_create_list_get_and_delete_a_collection(settings):
 
         listed = (await client.get("/admin/collections", headers=ADMIN)).json()["collections"]
         assert [c["name"] for c in listed] == ["default", "faq"]
-        assert set(listed[1]) == {"name", "model", "documents", "active_version", "dim", "created_at"}
+        assert set(listed[1]) == {"name", "model", "documents", "active_version", "dim", "created_at", "passages"}
         one = (await client.get("/admin/collections/faq", headers=ADMIN)).json()
         assert one["whitening"] == {"beta": 1.0, "gamma": 1.0, "dim": 8} and one["active_version"] is None
         assert (await client.get("/admin/collections/nope", headers=ADMIN)).status_code == 404

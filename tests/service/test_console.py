@@ -256,7 +256,12 @@ def test_console_in_headless_chromium(console_server, tmp_path):
 def run_the_story(page: Page, base: str, v1: str, v2: str) -> None:
     from selenium.webdriver.common.keys import Keys
 
-    assert httpx.put(f"{base}/admin/collections/other", json={}, headers=AUTH, timeout=30).status_code == 201
+    passages = {"passages": {"max_tokens": 12, "overlap": 2}}
+    assert httpx.put(f"{base}/admin/collections/other", json=passages, headers=AUTH, timeout=30).status_code == 201
+    long = " ".join(f"the {w} sat on the mat." for w in ["dog", "car", "tree", "house"] * 4) + " 今天 天气 不错。"
+    r = httpx.post(f"{base}/admin/collections/other/rebuild", headers=AUTH, timeout=30, json={"documents": [
+        {"id": "long", "text": long}, {"id": "short", "text": "hello world"}, {"id": "sun", "text": "the sun is red"}]})
+    assert wait_state(base, r.json()["job_id"], ("succeeded", "failed"))["state"] == "succeeded"
     page.driver.get(f"{base}/console#search")
     page.type("#token", TOKEN + Keys.ENTER)
     assert page.wait(lambda: "memory only" in page.text("#token-state"))
@@ -282,6 +287,16 @@ def run_the_story(page: Page, base: str, v1: str, v2: str) -> None:
     assert {o.get_attribute("value") for o in choice.options} == {"default", "other"}
     choice.select_by_value("other")
     assert "/collections/other/search" in page.all("pre.request")[1].text
+    # a collection with passages: the matched passages are marked in the document's text, the best brightest
+    page.type("#query", "今天 不错")
+    Select(page.driver.find_element("css selector", "#mode")).select_by_value("lexical")
+    page.click("#run-search")
+    page.wait(lambda: page.all(".results mark.passage.best"))
+    assert first_hit(page) == "long" and "不错" in page.text(".results mark.passage.best")
+    assert page.text(".results tbody tr:first-child .hit-text").replace("\n", " ").startswith("the dog sat")
+    page.shoot("search-passages")
+    Select(page.driver.find_element("css selector", "#mode")).select_by_value("")
+    page.type("#query", "the cat sat on the mat")
     assert page.driver.find_element("css selector", "nav a[data-page=versions]").get_attribute("href").endswith(
         "#versions/other")
     page.click("nav a[data-page=versions]")

@@ -16,14 +16,6 @@ from whitevec.service.engine import corpus_ops as corpus_module
 
 pytestmark = pytest.mark.anyio
 
-BACKENDS = ["faiss", pytest.param("milvus", marks=pytest.mark.milvus)]
-
-
-@pytest.fixture(params=BACKENDS)
-def backend_settings(request, settings, tmp_path):
-    if request.param == "faiss":
-        return settings
-    return settings.model_copy(update={"data_dir": tmp_path / "milvus-data", "index_backend": "milvus"})
 
 
 def during_build(monkeypatch, action):

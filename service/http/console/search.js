@@ -1,6 +1,8 @@
 // The Search page: a query against a collection with k, a mode (dense, lexical, hybrid and its fusion) and a
 // metadata filter; the request as JSON and as curl (to copy), the answer's warnings, then the hits with score,
-// text and metadata, and with "explain" each side's score and rank and the matched words.
+// text and metadata, and with "explain" each side's score and rank and the matched words. In a collection with
+// passages a hit is a document: its matched passages are marked in its text (the best one brightest), and a long
+// text is shown around them.
 
 import {
   api, chooseCollection, collectionInput, copyButton, curlCommand, currentCollection, el, errorNotice, isAdmin, notice,
@@ -15,7 +17,9 @@ const LISTS = new Set(["$in", "$nin"]);
 
 /** The form as the user left it: kept while the tab is open, so coming back to Search keeps the query. */
 const form = { collection: "default", query: "", k: 10, conditions: [], mode: "", method: "rrf", rrfK: 60, alpha: 0.5,
-  explain: false };
+  explain: false, group: "" };
+/** Characters of context shown around each matched passage of a long text. */
+const CONTEXT = 120;
 
 /** A typed value: JSON when it reads as a JSON scalar (2020, true, null, "quoted"), else the text itself. */
 export function parseValue(text) {
@@ -67,6 +71,7 @@ function requestBody() {
     body.fusion = form.method === "rrf" ? { method: "rrf", k: form.rrfK } : { method: "weighted", alpha: form.alpha };
   }
   if (form.explain) body.explain = true;
+  if (form.group) body.group = form.group;
   const filter = buildFilter(form.conditions);
   if (filter) body.filter = filter;
   return body;
@@ -113,6 +118,42 @@ function metadataCell(metadata) {
     el("span", { class: "kv" }, el("b", {}, k), " ", typeof v === "string" ? v : toJSON(v))));
 }
 
+/** Marked ranges over a hit's text, in code points as the server counts them (a JS string counts UTF-16 units):
+ * the passages merged where they overlap, each knowing whether it holds the best passage. */
+export function markRanges(passages) {
+  const sorted = passages.map((p, i) => ({ start: p.start, end: p.end, best: i === 0 }))
+    .sort((a, b) => a.start - b.start);
+  const merged = [];
+  for (const p of sorted) {
+    const last = merged[merged.length - 1];
+    if (last && p.start <= last.end) {
+      last.end = Math.max(last.end, p.end);
+      last.best ||= p.best;
+    } else merged.push({ ...p });
+  }
+  return merged;
+}
+
+/** A hit's text with its passages marked; a long one shown as its marked parts with CONTEXT around each. */
+function passageText(text, passages) {
+  const chars = Array.from(text);
+  const ranges = markRanges(passages);
+  const parts = [];
+  let at = 0;
+  for (const r of ranges) {
+    const from = chars.length > 4 * CONTEXT ? Math.max(at, r.start - CONTEXT) : at;
+    if (from > at) parts.push(el("span", { class: "muted" }, " … "));
+    parts.push(chars.slice(from, r.start).join(""));
+    parts.push(el("mark", { class: r.best ? "passage best" : "passage", title: "a matched passage" },
+      chars.slice(r.start, r.end).join("")));
+    at = r.end;
+  }
+  const tail = chars.length > 4 * CONTEXT ? Math.min(chars.length, at + CONTEXT) : chars.length;
+  parts.push(chars.slice(at, tail).join(""));
+  if (tail < chars.length) parts.push(el("span", { class: "muted" }, " …"));
+  return el("span", { class: "hit-text" }, parts);
+}
+
 function answerView(answer, ms) {
   const result = answer.results[0];
   const explained = result.hits.some((h) => h.explain);
@@ -124,7 +165,8 @@ function answerView(answer, ms) {
       ? table(["#", "score", "id", "text", "metadata", ...(explained ? ["dense", "lexical", "words"] : [])],
         result.hits.map((h, i) => [
           String(i + 1), el("span", { class: "score" }, num(h.score, 4)), el("code", {}, h.id),
-          el("span", { class: "hit-text" }, h.text), metadataCell(h.metadata),
+          h.passages ? passageText(h.text, h.passages) : el("span", { class: "hit-text" }, h.text),
+          metadataCell(h.metadata),
           ...(explained ? [sideCell(h.explain.dense), sideCell(h.explain.lexical),
             el("span", { class: "terms" }, ((h.explain.lexical && h.explain.lexical.terms) || []).join(" "))] : [])]))
       : notice("info", "No document matches."));
@@ -180,6 +222,11 @@ export async function searchPage(view, [collection]) {
     onchange: (e) => { form.mode = e.target.value; drawFusion(); redraw(false); } },
   [["", "collection default"], ["dense", "dense (meaning)"], ["lexical", "lexical (words)"],
     ["hybrid", "hybrid (both)"]].map(([value, label]) => el("option", { value, selected: value === form.mode }, label)));
+  const group = el("select", { id: "group", "aria-label": "group",
+    title: "collections with passages: how a document scores (others ignore it)",
+    onchange: (e) => { form.group = e.target.value; redraw(false); } },
+  [["", "best passage"], ["mean_top", "mean of best 3"], ["none", "every passage"]]
+    .map(([value, label]) => el("option", { value, selected: value === form.group }, label)));
   const explain = el("input", { type: "checkbox", id: "explain", checked: form.explain,
     onchange: (e) => { form.explain = e.target.checked; redraw(false); } });
   drawFusion();
@@ -195,6 +242,8 @@ export async function searchPage(view, [collection]) {
         el("button", { type: "submit", id: "run-search" }, "Search")),
       el("div", { class: "row" },
         el("label", {}, "Mode ", mode), fusion,
+        el("label", { title: "collections with passages: how a document scores (others ignore it)" }, "Passages ",
+          group),
         el("label", { title: "each side's score and rank, and the query's words each hit holds" }, explain,
           " explain")),
       el("fieldset", {},
