@@ -250,7 +250,7 @@ def test_console_in_headless_chromium(console_server, tmp_path):
         SHOTS.mkdir(parents=True, exist_ok=True)
         for path in page.saved:
             shutil.copy(path, SHOTS / path.name)
-    assert len(page.saved) == 15
+    assert len(page.saved) == 16
 
 
 def run_the_story(page: Page, base: str, v1: str, v2: str) -> None:
