@@ -1,6 +1,6 @@
 """Which inference engine runs the encoder's transformer: the names, what `auto` picks here, batch budgets.
 
-`onnx` (fp32) gives torch's vectors (to float32 rounding) and is interchangeable with `torch`; the others
+`onnx` and `openvino` (fp32) give torch's vectors (to float32 rounding) and are interchangeable with `torch`; the others
 (`torch-half`, the int8 engines) give other vectors, so a version records its engine and is always served
 with it (see index/versions.py). How each engine runs is in models/runners.py.
 
@@ -15,17 +15,18 @@ from dataclasses import dataclass
 from pathlib import Path
 
 #: torch: float32 on any device; torch-half: bf16 (fp16 on GPUs without bf16), on a GPU or a CPU; onnx: ONNX
-#: Runtime float32 on the CPU; onnx-int8-rr / onnx-int8: dynamic int8 with 7-bit / 8-bit weights. Precision is
-#: part of the engine's name, so a version records it and is never served at another precision.
-ENGINES = ("torch", "torch-half", "onnx", "onnx-int8", "onnx-int8-rr")
+#: Runtime float32 on the CPU; onnx-int8-rr / onnx-int8: dynamic int8 with 7-bit / 8-bit weights; openvino /
+#: openvino-bf16: OpenVINO on the CPU in float32 / bf16. Precision is part of the engine's name, so a version
+#: records it and is never served at another precision.
+ENGINES = ("torch", "torch-half", "onnx", "onnx-int8", "onnx-int8-rr", "openvino", "openvino-bf16")
 #: The float32 reference: an Encoder's engine unless one is asked for, and what versions from before engines ran.
 REFERENCE = "torch"
 #: How each int8 engine quantises (see quantize_int8): onnx-int8 with 8-bit weights, onnx-int8-rr with 7-bit.
 INT8 = {"onnx-int8": {"reduce_range": False}, "onnx-int8-rr": {"reduce_range": True}}
 #: Engines whose vectors equal torch's (within float32 rounding): a version built with one may be
 #: served with another.
-EQUIVALENT = {"torch": "torch", "onnx": "torch", "torch-half": "torch-half", "onnx-int8": "onnx-int8",
-              "onnx-int8-rr": "onnx-int8-rr"}
+EQUIVALENT = {"torch": "torch", "onnx": "torch", "openvino": "torch", "torch-half": "torch-half",
+              "onnx-int8": "onnx-int8", "onnx-int8-rr": "onnx-int8-rr", "openvino-bf16": "openvino-bf16"}
 
 
 #: CPU flags of int8 dot-product instructions (what makes ONNX Runtime's int8 kernels fast).

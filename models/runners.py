@@ -8,7 +8,8 @@ The ONNX graph is exported once from the model folder (the transformer only: las
 plus the first layer's hidden state or the pooler output when the pooling needs them) and cached
 under a key of the folder's fingerprint, so a changed folder is never served by a stale export.
 The TorchScript graph (bf16 on a CPU) is traced when the encoder loads. Either way pooling and the
-sentence-transformers modules after it run in torch as for the torch engine.
+sentence-transformers modules after it run in torch as for the torch engine. The OpenVINO engines convert the
+same module to OpenVINO IR, cached the same way (models/openvino_runner.py).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from transformers.utils import logging as hf_logging
 
 from .engines import INT8
 from .errors import ModelFolderError
+from .openvino_runner import OpenVinoRunner
 
 log = logging.getLogger(__name__)
 
@@ -234,9 +236,8 @@ def _traced_or_eager(model: torch.nn.Module, ctx: RunContext) -> Runner | None:
         return None
 
 
-class OnnxEngine:
-    """onnx (fp32: torch's vectors), onnx-int8 and onnx-int8-rr: ONNX Runtime on the CPU, the export cached
-    by the model's fingerprint."""
+class _CpuEngine:
+    """An engine that runs the float32 model on the CPU only, under its own name."""
 
     def __init__(self, name: str) -> None:
         self.name = name
@@ -246,8 +247,24 @@ class OnnxEngine:
             raise ModelFolderError(f"engine {self.name} runs on the CPU; use engine torch on {device}")
         return model
 
+
+class OnnxEngine(_CpuEngine):
+    """onnx (fp32: torch's vectors), onnx-int8 and onnx-int8-rr: ONNX Runtime on the CPU, the export cached
+    by the model's fingerprint."""
+
     def runner(self, model: torch.nn.Module, ctx: RunContext) -> Runner | None:
         return OnnxRunner(model, ctx.fingerprint, ctx.pooling, self.name, ctx.cache_dir)
+
+
+class OpenVinoEngine(_CpuEngine):
+    """openvino (fp32: torch's vectors) and openvino-bf16: OpenVINO on the CPU, the IR cached by the model's
+    fingerprint (one IR for both: the precision is chosen when it is compiled)."""
+
+    def runner(self, model: torch.nn.Module, ctx: RunContext) -> Runner | None:
+        first, pooler = ctx.pooling == "first-last-avg", ctx.pooling == "pooler"
+        names = ["last"] + (["first"] if first else []) + (["pooler"] if pooler else [])
+        cache = Path(ctx.cache_dir) if ctx.cache_dir is not None else default_cache_dir()
+        return OpenVinoRunner(_Transformer(model, first, pooler), ctx.fingerprint, names, self.name, cache)
 
 
 #: Every engine by the name WHITEVEC_ENGINE and the manifests use (models/engines.py: what auto picks).
@@ -257,6 +274,8 @@ ENGINE_TYPES: dict[str, Engine] = {
     "onnx": OnnxEngine("onnx"),
     "onnx-int8": OnnxEngine("onnx-int8"),
     "onnx-int8-rr": OnnxEngine("onnx-int8-rr"),
+    "openvino": OpenVinoEngine("openvino"),
+    "openvino-bf16": OpenVinoEngine("openvino-bf16"),
 }
 
 
