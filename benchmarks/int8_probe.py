@@ -3,6 +3,7 @@
     pip install -e '.[bench]'
     python benchmarks/int8_probe.py [--repeat 3] [--variants fp32 int8 int8-rr ...] [--out /tmp/whitevec-int8]
     python benchmarks/int8_probe.py --tiny        # a smoke run (CI): 200 sentences, two variants
+    python benchmarks/int8_probe.py --speed-only --variants fp32 bf16 openvino-bf16   # speed alone (a repeat)
 
 Every variant runs the bundled model's transformer exported to ONNX, with mean pooling and Normalize
 in numpy as the engine would. Per variant:
@@ -23,7 +24,9 @@ inner product, so these are the rankings the default server returns.
 Variants (--variants): fp32; bf16 (the torch-half engine on the CPU); int8 (per-channel int8 weights, the `onnx-int8` engine); int8-rr (7-bit
 weights, `reduce_range`: the `onnx-int8-rr` engine); int8-ffn (int8 with the FFN down-projections fp32);
 int8-rr-first (int8-rr with the first layer fp32); static (int8 weights and activations calibrated on 512
-STS-B train sentences, QDQ). `--sensitivity` adds the cosine error of int8-rr with each single layer
+STS-B train sentences, QDQ); openvino and openvino-bf16 (the OpenVINO engines: Encoder.embed_tokens, as bf16);
+openvino-int8 (the openvino engine's IR quantised by NNCF post-training, ModelType.TRANSFORMER, calibrated on the
+same 512 sentences; weights and activations int8, the rest f32). `--sensitivity` adds the cosine error of int8-rr with each single layer
 left fp32, the data for a per-layer mix.
 """
 
@@ -188,18 +191,49 @@ def variants(names: list[str], fp32: Path, encoder: Encoder, out: Path, calib: l
                                                exclude=groups["layer0"]),
         "static": lambda: quantize_static(fp32, out / "static.onnx", encoder, calib),
     }
-    unknown = sorted(set(names) - set(recipes) - {"bf16"})
+    engines: dict[str, Callable[[], Embed]] = {
+        "bf16": lambda: engine_encoder("torch-half", out),
+        "openvino": lambda: engine_encoder("openvino", out),
+        "openvino-bf16": lambda: engine_encoder("openvino-bf16", out),
+        "openvino-int8": lambda: openvino_int8(encoder, out, calib),
+    }
+    unknown = sorted(set(names) - set(recipes) - set(engines))
     if unknown:
-        raise SystemExit(f"unknown variants {unknown}: choose from {', '.join(recipes)}, bf16")
-    return {name: bf16_encoder() if name == "bf16" else ort_encoder(recipes[name](), encoder) for name in names}
+        raise SystemExit(f"unknown variants {unknown}: choose from {', '.join([*recipes, *engines])}")
+    return {name: engines[name]() if name in engines else ort_encoder(recipes[name](), encoder) for name in names}
 
 
-def bf16_encoder() -> Embed:
-    """The torch-half engine on the CPU: bf16 weights and activations (AMX-BF16 / AVX-512 BF16 where present)."""
-    half = Encoder(device="cpu", engine="torch-half")
+def engine_encoder(engine: str, out: Path) -> Embed:
+    """A whitevec engine as the service runs it (torch-half: bf16 weights and activations, AMX-BF16 / AVX-512
+    BF16 where present; the OpenVINO engines, their IR cached under `out`)."""
+    return normalized(Encoder(device="cpu", engine=engine, engine_cache=out / "engines"))
+
+
+def openvino_int8(encoder: Encoder, out: Path, calib: list[str]) -> Embed:
+    """The openvino engine's IR quantised by NNCF (static int8, ranges from `calib`), compiled as the engine
+    compiles (f32 for what stays unquantised)."""
+    import nncf
+    import openvino as ov
+
+    from whitevec.models.openvino_runner import compile_config
+
+    ov_encoder = Encoder(device="cpu", engine="openvino", engine_cache=out / "engines")
+    runner = ov_encoder._runner
+    ids, _ = encoder.tokenize(calib)
+    items = [{"input_ids": np.array([row], np.int64), "attention_mask": np.ones((1, len(row)), np.int64)} for row in ids]
+    core = ov.Core()
+    quantized = nncf.quantize(core.read_model(runner.path), nncf.Dataset(items), subset_size=len(items),
+                              model_type=nncf.ModelType.TRANSFORMER)
+    runner.compiled = core.compile_model(quantized, "CPU", compile_config("openvino", torch.get_num_threads()))
+    runner._local = type(runner._local)()  # requests of the int8 model from now on
+    return normalized(ov_encoder)
+
+
+def normalized(engine: Encoder) -> Embed:
+    """The engine's pooled vectors, normalised (the bundled model's Normalize, as ort_encoder does)."""
 
     def embed(ids: list[list[int]]) -> np.ndarray:
-        vectors = half.embed_tokens(ids)
+        vectors = engine.embed_tokens(ids)
         return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
 
     return embed
@@ -223,6 +257,7 @@ def main() -> None:
     parser.add_argument("--variants", nargs="+", default=["fp32", "bf16", "int8", "int8-rr", "int8-ffn"])
     parser.add_argument("--sensitivity", action="store_true")
     parser.add_argument("--tiny", action="store_true", help="a smoke run: 200 sentences per corpus, fp32, bf16 and int8-rr")
+    parser.add_argument("--speed-only", action="store_true", help="sentences/s only, no contract (minutes less)")
     parser.add_argument("--out", type=Path, default=Path("/tmp/whitevec-int8"))
     args = parser.parse_args()
     limit = 200 if args.tiny else None
@@ -250,6 +285,9 @@ def main() -> None:
     for name, embed in engines.items():
         speed = statistics.median(len(speed_texts) / encode(embed, encoder, speed_texts)[1] for _ in range(args.repeat))
         base = base or speed
+        if args.speed_only:
+            print(f"| {name} | {speed:.0f} | {speed / base:.2f} | | | | | | not measured |", flush=True)
+            continue
         overlap, hits, rhos, cos_all, failed = [], [], [], [], []
         for corpus in corpora:
             vectors, _ = encode(embed, encoder, corpus.sentences)
