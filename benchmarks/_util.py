@@ -85,3 +85,19 @@ def cpu_flags_line() -> str:
 def pct(samples_s: list[float]) -> tuple[float, float]:
     ms = np.asarray(samples_s) * 1000
     return float(np.percentile(ms, 50)), float(np.percentile(ms, 99))
+
+
+def long_texts(n: int, chars: int = 1000, seed: int = 0) -> list[str]:
+    """`n` texts of about `chars` characters, each of STS-B (en) sentences drawn at random: long documents in
+    any number (the files hold only a few hundred of consecutive sentences)."""
+    sentences = sts_sentences(20_000)
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(n):
+        picked, size = [], 0
+        while size < chars:
+            s = sentences[int(rng.integers(len(sentences)))]
+            picked.append(s)
+            size += len(s) + 1
+        out.append(" ".join(picked))
+    return out

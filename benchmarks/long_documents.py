@@ -15,7 +15,9 @@ passages: one vector per document, truncated at the model's max length) and `pas
 documents and the collection defaults (whitening β = γ = 0: cosine of the pooled vectors), then searched over
 HTTP with k = 10 in each mode. Prints hit@1, hit@10 and MRR@10 per language, collection and mode, then the
 build: seconds, rows, and the version's files on disk (index, raw vectors, documents, lexical index), each
-also per 10,000 documents.
+also per 10,000 documents. `--cost-docs N` adds the same build figures for N English documents of ~1,000
+characters drawn from STS-B sentences (as many as wanted; the quality set has only a few hundred). What a
+served version holds in memory is its index and lexical index (raw vectors and documents stay on disk).
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 
-from _util import SHARED, cpu_flags_line, read_tsv, start_server, wait_job
+from _util import SHARED, cpu_flags_line, long_texts, read_tsv, start_server, wait_job
 
 FILES = {"en": ("sts-b-en/train.tsv", "sts-b-en/dev.tsv"), "zh": ("sts-b-zh/train.tsv", "sts-b-zh/valid.tsv")}
 TOKEN = "bench"
@@ -114,14 +116,28 @@ def run(lang: str, client: httpx.Client, data: Path, args) -> None:
         for kind in ("whole", "passages"):
             h1, h10, mrr = metrics(search(client, f"{lang}-{kind}", queries, mode), answer_ids)
             print(f"{kind:<10} {mode:<8} {h1:>6.1f} {h10:>7.1f} {mrr:>7.1f}")
-    per = 10_000 / len(docs)
+    print_costs(built, len(docs))
+
+
+def costs(client: httpx.Client, data: Path, n: int, setting: dict) -> None:
+    docs = [{"id": f"c-{i}", "text": t} for i, t in enumerate(long_texts(n))]
+    built = {"whole": build(client, data, "cost-whole", docs, None),
+             "passages": build(client, data, "cost-passages", docs, setting)}
+    print(f"\n## building {n} English documents of ~1,000 characters")
+    print_costs(built, n)
+
+
+def print_costs(built: dict[str, dict], n: int) -> None:
+    """Build seconds and files per collection, then per 10,000 documents: seconds, memory (index + lexical
+    index, what a served version holds) and disk (every file)."""
+    per = 10_000 / n
     print(f"\n{'collection':<10} {'rows':>7} {'build s':>8} {'index MB':>9} {'raw MB':>7} {'docs MB':>8} "
-          f"{'lexical MB':>10}   per 10k documents: {'build s':>8} {'MB':>7}")
+          f"{'lexical MB':>10} | per 10k docs: {'build s':>8} {'memory MB':>10} {'disk MB':>8}")
     for kind, b in built.items():
         mb = {k: b[k] / 1e6 for k in ("index", "raw", "documents", "lexical")}
         print(f"{kind:<10} {b['rows']:>7} {b['seconds']:>8.1f} {mb['index']:>9.2f} {mb['raw']:>7.2f} "
-              f"{mb['documents']:>8.2f} {mb['lexical']:>10.2f}   {'':>18} {b['seconds'] * per:>8.1f} "
-              f"{sum(mb.values()) * per:>7.1f}")
+              f"{mb['documents']:>8.2f} {mb['lexical']:>10.2f} | {'':>13} {b['seconds'] * per:>8.1f} "
+              f"{(mb['index'] + mb['lexical']) * per:>10.1f} {sum(mb.values()) * per:>8.1f}")
 
 
 def main() -> None:
@@ -131,10 +147,11 @@ def main() -> None:
     parser.add_argument("--max-tokens", type=int, default=128)
     parser.add_argument("--overlap", type=int, default=16)
     parser.add_argument("--engine", default="auto", help="WHITEVEC_ENGINE of the server")
+    parser.add_argument("--cost-docs", type=int, default=0, help="also build this many drawn documents (cost)")
     parser.add_argument("--tiny", action="store_true", help="20 documents, 10 queries per language (a smoke run)")
     args = parser.parse_args()
     if args.tiny:
-        args.docs, args.queries = 20, 10
+        args.docs, args.queries, args.cost_docs = 20, 10, 20
     with tempfile.TemporaryDirectory(prefix="whitevec-long-") as tmp:
         data = Path(tmp) / "data"
         base, proc = start_server(data, TOKEN, env={"WHITEVEC_ENGINE": args.engine})
@@ -145,6 +162,8 @@ def main() -> None:
                       f"tokens overlapping by {args.overlap}; engine {engine}; CPU flags: {cpu_flags_line()}")
                 for lang in FILES:
                     run(lang, client, data, args)
+                if args.cost_docs:
+                    costs(client, data, args.cost_docs, {"max_tokens": args.max_tokens, "overlap": args.overlap})
         finally:
             proc.terminate()
             proc.wait(timeout=60)

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from _util import cpu_flags_line, sts_sentences
+from _util import cpu_flags_line, long_texts
 from whitevec.index.build import build_version
 from whitevec.index.loading import load_version
 from whitevec.index.passage_rows import layout_for, Grouping, WHOLE
@@ -38,18 +38,8 @@ from whitevec.models.passages import PassageSetting
 from whitevec.models.whitening import WhiteningParams
 
 
-def documents(n: int, chars: int = 1000) -> list[Document]:
-    sentences = sts_sentences(20_000)
-    rng = np.random.default_rng(0)
-    out = []
-    for i in range(n):
-        picked, size = [], 0
-        while size < chars:
-            s = sentences[int(rng.integers(len(sentences)))]
-            picked.append(s)
-            size += len(s) + 1
-        out.append(Document(f"doc-{i}", " ".join(picked), {"part": i % 10}))
-    return out
+def documents(n: int) -> list[Document]:
+    return [Document(f"doc-{i}", text, {"part": i % 10}) for i, text in enumerate(long_texts(n))]
 
 
 def build(root: Path, encoder: Encoder, docs: list[Document], setting: PassageSetting | None) -> tuple[str, dict]:

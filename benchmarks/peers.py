@@ -1,15 +1,21 @@
 """whitevec against its peers, in one run on this machine: sentences/s, p50 and p99.
 
     python benchmarks/peers.py [--engines auto onnx] [--infinity-venv /path/to/venv]
+                               [--st-configs fp32 bf16 onnx openvino] [--st-python /path/to/python]
+                               [--infinity-configs float32:torch bfloat16:torch float32:optimum]
                                [--repeat 3] [--search-docs 100000] [--work-dir /tmp/whitevec-peers]
 
-The same STS-B (en) sentences go through
-  (a) sentence-transformers `encode` in-process (batch 32): the model's own speed, no HTTP;
+Each peer runs at its best, in every configuration it offers here; the table marks the best peer per load
+and whitevec's ratio to it. The same STS-B (en) sentences go through
+  (a) sentence-transformers `encode` in-process (batch 32): the model's own speed, no HTTP, in float32,
+      bfloat16 and with its `backend="onnx"` / `"openvino"` (each where it loads offline from the bundled
+      folder in the interpreter `--st-python` names: those backends need optimum / optimum-intel);
   (b) whitevec over HTTP `/v1/embeddings`, one server per engine (each on its own data dir with
       the demo version built by that engine), and each engine's Encoder.encode in-process (what the
       HTTP path keeps of its engine);
   (c) infinity-emb over HTTP `/embeddings`, when `--infinity-venv` names a venv that has it
-      (docs/performance.md says how to make one).
+      (docs/performance.md says how to make one), one server per `--infinity-configs` DTYPE:ENGINE
+      (`--dtype`, `--engine`); one that does not start offline is reported and left out.
 Loads: 8 concurrent clients × 32 texts per request, and 32 concurrent clients × 1 text. Every
 HTTP peer is driven by the same minimal keep-alive HTTP/1.1 client (asyncio streams) so the
 load generator costs little and the same for all. Each load runs `--repeat` times, alternating
@@ -115,7 +121,8 @@ def wait_ready(url: str, proc: subprocess.Popen, seconds: float = 300) -> None:
     raise RuntimeError(f"{url} was not ready within {seconds:.0f} s")
 
 
-def start_infinity(venv: Path, model_dir: str, log: Path) -> tuple[str, subprocess.Popen, str]:
+def start_infinity(venv: Path, model_dir: str, log: Path, dtype: str = "float32",
+                   engine: str = "torch") -> tuple[str, subprocess.Popen, str]:
     port = free_port()
     exe = venv / "bin" / "infinity_emb"
     if not exe.exists():
@@ -124,24 +131,40 @@ def start_infinity(venv: Path, model_dir: str, log: Path) -> tuple[str, subproce
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "DO_NOT_TRACK": "1",
            "INFINITY_ANONYMOUS_USAGE_STATS": "0"}
     proc = subprocess.Popen([str(exe), "v2", "--model-id", model_dir, "--served-model-name", "minilm",
-                             "--engine", "torch", "--device", "cpu", "--port", str(port), "--host", "127.0.0.1"],
+                             "--engine", engine, "--dtype", dtype, "--device", "cpu", "--port", str(port),
+                             "--host", "127.0.0.1"],
                             env=env, stdout=log.open("w"), stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
-    wait_ready(f"{base}/health", proc)
+    try:
+        wait_ready(f"{base}/health", proc)
+    except RuntimeError:
+        proc.kill()
+        raise
     return base, proc, "minilm"
 
 
-def sentence_transformers_rate(model_dir: str, sentences: list[str]) -> float:
-    """In-process sentences/s with sentence-transformers' own encode (batch 32), in a child process
-    so its threads do not linger beside the servers."""
+#: sentence-transformers configurations: SentenceTransformer keyword arguments by name.
+ST_CONFIGS = {"fp32": "{}", "bf16": "{'model_kwargs': {'torch_dtype': torch.bfloat16}}",
+              "onnx": "{'backend': 'onnx'}", "openvino": "{'backend': 'openvino'}"}
+
+
+def sentence_transformers_rate(model_dir: str, sentences: list[str], config: str = "fp32",
+                               python: str = sys.executable) -> float:
+    """In-process sentences/s with sentence-transformers' own encode (batch 32) in configuration `config`,
+    in a child process so its threads do not linger beside the servers; RuntimeError with the child's last
+    line when the configuration does not load here."""
     code = (
-        "import sys, json, time\n"
+        "import sys, json, time, torch\n"
         "from sentence_transformers import SentenceTransformer\n"
-        "s = json.load(sys.stdin); m = SentenceTransformer(sys.argv[1], device='cpu')\n"
+        f"s = json.load(sys.stdin); m = SentenceTransformer(sys.argv[1], device='cpu', **{ST_CONFIGS[config]})\n"
         "m.encode(s[:64], batch_size=32)\n"
         "t0 = time.perf_counter(); m.encode(s, batch_size=32); print(len(s) / (time.perf_counter() - t0))\n")
-    out = subprocess.run([sys.executable, "-c", code, model_dir], input=json.dumps(sentences), text=True,
-                         capture_output=True, check=True)
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    out = subprocess.run([python, "-c", code, model_dir], input=json.dumps(sentences), text=True,
+                         capture_output=True, env=env)
+    if out.returncode != 0:
+        last = (out.stderr.strip().splitlines() or ["no output"])[-1]
+        raise RuntimeError(last[:200])
     return float(out.stdout.strip().splitlines()[-1])
 
 
@@ -192,6 +215,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--engines", nargs="+", default=["auto", "onnx"], choices=["auto", *ENGINES])
     parser.add_argument("--infinity-venv", type=Path, default=None)
+    parser.add_argument("--infinity-configs", nargs="+", default=["float32:torch", "bfloat16:torch",
+                                                                   "float32:optimum"],
+                        help="DTYPE:ENGINE per infinity-emb server (its --dtype and --engine)")
+    parser.add_argument("--st-configs", nargs="+", default=list(ST_CONFIGS), choices=list(ST_CONFIGS))
+    parser.add_argument("--st-python", default=sys.executable,
+                        help="the interpreter sentence-transformers runs in (one with optimum for onnx/openvino)")
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--sentences", type=int, default=1024, help="sentences per load and repeat (default 1024)")
     parser.add_argument("--search-docs", type=int, default=100_000, help="0 skips the /search load")
@@ -208,6 +237,7 @@ def main() -> None:
           f"(median shown)", file=sys.stderr)
 
     peers: dict[str, tuple[str, subprocess.Popen, str, str]] = {}  # name: base URL, process, model, label
+    unavailable: dict[str, str] = {}  # a peer configuration that did not run here: why
     tmp = tempfile.TemporaryDirectory()
     if args.search_only:
         args.engines, args.infinity_venv = [], None
@@ -218,17 +248,30 @@ def main() -> None:
             served = httpx.get(f"{base}/readyz").json()["engine"]
             label = f"whitevec {engine}" + (f" ({served})" if served != engine else "")
             peers[f"whitevec {engine}"] = (base, proc, "whitevec", label)
-        if args.infinity_venv is not None:
-            print("starting infinity-emb...", file=sys.stderr)
-            peers["infinity-emb"] = (*start_infinity(args.infinity_venv, model_dir, Path(tmp.name) / "infinity.log"),
-                                     "infinity-emb")
+        for config in args.infinity_configs if args.infinity_venv is not None else []:
+            dtype, _, engine = config.partition(":")
+            name = f"infinity-emb {dtype} {engine or 'torch'}"
+            print(f"starting {name}...", file=sys.stderr)
+            try:
+                peers[name] = (*start_infinity(args.infinity_venv, model_dir, Path(tmp.name) / f"{dtype}-{engine}.log",
+                                               dtype, engine or "torch"), name)
+            except RuntimeError as exc:
+                unavailable[name] = str(exc)
         # Each peer stops between its loads only; all of them stay up, idle, while another is measured.
         results: dict[tuple[str, int, int], list[tuple[float, float, float]]] = {}
-        st_rates: list[float] = []
+        st_rates: dict[str, list[float]] = {}
         in_process: dict[str, list[float]] = {}
         for rep in range(0 if args.search_only else args.repeat):
             same = sentences[args.sentences * (rep + 1):args.sentences * (rep + 2)]  # what the HTTP loads send
-            st_rates.append(sentence_transformers_rate(model_dir, same))
+            for config in args.st_configs:
+                if f"sentence-transformers {config}" in unavailable:
+                    continue
+                try:
+                    rate = sentence_transformers_rate(model_dir, same, config, args.st_python)
+                except RuntimeError as exc:
+                    unavailable[f"sentence-transformers {config}"] = str(exc)
+                    continue
+                st_rates.setdefault(config, []).append(rate)
             for engine in args.engines:
                 rate, _ = engine_rate(engine, same)
                 in_process.setdefault(f"whitevec {engine}", []).append(rate)
@@ -250,32 +293,41 @@ def main() -> None:
             proc.wait()
         tmp.cleanup()
 
-    if args.search_only:
-        st_rates = [float("nan")]
-    st = statistics.median(st_rates)
+    st = {config: statistics.median(rates) for config, rates in st_rates.items()}
     med = {key: tuple(statistics.median(r[i] for r in runs) for i in range(3)) for key, runs in results.items()}
     if not args.search_only:
-        print_embed_table(args, st, med, peers, {k: statistics.median(v) for k, v in in_process.items()})
+        print_embed_table(args, st, med, peers, {k: statistics.median(v) for k, v in in_process.items()}, unavailable)
     search_load(args, pool)
 
 
-def print_embed_table(args: argparse.Namespace, st: float, med: dict, peers: dict, engines: dict[str, float]) -> None:
+def print_embed_table(args: argparse.Namespace, st: dict[str, float], med: dict, peers: dict,
+                      engines: dict[str, float], unavailable: dict[str, str]) -> None:
+    """The in-process figures, then one row per HTTP peer and load with its ratio to the best peer of that
+    load: at 8 × 32 (throughput) the best of every peer, sentence-transformers in-process included; at 32 × 1
+    (many single-text clients, which only a server takes) the best HTTP peer that is not whitevec."""
     print(f"\nbundled all-MiniLM-L6-v2, STS-B (en) sentences, loopback HTTP, {os.cpu_count()} cores, "
           f"CPU flags: {cpu_flags_line()}; median of {args.repeat} runs\n")
-    print(f"sentence-transformers encode in-process (batch 32): {st:.0f} sentences/s")
+    for config, rate in st.items():
+        print(f"sentence-transformers {config} encode in-process (batch 32): {rate:.0f} sentences/s")
     for name, rate in engines.items():
         print(f"{name} Encoder.encode in-process (the engine without HTTP): {rate:.0f} sentences/s")
-    print("\n| load | peer | sentences/s | p50 ms | p99 ms | vs sentence-transformers | vs infinity-emb | "
-          "vs its engine in-process |")
-    print("|---|---|---:|---:|---:|---:|---:|---:|")
+    for name, why in unavailable.items():
+        print(f"{name}: not run here ({why})")
+    print("\n| load | peer | sentences/s | p50 ms | p99 ms | vs the best peer | vs its engine in-process |")
+    print("|---|---|---:|---:|---:|---:|---:|")
     for conc, per in LOADS:
-        inf = med.get(("infinity-emb", conc, per))
+        others = {n: med[(n, conc, per)] for n in peers if not n.startswith("whitevec")}
+        if (conc, per) == LOADS[0]:
+            others |= {f"sentence-transformers {c} (in-process)": (r, float("nan"), float("nan")) for c, r in st.items()}
+        best = max(others, key=lambda n: others[n][0]) if others else None
         for name in peers:
             rate, p50, p99 = med[(name, conc, per)]
-            vs_inf = f"{rate / inf[0]:.2f}×" if inf else "—"
+            vs_best = "best peer" if name == best else f"{rate / others[best][0]:.2f}×" if best else "—"
             vs_engine = f"{rate / engines[name]:.2f}×" if name in engines else "—"
-            print(f"| {conc} × {per} | {peers[name][3]} | {rate:.0f} | {p50:.1f} | {p99:.1f} | {rate / st:.2f}× | "
-                  f"{vs_inf} | {vs_engine} |")
+            print(f"| {conc} × {per} | {peers[name][3]} | {rate:.0f} | {p50:.1f} | {p99:.1f} | {vs_best} | "
+                  f"{vs_engine} |")
+        if best is not None and best not in peers:
+            print(f"| {conc} × {per} | {best} | {others[best][0]:.0f} | — | — | best peer | — |")
 
 
 def search_load(args: argparse.Namespace, pool: list[str]) -> None:

@@ -65,7 +65,8 @@ class Bundle:
     def layout(self) -> Layout:
         """How the version's rows hold its documents (whole, or passages split by the served tokenizer)."""
         if self._layout is None:
-            self._layout = layout_for(setting_of(self.manifest), self.encoder.tokenizer)
+            built = ((self.manifest or {}).get("passages") or {}).get("documents")
+            self._layout = layout_for(setting_of(self.manifest), self.encoder.tokenizer, built)
         return self._layout
 
     @property

@@ -17,6 +17,7 @@ was before passages existed. Callers use either through `Layout` and never ask w
 from __future__ import annotations
 
 import asyncio
+import json
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -46,12 +47,16 @@ SHOWN = 3
 #: fewer than k distinct documents came back and more rows exist, up to MAX_ROWS.
 OVERFETCH = 4
 MAX_ROWS = 8192
+#: A document's rows each carry its metadata: at most this many bytes of metadata over all of its passages
+#: (a 64 KiB metadata object on a document of 100 passages would write 6.4 MB).
+MAX_COPIED_METADATA = 4 * 1024 * 1024
 
 Group = Literal["max", "mean_top", "none"]
 
 
 class ReservedName(WhitevecError):
-    """A document of a collection with passages uses an id character or a metadata key whitevec keeps."""
+    """A document or a filter of a collection with passages uses an id character or a metadata key whitevec
+    keeps, or a document would copy more metadata into its passages than a collection holds."""
 
 
 @dataclass
@@ -90,7 +95,20 @@ class Layout(Protocol):
         ...
 
     def rows(self, documents: Documents) -> Documents:
-        """The rows that hold `documents` (in order; a document's head last)."""
+        """The rows that hold `documents` (in order; a document's head last); ReservedName as `check`."""
+        ...
+
+    @property
+    def rows_are_documents(self) -> bool:
+        """A row is a whole document: changed rows can be carried to another version as they are."""
+        ...
+
+    def check_filter(self, where: Filter | None) -> None:
+        """ReservedName for a filter on a key whitevec keeps."""
+        ...
+
+    def visible_types(self, types: dict[str, set[str]]) -> dict[str, set[str]]:
+        """The metadata keys users wrote (filter warnings), without whitevec's own."""
         ...
 
     def manifest(self, documents: int, rows: int) -> dict | None:
@@ -138,6 +156,14 @@ class Whole:
     def rows(self, documents: Documents) -> Documents:
         return documents  # a lazy corpus stays lazy
 
+    rows_are_documents = True
+
+    def check_filter(self, where: Filter | None) -> None:
+        """Any key is a user's."""
+
+    def visible_types(self, types: dict[str, set[str]]) -> dict[str, set[str]]:
+        return types
+
     def manifest(self, documents: int, rows: int) -> dict | None:
         return None
 
@@ -181,7 +207,19 @@ class Passages:
 
     passage_setting: PassageSetting
     tokenizer: TokenOffsets
+    built: int | None = None  # documents the version was built with (its count until the first change)
     _count: tuple[int, int] | None = field(default=None, repr=False)  # (journal head, documents) last counted
+
+    rows_are_documents = False
+
+    def check_filter(self, where: Filter | None) -> None:
+        for c in where or ():
+            if c.key in (HEAD, PART):
+                raise ReservedName(f"filter key {c.key!r} is whitevec's own in a collection with passages; filter on "
+                                   "your documents' metadata keys")
+
+    def visible_types(self, types: dict[str, set[str]]) -> dict[str, set[str]]:
+        return {k: v for k, v in types.items() if k not in (HEAD, PART)}
 
     @property
     def setting(self) -> PassageSetting | None:
@@ -189,18 +227,18 @@ class Passages:
 
     def check(self, documents: Sequence[Document]) -> None:
         for i, d in enumerate(documents):
-            if SEP in d.id:
-                raise ReservedName(f"documents[{i}]: `id` holds the control character U+001F, which a collection "
-                                   "with passages uses to name a document's passages; remove it from the id")
-            reserved = [key for key in d.metadata if key in (HEAD, PART)]
-            if reserved:
-                raise ReservedName(f"documents[{i}]: metadata key {reserved[0]!r} is whitevec's own in a collection "
-                                   "with passages; rename it")
+            _check(d, f"documents[{i}]")
 
     def rows(self, documents: Documents) -> list[Document]:
         out: list[Document] = []
         for d in documents:
+            _check(d, f"document {d.id[:80]!r}")
             spans = split(d.text, self.tokenizer, self.passage_setting) or [Span(0, len(d.text))]
+            copied = len(spans) * len(json.dumps(d.metadata, ensure_ascii=False).encode("utf-8"))
+            if len(spans) > 1 and copied > MAX_COPIED_METADATA:
+                raise ReservedName(f"document {d.id[:80]!r}: its metadata is copied into each of its {len(spans)} "
+                                   f"passages ({copied} bytes, above {MAX_COPIED_METADATA}); keep large payloads "
+                                   "elsewhere and store a key to them, or give the collection longer passages")
             stamp = secrets.token_hex(4)
             rows = [Document(f"{d.id}{SEP}{stamp}{SEP}{n}" if n else d.id, d.text[s.start:s.end],
                              {**d.metadata, PART: {"start": s.start, "end": s.end, "stamp": stamp}})
@@ -214,6 +252,8 @@ class Passages:
 
     def count(self, retriever: Retriever) -> int:
         head = retriever.sequence()
+        if head == 0 and self.built is not None:  # no change since the build: its count, without a scan
+            return self.built
         if self._count is None or self._count[0] != head or head == 0:  # 0: a backend without a journal
             self._count = (head, retriever.count(_HEADS))
         return self._count[1]
@@ -290,7 +330,11 @@ class Passages:
         for key, group in per_doc.items():
             doc_id = key.split(SEP, 1)[0]
             scores = [h.score for h in group]
-            score = float(np.mean(scores[: grouping.top])) if grouping.how == "mean_top" else scores[0]
+            if grouping.how == "mean_top":  # passages beyond the candidates count 0; a short document, all it has
+                top = min(grouping.top, heads[doc_id].metadata[HEAD]["of"])
+                score = float(sum(scores[:top]) / top)
+            else:
+                score = scores[0]
             shown = [{"start": h.document.metadata[PART]["start"], "end": h.document.metadata[PART]["end"],
                       "score": h.score} for h in group[:SHOWN]]
             out.append(DocumentHit(score, _document(heads[doc_id]), group[0], shown))
@@ -305,9 +349,21 @@ class Passages:
         return {d.id: d for d in retriever.fetch(ids)[0] if HEAD in d.metadata}
 
 
-def layout_for(setting: PassageSetting | None, tokenizer: TokenOffsets) -> Layout:
-    """The layout of rows split with `setting` by `tokenizer`; whole documents for None."""
-    return WHOLE if setting is None else Passages(setting, tokenizer)
+def layout_for(setting: PassageSetting | None, tokenizer: TokenOffsets, built: int | None = None) -> Layout:
+    """The layout of rows split with `setting` by `tokenizer` (a version of `built` documents); whole
+    documents for None."""
+    return WHOLE if setting is None else Passages(setting, tokenizer, built)
+
+
+def _check(d: Document, where: str) -> None:
+    """ReservedName when a document uses what a collection with passages keeps for itself."""
+    if SEP in d.id:
+        raise ReservedName(f"{where}: `id` holds the control character U+001F, which a collection with passages "
+                           "uses to name a document's passages; remove it from the id")
+    reserved = [key for key in d.metadata if key in (HEAD, PART)]
+    if reserved:
+        raise ReservedName(f"{where}: metadata key {reserved[0]!r} is whitevec's own in a collection with passages; "
+                           "rename it")
 
 
 def setting_of(manifest: dict | None) -> PassageSetting | None:

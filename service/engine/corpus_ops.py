@@ -227,15 +227,15 @@ class CorpusOps:
         ids = old.retriever.changed_since(after)
         if not ids:
             return head
-        if old.layout.setting != new.layout.setting:  # passages re-split: the changed documents, split anew
+        if not (old.layout.rows_are_documents and new.layout.rows_are_documents):  # documents, split for `new`
             live, deletes = old.layout.changed(old.retriever, ids)
             docs = [found[0] for i in live if (found := old.layout.get(old.retriever, i)) is not None]
             encoded = self.encode_upserts(new, docs)
             new.layout.change(new.retriever, docs, encoded.rows, encoded.raw, deletes)
             log.info("carried %d upserted and %d deleted documents acknowledged during the job over to version %s "
-                     "(split into its passages)", len(docs), len(deletes), new.version)
+                     "(split into its passages: its rows are its own)", len(docs), len(deletes), new.version)
             return head
-        docs, raw = old.retriever.fetch(ids)  # rows as they are: the same layout
+        docs, raw = old.retriever.fetch(ids)  # rows are documents: carried as they are
         present = {d.id for d in docs}
         deletes = [i for i in ids if i not in present]
         if raw is None or not _same_vectors(old.encoder, new.encoder):
@@ -262,6 +262,11 @@ class CorpusOps:
             _release(out)
             raise
         return out, since
+
+    def check_for_build(self, documents: list[Document], encoder: Encoder) -> None:
+        """What a rebuild with `documents` must satisfy before it is queued: the collection's passages can hold
+        them (ReservedName otherwise)."""
+        layout_for(self.passage_setting(encoder), encoder.tokenizer).check(documents)
 
     def passage_setting(self, encoder: Encoder) -> PassageSetting | None:
         """The collection's passage setting for a build with `encoder` (None: whole documents), checked

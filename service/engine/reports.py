@@ -139,4 +139,10 @@ class Reports:
         bundle = self.state.bundle
         if bundle is not None and bundle.version == version and bundle.retriever is not None:
             return {**bundle.retriever.change_counts(), "live_documents": bundle.layout.count(bundle.retriever)}
-        return self.state.versions.changes_report(version, manifest)
+        found = self.state.versions.changes_report(version, manifest)
+        passages = manifest.get("passages")
+        if passages and "live_documents" in found:  # the store counts rows: documents are known until a change
+            changed = found.get("added", 0) or found.get("gone", 0)
+            return {"added_rows": found.get("added", 0), "gone_rows": found.get("gone", 0),
+                    "live_rows": found["live_documents"], "live_documents": None if changed else passages["documents"]}
+        return found

@@ -294,7 +294,7 @@ class Runtime:
         out = {}
         for col in self.collections():
             b = col.bundle
-            out[col.name] = b.retriever.count() if b is not None and b.retriever is not None else 0
+            out[col.name] = b.layout.count(b.retriever) if b is not None and b.retriever is not None else 0
         return out
 
     # -- replicas ---------------------------------------------------------------------------------------

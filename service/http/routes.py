@@ -83,11 +83,13 @@ async def _search(request: Request, req: SearchRequest, rt: Runtime, t: Target) 
     vectors = (await encode(rt, bundle, queries, request, lambda raw: bundle.pipeline.postprocess(raw.vectors))
                if mode != "lexical" or req.explain else None)
     where = req.where()
+    bundle.layout.check_filter(where)
     found, said = await bundle.layout.search(retriever, mode, queries, vectors, req.k, params, where, fusion,
                                              req.explain, Grouping(req.group, req.mean_top))
     said = fell_back + said
     if where is not None:
-        said += filters.warnings(where, await asyncio.to_thread(retriever.metadata_types), t.col.name)
+        types = bundle.layout.visible_types(await asyncio.to_thread(retriever.metadata_types))
+        said += filters.warnings(where, types, t.col.name)
     results = [{"query": query, "hits": [{"id": h.document.id, "score": h.score, "text": h.document.text,
                                           "metadata": h.document.metadata,
                                           **({"passages": h.passages} if h.passages is not None else {}),
@@ -136,6 +138,7 @@ async def _rebuild(req: RebuildRequest, rt: Runtime, t: Target) -> Response:
         documents = await asyncio.to_thread(lambda: [parse_document(d.model_dump(), f"documents[{i}]")
                                                      for i, d in enumerate(req.documents or [])])
     await asyncio.to_thread(check_documents, documents, rt.settings.max_documents)
+    await asyncio.to_thread(ops.check_for_build, documents, bundle.encoder)
     served = bundle.layout.count(bundle.retriever) if bundle.retriever is not None else 0
     if req.mode == "replace" and not req.confirm_shrink and len(documents) < served / 2:
         raise Conflict(f"this rebuild would replace the {served} served documents with {len(documents)}, fewer than "

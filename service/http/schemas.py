@@ -166,8 +166,8 @@ class HitExplain(BaseModel):
 
 
 class PassageHit(BaseModel):
-    start: int = Field(description="The passage is the hit's text[start:end] (characters, as Python and "
-                       "JavaScript strings count them: code points).")
+    start: int = Field(description="The passage is the hit's text[start:end], in code points (as Python counts "
+                       "characters; in JavaScript slice Array.from(text), whose strings count UTF-16 units).")
     end: int
     score: float
 

@@ -5,16 +5,8 @@ import pytest
 
 from tests.conftest import ADMIN, TRAIN_EXAMPLES, demo_documents, rebuild, serving
 from tests.service.test_corpus import corpus, matches
-from tests.service.test_overlap import BACKENDS
 
 pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture(params=BACKENDS)
-def backend_settings(request, settings, tmp_path):
-    if request.param == "faiss":
-        return settings
-    return settings.model_copy(update={"data_dir": tmp_path / "milvus-data", "index_backend": "milvus"})
 
 
 async def test_a_1024_value_in_and_32_keys_answer_exactly(backend_settings):
