@@ -33,9 +33,10 @@ EQUIVALENT = {"torch": "torch", "onnx": "torch", "openvino": "torch", "torch-hal
 INT8_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8")
 #: Engines `auto` may pick on a CPU, best first, each with the CPU flag it needs to be fast. Only engines that
 #: hold the retrieval contract of benchmarks/int8_probe.py against fp32 are listed (docs/performance.md):
-#: bf16 on AMX-BF16 held it (top-10 overlap 0.990 en / 0.971 zh) at 2.5× ONNX fp32, traced; no int8 variant did (best
-#: 0.928 / 0.865, though 1.9-2.3× fp32 on VNNI), so int8 is an explicit choice only.
-CPU_CANDIDATES = (("torch-half", "amx_bf16"),)
+#: bf16 on AMX-BF16 held it: OpenVINO's (top-10 overlap 0.994 en / 0.975 zh), 1.21× traced torch-half in-process and
+#: 1.13× / 1.31× over HTTP at 8 × 32 / 32 × 1 in one quiet run of benchmarks/peers.py; torch-half's too (0.990 /
+#: 0.971). No int8 variant did (best 0.928 / 0.865, though 1.9-2.3× fp32 on VNNI), so int8 is an explicit choice.
+CPU_CANDIDATES = (("openvino-bf16", "amx_bf16"),)
 
 
 #: The batcher's default budget per engine: rows and padded tokens per model batch. Over HTTP
@@ -80,8 +81,9 @@ def choose_auto(device_type: str, flags: frozenset[str] | None = None) -> Engine
     flags = cpu_flags() if flags is None else flags
     for engine, flag in CPU_CANDIDATES:
         if flag in flags:
-            return EngineChoice(engine, f"this CPU has {flag}: bf16 runs 2.5× ONNX fp32 on such CPUs and shares "
-                                        "at least 95% of float32's top 10 on average (measured on STS-B)")
+            return EngineChoice(engine, f"this CPU has {flag}: OpenVINO in bf16 runs 2.5-3× ONNX fp32 on such CPUs "
+                                        "(1.2× torch's bf16) and shares at least 95% of float32's top 10 on average "
+                                        "(measured on STS-B)")
     int8 = [f for f in INT8_FLAGS if f in flags]
     note = (f"it has {', '.join(int8)}, but int8 changes search results more than allowed: under 95% of "
             "float32's top 10, measured on STS-B" if int8 else "no int8 dot products either")
