@@ -78,7 +78,7 @@ def test_filters_documents_and_versions(wv):
     assert typo == [] and any('"topik"' in w for w in typo.warnings), typo.warnings
     doc = wv.get_document(DOCS[3]["id"])
     assert (doc["id"], doc["text"], doc["metadata"]) == (DOCS[3]["id"], DOCS[3]["text"], DOCS[3]["metadata"])
-    assert set(doc) == set(StoredDocument.__annotations__)
+    assert set(doc) == set(StoredDocument.__required_keys__)  # passages: only with passages
     with pytest.raises(NotFound, match="no document"):
         wv.get_document("nope/../x")
     listed = wv.versions()

@@ -34,6 +34,7 @@ ROUTES: dict[tuple[str, str], list[str]] = {
     ("GET", "/admin/collections/{name}/versions"): ["Collection.versions"],
     ("POST", "/admin/collections/{name}/versions/{version}/activate"): ["Collection.activate"],
     ("PUT", "/admin/collections/{name}"): ["Client.create_collection"],
+    ("PATCH", "/admin/collections/{name}"): ["Client.set_passages"],
     ("GET", "/admin/collections/{name}"): ["Client.get_collection"],
     ("DELETE", "/admin/collections/{name}"): ["Client.delete_collection"],
     ("GET", "/admin/collections"): ["Client.collections"],
@@ -63,7 +64,8 @@ ONLY_IN = {"query": "search", "queries": "search_many"}
 SHAPES = {"DocumentIn": types.Document, "ExampleIn": types.Example, "PairIn": types.Pair,
           "WhiteningIn": types.Whitening, "AutoIn": types.AutoWhitening, "IndexIn": types.IndexSpec,
           "RrfFusion": types.RrfFusion, "WeightedFusion": types.WeightedFusion, "Bm25In": types.Bm25,
-          "SearchSettingIn": types.SearchSetting, "SearchAutoIn": types.AutoSearch, "SearchTuneIn": types.SearchTuning}
+          "SearchSettingIn": types.SearchSetting, "SearchAutoIn": types.AutoSearch, "SearchTuneIn": types.SearchTuning,
+          "PassagesIn": types.Passages}
 #: Component schemas that describe JSON values rather than objects with named keys (a filter maps any
 #: metadata key to a condition; a metadata value is any JSON value within the value model): a TypedDict
 #: cannot say them, and the SDK takes them as plain dicts.
