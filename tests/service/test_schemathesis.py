@@ -25,6 +25,8 @@ DATA_RULES = [
     ("training needs at least 2 classes", "paraphrase classes are found by scoring the pairs"),
     ("is above the model's", "the model's dimensions are known once it is loaded"),
     ("dims this version's whitening serves", "the served version's dimensions change with each rebuild"),
+    ("(the model's max length", "a passage must fit the collection's model, known once it is loaded"),
+    ("fewer than a passage's own tokens", "overlap is bounded by max_tokens, another field of the object"),
 ]
 
 
