@@ -355,6 +355,30 @@ def layout_for(setting: PassageSetting | None, tokenizer: TokenOffsets, built: i
     return WHOLE if setting is None else Passages(setting, tokenizer, built)
 
 
+def resolve_setting(asked: dict | None, model_max_length: int) -> PassageSetting | None:
+    """A collection's configured passages ({"max_tokens", "overlap"}, either null) for a model of this max
+    length: max_tokens defaults to it, overlap to an eighth of a passage; ValueError naming the field."""
+    if asked is None:
+        return None
+    tokens = asked.get("max_tokens") or model_max_length
+    overlap = asked.get("overlap")
+    setting = PassageSetting(tokens, (tokens - 2) // 8 if overlap is None else overlap)
+    setting.check(model_max_length)
+    return setting
+
+
+def resplit_report(manifest: dict, before: PassageSetting | None) -> dict:
+    """What a rebuild's job result says of passages: the setting, documents and rows, and whether the
+    documents were split anew (the served version had another setting, or none); {} when neither has any."""
+    section = manifest.get("passages")
+    if section is None:
+        return {} if before is None else {"passages": None, "resplit": "passages off: one row per document"}
+    now = PassageSetting(section["max_tokens"], section["overlap"])
+    said = ("split as the served version was" if now == before else
+            f"split anew: the served version had {'whole documents' if before is None else before.to_dict()}")
+    return {"documents": section["documents"], "passages": section, "resplit": said}
+
+
 def _check(d: Document, where: str) -> None:
     """ReservedName when a document uses what a collection with passages keeps for itself."""
     if SEP in d.id:

@@ -11,7 +11,7 @@ import numpy as np
 from whitevec.index.build import BuildResult, Chooser, build_version
 from whitevec.index.bundle import Bundle
 from whitevec.index.documents import check_count
-from whitevec.index.passage_rows import WHOLE, Layout, layout_for
+from whitevec.index.passage_rows import WHOLE, Layout, layout_for, resolve_setting, resplit_report
 from whitevec.index.spec import IndexSpec
 from whitevec.index.store import Document, Documents
 from whitevec.index.versions import ServedVersionChanged
@@ -271,18 +271,11 @@ class CorpusOps:
     def passage_setting(self, encoder: Encoder) -> PassageSetting | None:
         """The collection's passage setting for a build with `encoder` (None: whole documents), checked
         against the model's max length."""
-        asked = self.defaults.passages()
-        if asked is None:
-            return None
-        tokens = asked.get("max_tokens") or encoder.max_length
-        overlap = asked.get("overlap")
         try:
-            setting = PassageSetting(tokens, default_overlap(tokens) if overlap is None else overlap)
-            setting.check(encoder.max_length)
+            return resolve_setting(self.defaults.passages(), encoder.max_length)
         except ValueError as exc:
             field = "passages.overlap" if "overlap" in str(exc).split(":")[0] else "passages.max_tokens"
             raise InvalidRequest(f"collection {self.state.name}: {exc}", param=field) from None
-        return setting
 
     def rebuild_encoder(self) -> Encoder:
         """The served model on the engine WHITEVEC_ENGINE gives on this machine now: a rebuild encodes every
@@ -368,7 +361,7 @@ class CorpusOps:
             for name in [f"{ctx.id}-search.png", *([] if tuning else [f"{ctx.id}.png"])]:
                 write_plot(searching, self.settings.data_dir / "reports" / name)
             searching["plot"] = f"/admin/jobs/{ctx.id}/plot.png?kind=search"
-        return {**_job_result(result), "reencoded": reencoded, **_passages_result(result, before), **({"tuning": tuning} if tuning else {}),
+        return {**_job_result(result), "reencoded": reencoded, **resplit_report(result.manifest, before), **({"tuning": tuning} if tuning else {}),
                 **({"search_tuning": searching} if searching else {})}
 
     @staticmethod
@@ -409,11 +402,6 @@ class Encoded:
     raw: np.ndarray
 
 
-def default_overlap(max_tokens: int) -> int:
-    """Tokens carried from one passage into the next when a collection names none: an eighth of a passage."""
-    return (max_tokens - 2) // 8
-
-
 @dataclass(frozen=True)
 class Snapshot:
     """The served version and its journal head at the moment a job read the corpus."""
@@ -432,18 +420,6 @@ def _release(documents: Documents) -> None:
     close = getattr(documents, "close", None)
     if close is not None:
         close()
-
-
-def _passages_result(result: BuildResult, before: PassageSetting | None) -> dict:
-    """A rebuild's passages: the setting, documents and rows, and whether the documents were split anew
-    (the served version had another setting, or none)."""
-    section = result.manifest.get("passages")
-    if section is None:
-        return {} if before is None else {"passages": None, "resplit": "passages off: one row per document"}
-    now = PassageSetting(section["max_tokens"], section["overlap"])
-    said = ("split as the served version was" if now == before else
-            f"split anew: the served version had {'whole documents' if before is None else before.to_dict()}")
-    return {"documents": section["documents"], "passages": section, "resplit": said}
 
 
 def _job_result(result: BuildResult) -> dict:
