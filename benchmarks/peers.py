@@ -293,41 +293,56 @@ def main() -> None:
             proc.wait()
         tmp.cleanup()
 
-    st = {config: statistics.median(rates) for config, rates in st_rates.items()}
-    med = {key: tuple(statistics.median(r[i] for r in runs) for i in range(3)) for key, runs in results.items()}
     if not args.search_only:
-        print_embed_table(args, st, med, peers, {k: statistics.median(v) for k, v in in_process.items()}, unavailable)
+        print_embed_table(args, st_rates, results, peers, in_process, unavailable)
     search_load(args, pool)
 
 
-def print_embed_table(args: argparse.Namespace, st: dict[str, float], med: dict, peers: dict,
-                      engines: dict[str, float], unavailable: dict[str, str]) -> None:
+def print_embed_table(args: argparse.Namespace, st_rates: dict[str, list[float]], results: dict, peers: dict,
+                      in_process: dict[str, list[float]], unavailable: dict[str, str]) -> None:
     """The in-process figures, then one row per HTTP peer and load with its ratio to the best peer of that
     load: at 8 × 32 (throughput) the best of every peer, sentence-transformers in-process included; at 32 × 1
-    (many single-text clients, which only a server takes) the best HTTP peer that is not whitevec."""
+    (many single-text clients, which only a server takes) the best HTTP peer that is not whitevec.
+
+    Each ratio is given twice: of the medians, and the median of the per-repeat ratios. A small machine's
+    speed drifts (up to 2× within minutes on a shared host); one repeat measures every peer back to back, so
+    its ratios share that repeat's speed and the paired figure is the steadier one."""
     print(f"\nbundled all-MiniLM-L6-v2, STS-B (en) sentences, loopback HTTP, {os.cpu_count()} cores, "
           f"CPU flags: {cpu_flags_line()}; median of {args.repeat} runs\n")
-    for config, rate in st.items():
-        print(f"sentence-transformers {config} encode in-process (batch 32): {rate:.0f} sentences/s")
-    for name, rate in engines.items():
-        print(f"{name} Encoder.encode in-process (the engine without HTTP): {rate:.0f} sentences/s")
+    runs = {key: [rate for rate, *_ in rows] for key, rows in results.items()}
+    for config, rates in st_rates.items():
+        print(f"sentence-transformers {config} encode in-process (batch 32): {statistics.median(rates):.0f} "
+              f"sentences/s")
+    for name, rates in in_process.items():
+        print(f"{name} Encoder.encode in-process (the engine without HTTP): {statistics.median(rates):.0f} "
+              "sentences/s")
     for name, why in unavailable.items():
         print(f"{name}: not run here ({why})")
-    print("\n| load | peer | sentences/s | p50 ms | p99 ms | vs the best peer | vs its engine in-process |")
-    print("|---|---|---:|---:|---:|---:|---:|")
+    print("\n| load | peer | sentences/s | p50 ms | p99 ms | vs the best peer | per repeat | vs its engine in-process "
+          "| per repeat |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
     for conc, per in LOADS:
-        others = {n: med[(n, conc, per)] for n in peers if not n.startswith("whitevec")}
+        others = {n: runs[(n, conc, per)] for n in peers if not n.startswith("whitevec")}
         if (conc, per) == LOADS[0]:
-            others |= {f"sentence-transformers {c} (in-process)": (r, float("nan"), float("nan")) for c, r in st.items()}
-        best = max(others, key=lambda n: others[n][0]) if others else None
+            others |= {f"sentence-transformers {c} (in-process)": rates for c, rates in st_rates.items()}
+        best = max(others, key=lambda n: statistics.median(others[n])) if others else None
         for name in peers:
-            rate, p50, p99 = med[(name, conc, per)]
-            vs_best = "best peer" if name == best else f"{rate / others[best][0]:.2f}×" if best else "—"
-            vs_engine = f"{rate / engines[name]:.2f}×" if name in engines else "—"
-            print(f"| {conc} × {per} | {peers[name][3]} | {rate:.0f} | {p50:.1f} | {p99:.1f} | {vs_best} | "
-                  f"{vs_engine} |")
+            rate, p50, p99 = (statistics.median(row[i] for row in results[(name, conc, per)]) for i in range(3))
+            if name == best:
+                vs_best = ("best peer", "—")
+            else:
+                vs_best = _ratios(runs[(name, conc, per)], others[best]) if best else ("—", "—")
+            vs_engine = _ratios(runs[(name, conc, per)], in_process[name]) if name in in_process else ("—", "—")
+            print(f"| {conc} × {per} | {peers[name][3]} | {rate:.0f} | {p50:.1f} | {p99:.1f} | {vs_best[0]} | "
+                  f"{vs_best[1]} | {vs_engine[0]} | {vs_engine[1]} |")
         if best is not None and best not in peers:
-            print(f"| {conc} × {per} | {best} | {others[best][0]:.0f} | — | — | best peer | — |")
+            print(f"| {conc} × {per} | {best} | {statistics.median(others[best]):.0f} | — | — | best peer | — | — | — |")
+
+
+def _ratios(mine: list[float], theirs: list[float]) -> tuple[str, str]:
+    """(ratio of the medians, median of the per-repeat ratios) as table cells."""
+    paired = statistics.median(a / b for a, b in zip(mine, theirs))
+    return f"{statistics.median(mine) / statistics.median(theirs):.2f}×", f"{paired:.2f}×"
 
 
 def search_load(args: argparse.Namespace, pool: list[str]) -> None:

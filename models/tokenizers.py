@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import copy
+import itertools
 import json
 import logging
 import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 from transformers import AutoTokenizer
 
@@ -52,6 +55,13 @@ class TextTokenizer:
         self.strip_accents = self.lower if accents is None else bool(accents)
         if self.hf.cls_token_id is None or self.hf.sep_token_id is None:
             raise ModelFolderError(f"model folder {model_dir} has a tokenizer without [CLS]/[SEP] tokens")
+        # BERT's ids straight from the Rust tokenizer: transformers' per-text wrapping of its answer cost more than
+        # the tokenizing itself (55 of 70 ms per 1,024 short sentences). A copy, so the settings below stay ours.
+        self._rust = None
+        if kind == "bert" and getattr(self.hf, "is_fast", False):
+            self._rust = copy.deepcopy(self.hf.backend_tokenizer)
+            self._rust.no_truncation()
+            self._rust.no_padding()
         if kind == "wobert":
             import jieba
 
@@ -94,6 +104,8 @@ class TextTokenizer:
     def encode(self, texts: list[str]) -> list[list[int]]:
         """Full ids with [CLS]/[SEP], untruncated, so callers can sort by length and see truncation."""
         cls, sep = self.hf.cls_token_id, self.hf.sep_token_id
+        if self._rust is not None:
+            return [encoding.ids for encoding in self._rust.encode_batch(list(texts), add_special_tokens=True)]
         if self.kind == "bert":
             return self.hf(list(texts), add_special_tokens=True)["input_ids"]
         return [[cls, *self._ids(t), sep] for t in texts]
@@ -122,13 +134,11 @@ class TextTokenizer:
         sep, pad_id = self.hf.sep_token_id, self.hf.pad_token_id or 0
         truncated = [len(row) > max_length for row in ids]
         rows = [row[: max_length - 1] + [sep] if cut else row for row, cut in zip(ids, truncated)]
-        width = max(len(row) for row in rows)
-        input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-        mask = torch.zeros((len(rows), width), dtype=torch.long)
-        for i, row in enumerate(rows):
-            input_ids[i, : len(row)] = torch.tensor(row, dtype=torch.long)
-            mask[i, : len(row)] = 1
-        return Batch(input_ids, mask, truncated)
+        lengths = np.fromiter(map(len, rows), dtype=np.int64, count=len(rows))
+        mask = np.arange(int(lengths.max())) < lengths[:, None]  # one flat copy, not a tensor per row
+        input_ids = np.full(mask.shape, pad_id, dtype=np.int64)
+        input_ids[mask] = np.fromiter(itertools.chain.from_iterable(rows), dtype=np.int64, count=int(lengths.sum()))
+        return Batch(torch.from_numpy(input_ids), torch.from_numpy(mask.astype(np.int64)), truncated)
 
     def save(self, folder: Path) -> None:
         self.hf.save_pretrained(str(folder))

@@ -71,3 +71,30 @@ def test_bounded_tokenization_on_the_bundled_model(bundled_encoder):
     ids, truncated = bundled_encoder.tokenize([text])
     full = bundled_encoder.tokenizer.encode([text])[0]
     assert truncated == [True] and ids[0] == full[: bundled_encoder.max_length - 1] + [full[-1]]
+
+
+HOSTILE = ["", " ", "\x00", "a\x00b", "é" * 300, "日本語のテキストです。", "a\u200bb\u00ad", "😀" * 50,
+           "Ünïcödé ÀCCENTS", "x " * 20_000, "tab\tand\nnewline"]
+
+
+@pytest.mark.parametrize("model", ["tiny", "bundled"])
+def test_ids_from_the_rust_tokenizer_equal_transformers_own(model, tiny_model_dir, bundled_encoder):
+    """BERT's ids come straight from the Rust tokenizer (faster): the same ids as transformers' call, [CLS]/[SEP]
+    included, untruncated, on hostile texts too; and its settings do not leak into transformers' tokenizer."""
+    tok = TextTokenizer(tiny_model_dir, "bert") if model == "tiny" else bundled_encoder.tokenizer
+    texts = [*HOSTILE, "The quick brown fox jumps over the lazy dog."]
+    assert tok._rust is not None
+    assert tok.encode(texts) == tok.hf(texts, add_special_tokens=True)["input_ids"]
+    assert len(tok.encode(["x " * 20_000])[0]) == 20_002  # no truncation hidden in tokenizer.json
+
+
+def test_pad_right_pads_and_masks_each_row_to_its_length(bert):
+    ids = bert.encode(["a", "a longer sentence with more words", "", "x " * 40])
+    batch = bert.pad(ids, 16)
+    assert batch.input_ids.shape == (4, 16) and batch.truncated == [False, False, False, True]
+    for i, row in enumerate(ids):
+        n = min(len(row), 16)
+        want = row if len(row) <= 16 else row[:15] + [bert.hf.sep_token_id]
+        assert batch.input_ids[i, :n].tolist() == want
+        assert batch.attention_mask[i].tolist() == [1] * n + [0] * (16 - n)
+        assert set(batch.input_ids[i, n:].tolist()) <= {bert.hf.pad_token_id or 0}
