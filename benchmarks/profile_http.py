@@ -6,12 +6,14 @@
     python benchmarks/profile_http.py --tiny     # a smoke run (CI): 3 seconds, no table if py-spy cannot attach
 
 A `whitevec serve` answers /v1/embeddings under `--clients` × `--texts` (STS-B en sentences, peers.py's load
-generator) while `py-spy record --native --threads` samples it (on-CPU samples only). The first table is the
-share of CPU samples per thread (event loop, tokenizer, model, output, ORT/OpenMP workers, tokenizers'
-rayon pool); the second the functions that hold the most samples, with the thread they ran on. `--raw` keeps
-py-spy's stacks (collapsed format, for a flame graph tool). The py-spy command is printed, to rerun by hand.
-py-spy pauses the process at each sample, so the shares say where time goes, not how much the server does;
-the first table, per-thread CPU from /proc, says that.
+generator). First, for `--seconds`, the CPU each thread uses from /proc, unsampled (the OpenVINO, ORT and
+OpenMP workers included, which py-spy does not see); then `py-spy record --native --threads` samples it for as
+long (on-CPU samples only). The tables: cores per thread; the event loop's work by layer (uvicorn, middleware,
+FastAPI's routing and dependencies, the endpoint, tokenizing, the batcher); the share of CPU samples per
+thread; the functions that hold the most samples, with the thread they ran on. `--raw` keeps py-spy's stacks
+(collapsed format, for a flame graph tool). The py-spy command is printed, to rerun by hand. py-spy pauses
+the process at each sample, so its shares say where time goes, not how much the server does: the first
+table says that.
 """
 
 from __future__ import annotations
@@ -48,20 +50,41 @@ WAITING = ("PyThread_acquire_lock_timed", "epoll_wait", "epoll_pwait", "pthread_
            "_queue_SimpleQueue_get", "sem_wait", "sleep (")
 
 
-def parse(raw: Path) -> tuple[collections.Counter, collections.Counter, int]:
+#: What the event loop's work is spent on: a label per frame pattern; a sample goes to the innermost frame that
+#: matches one ("dependencies" then holds the body parsing and caller check it runs, "middleware" only the
+#: middleware's own code), else to asyncio and uvloop themselves.
+LOOP_LAYERS = (("uvicorn: HTTP parsing and writing", ("httptools_impl.py", "parser.c", "llhttp")),
+               ("middleware (Starlette's, FastAPI's, whitevec's Observe and BodyLimit)",
+                ("proxy_headers.py", "middleware/errors.py", "_asgi.py", "_body_limit.py", "http/app.py",
+                 "middleware/exceptions.py", "asyncexitstack.py")),
+               ("FastAPI routing (finding the route)", (".matches (", "._match (", "effective_candidates")),
+               ("FastAPI dependencies (body parsing, caller check)", ("solve_dependencies",)),
+               ("the endpoint itself", ("run_endpoint_function",)),
+               ("tokenizing (short requests, on the loop)", ("tokenizers.py",)),
+               ("the batcher's loop", ("batcher.py",)))
+
+
+def parse(raw: Path) -> tuple[collections.Counter, collections.Counter, int, dict[str, str], collections.Counter]:
     """py-spy's raw (collapsed) output: `thread (tid): name;frame;frame... count` per line; waiting stacks
-    are dropped, so shares are of the CPU work the process did."""
+    are dropped, so shares are of the CPU work the process did. Also each sampled thread's name by its id,
+    and the event loop's samples per LOOP_LAYERS label."""
     threads: collections.Counter = collections.Counter()
     leaves: collections.Counter = collections.Counter()
+    layers: collections.Counter = collections.Counter()
+    names: dict[str, str] = {}
     total = 0
     for line in raw.read_text(encoding="utf-8", errors="replace").splitlines():
         stack, _, count = line.rpartition(" ")
         if not stack or not count.isdigit():
             continue
         frames = stack.split(";")
+        head = re.match(r"^thread \(((?:0x)?[0-9A-Fa-f]+)\):?\s*(.*)$", frames[0])
+        name = head.group(2).strip().strip('"') if head else ""
+        if head:
+            names[str(int(head.group(1), 16) if head.group(1).startswith("0x") else int(head.group(1)))] = name
         if any(w in frame for frame in frames[-4:] for w in WAITING):
             continue
-        kind = thread_kind(re.sub(r"^thread \((0x)?[0-9A-Fa-f]+\):?\s*", "", frames[0]).strip().strip('"'))
+        kind = thread_kind(name)
         frames = [f for f in frames[1:] if f]
         n = int(count)
         total += n
@@ -69,23 +92,26 @@ def parse(raw: Path) -> tuple[collections.Counter, collections.Counter, int]:
         python = [f for f in frames if ".py:" in f]
         leaf = python[-1] if python else (frames[-1] if frames else "?")
         leaves[(kind, re.sub(r"\s*\(.*?/(site-packages|whitevec)/", " (", leaf))] += n
-    return threads, leaves, total
+        if kind == "event loop":
+            layers["(all)"] += n
+            layers[next((label for frame in reversed(frames) for label, patterns in LOOP_LAYERS
+                         if any(p in frame for p in patterns)), "asyncio and uvloop themselves")] += n
+    return threads, leaves, total, names, layers
 
 
 def thread_cpu(pid: int) -> dict[str, float]:
-    """CPU seconds (user + system) per thread name of a process, from /proc (Linux): every thread, the
-    ORT and OpenMP workers py-spy does not sample included."""
-    out: dict[str, float] = collections.defaultdict(float)
+    """CPU seconds (user + system) per thread id of a process, from /proc (Linux): every thread, the
+    ORT, OpenVINO and OpenMP workers py-spy does not sample included."""
+    out: dict[str, float] = {}
     tick = os.sysconf("SC_CLK_TCK")
     for task in Path(f"/proc/{pid}/task").iterdir():
         try:
             stat = (task / "stat").read_text()
         except OSError:  # the thread ended meanwhile
             continue
-        name = stat[stat.index("(") + 1:stat.rindex(")")]
         fields = stat[stat.rindex(")") + 2:].split()
-        out[re.sub(r"[-_]?\d+$", "", name) or name] += (int(fields[11]) + int(fields[12])) / tick
-    return dict(out)
+        out[task.name] = (int(fields[11]) + int(fields[12])) / tick
+    return out
 
 
 def main() -> None:
@@ -126,9 +152,13 @@ def main() -> None:
 
             loader = threading.Thread(target=load, daemon=True)
             loader.start()
-            before, started = thread_cpu(proc.pid), time.perf_counter()
+            time.sleep(1)  # the load under way
+            # CPU per thread first, unsampled (py-spy pauses the process at every sample: it would slow the
+            # server many times over), then py-spy for where the work goes
+            done, before, started = counts["sentences"], thread_cpu(proc.pid), time.perf_counter()
+            time.sleep(args.seconds)
+            after, wall, served = thread_cpu(proc.pid), time.perf_counter() - started, counts["sentences"] - done
             spied = subprocess.run(cmd, capture_output=True, text=True)
-            after, wall = thread_cpu(proc.pid), time.perf_counter() - started
             stop.set()
             loader.join()
         finally:
@@ -142,14 +172,24 @@ def main() -> None:
             raise SystemExit(message + ": run as root or with CAP_SYS_PTRACE")
         if args.raw is not None:
             shutil.copy(raw, args.raw)
-        threads, leaves, total = parse(raw)
-    cores = {name: (after.get(name, 0) - before.get(name, 0)) / wall for name in after}
-    print(f"cores used per thread (from /proc, {wall:.0f} s under load, py-spy's own cost included):\n")
+        threads, leaves, total, names, layers = parse(raw)
+    cores: dict[str, float] = collections.defaultdict(float)  # by job: a thread py-spy never saw is a native worker
+    for tid, seconds in after.items():
+        cores[thread_kind(names[tid]) if tid in names else "native workers (OpenVINO, ORT, OpenMP)"] += \
+            (seconds - before.get(tid, 0)) / wall
+    print(f"cores used per thread (from /proc, {wall:.0f} s under load, about {served / wall:.0f} sentences/s, "
+          "before py-spy attached):\n")
     print("| thread | cores |\n|---|---:|")
     for name, used in sorted(cores.items(), key=lambda kv: -kv[1]):
         if used >= 0.005:
             print(f"| {name} | {used:.2f} |")
     print(f"| all | {sum(cores.values()):.2f} |\n")
+    if layers["(all)"]:
+        print("the event loop's work (share of its CPU samples, each sample to its innermost layer):\n")
+        print("| layer | share |\n|---|---:|")
+        for label in [label for label, _ in LOOP_LAYERS] + ["asyncio and uvloop themselves"]:
+            print(f"| {label} | {layers[label] / layers['(all)']:.0%} |")
+        print()
     print(f"{os.cpu_count()} cores, CPU flags: {cpu_flags_line()}; engine {args.engine}; "
           f"{args.clients} clients × {args.texts} texts; {total} working samples over {args.seconds} s at 200 Hz "
           f"(Python threads; ORT/OpenMP workers are not sampled)\n")
