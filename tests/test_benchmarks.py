@@ -15,6 +15,7 @@ BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
 #: script -> arguments of a run that takes seconds to a minute; "{tmp}" is the test's own folder.
 TINY = {
+    "ab_http.py": ["--tiny"],
     "auto_whitening.py": ["--tiny"],
     "batch_sweep.py": ["--tiny"],
     "body_memory.py": ["--mb", "1"],
