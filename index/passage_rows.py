@@ -355,18 +355,6 @@ def layout_for(setting: PassageSetting | None, tokenizer: TokenOffsets, built: i
     return WHOLE if setting is None else Passages(setting, tokenizer, built)
 
 
-def resolve_setting(asked: dict | None, model_max_length: int) -> PassageSetting | None:
-    """A collection's configured passages ({"max_tokens", "overlap"}, either null) for a model of this max
-    length: max_tokens defaults to it, overlap to an eighth of a passage; ValueError naming the field."""
-    if asked is None:
-        return None
-    tokens = asked.get("max_tokens") or model_max_length
-    overlap = asked.get("overlap")
-    setting = PassageSetting(tokens, (tokens - 2) // 8 if overlap is None else overlap)
-    setting.check(model_max_length)
-    return setting
-
-
 def resplit_report(manifest: dict, before: PassageSetting | None) -> dict:
     """What a rebuild's job result says of passages: the setting, documents and rows, and whether the
     documents were split anew (the served version had another setting, or none); {} when neither has any."""

@@ -50,6 +50,18 @@ class PassageSetting:
             raise ValueError(f"passages.overlap {self.overlap}: give 0 to {self.max_tokens - SPECIAL_TOKENS - 1} "
                              "(fewer than a passage's own tokens, or no passage would move on)")
 
+    @classmethod
+    def resolve(cls, asked: dict | None, model_max_length: int) -> PassageSetting | None:
+        """A collection's configured passages ({"max_tokens", "overlap"}, either null) for a model of this max
+        length: max_tokens defaults to it, overlap to an eighth of a passage; ValueError naming the field."""
+        if asked is None:
+            return None
+        tokens = asked.get("max_tokens") or model_max_length
+        overlap = asked.get("overlap")
+        setting = cls(tokens, (tokens - SPECIAL_TOKENS) // 8 if overlap is None else overlap)
+        setting.check(model_max_length)
+        return setting
+
     def check(self, model_max_length: int) -> None:
         """ValueError naming the field when the model could not see a whole passage."""
         if self.max_tokens > model_max_length:

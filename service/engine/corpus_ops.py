@@ -11,7 +11,7 @@ import numpy as np
 from whitevec.index.build import BuildResult, Chooser, build_version
 from whitevec.index.bundle import Bundle
 from whitevec.index.documents import check_count
-from whitevec.index.passage_rows import WHOLE, Layout, layout_for, resolve_setting, resplit_report
+from whitevec.index.passage_rows import WHOLE, Layout, layout_for, resplit_report
 from whitevec.index.spec import IndexSpec
 from whitevec.index.store import Document, Documents
 from whitevec.index.versions import ServedVersionChanged
@@ -272,7 +272,7 @@ class CorpusOps:
         """The collection's passage setting for a build with `encoder` (None: whole documents), checked
         against the model's max length."""
         try:
-            return resolve_setting(self.defaults.passages(), encoder.max_length)
+            return PassageSetting.resolve(self.defaults.passages(), encoder.max_length)
         except ValueError as exc:
             field = "passages.overlap" if "overlap" in str(exc).split(":")[0] else "passages.max_tokens"
             raise InvalidRequest(f"collection {self.state.name}: {exc}", param=field) from None

@@ -83,7 +83,7 @@ def test_ids_from_the_rust_tokenizer_equal_transformers_own(model, tiny_model_di
     included, untruncated, on hostile texts too; and its settings do not leak into transformers' tokenizer."""
     tok = TextTokenizer(tiny_model_dir, "bert") if model == "tiny" else bundled_encoder.tokenizer
     texts = [*HOSTILE, "The quick brown fox jumps over the lazy dog."]
-    assert tok._rust is not None
+    assert tok._rust is not None and tok._rust is not tok.hf.backend_tokenizer  # a copy: transformers' is untouched
     assert tok.encode(texts) == tok.hf(texts, add_special_tokens=True)["input_ids"]
     assert len(tok.encode(["x " * 20_000])[0]) == 20_002  # no truncation hidden in tokenizer.json
 
