@@ -62,6 +62,8 @@ LOOP_LAYERS = (("uvicorn: HTTP parsing and writing", ("httptools_impl.py", "pars
                ("the endpoint itself", ("run_endpoint_function",)),
                ("tokenizing (short requests, on the loop)", ("tokenizers.py",)),
                ("the batcher's loop", ("batcher.py",)))
+#: Where an event-loop sample goes when no LOOP_LAYERS pattern is on its stack.
+LOOP_REST = "asyncio and uvloop themselves"
 
 
 def parse(raw: Path) -> tuple[collections.Counter, collections.Counter, int, dict[str, str], collections.Counter]:
@@ -95,7 +97,7 @@ def parse(raw: Path) -> tuple[collections.Counter, collections.Counter, int, dic
         if kind == "event loop":
             layers["(all)"] += n
             layers[next((label for frame in reversed(frames) for label, patterns in LOOP_LAYERS
-                         if any(p in frame for p in patterns)), "asyncio and uvloop themselves")] += n
+                         if any(p in frame for p in patterns)), LOOP_REST)] += n
     return threads, leaves, total, names, layers
 
 
@@ -187,7 +189,7 @@ def main() -> None:
     if layers["(all)"]:
         print("the event loop's work (share of its CPU samples, each sample to its innermost layer):\n")
         print("| layer | share |\n|---|---:|")
-        for label in [label for label, _ in LOOP_LAYERS] + ["asyncio and uvloop themselves"]:
+        for label in [label for label, _ in LOOP_LAYERS] + [LOOP_REST]:
             print(f"| {label} | {layers[label] / layers['(all)']:.0%} |")
         print()
     print(f"{os.cpu_count()} cores, CPU flags: {cpu_flags_line()}; engine {args.engine}; "
