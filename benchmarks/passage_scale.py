@@ -29,7 +29,7 @@ import numpy as np
 from _util import cpu_flags_line, long_texts
 from whitevec.index.build import build_version
 from whitevec.index.loading import load_version
-from whitevec.index.passage_rows import layout_for, Grouping, WHOLE
+from whitevec.index.passage_rows import layout_for, Grouping
 from whitevec.index.hybrid import Fusion
 from whitevec.index.spec import IndexSpec
 from whitevec.index.store import Document

@@ -28,7 +28,6 @@ import fcntl
 import json
 import logging
 import os
-import re
 import secrets
 import shutil
 import threading

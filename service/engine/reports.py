@@ -75,7 +75,6 @@ class Reports:
     def ready_report(self) -> dict:
         bundle = self.state.require_bundle()
         enc, r, w = bundle.encoder, bundle.retriever, bundle.pipeline.whitening
-        s = self.settings
         return {
             "status": "ready" if self.state.refused is None else "degraded",
             "model": enc.identity.name,

@@ -20,6 +20,7 @@ from typing import TypeVar
 import orjson
 import pydantic_core
 from fastapi import FastAPI, Request
+from fastapi.encoders import jsonable_encoder
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ValidationError
 
@@ -27,6 +28,7 @@ from whitevec.index.documents import MAX_METADATA_INT
 from whitevec.index.filters import MAX_KEY_CHARS, MAX_KEYS, MAX_LIST
 from whitevec.index.naming import RULES
 
+from .access import api_bearer
 from .errors import (
     InvalidRequest,
     MalformedBody,
@@ -78,19 +80,24 @@ def json_body(model: type[M], optional: bool = False) -> Callable[[Request], Awa
     `optional`: a request with no body at all means `{}` (every field of `model` has a default)."""
 
     async def parse(request: Request) -> M:
-        content_type = request.headers.get("content-type")
-        if optional and not content_type and not await request.body():
-            return model()
-        if not is_json(content_type):
-            got = f"Content-Type {content_type!r}" if content_type else "no Content-Type"
-            raise UnsupportedMediaType(f"the body must be JSON: send it with `Content-Type: application/json` "
-                                       f"(this request had {got})")
-        body = await request.body()
-        if len(body) > LARGE_BODY:
-            return await asyncio.to_thread(_validate_large, model, body)
-        return _validate(model.model_validate_json, body)
+        return await read_json(request, model, optional)
 
     return parse
+
+
+async def read_json(request: Request, model: type[M], optional: bool = False) -> M:
+    """The request's body validated as `model` (what `json_body` hands a route, called directly)."""
+    content_type = request.headers.get("content-type")
+    if optional and not content_type and not await request.body():
+        return model()
+    if not is_json(content_type):
+        got = f"Content-Type {content_type!r}" if content_type else "no Content-Type"
+        raise UnsupportedMediaType(f"the body must be JSON: send it with `Content-Type: application/json` "
+                                   f"(this request had {got})")
+    body = await request.body()
+    if len(body) > LARGE_BODY:
+        return await asyncio.to_thread(_validate_large, model, body)
+    return _validate(model.model_validate_json, body)
 
 
 def _validate(fn: Callable, data: object, prefix: tuple = ()) -> M:
@@ -270,7 +277,9 @@ def install_openapi(app: FastAPI, settings: Settings) -> None:
             components[name] = body
         _apply_limits(components, settings)
         _apply_rules(schema, components)
-        _optional_scheme(schema, "ApiKey")
+        schemes = schema["components"].setdefault("securitySchemes", {})  # routes declaring READ_SECURITY name it
+        schemes.setdefault(api_bearer.scheme_name, jsonable_encoder(api_bearer.model, by_alias=True, exclude_none=True))
+        _optional_scheme(schema, api_bearer.scheme_name)
         app.openapi_schema = schema
         return schema
 

@@ -14,8 +14,8 @@ from whitevec.models.encoder import EncodeResult
 from whitevec.models.errors import WhiteningError
 
 from ..engine.access import Pass
-from .access import data_caller
-from .body import RenderedJSON, body_openapi, json_body, render_json
+from .access import READ_SECURITY, data_caller, data_pass
+from .body import RenderedJSON, body_openapi, read_json, render_json
 from ..engine.collection import Collection
 from .deps import check_texts, encode, get_runtime
 from .errors import COMMON, InvalidRequest, NotFound, NotReady, Overloaded, Unauthorized, responses
@@ -62,13 +62,16 @@ class EmbeddingsResponse(BaseModel):
 router = APIRouter(prefix="/v1", tags=["openai"])
 
 
-@router.post("/embeddings", response_model=EmbeddingsResponse, openapi_extra=body_openapi(EmbeddingsRequest),
+@router.post("/embeddings", response_model=EmbeddingsResponse,
+             openapi_extra=body_openapi(EmbeddingsRequest) | READ_SECURITY,
              responses=responses(*COMMON, Unauthorized, NotFound, Overloaded))
-async def embeddings(request: Request, req: EmbeddingsRequest = Depends(json_body(EmbeddingsRequest)),
-                     rt: Runtime = Depends(get_runtime), caller: Pass = Depends(data_caller)) -> Response:
+async def embeddings(request: Request) -> Response:
     """OpenAI's embeddings API over the collection `default`'s active version: whitened (dims =
     `dimensions`) and normalised. `model` may always be `whitevec`: that alias survives a model change
     (a fine-tune's activation); a collection's name selects that collection's model and whitening."""
+    req = await read_json(request, EmbeddingsRequest)
+    rt: Runtime = request.app.state.runtime
+    caller = data_pass(request)
     texts = [req.input] if isinstance(req.input, str) else req.input
     if not texts:
         raise InvalidRequest("input must be a non-empty string or a non-empty list of non-empty strings",

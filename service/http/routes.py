@@ -19,9 +19,9 @@ from whitevec.models.evaluation import read_pairs
 from whitevec.models.tuning import AutoWhitening, check_pairs
 
 from . import errors
-from .access import (ADMIN, ADMIN_LEASED, ADMIN_LEASED_NAMED, ADMIN_NAMED, READ, READ_NAMED, WRITE,
-                     WRITE_LEASED, WRITE_LEASED_NAMED, WRITE_NAMED, Target)
-from .body import FastJSONResponse, RenderedJSON, body_openapi, json_body, render_json
+from .access import (ADMIN, ADMIN_LEASED, ADMIN_LEASED_NAMED, ADMIN_NAMED, READ_SECURITY, WRITE, WRITE_LEASED,
+                     WRITE_LEASED_NAMED, WRITE_NAMED, Target, read_lease)
+from .body import FastJSONResponse, RenderedJSON, body_openapi, json_body, read_json, render_json
 from ..engine.collection import Collection
 from .deps import check_texts, encode, get_runtime
 from .errors import COMMON, Conflict, Forbidden, NotFound, Overloaded, Unauthorized, responses
@@ -276,18 +276,20 @@ ACTIVATE_DOC = """Serve a kept version again, atomically: it is loaded and verif
 409 and changes nothing. Rolls back (or forward) the model, whitening and index together."""
 
 
-@data.post("/embed", response_model=EmbedResponse, openapi_extra=body_openapi(EmbedRequest),
+@data.post("/embed", response_model=EmbedResponse, openapi_extra=body_openapi(EmbedRequest) | READ_SECURITY,
            responses=responses(*ENCODE_ERRORS), description=EMBED_DOC)
-async def embed(request: Request, req: EmbedRequest = Depends(json_body(EmbedRequest)),
-                rt: Runtime = Depends(get_runtime), t: Target = Depends(READ)) -> Response:
-    return await _embed(request, req, rt, t)
+async def embed(request: Request) -> Response:
+    req = await read_json(request, EmbedRequest)
+    with read_lease(request, "default") as t:
+        return await _embed(request, req, request.app.state.runtime, t)
 
 
-@data.post("/search", response_model=SearchResponse, openapi_extra=body_openapi(SearchRequest),
+@data.post("/search", response_model=SearchResponse, openapi_extra=body_openapi(SearchRequest) | READ_SECURITY,
            responses=responses(*ENCODE_ERRORS), description=SEARCH_DOC)
-async def search(request: Request, req: SearchRequest = Depends(json_body(SearchRequest)),
-                 rt: Runtime = Depends(get_runtime), t: Target = Depends(READ)) -> Response:
-    return await _search(request, req, rt, t)
+async def search(request: Request) -> Response:
+    req = await read_json(request, SearchRequest)
+    with read_lease(request, "default") as t:
+        return await _search(request, req, request.app.state.runtime, t)
 
 
 @admin.post("/index/rebuild", status_code=202, response_model=JobAccepted, openapi_extra=body_openapi(RebuildRequest),
@@ -330,18 +332,20 @@ async def activate_version(version: str, col: Collection = Depends(ADMIN)) -> di
 
 
 # -- the same, per collection -----------------------------------------------------------------------------
-@named_data.post("/embed", response_model=EmbedResponse, openapi_extra=body_openapi(EmbedRequest),
+@named_data.post("/embed", response_model=EmbedResponse, openapi_extra=body_openapi(EmbedRequest) | READ_SECURITY,
                  responses=responses(*ENCODE_ERRORS), description=EMBED_DOC + " In this collection's whitened space.")
-async def collection_embed(request: Request, req: EmbedRequest = Depends(json_body(EmbedRequest)),
-                           rt: Runtime = Depends(get_runtime), t: Target = Depends(READ_NAMED)) -> Response:
-    return await _embed(request, req, rt, t)
+async def collection_embed(request: Request, name: str) -> Response:
+    req = await read_json(request, EmbedRequest)
+    with read_lease(request, name) as t:
+        return await _embed(request, req, request.app.state.runtime, t)
 
 
-@named_data.post("/search", response_model=SearchResponse, openapi_extra=body_openapi(SearchRequest),
+@named_data.post("/search", response_model=SearchResponse, openapi_extra=body_openapi(SearchRequest) | READ_SECURITY,
                  responses=responses(*ENCODE_ERRORS), description=SEARCH_DOC)
-async def collection_search(request: Request, req: SearchRequest = Depends(json_body(SearchRequest)),
-                            rt: Runtime = Depends(get_runtime), t: Target = Depends(READ_NAMED)) -> Response:
-    return await _search(request, req, rt, t)
+async def collection_search(request: Request, name: str) -> Response:
+    req = await read_json(request, SearchRequest)
+    with read_lease(request, name) as t:
+        return await _search(request, req, request.app.state.runtime, t)
 
 
 @named_admin.post("/rebuild", status_code=202, response_model=JobAccepted, openapi_extra=body_openapi(RebuildRequest),

@@ -185,8 +185,6 @@ def test_dim_is_capped_at_the_rank_when_gamma_is_positive():
 
 
 def test_dim_without_whitening_says_whiten_is_needed():
-    from whitevec.models.encoder import Encoder  # noqa: F401  (the pipeline's type)
-
     class _Enc:
         dim = 16
         identity = IDENTITY

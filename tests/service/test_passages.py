@@ -11,7 +11,7 @@ from urllib.parse import quote
 import numpy as np
 import pytest
 
-from tests.conftest import ADMIN, rebuild, serving, wait_job
+from tests.conftest import ADMIN, serving, wait_job
 from whitevec.index.passage_rows import HEAD, PART, SEP
 
 pytestmark = pytest.mark.anyio

@@ -14,7 +14,6 @@ from whitevec.models.errors import WhitevecError
 from whitevec.service.engine.jobs import JobNotCancellable, JobRunner
 from whitevec.service.engine.runtime import Runtime
 from whitevec.service.engine.settings import Settings
-from whitevec.models.errors import WhitevecError
 
 pytestmark = pytest.mark.anyio
 
