@@ -24,7 +24,7 @@ from .deps import get_runtime
 from .errors import COMMON, Conflict, Forbidden, NotFound, Unauthorized, responses
 from ..engine.jobs import JobNotCancellable, UnknownJob
 from ..engine.runtime import Runtime
-from .schemas import CollectionCreate, CollectionPatch, JobOut, KeyCreate, TrainAccepted, TrainRequest
+from .admin_schemas import CollectionCreate, CollectionPatch, JobOut, KeyCreate, TrainAccepted, TrainRequest
 
 ADMIN_ERRORS = (*COMMON, Unauthorized, Forbidden)
 
