@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
-from whitevec.index.build import BuildResult, Chooser, build_version
+from whitevec.index.build import BuildResult, build_version
 from whitevec.index.bundle import Bundle
 from whitevec.index.documents import check_count
 from whitevec.index.passage_rows import WHOLE, Layout, layout_for, resplit_report
@@ -18,10 +18,9 @@ from whitevec.index.versions import ServedVersionChanged
 from whitevec.models.encoder import Encoder, EncoderPool, EncoderSpec, resolve_engine
 from whitevec.models.engines import EQUIVALENT
 from whitevec.models.errors import WhitevecError
-from whitevec.models.evaluation import read_pairs
 from whitevec.models.passages import PassageSetting
-from whitevec.models.tuning import AutoWhitening, check_pairs, plot_tuning, tune
-from whitevec.models.whitening import Whitening, WhiteningParams
+from whitevec.models.tuning import AutoWhitening, plot_tuning
+from whitevec.models.whitening import WhiteningParams
 
 from .errors import Conflict, InvalidRequest, NotFound
 from .jobs import JobContext
@@ -30,6 +29,7 @@ from .reports import Reports
 from .search_tuning import AutoSearch, search_tuner, write_plot
 from .settings import Settings
 from .state import CollectionDefaults, CollectionState
+from .whitening_tuning import whitening_chooser
 
 log = logging.getLogger("whitevec")
 
@@ -328,7 +328,7 @@ class CorpusOps:
         default search carries over unless `auto_search` chooses it anew. `documents` are rows of `layout`
         (whole documents without one); `whole`: how many documents they hold (the served count without it)."""
         tuning: dict = {}
-        choose = self._chooser(ctx, encoder, auto, tuning) if auto is not None else None
+        choose = whitening_chooser(ctx, encoder, auto, tuning) if auto is not None else None
         bm25 = self.defaults.bm25()
         searching: dict = {}
         tune_search = search_tuner(ctx, encoder, auto_search, bm25, searching) if auto_search is not None else None
@@ -363,33 +363,6 @@ class CorpusOps:
             searching["plot"] = f"/admin/jobs/{ctx.id}/plot.png?kind=search"
         return {**_job_result(result), "reencoded": reencoded, **resplit_report(result.manifest, before), **({"tuning": tuning} if tuning else {}),
                 **({"search_tuning": searching} if searching else {})}
-
-    @staticmethod
-    def _chooser(ctx: JobContext | None, encoder: Encoder, auto: AutoWhitening, report: dict) -> Chooser:
-        """The build's choice of (β, γ, dim): encode the labelled pairs (with progress; cancellable), score the
-        grid on the corpus's fit (tune), keep the full report in `report` for the job and a summary for the
-        manifest."""
-        pairs = read_pairs(auto.pairs)
-        check_pairs(pairs.scores, pairs.a, pairs.b, auto.label)
-
-        def on_progress(done: int, total: int) -> None:
-            if ctx is not None:
-                ctx.check_cancelled()
-                ctx.progress(done, total, phase="tuning")
-
-        def choose(fit: Whitening) -> tuple[WhiteningParams, dict]:
-            n = len(pairs.scores)
-            unique = list(dict.fromkeys(pairs.a + pairs.b))
-            where = {t: i for i, t in enumerate(unique)}
-            encoded = encoder.encode(unique, on_progress=on_progress).vectors
-            vectors = encoded[[where[t] for t in pairs.a + pairs.b]]
-            report.update(tune(fit, vectors[:n], vectors[n:], pairs.scores, auto.max_dim, auto.tolerance, auto.seed))
-            report["pairs"] = auto.label
-            c = report["choice"]
-            dim = c["dim"] if report["whiten"] and c["dim"] < fit.d else None
-            summary = {k: report[k] for k in ("pairs", "choice", "whiten", "reason", "held_out", "split", "tolerance")}
-            return WhiteningParams(c["beta"], c["gamma"], dim), summary
-        return choose
 
 
 @dataclass(frozen=True)
