@@ -24,6 +24,17 @@ CONFIG_NAME = "whitevec_tokenizer.json"
 PREFIX_CHARS_PER_TOKEN = 12
 
 
+def has_content(text: str) -> bool:
+    """Whether BERT's text cleaning leaves any of `text`. It drops whitespace, U+FFFD, controls, format characters
+    (U+200B, U+FEFF, ...) and private-use characters, so a text of nothing else encodes as [CLS][SEP] alone: the same
+    vector for every such text, and confident-looking neighbours for a query that says nothing. (A format character
+    newer than the tokenizer's Unicode tables becomes [UNK] instead, which says no more.)"""
+    return any(not (c.isspace() or c == "\ufffd" or unicodedata.category(c) in _CLEANED) for c in text)
+
+
+_CLEANED = frozenset({"Cc", "Cf", "Co"})
+
+
 @dataclass
 class Batch:
     """Padded model inputs plus which rows lost tokens to max_length."""

@@ -2,14 +2,14 @@
 through the engine's gate (engine/access.py), which checks the caller's pass against it.
 
 The data plane (/embed, /search, /v1/embeddings) takes its pass and lease through plain calls
-(`data_pass`, `read_lease`) rather than a tree of dependencies: FastAPI's dependency solving cost
+(`data_pass`, `readable`, `lease`) rather than a tree of dependencies: FastAPI's dependency solving cost
 ~100 µs of event-loop time per request there, a sixth of all of it under many single-text clients.
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from fastapi import Depends, Request
@@ -28,7 +28,7 @@ api_bearer = HTTPBearer(auto_error=False, scheme_name="ApiKey",
                                     "needed when searching is closed (WHITEVEC_READ_ACCESS; GET /readyz with the admin "
                                     "token shows the rule in force).")
 
-#: `openapi_extra` of a data route that reads its pass through `read_lease` or `data_pass`: what a
+#: `openapi_extra` of a data route that reads its pass through `readable` or `data_pass`: what a
 #: dependency on `api_bearer` would declare (install_openapi marks it optional and defines the scheme).
 READ_SECURITY = {"security": [{api_bearer.scheme_name: []}]}
 
@@ -87,7 +87,7 @@ async def require_admin(request: Request, caller: Pass = Depends(admin_caller)) 
 
 def collection(need: Need, named: bool) -> Callable[..., Awaitable[Collection]]:
     """Dependency: the collection of the path's `{name}` (or `default`), checked for `need` (write or admin:
-    the data plane's reads go through `read_lease`)."""
+    the data plane's reads go through `readable`)."""
     if named:
         async def named_dep(request: Request, name: str, caller: Pass = Depends(admin_caller)) -> Collection:
             return request.app.state.runtime.gate.reach(caller, name, need)
@@ -99,7 +99,7 @@ def collection(need: Need, named: bool) -> Callable[..., Awaitable[Collection]]:
 
 
 @contextmanager
-def _lease(col: Collection) -> Iterator[Target]:
+def lease(col: Collection) -> Iterator[Target]:
     """The collection's served bundle, leased: a swap meanwhile closes the old bundle only after the answer."""
     with col.served.lease() as bundle:
         if bundle is None:
@@ -108,9 +108,10 @@ def _lease(col: Collection) -> Iterator[Target]:
         yield Target(col, bundle)
 
 
-def read_lease(request: Request, name: str) -> AbstractContextManager[Target]:
-    """The data plane's collection `name`, checked for reading with the request's pass, and its bundle leased."""
-    return _lease(request.app.state.runtime.gate.reach(data_pass(request), name, "read"))
+def readable(request: Request, name: str) -> Collection:
+    """The data plane's collection `name`, checked for reading with the request's pass: called before the body
+    is read, so a caller who would be refused (401, 404) is not made to send, nor the server to parse, its body."""
+    return request.app.state.runtime.gate.reach(data_pass(request), name, "read")
 
 
 def leased(need: Need, named: bool) -> Callable[..., AsyncIterator[Target]]:
@@ -118,7 +119,7 @@ def leased(need: Need, named: bool) -> Callable[..., AsyncIterator[Target]]:
     find = collection(need, named)
 
     async def dep(col: Collection = Depends(find)) -> AsyncIterator[Target]:
-        with _lease(col) as target:
+        with lease(col) as target:
             yield target
     return dep
 

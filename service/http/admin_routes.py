@@ -35,8 +35,9 @@ log = logging.getLogger("whitevec")
 # -- collections ------------------------------------------------------------------------------------------
 @router.put("/collections/{name}", status_code=201, openapi_extra=body_openapi(CollectionCreate, required=False),
             responses=responses(*ADMIN_ERRORS, Conflict, NotFound), tags=["collections"])
-async def create_collection(name: str, req: CollectionCreate = Depends(json_body(CollectionCreate, optional=True)),
-                            rt: Runtime = Depends(get_runtime), caller: Pass = Depends(require_admin)) -> Response:
+async def create_collection(name: str, caller: Pass = Depends(require_admin),
+                            req: CollectionCreate = Depends(json_body(CollectionCreate, optional=True)),
+                            rt: Runtime = Depends(get_runtime)) -> Response:
     """A new, empty collection with its own whitening, index, versions and change log; it serves its
     model at once (/collections/{name}/embed) and searches once documents are added or rebuilt in.
     Collections on one model share its weights."""
@@ -66,8 +67,9 @@ async def create_collection(name: str, req: CollectionCreate = Depends(json_body
 
 @router.patch("/collections/{name}", openapi_extra=body_openapi(CollectionPatch),
               responses=responses(*ADMIN_ERRORS, NotFound), tags=["collections"])
-async def update_collection(name: str, req: CollectionPatch = Depends(json_body(CollectionPatch)),
-                            rt: Runtime = Depends(get_runtime), caller: Pass = Depends(require_admin)) -> dict:
+async def update_collection(name: str, caller: Pass = Depends(require_admin),
+                            req: CollectionPatch = Depends(json_body(CollectionPatch)),
+                            rt: Runtime = Depends(get_runtime)) -> dict:
     """Change how the collection splits documents into passages. Served versions are left as they are: the
     next rebuild (any kind, re-whitening too) splits every document anew and its job result says so."""
     col = rt.gate.reach(caller, name, "admin")
@@ -115,8 +117,8 @@ async def delete_collection(name: str, confirm: bool = Query(False, description=
 # -- access keys ------------------------------------------------------------------------------------------
 @router.post("/keys", status_code=201, openapi_extra=body_openapi(KeyCreate), responses=responses(*ADMIN_ERRORS, NotFound),
              tags=["keys"])
-async def create_key(req: KeyCreate = Depends(json_body(KeyCreate)), rt: Runtime = Depends(get_runtime),
-                     caller: Pass = Depends(require_admin)) -> Response:
+async def create_key(caller: Pass = Depends(require_admin), req: KeyCreate = Depends(json_body(KeyCreate)),
+                     rt: Runtime = Depends(get_runtime)) -> Response:
     """A key for some collections, `read` (search, embed) or `write` (also documents). The key is in this
     answer only: the server keeps its SHA-256. `read_access` says who may search now, and what creating the
     key changed (the first key closes an `auto` server's searching to credentials)."""
@@ -159,8 +161,8 @@ async def revoke_key(key_id: str, rt: Runtime = Depends(get_runtime)) -> dict:
 # -- training and jobs --------------------------------------------------------------------------------------
 @router.post("/train", status_code=202, response_model=TrainAccepted, openapi_extra=body_openapi(TrainRequest),
              responses=responses(*ADMIN_ERRORS, NotFound))
-async def train(req: TrainRequest = Depends(json_body(TrainRequest)),
-                rt: Runtime = Depends(get_runtime), caller: Pass = Depends(require_admin)) -> Response:
+async def train(caller: Pass = Depends(require_admin),
+                req: TrainRequest = Depends(json_body(TrainRequest)), rt: Runtime = Depends(get_runtime)) -> Response:
     """Start an AM-Softmax fine-tuning job in a separate process from the collection's model; `activate`
     swaps in the new model with a re-encoded corpus, refitted whitening and a rebuilt index, as one
     version of that collection."""

@@ -23,6 +23,7 @@ from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ValidationError
+from starlette.requests import ClientDisconnect
 
 from whitevec.index.documents import MAX_METADATA_INT
 from whitevec.index.filters import MAX_KEY_CHARS, MAX_KEYS, MAX_LIST
@@ -30,6 +31,7 @@ from whitevec.index.naming import RULES
 
 from .access import api_bearer
 from .errors import (
+    ClientClosedRequest,
     InvalidRequest,
     MalformedBody,
     UnsupportedMediaType,
@@ -88,16 +90,24 @@ def json_body(model: type[M], optional: bool = False) -> Callable[[Request], Awa
 async def read_json(request: Request, model: type[M], optional: bool = False) -> M:
     """The request's body validated as `model` (what `json_body` hands a route, called directly)."""
     content_type = request.headers.get("content-type")
-    if optional and not content_type and not await request.body():
+    if optional and not content_type and not await _body(request):
         return model()
     if not is_json(content_type):
         got = f"Content-Type {content_type!r}" if content_type else "no Content-Type"
         raise UnsupportedMediaType(f"the body must be JSON: send it with `Content-Type: application/json` "
                                    f"(this request had {got})")
-    body = await request.body()
+    body = await _body(request)
     if len(body) > LARGE_BODY:
         return await asyncio.to_thread(_validate_large, model, body)
     return _validate(model.model_validate_json, body)
+
+
+async def _body(request: Request) -> bytes:
+    """The whole body; a client that hangs up before sending it is a 499 (its own doing), not a server error."""
+    try:
+        return await request.body()
+    except ClientDisconnect:
+        raise ClientClosedRequest("the client closed the connection before its request body arrived") from None
 
 
 def _validate(fn: Callable, data: object, prefix: tuple = ()) -> M:

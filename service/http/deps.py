@@ -9,6 +9,7 @@ from typing import Any
 from fastapi import Request
 from whitevec.index.bundle import Bundle
 from whitevec.models.encoder import EncodeResult
+from whitevec.models.tokenizers import has_content
 
 from ..engine.batcher import BatcherStopped, QueueFull
 from .errors import ClientClosedRequest, InvalidRequest, NotReady, Overloaded
@@ -19,16 +20,21 @@ async def get_runtime(request: Request) -> Runtime:  # async: no thread-pool hop
     return request.app.state.runtime
 
 
-def check_texts(rt: Runtime, texts: list[str], field: str) -> None:
-    """Limits and text rules shared by /embed, /search and /v1/embeddings."""
+def check_texts(rt: Runtime, texts: list[str], field: str, single: bool = False) -> None:
+    """Limits and text rules shared by /embed, /search and /v1/embeddings. `single`: `field` is one text, not a
+    list (errors name it without an index)."""
     s = rt.settings
     if len(texts) > s.max_texts:
         raise InvalidRequest(f"{len(texts)} {field} exceed the limit of {s.max_texts} per request "
                              "(WHITEVEC_MAX_TEXTS); split them into several requests", param=field)
     for i, text in enumerate(texts):
+        name = field if single else f"{field}[{i}]"
         if len(text) > s.max_text_chars:
-            raise InvalidRequest(f"{field}[{i}] has {len(text)} characters, above the limit of {s.max_text_chars} "
+            raise InvalidRequest(f"{name} has {len(text)} characters, above the limit of {s.max_text_chars} "
                                  "(WHITEVEC_MAX_TEXT_CHARS)", param=field)
+        if not has_content(text):
+            raise InvalidRequest(f"{name} has no character the model reads (only whitespace, control or format "
+                                 "characters such as U+200B): send text with visible characters", param=field)
 
 
 async def _until_disconnected(request: Request) -> None:

@@ -69,14 +69,14 @@ async def embeddings(request: Request) -> Response:
     """OpenAI's embeddings API over the collection `default`'s active version: whitened (dims =
     `dimensions`) and normalised. `model` may always be `whitevec`: that alias survives a model change
     (a fine-tune's activation); a collection's name selects that collection's model and whitening."""
+    caller = data_pass(request)  # 401 before the body is read
     req = await read_json(request, EmbeddingsRequest)
     rt: Runtime = request.app.state.runtime
-    caller = data_pass(request)
     texts = [req.input] if isinstance(req.input, str) else req.input
     if not texts:
         raise InvalidRequest("input must be a non-empty string or a non-empty list of non-empty strings",
                              param="input")
-    check_texts(rt, texts, "input")
+    check_texts(rt, texts, "input", single=isinstance(req.input, str))
     col = _collection_for(rt, caller, req.model)
     with col.served.lease() as bundle:
         if bundle is None:

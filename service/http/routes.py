@@ -20,7 +20,7 @@ from whitevec.models.tuning import AutoWhitening, check_pairs
 
 from . import errors
 from .access import (ADMIN, ADMIN_LEASED, ADMIN_LEASED_NAMED, ADMIN_NAMED, READ_SECURITY, WRITE, WRITE_LEASED,
-                     WRITE_LEASED_NAMED, WRITE_NAMED, Target, read_lease)
+                     WRITE_LEASED_NAMED, WRITE_NAMED, Target, lease, readable)
 from .body import FastJSONResponse, RenderedJSON, body_openapi, json_body, read_json, render_json
 from ..engine.collection import Collection
 from .deps import check_texts, encode, get_runtime
@@ -59,7 +59,7 @@ async def _embed(request: Request, req: EmbedRequest, rt: Runtime, t: Target) ->
 
 async def _search(request: Request, req: SearchRequest, rt: Runtime, t: Target) -> Response:
     queries = [req.query] if req.query is not None else list(req.queries or [])
-    check_texts(rt, queries, "queries")
+    check_texts(rt, queries, "query" if req.query is not None else "queries", single=req.query is not None)
     if req.k > rt.settings.max_k:
         raise errors.InvalidRequest(f"k={req.k} is above the limit of {rt.settings.max_k} (WHITEVEC_MAX_K)",
                                     param="k")
@@ -279,37 +279,42 @@ ACTIVATE_DOC = """Serve a kept version again, atomically: it is loaded and verif
 @data.post("/embed", response_model=EmbedResponse, openapi_extra=body_openapi(EmbedRequest) | READ_SECURITY,
            responses=responses(*ENCODE_ERRORS), description=EMBED_DOC)
 async def embed(request: Request) -> Response:
+    col = readable(request, "default")
     req = await read_json(request, EmbedRequest)
-    with read_lease(request, "default") as t:
+    with lease(col) as t:
         return await _embed(request, req, request.app.state.runtime, t)
 
 
 @data.post("/search", response_model=SearchResponse, openapi_extra=body_openapi(SearchRequest) | READ_SECURITY,
            responses=responses(*ENCODE_ERRORS), description=SEARCH_DOC)
 async def search(request: Request) -> Response:
+    col = readable(request, "default")
     req = await read_json(request, SearchRequest)
-    with read_lease(request, "default") as t:
+    with lease(col) as t:
         return await _search(request, req, request.app.state.runtime, t)
 
 
 @admin.post("/index/rebuild", status_code=202, response_model=JobAccepted, openapi_extra=body_openapi(RebuildRequest),
             responses=responses(*ADMIN_ERRORS, Conflict), description=REBUILD_DOC)
-async def rebuild(req: RebuildRequest = Depends(json_body(RebuildRequest)),
-                  rt: Runtime = Depends(get_runtime), t: Target = Depends(ADMIN_LEASED)) -> Response:
+async def rebuild(t: Target = Depends(ADMIN_LEASED),
+                  req: RebuildRequest = Depends(json_body(RebuildRequest)),
+                  rt: Runtime = Depends(get_runtime)) -> Response:
     return await _rebuild(req, rt, t)
 
 
 @admin.post("/documents", openapi_extra=body_openapi(UpsertRequest), responses=responses(*ADMIN_ERRORS, Conflict),
             description=UPSERT_DOC)
-async def upsert_documents(req: UpsertRequest = Depends(json_body(UpsertRequest)),
-                           rt: Runtime = Depends(get_runtime), col: Collection = Depends(WRITE)) -> dict:
+async def upsert_documents(col: Collection = Depends(WRITE),
+                           req: UpsertRequest = Depends(json_body(UpsertRequest)),
+                           rt: Runtime = Depends(get_runtime)) -> dict:
     return await _upsert(req, rt, col)
 
 
 @admin.post("/documents/delete", openapi_extra=body_openapi(DeleteRequest),
             responses=responses(*ADMIN_ERRORS, Conflict), description=DELETE_DOC)
-async def delete_documents(req: DeleteRequest = Depends(json_body(DeleteRequest)),
-                           rt: Runtime = Depends(get_runtime), col: Collection = Depends(WRITE)) -> dict:
+async def delete_documents(col: Collection = Depends(WRITE),
+                           req: DeleteRequest = Depends(json_body(DeleteRequest)),
+                           rt: Runtime = Depends(get_runtime)) -> dict:
     return await _delete(req, rt, col)
 
 
@@ -335,38 +340,42 @@ async def activate_version(version: str, col: Collection = Depends(ADMIN)) -> di
 @named_data.post("/embed", response_model=EmbedResponse, openapi_extra=body_openapi(EmbedRequest) | READ_SECURITY,
                  responses=responses(*ENCODE_ERRORS), description=EMBED_DOC + " In this collection's whitened space.")
 async def collection_embed(request: Request, name: str) -> Response:
+    col = readable(request, name)
     req = await read_json(request, EmbedRequest)
-    with read_lease(request, name) as t:
+    with lease(col) as t:
         return await _embed(request, req, request.app.state.runtime, t)
 
 
 @named_data.post("/search", response_model=SearchResponse, openapi_extra=body_openapi(SearchRequest) | READ_SECURITY,
                  responses=responses(*ENCODE_ERRORS), description=SEARCH_DOC)
 async def collection_search(request: Request, name: str) -> Response:
+    col = readable(request, name)
     req = await read_json(request, SearchRequest)
-    with read_lease(request, name) as t:
+    with lease(col) as t:
         return await _search(request, req, request.app.state.runtime, t)
 
 
 @named_admin.post("/rebuild", status_code=202, response_model=JobAccepted, openapi_extra=body_openapi(RebuildRequest),
                   responses=responses(*ADMIN_ERRORS, Conflict), description=REBUILD_DOC)
-async def collection_rebuild(req: RebuildRequest = Depends(json_body(RebuildRequest)),
-                             rt: Runtime = Depends(get_runtime), t: Target = Depends(ADMIN_LEASED_NAMED)) -> Response:
+async def collection_rebuild(t: Target = Depends(ADMIN_LEASED_NAMED),
+                             req: RebuildRequest = Depends(json_body(RebuildRequest)),
+                             rt: Runtime = Depends(get_runtime)) -> Response:
     return await _rebuild(req, rt, t)
 
 
 @named_admin.post("/documents", openapi_extra=body_openapi(UpsertRequest),
                   responses=responses(*ADMIN_ERRORS, Conflict), description=UPSERT_DOC)
-async def collection_upsert(req: UpsertRequest = Depends(json_body(UpsertRequest)),
-                            rt: Runtime = Depends(get_runtime), col: Collection = Depends(WRITE_NAMED)) -> dict:
+async def collection_upsert(col: Collection = Depends(WRITE_NAMED),
+                            req: UpsertRequest = Depends(json_body(UpsertRequest)),
+                            rt: Runtime = Depends(get_runtime)) -> dict:
     return await _upsert(req, rt, col)
 
 
 @named_admin.post("/documents/delete", openapi_extra=body_openapi(DeleteRequest),
                   responses=responses(*ADMIN_ERRORS, Conflict), description=DELETE_DOC)
-async def collection_delete_documents(req: DeleteRequest = Depends(json_body(DeleteRequest)),
-                                      rt: Runtime = Depends(get_runtime),
-                                      col: Collection = Depends(WRITE_NAMED)) -> dict:
+async def collection_delete_documents(col: Collection = Depends(WRITE_NAMED),
+                                      req: DeleteRequest = Depends(json_body(DeleteRequest)),
+                                      rt: Runtime = Depends(get_runtime)) -> dict:
     return await _delete(req, rt, col)
 
 

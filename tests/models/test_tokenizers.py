@@ -1,6 +1,8 @@
+import unicodedata
+
 import pytest
 
-from whitevec.models.tokenizers import TextTokenizer
+from whitevec.models.tokenizers import TextTokenizer, has_content
 
 
 @pytest.fixture(scope="module")
@@ -98,3 +100,26 @@ def test_pad_right_pads_and_masks_each_row_to_its_length(bert):
         assert batch.input_ids[i, :n].tolist() == want
         assert batch.attention_mask[i].tolist() == [1] * n + [0] * (16 - n)
         assert set(batch.input_ids[i, n:].tolist()) <= {bert.hf.pad_token_id or 0}
+
+
+@pytest.mark.parametrize("model", ["tiny", "bundled"])
+@pytest.mark.parametrize("kind", ["bert", "wobert"])
+def test_a_text_without_content_is_only_the_special_tokens(model, kind, tiny_model_dir, bundled_encoder):
+    """has_content is what the tokenizer's cleaning keeps, over a sample of every code point: a text it calls empty
+    encodes as [CLS][SEP] alone (or [UNK], for format characters newer than the tokenizer's Unicode tables), in both
+    tokenizers; every other character gives a token (combining marks aside, which uncased models strip as
+    accents)."""
+    folder = tiny_model_dir if model == "tiny" else bundled_encoder.model_dir
+    tok = TextTokenizer(folder, kind)
+    specials = [tok.hf.cls_token_id, tok.hf.sep_token_id]
+    unknown = [tok.hf.cls_token_id, tok.hf.unk_token_id, tok.hf.sep_token_id]
+    step = 5 if kind == "bert" else 37  # jieba is slow: a sparser sample for WoBERT
+    sample = [chr(c) for c in range(0, 0x110000, step) if not 0xD800 <= c <= 0xDFFF]
+    sample += ["\u200b", "\ufeff", "\ufffd", "\u3000", "\u2028", "\U000f0000", "\u00ad", "\x00\x01\u200b \t"]
+    empty = [t for t in sample if not has_content(t)]
+    ids = tok.encode(empty)
+    assert len(empty) > 3_000 and all(row in (specials, unknown) for row in ids)
+    assert sum(row == specials for row in ids) > 0.99 * len(ids)
+    kept = [t for t in sample if has_content(t) and unicodedata.category(t[0]) not in ("Mn", "Mc", "Me")]
+    assert len(kept) > 20_000 and all(len(row) > 2 for row in tok.encode(kept))
+    assert has_content("\u200b a") and has_content("👨\u200d👩") and has_content("中")

@@ -7,7 +7,7 @@ import threading
 import numpy as np
 import pytest
 
-from tests.conftest import ADMIN, demo_documents, rebuild, serving, wait_job
+from tests.conftest import ADMIN, ADMIN_TOKEN, demo_documents, rebuild, serving, wait_job
 
 pytestmark = pytest.mark.anyio
 
@@ -171,6 +171,12 @@ async def test_a_dead_batcher_makes_the_server_unready_not_hang(settings):
     ("POST", "/v1/embeddings", b'{"input": [], "model": "whitevec"}', {"content-type": "application/json"},
      400, "input"),
     ("POST", "/search", b'{"query": 3}', {"content-type": "application/json"}, 422, "query: must be a string"),
+    ("POST", "/embed", b'{"texts": ["ok", "\\u200b\\u0000 \\ufeff"]}', {"content-type": "application/json"}, 422,
+     "texts[1] has no character the model reads"),
+    ("POST", "/search", b'{"query": "\\u0001\\u00a0\\u3000"}', {"content-type": "application/json"}, 422,
+     "query has no character the model reads"),
+    ("POST", "/v1/embeddings", b'{"input": "\\ufffd\\u200b", "model": "whitevec"}', {"content-type": "application/json"},
+     400, "input has no character the model reads"),
 ])
 async def test_every_error_has_the_documented_shape(settings, method, path, body, headers, status, fragment):
     async with serving(settings) as (app, client):
@@ -484,3 +490,66 @@ async def test_a_union_field_is_told_what_is_wrong_with_the_value_given(settings
                            ({"input": 3, "model": "whitevec"}, "input: must be a string or a list")):
             r = await client.post("/v1/embeddings", json=body)
             assert r.status_code == 400 and r.json()["error"]["message"] == said, r.text
+
+
+@pytest.mark.parametrize("path,body", [
+    ("/embed", {"texts": ["a green tree"]}),
+    ("/search", {"query": "a green tree"}),
+    ("/v1/embeddings", {"input": "a green tree", "model": "whitevec"}),
+    ("/admin/documents", {"documents": [{"id": "x", "text": "a green tree"}]}),
+])
+async def test_a_client_that_hangs_up_mid_body_is_a_499_not_a_server_error(settings, path, body, caplog):
+    """Raw ASGI: half the body arrives, then the connection closes. That is the client's doing: a 499 in the
+    metrics, no 500 and no error in the log, and the next request is answered."""
+    async with serving(settings) as (app, client):
+        await rebuild(client, {"documents": demo_documents()})
+        raw = json.dumps(body).encode()
+        messages = [{"type": "http.request", "body": raw[:8], "more_body": True}, {"type": "http.disconnect"}]
+        sent: list[dict] = []
+
+        async def receive():
+            return messages.pop(0) if messages else {"type": "http.disconnect"}
+
+        async def send(message):
+            sent.append(message)
+
+        scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
+                 "scheme": "http", "path": path, "raw_path": path.encode(), "query_string": b"",
+                 "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(raw)).encode()),
+                             (b"authorization", f"Bearer {ADMIN_TOKEN}".encode())],
+                 "client": ("127.0.0.1", 1), "server": ("whitevec", 80), "root_path": ""}
+        with caplog.at_level("ERROR", logger="whitevec"):
+            await app(scope, receive, send)
+        assert sent[0]["status"] == 499 and not [r for r in caplog.records if r.levelname == "ERROR"]
+        metrics = (await client.get("/metrics", headers=ADMIN)).text
+        assert f'route="{path}",status="499"' in metrics and 'status="500"' not in metrics
+        headers = ADMIN if path.startswith("/admin") else {}
+        assert (await client.post(path, json=body, headers=headers)).status_code == 200
+
+
+async def test_a_refused_caller_is_answered_before_its_body_is_read(settings):
+    """The key, then the collection, then the body: a caller who would be refused learns that first (401, 404),
+    whatever its body, and the server does not parse a body it would refuse anyway."""
+    closed = settings.model_copy(update={"read_access": "keys"})
+    async with serving(closed) as (app, client):
+        for path in ("/embed", "/search", "/v1/embeddings", "/collections/default/search", "/admin/documents",
+                     "/admin/index/rebuild", "/admin/keys", "/admin/train"):
+            r = await client.post(path, content=b"{not json", headers={"content-type": "application/json"})
+            assert r.status_code == 401, (path, r.text)
+        r = await client.post("/collections/nope/embed", content=b"{not json",
+                              headers={"content-type": "application/json", **ADMIN})
+        assert r.status_code == 404 and "nope" in r.json()["error"]["message"], r.text
+        r = await client.post("/embed", content=b"{not json", headers={"content-type": "application/json", **ADMIN})
+        assert r.status_code == 400, r.text  # an allowed caller is told what is wrong with its body
+
+
+async def test_a_dim_that_cannot_be_served_names_its_field(settings):
+    """`param` names the field to fix, as for every other error: `dim` on /embed, `dimensions` on /v1."""
+    async with serving(settings) as (app, client):
+        await rebuild(client, {"documents": demo_documents()})
+        r = await client.post("/embed", json={"texts": ["a"], "dim": 10_000})
+        assert r.status_code == 409 and r.json()["error"]["param"] == "dim", r.text
+        r = await client.post("/embed", json={"texts": ["a"], "dim": 4, "whiten": False})
+        assert r.status_code == 422 and r.json()["error"]["param"] == "dim", r.text
+        r = await client.post("/v1/embeddings", json={"input": "a", "model": "whitevec", "dimensions": 10_000})
+        assert r.status_code == 400 and r.json()["error"]["param"] == "dimensions", r.text
