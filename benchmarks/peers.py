@@ -130,9 +130,10 @@ def start_infinity(venv: Path, model_dir: str, log: Path, dtype: str = "float32"
                          "--infinity-venv")
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "DO_NOT_TRACK": "1",
            "INFINITY_ANONYMOUS_USAGE_STATS": "0"}
+    # --log-level warning: no access-log line per request, as whitevec's servers run here (start_server)
     proc = subprocess.Popen([str(exe), "v2", "--model-id", model_dir, "--served-model-name", "minilm",
                              "--engine", engine, "--dtype", dtype, "--device", "cpu", "--port", str(port),
-                             "--host", "127.0.0.1"],
+                             "--host", "127.0.0.1", "--log-level", "warning"],
                             env=env, stdout=log.open("w"), stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
     try:
