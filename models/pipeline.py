@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TypeVar
+
 import numpy as np
 
 from .encoder import Encoder
@@ -15,7 +17,10 @@ def l2_normalize(x: np.ndarray) -> np.ndarray:
     return x / np.maximum(norms, 1e-12)
 
 
-def _about(exc: WhitevecError, field: str) -> WhitevecError:
+E = TypeVar("E", bound=WhitevecError)
+
+
+def _about(exc: E, field: str) -> E:
     """`exc`, naming the request field it is about (the HTTP answer's `param`)."""
     exc.param = field
     return exc

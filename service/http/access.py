@@ -11,12 +11,13 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Literal
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from whitevec.index.bundle import Bundle
 
-from ..engine.access import Need, Pass
+from ..engine.access import Pass
 from ..engine.collection import Collection
 from .errors import Forbidden, NotReady, Unauthorized
 
@@ -27,6 +28,9 @@ api_bearer = HTTPBearer(auto_error=False, scheme_name="ApiKey",
                         description="An access key (POST /admin/keys), WHITEVEC_API_KEY or the admin token; "
                                     "needed when searching is closed (WHITEVEC_READ_ACCESS; GET /readyz with the admin "
                                     "token shows the rule in force).")
+
+#: What a collection dependency checks (the data plane's reads go through `readable`).
+Granted = Literal["write", "admin"]
 
 #: `openapi_extra` of a data route that reads its pass through `readable` or `data_pass`: what a
 #: dependency on `api_bearer` would declare (install_openapi marks it optional and defines the scheme).
@@ -85,7 +89,7 @@ async def require_admin(request: Request, caller: Pass = Depends(admin_caller)) 
     return caller
 
 
-def collection(need: Need, named: bool) -> Callable[..., Awaitable[Collection]]:
+def collection(need: Granted, named: bool) -> Callable[..., Awaitable[Collection]]:
     """Dependency: the collection of the path's `{name}` (or `default`), checked for `need` (write or admin:
     the data plane's reads go through `readable`)."""
     if named:
@@ -103,6 +107,7 @@ def lease(col: Collection) -> Iterator[Target]:
     """The collection's served bundle, leased: a swap meanwhile closes the old bundle only after the answer."""
     with col.served.lease() as bundle:
         if bundle is None:
+            col.require_bundle()  # says why: deleted (404, e.g. while the request's body arrived), or loading (503)
             raise NotReady(col.load_error or f"collection {col.name} is still loading; retry shortly",
                            headers={"Retry-After": "2"})
         yield Target(col, bundle)
@@ -114,7 +119,7 @@ def readable(request: Request, name: str) -> Collection:
     return request.app.state.runtime.gate.reach(data_pass(request), name, "read")
 
 
-def leased(need: Need, named: bool) -> Callable[..., AsyncIterator[Target]]:
+def leased(need: Granted, named: bool) -> Callable[..., AsyncIterator[Target]]:
     """Dependency: the collection and its served bundle, leased for the request."""
     find = collection(need, named)
 
@@ -128,4 +133,3 @@ def leased(need: Need, named: bool) -> Callable[..., AsyncIterator[Target]]:
 WRITE, WRITE_NAMED = collection("write", False), collection("write", True)
 WRITE_LEASED, WRITE_LEASED_NAMED = leased("write", False), leased("write", True)
 ADMIN, ADMIN_NAMED = collection("admin", False), collection("admin", True)
-ADMIN_LEASED, ADMIN_LEASED_NAMED = leased("admin", False), leased("admin", True)

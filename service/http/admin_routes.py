@@ -7,7 +7,7 @@ import logging
 from dataclasses import asdict
 from typing import Literal
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import FileResponse, JSONResponse, Response
 from whitevec.index.documents import resolve_import_path
 from whitevec.index.spec import IndexSpec
@@ -19,7 +19,7 @@ from whitevec.models.training import TrainConfig, classes_from_examples, classes
 from . import errors
 from ..engine.access import Pass
 from .access import require_admin
-from .body import body_openapi, json_body
+from .body import body_openapi, json_body, read_json
 from .deps import get_runtime
 from .errors import COMMON, Conflict, Forbidden, NotFound, Unauthorized, responses
 from ..engine.jobs import JobNotCancellable, UnknownJob
@@ -67,12 +67,12 @@ async def create_collection(name: str, caller: Pass = Depends(require_admin),
 
 @router.patch("/collections/{name}", openapi_extra=body_openapi(CollectionPatch),
               responses=responses(*ADMIN_ERRORS, NotFound), tags=["collections"])
-async def update_collection(name: str, caller: Pass = Depends(require_admin),
-                            req: CollectionPatch = Depends(json_body(CollectionPatch)),
+async def update_collection(name: str, request: Request, caller: Pass = Depends(require_admin),
                             rt: Runtime = Depends(get_runtime)) -> dict:
     """Change how the collection splits documents into passages. Served versions are left as they are: the
     next rebuild (any kind, re-whitening too) splits every document anew and its job result says so."""
-    col = rt.gate.reach(caller, name, "admin")
+    col = rt.gate.reach(caller, name, "admin")  # 404 before the body is read
+    req = await read_json(request, CollectionPatch)
     setting = await asyncio.to_thread(col.set_passages, req.passages.model_dump() if req.passages else None)
     served = col.bundle.layout.setting if col.bundle is not None and col.bundle.retriever is not None else None
     return {"name": name, "passages": setting,

@@ -20,21 +20,38 @@ async def get_runtime(request: Request) -> Runtime:  # async: no thread-pool hop
     return request.app.state.runtime
 
 
-def check_texts(rt: Runtime, texts: list[str], field: str, single: bool = False) -> None:
+async def check_texts(rt: Runtime, texts: list[str], field: str, single: bool = False) -> None:
     """Limits and text rules shared by /embed, /search and /v1/embeddings. `single`: `field` is one text, not a
-    list (errors name it without an index)."""
+    list (errors name it without an index). The content scan of a request over LARGE_TEXTS characters runs in a
+    worker thread: texts of format characters are scanned to their end, and the event loop serves others meanwhile."""
     s = rt.settings
     if len(texts) > s.max_texts:
         raise InvalidRequest(f"{len(texts)} {field} exceed the limit of {s.max_texts} per request "
                              "(WHITEVEC_MAX_TEXTS); split them into several requests", param=field)
     for i, text in enumerate(texts):
-        name = field if single else f"{field}[{i}]"
         if len(text) > s.max_text_chars:
-            raise InvalidRequest(f"{name} has {len(text)} characters, above the limit of {s.max_text_chars} "
-                                 "(WHITEVEC_MAX_TEXT_CHARS)", param=field)
+            raise InvalidRequest(f"{_name(field, i, single)} has {len(text)} characters, above the limit of "
+                                 f"{s.max_text_chars} (WHITEVEC_MAX_TEXT_CHARS)", param=field)
+    if sum(map(len, texts)) > LARGE_TEXTS:
+        await asyncio.to_thread(_check_content, texts, field, single)
+    else:
+        _check_content(texts, field, single)
+
+
+#: Characters per request above which the content scan leaves the event loop.
+LARGE_TEXTS = 100_000
+
+
+def _check_content(texts: list[str], field: str, single: bool) -> None:
+    for i, text in enumerate(texts):
         if not has_content(text):
-            raise InvalidRequest(f"{name} has no character the model reads (only whitespace, control or format "
-                                 "characters such as U+200B): send text with visible characters", param=field)
+            raise InvalidRequest(f"{_name(field, i, single)} has no character the model reads (only whitespace, "
+                                 "control or format characters such as U+200B): send text with visible characters",
+                                 param=field)
+
+
+def _name(field: str, i: int, single: bool) -> str:
+    return field if single else f"{field}[{i}]"
 
 
 async def _until_disconnected(request: Request) -> None:

@@ -76,7 +76,7 @@ async def embeddings(request: Request) -> Response:
     if not texts:
         raise InvalidRequest("input must be a non-empty string or a non-empty list of non-empty strings",
                              param="input")
-    check_texts(rt, texts, "input", single=isinstance(req.input, str))
+    await check_texts(rt, texts, "input", single=isinstance(req.input, str))
     col = _collection_for(rt, caller, req.model)
     with col.served.lease() as bundle:
         if bundle is None:

@@ -19,8 +19,8 @@ from whitevec.models.evaluation import read_pairs
 from whitevec.models.tuning import AutoWhitening, check_pairs
 
 from . import errors
-from .access import (ADMIN, ADMIN_LEASED, ADMIN_LEASED_NAMED, ADMIN_NAMED, READ_SECURITY, WRITE, WRITE_LEASED,
-                     WRITE_LEASED_NAMED, WRITE_NAMED, Target, lease, readable)
+from .access import (ADMIN, ADMIN_NAMED, READ_SECURITY, WRITE, WRITE_LEASED, WRITE_LEASED_NAMED, WRITE_NAMED, Target,
+                     lease, readable)
 from .body import FastJSONResponse, RenderedJSON, body_openapi, json_body, read_json, render_json
 from ..engine.collection import Collection
 from .deps import check_texts, encode, get_runtime
@@ -43,7 +43,7 @@ named_admin = APIRouter(prefix="/admin/collections/{name}", tags=["collections"]
 
 # -- implementations ------------------------------------------------------------------------------------
 async def _embed(request: Request, req: EmbedRequest, rt: Runtime, t: Target) -> Response:
-    check_texts(rt, req.texts, "texts")
+    await check_texts(rt, req.texts, "texts")
     bundle = t.bundle
     out_dim = bundle.pipeline.output_dim(req.whiten, req.dim)
 
@@ -59,7 +59,7 @@ async def _embed(request: Request, req: EmbedRequest, rt: Runtime, t: Target) ->
 
 async def _search(request: Request, req: SearchRequest, rt: Runtime, t: Target) -> Response:
     queries = [req.query] if req.query is not None else list(req.queries or [])
-    check_texts(rt, queries, "query" if req.query is not None else "queries", single=req.query is not None)
+    await check_texts(rt, queries, "query" if req.query is not None else "queries", single=req.query is not None)
     if req.k > rt.settings.max_k:
         raise errors.InvalidRequest(f"k={req.k} is above the limit of {rt.settings.max_k} (WHITEVEC_MAX_K)",
                                     param="k")
@@ -296,10 +296,10 @@ async def search(request: Request) -> Response:
 
 @admin.post("/index/rebuild", status_code=202, response_model=JobAccepted, openapi_extra=body_openapi(RebuildRequest),
             responses=responses(*ADMIN_ERRORS, Conflict), description=REBUILD_DOC)
-async def rebuild(t: Target = Depends(ADMIN_LEASED),
-                  req: RebuildRequest = Depends(json_body(RebuildRequest)),
-                  rt: Runtime = Depends(get_runtime)) -> Response:
-    return await _rebuild(req, rt, t)
+async def rebuild(col: Collection = Depends(ADMIN),
+                  req: RebuildRequest = Depends(json_body(RebuildRequest)), rt: Runtime = Depends(get_runtime)) -> Response:
+    with lease(col) as t:  # leased once the body is in: a slow upload holds no swapped-out bundle
+        return await _rebuild(req, rt, t)
 
 
 @admin.post("/documents", openapi_extra=body_openapi(UpsertRequest), responses=responses(*ADMIN_ERRORS, Conflict),
@@ -357,10 +357,11 @@ async def collection_search(request: Request, name: str) -> Response:
 
 @named_admin.post("/rebuild", status_code=202, response_model=JobAccepted, openapi_extra=body_openapi(RebuildRequest),
                   responses=responses(*ADMIN_ERRORS, Conflict), description=REBUILD_DOC)
-async def collection_rebuild(t: Target = Depends(ADMIN_LEASED_NAMED),
+async def collection_rebuild(col: Collection = Depends(ADMIN_NAMED),
                              req: RebuildRequest = Depends(json_body(RebuildRequest)),
                              rt: Runtime = Depends(get_runtime)) -> Response:
-    return await _rebuild(req, rt, t)
+    with lease(col) as t:
+        return await _rebuild(req, rt, t)
 
 
 @named_admin.post("/documents", openapi_extra=body_openapi(UpsertRequest),

@@ -498,8 +498,9 @@ async def test_a_union_field_is_told_what_is_wrong_with_the_value_given(settings
     ("/v1/embeddings", {"input": "a green tree", "model": "whitevec"}),
     ("/admin/documents", {"documents": [{"id": "x", "text": "a green tree"}]}),
 ])
-async def test_a_client_that_hangs_up_mid_body_is_a_499_not_a_server_error(settings, path, body, caplog):
-    """Raw ASGI: half the body arrives, then the connection closes. That is the client's doing: a 499 in the
+@pytest.mark.parametrize("sized", [True, False], ids=["content-length", "chunked"])
+async def test_a_client_that_hangs_up_mid_body_is_a_499_not_a_server_error(settings, path, body, sized, caplog):
+    """Raw ASGI: part of the body arrives, then the connection closes. That is the client's doing: a 499 in the
     metrics, no 500 and no error in the log, and the next request is answered."""
     async with serving(settings) as (app, client):
         await rebuild(client, {"documents": demo_documents()})
@@ -515,8 +516,8 @@ async def test_a_client_that_hangs_up_mid_body_is_a_499_not_a_server_error(setti
 
         scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
                  "scheme": "http", "path": path, "raw_path": path.encode(), "query_string": b"",
-                 "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(raw)).encode()),
-                             (b"authorization", f"Bearer {ADMIN_TOKEN}".encode())],
+                 "headers": [(b"content-type", b"application/json"), (b"authorization", f"Bearer {ADMIN_TOKEN}".encode()),
+                             *([(b"content-length", str(len(raw)).encode())] if sized else [])],
                  "client": ("127.0.0.1", 1), "server": ("whitevec", 80), "root_path": ""}
         with caplog.at_level("ERROR", logger="whitevec"):
             await app(scope, receive, send)
@@ -527,20 +528,62 @@ async def test_a_client_that_hangs_up_mid_body_is_a_499_not_a_server_error(setti
         assert (await client.post(path, json=body, headers=headers)).status_code == 200
 
 
-async def test_a_refused_caller_is_answered_before_its_body_is_read(settings):
-    """The key, then the collection, then the body: a caller who would be refused learns that first (401, 404),
-    whatever its body, and the server does not parse a body it would refuse anyway."""
+async def _unread(app, method: str, path: str, headers: dict[str, str], sized: bool) -> int:
+    """The status of a raw ASGI request whose body must never be read (its receive() fails the test if called)."""
+    read: list[bool] = []
+
+    async def receive():
+        read.append(True)
+        return {"type": "http.request", "body": b"{not json", "more_body": False}
+
+    sent: list[dict] = []
+
+    async def send(message):
+        sent.append(message)
+
+    raw_headers = [(b"content-type", b"application/json"), *((k.lower().encode(), v.encode()) for k, v in headers.items()),
+                   *([(b"content-length", b"9")] if sized else [])]
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": method, "scheme": "http",
+             "path": path, "raw_path": path.encode(), "query_string": b"", "headers": raw_headers,
+             "client": ("127.0.0.1", 1), "server": ("whitevec", 80), "root_path": ""}
+    await app(scope, receive, send)
+    assert not read, f"{method} {path}: the body was read before the caller was refused"
+    return sent[0]["status"]
+
+
+@pytest.mark.parametrize("sized", [True, False], ids=["content-length", "chunked"])
+async def test_a_refused_caller_is_answered_before_its_body_is_read(settings, sized):
+    """The credential, then the collection the path names, then the body: a caller who would be refused (401, 403,
+    404) learns that first, and the server reads none of a body it would refuse anyway."""
     closed = settings.model_copy(update={"read_access": "keys"})
     async with serving(closed) as (app, client):
+        key = (await client.post("/admin/keys", json={"collections": ["default"], "access": "read"},
+                                 headers=ADMIN)).json()["key"]
         for path in ("/embed", "/search", "/v1/embeddings", "/collections/default/search", "/admin/documents",
-                     "/admin/index/rebuild", "/admin/keys", "/admin/train"):
-            r = await client.post(path, content=b"{not json", headers={"content-type": "application/json"})
-            assert r.status_code == 401, (path, r.text)
-        r = await client.post("/collections/nope/embed", content=b"{not json",
-                              headers={"content-type": "application/json", **ADMIN})
-        assert r.status_code == 404 and "nope" in r.json()["error"]["message"], r.text
+                     "/admin/index/rebuild", "/admin/keys", "/admin/train", "/admin/collections/default/documents"):
+            assert await _unread(app, "POST", path, {}, sized) == 401, path
+        read_key = {"Authorization": f"Bearer {key}"}
+        for path in ("/admin/documents", "/admin/index/rebuild", "/admin/keys", "/admin/train"):
+            assert await _unread(app, "POST", path, read_key, sized) == 403, path
+        for method, path in (("POST", "/collections/nope/embed"), ("POST", "/collections/nope/search"),
+                             ("POST", "/admin/collections/nope/documents"), ("POST", "/admin/collections/nope/index/rebuild"),
+                             ("PATCH", "/admin/collections/nope")):
+            assert await _unread(app, method, path, ADMIN, sized) == 404, path
         r = await client.post("/embed", content=b"{not json", headers={"content-type": "application/json", **ADMIN})
         assert r.status_code == 400, r.text  # an allowed caller is told what is wrong with its body
+
+
+async def test_a_chunked_body_over_the_limit_is_a_413_once_read(settings):
+    """Without a Content-Length the limit is counted as the route reads the body."""
+    small = settings.model_copy(update={"max_body_bytes": 1024})
+    async with serving(small) as (app, client):
+        async def chunks():
+            for _ in range(30):
+                yield b" " * 100
+
+        r = await client.post("/embed", content=chunks(), headers={"content-type": "application/json"})
+        assert r.status_code == 413 and "WHITEVEC_MAX_BODY_BYTES" in r.json()["error"]["message"], r.text
+        assert (await client.post("/embed", json={"texts": ["still answered"]})).status_code == 200
 
 
 async def test_a_dim_that_cannot_be_served_names_its_field(settings):

@@ -27,6 +27,8 @@ DATA_RULES = [
     ("dims this version's whitening serves", "the served version's dimensions change with each rebuild"),
     ("(the model's max length", "a passage must fit the collection's model, known once it is loaded"),
     ("fewer than a passage's own tokens", "overlap is bounded by max_tokens, another field of the object"),
+    ("has no character the model reads", "the tokenizer drops Unicode's control and format categories, which a "
+     "portable JSON Schema pattern cannot name"),
 ]
 
 
