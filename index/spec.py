@@ -69,9 +69,10 @@ def check_search_params(spec: IndexSpec, nprobe: int | None, ef_search: int | No
     is ignored (a client may send one setting to versions of several types), nprobe above the index's
     nlist visits every list (as FAISS does); only the server's limits are errors, saying what is allowed."""
     if nprobe is not None and nprobe > max_nprobe:
-        raise WhitevecError(f"nprobe {nprobe} is above WHITEVEC_MAX_NPROBE {max_nprobe}")
+        raise WhitevecError(f"nprobe {nprobe} is above WHITEVEC_MAX_NPROBE {max_nprobe}", param="nprobe")
     if ef_search is not None and ef_search > max_ef_search:
-        raise WhitevecError(f"ef_search {ef_search} is above WHITEVEC_MAX_EF_SEARCH {max_ef_search}")
+        raise WhitevecError(f"ef_search {ef_search} is above WHITEVEC_MAX_EF_SEARCH {max_ef_search}",
+                            param="ef_search")
     nprobe = min(nprobe, spec.nlist or 1) if nprobe is not None and spec.type == "ivf" else None
     ef_search = ef_search if spec.type == "hnsw" else None
     return SearchParams(nprobe, ef_search)

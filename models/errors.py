@@ -7,6 +7,11 @@ class WhitevecError(Exception):
     #: The request field the error is about, when it is about one (the HTTP answer names it as `param`).
     param: str | None = None
 
+    def __init__(self, *args: object, param: str | None = None) -> None:
+        super().__init__(*args)
+        if param is not None:
+            self.param = param
+
 
 class ModelFolderError(WhitevecError):
     """A model folder is missing, incomplete, or asks for something it cannot provide."""

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-from typing import TypeVar
-
 import numpy as np
 
 from .encoder import Encoder
-from .errors import DimNotServed, WhitevecError, WhiteningError
+from .errors import DimNotServed, WhiteningError
 from .whitening import Whitening
 
 
@@ -15,15 +13,6 @@ def l2_normalize(x: np.ndarray) -> np.ndarray:
     """Unit rows (zero rows stay zero), so inner product is cosine."""
     norms = np.linalg.norm(x, axis=1, keepdims=True)
     return x / np.maximum(norms, 1e-12)
-
-
-E = TypeVar("E", bound=WhitevecError)
-
-
-def _about(exc: E, field: str) -> E:
-    """`exc`, naming the request field it is about (the HTTP answer's `param`)."""
-    exc.param = field
-    return exc
 
 
 class Pipeline:
@@ -39,17 +28,17 @@ class Pipeline:
         """The dims an answer will have; WhiteningError/DimNotServed naming `field` (the request's name for
         `dim`: /v1 calls it `dimensions`) when it cannot be given."""
         if not whiten and dim is not None:
-            raise _about(WhiteningError(f"{field} {dim} keeps the first whitened axes, so it needs whiten: true; "
-                                        "with whiten: false omit dim (raw vectors have all their dims)"), field)
+            raise WhiteningError(f"{field} {dim} keeps the first whitened axes, so it needs whiten: true; "
+                                 "with whiten: false omit dim (raw vectors have all their dims)", param=field)
         if whiten and self.whitening is not None:
             served = self.whitening.output_dim(self.whitening.params.dim)
             if dim is not None and dim > served:
-                raise _about(DimNotServed(f"{field} {dim} is above the {served} dims this version's whitening "
-                                          "serves; ask for fewer, or rebuild with a larger whitening dim"), field)
+                raise DimNotServed(f"{field} {dim} is above the {served} dims this version's whitening serves; "
+                                   "ask for fewer, or rebuild with a larger whitening dim", param=field)
             return served if dim is None else dim
         if dim is not None:
-            raise _about(DimNotServed(f"{field} {dim} needs a fitted whitening; none is loaded yet (build an index "
-                                      f"first), or omit {field}"), field)
+            raise DimNotServed(f"{field} {dim} needs a fitted whitening; none is loaded yet (build an index first), "
+                               f"or omit {field}", param=field)
         return self.encoder.dim
 
     def postprocess(self, vectors: np.ndarray, whiten: bool = True, dim: int | None = None,

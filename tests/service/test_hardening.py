@@ -586,8 +586,9 @@ async def test_a_chunked_body_over_the_limit_is_a_413_once_read(settings):
         assert (await client.post("/embed", json={"texts": ["still answered"]})).status_code == 200
 
 
-async def test_a_dim_that_cannot_be_served_names_its_field(settings):
-    """`param` names the field to fix, as for every other error: `dim` on /embed, `dimensions` on /v1."""
+async def test_a_value_the_server_cannot_serve_names_its_field(settings):
+    """`param` names the field to fix, as for every other error: `dim` on /embed, `dimensions` on /v1, the index's
+    search knobs over the server's limits."""
     async with serving(settings) as (app, client):
         await rebuild(client, {"documents": demo_documents()})
         r = await client.post("/embed", json={"texts": ["a"], "dim": 10_000})
@@ -596,3 +597,6 @@ async def test_a_dim_that_cannot_be_served_names_its_field(settings):
         assert r.status_code == 422 and r.json()["error"]["param"] == "dim", r.text
         r = await client.post("/v1/embeddings", json={"input": "a", "model": "whitevec", "dimensions": 10_000})
         assert r.status_code == 400 and r.json()["error"]["param"] == "dimensions", r.text
+        for knob in ("nprobe", "ef_search"):
+            r = await client.post("/search", json={"query": "a", knob: 1_000_000_000})
+            assert r.status_code == 422 and r.json()["error"]["param"] == knob, r.text
