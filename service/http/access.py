@@ -108,8 +108,8 @@ def lease(col: Collection) -> Iterator[Target]:
     with col.served.lease() as bundle:
         if bundle is None:
             col.require_bundle()  # says why: deleted (404, e.g. while the request's body arrived), or loading (503)
-            raise NotReady(col.load_error or f"collection {col.name} is still loading; retry shortly",
-                           headers={"Retry-After": "2"})
+            raise NotReady(f"collection {col.name} was loaded while this request began; retry",
+                           headers={"Retry-After": "1"})
         yield Target(col, bundle)
 
 

@@ -4,6 +4,7 @@ collections (acting on `default`) and under /collections/{name} and /admin/colle
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 
 import numpy as np
 from fastapi import APIRouter, Depends, Request
@@ -21,7 +22,7 @@ from whitevec.models.tuning import AutoWhitening, check_pairs
 from . import errors
 from .access import (ADMIN, ADMIN_NAMED, READ_SECURITY, WRITE, WRITE_LEASED, WRITE_LEASED_NAMED, WRITE_NAMED, Target,
                      lease, readable)
-from .body import FastJSONResponse, RenderedJSON, body_openapi, json_body, read_json, render_json
+from .body import M, FastJSONResponse, RenderedJSON, body_openapi, json_body, read_json, render_json
 from ..engine.collection import Collection
 from .deps import check_texts, encode, get_runtime
 from .errors import COMMON, Conflict, Forbidden, NotFound, Overloaded, Unauthorized, responses
@@ -42,6 +43,16 @@ named_admin = APIRouter(prefix="/admin/collections/{name}", tags=["collections"]
 
 
 # -- implementations ------------------------------------------------------------------------------------
+async def _read(request: Request, name: str, model: type[M],
+                answer: Callable[[Request, M, Runtime, Target], Awaitable[Response]]) -> Response:
+    """A data-plane read of collection `name`: the caller checked (401/404) before the body is read, the bundle
+    leased once it is in, then `answer`."""
+    col = readable(request, name)
+    req = await read_json(request, model)
+    with lease(col) as t:
+        return await answer(request, req, request.app.state.runtime, t)
+
+
 async def _embed(request: Request, req: EmbedRequest, rt: Runtime, t: Target) -> Response:
     await check_texts(rt, req.texts, "texts")
     bundle = t.bundle
@@ -279,19 +290,13 @@ ACTIVATE_DOC = """Serve a kept version again, atomically: it is loaded and verif
 @data.post("/embed", response_model=EmbedResponse, openapi_extra=body_openapi(EmbedRequest) | READ_SECURITY,
            responses=responses(*ENCODE_ERRORS), description=EMBED_DOC)
 async def embed(request: Request) -> Response:
-    col = readable(request, "default")
-    req = await read_json(request, EmbedRequest)
-    with lease(col) as t:
-        return await _embed(request, req, request.app.state.runtime, t)
+    return await _read(request, "default", EmbedRequest, _embed)
 
 
 @data.post("/search", response_model=SearchResponse, openapi_extra=body_openapi(SearchRequest) | READ_SECURITY,
            responses=responses(*ENCODE_ERRORS), description=SEARCH_DOC)
 async def search(request: Request) -> Response:
-    col = readable(request, "default")
-    req = await read_json(request, SearchRequest)
-    with lease(col) as t:
-        return await _search(request, req, request.app.state.runtime, t)
+    return await _read(request, "default", SearchRequest, _search)
 
 
 @admin.post("/index/rebuild", status_code=202, response_model=JobAccepted, openapi_extra=body_openapi(RebuildRequest),
@@ -340,19 +345,13 @@ async def activate_version(version: str, col: Collection = Depends(ADMIN)) -> di
 @named_data.post("/embed", response_model=EmbedResponse, openapi_extra=body_openapi(EmbedRequest) | READ_SECURITY,
                  responses=responses(*ENCODE_ERRORS), description=EMBED_DOC + " In this collection's whitened space.")
 async def collection_embed(request: Request, name: str) -> Response:
-    col = readable(request, name)
-    req = await read_json(request, EmbedRequest)
-    with lease(col) as t:
-        return await _embed(request, req, request.app.state.runtime, t)
+    return await _read(request, name, EmbedRequest, _embed)
 
 
 @named_data.post("/search", response_model=SearchResponse, openapi_extra=body_openapi(SearchRequest) | READ_SECURITY,
                  responses=responses(*ENCODE_ERRORS), description=SEARCH_DOC)
 async def collection_search(request: Request, name: str) -> Response:
-    col = readable(request, name)
-    req = await read_json(request, SearchRequest)
-    with lease(col) as t:
-        return await _search(request, req, request.app.state.runtime, t)
+    return await _read(request, name, SearchRequest, _search)
 
 
 @named_admin.post("/rebuild", status_code=202, response_model=JobAccepted, openapi_extra=body_openapi(RebuildRequest),

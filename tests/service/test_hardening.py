@@ -600,3 +600,32 @@ async def test_a_value_the_server_cannot_serve_names_its_field(settings):
         for knob in ("nprobe", "ef_search"):
             r = await client.post("/search", json={"query": "a", knob: 1_000_000_000})
             assert r.status_code == 422 and r.json()["error"]["param"] == knob, r.text
+
+
+async def test_a_collection_deleted_while_a_request_sent_its_body_is_a_404(settings):
+    """The collection is reached before the body is read and leased after: deleted in between, the request
+    gets the 404 of a deleted collection, not a 503 that says to retry."""
+    from whitevec.service.engine.errors import NotFound
+    from whitevec.service.http.access import lease
+
+    async with serving(settings) as (app, client):
+        assert (await client.put("/admin/collections/brief", json={}, headers=ADMIN)).status_code == 201
+        col = app.state.runtime.collection("brief")
+        with lease(col) as t:
+            assert t.col is col  # served while it exists
+        r = await client.delete("/admin/collections/brief", params={"confirm": "true"}, headers=ADMIN)
+        assert r.status_code == 200, r.text
+        with pytest.raises(NotFound, match="brief was deleted"):
+            with lease(col):
+                pass
+
+
+async def test_the_content_check_of_a_large_request_runs_off_the_event_loop_with_the_same_answer(settings):
+    """Over LARGE_TEXTS characters the scan runs in a worker thread; it names the same text."""
+    from whitevec.service.http.deps import LARGE_TEXTS
+
+    async with serving(settings) as (app, client):
+        texts = ["a" * 20_000] * (LARGE_TEXTS // 20_000 + 1) + ["\u200b" * 20_000]
+        r = await client.post("/embed", json={"texts": texts})
+        assert r.status_code == 422 and f"texts[{len(texts) - 1}] has no character" in r.text, r.text[:300]
+        assert (await client.post("/embed", json={"texts": texts[:-1]})).status_code == 200
