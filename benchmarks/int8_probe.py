@@ -212,6 +212,9 @@ def engine_encoder(engine: str, out: Path) -> Embed:
 def openvino_int8(encoder: Encoder, out: Path, calib: list[str]) -> Embed:
     """The openvino engine's IR quantised by NNCF (static int8, ranges from `calib`), compiled as the engine
     compiles (f32 for what stays unquantised)."""
+    from whitevec.models.offline import decline_openvino_telemetry
+
+    decline_openvino_telemetry()  # before nncf's import, which starts its usage counter
     import nncf
     import openvino as ov
 

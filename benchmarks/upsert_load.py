@@ -44,7 +44,7 @@ def main() -> None:
             path = Path(tmp) / "docs.jsonl"
             path.write_text("".join(json.dumps(d) + "\n" for d in search_docs(pool, args.docs)), encoding="utf-8")
             subprocess.run([sys.executable, "-m", "whitevec.service.cli.main", "index", "build", str(path), "--data-dir",
-                            str(cached)], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                            str(cached)], check=True, stdout=subprocess.DEVNULL)  # its stderr says why it failed
         data = Path(tmp) / "data"
         shutil.copytree(cached, data, ignore=shutil.ignore_patterns(".lock"))
         base, proc = start_server(data, TOKEN)

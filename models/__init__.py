@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from . import loader as _loader  # noqa: F401  (sets offline mode before transformers loads)
+from . import offline as _offline  # noqa: F401  (offline, no telemetry, before transformers or onnxruntime loads)
 
 _WHERE = {
     "EncodeResult": "encoder", "Encoder": "encoder", "ModelFolderError": "errors", "WhitevecError": "errors",

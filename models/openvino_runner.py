@@ -20,6 +20,7 @@ import torch
 from transformers.utils import logging as hf_logging
 
 from .errors import ModelFolderError
+from .offline import decline_openvino_telemetry
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +44,7 @@ class OpenVinoRunner:
                  threads: int | None = None) -> None:
         if engine not in PRECISION:
             raise ValueError(f"unknown OpenVINO engine {engine!r}")
+        decline_openvino_telemetry()  # before openvino's import, which starts its usage counter
         try:
             import openvino as ov
         except ImportError as exc:  # pragma: no cover - a hard dependency

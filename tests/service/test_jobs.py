@@ -160,7 +160,7 @@ def test_a_job_killed_after_activating_its_version_is_succeeded_at_restart(tmp_p
     release = threading.Event()
     landed = runner.submit("index.rebuild", lambda ctx: (ctx.checkpoint(built_version="v-landed"), release.wait(10)))
     lost = runner.submit("index.rebuild", lambda ctx: {})
-    while runner.get(landed)["state"] != "running":
+    while runner.get(landed)["detail"].get("built_version") != "v-landed":  # running, and past its checkpoint
         time.sleep(0.005)
     # kill -9 here: a new runner on the same records, as the next start sees them
     again = JobRunner(tmp_path / "jobs.sqlite")
