@@ -31,12 +31,20 @@ EQUIVALENT = {"torch": "torch", "onnx": "torch", "openvino": "torch", "torch-hal
 
 #: CPU flags of int8 dot-product instructions (what makes ONNX Runtime's int8 kernels fast).
 INT8_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8")
-#: Engines `auto` may pick on a CPU, best first, each with the CPU flag it needs to be fast. Only engines that
-#: hold the retrieval contract of benchmarks/int8_probe.py against fp32 are listed (docs/performance.md):
-#: bf16 on AMX-BF16 held it: OpenVINO's (top-10 overlap 0.994 en / 0.975 zh), 1.21× traced torch-half in-process and
-#: 1.13× / 1.31× over HTTP at 8 × 32 / 32 × 1 in one quiet run of benchmarks/peers.py; torch-half's too (0.990 /
-#: 0.971). No int8 variant did (best 0.928 / 0.865, though 1.9-2.3× fp32 on VNNI), so int8 is an explicit choice.
-CPU_CANDIDATES = (("openvino-bf16", "amx_bf16"),)
+#: Engines `auto` may pick on a CPU, best first: (engine, the CPU flag it needs to be fast, why). Only engines
+#: that hold the retrieval contract of benchmarks/int8_probe.py against fp32 on such a CPU are listed
+#: (docs/performance.md). No int8 variant did anywhere (best 0.928 / 0.865 top-10 overlap, though 1.9-2.3× fp32
+#: on VNNI), so int8 is an explicit choice. bf16 did, but which bf16 depends on the CPU: rounding differs
+#: between AMX and AVX-512 BF16 kernels.
+CPU_CANDIDATES = (
+    ("openvino-bf16", "amx_bf16",
+     "this CPU has amx_bf16: OpenVINO in bf16 runs 2.5-3× ONNX fp32 on such CPUs (1.2× torch's bf16) and shares "
+     "at least 95% of float32's top 10 on average (measured on STS-B)"),
+    ("torch-half", "avx512_bf16",
+     "this CPU has avx512_bf16 but no amx_bf16: torch's bf16 ran 1.2-1.4× ONNX fp32 on such a CPU and keeps "
+     "search results within the limits (measured on STS-B); OpenVINO's bf16, faster still there, moved "
+     "paraphrase hit@1 (zh) 0.6 points under float32's, beyond the 0.5 allowed"),
+)
 
 
 #: The batcher's default budget per engine: rows and padded tokens per model batch. Over HTTP
@@ -79,15 +87,13 @@ def choose_auto(device_type: str, flags: frozenset[str] | None = None) -> Engine
     if device_type != "cpu":
         return EngineChoice("torch-half", f"a {device_type} device: torch in bf16 (fp16 where bf16 is missing)")
     flags = cpu_flags() if flags is None else flags
-    for engine, flag in CPU_CANDIDATES:
+    for engine, flag, reason in CPU_CANDIDATES:
         if flag in flags:
-            return EngineChoice(engine, f"this CPU has {flag}: OpenVINO in bf16 runs 2.5-3× ONNX fp32 on such CPUs "
-                                        "(1.2× torch's bf16) and shares at least 95% of float32's top 10 on average "
-                                        "(measured on STS-B)")
+            return EngineChoice(engine, reason)
     int8 = [f for f in INT8_FLAGS if f in flags]
     note = (f"it has {', '.join(int8)}, but int8 changes search results more than allowed: under 95% of "
             "float32's top 10, measured on STS-B" if int8 else "no int8 dot products either")
-    return EngineChoice("onnx", f"this CPU has no amx_bf16 ({note}): ONNX Runtime fp32, torch's vectors")
+    return EngineChoice("onnx", f"this CPU has no bf16 instructions ({note}): ONNX Runtime fp32, torch's vectors")
 
 
 def explain(engine: str, device_type: str) -> str:

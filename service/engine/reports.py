@@ -62,7 +62,7 @@ class Reports:
         """What WHITEVEC_ENGINE gives new versions on this machine, why, and the CPU flags it looked at."""
         s = self.settings
         choice = choose_engine(s.engine, s.device)
-        shown = (*engines.INT8_FLAGS, *(flag for _, flag in engines.CPU_CANDIDATES), "avx2", "avx512f")
+        shown = (*engines.INT8_FLAGS, *(flag for _, flag, _ in engines.CPU_CANDIDATES), "avx2", "avx512f")
         flags = sorted(f for f in engines.cpu_flags() if f in shown)
         return {"configured": s.engine, "engine": choice.engine, "reason": choice.reason, "cpu_flags": flags}
 

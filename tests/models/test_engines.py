@@ -184,8 +184,10 @@ def test_cpu_flags_are_read_at_run_time(tmp_path, monkeypatch):
     ({"avx2", "avx512_vnni", "amx_int8", "amx_bf16"}, "openvino-bf16", "amx_bf16"),
     ({"avx2", "avx512_vnni"}, "onnx", "avx512_vnni, but int8 changes search results more than allowed"),
     ({"avx2", "avx_vnni"}, "onnx", "avx_vnni, but int8 changes"),
+    ({"avx2", "avx512_vnni", "avx512_bf16"}, "torch-half", "avx512_bf16 but no amx_bf16"),
+    ({"avx2", "avx512_bf16", "amx_bf16"}, "openvino-bf16", "amx_bf16"),
     ({"avx2"}, "onnx", "no int8 dot products either"),
-    (set(), "onnx", "no amx_bf16"),
+    (set(), "onnx", "no bf16 instructions"),
 ])
 def test_auto_chooses_by_the_cpu(flags, engine, says):
     from whitevec.models.engines import choose_auto
@@ -237,7 +239,7 @@ async def test_the_choice_shows_in_readyz_and_the_manifest_and_a_version_keeps_i
     assert ready["engine"] == "onnx" and "auto's choice here" in ready["engine_reason"]
     np.testing.assert_allclose(fresh @ fresh.T, want @ want.T, atol=1e-5)  # onnx: torch's vectors
     manifest = store.manifest(store.active())
-    assert manifest["model"]["engine"] == "onnx" and "no amx_bf16" in manifest["engine_reason"]
+    assert manifest["model"]["engine"] == "onnx" and "no bf16 instructions" in manifest["engine_reason"]
 
 
 def test_every_engine_name_has_one_class_in_the_registry():
