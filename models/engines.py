@@ -41,7 +41,7 @@ CPU_CANDIDATES = (
      "this CPU has amx_bf16: OpenVINO in bf16 runs 2.5-3× ONNX fp32 on such CPUs (1.2× torch's bf16) and shares "
      "at least 95% of float32's top 10 on average (measured on STS-B)"),
     ("torch-half", "avx512_bf16",
-     "this CPU has avx512_bf16 but no amx_bf16: torch's bf16 ran 1.2-1.4× ONNX fp32 on such a CPU and keeps "
+     "this CPU has avx512_bf16 but no amx_bf16: torch's bf16 ran 1.1-1.4× ONNX fp32 on such a CPU and keeps "
      "search results within the limits (measured on STS-B); OpenVINO's bf16, faster still there, moved "
      "paraphrase hit@1 (zh) 0.6 points under float32's, beyond the 0.5 allowed"),
 )

@@ -17,7 +17,10 @@ A user's own setting of these variables wins (setdefault).
 from __future__ import annotations
 
 import functools
+import logging
 import os
+
+log = logging.getLogger(__name__)
 
 #: Set before transformers, tokenizers or onnxruntime is imported anywhere in the process (children inherit
 #: them: training workers, Ray workers). ORT_DISABLE_TELEMETRY is onnxruntime 1.29-1.32's name for the full
@@ -32,6 +35,7 @@ OFFLINE_ENV = {
 
 
 def set_offline_env() -> None:
+    """OFFLINE_ENV into os.environ, keeping what the user set. Runs at this module's import."""
     for name, value in OFFLINE_ENV.items():
         os.environ.setdefault(name, value)
 
@@ -43,7 +47,8 @@ def decline_openvino_telemetry() -> None:
     start their counter at import."""
     try:
         from openvino_telemetry.utils.opt_in_checker import ConsentCheckResult, OptInChecker
-    except ImportError:  # not installed: OpenVINO then uses its own no-op stub
+    except ImportError:  # not installed (OpenVINO then uses its own no-op stub), or moved in a later release
+        log.debug("openvino_telemetry's OptInChecker not found: its telemetry is left as it is")
         return
     OptInChecker.check = lambda self, *args, **kwargs: ConsentCheckResult.DECLINED
 

@@ -56,8 +56,9 @@ def make_tiny_bert(folder: Path, seed: int = 0, pooler: bool = True, hidden: int
     return folder
 
 
-#: The CPU flags in-process tests run with: `auto` picks its engine by the CPU (bf16 on AMX-BF16, else onnx),
-#: and tests compare vectors with torch's, so they run as on a CPU without AMX-BF16 whatever the machine.
+#: The CPU flags in-process tests run with: `auto` picks its engine by the CPU (bf16 on AMX-BF16 or AVX-512
+#: BF16, else onnx), and tests compare vectors with torch's, so they run as on a CPU without bf16 instructions
+#: whatever the machine.
 #: Tests of the choice fake the flags themselves; servers started as processes see the real ones.
 PLAIN_CPU = frozenset({"sse4_2", "avx2", "fma"})
 
@@ -242,7 +243,7 @@ class ServeProcess:
         self.base = f"http://127.0.0.1:{self.port}"
         # A file, not a pipe: an unread pipe fills up with access logs and blocks the server.
         self.log = tempfile.NamedTemporaryFile("w+", prefix="whitevec-serve-", suffix=".log")
-        # Servers run onnx unless a test says otherwise, as in-process tests run as on a CPU without AMX-BF16
+        # Servers run onnx unless a test says otherwise, as in-process tests run as on a CPU without bf16 instructions
         # (PLAIN_CPU): bf16's vectors move with a batch's padding more than the 1e-5 tests compare to.
         self.proc = subprocess.Popen([sys.executable, "-m", "whitevec.service.cli.main", "serve", "--port", str(self.port), *args],
                                      env={"WHITEVEC_ENGINE": "onnx", **os.environ, **env}, stdout=self.log,

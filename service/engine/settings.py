@@ -28,7 +28,7 @@ class Settings(BaseSettings):
                     "openvino-bf16"] = Field(
         "auto", description="Inference engine for new versions. auto: torch-half on a GPU; on a CPU with AMX-BF16 "
         "(amx_bf16 in its flags) openvino-bf16 (bf16: 2.5-3× ONNX fp32 there, faster than int8, search results within the retrieval "
-        "contract of docs/performance.md); on a CPU with AVX-512 BF16 but no AMX torch-half (1.2-1.4× ONNX fp32 there, "
+        "contract of docs/performance.md); on a CPU with AVX-512 BF16 but no AMX torch-half (1.1-1.4× ONNX fp32 there, "
         "within the contract, which OpenVINO's bf16 misses there); elsewhere onnx; /readyz says which and why. torch (float32); torch-half "
         "(bf16, fp16 on GPUs without bf16: other vectors, slow on CPUs without bf16 instructions); onnx (ONNX "
         "Runtime fp32: the same vectors as torch, CPU only); onnx-int8-rr (int8, 7-bit weights: 1.9-2.3× fp32 on "
