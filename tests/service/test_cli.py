@@ -312,3 +312,14 @@ def test_commands_that_run_no_model_load_no_model_code(tmp_path):
     assert said[2] == ["t0ken-for-the-test"] and "no whitevec server answers" in said[3][-1]
     assert "already in use" in said[4][-1] and "send requests to the server already running" in said[5][-1]
     assert "POST /admin/index/rebuild" in said[6][-1] and "POST /admin/train" in said[7][-1]
+
+
+def test_a_native_crash_prints_the_python_stack():
+    """A library that aborts the process (as ONNX Runtime's telemetry thread once did at exit) leaves each
+    thread's Python stack on stderr, not a bare "Aborted"."""
+    code = ("import os, sys\nfrom whitevec.service.cli.main import main\n"
+            "try:\n    main(['--version'])\nexcept SystemExit:\n    pass\n"
+            "def crashing_call():\n    os.abort()\ncrashing_call()\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == -6
+    assert "Fatal Python error: Aborted" in done.stderr and "crashing_call" in done.stderr, done.stderr[-2000:]
