@@ -7,7 +7,7 @@ embedding models advise splitting into overlapping passages instead. Sentences e
 .!?; (a full stop only before a space or the end, so 3.14 and e.g.x stay whole) and at line breaks. Whole
 sentences are packed into a passage while they fit; the sentences that end a passage and together hold at
 most `overlap` tokens begin the next one. A sentence longer than a passage is cut by tokens, in windows
-that overlap by `overlap` tokens. Passages are character offsets into the text (`text[start:end]`), with
+of whole characters that overlap by at most `overlap` tokens. Passages are character offsets into the text (`text[start:end]`), with
 no leading or trailing whitespace.
 
 Token counts are the tokenizer's own (WordPiece; WoBERT's counted by the same WordPiece, which never
@@ -111,6 +111,41 @@ def sentences(text: str) -> list[tuple[int, int]]:
     return trimmed
 
 
+def _characters(offsets: list[tuple[int, int]]) -> list[tuple[int, int, int]]:
+    """(start, end, tokens) per character group: the tokens that begin at the same character stay together,
+    as a Hangul syllable's jamo or a rare character's byte pieces do, since a passage cannot cut a character."""
+    groups: list[tuple[int, int, int]] = []
+    for start, end in offsets:
+        if groups and start < groups[-1][1]:
+            first, last, count = groups[-1]
+            groups[-1] = (first, max(last, end), count + 1)
+        else:
+            groups.append((start, end, 1))
+    return groups
+
+
+def _windows(offsets: list[tuple[int, int]], start: int, end: int, budget: int, overlap: int) -> list[Span]:
+    """A sentence longer than a passage, cut into windows of whole characters holding at most `budget` tokens
+    and sharing at most `overlap` with the window before; a character of more tokens than the budget is a
+    window of its own (the model truncates it)."""
+    groups = _characters(offsets)
+    out: list[Span] = []
+    first = 0
+    while True:
+        last, held = first, groups[first][2]
+        while last + 1 < len(groups) and held + groups[last + 1][2] <= budget:
+            last += 1
+            held += groups[last][2]
+        out.append(Span(max(groups[first][0], start), min(groups[last][1], end)))
+        if last + 1 == len(groups):
+            return out
+        following, shared = last + 1, 0  # the next window begins at the ending characters holding <= overlap
+        while following - 1 > first and shared + groups[following - 1][2] <= overlap:
+            following -= 1
+            shared += groups[following][2]
+        first = following
+
+
 def split(text: str, tokenizer: TokenOffsets, setting: PassageSetting) -> list[Span]:
     """The passages of `text`, in order; one (the trimmed text) when it fits; none for whitespace only."""
     offsets = tokenizer.token_offsets(text)
@@ -140,12 +175,7 @@ def split(text: str, tokenizer: TokenOffsets, setting: PassageSetting) -> list[S
         if sentence.tokens > budget:  # cut by tokens, windows overlapping by `overlap`
             emit()
             current, held = [], 0
-            step = budget - overlap
-            for w in range(first, token, step):
-                last = min(w + budget, token)
-                out.append(Span(max(offsets[w][0], start), min(offsets[last - 1][1], end)))
-                if last == token:
-                    break
+            out.extend(_windows(offsets[first:token], start, end, budget, overlap))
             continue
         if held + sentence.tokens > budget:
             emit()

@@ -15,7 +15,7 @@ from whitevec.models.passages import PassageSetting, Span, sentences, split
 from whitevec.models.tokenizers import TextTokenizer
 
 PIECES = ["The cat sat on the mat", "3.14 is pi", "e.g.x", "天气预报说明天有雨", "他弹吉他", "😀🎉", "naïve café",
-          "。", "！", "？", "；", "…", ". ", "! ", "? ", "; ", "\n", "  ", "”", "」", "word", "a" * 40, "中" * 30]
+          "。", "！", "？", "；", "…", ". ", "! ", "? ", "; ", "\n", "  ", "”", "」", "word", "a" * 40, "中" * 30, "됸됸", "가나다"]
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +42,8 @@ def check_passages(text: str, tokenizer: TextTokenizer, setting: PassageSetting)
     for i, span in enumerate(spans):
         piece = text[span.start:span.end]
         assert piece and piece == piece.strip(), (text, span)
-        assert tokens_in(offsets, span) <= setting.budget, (text, span)
+        inside = {s for s, _ in offsets if span.start <= s < span.end}
+        assert tokens_in(offsets, span) <= setting.budget or len(inside) == 1, (text, span)  # one character
         assert span.start in sentence_starts or span.start in token_starts, (text, span)
         if i:
             before = spans[i - 1]
@@ -66,6 +67,18 @@ def test_passages_respect_sentences_budgets_and_overlap(tokenizer, parts, max_to
 @given(text=st.text(max_size=300), max_tokens=st.integers(3, 30))
 def test_any_text_splits_without_error(tokenizer, text, max_tokens):
     check_passages(text, tokenizer, PassageSetting(max_tokens, (max_tokens - 3) // 3))
+
+
+@pytest.mark.parametrize("max_tokens", [3, 4, 5, 8])
+def test_a_character_of_many_tokens_is_never_cut_or_repeated(tokenizer, max_tokens):
+    """A Hangul syllable is three jamo tokens at one character: windows hold whole characters, each once, and a
+    character of more tokens than the budget is a passage of its own."""
+    text = "됸됸됸됸됸 가나다라마바사"
+    assert len(tokenizer.token_offsets("됸")) == 3
+    spans = check_passages(text, tokenizer, PassageSetting(max_tokens, (max_tokens - 3) // 3))
+    assert len(set(spans)) == len(spans)
+    if max_tokens - 2 < 3:
+        assert spans[:5] == [Span(i, i + 1) for i in range(5)]
 
 
 def test_a_short_text_is_one_passage_and_whitespace_none(tokenizer):
