@@ -78,7 +78,7 @@ def cpu_flags_line() -> str:
     """The CPU flags every speed figure is stated with (machines differ: VNNI, AMX or only AVX2)."""
     from whitevec.models.engines import cpu_flags
 
-    named = ("avx2", "avx512_vnni", "avx_vnni", "amx_int8", "amx_bf16")
+    named = ("avx2", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_int8", "amx_bf16")
     return ", ".join(f for f in named if f in cpu_flags()) or "none of " + ", ".join(named)
 
 

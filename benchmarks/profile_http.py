@@ -31,6 +31,8 @@ import threading
 import time
 from pathlib import Path
 
+import httpx
+
 from _util import cpu_flags_line, start_server, sts_sentences
 from peers import TOKEN, drive, embed_bodies
 
@@ -116,6 +118,20 @@ def thread_cpu(pid: int) -> dict[str, float]:
     return out
 
 
+def batch_stats(base: str) -> dict[str, float]:
+    """The server's model batches so far, from /metrics: how many, their rows, and their text and padded tokens."""
+    answer = httpx.get(f"{base}/metrics", headers={"Authorization": f"Bearer {TOKEN}"}, timeout=10)
+    answer.raise_for_status()
+    text = answer.text
+    out = {"batches": 0.0, "rows": 0.0, "text": 0.0, "padded": 0.0}
+    for name, key in (("whitevec_batch_size_count", "batches"), ("whitevec_batch_size_sum", "rows"),
+                      ('whitevec_batch_tokens_total{kind="text"}', "text"),
+                      ('whitevec_batch_tokens_total{kind="padded"}', "padded")):
+        match = re.search(rf"^{re.escape(name)} (\S+)$", text, re.M)
+        out[key] = float(match.group(1)) if match else 0.0
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--engine", default="auto")
@@ -158,8 +174,10 @@ def main() -> None:
             # CPU per thread first, unsampled (py-spy pauses the process at every sample: it would slow the
             # server many times over), then py-spy for where the work goes
             done, before, started = counts["sentences"], thread_cpu(proc.pid), time.perf_counter()
+            batches_before = batch_stats(base)
             time.sleep(args.seconds)
             after, wall, served = thread_cpu(proc.pid), time.perf_counter() - started, counts["sentences"] - done
+            batches = {k: v - batches_before[k] for k, v in batch_stats(base).items()}
             spied = subprocess.run(cmd, capture_output=True, text=True)
             stop.set()
             loader.join()
@@ -186,6 +204,9 @@ def main() -> None:
         if used >= 0.005:
             print(f"| {name} | {used:.2f} |")
     print(f"| all | {sum(cores.values()):.2f} |\n")
+    if batches["batches"]:
+        print(f"model batches meanwhile (/metrics): {batches['batches']:.0f}, {batches['rows'] / batches['batches']:.1f} "
+              f"rows on average; {batches['text'] / max(batches['padded'], 1):.2f} of the padded tokens were text\n")
     if layers["(all)"]:
         print("the event loop's work (share of its CPU samples, each sample to its innermost layer):\n")
         print("| layer | share |\n|---|---:|")

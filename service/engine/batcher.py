@@ -22,6 +22,7 @@ while the model thread already runs the next batch; the event loop only writes t
 from __future__ import annotations
 
 import asyncio
+import bisect
 import itertools
 import logging
 from collections.abc import Callable
@@ -78,7 +79,7 @@ class _Request:
 
 class Batcher:
     def __init__(self, max_batch: int | None, max_batch_tokens: int | None, max_queue_tokens: int,
-                 on_batch: Callable[[int], None] | None = None) -> None:
+                 on_batch: Callable[[int, int, int], None] | None = None) -> None:
         self.max_batch = max_batch
         self.max_batch_tokens = max_batch_tokens
         self.max_queue_tokens = max_queue_tokens
@@ -213,10 +214,12 @@ class Batcher:
         """Rows for one model batch: one encoder, at most max_batch rows and max_batch_tokens padded tokens.
 
         The request that goes first (least work left, or waiting longer than STARVATION_S) always
-        gets its longest remaining row in. When everything waiting fits, everything goes. Otherwise
-        the batch is the window of similar-length rows, from any waiting request, that contains that
-        row and wastes the fewest padded tokens: batches are tight length bands across requests
-        while the smallest request still rides in the very next batch."""
+        gets at least one of its rows in. When everything waiting fits, everything goes. Otherwise
+        the batch is the window of similar-length rows, from any waiting request, that holds one of
+        that request's rows and wastes the fewest padded tokens: batches are tight length bands across
+        requests while the smallest request still rides in the very next batch. (Holding that request's
+        longest row instead put the long tail of the lengths into every batch: 0.70 of the padded tokens
+        were text over HTTP at 8 × 32, against 0.92 for sorted batches in-process.)"""
         ready = [r for r in self._requests if r.todo and not r.future.done()]
         if not ready:
             return []
@@ -225,8 +228,8 @@ class Batcher:
         first = ready[0]
         rows = sorted((len(req.ids[r]), rank, pos, r) for rank, req in enumerate(ready)
                       if req.encoder is first.encoder for pos, r in enumerate(req.todo))
-        anchor = rows.index((len(first.ids[first.todo[0]]), 0, 0, first.todo[0]))
-        lo, hi = _window([n for n, *_ in rows], anchor, *self.limits(first.encoder))
+        anchors = [i for i, (_, rank, _, _) in enumerate(rows) if rank == 0]
+        lo, hi = _window([n for n, *_ in rows], anchors, *self.limits(first.encoder))
         chosen: dict[int, list[int]] = {}
         for _, rank, _, r in rows[lo:hi]:
             chosen.setdefault(rank, []).append(r)
@@ -273,8 +276,9 @@ class Batcher:
                     self._finish(part, one, None)
             self._post_completed()
             return
-        if self.on_batch is not None:
-            self.on_batch(len(rows))
+        if self.on_batch is not None:  # rows, text tokens, padded tokens
+            lengths = [len(row) for row in rows]
+            self.on_batch(len(rows), sum(lengths), max(lengths) * len(rows))
         start = 0
         for part in batch:
             end = start + len(part[1])
@@ -329,19 +333,23 @@ class Batcher:
                 req.future.set_result(value)
 
 
-def _window(lengths: list[int], anchor: int, max_rows: int, max_tokens: int) -> tuple[int, int]:
-    """[lo, hi) over ascending `lengths`: contains `anchor`, at most max_rows rows and max_tokens
-    padded tokens (a lone row may exceed it), as many rows as fit, then the least padding."""
+def _window(lengths: list[int], anchors: list[int], max_rows: int, max_tokens: int) -> tuple[int, int]:
+    """[lo, hi) over ascending `lengths`: holds at least one of the ascending `anchors`, at most max_rows rows
+    and max_tokens padded tokens (a lone row may exceed it), as many rows as fit, then the least padding,
+    then the leftmost."""
     n = len(lengths)
     if n <= max_rows and lengths[-1] * n <= max_tokens:
         return 0, n
     prefix = [0]
     for value in lengths:
         prefix.append(prefix[-1] + value)
-    for size in range(min(max_rows, n, max(1, max_tokens // lengths[anchor])), 0, -1):
+    for size in range(min(max_rows, n, max(1, max_tokens // lengths[anchors[0]])), 0, -1):
         best: tuple[int, int] | None = None
-        for lo in range(max(0, anchor - size + 1), min(anchor, n - size) + 1):
+        for lo in range(max(0, anchors[0] - size + 1), min(anchors[-1], n - size) + 1):
             hi = lo + size
+            following = bisect.bisect_left(anchors, lo)  # the first anchor at or after lo
+            if following == len(anchors) or anchors[following] >= hi:
+                continue
             padded = lengths[hi - 1] * size
             if size > 1 and padded > max_tokens:
                 continue
@@ -350,7 +358,7 @@ def _window(lengths: list[int], anchor: int, max_rows: int, max_tokens: int) -> 
                 best = (waste, lo)
         if best is not None:
             return best[1], best[1] + size
-    return anchor, anchor + 1  # pragma: no cover - size 1 always fits
+    return anchors[0], anchors[0] + 1  # pragma: no cover - size 1 always fits
 
 
 def _run_posts(done: list[_Request]) -> list[tuple[Any, Exception | None]]:

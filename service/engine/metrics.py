@@ -52,10 +52,21 @@ class Metrics:
                                  buckets=(0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))
         self.batch_size = Histogram("whitevec_batch_size", "Texts per model batch.", registry=self.registry,
                                     buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256))
+        self.batch_tokens = Counter("whitevec_batch_tokens", "Tokens the model ran: text (the texts' own) and padded "
+                                    "(rows × the batch's longest row); text / padded is how much of its work "
+                                    "was text.", ["kind"], registry=self.registry)
+        for kind in ("text", "padded"):  # both series from the start, at 0
+            self.batch_tokens.labels(kind)
         self.queue_depth = Gauge("whitevec_queue_depth", "Tokens admitted and not yet encoded.", registry=self.registry)
         self.auth_failures = Counter("whitevec_auth_failures", "Refused credentials: missing, wrong (or revoked), "
                                      "out_of_scope (another tenant's collection), read_only, not_admin.",
                                      ["reason"], registry=self.registry)
+
+    def observe_batch(self, rows: int, text_tokens: int, padded_tokens: int) -> None:
+        """One model batch: its size and its tokens, text and padded."""
+        self.batch_size.observe(rows)
+        self.batch_tokens.labels("text").inc(text_tokens)
+        self.batch_tokens.labels("padded").inc(padded_tokens)
 
     def bind(self, queue_depth: Callable[[], float], documents: Callable[[], dict[str, int]],
              job_counts: Callable[[], dict[str, int]]) -> None:

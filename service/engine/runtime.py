@@ -62,7 +62,7 @@ class Runtime:
         self.keys = KeyStore(self.jobs.db if settings.jobs_db is not None else Database(keys))
         self.metrics = Metrics()
         self.batcher = Batcher(settings.max_batch, settings.max_batch_tokens, settings.max_queue_tokens,
-                               on_batch=self.metrics.batch_size.observe)
+                               on_batch=self.metrics.observe_batch)
         self.metrics.bind(lambda: self.batcher.pending, self._documents_by_collection, self.jobs.counts)
         self.token = AdminToken(settings.admin_token.get_secret_value() if settings.admin_token else None,
                                 settings.data_dir)

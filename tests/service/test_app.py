@@ -3,6 +3,7 @@
 import asyncio
 import json
 import os
+import re
 import sqlite3
 import threading
 
@@ -367,6 +368,8 @@ async def test_metrics(settings):
         assert "whitevec_request_duration_seconds_bucket" in text and "whitevec_batch_size_count" in text
         assert 'whitevec_index_vectors{collection="default"} 12.0' in text and "whitevec_queue_depth 0.0" in text
         assert 'whitevec_jobs{state="succeeded"} 1.0' in text
+        tokens = {kind: float(v) for kind, v in re.findall(r'whitevec_batch_tokens_total\{kind="(\w+)"\} (\S+)', text)}
+        assert 0 < tokens["text"] <= tokens["padded"], tokens  # the rebuild's and the query's batches
 
 
 async def test_openapi_declares_errors_and_examples(settings):

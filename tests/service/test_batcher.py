@@ -76,30 +76,39 @@ async def test_stop_answers_every_waiting_request(tiny_encoder):
         await batcher.encode(rec, ["after"])
 
 
-def _brute_window(lengths, anchor, max_rows, max_tokens):
-    """Every window holding the anchor: most rows that fit, then least padding, then leftmost."""
+def _brute_window(lengths, anchors, max_rows, max_tokens):
+    """Every window holding an anchor: most rows that fit, then least padding, then leftmost."""
     best = None
     for lo in range(len(lengths)):
         for hi in range(lo + 1, len(lengths) + 1):
             size = hi - lo
-            if not lo <= anchor < hi or size > max_rows or (size > 1 and lengths[hi - 1] * size > max_tokens):
+            if not any(lo <= a < hi for a in anchors) or size > max_rows or (
+                    size > 1 and lengths[hi - 1] * size > max_tokens):
                 continue
             key = (-size, lengths[hi - 1] * size - sum(lengths[lo:hi]), lo)
             best = min(best, key) if best else key
     return best
 
 
-def test_batch_window_is_the_fullest_tightest_band_holding_the_first_row():
+def test_batch_window_is_the_fullest_tightest_band_holding_a_row_of_the_first_request():
     rng = np.random.default_rng(0)
-    for _ in range(400):
+    for _ in range(600):
         n = int(rng.integers(1, 40))
         lengths = sorted(int(x) for x in rng.integers(2, 60, n))
-        anchor = int(rng.integers(0, n))
+        anchors = sorted(int(a) for a in rng.choice(n, int(rng.integers(1, min(n, 6) + 1)), replace=False))
         max_rows, max_tokens = int(rng.integers(1, 12)), int(rng.integers(20, 300))
-        lo, hi = _window(lengths, anchor, max_rows, max_tokens)
-        size, waste, _ = _brute_window(lengths, anchor, max_rows, max_tokens)
-        assert lo <= anchor < hi and hi - lo == -size
-        assert lengths[hi - 1] * (hi - lo) - sum(lengths[lo:hi]) == waste
+        lo, hi = _window(lengths, anchors, max_rows, max_tokens)
+        size, waste, left = _brute_window(lengths, anchors, max_rows, max_tokens)
+        assert any(lo <= a < hi for a in anchors) and hi - lo == -size
+        assert lengths[hi - 1] * (hi - lo) - sum(lengths[lo:hi]) == waste and lo == left
+
+
+def test_the_batch_band_need_not_hold_the_first_requests_longest_row():
+    """The first request's long row does not drag every batch into the long tail: the band is the tightest
+    that holds any of its rows."""
+    lengths = [10] * 6 + [11] * 6 + [40]
+    anchors = [0, 12]  # the first request: one short row and the longest
+    assert _window(lengths, anchors, 6, 10_000) == (0, 6)
 
 
 async def test_batches_are_length_bands_across_requests(tiny_encoder):
