@@ -7,7 +7,9 @@ texts on the event loop, which costs less than the thread hops), admitted only i
 the queue's token budget has room (else QueueFull → 429), and split into rows. Each model
 batch takes rows of similar length up to the batch token budget (per engine), serving the
 request with the least work left first, so a small request never waits behind a large one
-for more than one batch; a request older than STARVATION_S goes first whatever its size.
+for more than one batch; a request older than STARVATION_S goes first whatever its size. When the
+model goes idle just after a batch that answered several callers, the next batch waits a few
+milliseconds for them to come back (GATHER_S), so their rows share bands instead of the first running alone.
 
 Failures stay with their request: if a batch fails, its requests are retried one by one,
 and only the one that fails alone gets the error. A request whose caller went away (its
@@ -38,6 +40,12 @@ log = logging.getLogger(__name__)
 
 #: A request waiting longer than this is served before smaller ones (no starvation).
 STARVATION_S = 1.0
+#: When the model goes idle right after a batch that answered several requests, and a request arrives within
+#: RETURN_WINDOW_S, the batcher waits up to GATHER_S for as many requests as that batch answered (callers
+#: that got their answer and send the next one) before cutting a batch: their rows then share length bands,
+#: instead of the first to come back running alone. A lone caller, or one after a quiet spell, never waits.
+GATHER_S = 0.005
+RETURN_WINDOW_S = 0.05
 #: Requests with at most this many characters are tokenized on the event loop (tens of microseconds with a
 #: fast BERT tokenizer); larger ones, and WoBERT's jieba, in the tokenizer thread, so nothing holds the loop.
 INLINE_TOKENIZE_CHARS = 1000
@@ -94,6 +102,8 @@ class Batcher:
         self._output: ThreadPoolExecutor | None = None
         self._seq = itertools.count()
         self._completed: list[_Request] = []
+        self._answered = 0  # requests the last batch completed
+        self._ended = 0.0  # when it ended (the loop's clock)
         self._posting: set[asyncio.Task] = set()
 
     @property
@@ -250,8 +260,27 @@ class Batcher:
             if not batch:
                 self._wake.clear()
                 await self._wake.wait()
+                await self._gather_returning(loop)
                 continue
             await self._run_batch(loop, batch)
+
+    async def _gather_returning(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Just woken from idle: if the last batch answered several requests moments ago, give their callers
+        up to GATHER_S to come back (as many requests waiting as it answered), once."""
+        expected, self._answered = self._answered, 0
+        if expected < 2 or loop.time() - self._ended > RETURN_WINDOW_S:
+            return
+        assert self._wake is not None
+        deadline = loop.time() + GATHER_S
+        while sum(1 for r in self._requests if r.todo and not r.future.done()) < expected:
+            left = deadline - loop.time()
+            if left <= 0:
+                return
+            self._wake.clear()
+            try:
+                await asyncio.wait_for(self._wake.wait(), left)
+            except TimeoutError:
+                return
 
     async def _run_batch(self, loop: asyncio.AbstractEventLoop, batch: list[tuple[_Request, list[int]]]) -> None:
         encoder = batch[0][0].encoder
@@ -284,6 +313,8 @@ class Batcher:
             end = start + len(part[1])
             self._finish(part, vectors[start:end], None)
             start = end
+        self._answered, self._ended = len(self._completed) + sum(
+            1 for req, _ in batch if req.post is None and req.future.done()), loop.time()
         self._post_completed()
 
     def _finish(self, part: tuple[_Request, list[int]], vectors: np.ndarray | None, error: Exception | None) -> None:

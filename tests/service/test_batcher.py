@@ -7,6 +7,7 @@ import time
 import numpy as np
 import pytest
 
+from whitevec.service.engine import batcher as batcher_module
 from whitevec.service.engine.batcher import Batcher, BatcherStopped, QueueFull, _window
 
 pytestmark = pytest.mark.anyio
@@ -187,3 +188,48 @@ async def test_short_requests_skip_the_tokenizer_thread_and_long_ones_use_it(tin
     await batcher.encode(rec, ["the cat sat on the mat " * 60])  # 1,380 characters
     await batcher.stop()
     assert seen[0] == threading.main_thread().name and seen[1].startswith("whitevec-tokenize")
+
+
+async def test_callers_coming_back_together_share_a_batch(tiny_encoder, monkeypatch):
+    """Right after a batch that answered four callers, their next requests, arriving a few milliseconds
+    apart, wait for each other (up to GATHER_S) and run as one batch, not the first alone."""
+    monkeypatch.setattr(batcher_module, "GATHER_S", 0.5)  # far above the gaps below, on any machine
+    hold = threading.Event()
+    batcher = Batcher(max_batch=64, max_batch_tokens=8192, max_queue_tokens=100_000)
+    await batcher.start()
+    rec = Recording(tiny_encoder, hold)
+    blocker = asyncio.create_task(batcher.encode(rec, ["hold the model"]))
+    while not rec.batches:
+        await asyncio.sleep(0.005)
+    first = [asyncio.create_task(batcher.encode(rec, [f"first round {i}"])) for i in range(4)]
+    while len(batcher._requests) < 5:
+        await asyncio.sleep(0.005)
+    hold.set()
+    await asyncio.gather(blocker, *first)
+    assert [len(b) for b in rec.batches] == [1, 4]
+    second = []
+    for i in range(4):  # the callers come back one by one
+        second.append(asyncio.create_task(batcher.encode(rec, [f"second round {i}"])))
+        await asyncio.sleep(0.01)
+    await asyncio.gather(*second)
+    await batcher.stop()
+    assert [len(b) for b in rec.batches] == [1, 4, 4]
+
+
+async def test_a_lone_caller_or_one_after_a_quiet_spell_never_waits(tiny_encoder, monkeypatch):
+    """One caller sending request after request is not held (the batch before answered only it), nor is the
+    first request after a quiet spell, even after a batch that answered several."""
+    monkeypatch.setattr(batcher_module, "GATHER_S", 2.0)
+    monkeypatch.setattr(batcher_module, "RETURN_WINDOW_S", 0.05)
+    batcher = Batcher(max_batch=64, max_batch_tokens=8192, max_queue_tokens=100_000)
+    await batcher.start()
+    started = time.perf_counter()
+    for i in range(3):
+        await batcher.encode(tiny_encoder, [f"one caller {i}"])
+    assert time.perf_counter() - started < 1.5  # held even once, it would take 2 s
+    await asyncio.gather(*(batcher.encode(tiny_encoder, [f"together {i}"]) for i in range(3)))
+    await asyncio.sleep(0.2)  # a quiet spell, longer than RETURN_WINDOW_S
+    started = time.perf_counter()
+    await batcher.encode(tiny_encoder, ["after the quiet spell"])
+    await batcher.stop()
+    assert time.perf_counter() - started < 1.5
