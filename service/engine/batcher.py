@@ -277,14 +277,16 @@ class Batcher:
             if left <= 0:
                 return
             self._wake.clear()
-            try:
-                await asyncio.wait_for(self._wake.wait(), left)
+            try:  # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow stop()'s cancel
+                async with asyncio.timeout(left):
+                    await self._wake.wait()
             except TimeoutError:
                 return
 
     async def _run_batch(self, loop: asyncio.AbstractEventLoop, batch: list[tuple[_Request, list[int]]]) -> None:
         encoder = batch[0][0].encoder
         rows = [req.ids[r] for req, take in batch for r in take]
+        self._answered = 0  # only a batch that succeeds sets it
         try:
             vectors = await loop.run_in_executor(self._model, encoder.embed_tokens, rows)
         except Exception as exc:
@@ -308,29 +310,29 @@ class Batcher:
         if self.on_batch is not None:  # rows, text tokens, padded tokens
             lengths = [len(row) for row in rows]
             self.on_batch(len(rows), sum(lengths), max(lengths) * len(rows))
-        start = 0
+        start, answered = 0, 0
         for part in batch:
             end = start + len(part[1])
-            self._finish(part, vectors[start:end], None)
+            answered += self._finish(part, vectors[start:end], None)
             start = end
-        self._answered, self._ended = len(self._completed) + sum(
-            1 for req, _ in batch if req.post is None and req.future.done()), loop.time()
+        self._answered, self._ended = answered, loop.time()
         self._post_completed()
 
-    def _finish(self, part: tuple[_Request, list[int]], vectors: np.ndarray | None, error: Exception | None) -> None:
+    def _finish(self, part: tuple[_Request, list[int]], vectors: np.ndarray | None, error: Exception | None) -> bool:
+        """Settle a batch's part of a request; True when that completed the request with its vectors."""
         req, take = part
         req.in_flight -= len(take)
         if req.future.done():  # abandoned, or already failed by another of its batches
             if req.in_flight == 0:
                 self._release(req)
-            return
+            return False
         if error is not None:
             log.warning("encoding failed for one request of %d texts: %s", len(req.ids), error)
             req.future.set_exception(error)
             req.todo.clear()
             if req.in_flight == 0:
                 self._release(req)
-            return
+            return False
         assert vectors is not None
         req.out[take] = vectors
         if not req.todo and req.in_flight == 0:
@@ -339,6 +341,8 @@ class Batcher:
                 req.future.set_result(req.result())
             else:
                 self._completed.append(req)
+            return True
+        return False
 
     def _post_completed(self) -> None:
         """Hand the requests this batch completed to the output thread, in one hop, without waiting."""
