@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from whitevec.service.engine import batcher as batcher_module
-from whitevec.service.engine.batcher import Batcher, BatcherStopped, QueueFull, _window
+from whitevec.service.engine.bands import band
+from whitevec.service.engine.batcher import Batcher, BatcherStopped, QueueFull
 
 pytestmark = pytest.mark.anyio
 
@@ -28,6 +29,15 @@ class Recording:
         if self.hold is not None:
             self.hold.wait(10)
         return self.encoder.embed_tokens(ids)
+
+
+async def hold_the_model(batcher: Batcher, encoder, hold: threading.Event) -> tuple[Recording, asyncio.Task]:
+    """A recording encoder whose first batch (one text) is running and held until `hold` is set."""
+    rec = Recording(encoder, hold)
+    blocker = asyncio.create_task(batcher.encode(rec, ["hold the model"]))
+    while not rec.batches:
+        await asyncio.sleep(0.005)
+    return rec, blocker
 
 
 async def test_results_come_back_in_order_for_each_request(tiny_encoder):
@@ -98,7 +108,7 @@ def test_batch_window_is_the_fullest_tightest_band_holding_a_row_of_the_first_re
         lengths = sorted(int(x) for x in rng.integers(2, 60, n))
         anchors = sorted(int(a) for a in rng.choice(n, int(rng.integers(1, min(n, 6) + 1)), replace=False))
         max_rows, max_tokens = int(rng.integers(1, 12)), int(rng.integers(20, 300))
-        lo, hi = _window(lengths, anchors, max_rows, max_tokens)
+        lo, hi = band(lengths, anchors, max_rows, max_tokens)
         size, waste, left = _brute_window(lengths, anchors, max_rows, max_tokens)
         assert any(lo <= a < hi for a in anchors) and hi - lo == -size
         assert lengths[hi - 1] * (hi - lo) - sum(lengths[lo:hi]) == waste and lo == left
@@ -109,7 +119,7 @@ def test_the_batch_band_need_not_hold_the_first_requests_longest_row():
     that holds any of its rows."""
     lengths = [10] * 6 + [11] * 6 + [40]
     anchors = [0, 12]  # the first request: one short row and the longest
-    assert _window(lengths, anchors, 6, 10_000) == (0, 6)
+    assert band(lengths, anchors, 6, 10_000) == (0, 6)
 
 
 async def test_batches_are_length_bands_across_requests(tiny_encoder):
@@ -118,10 +128,7 @@ async def test_batches_are_length_bands_across_requests(tiny_encoder):
     hold = threading.Event()
     batcher = Batcher(max_batch=8, max_batch_tokens=8192, max_queue_tokens=100_000)
     await batcher.start()
-    rec = Recording(tiny_encoder, hold)
-    blocker = asyncio.create_task(batcher.encode(rec, ["hold the model"]))
-    while not rec.batches:
-        await asyncio.sleep(0.005)
+    rec, blocker = await hold_the_model(batcher, tiny_encoder, hold)
     rng = np.random.default_rng(1)
     texts = [[" ".join(["word"] * int(rng.integers(1, 40))) + f" {i} {j}" for j in range(8)] for i in range(8)]
     calls = [asyncio.create_task(batcher.encode(rec, t)) for t in texts]
@@ -198,10 +205,7 @@ async def test_callers_coming_back_together_share_a_batch(tiny_encoder, monkeypa
     hold = threading.Event()
     batcher = Batcher(max_batch=64, max_batch_tokens=8192, max_queue_tokens=100_000)
     await batcher.start()
-    rec = Recording(tiny_encoder, hold)
-    blocker = asyncio.create_task(batcher.encode(rec, ["hold the model"]))
-    while not rec.batches:
-        await asyncio.sleep(0.005)
+    rec, blocker = await hold_the_model(batcher, tiny_encoder, hold)
     first = [asyncio.create_task(batcher.encode(rec, [f"first round {i}"])) for i in range(4)]
     while len(batcher._requests) < 5:
         await asyncio.sleep(0.005)
