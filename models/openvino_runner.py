@@ -2,8 +2,9 @@
 
 `openvino` compiles the IR at float32 (torch's vectors, to float32 rounding); `openvino-bf16` compiles the same
 IR with INFERENCE_PRECISION_HINT bf16 (AMX-BF16 / AVX-512 BF16 kernels where the CPU has them: other vectors).
-The runner is handed the module to convert (runners._Transformer: the last hidden state, plus the first layer's
-hidden state or the pooler output when the pooling needs them), so this module knows nothing of the registry.
+The runner is handed the module to convert (runners.exported_module: the last hidden state, plus the first layer's
+hidden state or the pooler output when the pooling needs them) and the key it is cached under, so this module
+knows nothing of the registry.
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ def compile_config(engine: str, threads: int) -> dict[str, str]:
 class OpenVinoRunner:
     """Runs the transformer with OpenVINO on the CPU; returns an outputs object the Pooling step reads."""
 
-    def __init__(self, module: torch.nn.Module, fingerprint: str, outputs: list[str], engine: str, cache: Path,
+    def __init__(self, module: torch.nn.Module, key: str, outputs: list[str], engine: str, cache: Path,
                  threads: int | None = None) -> None:
         if engine not in PRECISION:
             raise ValueError(f"unknown OpenVINO engine {engine!r}")
@@ -51,7 +52,7 @@ class OpenVinoRunner:
             raise ModelFolderError(f"engine {engine} needs the openvino package: pip install openvino") from exc
         self.names = outputs
         # one IR for both precisions: the precision is chosen when it is compiled
-        self.path = cache / f"{fingerprint}-{'-'.join(outputs)}-openvino.xml"
+        self.path = cache / f"{key}-{'-'.join(outputs)}-openvino.xml"  # key: the model's fingerprint and layout
         self.converted = False
         if not (self.path.is_file() and self.path.with_suffix(".bin").is_file()):
             self._build(ov, module, cache)
@@ -67,13 +68,15 @@ class OpenVinoRunner:
         log.info("converting the model to OpenVINO IR (once, cached in %s)", cache)
         tmp = self.path.with_name(self.path.stem + f".tmp-{os.getpid()}.xml")
         ids = torch.ones(2, 8, dtype=torch.long)
+        mask = ids.clone()
+        mask[1, 5:] = 0  # a padded row: the packed module's example must have padding to pack
         spec = [(name, ov.PartialShape([-1, -1]), ov.Type.i64) for name in ("input_ids", "attention_mask")]
         verbosity = hf_logging.get_verbosity()
         hf_logging.set_verbosity_error()  # tracing reads `loss_function`, which warns of a training loss
         try:
             with warnings.catch_warnings(), torch.inference_mode():
                 warnings.simplefilter("ignore")  # tracer notes about shapes: the axes are declared dynamic
-                model = ov.convert_model(module.eval(), example_input=(ids, ids), input=spec)
+                model = ov.convert_model(module.eval(), example_input=(ids, mask), input=spec)
             for output, name in zip(model.outputs, self.names):
                 output.get_tensor().set_names({name})
             ov.save_model(model, str(tmp), compress_to_fp16=False)  # float32 weights: torch's vectors

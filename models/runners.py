@@ -30,6 +30,7 @@ from transformers.utils import logging as hf_logging
 from .engines import INT8
 from .errors import ModelFolderError
 from .openvino_runner import OpenVinoRunner
+from .packed import PackedBert
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +65,15 @@ class _Transformer(torch.nn.Module):
         return (out.last_hidden_state, *extra)
 
 
+def exported_module(model: torch.nn.Module, first: bool, pooler: bool, packed: bool = True) -> tuple[torch.nn.Module, str]:
+    """What the ONNX and OpenVINO engines convert, and its tag in the cache key: PackedBert for a plain BERT
+    (the linear layers skip padding: models/packed.py), else, or with `packed` False, Hugging Face's own
+    forward. The tag keeps an export of one layout from being read as the other."""
+    if packed and PackedBert.fits(model):
+        return PackedBert(model, first, pooler).eval(), "-packed"
+    return _Transformer(model, first, pooler).eval(), ""
+
+
 class OnnxRunner:
     """Runs the transformer with ONNX Runtime; returns an outputs object the Pooling step reads."""
 
@@ -78,9 +88,12 @@ class OnnxRunner:
         self.first, self.pooler = pooling == "first-last-avg", pooling == "pooler"
         outputs = "last" + ("-first" if self.first else "") + ("-pooler" if self.pooler else "")
         cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-        self.path = cache / f"{fingerprint}-{outputs}-{engine}.onnx"
+        # int8 quantises the graph's MatMul weights: the packed graph's 2-D projections export as Gemm, which
+        # the recipe (and benchmarks/int8_probe.py's layer groups) do not reach, so int8 keeps the padded one
+        self.module, layout = exported_module(model, self.first, self.pooler, packed=engine not in INT8)
+        self.path = cache / f"{fingerprint}-{outputs}{layout}-{engine}.onnx"
         if not self.path.is_file():
-            self._build(model, engine, cache)
+            self._build(engine, cache)
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads or torch.get_num_threads()
         options.inter_op_num_threads = 1
@@ -90,7 +103,7 @@ class OnnxRunner:
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.session = ort.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
 
-    def _build(self, model: torch.nn.Module, engine: str, cache: Path) -> None:
+    def _build(self, engine: str, cache: Path) -> None:
         """Export (and quantise) into a temp file, then rename: a crash never leaves a half file."""
         cache.mkdir(parents=True, exist_ok=True)
         tag = f".tmp-{os.getpid()}"
@@ -100,7 +113,7 @@ class OnnxRunner:
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # tracer notes about shapes: the axes are declared dynamic
-                self._export(model, fp32, names)
+                self._export(fp32, names)
             if engine in INT8:
                 done = quantize_int8(fp32, self.path.with_name(self.path.stem + f"{tag}.int8.onnx"), **INT8[engine])
                 fp32.unlink()
@@ -111,10 +124,10 @@ class OnnxRunner:
             for leftover in cache.glob(self.path.stem + f"{tag}*"):
                 leftover.unlink(missing_ok=True)
 
-    def _export(self, model: torch.nn.Module, path: Path, names: list[str]) -> None:
+    def _export(self, path: Path, names: list[str]) -> None:
         axes = {0: "batch", 1: "tokens"}
-        ids = torch.ones(2, 8, dtype=torch.long)
-        torch.onnx.export(_Transformer(model, self.first, self.pooler).eval(), (ids, ids), str(path),
+        ids, mask = _padded(2, 8, 5)
+        torch.onnx.export(self.module, (ids, mask), str(path),
                           input_names=["input_ids", "attention_mask"], output_names=names,
                           dynamic_axes={"input_ids": axes, "attention_mask": axes,
                                         **{n: ({0: "batch"} if n == "pooler" else axes) for n in names}},
@@ -132,15 +145,30 @@ class OnnxRunner:
 class TracedRunner:
     """Runs the transformer as a frozen TorchScript graph: the same kernels as eager torch (the same vectors),
     without Python between the ops, and without holding the GIL during the forward, so the event loop of a
-    server on a small machine is not starved while the model runs (measured: docs/performance.md).
+    server on a small machine is not starved while the model runs (measured: docs/performance.md). A plain
+    BERT is traced as PackedBert (models/packed.py: only attention runs the batch's padding), any other
+    model as Hugging Face's forward.
 
     A trace records one path through the model's Python; a model whose forward branches on the batch's
-    shape would be wrong for other shapes. So the graph is checked against eager torch on a second shape
-    with other padding, and TraceMismatch says it cannot be used (the encoder then stays eager)."""
+    shape would be wrong for other shapes. So the graph is checked against Hugging Face's eager forward on a
+    second shape with other padding (at the text tokens: padding is not read), and TraceMismatch says it
+    cannot be used. A packed graph that fails the check is replaced by the plain one."""
 
     def __init__(self, model: torch.nn.Module, pooling: str) -> None:
         self.first, self.pooler = pooling == "first-last-avg", pooling == "pooler"
-        module = _Transformer(model, self.first, self.pooler).eval()
+        reference = _Transformer(model, self.first, self.pooler).eval()
+        self.packed = PackedBert.fits(model)
+        if self.packed:
+            try:
+                self.graph = self._traced(PackedBert(model, self.first, self.pooler).eval(), reference)
+                return
+            except (TraceMismatch, RuntimeError) as exc:
+                log.warning("the packed forward cannot be used (%s); tracing the padded one", exc)
+                self.packed = False
+        self.graph = self._traced(reference, reference)
+
+    @staticmethod
+    def _traced(module: torch.nn.Module, reference: torch.nn.Module) -> torch.jit.ScriptModule:
         verbosity = hf_logging.get_verbosity()
         # tracing reads every property of the model, `loss_function` too, which warns of a training loss no
         # encoder has ("loss_type=None ... ForCausalLMLoss"): it read like a model error at every start
@@ -148,14 +176,21 @@ class TracedRunner:
         try:
             with warnings.catch_warnings(), torch.inference_mode():
                 warnings.simplefilter("ignore")  # tracer notes about shapes: what matters is checked below
-                self.graph = torch.jit.freeze(torch.jit.trace(module, _padded(2, 8, 5), check_trace=False))
+                graph = torch.jit.freeze(torch.jit.trace(module, _padded(2, 8, 5), check_trace=False))
         finally:
             hf_logging.set_verbosity(verbosity)
         with torch.inference_mode():
-            check = _padded(3, 11, 4)
-            for want, got in zip(module(*check), self.graph(*check)):
-                if want.shape != got.shape or not torch.allclose(want.float(), got.float(), atol=1e-3):
+            ids, mask = _padded(3, 11, 4)
+            text = mask.bool()
+            wants, gots = reference(ids, mask), graph(ids, mask)
+            if len(wants) != len(gots) or any(w.shape != g.shape for w, g in zip(wants, gots)):
+                raise TraceMismatch("the traced graph gives other outputs than eager torch")
+            for want, got in zip(wants, gots):
+                if want.dim() == 3:  # hidden states: compare the text tokens only
+                    want, got = want[text], got[text]
+                if not torch.allclose(want.float(), got.float(), atol=1e-3):
                     raise TraceMismatch("the traced graph differs from eager torch on another batch shape")
+        return graph
 
     def __call__(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> SimpleNamespace:
         outs = list(self.graph(input_ids, attention_mask))
@@ -163,7 +198,6 @@ class TracedRunner:
         first = outs.pop(0) if self.first else None
         pooler = outs.pop(0) if self.pooler else None
         return SimpleNamespace(last_hidden_state=last, hidden_states=[None, first, last], pooler_output=pooler)
-
 
 class TraceMismatch(Exception):
     """The model cannot run traced (its forward depends on the batch's shape)."""
@@ -264,7 +298,8 @@ class OpenVinoEngine(_CpuEngine):
         first, pooler = ctx.pooling == "first-last-avg", ctx.pooling == "pooler"
         names = ["last"] + (["first"] if first else []) + (["pooler"] if pooler else [])
         cache = Path(ctx.cache_dir) if ctx.cache_dir is not None else default_cache_dir()
-        return OpenVinoRunner(_Transformer(model, first, pooler), ctx.fingerprint, names, self.name, cache)
+        module, layout = exported_module(model, first, pooler)
+        return OpenVinoRunner(module, ctx.fingerprint + layout, names, self.name, cache)
 
 
 #: Every engine by the name WHITEVEC_ENGINE and the manifests use (models/engines.py: what auto picks).

@@ -29,6 +29,7 @@ TINY = {
     "lexical_index.py": ["--docs", "2000", "--queries", "30"],
     "lifecycle.py": ["--docs", "100", "--rounds", "2"],
     "long_documents.py": ["--tiny"],
+    "packed_batches.py": ["--tiny"],
     "passage_scale.py": ["--tiny", "--work-dir", "{tmp}/passage-scale"],
     "peers.py": ["--engines", "auto", "--repeat", "1", "--sentences", "64", "--search-docs", "0"],
     "profile_http.py": ["--tiny"],

@@ -16,6 +16,7 @@ def test_onnx_fp32_equals_torch_for_every_pooling(tiny_model_dir, tmp_path, pool
     torch_enc = Encoder(tiny_model_dir, pooling=pooling, device="cpu")
     onnx_enc = Encoder(tiny_model_dir, pooling=pooling, device="cpu", engine="onnx", engine_cache=tmp_path)
     np.testing.assert_allclose(onnx_enc.encode(TEXTS).vectors, torch_enc.encode(TEXTS).vectors, atol=1e-5)
+    assert "-packed-" in onnx_enc._runner.path.name  # a plain BERT is exported packed (models/packed.py)
 
 
 @pytest.mark.parametrize("pooling", ["cls", "pooler", "last-avg", "first-last-avg"])
@@ -27,6 +28,7 @@ def test_torch_half_on_the_cpu_runs_traced_with_eager_torchs_vectors(tiny_model_
     half = Encoder(tiny_model_dir, pooling=pooling, device="cpu", engine="torch-half")
     texts = TEXTS + ["the cat sat on the mat " * 5, "a"]
     assert isinstance(half._runner, TracedRunner)  # traced when it loads, on the model thread
+    assert half._runner.packed  # a plain BERT: only attention runs the padding
     for batch in (texts, texts[:1], texts[2:5]):
         ids, _ = half.tokenize(batch)
         with torch.inference_mode():
@@ -34,17 +36,20 @@ def test_torch_half_on_the_cpu_runs_traced_with_eager_torchs_vectors(tiny_model_
         np.testing.assert_array_equal(half.embed_tokens(ids), eager)  # the same kernels: bitwise equal
 
 
+def _shape_dependent(real):
+    def forward(self, input_ids, attention_mask):
+        out = real(self, input_ids, attention_mask)
+        return tuple(o * 2 for o in out) if input_ids.shape[0] == 2 else out  # right only for 2 rows
+
+    return forward
+
+
 def test_a_model_whose_trace_depends_on_the_shape_stays_eager(tiny_model_dir, monkeypatch, caplog):
     """A forward that branches on the batch's shape cannot be traced: the check on a second shape catches it."""
     from whitevec.models import runners
 
-    real = runners._Transformer.forward
-
-    def shape_dependent(self, input_ids, attention_mask):
-        out = real(self, input_ids, attention_mask)
-        return tuple(o * 2 for o in out) if input_ids.shape[0] == 2 else out  # right only for 2 rows
-
-    monkeypatch.setattr(runners._Transformer, "forward", shape_dependent)
+    monkeypatch.setattr(runners.PackedBert, "fits", staticmethod(lambda model: False))
+    monkeypatch.setattr(runners._Transformer, "forward", _shape_dependent(runners._Transformer.forward))
     half = Encoder(tiny_model_dir, device="cpu", engine="torch-half")
     want = Encoder(tiny_model_dir, device="cpu", engine="torch-half")
     want._runner = None  # eager
@@ -53,12 +58,25 @@ def test_a_model_whose_trace_depends_on_the_shape_stays_eager(tiny_model_dir, mo
     np.testing.assert_array_equal(got, want.encode(TEXTS).vectors)
 
 
+def test_a_packed_graph_that_fails_its_check_gives_way_to_the_padded_one(tiny_model_dir, monkeypatch, caplog):
+    from whitevec.models import runners
+
+    monkeypatch.setattr(runners.PackedBert, "forward", _shape_dependent(runners.PackedBert.forward))
+    half = Encoder(tiny_model_dir, device="cpu", engine="torch-half")
+    assert isinstance(half._runner, runners.TracedRunner) and not half._runner.packed
+    assert "packed forward cannot be used" in caplog.text
+    want = Encoder(tiny_model_dir, device="cpu", engine="torch-half")
+    want._runner = None
+    np.testing.assert_array_equal(half.encode(TEXTS).vectors, want.encode(TEXTS).vectors)
+
+
 def test_the_export_is_cached_by_fingerprint(tiny_model_dir, tmp_path):
     first = Encoder(tiny_model_dir, device="cpu", engine="onnx-int8", engine_cache=tmp_path)
     path, mtime = first._runner.path, first._runner.path.stat().st_mtime_ns
     again = Encoder(tiny_model_dir, device="cpu", engine="onnx-int8", engine_cache=tmp_path)
     assert again._runner.path == path and path.stat().st_mtime_ns == mtime  # built once
     assert first.identity.fingerprint in path.name and sorted(p.name for p in tmp_path.iterdir()) == [path.name]
+    assert "-packed-" not in path.name  # int8 quantises the padded graph's MatMuls
 
 
 @pytest.mark.slow

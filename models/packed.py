@@ -1,0 +1,95 @@
+"""BERT's forward on a batch's text tokens only: the padding of a batch is carried through attention alone.
+
+A padded batch of mixed lengths is mostly padding where it matters least: the linear layers, nearly all of a
+small BERT's work on short sentences, cost the same for a padding token as for a word. Here the embeddings,
+projections, layer norms and feed-forward run on the batch's text tokens packed into one [tokens, hidden]
+matrix; only attention, which needs each sentence's tokens side by side, gathers them into the padded
+[rows, tokens] layout and back. The outputs are padded again at the end, so pooling reads them as it reads
+Hugging Face's (whose values at padding are as meaningless: pooling masks them).
+
+Row by row the arithmetic is Hugging Face's: the same kernels on the same values (the projections of
+query, key and value are one matrix product, which computes each output column as before). On the bundled
+model in bf16 the last hidden states are bitwise those of the padded forward; the traced graph is checked
+against Hugging Face's forward when it is built (models/runners.py: TracedRunner), whatever the model.
+Measured in docs/performance.md.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+class PackedBert(torch.nn.Module):
+    """A BertModel's transformer run on packed tokens; returns (last hidden state, [first layer's hidden
+    state], [pooler output]) as runners._Transformer does."""
+
+    def __init__(self, model: torch.nn.Module, first: bool, pooler: bool) -> None:
+        super().__init__()
+        self.embeddings = model.embeddings
+        self.layers = model.encoder.layer
+        self.pooler = model.pooler if pooler else None
+        self.first = first
+        attention = self.layers[0].attention.self
+        self.heads, self.head_size = attention.num_attention_heads, attention.attention_head_size
+        for i, layer in enumerate(self.layers):
+            s = layer.attention.self
+            self.register_buffer(f"qkv_weight_{i}", torch.cat([s.query.weight, s.key.weight, s.value.weight]).detach())
+            self.register_buffer(f"qkv_bias_{i}", torch.cat([s.query.bias, s.key.bias, s.value.bias]).detach())
+
+    @staticmethod
+    def fits(model: torch.nn.Module) -> bool:
+        """Whether `model` is a plain BERT encoder this forward reproduces: absolute positions, one segment,
+        no decoder, the standard layer layout. Anything else runs Hugging Face's own forward."""
+        config = getattr(model, "config", None)
+        if config is None or getattr(config, "model_type", None) != "bert" or getattr(config, "is_decoder", False):
+            return False
+        if getattr(config, "position_embedding_type", "absolute") != "absolute":
+            return False
+        layers = getattr(getattr(model, "encoder", None), "layer", None)
+        if not isinstance(layers, torch.nn.ModuleList) or not len(layers):
+            return False
+        parts = ("attention.self.query", "attention.self.key", "attention.self.value", "attention.output",
+                 "intermediate", "output")
+        try:
+            for layer in layers:
+                for part in parts:
+                    layer.get_submodule(part)
+            model.get_submodule("embeddings.token_type_embeddings")
+        except AttributeError:
+            return False
+        return all(layer.attention.self.query.bias is not None for layer in layers)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        rows, length = input_ids.shape
+        flat = attention_mask.reshape(-1)
+        where = flat.nonzero().squeeze(1)  # the text tokens' places in the flattened padded batch
+        # The packed matrix is a spare copy of the first token, then every text token: for each place of the
+        # padded batch, `back` is its token's row (1 + its rank), or the spare (0) for padding. Padding, which
+        # attention masks and pooling never reads, is then one gather away, with no zero-filled scatter (a
+        # scatter ran slowly in ONNX Runtime) and no copy of the packed matrix per layer.
+        where = torch.cat([where[:1], where])
+        back = (flat.cumsum(0) * flat).to(torch.long)
+        e = self.embeddings
+        h = e.word_embeddings(input_ids.reshape(-1).index_select(0, where)) + e.token_type_embeddings.weight[0]
+        h = e.LayerNorm(h + e.position_embeddings(where % length))
+        hidden = h.shape[-1]
+        bias = (1.0 - attention_mask[:, None, None, :].to(h.dtype)) * torch.finfo(h.dtype).min
+        first = h
+        for i, layer in enumerate(self.layers):
+            qkv = F.linear(h, getattr(self, f"qkv_weight_{i}"), getattr(self, f"qkv_bias_{i}"))
+            padded = qkv.index_select(0, back)
+            q, k, v = padded.view(rows, length, 3, self.heads, self.head_size).permute(2, 0, 3, 1, 4).unbind(0)
+            a = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
+            a = a.transpose(1, 2).reshape(rows * length, hidden).index_select(0, where)
+            a = layer.attention.output(a, h)
+            h = layer.output(layer.intermediate(a), a)
+            if i == 0:
+                first = h
+        last = h.index_select(0, back).view(rows, length, hidden)
+        outs = [last]
+        if self.first:
+            outs.append(first.index_select(0, back).view(rows, length, hidden))
+        if self.pooler is not None:
+            outs.append(self.pooler(last))
+        return tuple(outs)

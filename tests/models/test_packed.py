@@ -1,0 +1,62 @@
+"""PackedBert against Hugging Face's own forward: the same hidden states at every text token, any padding."""
+
+import pytest
+import torch
+from transformers import BertConfig, BertModel
+
+from whitevec.models.packed import PackedBert
+from whitevec.models.runners import _Transformer
+
+
+def _batch(lengths: list[int], vocab: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    gen = torch.Generator().manual_seed(seed)
+    width = max(lengths)
+    ids = torch.zeros(len(lengths), width, dtype=torch.long)
+    mask = torch.zeros(len(lengths), width, dtype=torch.long)
+    for row, n in enumerate(lengths):
+        ids[row, :n] = torch.randint(1, vocab, (n,), generator=gen)
+        mask[row, :n] = 1
+    return ids, mask
+
+
+@pytest.mark.parametrize("first, pooler", [(False, False), (True, False), (False, True), (True, True)])
+def test_packed_equals_hugging_faces_forward_at_every_text_token(tiny_model_dir, first, pooler):
+    model = BertModel.from_pretrained(str(tiny_model_dir)).eval()
+    assert PackedBert.fits(model)
+    packed, reference = PackedBert(model, first, pooler).eval(), _Transformer(model, first, pooler).eval()
+    for seed, lengths in enumerate([[7], [3, 9, 1, 9], [12, 2, 2, 5, 11, 1], [4, 4]]):
+        ids, mask = _batch(lengths, model.config.vocab_size, seed)
+        with torch.inference_mode():
+            want, got = reference(ids, mask), packed(ids, mask)
+        assert len(got) == len(want) == 1 + first + pooler
+        text = mask.bool()
+        for w, g in zip(want, got):
+            assert g.shape == w.shape
+            if w.dim() == 3:
+                torch.testing.assert_close(g[text], w[text], atol=1e-5, rtol=1e-5)
+            else:
+                torch.testing.assert_close(g, w, atol=1e-5, rtol=1e-5)
+
+
+def test_models_it_does_not_reproduce_run_their_own_forward(tiny_model_dir):
+    """Another architecture (RoBERTa counts positions from its padding id), or a decoder, is not what PackedBert
+    computes: those models are traced as Hugging Face's forward."""
+    from transformers import RobertaConfig, RobertaModel
+
+    from whitevec.models.runners import TracedRunner
+
+    base = BertConfig.from_pretrained(str(tiny_model_dir))
+    assert PackedBert.fits(BertModel(base))
+    assert not PackedBert.fits(BertModel(BertConfig.from_pretrained(str(tiny_model_dir), is_decoder=True)))
+    assert not PackedBert.fits(torch.nn.Linear(2, 2))
+    roberta = RobertaModel(RobertaConfig(vocab_size=50, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                                         intermediate_size=64, max_position_embeddings=64))
+    assert not PackedBert.fits(roberta)
+    runner = TracedRunner(roberta.eval().to(torch.bfloat16), "last-avg")
+    assert not runner.packed
+    ids, mask = _batch([5, 2, 8], 50, 0)
+    ids[mask == 0] = 1  # RoBERTa's padding id
+    with torch.inference_mode():
+        want = roberta(input_ids=ids, attention_mask=mask).last_hidden_state
+        got = runner(ids, mask).last_hidden_state
+    torch.testing.assert_close(got[mask.bool()], want[mask.bool()])
