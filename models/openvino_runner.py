@@ -2,7 +2,7 @@
 
 `openvino` compiles the IR at float32 (torch's vectors, to float32 rounding); `openvino-bf16` compiles the same
 IR with INFERENCE_PRECISION_HINT bf16 (AMX-BF16 / AVX-512 BF16 kernels where the CPU has them: other vectors).
-The runner is handed the module to convert (runners.exported_module: the last hidden state, plus the first layer's
+The runner is handed the module to convert (runners.transformer_module: the last hidden state, plus the first layer's
 hidden state or the pooler output when the pooling needs them) and the key it is cached under, so this module
 knows nothing of the registry.
 """
@@ -73,6 +73,10 @@ class OpenVinoRunner:
         spec = [(name, ov.PartialShape([-1, -1]), ov.Type.i64) for name in ("input_ids", "attention_mask")]
         verbosity = hf_logging.get_verbosity()
         hf_logging.set_verbosity_error()  # tracing reads `loss_function`, which warns of a training loss
+        # the converter sets the root logger to ERROR with a handler and filter of its own, and puts it back
+        # only when it succeeds: after a failed conversion every later warning of the process went unseen
+        root = logging.getLogger()
+        root_state = root.level, list(root.filters), list(root.handlers)
         try:
             with warnings.catch_warnings(), torch.inference_mode():
                 warnings.simplefilter("ignore")  # tracer notes about shapes: the axes are declared dynamic
@@ -84,6 +88,8 @@ class OpenVinoRunner:
             os.replace(tmp, self.path)
         finally:
             hf_logging.set_verbosity(verbosity)
+            root.setLevel(root_state[0])
+            root.filters[:], root.handlers[:] = root_state[1], root_state[2]
             tmp.unlink(missing_ok=True)
             tmp.with_suffix(".bin").unlink(missing_ok=True)
 

@@ -9,8 +9,9 @@ Hugging Face's (whose values at padding are as meaningless: pooling masks them).
 
 Row by row the arithmetic is Hugging Face's: the same kernels on the same values (the projections of
 query, key and value are one matrix product, which computes each output column as before). On the bundled
-model in bf16 the last hidden states are bitwise those of the padded forward; the traced graph is checked
-against Hugging Face's forward when it is built (models/runners.py: TracedRunner), whatever the model.
+model in bf16 the last hidden states are bitwise those of the padded forward; every engine checks its packed
+graph against Hugging Face's forward when it loads (models/runners.py: best_layout) and runs the padded one
+if they differ.
 Measured in docs/performance.md.
 """
 
@@ -32,6 +33,7 @@ class PackedBert(torch.nn.Module):
         self.first = first
         attention = self.layers[0].attention.self
         self.heads, self.head_size = attention.num_attention_heads, attention.attention_head_size
+        self.scale = float(getattr(attention, "scaling", self.head_size ** -0.5))
         for i, layer in enumerate(self.layers):
             s = layer.attention.self
             self.register_buffer(f"qkv_weight_{i}", torch.cat([s.query.weight, s.key.weight, s.value.weight]).detach())
@@ -41,8 +43,10 @@ class PackedBert(torch.nn.Module):
     def fits(model: torch.nn.Module) -> bool:
         """Whether `model` is a plain BERT encoder this forward reproduces: absolute positions, one segment,
         no decoder, the standard layer layout. Anything else runs Hugging Face's own forward."""
+        from transformers import BertModel
+
         config = getattr(model, "config", None)
-        if config is None or getattr(config, "model_type", None) != "bert" or getattr(config, "is_decoder", False):
+        if not isinstance(model, BertModel) or config is None or getattr(config, "is_decoder", False):
             return False
         if getattr(config, "position_embedding_type", "absolute") != "absolute":
             return False
@@ -74,13 +78,16 @@ class PackedBert(torch.nn.Module):
         h = e.word_embeddings(input_ids.reshape(-1).index_select(0, where)) + e.token_type_embeddings.weight[0]
         h = e.LayerNorm(h + e.position_embeddings(where % length))
         hidden = h.shape[-1]
-        bias = (1.0 - attention_mask[:, None, None, :].to(h.dtype)) * torch.finfo(h.dtype).min
+        # 0 where a key is text, the dtype's lowest where it is padding (as Hugging Face's mask; filled, not
+        # multiplied, so a bf16 kernel never sees 0 × -inf)
+        bias = torch.zeros(rows, 1, 1, length, dtype=h.dtype).masked_fill(attention_mask[:, None, None, :] == 0,
+                                                                          torch.finfo(h.dtype).min)
         first = h
         for i, layer in enumerate(self.layers):
             qkv = F.linear(h, getattr(self, f"qkv_weight_{i}"), getattr(self, f"qkv_bias_{i}"))
             padded = qkv.index_select(0, back)
             q, k, v = padded.view(rows, length, 3, self.heads, self.head_size).permute(2, 0, 3, 1, 4).unbind(0)
-            a = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
+            a = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, scale=self.scale)
             a = a.transpose(1, 2).reshape(rows * length, hidden).index_select(0, where)
             a = layer.attention.output(a, h)
             h = layer.output(layer.intermediate(a), a)

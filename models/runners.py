@@ -21,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import numpy as np
 import torch
@@ -29,7 +29,7 @@ from transformers.utils import logging as hf_logging
 
 from .engines import INT8
 from .errors import ModelFolderError
-from .openvino_runner import OpenVinoRunner
+from .openvino_runner import PRECISION, OpenVinoRunner
 from .packed import PackedBert
 
 log = logging.getLogger(__name__)
@@ -65,20 +65,64 @@ class _Transformer(torch.nn.Module):
         return (out.last_hidden_state, *extra)
 
 
-def exported_module(model: torch.nn.Module, first: bool, pooler: bool, packed: bool = True) -> tuple[torch.nn.Module, str]:
-    """What the ONNX and OpenVINO engines convert, and its tag in the cache key: PackedBert for a plain BERT
-    (the linear layers skip padding: models/packed.py), else, or with `packed` False, Hugging Face's own
-    forward. The tag keeps an export of one layout from being read as the other."""
+#: The packed layout's tag in export cache keys (models/packed.py): bump it when a change there changes the graph.
+PACKED_TAG = "-packed1"
+
+
+def transformer_module(model: torch.nn.Module, first: bool, pooler: bool, packed: bool) -> torch.nn.Module:
+    """The module an engine runs or converts: PackedBert (only attention runs the batch's padding), or Hugging
+    Face's own padded forward."""
+    return (PackedBert if packed else _Transformer)(model, first, pooler).eval()
+
+
+R = TypeVar("R", bound="Runner")
+
+
+def best_layout(model: torch.nn.Module, pooling: str, make: Callable[[bool], R], where: str,
+                tolerance: float = 1e-3, packed: bool = True) -> R:
+    """`make(True)`, the engine on the packed layout, where the model is a plain BERT and the runner gives
+    Hugging Face's outputs on a batch of mixed lengths (within `tolerance`); else `make(False)`, with the
+    reason in the log. `packed` False: the padded layout only."""
     if packed and PackedBert.fits(model):
-        return PackedBert(model, first, pooler).eval(), "-packed"
-    return _Transformer(model, first, pooler).eval(), ""
+        first, pooler = pooling == "first-last-avg", pooling == "pooler"
+        try:
+            runner = make(True)
+            check(_Transformer(model, first, pooler).eval(), lambda ids, mask: _outputs(runner(ids, mask), first, pooler),
+                  model, tolerance)
+            return runner
+        except Exception as exc:  # noqa: BLE001 - whatever a packed export or trace raises, the padded forward serves
+            log.warning("%s: the packed forward cannot be used (%s); running the padded one", where, exc)
+    return make(False)
+
+
+def check(reference: torch.nn.Module, run: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, ...]],
+          model: torch.nn.Module, tolerance: float) -> None:
+    """TraceMismatch unless `run` gives `reference`'s outputs on a batch of three rows of other ids and lengths
+    (the first and last padded), each token's vector within `tolerance` of the reference's, relative to its
+    length (1e-3: the same precision; bf16 against float32 needs more). Padding is not compared: it is not read."""
+    ids, mask = _check_batch(int(getattr(getattr(model, "config", None), "vocab_size", 100)))
+    with torch.inference_mode():
+        wants, gots = reference(ids, mask), run(ids, mask)
+        if len(wants) != len(gots) or any(w.shape != g.shape for w, g in zip(wants, gots)):
+            raise TraceMismatch("the graph gives other outputs than Hugging Face's forward")
+        for want, got in zip(wants, gots):
+            if want.dim() == 3:  # hidden states: the text tokens only
+                want, got = want[mask.bool()], got[mask.bool()]
+            want, got = want.float(), got.float()
+            if ((got - want).norm(dim=-1) > tolerance * want.norm(dim=-1) + 1e-4).any():
+                raise TraceMismatch("the graph differs from Hugging Face's forward on a batch of another shape")
+
+
+def _outputs(out: SimpleNamespace, first: bool, pooler: bool) -> tuple[torch.Tensor, ...]:
+    """A runner's outputs object as _Transformer's tuple."""
+    return (out.last_hidden_state, *([out.hidden_states[1]] if first else []), *([out.pooler_output] if pooler else []))
 
 
 class OnnxRunner:
     """Runs the transformer with ONNX Runtime; returns an outputs object the Pooling step reads."""
 
     def __init__(self, model: torch.nn.Module, fingerprint: str, pooling: str, engine: str,
-                 cache_dir: Path | None = None, threads: int | None = None) -> None:
+                 cache_dir: Path | None = None, threads: int | None = None, packed: bool = False) -> None:
         if engine != "onnx" and engine not in INT8:
             raise ValueError(f"unknown ONNX engine {engine!r}")
         try:
@@ -88,12 +132,9 @@ class OnnxRunner:
         self.first, self.pooler = pooling == "first-last-avg", pooling == "pooler"
         outputs = "last" + ("-first" if self.first else "") + ("-pooler" if self.pooler else "")
         cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-        # int8 quantises the graph's MatMul weights: the packed graph's 2-D projections export as Gemm, which
-        # the recipe (and benchmarks/int8_probe.py's layer groups) do not reach, so int8 keeps the padded one
-        self.module, layout = exported_module(model, self.first, self.pooler, packed=engine not in INT8)
-        self.path = cache / f"{fingerprint}-{outputs}{layout}-{engine}.onnx"
+        self.path = cache / f"{fingerprint}-{outputs}{PACKED_TAG if packed else ''}-{engine}.onnx"
         if not self.path.is_file():
-            self._build(engine, cache)
+            self._build(transformer_module(model, self.first, self.pooler, packed), engine, cache)
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads or torch.get_num_threads()
         options.inter_op_num_threads = 1
@@ -103,7 +144,7 @@ class OnnxRunner:
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.session = ort.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
 
-    def _build(self, engine: str, cache: Path) -> None:
+    def _build(self, module: torch.nn.Module, engine: str, cache: Path) -> None:
         """Export (and quantise) into a temp file, then rename: a crash never leaves a half file."""
         cache.mkdir(parents=True, exist_ok=True)
         tag = f".tmp-{os.getpid()}"
@@ -113,7 +154,7 @@ class OnnxRunner:
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # tracer notes about shapes: the axes are declared dynamic
-                self._export(fp32, names)
+                self._export(module, fp32, names)
             if engine in INT8:
                 done = quantize_int8(fp32, self.path.with_name(self.path.stem + f"{tag}.int8.onnx"), **INT8[engine])
                 fp32.unlink()
@@ -124,10 +165,11 @@ class OnnxRunner:
             for leftover in cache.glob(self.path.stem + f"{tag}*"):
                 leftover.unlink(missing_ok=True)
 
-    def _export(self, path: Path, names: list[str]) -> None:
+    @staticmethod
+    def _export(module: torch.nn.Module, path: Path, names: list[str]) -> None:
         axes = {0: "batch", 1: "tokens"}
         ids, mask = _padded(2, 8, 5)
-        torch.onnx.export(self.module, (ids, mask), str(path),
+        torch.onnx.export(module, (ids, mask), str(path),
                           input_names=["input_ids", "attention_mask"], output_names=names,
                           dynamic_axes={"input_ids": axes, "attention_mask": axes,
                                         **{n: ({0: "batch"} if n == "pooler" else axes) for n in names}},
@@ -145,30 +187,17 @@ class OnnxRunner:
 class TracedRunner:
     """Runs the transformer as a frozen TorchScript graph: the same kernels as eager torch (the same vectors),
     without Python between the ops, and without holding the GIL during the forward, so the event loop of a
-    server on a small machine is not starved while the model runs (measured: docs/performance.md). A plain
-    BERT is traced as PackedBert (models/packed.py: only attention runs the batch's padding), any other
-    model as Hugging Face's forward.
+    server on a small machine is not starved while the model runs (measured: docs/performance.md). `packed`:
+    trace PackedBert (models/packed.py: only attention runs the batch's padding) rather than Hugging Face's
+    forward.
 
     A trace records one path through the model's Python; a model whose forward branches on the batch's
     shape would be wrong for other shapes. So the graph is checked against Hugging Face's eager forward on a
-    second shape with other padding (at the text tokens: padding is not read), and TraceMismatch says it
-    cannot be used. A packed graph that fails the check is replaced by the plain one."""
+    batch of another shape and other padding, and TraceMismatch says it cannot be used."""
 
-    def __init__(self, model: torch.nn.Module, pooling: str) -> None:
-        self.first, self.pooler = pooling == "first-last-avg", pooling == "pooler"
-        reference = _Transformer(model, self.first, self.pooler).eval()
-        self.packed = PackedBert.fits(model)
-        if self.packed:
-            try:
-                self.graph = self._traced(PackedBert(model, self.first, self.pooler).eval(), reference)
-                return
-            except (TraceMismatch, RuntimeError) as exc:
-                log.warning("the packed forward cannot be used (%s); tracing the padded one", exc)
-                self.packed = False
-        self.graph = self._traced(reference, reference)
-
-    @staticmethod
-    def _traced(module: torch.nn.Module, reference: torch.nn.Module) -> torch.jit.ScriptModule:
+    def __init__(self, model: torch.nn.Module, pooling: str, packed: bool = False) -> None:
+        self.first, self.pooler, self.packed = pooling == "first-last-avg", pooling == "pooler", packed
+        module = transformer_module(model, self.first, self.pooler, packed)
         verbosity = hf_logging.get_verbosity()
         # tracing reads every property of the model, `loss_function` too, which warns of a training loss no
         # encoder has ("loss_type=None ... ForCausalLMLoss"): it read like a model error at every start
@@ -176,21 +205,10 @@ class TracedRunner:
         try:
             with warnings.catch_warnings(), torch.inference_mode():
                 warnings.simplefilter("ignore")  # tracer notes about shapes: what matters is checked below
-                graph = torch.jit.freeze(torch.jit.trace(module, _padded(2, 8, 5), check_trace=False))
+                self.graph = torch.jit.freeze(torch.jit.trace(module, _padded(2, 8, 5), check_trace=False))
         finally:
             hf_logging.set_verbosity(verbosity)
-        with torch.inference_mode():
-            ids, mask = _padded(3, 11, 4)
-            text = mask.bool()
-            wants, gots = reference(ids, mask), graph(ids, mask)
-            if len(wants) != len(gots) or any(w.shape != g.shape for w, g in zip(wants, gots)):
-                raise TraceMismatch("the traced graph gives other outputs than eager torch")
-            for want, got in zip(wants, gots):
-                if want.dim() == 3:  # hidden states: compare the text tokens only
-                    want, got = want[text], got[text]
-                if not torch.allclose(want.float(), got.float(), atol=1e-3):
-                    raise TraceMismatch("the traced graph differs from eager torch on another batch shape")
-        return graph
+        check(_Transformer(model, self.first, self.pooler).eval(), self.graph, model, 1e-3)
 
     def __call__(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> SimpleNamespace:
         outs = list(self.graph(input_ids, attention_mask))
@@ -198,6 +216,7 @@ class TracedRunner:
         first = outs.pop(0) if self.first else None
         pooler = outs.pop(0) if self.pooler else None
         return SimpleNamespace(last_hidden_state=last, hidden_states=[None, first, last], pooler_output=pooler)
+
 
 class TraceMismatch(Exception):
     """The model cannot run traced (its forward depends on the batch's shape)."""
@@ -264,7 +283,7 @@ class HalfEngine:
 def _traced_or_eager(model: torch.nn.Module, ctx: RunContext) -> Runner | None:
     """A TracedRunner, or None (eager) for a model whose forward cannot be traced, said in the log."""
     try:
-        return TracedRunner(model, ctx.pooling)
+        return best_layout(model, ctx.pooling, lambda packed: TracedRunner(model, ctx.pooling, packed), ctx.where)
     except (TraceMismatch, RuntimeError) as exc:
         log.warning("%s runs eager, not traced: %s", ctx.where, exc)
         return None
@@ -287,7 +306,11 @@ class OnnxEngine(_CpuEngine):
     by the model's fingerprint."""
 
     def runner(self, model: torch.nn.Module, ctx: RunContext) -> Runner | None:
-        return OnnxRunner(model, ctx.fingerprint, ctx.pooling, self.name, ctx.cache_dir)
+        # int8 quantises the graph's MatMul weights: the packed graph's 2-D projections export as Gemm, which
+        # the recipe (and benchmarks/int8_probe.py's layer groups) do not reach, so int8 keeps the padded one
+        return best_layout(model, ctx.pooling, lambda packed: OnnxRunner(
+            model, ctx.fingerprint, ctx.pooling, self.name, ctx.cache_dir, packed=packed), ctx.where,
+            packed=self.name not in INT8)
 
 
 class OpenVinoEngine(_CpuEngine):
@@ -298,8 +321,9 @@ class OpenVinoEngine(_CpuEngine):
         first, pooler = ctx.pooling == "first-last-avg", ctx.pooling == "pooler"
         names = ["last"] + (["first"] if first else []) + (["pooler"] if pooler else [])
         cache = Path(ctx.cache_dir) if ctx.cache_dir is not None else default_cache_dir()
-        module, layout = exported_module(model, first, pooler)
-        return OpenVinoRunner(module, ctx.fingerprint + layout, names, self.name, cache)
+        return best_layout(model, ctx.pooling, lambda packed: OpenVinoRunner(
+            transformer_module(model, first, pooler, packed), ctx.fingerprint + (PACKED_TAG if packed else ""),
+            names, self.name, cache), ctx.where, tolerance=0.1 if PRECISION[self.name] == "bf16" else 1e-3)
 
 
 #: Every engine by the name WHITEVEC_ENGINE and the manifests use (models/engines.py: what auto picks).
@@ -321,3 +345,13 @@ def _padded(rows: int, tokens: int, short: int) -> tuple[torch.Tensor, torch.Ten
     mask[-1, short:] = 0
     ids[-1, short:] = 0
     return ids, mask
+
+
+def _check_batch(vocab: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Three rows of 6, 11 and 3 tokens of different ids, the first and last padded: a layout that mixed up
+    rows or places, or kept a shape it was traced with, shows."""
+    ids = 1 + (torch.arange(33).view(3, 11) * 7) % max(1, vocab - 1)
+    mask = torch.zeros(3, 11, dtype=torch.long)
+    for row, n in enumerate((6, 11, 3)):
+        mask[row, :n] = 1
+    return ids * mask, mask

@@ -1,5 +1,7 @@
 """ONNX Runtime engines against torch: fp32 gives torch's vectors, int8 close ones; versions keep their engine."""
 
+import logging
+
 import numpy as np
 import torch
 import pytest
@@ -16,7 +18,7 @@ def test_onnx_fp32_equals_torch_for_every_pooling(tiny_model_dir, tmp_path, pool
     torch_enc = Encoder(tiny_model_dir, pooling=pooling, device="cpu")
     onnx_enc = Encoder(tiny_model_dir, pooling=pooling, device="cpu", engine="onnx", engine_cache=tmp_path)
     np.testing.assert_allclose(onnx_enc.encode(TEXTS).vectors, torch_enc.encode(TEXTS).vectors, atol=1e-5)
-    assert "-packed-" in onnx_enc._runner.path.name  # a plain BERT is exported packed (models/packed.py)
+    assert "-packed1-" in onnx_enc._runner.path.name  # a plain BERT is exported packed (models/packed.py)
 
 
 @pytest.mark.parametrize("pooling", ["cls", "pooler", "last-avg", "first-last-avg"])
@@ -70,13 +72,40 @@ def test_a_packed_graph_that_fails_its_check_gives_way_to_the_padded_one(tiny_mo
     np.testing.assert_array_equal(half.encode(TEXTS).vectors, want.encode(TEXTS).vectors)
 
 
+@pytest.mark.parametrize("engine", ["onnx", "openvino", "openvino-bf16"])
+def test_an_export_whose_packed_graph_is_wrong_or_fails_runs_the_padded_one(tiny_model_dir, tmp_path, monkeypatch,
+                                                                            caplog, engine):
+    """The packed export is checked against Hugging Face's forward when the engine loads: a graph that is wrong
+    for other shapes, or an export that raises, gives way to the padded export (the reason is logged)."""
+    from whitevec.models import runners
+
+    want = Encoder(tiny_model_dir, device="cpu", engine="torch").encode(TEXTS).vectors
+    monkeypatch.setattr(runners.PackedBert, "forward", _shape_dependent(runners.PackedBert.forward))
+    wrong = Encoder(tiny_model_dir, device="cpu", engine=engine, engine_cache=tmp_path / "wrong")
+    assert "-packed" not in wrong._runner.path.name and "packed forward cannot be used" in caplog.text
+
+    def fails(self, input_ids, attention_mask):
+        raise ValueError("cannot export")
+
+    monkeypatch.setattr(runners.PackedBert, "forward", fails)
+    root = logging.getLogger()
+    before = root.level, list(root.filters), list(root.handlers)
+    failing = Encoder(tiny_model_dir, device="cpu", engine=engine, engine_cache=tmp_path / "failing")
+    assert "-packed" not in failing._runner.path.name and "cannot export" in caplog.text
+    # OpenVINO's converter, failing, left the root logger at ERROR: every later warning went unseen
+    assert (root.level, list(root.filters), list(root.handlers)) == before
+    atol = 2e-2 if engine == "openvino-bf16" else 1e-5
+    for enc in (wrong, failing):
+        np.testing.assert_allclose(enc.encode(TEXTS).vectors, want, atol=atol)
+
+
 def test_the_export_is_cached_by_fingerprint(tiny_model_dir, tmp_path):
     first = Encoder(tiny_model_dir, device="cpu", engine="onnx-int8", engine_cache=tmp_path)
     path, mtime = first._runner.path, first._runner.path.stat().st_mtime_ns
     again = Encoder(tiny_model_dir, device="cpu", engine="onnx-int8", engine_cache=tmp_path)
     assert again._runner.path == path and path.stat().st_mtime_ns == mtime  # built once
     assert first.identity.fingerprint in path.name and sorted(p.name for p in tmp_path.iterdir()) == [path.name]
-    assert "-packed-" not in path.name  # int8 quantises the padded graph's MatMuls
+    assert "-packed" not in path.name  # int8 quantises the padded graph's MatMuls
 
 
 @pytest.mark.slow

@@ -43,7 +43,7 @@ def test_models_it_does_not_reproduce_run_their_own_forward(tiny_model_dir):
     computes: those models are traced as Hugging Face's forward."""
     from transformers import RobertaConfig, RobertaModel
 
-    from whitevec.models.runners import TracedRunner
+    from whitevec.models.runners import TracedRunner, best_layout
 
     base = BertConfig.from_pretrained(str(tiny_model_dir))
     assert PackedBert.fits(BertModel(base))
@@ -52,7 +52,8 @@ def test_models_it_does_not_reproduce_run_their_own_forward(tiny_model_dir):
     roberta = RobertaModel(RobertaConfig(vocab_size=50, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
                                          intermediate_size=64, max_position_embeddings=64))
     assert not PackedBert.fits(roberta)
-    runner = TracedRunner(roberta.eval().to(torch.bfloat16), "last-avg")
+    roberta = roberta.eval().to(torch.bfloat16)
+    runner = best_layout(roberta, "last-avg", lambda packed: TracedRunner(roberta, "last-avg", packed), "roberta")
     assert not runner.packed
     ids, mask = _batch([5, 2, 8], 50, 0)
     ids[mask == 0] = 1  # RoBERTa's padding id
