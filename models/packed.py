@@ -41,28 +41,16 @@ class PackedBert(torch.nn.Module):
 
     @staticmethod
     def fits(model: torch.nn.Module) -> bool:
-        """Whether `model` is a plain BERT encoder this forward reproduces: absolute positions, one segment,
-        no decoder, the standard layer layout. Anything else runs Hugging Face's own forward."""
+        """Whether `model` is a plain BERT encoder this forward reproduces: a BertModel (whose layers have the
+        layout used here) with absolute positions (what transformers 4.x may set otherwise), no decoder, at
+        least one layer. Anything else runs Hugging Face's own forward; what passes is still checked against
+        it when an engine loads."""
         from transformers import BertModel
 
-        config = getattr(model, "config", None)
-        if not isinstance(model, BertModel) or config is None or getattr(config, "is_decoder", False):
+        if not isinstance(model, BertModel) or getattr(model.config, "is_decoder", False):
             return False
-        if getattr(config, "position_embedding_type", "absolute") != "absolute":
-            return False
-        layers = getattr(getattr(model, "encoder", None), "layer", None)
-        if not isinstance(layers, torch.nn.ModuleList) or not len(layers):
-            return False
-        parts = ("attention.self.query", "attention.self.key", "attention.self.value", "attention.output",
-                 "intermediate", "output")
-        try:
-            for layer in layers:
-                for part in parts:
-                    layer.get_submodule(part)
-            model.get_submodule("embeddings.token_type_embeddings")
-        except AttributeError:
-            return False
-        return all(layer.attention.self.query.bias is not None for layer in layers)
+        absolute = getattr(model.config, "position_embedding_type", "absolute") == "absolute"
+        return absolute and len(model.encoder.layer) > 0
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, ...]:
         rows, length = input_ids.shape

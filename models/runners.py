@@ -87,8 +87,8 @@ def best_layout(model: torch.nn.Module, pooling: str, make: Callable[[bool], R],
         first, pooler = pooling == "first-last-avg", pooling == "pooler"
         try:
             runner = make(True)
-            check(_Transformer(model, first, pooler).eval(), lambda ids, mask: _outputs(runner(ids, mask), first, pooler),
-                  model, tolerance)
+            check(_Transformer(model, first, pooler).eval(),
+                  lambda ids, mask: _outputs(runner(ids, mask), first, pooler), model, tolerance)
             return runner
         except Exception as exc:  # noqa: BLE001 - whatever a packed export or trace raises, the padded forward serves
             log.warning("%s: the packed forward cannot be used (%s); running the padded one", where, exc)
