@@ -82,9 +82,9 @@ def _build(col, args: argparse.Namespace, documents, encoder=None, path: Path | 
     from whitevec.index.documents import check_documents
 
     check_documents(documents, col.settings.max_documents)
-    spec = col.corpus_ops.index_spec({"type": args.index_type, "nlist": args.nlist, "nprobe": args.nprobe, "m": args.m,
+    spec = col.corpus_builds.index_spec({"type": args.index_type, "nlist": args.nlist, "nprobe": args.nprobe, "m": args.m,
                           "ef_construction": args.ef_construction, "ef_search": args.ef_search})
-    params = col.corpus_ops.whitening_params(args.beta, args.gamma, args.dim)
+    params = col.corpus_builds.whitening_params(args.beta, args.gamma, args.dim)
     auto = None
     if getattr(args, "auto_whitening", None):
         from whitevec.models.evaluation import read_pairs
@@ -102,11 +102,11 @@ def _build(col, args: argparse.Namespace, documents, encoder=None, path: Path | 
         from whitevec.index.distributed import ray_encode
 
         encoder = encoder or col.require_bundle().encoder
-        col.corpus_ops.check_whitening_dim(params, encoder)
+        col.corpus_builds.check_whitening_dim(params, encoder)
         with tqdm(total=len(documents), desc=f"encoding on Ray ({args.ray})", unit="doc") as bar:
             raw = ray_encode(path, documents, encoder, args.ray, args.ray_workers,
                              on_progress=lambda done, total: bar.update(done - bar.n))
-    return col.corpus_ops.rebuild(None, documents, params, spec, encoder=encoder, progress_bar=True, raw_vectors=raw,
+    return col.corpus_builds.rebuild(None, documents, params, spec, encoder=encoder, progress_bar=True, raw_vectors=raw,
                                   auto=auto)
 
 

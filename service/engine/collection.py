@@ -19,7 +19,8 @@ from whitevec.models.pipeline import Pipeline
 from whitevec.models.whitening import WhiteningParams
 
 from .clock import iso
-from .corpus_ops import CorpusOps, Snapshot
+from .corpus_builds import CorpusBuilds
+from .corpus_changes import CorpusChanges, Snapshot
 from .errors import NotFound
 from .replicas import AliasFollower
 from .reports import Reports
@@ -64,8 +65,10 @@ class Collection:
         self._loading = threading.Lock()
         self.reports = Reports(self.state, shared.settings)
         self.follower = AliasFollower(self.state, self.load_version, self.reports.describe)
-        self.corpus_ops = CorpusOps(self.state, self.defaults, shared.settings, shared.encoders, self.follower,
-                                    self.reports, self.activate, shared.jobs_busy)
+        self.corpus_changes = CorpusChanges(self.state, self.defaults, shared.settings, self.follower, self.reports,
+                                            self.activate, shared.jobs_busy)
+        self.corpus_builds = CorpusBuilds(self.state, self.defaults, shared.settings, shared.encoders,
+                                          self.corpus_changes, self.activate)
 
     # the state every part shares, read here for the routes and the runtime
     @property
@@ -225,7 +228,7 @@ class Collection:
                     raise NotFound(f"collection {self.name} was deleted while this ran; nothing was activated")
                 if bundle.retriever is not None:  # loaded outside the lock: catch up with what landed since
                     bundle.retriever.refresh()
-                seq = self.corpus_ops.carry_over(since, bundle, since.seq) if since is not None else 0
+                seq = self.corpus_changes.carry_over(since, bundle, since.seq) if since is not None else 0
                 self.versions.activate(version, expected=since.bundle.version if since is not None else None)
             except BaseException:
                 bundle.close()
@@ -237,7 +240,7 @@ class Collection:
             self.state.refused = None
             if since is not None:  # what other replicas acknowledged before the alias moved
                 try:
-                    self.corpus_ops.carry_over(since, bundle, seq, served=previous)
+                    self.corpus_changes.carry_over(since, bundle, seq, served=previous)
                 except Exception as exc:  # noqa: BLE001 - replicas re-apply a write that raced the move
                     log.error("version %s is served, but the changes other replicas acknowledged while it was "
                               "activated could not be read from version %s: %s", version, since.bundle.version, exc)
@@ -267,7 +270,7 @@ class Collection:
             old = self.config.get("passages")
             self.config["passages"] = passages
             try:
-                setting = self.corpus_ops.passage_setting(self.require_bundle().encoder)
+                setting = self.corpus_builds.passage_setting(self.require_bundle().encoder)
                 layout.update(self.settings.data_root, self.name, {"passages": passages})
             except BaseException:
                 self.config["passages"] = old

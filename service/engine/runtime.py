@@ -244,7 +244,7 @@ class Runtime:
             if dim is not None and dim > col.require_bundle().encoder.dim:
                 raise InvalidRequest(f"whitening dim {dim} is above the model's {col.require_bundle().encoder.dim} "
                                      "dims", param="whitening.dim")
-            col.corpus_ops.passage_setting(col.require_bundle().encoder)  # fits the model, or a 422 now
+            col.corpus_builds.passage_setting(col.require_bundle().encoder)  # fits the model, or a 422 now
         except Exception:
             self.delete_collection(caller, name, force=True)
             raise

@@ -180,8 +180,8 @@ class TrainingSupervisor:
         enc = bundle.encoder
         encoder = self.encoders.get(replace(col.encoder_spec(model_dir), pooling=enc.pooling.mode,
                                                tokenizer=enc.tokenizer.kind, max_length=enc.max_length))
-        documents, since = col.corpus_ops.whole_documents(bundle)  # split anew by the new model's tokenizer
-        return col.corpus_ops.rebuild(ctx, documents, bundle.pipeline.whitening.params, bundle.retriever.spec,
+        documents, since = col.corpus_changes.whole_documents(bundle)  # split anew by the new model's tokenizer
+        return col.corpus_builds.rebuild(ctx, documents, bundle.pipeline.whitening.params, bundle.retriever.spec,
                                       encoder=encoder, since=since, auto=auto)
 
 

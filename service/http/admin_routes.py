@@ -60,7 +60,7 @@ async def create_collection(name: str, caller: Pass = Depends(require_admin),
     passages = req.passages.model_dump() if req.passages else None
     col = await asyncio.to_thread(rt.create_collection, caller, name, req.model, whitening, index, search, passages)
     d = col.details()
-    setting = await asyncio.to_thread(col.corpus_ops.passage_setting, col.require_bundle().encoder)
+    setting = await asyncio.to_thread(col.corpus_builds.passage_setting, col.require_bundle().encoder)
     return JSONResponse({"name": name, "model": d["model"], "whitening": d["whitening"], "index": d["index"],
                          "passages": None if setting is None else setting.to_dict(), "documents": 0}, status_code=201)
 

@@ -26,7 +26,7 @@ from .body import M, FastJSONResponse, RenderedJSON, body_openapi, json_body, re
 from ..engine.collection import Collection
 from .deps import check_texts, encode, get_runtime
 from .errors import COMMON, Conflict, Forbidden, NotFound, Overloaded, Unauthorized, responses
-from ..engine.corpus_ops import Encoded
+from ..engine.corpus_changes import Encoded
 from ..engine.jobs import JobContext
 from ..engine.runtime import Runtime
 from ..engine.search_tuning import AutoSearch, check_auto_search
@@ -110,7 +110,7 @@ async def _search(request: Request, req: SearchRequest, rt: Runtime, t: Target) 
 
 
 async def _rebuild(req: RebuildRequest, rt: Runtime, t: Target) -> Response:
-    col, bundle, ops = t.col, t.bundle, t.col.corpus_ops
+    col, bundle, ops = t.col, t.bundle, t.col.corpus_builds
 
     async def submit(fn, total: int) -> Response:
         job_id = await asyncio.to_thread(rt.jobs.submit, "index.rebuild", fn, total=total, collection=col.name)
@@ -127,7 +127,7 @@ async def _rebuild(req: RebuildRequest, rt: Runtime, t: Target) -> Response:
         if auto is not None:
             spec = ops.index_spec(req.index.model_dump() if req.index else bundle.retriever.spec.to_dict(),
                                   bundle.retriever.count())
-            ops.check_raw_vectors(bundle)
+            col.corpus_changes.check_raw_vectors(bundle)
             defaults = ops.whitening_params(None, None, None)
             return await submit(lambda ctx: ops.rewhiten(ctx, defaults, spec, auto=auto, auto_search=auto_search),
                                 bundle.retriever.count())
@@ -137,7 +137,7 @@ async def _rebuild(req: RebuildRequest, rt: Runtime, t: Target) -> Response:
         ops.check_whitening_dim(params, bundle.encoder)
         count = bundle.retriever.count()
         spec = ops.index_spec(req.index.model_dump() if req.index else bundle.retriever.spec.to_dict(), count)
-        ops.check_raw_vectors(bundle)
+        col.corpus_changes.check_raw_vectors(bundle)
         source = "the served version's, with the request's fields over it" if given else \
             f"kept from the served version {bundle.version}"
         return await submit(lambda ctx: {**ops.rewhiten(ctx, params, spec, auto_search=auto_search),
@@ -230,16 +230,16 @@ async def _upsert(req: UpsertRequest, rt: Runtime, col: Collection) -> dict:
     parsed = [parse_document(d.model_dump(), f"documents[{i}]") for i, d in enumerate(req.documents)]
     documents = list({d.id: d for d in parsed}.values())  # one id twice in a call: the last one wins, as in order
     with col.served.lease() as bundle:  # encoded through the batcher: the writer thread only commits
-        await asyncio.to_thread(col.corpus_ops.check_change, bundle, documents, [])
+        await asyncio.to_thread(col.corpus_changes.check_change, bundle, documents, [])
         rows = await asyncio.to_thread(bundle.layout.rows, documents)  # a document's passages, or itself
         raw = await rt.batcher.encode_for_write(bundle.encoder, [d.text for d in rows])
-    done = await asyncio.wrap_future(rt.writer.submit(col.corpus_ops.commit_change, documents, [],
+    done = await asyncio.wrap_future(rt.writer.submit(col.corpus_changes.commit_change, documents, [],
                                                       Encoded(bundle.encoder, bundle.layout.setting, rows, raw)))
     return {"upserted": done["upserted"], "version": done["version"]}
 
 
 async def _delete(req: DeleteRequest, rt: Runtime, col: Collection) -> dict:
-    done = await asyncio.wrap_future(rt.writer.submit(col.corpus_ops.change_documents, [], req.ids))
+    done = await asyncio.wrap_future(rt.writer.submit(col.corpus_changes.change_documents, [], req.ids))
     return {"deleted": done["deleted"], "missing": done["missing"], "version": done["version"]}
 
 

@@ -293,7 +293,7 @@ def test_a_rebuild_hashes_its_parts_once_and_loads_still_verify(settings, monkey
     rt = Runtime(settings)
     rt.lock()
     rt.load()
-    result = rt.default.corpus_ops.rebuild(None, docs(), WhiteningParams(), IndexSpec())
+    result = rt.default.corpus_builds.rebuild(None, docs(), WhiteningParams(), IndexSpec())
     assert sorted(calls) == ["docs.sqlite", "index.faiss", "lexical.npz", "raw.npy", "whitening.npz"]  # once each, at build
     calls.clear()
     rt.default.versions.load(result["version"], encoder=rt.default.bundle.encoder)

@@ -430,7 +430,7 @@ async def test_changes_made_while_a_rebuild_runs_carry_over_to_its_version(setti
         rt = app.state.runtime
         await rebuild(client, {"documents": docs})
         bundle = rt.default.bundle
-        documents, raw, since = rt.default.corpus_ops.corpus(bundle, with_raw=True)  # what a rebuild job reads first
+        documents, raw, since = rt.default.corpus_changes.corpus(bundle, with_raw=True)  # what a rebuild job reads first
         r = await client.post("/admin/documents", headers=ADMIN,
                               json={"documents": [{"id": "during", "text": "written while the rebuild ran"}]})
         assert r.status_code == 200

@@ -12,7 +12,7 @@ from tests.conftest import ADMIN, make_tiny_bert, rebuild, serving
 from tests.service.test_corpus import corpus
 from whitevec.index.faiss_index import VectorIndex
 from whitevec.index.store import Document
-from whitevec.service.engine import corpus_ops as corpus_module
+from whitevec.service.engine import corpus_builds as corpus_module
 
 pytestmark = pytest.mark.anyio
 
@@ -36,8 +36,8 @@ def during_build(monkeypatch, action):
 def changes(rt, docs):
     """One upsert and one delete, acknowledged through the runtime (as the routes call it)."""
     def act():
-        rt.default.corpus_ops.change_documents([Document("during", "written while the job ran", {"topic": "new"})], [])
-        assert rt.default.corpus_ops.change_documents([], [docs[5]["id"]])["deleted"] == 1
+        rt.default.corpus_changes.change_documents([Document("during", "written while the job ran", {"topic": "new"})], [])
+        assert rt.default.corpus_changes.change_documents([], [docs[5]["id"]])["deleted"] == 1
     return act
 
 

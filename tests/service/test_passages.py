@@ -261,7 +261,7 @@ async def test_changes_during_a_re_splitting_rebuild_carry_over_split_anew(backe
 
         def change() -> None:
             col = app.state.runtime.collection("long")
-            col.corpus_ops.change_documents([type(col.bundle.retriever.get("doc-0"))("late", text, {"part": "x"})],
+            col.corpus_changes.change_documents([type(col.bundle.retriever.get("doc-0"))("late", text, {"part": "x"})],
                                             ["doc-1"])
         during_build(monkeypatch, change)
         job = await rebuild_named(client, admin, {"reencode": False})
@@ -352,7 +352,7 @@ async def test_changes_during_a_merge_carry_over_as_whole_documents_leaving_no_s
         def change() -> None:
             col = app.state.runtime.collection("long")
             doc = type(col.bundle.retriever.get("doc-0"))
-            col.corpus_ops.change_documents([doc("doc-2", text, {"part": "x"})], ["doc-3"])
+            col.corpus_changes.change_documents([doc("doc-2", text, {"part": "x"})], ["doc-3"])
         during_build(monkeypatch, change)
         job = await rebuild_named(client, admin, {"documents": [{"id": "merged", "text": "hello world."},
                                                                 {"id": "doc-4", "text": "the sun is red."}],
