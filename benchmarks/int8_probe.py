@@ -24,7 +24,7 @@ inner product, so these are the rankings the default server returns.
 Variants (--variants): fp32; bf16 (the torch-half engine on the CPU); int8 (per-channel int8 weights, the `onnx-int8` engine); int8-rr (7-bit
 weights, `reduce_range`: the `onnx-int8-rr` engine); int8-ffn (int8 with the FFN down-projections fp32);
 int8-rr-first (int8-rr with the first layer fp32); static (int8 weights and activations calibrated on 512
-STS-B train sentences, QDQ); openvino and openvino-bf16 (the OpenVINO engines: Encoder.embed_tokens, as bf16);
+STS-B train sentences, QDQ); openvino, openvino-bf16 and openvino-mixed (the OpenVINO engines: Encoder.embed_tokens, as bf16);
 openvino-int8 (the openvino engine's IR quantised by NNCF post-training, ModelType.TRANSFORMER, calibrated on the
 same 512 sentences; weights and activations int8, the rest f32). `--sensitivity` adds the cosine error of int8-rr with each single layer
 left fp32, the data for a per-layer mix.
@@ -195,6 +195,7 @@ def variants(names: list[str], fp32: Path, encoder: Encoder, out: Path, calib: l
         "bf16": lambda: engine_encoder("torch-half", out),
         "openvino": lambda: engine_encoder("openvino", out),
         "openvino-bf16": lambda: engine_encoder("openvino-bf16", out),
+        "openvino-mixed": lambda: engine_encoder("openvino-mixed", out),
         "openvino-int8": lambda: openvino_int8(encoder, out, calib),
     }
     unknown = sorted(set(names) - set(recipes) - set(engines))
@@ -227,7 +228,7 @@ def openvino_int8(encoder: Encoder, out: Path, calib: list[str]) -> Embed:
     core = ov.Core()
     quantized = nncf.quantize(core.read_model(runner.path), nncf.Dataset(items), subset_size=len(items),
                               model_type=nncf.ModelType.TRANSFORMER)
-    runner.compiled = core.compile_model(quantized, "CPU", compile_config("openvino", torch.get_num_threads()))
+    runner.compiled = [core.compile_model(quantized, "CPU", compile_config("f32", torch.get_num_threads()))]
     runner._local = type(runner._local)()  # requests of the int8 model from now on
     return normalized(ov_encoder)
 

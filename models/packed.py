@@ -53,38 +53,107 @@ class PackedBert(torch.nn.Module):
         return absolute and len(model.encoder.layer) > 0
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        rows, length = input_ids.shape
-        flat = attention_mask.reshape(-1)
-        where = flat.nonzero().squeeze(1)  # the text tokens' places in the flattened padded batch
-        # The packed matrix is a spare copy of the first token, then every text token: for each place of the
-        # padded batch, `back` is its token's row (1 + its rank), or the spare (0) for padding. Padding, which
-        # attention masks and pooling never reads, is then one gather away, with no zero-filled scatter (a
-        # scatter ran slowly in ONNX Runtime) and no copy of the packed matrix per layer.
-        where = torch.cat([where[:1], where])
-        back = (flat.cumsum(0) * flat).to(torch.long)
-        e = self.embeddings
-        h = e.word_embeddings(input_ids.reshape(-1).index_select(0, where)) + e.token_type_embeddings.weight[0]
-        h = e.LayerNorm(h + e.position_embeddings(where % length))
-        hidden = h.shape[-1]
-        # 0 where a key is text, the dtype's lowest where it is padding (as Hugging Face's mask; filled, not
-        # multiplied, so a bf16 kernel never sees 0 × -inf)
-        bias = torch.zeros(rows, 1, 1, length, dtype=h.dtype).masked_fill(attention_mask[:, None, None, :] == 0,
-                                                                          torch.finfo(h.dtype).min)
+        rows, length, where, back = places(attention_mask)
+        h = self.embed(input_ids, where, length)
+        bias = self.bias(attention_mask, h.dtype)
         first = h
-        for i, layer in enumerate(self.layers):
-            qkv = F.linear(h, getattr(self, f"qkv_weight_{i}"), getattr(self, f"qkv_bias_{i}"))
-            padded = qkv.index_select(0, back)
-            q, k, v = padded.view(rows, length, 3, self.heads, self.head_size).permute(2, 0, 3, 1, 4).unbind(0)
-            a = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, scale=self.scale)
-            a = a.transpose(1, 2).reshape(rows * length, hidden).index_select(0, where)
-            a = layer.attention.output(a, h)
-            h = layer.output(layer.intermediate(a), a)
+        for i in range(len(self.layers)):
+            h = self.layer(i, h, bias, where, back)
             if i == 0:
                 first = h
+        return self.outputs(h, first if self.first else None, rows, length, back)
+
+    def embed(self, input_ids: torch.Tensor, where: torch.Tensor, length: int) -> torch.Tensor:
+        """The embeddings of the text tokens, packed: [1 + text tokens, hidden]."""
+        e = self.embeddings
+        h = e.word_embeddings(input_ids.reshape(-1).index_select(0, where)) + e.token_type_embeddings.weight[0]
+        return e.LayerNorm(h + e.position_embeddings(where % length))
+
+    @staticmethod
+    def bias(attention_mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        """Attention's mask as [rows, 1, 1, tokens]: 0 where a key is text, the dtype's lowest where it is padding
+        (as Hugging Face's mask; filled, not multiplied, so a bf16 kernel never sees 0 × -inf)."""
+        rows, length = attention_mask.shape
+        return torch.zeros(rows, 1, 1, length, dtype=dtype).masked_fill(attention_mask[:, None, None, :] == 0,
+                                                                        torch.finfo(dtype).min)
+
+    def layer(self, i: int, h: torch.Tensor, bias: torch.Tensor, where: torch.Tensor, back: torch.Tensor) -> torch.Tensor:
+        """Layer `i` on the packed hidden state; attention alone on the padded layout."""
+        rows, length, hidden = bias.shape[0], bias.shape[-1], h.shape[-1]
+        layer = self.layers[i]
+        qkv = F.linear(h, getattr(self, f"qkv_weight_{i}"), getattr(self, f"qkv_bias_{i}"))
+        padded = qkv.index_select(0, back)
+        q, k, v = padded.view(rows, length, 3, self.heads, self.head_size).permute(2, 0, 3, 1, 4).unbind(0)
+        a = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, scale=self.scale)
+        a = a.transpose(1, 2).reshape(rows * length, hidden).index_select(0, where)
+        a = layer.attention.output(a, h)
+        return layer.output(layer.intermediate(a), a)
+
+    def outputs(self, h: torch.Tensor, first: torch.Tensor | None, rows: int, length: int,
+                back: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """(last hidden state, [first layer's], [pooler output]), padded again for pooling."""
+        hidden = h.shape[-1]
         last = h.index_select(0, back).view(rows, length, hidden)
         outs = [last]
-        if self.first:
+        if first is not None:
             outs.append(first.index_select(0, back).view(rows, length, hidden))
         if self.pooler is not None:
             outs.append(self.pooler(last))
         return tuple(outs)
+
+
+def places(attention_mask: torch.Tensor) -> tuple[int, int, torch.Tensor, torch.Tensor]:
+    """(rows, tokens, where, back) of a padded batch. The packed matrix is a spare copy of the first token, then
+    every text token: `where` are their places in the flattened padded batch; for each place of the padded
+    batch, `back` is its token's row (1 + its rank), or the spare (0) for padding. Padding, which attention
+    masks and pooling never read, is then one gather away, with no zero-filled scatter (a scatter ran slowly
+    in ONNX Runtime) and no copy of the packed matrix per layer."""
+    rows, length = attention_mask.shape
+    flat = attention_mask.reshape(-1)
+    where = flat.nonzero().squeeze(1)
+    where = torch.cat([where[:1], where])
+    back = (flat.cumsum(0) * flat).to(torch.long)
+    return rows, length, where, back
+
+
+class PackedFront(torch.nn.Module):
+    """PackedBert's embeddings and its first `stop` layers as a graph of its own: (input ids, attention mask) →
+    (packed hidden state [1 + text tokens, hidden], [the first layer's, padded]). With PackedBack, an engine
+    runs the two parts at different precisions (docs/performance.md: bf16 everywhere but the first layer)."""
+
+    def __init__(self, bert: PackedBert, stop: int) -> None:
+        super().__init__()
+        if not 1 <= stop < len(bert.layers):
+            raise ValueError(f"a front of {stop} layers leaves no back of a {len(bert.layers)}-layer model")
+        self.bert, self.stop = bert, stop
+        self.outputs = ["hidden"] + (["first"] if bert.first else [])
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        rows, length, where, back = places(attention_mask)
+        h = self.bert.embed(input_ids, where, length)
+        bias = self.bert.bias(attention_mask, h.dtype)
+        first = h
+        for i in range(self.stop):
+            h = self.bert.layer(i, h, bias, where, back)
+            if i == 0:
+                first = h
+        if not self.bert.first:
+            return (h,)
+        return h, first.index_select(0, back).view(rows, length, h.shape[-1])
+
+
+class PackedBack(torch.nn.Module):
+    """PackedBert's layers from `start` on: (packed hidden state, attention mask) → (last hidden state,
+    [pooler output]), padded again."""
+
+    def __init__(self, bert: PackedBert, start: int) -> None:
+        super().__init__()
+        self.bert, self.start = bert, start
+        self.outputs = ["last"] + (["pooler"] if bert.pooler is not None else [])
+
+    def forward(self, hidden: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        rows, length, where, back = places(attention_mask)
+        h, bias = hidden, self.bert.bias(attention_mask, hidden.dtype)
+        for i in range(self.start, len(self.bert.layers)):
+            h = self.bert.layer(i, h, bias, where, back)
+        return self.bert.outputs(h, None, rows, length, back)

@@ -27,10 +27,10 @@ import numpy as np
 import torch
 from transformers.utils import logging as hf_logging
 
-from .engines import INT8
+from .engines import F32_FRONT, INT8
 from .errors import ModelFolderError
-from .openvino_runner import PRECISION, OpenVinoRunner
-from .packed import PackedBert
+from .openvino_runner import PRECISION, OpenVinoRunner, Stage
+from .packed import PackedBack, PackedBert, PackedFront
 
 log = logging.getLogger(__name__)
 
@@ -314,16 +314,31 @@ class OnnxEngine(_CpuEngine):
 
 
 class OpenVinoEngine(_CpuEngine):
-    """openvino (fp32: torch's vectors) and openvino-bf16: OpenVINO on the CPU, the IR cached by the model's
-    fingerprint (one IR for both: the precision is chosen when it is compiled)."""
+    """openvino (fp32: torch's vectors), openvino-bf16 and openvino-mixed: OpenVINO on the CPU, the IR cached by
+    the model's fingerprint (one IR for openvino and openvino-bf16: the precision is chosen when it is compiled).
+    openvino-mixed cuts a packed BERT after its first layer (F32_FRONT) and compiles the cut at f32, the rest at
+    bf16; a model it cannot pack runs whole at f32."""
 
     def runner(self, model: torch.nn.Module, ctx: RunContext) -> Runner | None:
         first, pooler = ctx.pooling == "first-last-avg", ctx.pooling == "pooler"
         names = ["last"] + (["first"] if first else []) + (["pooler"] if pooler else [])
         cache = Path(ctx.cache_dir) if ctx.cache_dir is not None else default_cache_dir()
-        return best_layout(model, ctx.pooling, lambda packed: OpenVinoRunner(
-            transformer_module(model, first, pooler, packed), ctx.fingerprint + (PACKED_TAG if packed else ""),
-            names, self.name, cache), ctx.where, tolerance=0.1 if PRECISION[self.name] == "bf16" else 1e-3)
+        front = F32_FRONT.get(self.name)
+        bf16 = PRECISION[self.name] == "bf16" or front is not None
+
+        def make(packed: bool) -> OpenVinoRunner:
+            key = ctx.fingerprint + (PACKED_TAG if packed else "")
+            if packed and front is not None:
+                bert = PackedBert(model, first, pooler).eval()
+                head, tail = PackedFront(bert, front), PackedBack(bert, front)
+                width = int(model.config.hidden_size)
+                stages = [Stage(head, f"{key}-front{front}", head.outputs, "f32"),
+                          Stage(tail, f"{key}-back{front}", tail.outputs, "bf16", width=width)]
+            else:
+                stages = [Stage(transformer_module(model, first, pooler, packed), key, names, PRECISION[self.name])]
+            return OpenVinoRunner(stages, self.name, cache)
+
+        return best_layout(model, ctx.pooling, make, ctx.where, tolerance=0.1 if bf16 else 1e-3)
 
 
 #: Every engine by the name WHITEVEC_ENGINE and the manifests use (models/engines.py: what auto picks).
@@ -335,6 +350,7 @@ ENGINE_TYPES: dict[str, Engine] = {
     "onnx-int8-rr": OnnxEngine("onnx-int8-rr"),
     "openvino": OpenVinoEngine("openvino"),
     "openvino-bf16": OpenVinoEngine("openvino-bf16"),
+    "openvino-mixed": OpenVinoEngine("openvino-mixed"),
 }
 
 

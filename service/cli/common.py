@@ -17,8 +17,9 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, default=None, help="texts per model batch (default: the engine's, 64 for torch-half, else 32)")
     p.add_argument("--device", default=None, help="torch device (default: cuda when available, else cpu)")
     p.add_argument("--engine", choices=("auto", *ENGINES), default=None,
-                   help="inference engine (default auto: torch-half (bf16) on a GPU or a CPU with AVX-512 BF16 but no "
-                        "AMX, openvino-bf16 on a CPU with AMX-BF16, onnx on other CPUs; /readyz says why; onnx: ONNX Runtime fp32, torch's vectors; onnx-int8-rr: int8, fastest on VNNI "
+                   help="inference engine (default auto: torch-half (bf16) on a GPU, openvino-bf16 on a CPU with "
+                        "AMX-BF16, openvino-mixed (first layer fp32, the rest bf16) on a CPU with AVX-512 BF16 but no "
+                        "AMX, onnx on other CPUs; /readyz says why; onnx: ONNX Runtime fp32, torch's vectors; onnx-int8-rr: int8, fastest on VNNI "
                         "CPUs, vectors further from fp32; see WHITEVEC_ENGINE)")
 
 

@@ -25,17 +25,19 @@ class Settings(BaseSettings):
     device: str | None = Field(None, description="Torch device for the encoder; none: cuda when available, else cpu.")
     use_gpu_index: bool = Field(True, description="Search on the GPU when FAISS or torch can.")
     engine: Literal["auto", "torch", "torch-half", "onnx", "onnx-int8", "onnx-int8-rr", "openvino",
-                    "openvino-bf16"] = Field(
+                    "openvino-bf16", "openvino-mixed"] = Field(
         "auto", description="Inference engine for new versions. auto: torch-half on a GPU; on a CPU with AMX-BF16 "
         "(amx_bf16 in its flags) openvino-bf16 (bf16: 2.5-3× ONNX fp32 there, faster than int8, search results within the retrieval "
-        "contract of docs/performance.md); on a CPU with AVX-512 BF16 but no AMX torch-half (1.1-1.4× ONNX fp32 there, "
-        "within the contract, which OpenVINO's bf16 misses there); elsewhere onnx; /readyz says which and why. torch (float32); torch-half "
+        "contract of docs/performance.md); on a CPU with AVX-512 BF16 but no AMX openvino-mixed (first layer f32, "
+        "the rest bf16: within the contract, which OpenVINO's bf16 everywhere misses there, and faster than torch-half); "
+        "elsewhere onnx; /readyz says which and why. torch (float32); torch-half "
         "(bf16, fp16 on GPUs without bf16: other vectors, slow on CPUs without bf16 instructions); onnx (ONNX "
         "Runtime fp32: the same vectors as torch, CPU only); onnx-int8-rr (int8, 7-bit weights: 1.9-2.3× fp32 on "
         "CPUs with VNNI, other vectors that change search results more than the contract allows, correct on any "
         "x86 CPU); onnx-int8 (int8, 8-bit weights: slower than onnx-int8-rr and no closer to fp32); openvino "
         "(OpenVINO fp32: the same vectors as torch, CPU only); openvino-bf16 (OpenVINO in bf16: other vectors, "
-        "CPU only). A version is always served with the engine it was built with, or an equivalent one (torch = "
+        "CPU only); openvino-mixed (OpenVINO, the embeddings and first layer in fp32, the rest in bf16: other "
+        "vectors, CPU only). A version is always served with the engine it was built with, or an equivalent one (torch = "
         "onnx = openvino). The ONNX export and the OpenVINO IR (seconds, once per model) are cached in "
         "DATA_DIR/engines.")
 

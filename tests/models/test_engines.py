@@ -231,7 +231,7 @@ def test_cpu_flags_are_read_at_run_time(tmp_path, monkeypatch):
     ({"avx2", "avx512_vnni", "amx_int8", "amx_bf16"}, "openvino-bf16", "amx_bf16"),
     ({"avx2", "avx512_vnni"}, "onnx", "avx512_vnni, but int8 changes search results more than allowed"),
     ({"avx2", "avx_vnni"}, "onnx", "avx_vnni, but int8 changes"),
-    ({"avx2", "avx512_vnni", "avx512_bf16"}, "torch-half", "avx512_bf16 but no amx_bf16"),
+    ({"avx2", "avx512_vnni", "avx512_bf16"}, "openvino-mixed", "avx512_bf16 but no amx_bf16"),
     ({"avx2", "avx512_bf16", "amx_bf16"}, "openvino-bf16", "amx_bf16"),
     ({"avx2"}, "onnx", "no int8 dot products either"),
     (set(), "onnx", "no bf16 instructions"),

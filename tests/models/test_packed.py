@@ -61,3 +61,35 @@ def test_models_it_does_not_reproduce_run_their_own_forward(tiny_model_dir):
         want = roberta(input_ids=ids, attention_mask=mask).last_hidden_state
         got = runner(ids, mask).last_hidden_state
     torch.testing.assert_close(got[mask.bool()], want[mask.bool()])
+
+
+@pytest.mark.parametrize("first, pooler", [(False, False), (True, False), (False, True), (True, True)])
+def test_a_front_and_back_cut_after_the_first_layer_are_packed_bert(tiny_model_dir, first, pooler):
+    """PackedFront then PackedBack (an engine's two graphs at two precisions) give PackedBert's outputs exactly:
+    the cut only hands the packed hidden state over, and the first layer's state comes from the front."""
+    from whitevec.models.packed import PackedBack, PackedFront
+
+    model = BertModel.from_pretrained(str(tiny_model_dir)).eval()
+    bert = PackedBert(model, first, pooler).eval()
+    front, back = PackedFront(bert, 1), PackedBack(bert, 1)
+    assert front.outputs == ["hidden"] + (["first"] if first else []) and back.outputs == ["last"] + (["pooler"] if pooler else [])
+    for seed, lengths in enumerate([[7], [3, 9, 1, 9], [12, 2, 2, 5, 11, 1]]):
+        ids, mask = _batch(lengths, model.config.vocab_size, seed)
+        with torch.inference_mode():
+            want = bert(ids, mask)
+            head = front(ids, mask)
+            assert head[0].shape == (1 + int(mask.sum()), model.config.hidden_size)
+            got = back(head[0], mask)
+        got = (got[0], *head[1:], *got[1:])  # PackedBert's order: last, [first], [pooler]
+        assert len(got) == len(want)
+        for w, g in zip(want, got):
+            torch.testing.assert_close(g, w, atol=0, rtol=0)
+
+
+def test_a_front_must_leave_a_back(tiny_model_dir):
+    from whitevec.models.packed import PackedFront
+
+    bert = PackedBert(BertModel.from_pretrained(str(tiny_model_dir)).eval(), False, False)
+    for stop in (0, len(bert.layers)):
+        with pytest.raises(ValueError, match="leaves no back"):
+            PackedFront(bert, stop)
