@@ -14,7 +14,7 @@ import logging
 import os
 import threading
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -46,9 +46,10 @@ class Stage:
     """One graph of a runner: the module to convert, the key its IR is cached under (the model's fingerprint and
     layout), its outputs' names and the precision it is compiled at. The first stage takes (input_ids,
     attention_mask); a later one takes the previous one's `hidden` output, a packed [tokens, width] matrix of
-    `width` columns, with the attention mask."""
+    `width` columns, with the attention mask. The runner drops `module` once its IR is compiled (a packed
+    module holds copies of the attention weights)."""
 
-    module: torch.nn.Module
+    module: torch.nn.Module | None
     key: str
     outputs: list[str]
     precision: str
@@ -65,7 +66,6 @@ class OpenVinoRunner:
             import openvino as ov
         except ImportError as exc:  # pragma: no cover - a hard dependency
             raise ModelFolderError(f"engine {engine} needs the openvino package: pip install openvino") from exc
-        self.stages = stages
         # one IR for every precision: the precision is chosen when it is compiled
         self.paths = [cache / f"{s.key}-{'-'.join(s.outputs)}-openvino.xml" for s in stages]
         self.converted = False
@@ -77,11 +77,12 @@ class OpenVinoRunner:
                 self.converted = True
             self.compiled.append(core.compile_model(core.read_model(path), "CPU",
                                                     compile_config(stage.precision, threads or torch.get_num_threads())))
+        self.stages = [replace(stage, module=None) for stage in stages]  # compiled: the torch module is not needed
         self._local = threading.local()
 
     @property
     def path(self) -> Path:
-        """The first stage's IR (a one-stage runner's only one)."""
+        """The first stage's IR: a one-stage runner's whole model; `paths` lists every stage's."""
         return self.paths[0]
 
     @staticmethod

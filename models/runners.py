@@ -317,7 +317,8 @@ class OpenVinoEngine(_CpuEngine):
     """openvino (fp32: torch's vectors), openvino-bf16 and openvino-mixed: OpenVINO on the CPU, the IR cached by
     the model's fingerprint (one IR for openvino and openvino-bf16: the precision is chosen when it is compiled).
     openvino-mixed cuts a packed BERT after its first layer (F32_FRONT) and compiles the cut at f32, the rest at
-    bf16; a model it cannot pack runs whole at f32."""
+    bf16; a model it cannot pack or cut (one layer, a packed graph that fails its check) runs as one padded graph
+    at f32, the precision that keeps search results, said in the log."""
 
     def runner(self, model: torch.nn.Module, ctx: RunContext) -> Runner | None:
         first, pooler = ctx.pooling == "first-last-avg", ctx.pooling == "pooler"
@@ -335,6 +336,8 @@ class OpenVinoEngine(_CpuEngine):
                 stages = [Stage(head, f"{key}-front{front}", head.outputs, "f32"),
                           Stage(tail, f"{key}-back{front}", tail.outputs, "bf16", width=width)]
             else:
+                if front is not None:
+                    log.warning("%s: %s runs this model as one graph at f32", ctx.where, self.name)
                 stages = [Stage(transformer_module(model, first, pooler, packed), key, names, PRECISION[self.name])]
             return OpenVinoRunner(stages, self.name, cache)
 

@@ -96,13 +96,23 @@ def test_openvino_mixed_runs_its_front_at_f32_and_its_back_at_bf16(tiny_model_di
     np.testing.assert_array_equal(again.encode(TEXTS).vectors, got)
 
 
-def test_openvino_mixed_runs_a_model_it_cannot_cut_whole_at_f32(tiny_model_dir, tmp_path, monkeypatch, caplog):
-    """A model PackedBert does not reproduce has no first layer to cut off: it runs as one padded graph at
-    f32, so the engine still keeps search results where auto picks it."""
+@pytest.mark.parametrize("why", ["not a plain BERT", "the packed graph fails"])
+def test_openvino_mixed_runs_a_model_it_cannot_cut_whole_at_f32(tiny_model_dir, tmp_path, monkeypatch, caplog, why):
+    """A model PackedBert does not reproduce, or whose packed graphs cannot be made, has no first layer to cut
+    off: it runs as one padded graph at f32, so the engine still keeps search results where auto picks it, and
+    the log says so."""
     from whitevec.models import runners
 
-    monkeypatch.setattr(runners.PackedBert, "fits", staticmethod(lambda model: False))
+    if why == "not a plain BERT":
+        monkeypatch.setattr(runners.PackedBert, "fits", staticmethod(lambda model: False))
+    else:
+        def fails(*args, **kwargs):
+            raise ValueError("cannot convert")
+
+        monkeypatch.setattr(runners.PackedBert, "layer", fails)
     mixed = Encoder(tiny_model_dir, device="cpu", engine="openvino-mixed", engine_cache=tmp_path)
     assert [s.precision for s in mixed._runner.stages] == ["f32"] and "-packed" not in mixed._runner.path.name
+    assert "openvino-mixed runs this model as one graph at f32" in caplog.text
+    assert all(stage.module is None for stage in mixed._runner.stages)  # compiled: the torch module let go
     want = Encoder(tiny_model_dir, device="cpu").encode(TEXTS).vectors
     np.testing.assert_allclose(mixed.encode(TEXTS).vectors, want, atol=1e-5)
