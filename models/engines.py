@@ -51,7 +51,7 @@ CPU_CANDIDATES = (
     ("openvino-mixed", "avx512_bf16",
      "this CPU has avx512_bf16 but no amx_bf16: OpenVINO with the first layer in float32 and the rest in bf16 "
      "keeps search results within the limits on such a CPU (measured on STS-B) and ran 1.27× torch's bf16 at "
-     "batch 32 there, 1.1-1.2× over HTTP; OpenVINO's bf16 everywhere moved paraphrase hit@1 (zh) 0.6 points under float32's, beyond "
+     "batch 32 there, as fast or faster over HTTP; OpenVINO's bf16 everywhere moved paraphrase hit@1 (zh) 0.6 points under float32's, beyond "
      "the 0.5 allowed"),
 )
 
