@@ -32,8 +32,8 @@ EQUIVALENT = {"torch": "torch", "onnx": "torch", "openvino": "torch", "torch-hal
 #: Engines that run a packed BERT's embeddings and first layers in float32 and the rest in bf16: how many layers.
 #: Part of the engine's vectors, so fixed for its name: another cut would be another engine.
 #: On AVX-512 BF16 without AMX, bf16 everywhere moved paraphrase hit@1 (zh) 0.61 points under float32's (0.5
-#: allowed); the first layer in float32 kept it 0.21 under, as torch's bf16 does, at 1.6× its speed in-process
-#: (docs/performance.md).
+#: allowed); the first layer in float32 kept it 0.21 under, as torch's bf16 does, at 1.27× torch's bf16 at batch
+#: 32 in-process (docs/performance.md).
 F32_FRONT = {"openvino-mixed": 1}
 
 

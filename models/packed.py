@@ -55,12 +55,7 @@ class PackedBert(torch.nn.Module):
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, ...]:
         rows, length, where, back = places(attention_mask)
         h = self.embed(input_ids, where, length)
-        bias = self.bias(attention_mask, h.dtype)
-        first = h
-        for i in range(len(self.layers)):
-            h = self.layer(i, h, bias, where, back)
-            if i == 0:
-                first = h
+        h, first = self.run(h, self.bias(attention_mask, h.dtype), where, back, 0, len(self.layers))
         return self.outputs(h, first if self.first else None, rows, length, back)
 
     def embed(self, input_ids: torch.Tensor, where: torch.Tensor, length: int) -> torch.Tensor:
@@ -88,6 +83,17 @@ class PackedBert(torch.nn.Module):
         a = a.transpose(1, 2).reshape(rows * length, hidden).index_select(0, where)
         a = layer.attention.output(a, h)
         return layer.output(layer.intermediate(a), a)
+
+    def run(self, h: torch.Tensor, bias: torch.Tensor, where: torch.Tensor, back: torch.Tensor, start: int,
+            stop: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Layers start..stop-1 on the packed hidden state: (the state after them, the first layer's output when
+        it is among them)."""
+        first = None
+        for i in range(start, stop):
+            h = self.layer(i, h, bias, where, back)
+            if i == 0:
+                first = h
+        return h, first
 
     def outputs(self, h: torch.Tensor, first: torch.Tensor | None, rows: int, length: int,
                 back: torch.Tensor) -> tuple[torch.Tensor, ...]:
@@ -131,12 +137,7 @@ class PackedFront(torch.nn.Module):
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, ...]:
         rows, length, where, back = places(attention_mask)
         h = self.bert.embed(input_ids, where, length)
-        bias = self.bert.bias(attention_mask, h.dtype)
-        first = h
-        for i in range(self.stop):
-            h = self.bert.layer(i, h, bias, where, back)
-            if i == 0:
-                first = h
+        h, first = self.bert.run(h, self.bert.bias(attention_mask, h.dtype), where, back, 0, self.stop)
         if not self.bert.first:
             return (h,)
         return h, first.index_select(0, back).view(rows, length, h.shape[-1])
@@ -153,7 +154,6 @@ class PackedBack(torch.nn.Module):
 
     def forward(self, hidden: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, ...]:
         rows, length, where, back = places(attention_mask)
-        h, bias = hidden, self.bert.bias(attention_mask, hidden.dtype)
-        for i in range(self.start, len(self.bert.layers)):
-            h = self.bert.layer(i, h, bias, where, back)
+        h, _ = self.bert.run(hidden, self.bert.bias(attention_mask, hidden.dtype), where, back, self.start,
+                             len(self.bert.layers))
         return self.bert.outputs(h, None, rows, length, back)
